@@ -1,0 +1,253 @@
+// Package tree defines the directory listing stored in a tree blob: a sorted
+// list of nodes, each a file, directory, symlink or special file with all of
+// its metadata. The encoding is deterministic JSON, so equal directories
+// produce equal tree blobs and deduplicate.
+package tree
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"dj/repo/crypto"
+)
+
+// NodeType is the kind of a node.
+type NodeType string
+
+// The node types.
+const (
+	File      NodeType = "file"
+	Dir       NodeType = "dir"
+	Symlink   NodeType = "symlink"
+	Dev       NodeType = "dev" // block device
+	CharDev   NodeType = "chardev"
+	FIFO      NodeType = "fifo"
+	Socket    NodeType = "socket"
+	Irregular NodeType = "irregular"
+)
+
+// Xattr is one extended attribute. Names and values are raw bytes.
+type Xattr struct {
+	Name  string
+	Value []byte
+}
+
+// Node is one directory entry with its metadata.
+//
+// Name and LinkTarget hold raw bytes and need not be valid UTF-8; the JSON
+// encoding keeps such values exactly (see MarshalJSON).
+type Node struct {
+	Name       string
+	Type       NodeType
+	Mode       os.FileMode // permission, setuid/setgid/sticky and type bits, as Go reports them
+	UID, GID   uint32
+	User       string
+	Group      string
+	ModTime    time.Time
+	AccessTime time.Time
+	ChangeTime time.Time
+	Size       uint64 // file size in bytes
+	Blocks     uint64 // allocated 512-byte blocks (st_blocks); less than Size/512 for sparse files
+	Links      uint64 // hard link count
+	Inode      uint64
+	DeviceID   uint64 // st_dev of the file system the node lived on
+	Rdev       uint64 // device number of a device node
+	LinkTarget string
+	Xattrs     []Xattr
+	Content    []crypto.ID // data blobs of a file, in order
+	Subtree    *crypto.ID  // tree blob of a directory
+}
+
+// IsSparse reports whether the file had holes when it was backed up.
+func (n *Node) IsSparse() bool {
+	return n.Type == File && n.Blocks*512 < n.Size
+}
+
+// jsonNode is the wire form of a Node. Strings that are not valid UTF-8 are
+// stored base64-encoded in the *_raw fields instead.
+type jsonNode struct {
+	Name          string      `json:"name,omitempty"`
+	NameRaw       []byte      `json:"name_raw,omitempty"`
+	Type          NodeType    `json:"type"`
+	Mode          os.FileMode `json:"mode"`
+	UID           uint32      `json:"uid"`
+	GID           uint32      `json:"gid"`
+	User          string      `json:"user,omitempty"`
+	Group         string      `json:"group,omitempty"`
+	ModTime       int64       `json:"mtime"`
+	AccessTime    int64       `json:"atime"`
+	ChangeTime    int64       `json:"ctime"`
+	Size          uint64      `json:"size,omitempty"`
+	Blocks        uint64      `json:"blocks,omitempty"`
+	Links         uint64      `json:"links,omitempty"`
+	Inode         uint64      `json:"inode,omitempty"`
+	DeviceID      uint64      `json:"device_id,omitempty"`
+	Rdev          uint64      `json:"rdev,omitempty"`
+	LinkTarget    string      `json:"linktarget,omitempty"`
+	LinkTargetRaw []byte      `json:"linktarget_raw,omitempty"`
+	Xattrs        []jsonXattr `json:"xattrs,omitempty"`
+	Content       []crypto.ID `json:"content,omitempty"`
+	Subtree       *crypto.ID  `json:"subtree,omitempty"`
+}
+
+type jsonXattr struct {
+	Name    string `json:"name,omitempty"`
+	NameRaw []byte `json:"name_raw,omitempty"`
+	Value   []byte `json:"value"`
+}
+
+func splitString(s string) (string, []byte) {
+	if utf8.ValidString(s) {
+		return s, nil
+	}
+	return "", []byte(s)
+}
+
+func joinString(s string, raw []byte) string {
+	if raw != nil {
+		return string(raw)
+	}
+	return s
+}
+
+func timeNS(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func nsTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// MarshalJSON encodes the node deterministically. Times are nanoseconds since
+// the Unix epoch.
+func (n Node) MarshalJSON() ([]byte, error) {
+	j := jsonNode{
+		Type: n.Type, Mode: n.Mode, UID: n.UID, GID: n.GID, User: n.User, Group: n.Group,
+		ModTime: timeNS(n.ModTime), AccessTime: timeNS(n.AccessTime), ChangeTime: timeNS(n.ChangeTime),
+		Size: n.Size, Blocks: n.Blocks, Links: n.Links, Inode: n.Inode, DeviceID: n.DeviceID, Rdev: n.Rdev,
+		Content: n.Content, Subtree: n.Subtree,
+	}
+	j.Name, j.NameRaw = splitString(n.Name)
+	j.LinkTarget, j.LinkTargetRaw = splitString(n.LinkTarget)
+	for _, x := range n.Xattrs {
+		jx := jsonXattr{Value: x.Value}
+		if jx.Value == nil {
+			jx.Value = []byte{}
+		}
+		jx.Name, jx.NameRaw = splitString(x.Name)
+		j.Xattrs = append(j.Xattrs, jx)
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON decodes a node written by MarshalJSON.
+func (n *Node) UnmarshalJSON(b []byte) error {
+	var j jsonNode
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*n = Node{
+		Name: joinString(j.Name, j.NameRaw), Type: j.Type, Mode: j.Mode, UID: j.UID, GID: j.GID,
+		User: j.User, Group: j.Group,
+		ModTime: nsTime(j.ModTime), AccessTime: nsTime(j.AccessTime), ChangeTime: nsTime(j.ChangeTime),
+		Size: j.Size, Blocks: j.Blocks, Links: j.Links, Inode: j.Inode, DeviceID: j.DeviceID, Rdev: j.Rdev,
+		LinkTarget: joinString(j.LinkTarget, j.LinkTargetRaw), Content: j.Content, Subtree: j.Subtree,
+	}
+	for _, jx := range j.Xattrs {
+		n.Xattrs = append(n.Xattrs, Xattr{Name: joinString(jx.Name, jx.NameRaw), Value: jx.Value})
+	}
+	return nil
+}
+
+// Tree is the content of a directory: nodes sorted by name (byte order).
+type Tree struct {
+	Nodes []*Node `json:"nodes"`
+}
+
+// ErrInvalidName is returned for a node name that must not appear in a tree.
+var ErrInvalidName = errors.New("invalid file name in tree")
+
+// ValidName reports whether name may be used as one path element: not empty,
+// not "." or "..", and without '/' or NUL.
+func ValidName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return fmt.Errorf("%w: %q", ErrInvalidName, name)
+	}
+	return nil
+}
+
+// Sort orders the nodes by name.
+func (t *Tree) Sort() {
+	sort.Slice(t.Nodes, func(i, j int) bool { return t.Nodes[i].Name < t.Nodes[j].Name })
+}
+
+// Find returns the node with the given name, or nil.
+func (t *Tree) Find(name string) *Node {
+	i := sort.Search(len(t.Nodes), func(i int) bool { return t.Nodes[i].Name >= name })
+	if i < len(t.Nodes) && t.Nodes[i].Name == name {
+		return t.Nodes[i]
+	}
+	return nil
+}
+
+// Encode returns the deterministic JSON encoding of the tree, sorting it first.
+func (t *Tree) Encode() ([]byte, error) {
+	t.Sort()
+	if t.Nodes == nil {
+		t.Nodes = []*Node{}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(t); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// Decode parses a tree and checks it: names valid and unique, sorted, and
+// each node carrying only what its type allows. Trees come from storage and
+// are treated as hostile.
+func Decode(b []byte) (*Tree, error) {
+	var t Tree
+	if err := json.Unmarshal(b, &t); err != nil {
+		return nil, fmt.Errorf("decode tree: %w", err)
+	}
+	for i, n := range t.Nodes {
+		if n == nil {
+			return nil, errors.New("decode tree: null node")
+		}
+		if err := ValidName(n.Name); err != nil {
+			return nil, fmt.Errorf("decode tree: %w", err)
+		}
+		if i > 0 && t.Nodes[i-1].Name >= n.Name {
+			return nil, fmt.Errorf("decode tree: nodes not sorted or duplicated at %q", n.Name)
+		}
+		switch n.Type {
+		case Dir:
+			if n.Subtree == nil {
+				return nil, fmt.Errorf("decode tree: directory %q has no subtree", n.Name)
+			}
+		case File, Symlink, Dev, CharDev, FIFO, Socket, Irregular:
+			if n.Subtree != nil {
+				return nil, fmt.Errorf("decode tree: %s %q has a subtree", n.Type, n.Name)
+			}
+		default:
+			return nil, fmt.Errorf("decode tree: node %q has unknown type %q", n.Name, n.Type)
+		}
+	}
+	return &t, nil
+}
