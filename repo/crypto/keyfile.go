@@ -1,0 +1,100 @@
+package crypto
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/crypto/argon2"
+)
+
+// ErrWrongPassword is returned when a password opens none of the key files.
+var ErrWrongPassword = errors.New("wrong password or no key found")
+
+// KDFParams are argon2id cost parameters.
+type KDFParams struct {
+	Time    uint32 `json:"time"`
+	Memory  uint32 `json:"memory"` // KiB
+	Threads uint8  `json:"threads"`
+}
+
+// DefaultKDF is the argon2id cost for new keys: RFC 9106's second
+// recommended setting (3 passes over 64 MiB, 4 lanes).
+var DefaultKDF = KDFParams{Time: 3, Memory: 64 * 1024, Threads: 4}
+
+// TestKDF is a cheap setting for tests only.
+var TestKDF = KDFParams{Time: 1, Memory: 64, Threads: 1}
+
+// Bounds on KDF parameters read from storage, so a hostile key file cannot
+// make dj allocate unbounded memory or spin forever.
+const (
+	maxKDFMemory = 4 << 20 // KiB = 4 GiB
+	maxKDFTime   = 100
+)
+
+// KeyFile is a password-protected copy of the master key, stored as plain
+// JSON under keys/.
+type KeyFile struct {
+	Created  time.Time `json:"created"`
+	Username string    `json:"username,omitempty"`
+	Hostname string    `json:"hostname,omitempty"`
+	KDF      string    `json:"kdf"`
+	KDFParams
+	Salt []byte `json:"salt"`
+	Data []byte `json:"data"` // the master key, sealed with the password-derived key
+}
+
+const keyFileAD = "dj key file v1"
+
+// NewKeyFile seals master with a key derived from password.
+func NewKeyFile(master *Key, password string, p KDFParams, username, hostname string) (*KeyFile, error) {
+	kf := &KeyFile{Created: time.Now(), Username: username, Hostname: hostname, KDF: "argon2id", KDFParams: p}
+	kf.Salt = make([]byte, 16)
+	if _, err := rand.Read(kf.Salt); err != nil {
+		return nil, fmt.Errorf("generate salt: %w", err)
+	}
+	user, err := kf.userKey(password)
+	if err != nil {
+		return nil, err
+	}
+	kf.Data = user.Seal(nil, master.master[:], []byte(keyFileAD))
+	return kf, nil
+}
+
+func (kf *KeyFile) userKey(password string) (*Key, error) {
+	if kf.KDF != "argon2id" {
+		return nil, fmt.Errorf("key file uses unknown KDF %q", kf.KDF)
+	}
+	if kf.Time == 0 || kf.Time > maxKDFTime || kf.Memory == 0 || kf.Memory > maxKDFMemory || kf.Threads == 0 {
+		return nil, fmt.Errorf("key file has invalid KDF parameters (time %d, memory %d KiB, threads %d)", kf.Time, kf.Memory, kf.Threads)
+	}
+	if len(kf.Salt) < 8 || len(kf.Salt) > 64 {
+		return nil, fmt.Errorf("key file has invalid salt length %d", len(kf.Salt))
+	}
+	raw := argon2.IDKey([]byte(password), kf.Salt, kf.Time, kf.Memory, kf.Threads, MasterKeySize)
+	return KeyFromMaster(raw)
+}
+
+// Open returns the master key sealed in the key file, or ErrWrongPassword.
+func (kf *KeyFile) Open(password string) (*Key, error) {
+	user, err := kf.userKey(password)
+	if err != nil {
+		return nil, err
+	}
+	m, err := user.Open(nil, kf.Data, []byte(keyFileAD))
+	if err != nil {
+		return nil, ErrWrongPassword
+	}
+	return KeyFromMaster(m)
+}
+
+// ParseKeyFile decodes a key file.
+func ParseKeyFile(b []byte) (*KeyFile, error) {
+	var kf KeyFile
+	if err := json.Unmarshal(b, &kf); err != nil {
+		return nil, fmt.Errorf("decode key file: %w", err)
+	}
+	return &kf, nil
+}
