@@ -1,0 +1,151 @@
+package index
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"dj/repo/crypto"
+	"dj/repo/pack"
+)
+
+// File is the content of one index file: packs with their blobs, and the
+// index files it supersedes.
+type File struct {
+	Supersedes []crypto.ID
+	Packs      []FilePack
+}
+
+// FilePack is one pack in an index file.
+type FilePack struct {
+	ID    crypto.ID
+	Blobs []pack.Blob
+}
+
+// ErrCorrupt is returned for an index file that does not decode.
+var ErrCorrupt = errors.New("index file is corrupt")
+
+const fileMagic = "djix\x01"
+
+// Encode returns the binary encoding of f:
+//
+//	magic "djix" 0x01, uvarint n, n supersedes ids,
+//	uvarint packs, per pack: id, uvarint blobs,
+//	per blob: type, flags, id, uvarint offset, uvarint length, uvarint plain length.
+func (f *File) Encode() []byte {
+	b := []byte(fileMagic)
+	b = binary.AppendUvarint(b, uint64(len(f.Supersedes)))
+	for _, id := range f.Supersedes {
+		b = append(b, id[:]...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(f.Packs)))
+	for _, p := range f.Packs {
+		b = append(b, p.ID[:]...)
+		b = binary.AppendUvarint(b, uint64(len(p.Blobs)))
+		for _, e := range p.Blobs {
+			var flags byte
+			if e.Compressed {
+				flags = 1
+			}
+			b = append(b, byte(e.Type), flags)
+			b = append(b, e.ID[:]...)
+			b = binary.AppendUvarint(b, uint64(e.Offset))
+			b = binary.AppendUvarint(b, uint64(e.Length))
+			b = binary.AppendUvarint(b, uint64(e.PlainLength))
+		}
+	}
+	return b
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) uvarint(max uint64) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 || v > max {
+		d.err = fmt.Errorf("%w: invalid number", ErrCorrupt)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) id() crypto.ID {
+	var id crypto.ID
+	if d.err != nil {
+		return id
+	}
+	if len(d.b) < crypto.IDSize {
+		d.err = fmt.Errorf("%w: truncated", ErrCorrupt)
+		return id
+	}
+	copy(id[:], d.b)
+	d.b = d.b[crypto.IDSize:]
+	return id
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) < 1 {
+		d.err = fmt.Errorf("%w: truncated", ErrCorrupt)
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+// DecodeFile parses an index file, bounding every count by the bytes left
+// so a hostile file cannot force a large allocation.
+func DecodeFile(b []byte) (*File, error) {
+	if len(b) < len(fileMagic) || string(b[:len(fileMagic)]) != fileMagic {
+		return nil, fmt.Errorf("%w: bad magic", ErrCorrupt)
+	}
+	d := &decoder{b: b[len(fileMagic):]}
+	f := &File{}
+	ns := d.uvarint(uint64(len(d.b) / crypto.IDSize))
+	for i := uint64(0); i < ns && d.err == nil; i++ {
+		f.Supersedes = append(f.Supersedes, d.id())
+	}
+	np := d.uvarint(uint64(len(d.b) / (crypto.IDSize + 1)))
+	for i := uint64(0); i < np && d.err == nil; i++ {
+		p := FilePack{ID: d.id()}
+		nb := d.uvarint(uint64(len(d.b) / (crypto.IDSize + 5)))
+		p.Blobs = make([]pack.Blob, 0, nb)
+		for j := uint64(0); j < nb && d.err == nil; j++ {
+			e := pack.Blob{Type: pack.BlobType(d.byte())}
+			flags := d.byte()
+			e.Compressed = flags&1 != 0
+			e.ID = d.id()
+			e.Offset = uint32(d.uvarint(pack.MaxPackSize))
+			e.Length = uint32(d.uvarint(pack.MaxPackSize))
+			e.PlainLength = uint32(d.uvarint(pack.MaxBlobSize))
+			if d.err == nil && (e.Type > pack.PaddingBlob || flags > 1) {
+				d.err = fmt.Errorf("%w: invalid blob type or flags", ErrCorrupt)
+			}
+			p.Blobs = append(p.Blobs, e)
+		}
+		f.Packs = append(f.Packs, p)
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(d.b))
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return f, nil
+}
+
+// AddFile adds the packs of an index file to the index.
+func (x *Index) AddFile(f *File) {
+	for _, p := range f.Packs {
+		x.AddPack(p.ID, p.Blobs)
+	}
+}

@@ -1,0 +1,192 @@
+// Package index maps blob ids to their place in the repository (pack,
+// offset, length) and encodes that map as index files.
+//
+// In memory the index is a sorted table of fixed-size entries (52 bytes per
+// blob) plus a small map of entries added since the last sort; lookups are a
+// binary search. The index is safe for concurrent use.
+package index
+
+import (
+	"bytes"
+	"sort"
+	"sync"
+
+	"dj/repo/crypto"
+	"dj/repo/pack"
+)
+
+// PackedBlob is where one blob is stored.
+type PackedBlob struct {
+	pack.Blob
+	PackID crypto.ID
+}
+
+type entry struct {
+	id          crypto.ID
+	packIdx     uint32
+	offset      uint32
+	length      uint32
+	plainLength uint32
+	typ         pack.BlobType
+	compressed  bool
+}
+
+// Index is the in-memory blob index.
+type Index struct {
+	mu      sync.RWMutex
+	sorted  []entry
+	pending map[blobKey][]entry
+	packs   []crypto.ID
+	packIdx map[crypto.ID]uint32
+}
+
+type blobKey struct {
+	t  pack.BlobType
+	id crypto.ID
+}
+
+// New returns an empty index.
+func New() *Index {
+	return &Index{pending: make(map[blobKey][]entry), packIdx: make(map[crypto.ID]uint32)}
+}
+
+// AddPack records the blobs of a pack.
+func (x *Index) AddPack(packID crypto.ID, blobs []pack.Blob) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	pi, ok := x.packIdx[packID]
+	if !ok {
+		pi = uint32(len(x.packs))
+		x.packs = append(x.packs, packID)
+		x.packIdx[packID] = pi
+	}
+	for _, b := range blobs {
+		e := entry{id: b.ID, packIdx: pi, offset: b.Offset, length: b.Length, plainLength: b.PlainLength, typ: b.Type, compressed: b.Compressed}
+		k := blobKey{b.Type, b.ID}
+		x.pending[k] = append(x.pending[k], e)
+	}
+	if len(x.pending) > 1<<16 && len(x.pending) > len(x.sorted)/8 {
+		x.compactLocked()
+	}
+}
+
+func less(a, b *entry) bool {
+	if c := bytes.Compare(a.id[:], b.id[:]); c != 0 {
+		return c < 0
+	}
+	if a.typ != b.typ {
+		return a.typ < b.typ
+	}
+	return a.packIdx < b.packIdx
+}
+
+func (x *Index) compactLocked() {
+	if len(x.pending) == 0 {
+		return
+	}
+	for _, es := range x.pending {
+		x.sorted = append(x.sorted, es...)
+	}
+	x.pending = make(map[blobKey][]entry)
+	sort.Slice(x.sorted, func(i, j int) bool { return less(&x.sorted[i], &x.sorted[j]) })
+}
+
+// Compact sorts pending entries into the table. Call it after loading all
+// index files.
+func (x *Index) Compact() {
+	x.mu.Lock()
+	x.compactLocked()
+	x.mu.Unlock()
+}
+
+func (x *Index) toPacked(e *entry) PackedBlob {
+	return PackedBlob{
+		Blob:   pack.Blob{Type: e.typ, Compressed: e.compressed, ID: e.id, Offset: e.offset, Length: e.length, PlainLength: e.plainLength},
+		PackID: x.packs[e.packIdx],
+	}
+}
+
+// Lookup returns every known location of a blob (usually one).
+func (x *Index) Lookup(t pack.BlobType, id crypto.ID) []PackedBlob {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var out []PackedBlob
+	i := sort.Search(len(x.sorted), func(i int) bool {
+		e := &x.sorted[i]
+		if c := bytes.Compare(e.id[:], id[:]); c != 0 {
+			return c > 0
+		}
+		return e.typ >= t
+	})
+	for ; i < len(x.sorted) && x.sorted[i].id == id && x.sorted[i].typ == t; i++ {
+		out = append(out, x.toPacked(&x.sorted[i]))
+	}
+	for _, e := range x.pending[blobKey{t, id}] {
+		out = append(out, x.toPacked(&e))
+	}
+	return out
+}
+
+// Has reports whether the blob is in the index.
+func (x *Index) Has(t pack.BlobType, id crypto.ID) bool {
+	return len(x.Lookup(t, id)) > 0
+}
+
+// PlainLength returns the plaintext length of a blob.
+func (x *Index) PlainLength(t pack.BlobType, id crypto.ID) (int, bool) {
+	pbs := x.Lookup(t, id)
+	if len(pbs) == 0 {
+		return 0, false
+	}
+	return int(pbs[0].PlainLength), true
+}
+
+// Len returns the number of entries (a blob stored in two packs counts twice).
+func (x *Index) Len() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	n := len(x.sorted)
+	for _, es := range x.pending {
+		n += len(es)
+	}
+	return n
+}
+
+// Each calls fn for every entry, sorted by blob id, until fn returns false.
+func (x *Index) Each(fn func(PackedBlob) bool) {
+	x.Compact()
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for i := range x.sorted {
+		if !fn(x.toPacked(&x.sorted[i])) {
+			return
+		}
+	}
+}
+
+// Packs returns the blobs of each pack, grouped by pack id.
+func (x *Index) Packs() map[crypto.ID][]pack.Blob {
+	out := make(map[crypto.ID][]pack.Blob)
+	x.Each(func(pb PackedBlob) bool {
+		out[pb.PackID] = append(out[pb.PackID], pb.Blob)
+		return true
+	})
+	for id, bs := range out {
+		sort.Slice(bs, func(i, j int) bool { return bs[i].Offset < bs[j].Offset })
+		out[id] = bs
+	}
+	return out
+}
+
+// Filter returns a copy of the index restricted to the packs for which keep
+// returns true.
+func (x *Index) Filter(keep func(packID crypto.ID) bool) *Index {
+	n := New()
+	for id, blobs := range x.Packs() {
+		if keep(id) {
+			n.AddPack(id, blobs)
+		}
+	}
+	n.Compact()
+	return n
+}
