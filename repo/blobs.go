@@ -1,0 +1,405 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"dj/backend"
+	"dj/repo/crypto"
+	"dj/repo/index"
+	"dj/repo/pack"
+)
+
+// openPacksPerType is how many packs of one type the writer fills at once;
+// each blob goes into one of them at random, so the sizes of single chunks
+// cannot be read off the pack layout.
+const openPacksPerType = 2
+
+// uploadsInFlight bounds the finished packs held in memory while they upload.
+const uploadsInFlight = 2
+
+// packer collects sealed blobs into packs and uploads finished packs.
+type packer struct {
+	r *Repository
+
+	mu       sync.Mutex
+	open     map[pack.BlobType][]*pack.Writer
+	inflight map[blobKey]struct{} // blobs added to an open or uploading pack
+	written  []index.FilePack     // packs saved since the last index file
+	err      error                // first upload error
+
+	uploads sync.WaitGroup
+	sem     chan struct{}
+}
+
+type blobKey struct {
+	t  pack.BlobType
+	id crypto.ID
+}
+
+func newPacker(r *Repository) *packer {
+	return &packer{r: r, open: map[pack.BlobType][]*pack.Writer{}, inflight: map[blobKey]struct{}{}, sem: make(chan struct{}, uploadsInFlight)}
+}
+
+// SaveBlob stores a blob unless the repository already has it and returns
+// its id and whether it was new. The blob is durable only after Flush.
+// SaveBlob is safe for concurrent use; compression and encryption run in the
+// calling goroutine, so callers parallelise by calling from several.
+func (r *Repository) SaveBlob(ctx context.Context, t pack.BlobType, plain []byte) (crypto.ID, bool, error) {
+	id := r.key.BlobID(plain)
+	added, err := r.saveBlobWithID(ctx, t, id, plain)
+	return id, added, err
+}
+
+func (r *Repository) saveBlobWithID(ctx context.Context, t pack.BlobType, id crypto.ID, plain []byte) (bool, error) {
+	if len(plain) > pack.MaxBlobSize {
+		return false, fmt.Errorf("blob of %d bytes is larger than the maximum %d", len(plain), pack.MaxBlobSize)
+	}
+	p := r.packer
+	k := blobKey{t, id}
+	if r.idx.Has(t, id) {
+		return false, nil
+	}
+	p.mu.Lock()
+	if p.err != nil {
+		err := p.err
+		p.mu.Unlock()
+		return false, err
+	}
+	if _, ok := p.inflight[k]; ok {
+		p.mu.Unlock()
+		return false, nil
+	}
+	p.inflight[k] = struct{}{}
+	p.mu.Unlock()
+
+	content, compressed := r.compress(plain)
+	sealed := pack.SealBlob(r.key, make([]byte, 0, len(content)+crypto.Overhead), t, id, content)
+	return true, p.add(ctx, t, id, sealed, compressed, len(plain))
+}
+
+// compress returns the zstd encoding of plain when it is smaller.
+func (r *Repository) compress(plain []byte) ([]byte, bool) {
+	if r.enc == nil || len(plain) < 64 {
+		return plain, false
+	}
+	c := r.enc.EncodeAll(plain, make([]byte, 0, len(plain)))
+	if len(c) >= len(plain) {
+		return plain, false
+	}
+	return c, true
+}
+
+func (p *packer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed []byte, compressed bool, plainLen int) error {
+	p.mu.Lock()
+	ws := p.open[t]
+	for len(ws) < openPacksPerType {
+		ws = append(ws, pack.NewWriter(p.r.key, p.r.opts.PackSize+p.r.opts.PackSize/4))
+	}
+	i := rand.IntN(len(ws))
+	w := ws[i]
+	w.Add(t, id, sealed, compressed, plainLen)
+	var full *pack.Writer
+	if w.Size() >= p.r.opts.PackSize {
+		full = w
+		ws = append(ws[:i], ws[i+1:]...)
+	}
+	p.open[t] = ws
+	p.mu.Unlock()
+	if full != nil {
+		return p.upload(ctx, full)
+	}
+	return nil
+}
+
+// upload finishes a pack and saves it in the background; it blocks while
+// uploadsInFlight packs are already uploading, which bounds memory.
+func (p *packer) upload(ctx context.Context, w *pack.Writer) error {
+	select {
+	case p.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	p.uploads.Add(1)
+	go func() {
+		defer p.uploads.Done()
+		defer func() { <-p.sem }()
+		data, blobs := w.Finish()
+		id := crypto.Hash(data)
+		err := p.r.be.Save(ctx, backend.Handle{Type: backend.PackFile, Name: id.String()}, data)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if err != nil {
+			if p.err == nil {
+				p.err = fmt.Errorf("save pack %s: %w", id.Short(), err)
+			}
+			return
+		}
+		p.r.idx.AddPack(id, blobs)
+		p.written = append(p.written, index.FilePack{ID: id, Blobs: blobs})
+		for _, b := range blobs {
+			delete(p.inflight, blobKey{b.Type, b.ID})
+		}
+	}()
+	return nil
+}
+
+// Flush uploads the packs being filled, waits for all uploads and writes an
+// index file for the packs saved since the last flush.
+func (r *Repository) Flush(ctx context.Context) error {
+	p := r.packer
+	p.mu.Lock()
+	var ws []*pack.Writer
+	for t, list := range p.open {
+		for _, w := range list {
+			if w.Count() > 0 {
+				ws = append(ws, w)
+			}
+		}
+		delete(p.open, t)
+	}
+	p.mu.Unlock()
+	for _, w := range ws {
+		if err := p.upload(ctx, w); err != nil {
+			return err
+		}
+	}
+	p.uploads.Wait()
+	p.mu.Lock()
+	err := p.err
+	written := p.written
+	p.written = nil
+	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if len(written) == 0 {
+		return nil
+	}
+	_, err = r.SaveIndexFile(ctx, &index.File{Packs: written})
+	return err
+}
+
+// SaveIndexFile writes an index file.
+func (r *Repository) SaveIndexFile(ctx context.Context, f *index.File) (crypto.ID, error) {
+	id, err := r.SaveFile(ctx, backend.IndexFile, f.Encode())
+	if err != nil {
+		return id, fmt.Errorf("save index: %w", err)
+	}
+	r.packer.mu.Lock()
+	r.indexFiles[id] = f
+	r.packer.mu.Unlock()
+	return id, nil
+}
+
+// IndexFiles returns the index files loaded or written by this handle.
+func (r *Repository) IndexFiles() map[crypto.ID]*index.File {
+	r.packer.mu.Lock()
+	defer r.packer.mu.Unlock()
+	out := make(map[crypto.ID]*index.File, len(r.indexFiles))
+	for k, v := range r.indexFiles {
+		out[k] = v
+	}
+	return out
+}
+
+// IndexProblem is an index file that could not be loaded.
+type IndexProblem struct {
+	ID  crypto.ID
+	Err error
+}
+
+// LoadIndex reads every index file into memory. Index files that fail to
+// load are returned as problems (and make the returned error non-nil unless
+// tolerate is set); superseded files are skipped.
+func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProblem, error) {
+	ids, err := r.ListFiles(ctx, backend.IndexFile)
+	if err != nil {
+		return nil, err
+	}
+	files := make([]*index.File, len(ids))
+	errs := make([]error, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0) * 2)
+	for i, id := range ids {
+		g.Go(func() error {
+			body, err := r.LoadFile(gctx, backend.IndexFile, id)
+			if err == nil {
+				files[i], err = index.DecodeFile(body)
+				if err != nil {
+					err = fmt.Errorf("%w: index/%s: %w", ErrCorrupt, id, err)
+				}
+			}
+			errs[i] = err
+			return gctx.Err()
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	superseded := map[crypto.ID]bool{}
+	var problems []IndexProblem
+	for i, f := range files {
+		if errs[i] != nil {
+			problems = append(problems, IndexProblem{ids[i], errs[i]})
+			continue
+		}
+		for _, s := range f.Supersedes {
+			superseded[s] = true
+		}
+	}
+	r.packer.mu.Lock()
+	for i, f := range files {
+		if f == nil || superseded[ids[i]] {
+			continue
+		}
+		r.indexFiles[ids[i]] = f
+		r.idx.AddFile(f)
+	}
+	r.packer.mu.Unlock()
+	r.idx.Compact()
+	if len(problems) > 0 && !tolerate {
+		return problems, fmt.Errorf("%d index file(s) could not be loaded, first: %w (run `dj repair index`)", len(problems), problems[0].Err)
+	}
+	return problems, nil
+}
+
+// LoadBlob returns the plaintext of a blob, appended to buf[:0] when it
+// fits. The plaintext is verified against id; a blob stored twice is read
+// from the second copy if the first is damaged.
+func (r *Repository) LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID, buf []byte) ([]byte, error) {
+	locs := r.idx.Lookup(t, id)
+	if len(locs) == 0 {
+		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), ErrBlobNotFound)
+	}
+	var firstErr error
+	for _, pb := range locs {
+		out, err := r.loadPacked(ctx, pb, buf)
+		if err == nil {
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return nil, firstErr
+}
+
+// ErrBlobNotFound means the index does not know a blob.
+var ErrBlobNotFound = errors.New("blob not in index")
+
+func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []byte) ([]byte, error) {
+	h := backend.Handle{Type: backend.PackFile, Name: pb.PackID.String()}
+	sealed, err := r.be.Load(ctx, h, int64(pb.Offset), int(pb.Length))
+	if err != nil {
+		return nil, fmt.Errorf("%s blob %s in pack %s: %w", pb.Type, pb.ID.Short(), pb.PackID.Short(), err)
+	}
+	return r.OpenPacked(pb, sealed, buf)
+}
+
+// OpenPacked decrypts, decompresses and verifies the stored bytes of a blob.
+func (r *Repository) OpenPacked(pb index.PackedBlob, sealed []byte, buf []byte) ([]byte, error) {
+	fail := func(err error) error {
+		return fmt.Errorf("%w: %s blob %s in pack %s: %w", ErrCorrupt, pb.Type, pb.ID.Short(), pb.PackID.Short(), err)
+	}
+	if pb.Compressed {
+		content, err := pack.OpenBlob(r.key, nil, pb.Type, pb.ID, sealed)
+		if err != nil {
+			return nil, fail(err)
+		}
+		if cap(buf) < int(pb.PlainLength) {
+			buf = make([]byte, 0, pb.PlainLength)
+		}
+		plain, err := r.dec.DecodeAll(content, buf[:0])
+		if err != nil {
+			return nil, fail(err)
+		}
+		if len(plain) != int(pb.PlainLength) {
+			return nil, fail(fmt.Errorf("length %d, index says %d", len(plain), pb.PlainLength))
+		}
+		if r.key.BlobID(plain) != pb.ID {
+			return nil, fail(errors.New("content does not match its id"))
+		}
+		return plain, nil
+	}
+	plain, err := pack.OpenBlob(r.key, buf[:0], pb.Type, pb.ID, sealed)
+	if err != nil {
+		return nil, fail(err)
+	}
+	if r.key.BlobID(plain) != pb.ID {
+		return nil, fail(errors.New("content does not match its id"))
+	}
+	return plain, nil
+}
+
+// BlobSize returns the plaintext length of a data blob from the index.
+func (r *Repository) BlobSize(id crypto.ID) (int, bool) {
+	return r.idx.PlainLength(pack.DataBlob, id)
+}
+
+// BlobID returns the keyed id of plaintext.
+func (r *Repository) BlobID(plain []byte) crypto.ID { return r.key.BlobID(plain) }
+
+// IsZeroBlob reports whether a data blob's plaintext is all zeros, using
+// only the index: it compares id with the id of that many zero bytes.
+func (r *Repository) IsZeroBlob(id crypto.ID) bool {
+	n, ok := r.BlobSize(id)
+	if !ok {
+		return false
+	}
+	r.zeroMu.Lock()
+	zid, ok := r.zeroIDs[n]
+	r.zeroMu.Unlock()
+	if !ok {
+		zid = r.key.BlobID(make([]byte, n))
+		r.zeroMu.Lock()
+		r.zeroIDs[n] = zid
+		r.zeroMu.Unlock()
+	}
+	return zid == id
+}
+
+// LoadDataBlob is LoadBlob for data blobs (the shape the restorer and the
+// mount need).
+func (r *Repository) LoadDataBlob(ctx context.Context, id crypto.ID, buf []byte) ([]byte, error) {
+	return r.LoadBlob(ctx, pack.DataBlob, id, buf)
+}
+
+// ReadPackHeader loads and parses the header of a stored pack.
+func (r *Repository) ReadPackHeader(ctx context.Context, id crypto.ID, size int64) ([]pack.Blob, error) {
+	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
+	n := int64(pack.EagerTail)
+	if n > size {
+		n = size
+	}
+	tail, err := r.be.Load(ctx, h, size-n, int(n))
+	if err != nil {
+		return nil, fmt.Errorf("load header of %s: %w", h, err)
+	}
+	if len(tail) >= 4 {
+		hl, err := pack.HeaderLength(tail[len(tail)-4:], size)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", h, err)
+		}
+		if hl+4 > len(tail) {
+			tail, err = r.be.Load(ctx, h, size-int64(hl)-4, hl+4)
+			if err != nil {
+				return nil, fmt.Errorf("load header of %s: %w", h, err)
+			}
+		}
+	}
+	blobs, err := pack.ParseTail(r.key, tail, size)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", h, err)
+	}
+	return blobs, nil
+}

@@ -1,0 +1,213 @@
+package repo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"dj/backend"
+	"dj/repo/crypto"
+)
+
+// LockKind says what a lock excludes.
+type LockKind string
+
+// The lock kinds. Shared locks (backup, restore, mount, check) coexist with
+// each other and with a maintenance lock; a maintenance lock (prune, repack)
+// excludes other maintenance locks; an exclusive lock excludes every lock.
+const (
+	LockShared      LockKind = "shared"
+	LockMaintenance LockKind = "maintenance"
+	LockExclusive   LockKind = "exclusive"
+)
+
+// Lock timing.
+const (
+	LockRefreshInterval = 5 * time.Minute
+	LockStaleAfter      = 30 * time.Minute
+)
+
+// ErrLocked means a conflicting lock is held.
+var ErrLocked = errors.New("repository is locked")
+
+// LockInfo is the content of a lock file.
+type LockInfo struct {
+	Time      time.Time `json:"time"`    // last refresh
+	Created   time.Time `json:"created"` // when the operation took the lock
+	Kind      LockKind  `json:"kind"`
+	Exclusive bool      `json:"exclusive"`
+	Hostname  string    `json:"hostname"`
+	Username  string    `json:"username"`
+	PID       int       `json:"pid"`
+
+	ID crypto.ID `json:"-"`
+}
+
+// Stale reports whether the lock's holder is certainly gone: not refreshed
+// for LockStaleAfter, or its process no longer runs on this host.
+func (l *LockInfo) Stale() bool {
+	if time.Since(l.Time) > LockStaleAfter {
+		return true
+	}
+	if l.Hostname == hostname() && l.PID > 0 {
+		err := syscall.Kill(l.PID, 0)
+		return errors.Is(err, syscall.ESRCH)
+	}
+	return false
+}
+
+func conflicts(a, b LockKind) bool {
+	if a == LockExclusive || b == LockExclusive {
+		return true
+	}
+	return a == LockMaintenance && b == LockMaintenance
+}
+
+func (l *LockInfo) String() string {
+	return fmt.Sprintf("%s lock %s held by PID %d on %s by %s since %s",
+		l.Kind, l.ID.Short(), l.PID, l.Hostname, l.Username, l.Created.Format(time.RFC3339))
+}
+
+// Lock is a held lock. It refreshes itself until Unlock.
+type Lock struct {
+	r    *Repository
+	info LockInfo
+
+	mu     sync.Mutex
+	id     crypto.ID
+	stop   chan struct{}
+	done   chan struct{}
+	failed error
+}
+
+// ListLocks loads every lock file; unreadable ones are skipped.
+func (r *Repository) ListLocks(ctx context.Context) ([]*LockInfo, error) {
+	ids, err := r.ListFiles(ctx, backend.LockFile)
+	if err != nil {
+		return nil, err
+	}
+	var out []*LockInfo
+	for _, id := range ids {
+		b, err := r.LoadFile(ctx, backend.LockFile, id)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue // removed meanwhile
+			}
+			continue
+		}
+		var li LockInfo
+		if json.Unmarshal(b, &li) != nil {
+			continue
+		}
+		li.ID = id
+		out = append(out, &li)
+	}
+	return out, nil
+}
+
+func (r *Repository) writeLock(ctx context.Context, li *LockInfo) (crypto.ID, error) {
+	b, err := json.Marshal(li)
+	if err != nil {
+		return crypto.ID{}, err
+	}
+	return r.SaveFile(ctx, backend.LockFile, b)
+}
+
+// Lock takes a lock of the given kind. It fails with ErrLocked when a
+// conflicting lock that is not stale exists.
+func (r *Repository) Lock(ctx context.Context, kind LockKind) (*Lock, error) {
+	now := time.Now()
+	li := LockInfo{Time: now, Created: now, Kind: kind, Exclusive: kind == LockExclusive, Hostname: hostname(), Username: currentUser(), PID: os.Getpid()}
+	id, err := r.writeLock(ctx, &li)
+	if err != nil {
+		return nil, fmt.Errorf("create lock: %w", err)
+	}
+	li.ID = id
+	others, err := r.ListLocks(ctx)
+	if err != nil {
+		_ = r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: id.String()})
+		return nil, err
+	}
+	for _, o := range others {
+		if o.ID == id || o.Stale() || !conflicts(kind, o.Kind) {
+			continue
+		}
+		_ = r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: id.String()})
+		return nil, fmt.Errorf("%w: %s (if no dj process uses it, run `dj unlock`)", ErrLocked, o)
+	}
+	l := &Lock{r: r, info: li, id: id, stop: make(chan struct{}), done: make(chan struct{})}
+	go l.refresh()
+	return l, nil
+}
+
+func (l *Lock) refresh() {
+	defer close(l.done)
+	t := time.NewTicker(LockRefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			l.mu.Lock()
+			info := l.info
+			info.Time = time.Now()
+			old := l.id
+			id, err := l.r.writeLock(ctx, &info)
+			if err == nil {
+				l.id = id
+				l.info = info
+				_ = l.r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: old.String()})
+			} else {
+				l.failed = err
+			}
+			l.mu.Unlock()
+			cancel()
+		}
+	}
+}
+
+// Created returns when the lock was first taken.
+func (l *Lock) Created() time.Time { return l.info.Created }
+
+// Unlock stops refreshing and removes the lock file.
+func (l *Lock) Unlock(ctx context.Context) error {
+	if l == nil {
+		return nil
+	}
+	select {
+	case <-l.stop:
+		return nil
+	default:
+	}
+	close(l.stop)
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: l.id.String()})
+}
+
+// RemoveLocks deletes stale locks, or every lock when all is set, and
+// returns how many it removed.
+func (r *Repository) RemoveLocks(ctx context.Context, all bool) (int, error) {
+	locks, err := r.ListLocks(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, l := range locks {
+		if all || l.Stale() {
+			if err := r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: l.ID.String()}); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,110 @@
+package repo
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"runtime"
+
+	"golang.org/x/sync/errgroup"
+
+	"dj/backend"
+	"dj/repo/crypto"
+	"dj/repo/pack"
+	"dj/repo/snapshot"
+	"dj/repo/tree"
+)
+
+// LoadTree loads, verifies and decodes a tree blob.
+func (r *Repository) LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error) {
+	b, err := r.LoadBlob(ctx, pack.TreeBlob, id, nil)
+	if err != nil {
+		return nil, err
+	}
+	t, err := tree.Decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tree %s: %w", ErrCorrupt, id.Short(), err)
+	}
+	return t, nil
+}
+
+// SaveTree encodes and saves a tree blob and returns its id.
+func (r *Repository) SaveTree(ctx context.Context, t *tree.Tree) (crypto.ID, bool, error) {
+	b, err := t.Encode()
+	if err != nil {
+		return crypto.ID{}, false, err
+	}
+	return r.SaveBlob(ctx, pack.TreeBlob, b)
+}
+
+// SaveSnapshot writes a snapshot file and sets sn.ID.
+func (r *Repository) SaveSnapshot(ctx context.Context, sn *snapshot.Snapshot) error {
+	b, err := json.Marshal(sn)
+	if err != nil {
+		return err
+	}
+	id, err := r.SaveFile(ctx, backend.SnapshotFile, b)
+	if err != nil {
+		return err
+	}
+	sn.ID = id
+	return nil
+}
+
+// LoadSnapshot loads one snapshot file.
+func (r *Repository) LoadSnapshot(ctx context.Context, id crypto.ID) (*snapshot.Snapshot, error) {
+	b, err := r.LoadFile(ctx, backend.SnapshotFile, id)
+	if err != nil {
+		return nil, err
+	}
+	var sn snapshot.Snapshot
+	if err := json.Unmarshal(b, &sn); err != nil {
+		return nil, fmt.Errorf("%w: snapshot %s: %w", ErrCorrupt, id.Short(), err)
+	}
+	sn.ID = id
+	return &sn, nil
+}
+
+// SnapshotProblem is a snapshot file that could not be loaded.
+type SnapshotProblem struct {
+	ID  crypto.ID
+	Err error
+}
+
+// Snapshots loads every snapshot, sorted oldest first. Snapshot files that
+// fail to load are returned as problems; the others are still returned.
+func (r *Repository) Snapshots(ctx context.Context) ([]*snapshot.Snapshot, []SnapshotProblem, error) {
+	ids, err := r.ListFiles(ctx, backend.SnapshotFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	sns := make([]*snapshot.Snapshot, len(ids))
+	errs := make([]error, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0) * 4)
+	for i, id := range ids {
+		g.Go(func() error {
+			sns[i], errs[i] = r.LoadSnapshot(gctx, id)
+			return gctx.Err()
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	var out []*snapshot.Snapshot
+	var problems []SnapshotProblem
+	for i := range ids {
+		if errs[i] != nil {
+			problems = append(problems, SnapshotProblem{ids[i], errs[i]})
+			continue
+		}
+		out = append(out, sns[i])
+	}
+	snapshot.SortByTime(out)
+	return out, problems, nil
+}
+
+// RemoveSnapshot deletes a snapshot file.
+func (r *Repository) RemoveSnapshot(ctx context.Context, id crypto.ID) error {
+	return r.be.Remove(ctx, backend.Handle{Type: backend.SnapshotFile, Name: id.String()})
+}
