@@ -1,0 +1,181 @@
+// Package cache holds the in-memory caches of decoded repository data: a
+// byte-bounded least-recently-used cache with single-flight loading, and the
+// blob cache built on it that serves the read path of a mount.
+package cache
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+)
+
+// LRU is a byte-bounded least-recently-used cache with single-flight
+// loading: concurrent misses for one key call load once and share its result.
+// Errors are not cached. It is safe for concurrent use.
+//
+// Values are never modified or recycled by the cache: a value handed out stays
+// valid (and unchanged) for as long as the caller holds it, even after it has
+// been evicted.
+type LRU[K comparable, V any] struct {
+	maxBytes int64
+	size     func(V) int64
+
+	mu       sync.Mutex
+	lru      *simplelru.LRU[K, V]
+	bytes    int64
+	inflight map[K]*call[V]
+}
+
+// call is one running load, shared by every caller waiting for its key.
+type call[V any] struct {
+	done    chan struct{} // closed when val and err are set
+	val     V
+	err     error
+	waiters int                // callers still waiting; guarded by LRU.mu
+	cancel  context.CancelFunc // cancels the load's context
+}
+
+// NewLRU returns a cache that holds values up to a total of maxBytes, as
+// measured by size. A value larger than maxBytes is returned to its callers
+// but not kept.
+func NewLRU[K comparable, V any](maxBytes int64, size func(V) int64) *LRU[K, V] {
+	c := &LRU[K, V]{
+		maxBytes: maxBytes,
+		size:     size,
+		inflight: make(map[K]*call[V]),
+	}
+	// The entry count is unbounded; the byte bound is enforced in add.
+	l, err := simplelru.NewLRU[K, V](math.MaxInt, func(_ K, v V) { c.bytes -= c.size(v) })
+	if err != nil {
+		panic(err) // unreachable: the size is positive
+	}
+	c.lru = l
+	return c
+}
+
+// Get returns the value for key, calling load on a miss. Concurrent misses
+// for one key call load once. load runs in its own goroutine with a context
+// that is cancelled only when every caller waiting for it has gone; a caller
+// whose ctx is cancelled returns ctx.Err() at once while the load continues
+// for the others. The value is cached only when load succeeds.
+func (c *LRU[K, V]) Get(ctx context.Context, key K, load func(ctx context.Context) (V, error)) (V, error) {
+	c.mu.Lock()
+	if v, ok := c.lru.Get(key); ok {
+		c.mu.Unlock()
+		return v, nil
+	}
+	if err := ctx.Err(); err != nil {
+		c.mu.Unlock()
+		var zero V
+		return zero, err
+	}
+	cl := c.inflight[key]
+	if cl == nil {
+		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		cl = &call[V]{done: make(chan struct{}), cancel: cancel}
+		c.inflight[key] = cl
+		go c.run(lctx, key, cl, load)
+	}
+	cl.waiters++
+	c.mu.Unlock()
+
+	select {
+	case <-cl.done:
+		return cl.val, cl.err
+	case <-ctx.Done():
+	}
+
+	c.mu.Lock()
+	select {
+	case <-cl.done:
+		// The load finished while we were giving up: use its result.
+		c.mu.Unlock()
+		return cl.val, cl.err
+	default:
+	}
+	cl.waiters--
+	if cl.waiters == 0 && c.inflight[key] == cl {
+		// Nobody wants the result any more. Callers arriving from now on
+		// start a fresh load instead of joining this doomed one.
+		delete(c.inflight, key)
+		cl.cancel()
+	}
+	c.mu.Unlock()
+	var zero V
+	return zero, ctx.Err()
+}
+
+// run performs one load and publishes its result.
+func (c *LRU[K, V]) run(ctx context.Context, key K, cl *call[V], load func(ctx context.Context) (V, error)) {
+	v, err := safeLoad(ctx, load)
+	c.mu.Lock()
+	if err == nil {
+		c.add(key, v)
+	}
+	if c.inflight[key] == cl {
+		delete(c.inflight, key)
+	}
+	cl.val, cl.err = v, err
+	close(cl.done)
+	c.mu.Unlock()
+	cl.cancel()
+}
+
+// safeLoad calls load and turns a panic into an error, so that waiters are
+// released and the process survives a bug in a loader.
+func safeLoad[V any](ctx context.Context, load func(ctx context.Context) (V, error)) (v V, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			var zero V
+			v, err = zero, fmt.Errorf("cache: load panicked: %v", r)
+		}
+	}()
+	return load(ctx)
+}
+
+// add inserts v and evicts the least recently used values until the byte
+// bound holds. c.mu must be held.
+func (c *LRU[K, V]) add(key K, v V) {
+	n := c.size(v)
+	if n > c.maxBytes {
+		return
+	}
+	if old, ok := c.lru.Peek(key); ok {
+		c.bytes -= c.size(old)
+	}
+	c.lru.Add(key, v)
+	c.bytes += n
+	for c.bytes > c.maxBytes {
+		if _, _, ok := c.lru.RemoveOldest(); !ok {
+			break
+		}
+	}
+}
+
+// Peek returns the cached value for key without loading it or changing its
+// recency.
+func (c *LRU[K, V]) Peek(key K) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Peek(key)
+}
+
+// Contains reports whether key is cached.
+func (c *LRU[K, V]) Contains(key K) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Contains(key)
+}
+
+// Stats returns the number of cached values and their total size.
+func (c *LRU[K, V]) Stats() (entries int, bytes int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len(), c.bytes
+}
+
+// MaxBytes returns the byte bound given to NewLRU.
+func (c *LRU[K, V]) MaxBytes() int64 { return c.maxBytes }
