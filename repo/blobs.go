@@ -403,3 +403,14 @@ func (r *Repository) ReadPackHeader(ctx context.Context, id crypto.ID, size int6
 	}
 	return blobs, nil
 }
+
+// HasBlob reports whether the index knows a blob.
+func (r *Repository) HasBlob(t pack.BlobType, id crypto.ID) bool { return r.idx.Has(t, id) }
+
+// Gear returns the keyed gear table of the chunker.
+func (r *Repository) Gear() *[256]uint64 { return r.key.Gear() }
+
+// ChunkerSizes returns the chunker's minimum, average and maximum chunk sizes.
+func (r *Repository) ChunkerSizes() (min, avg, max int) {
+	return r.cfg.ChunkerMin, r.cfg.ChunkerAvg, r.cfg.ChunkerMax
+}

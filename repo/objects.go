@@ -3,7 +3,10 @@ package repo
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"runtime"
 
 	"golang.org/x/sync/errgroup"
@@ -107,4 +110,31 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*snapshot.Snapshot, []Sna
 // RemoveSnapshot deletes a snapshot file.
 func (r *Repository) RemoveSnapshot(ctx context.Context, id crypto.ID) error {
 	return r.be.Remove(ctx, backend.Handle{Type: backend.SnapshotFile, Name: id.String()})
+}
+
+// ErrPathNotFound is returned by FindNode for a path that is not in the tree.
+var ErrPathNotFound = errors.New("path not found in snapshot")
+
+// FindNode returns the node at path (slash-separated, relative to the
+// snapshot root) below the tree root. The root itself is returned as a
+// directory node named "/".
+func (r *Repository) FindNode(ctx context.Context, root crypto.ID, path string) (*tree.Node, error) {
+	node := &tree.Node{Name: "/", Type: tree.Dir, Mode: os.ModeDir | 0o755, Subtree: &root}
+	for _, el := range strings.Split(path, "/") {
+		if el == "" || el == "." {
+			continue
+		}
+		if node.Type != tree.Dir || node.Subtree == nil {
+			return nil, fmt.Errorf("%s: %w", path, ErrPathNotFound)
+		}
+		t, err := r.LoadTree(ctx, *node.Subtree)
+		if err != nil {
+			return nil, err
+		}
+		node = t.Find(el)
+		if node == nil {
+			return nil, fmt.Errorf("%s: %w", path, ErrPathNotFound)
+		}
+	}
+	return node, nil
 }
