@@ -270,10 +270,10 @@ func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProbl
 	return problems, nil
 }
 
-// LoadBlob returns the plaintext of a blob, appended to buf[:0] when it
+// LoadTypedBlob returns the plaintext of a blob, appended to buf[:0] when it
 // fits. The plaintext is verified against id; a blob stored twice is read
 // from the second copy if the first is damaged.
-func (r *Repository) LoadBlob(ctx context.Context, t pack.BlobType, id crypto.ID, buf []byte) ([]byte, error) {
+func (r *Repository) LoadTypedBlob(ctx context.Context, t pack.BlobType, id crypto.ID, buf []byte) ([]byte, error) {
 	locs := r.idx.Lookup(t, id)
 	if len(locs) == 0 {
 		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), ErrBlobNotFound)
@@ -368,10 +368,10 @@ func (r *Repository) IsZeroBlob(id crypto.ID) bool {
 	return zid == id
 }
 
-// LoadDataBlob is LoadBlob for data blobs (the shape the restorer and the
+// LoadBlob is LoadTypedBlob for data blobs (the shape the restorer and the
 // mount need).
-func (r *Repository) LoadDataBlob(ctx context.Context, id crypto.ID, buf []byte) ([]byte, error) {
-	return r.LoadBlob(ctx, pack.DataBlob, id, buf)
+func (r *Repository) LoadBlob(ctx context.Context, id crypto.ID, buf []byte) ([]byte, error) {
+	return r.LoadTypedBlob(ctx, pack.DataBlob, id, buf)
 }
 
 // ReadPackHeader loads and parses the header of a stored pack.

@@ -20,7 +20,7 @@ import (
 
 // LoadTree loads, verifies and decodes a tree blob.
 func (r *Repository) LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error) {
-	b, err := r.LoadBlob(ctx, pack.TreeBlob, id, nil)
+	b, err := r.LoadTypedBlob(ctx, pack.TreeBlob, id, nil)
 	if err != nil {
 		return nil, err
 	}
