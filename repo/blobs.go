@@ -215,6 +215,42 @@ type IndexProblem struct {
 	Err error
 }
 
+// RefreshIndex loads index files written since the index was loaded (by
+// other processes: a backup that finished while a mount runs) and returns
+// how many it added.
+func (r *Repository) RefreshIndex(ctx context.Context) (int, error) {
+	ids, err := r.ListFiles(ctx, backend.IndexFile)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, id := range ids {
+		r.packer.mu.Lock()
+		_, known := r.indexFiles[id]
+		r.packer.mu.Unlock()
+		if known {
+			continue
+		}
+		body, err := r.LoadFile(ctx, backend.IndexFile, id)
+		if err != nil {
+			return n, err
+		}
+		f, err := index.DecodeFile(body)
+		if err != nil {
+			return n, fmt.Errorf("%w: index/%s: %w", ErrCorrupt, id, err)
+		}
+		r.packer.mu.Lock()
+		r.indexFiles[id] = f
+		r.packer.mu.Unlock()
+		r.idx.AddFile(f)
+		n++
+	}
+	if n > 0 {
+		r.idx.Compact()
+	}
+	return n, nil
+}
+
 // LoadIndex reads every index file into memory. Index files that fail to
 // load are returned as problems (and make the returned error non-nil unless
 // tolerate is set); superseded files are skipped.

@@ -17,10 +17,14 @@ import (
 // LockKind says what a lock excludes.
 type LockKind string
 
-// The lock kinds. Shared locks (backup, restore, mount, check) coexist with
-// each other and with a maintenance lock; a maintenance lock (prune, repack)
+// The lock kinds. Read locks (restore, mount, check, listings) and shared
+// locks (backup: a writer that may refer to existing blobs) coexist with each
+// other and with a maintenance lock; a maintenance lock (prune, repack)
 // excludes other maintenance locks; an exclusive lock excludes every lock.
+// Prune waits for shared locks older than the packs it deletes, never for
+// read locks: a mount may run for weeks.
 const (
+	LockRead        LockKind = "read"
 	LockShared      LockKind = "shared"
 	LockMaintenance LockKind = "maintenance"
 	LockExclusive   LockKind = "exclusive"

@@ -1,0 +1,837 @@
+// Package archiver makes snapshots: it walks the given paths, splits file
+// contents into content-defined chunks, saves new chunks and the directory
+// trees through the repository, and writes the snapshot.
+//
+// Work runs as a pipeline: one walker goroutine reads directories and
+// metadata; file workers read and chunk files; blob workers hash, compress
+// and encrypt chunks (the CPU-heavy stage, one worker per core). Chunk
+// buffers come from a bounded pool, which bounds memory. A directory's tree
+// is saved by its own goroutine once all its children are done, so the
+// walker never waits for file contents.
+package archiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"dj/repo/chunker"
+	"dj/repo/crypto"
+	"dj/repo/fsnode"
+	"dj/repo/pack"
+	"dj/repo/snapshot"
+	"dj/repo/tree"
+)
+
+// Repository is what the archiver needs from a repository.
+type Repository interface {
+	SaveBlob(ctx context.Context, t pack.BlobType, plain []byte) (crypto.ID, bool, error)
+	BlobID(plain []byte) crypto.ID
+	HasBlob(t pack.BlobType, id crypto.ID) bool
+	LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error)
+	Flush(ctx context.Context) error
+	SaveSnapshot(ctx context.Context, sn *snapshot.Snapshot) error
+	Gear() *[256]uint64
+	ChunkerSizes() (min, avg, max int)
+}
+
+// Options configure a backup run.
+type Options struct {
+	// Exclude reports whether a path (lstat'ed as fi) is left out.
+	Exclude func(path string, fi os.FileInfo) bool
+	// OneFileSystem keeps the walk on the file systems of the given paths.
+	OneFileSystem bool
+	// Parent is the snapshot whose unchanged files are reused without
+	// reading them (same type, size, mtime, ctime and inode).
+	Parent *snapshot.Snapshot
+	// Snapshot metadata.
+	Hostname, Username string
+	UID, GID           uint32
+	Tags               []string
+	Time               time.Time
+	ProgramVersion     string
+	// DryRun reads and chunks everything but saves nothing.
+	DryRun bool
+	// Progress is called about every ProgressInterval and once at the end.
+	Progress         func(Progress)
+	ProgressInterval time.Duration
+	// Scan counts files and bytes ahead of the backup, for an ETA.
+	Scan bool
+	// Warn is called for every file that could not be read fully; the
+	// snapshot is still written.
+	Warn func(path string, err error)
+	// FileWorkers and BlobWorkers size the pipeline (defaults: 2x and 1x
+	// GOMAXPROCS).
+	FileWorkers, BlobWorkers int
+}
+
+// Progress reports a backup in flight.
+type Progress struct {
+	Elapsed             time.Duration
+	FilesDone, DirsDone uint64
+	BytesDone           uint64
+	BytesAdded          uint64
+	TotalFiles          uint64 // from the scan; 0 until it has finished
+	TotalBytes          uint64
+	ScanDone            bool
+	Errors              uint64
+	Current             string
+}
+
+// ErrIncomplete is returned (wrapped) with a valid snapshot when some files
+// could not be read.
+var ErrIncomplete = errors.New("backup incomplete: some files could not be read")
+
+type future struct {
+	done chan struct{}
+	node *tree.Node // nil when the item was skipped
+	err  error
+}
+
+func doneFuture(n *tree.Node) *future {
+	f := &future{done: make(chan struct{}), node: n}
+	close(f.done)
+	return f
+}
+
+type blobJob struct {
+	buf []byte
+	res *blobResult
+}
+
+type blobResult struct {
+	done  chan struct{}
+	id    crypto.ID
+	added bool
+	err   error
+}
+
+type fileJob struct {
+	path string
+	fi   os.FileInfo
+	node *tree.Node
+	prev *tree.Node
+	fut  *future
+}
+
+type archiver struct {
+	repo  Repository
+	opts  Options
+	meta  *fsnode.Reader
+	start time.Time
+
+	minSize, avgSize, maxSize int
+
+	fileJobs chan fileJob
+	blobJobs chan blobJob
+	bufs     chan []byte
+
+	devices map[uint64]bool // with OneFileSystem: the allowed st_dev values
+
+	hlMu      sync.Mutex
+	hardlinks map[[2]uint64]*hardlinkEntry
+
+	files, dirs, bytes, added, errCount atomic.Uint64
+	filesNew, filesChanged, filesUnmod  atomic.Uint64
+	dirsNew, dirsChanged, dirsUnmod     atomic.Uint64
+	dataBlobs, treeBlobs                atomic.Uint64
+	totalFiles, totalBytes              atomic.Uint64
+	scanDone                            atomic.Bool
+	current                             atomic.Pointer[string]
+}
+
+type hardlinkEntry struct {
+	done    chan struct{}
+	content []crypto.ID
+	ok      bool
+}
+
+// Backup backs up paths and returns the saved snapshot. When some files
+// could not be read the snapshot is still saved and the error wraps
+// ErrIncomplete.
+func Backup(ctx context.Context, repo Repository, paths []string, opts Options) (*snapshot.Snapshot, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("no paths to back up")
+	}
+	abs, err := cleanPaths(paths)
+	if err != nil {
+		return nil, err
+	}
+	a := newArchiver(repo, opts)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := a.startWorkers(ctx)
+
+	if opts.OneFileSystem {
+		for _, p := range abs {
+			var st syscall.Stat_t
+			if err := syscall.Lstat(p, &st); err == nil {
+				a.devices[st.Dev] = true
+			}
+		}
+	}
+	if opts.Scan {
+		go a.scan(ctx, abs)
+	}
+	stopProgress := a.startProgress()
+
+	var parentRoot *crypto.ID
+	if opts.Parent != nil {
+		id := opts.Parent.Tree
+		parentRoot = &id
+	}
+	rootFut := a.saveVirtual(ctx, "/", buildVirtual(abs), parentRoot)
+	<-rootFut.done
+	stop()
+	stopProgress()
+	if rootFut.err != nil {
+		return nil, rootFut.err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return a.finish(ctx, abs, *rootFut.node.Subtree)
+}
+
+func newArchiver(repo Repository, opts Options) *archiver {
+	if opts.FileWorkers <= 0 {
+		opts.FileWorkers = 2 * runtime.GOMAXPROCS(0)
+	}
+	if opts.BlobWorkers <= 0 {
+		opts.BlobWorkers = runtime.GOMAXPROCS(0)
+	}
+	if opts.ProgressInterval <= 0 {
+		opts.ProgressInterval = time.Second
+	}
+	if opts.Time.IsZero() {
+		opts.Time = time.Now()
+	}
+	a := &archiver{repo: repo, opts: opts, meta: fsnode.NewReader(), start: time.Now(),
+		devices: map[uint64]bool{}, hardlinks: map[[2]uint64]*hardlinkEntry{}}
+	a.minSize, a.avgSize, a.maxSize = repo.ChunkerSizes()
+	return a
+}
+
+// startWorkers starts the file and blob workers and returns a function that
+// stops them after the queues drain.
+func (a *archiver) startWorkers(ctx context.Context) func() {
+	a.fileJobs = make(chan fileJob, a.opts.FileWorkers)
+	a.blobJobs = make(chan blobJob, a.opts.BlobWorkers)
+	// Chunk buffers in flight: enough to keep every blob worker busy while
+	// file workers fill more. Each holds at most one chunk (max 8 MiB).
+	nbuf := 2*a.opts.BlobWorkers + a.opts.FileWorkers
+	a.bufs = make(chan []byte, nbuf)
+	for i := 0; i < nbuf; i++ {
+		a.bufs <- nil
+	}
+	var fwg, bwg sync.WaitGroup
+	for i := 0; i < a.opts.FileWorkers; i++ {
+		fwg.Add(1)
+		go func() {
+			defer fwg.Done()
+			ch := chunker.NewWithSizes(nil, a.repo.Gear(), a.minSize, a.avgSize, a.maxSize)
+			for job := range a.fileJobs {
+				a.saveFile(ctx, ch, job)
+			}
+		}()
+	}
+	for i := 0; i < a.opts.BlobWorkers; i++ {
+		bwg.Add(1)
+		go func() {
+			defer bwg.Done()
+			for job := range a.blobJobs {
+				job.res.id, job.res.added, job.res.err = a.saveData(ctx, job.buf)
+				a.bufs <- job.buf[:0]
+				close(job.res.done)
+			}
+		}()
+	}
+	return func() {
+		close(a.fileJobs)
+		fwg.Wait()
+		close(a.blobJobs)
+		bwg.Wait()
+	}
+}
+
+func (a *archiver) saveData(ctx context.Context, data []byte) (crypto.ID, bool, error) {
+	if a.opts.DryRun {
+		id := a.repo.BlobID(data)
+		return id, !a.repo.HasBlob(pack.DataBlob, id), nil
+	}
+	id, added, err := a.repo.SaveBlob(ctx, pack.DataBlob, data)
+	if added {
+		a.added.Add(uint64(len(data)))
+		a.dataBlobs.Add(1)
+	}
+	return id, added, err
+}
+
+func (a *archiver) saveTree(ctx context.Context, t *tree.Tree) (crypto.ID, error) {
+	b, err := t.Encode()
+	if err != nil {
+		return crypto.ID{}, err
+	}
+	if a.opts.DryRun {
+		return a.repo.BlobID(b), nil
+	}
+	id, added, err := a.repo.SaveBlob(ctx, pack.TreeBlob, b)
+	if added {
+		a.treeBlobs.Add(1)
+		a.added.Add(uint64(len(b)))
+	}
+	return id, err
+}
+
+func (a *archiver) warn(path string, err error) {
+	a.errCount.Add(1)
+	if a.opts.Warn != nil {
+		a.opts.Warn(path, err)
+	}
+}
+
+// cleanPaths makes paths absolute and clean, sorted, without duplicates and
+// without paths that lie inside another given path.
+func cleanPaths(paths []string) ([]string, error) {
+	var out []string
+	for _, p := range paths {
+		ap, err := filepath.Abs(p)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		if _, err := os.Lstat(ap); err != nil {
+			return nil, fmt.Errorf("cannot back up %s: %w", p, err)
+		}
+		out = append(out, ap)
+	}
+	sort.Strings(out)
+	var res []string
+	for _, p := range out {
+		if len(res) > 0 {
+			last := res[len(res)-1]
+			if p == last || last == "/" || strings.HasPrefix(p, last+"/") {
+				continue
+			}
+		}
+		res = append(res, p)
+	}
+	return res, nil
+}
+
+// virtual is a directory on the way to the given paths: its children are
+// either more virtual directories or real paths to back up whole.
+type virtual struct {
+	children map[string]*virtual
+	real     string // non-empty: back up this path whole
+}
+
+func buildVirtual(paths []string) *virtual {
+	root := &virtual{children: map[string]*virtual{}}
+	for _, p := range paths {
+		if p == "/" {
+			return &virtual{real: "/"}
+		}
+		cur := root
+		els := strings.Split(strings.TrimPrefix(p, "/"), "/")
+		for i, el := range els {
+			next, ok := cur.children[el]
+			if !ok {
+				next = &virtual{children: map[string]*virtual{}}
+				cur.children[el] = next
+			}
+			if i == len(els)-1 {
+				next.real = p
+			}
+			cur = next
+		}
+	}
+	return root
+}
+
+// loadPrev loads the parent's tree for a directory, or nil.
+func (a *archiver) loadPrev(ctx context.Context, id *crypto.ID) *tree.Tree {
+	if id == nil {
+		return nil
+	}
+	t, err := a.repo.LoadTree(ctx, *id)
+	if err != nil {
+		return nil // the parent is only an optimisation
+	}
+	return t
+}
+
+func prevChild(prev *tree.Tree, name string) *tree.Node {
+	if prev == nil {
+		return nil
+	}
+	return prev.Find(name)
+}
+
+func subtreeOf(n *tree.Node) *crypto.ID {
+	if n == nil || n.Type != tree.Dir {
+		return nil
+	}
+	return n.Subtree
+}
+
+// saveVirtual saves a directory that leads to the backed-up paths. Its
+// metadata comes from the real directory at path.
+func (a *archiver) saveVirtual(ctx context.Context, path string, v *virtual, prevID *crypto.ID) *future {
+	if v.real != "" {
+		// The whole path is backed up: treat it as a normal entry of its parent.
+		fi, err := os.Lstat(v.real)
+		if err != nil {
+			a.warn(v.real, err)
+			return doneFuture(nil)
+		}
+		var prev *tree.Node
+		if prevID != nil {
+			prev = &tree.Node{Type: tree.Dir, Subtree: prevID}
+		}
+		return a.saveEntry(ctx, v.real, fi, prev)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		f := doneFuture(nil)
+		f.err = fmt.Errorf("%s: %w", path, err)
+		return f
+	}
+	node, warn, err := a.meta.Node(path, fi)
+	if err != nil {
+		f := doneFuture(nil)
+		f.err = err
+		return f
+	}
+	if warn != nil {
+		a.warn(path, warn)
+	}
+	if path == "/" {
+		node.Name = "/"
+	}
+	prev := a.loadPrev(ctx, prevID)
+	names := make([]string, 0, len(v.children))
+	for name := range v.children {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var futs []*future
+	for _, name := range names {
+		child := v.children[name]
+		cpath := filepath.Join(path, name)
+		pc := prevChild(prev, name)
+		if child.real != "" {
+			fi, err := os.Lstat(child.real)
+			if err != nil {
+				a.warn(child.real, err)
+				continue
+			}
+			futs = append(futs, a.saveEntry(ctx, child.real, fi, pc))
+			continue
+		}
+		futs = append(futs, a.saveVirtual(ctx, cpath, child, subtreeOf(pc)))
+	}
+	return a.finishDir(ctx, path, node, futs, prev != nil, prevID)
+}
+
+// saveEntry starts saving one file system entry and returns its future.
+func (a *archiver) saveEntry(ctx context.Context, path string, fi os.FileInfo, prev *tree.Node) *future {
+	if err := ctx.Err(); err != nil {
+		f := doneFuture(nil)
+		f.err = err
+		return f
+	}
+	node, warn, err := a.meta.Node(path, fi)
+	if err != nil {
+		a.warn(path, err)
+		return doneFuture(nil)
+	}
+	if warn != nil {
+		a.warn(path, warn)
+	}
+	switch node.Type {
+	case tree.Dir:
+		return a.saveDir(ctx, path, fi, node, prev)
+	case tree.File:
+		a.files.Add(1)
+		if prev != nil && unchanged(prev, node) && a.allKnown(prev.Content) {
+			node.Content = prev.Content
+			a.bytes.Add(node.Size)
+			a.filesUnmod.Add(1)
+			return doneFuture(node)
+		}
+		f := &future{done: make(chan struct{})}
+		select {
+		case a.fileJobs <- fileJob{path: path, fi: fi, node: node, prev: prev, fut: f}:
+		case <-ctx.Done():
+			f.err = ctx.Err()
+			close(f.done)
+		}
+		return f
+	default:
+		a.files.Add(1)
+		return doneFuture(node)
+	}
+}
+
+// unchanged reports whether a file looks unmodified since the parent
+// snapshot, so its content can be reused without reading it.
+func unchanged(prev, cur *tree.Node) bool {
+	return prev.Type == tree.File && prev.Size == cur.Size && prev.ModTime.Equal(cur.ModTime) &&
+		prev.ChangeTime.Equal(cur.ChangeTime) && prev.Inode == cur.Inode
+}
+
+func (a *archiver) allKnown(ids []crypto.ID) bool {
+	for _, id := range ids {
+		if !a.repo.HasBlob(pack.DataBlob, id) {
+			return false
+		}
+	}
+	return true
+}
+
+func (a *archiver) saveDir(ctx context.Context, path string, fi os.FileInfo, node *tree.Node, prev *tree.Node) *future {
+	prevTree := a.loadPrev(ctx, subtreeOf(prev))
+	f, err := os.Open(path)
+	var names []string
+	if err == nil {
+		names, err = f.Readdirnames(-1)
+		f.Close()
+	}
+	if err != nil {
+		a.warn(path, err)
+	}
+	sort.Strings(names)
+	var futs []*future
+	for _, name := range names {
+		cpath := filepath.Join(path, name)
+		cfi, err := os.Lstat(cpath)
+		if err != nil {
+			a.warn(cpath, err)
+			continue
+		}
+		if a.opts.Exclude != nil && a.opts.Exclude(cpath, cfi) {
+			continue
+		}
+		if cfi.IsDir() && a.opts.OneFileSystem {
+			if st, ok := cfi.Sys().(*syscall.Stat_t); ok && !a.devices[st.Dev] {
+				continue
+			}
+		}
+		futs = append(futs, a.saveEntry(ctx, cpath, cfi, prevChild(prevTree, name)))
+	}
+	return a.finishDir(ctx, path, node, futs, prev != nil, subtreeOf(prev))
+}
+
+// finishDir saves the directory's tree once all children are done, in a
+// goroutine of its own, and returns the directory's future.
+func (a *archiver) finishDir(ctx context.Context, path string, node *tree.Node, futs []*future, hadPrev bool, prevID *crypto.ID) *future {
+	f := &future{done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		t := &tree.Tree{Nodes: make([]*tree.Node, 0, len(futs))}
+		for _, cf := range futs {
+			select {
+			case <-cf.done:
+			case <-ctx.Done():
+				f.err = ctx.Err()
+				return
+			}
+			if cf.err != nil {
+				f.err = cf.err
+				return
+			}
+			if cf.node != nil {
+				t.Nodes = append(t.Nodes, cf.node)
+			}
+		}
+		id, err := a.saveTree(ctx, t)
+		if err != nil {
+			f.err = fmt.Errorf("save tree of %s: %w", path, err)
+			return
+		}
+		node.Subtree = &id
+		node.Size = 0
+		switch {
+		case !hadPrev:
+			a.dirsNew.Add(1)
+		case prevID != nil && *prevID == id:
+			a.dirsUnmod.Add(1)
+		default:
+			a.dirsChanged.Add(1)
+		}
+		a.dirs.Add(1)
+		f.node = node
+	}()
+	return f
+}
+
+// saveFile reads, chunks and saves one file (run by a file worker).
+func (a *archiver) saveFile(ctx context.Context, ch *chunker.Chunker, job fileJob) {
+	defer close(job.fut.done)
+	n := job.node
+	a.current.Store(&job.path)
+	st, _ := job.fi.Sys().(*syscall.Stat_t)
+	// Hard links: read the content once per run.
+	if st != nil && st.Nlink > 1 {
+		key := [2]uint64{st.Dev, st.Ino}
+		a.hlMu.Lock()
+		e, seen := a.hardlinks[key]
+		if !seen {
+			e = &hardlinkEntry{done: make(chan struct{})}
+			a.hardlinks[key] = e
+		}
+		a.hlMu.Unlock()
+		if seen {
+			<-e.done
+			if e.ok {
+				n.Content = e.content
+				a.bytes.Add(n.Size)
+				a.countFile(job)
+				job.fut.node = n
+				return
+			}
+		} else {
+			defer func() {
+				e.ok = job.fut.node != nil && job.fut.err == nil
+				e.content = n.Content
+				close(e.done)
+			}()
+		}
+	}
+	content, err := a.readContent(ctx, ch, job.path, n)
+	if err != nil {
+		if ctx.Err() != nil {
+			job.fut.err = ctx.Err()
+			return
+		}
+		a.warn(job.path, err)
+		return
+	}
+	n.Content = content
+	a.countFile(job)
+	job.fut.node = n
+}
+
+func (a *archiver) countFile(job fileJob) {
+	if job.prev == nil {
+		a.filesNew.Add(1)
+	} else if sameContent(job.prev.Content, job.node.Content) {
+		a.filesUnmod.Add(1)
+	} else {
+		a.filesChanged.Add(1)
+	}
+}
+
+func sameContent(a, b []crypto.ID) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// errChanged is wrapped into warnings for files modified during reading.
+var errChanged = errors.New("file changed while it was read")
+
+func (a *archiver) readContent(ctx context.Context, ch *chunker.Chunker, path string, n *tree.Node) ([]crypto.ID, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME, 0)
+	if err != nil && errors.Is(err, syscall.EPERM) {
+		f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	ids, size, err := a.chunkStream(ctx, ch, f)
+	if err != nil {
+		return nil, err
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err == nil {
+		if uint64(st.Size) != n.Size || st.Mtim != timespec(n.ModTime) || size != n.Size {
+			n.Size = size
+			a.warn(path, errChanged)
+		}
+	}
+	return ids, nil
+}
+
+// chunkStream chunks r and saves the chunks through the blob workers,
+// returning the blob ids in order and the number of bytes read.
+func (a *archiver) chunkStream(ctx context.Context, ch *chunker.Chunker, r io.Reader) ([]crypto.ID, uint64, error) {
+	ch.Reset(r)
+	var results []*blobResult
+	var size uint64
+	for {
+		var buf []byte
+		select {
+		case buf = <-a.bufs:
+		case <-ctx.Done():
+			waitAll(results)
+			return nil, 0, ctx.Err()
+		}
+		chunk, err := ch.Next(buf)
+		if err == io.EOF {
+			a.bufs <- buf
+			break
+		}
+		if err != nil {
+			a.bufs <- buf
+			waitAll(results)
+			return nil, 0, err
+		}
+		size += uint64(len(chunk))
+		a.bytes.Add(uint64(len(chunk)))
+		res := &blobResult{done: make(chan struct{})}
+		results = append(results, res)
+		if len(chunk) < a.minSize && len(results) == 1 {
+			// A small file is one chunk: save it here rather than hand it over.
+			res.id, res.added, res.err = a.saveData(ctx, chunk)
+			a.bufs <- chunk[:0]
+			close(res.done)
+			continue
+		}
+		select {
+		case a.blobJobs <- blobJob{buf: chunk, res: res}:
+		case <-ctx.Done():
+			a.bufs <- chunk[:0]
+			close(res.done)
+			waitAll(results)
+			return nil, 0, ctx.Err()
+		}
+	}
+	waitAll(results)
+	ids := make([]crypto.ID, len(results))
+	for i, r := range results {
+		if r.err != nil {
+			return nil, 0, r.err
+		}
+		ids[i] = r.id
+	}
+	return ids, size, nil
+}
+
+func timespec(t time.Time) syscall.Timespec {
+	return syscall.NsecToTimespec(t.UnixNano())
+}
+
+func waitAll(rs []*blobResult) {
+	for _, r := range rs {
+		<-r.done
+	}
+}
+
+// finish flushes packs and index and writes the snapshot.
+func (a *archiver) finish(ctx context.Context, paths []string, root crypto.ID) (*snapshot.Snapshot, error) {
+	if !a.opts.DryRun {
+		if err := a.repo.Flush(ctx); err != nil {
+			return nil, err
+		}
+	}
+	end := time.Now()
+	sn := &snapshot.Snapshot{
+		Time: a.opts.Time, Tree: root, Paths: paths, Hostname: a.opts.Hostname, Username: a.opts.Username,
+		UID: a.opts.UID, GID: a.opts.GID, Tags: a.opts.Tags, ProgramVersion: a.opts.ProgramVersion,
+		Summary: a.summary(end),
+	}
+	if a.opts.Parent != nil {
+		id := a.opts.Parent.ID
+		sn.Parent = &id
+	}
+	if !a.opts.DryRun {
+		if err := a.repo.SaveSnapshot(ctx, sn); err != nil {
+			return nil, err
+		}
+	}
+	if a.errCount.Load() > 0 {
+		return sn, fmt.Errorf("%w (%d errors)", ErrIncomplete, a.errCount.Load())
+	}
+	return sn, nil
+}
+
+func (a *archiver) summary(end time.Time) *snapshot.Summary {
+	return &snapshot.Summary{
+		BackupStart: a.start, BackupEnd: end,
+		FilesNew: a.filesNew.Load(), FilesChanged: a.filesChanged.Load(), FilesUnmodified: a.filesUnmod.Load(),
+		DirsNew: a.dirsNew.Load(), DirsChanged: a.dirsChanged.Load(), DirsUnmodified: a.dirsUnmod.Load(),
+		DataBlobs: a.dataBlobs.Load(), TreeBlobs: a.treeBlobs.Load(), DataAdded: a.added.Load(),
+		TotalFilesProcessed: a.files.Load(), TotalBytesProcessed: a.bytes.Load(), Errors: a.errCount.Load(),
+	}
+}
+
+func (a *archiver) progress() Progress {
+	p := Progress{
+		Elapsed: time.Since(a.start), FilesDone: a.files.Load(), DirsDone: a.dirs.Load(),
+		BytesDone: a.bytes.Load(), BytesAdded: a.added.Load(), Errors: a.errCount.Load(),
+		ScanDone: a.scanDone.Load(), TotalFiles: a.totalFiles.Load(), TotalBytes: a.totalBytes.Load(),
+	}
+	if c := a.current.Load(); c != nil {
+		p.Current = *c
+	}
+	return p
+}
+
+func (a *archiver) startProgress() func() {
+	if a.opts.Progress == nil {
+		return func() {}
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(a.opts.ProgressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				a.opts.Progress(a.progress())
+				return
+			case <-t.C:
+				a.opts.Progress(a.progress())
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
+// scan counts the files and bytes to back up, for the progress ETA.
+func (a *archiver) scan(ctx context.Context, paths []string) {
+	for _, p := range paths {
+		_ = filepath.Walk(p, func(path string, fi os.FileInfo, err error) error {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil {
+				return nil
+			}
+			if path != p && a.opts.Exclude != nil && a.opts.Exclude(path, fi) {
+				if fi.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if !fi.IsDir() {
+				a.totalFiles.Add(1)
+				if fi.Mode().IsRegular() {
+					a.totalBytes.Add(uint64(fi.Size()))
+				}
+			}
+			return nil
+		})
+	}
+	a.scanDone.Store(true)
+}
