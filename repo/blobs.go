@@ -215,6 +215,36 @@ type IndexProblem struct {
 	Err error
 }
 
+// addIndexFile adds a loaded index file: its packs to the index, its
+// pending packs to the read-only fallback index.
+func (r *Repository) addIndexFile(id crypto.ID, f *index.File) {
+	r.packer.mu.Lock()
+	r.indexFiles[id] = f
+	for _, p := range f.Pending {
+		if old, ok := r.pendingMarks[p.ID]; !ok || p.MarkedAt < old {
+			r.pendingMarks[p.ID] = p.MarkedAt
+		}
+	}
+	r.packer.mu.Unlock()
+	r.idx.AddFile(f)
+	for _, p := range f.Pending {
+		r.pending.AddPack(p.ID, p.Blobs)
+	}
+}
+
+// PendingPacks returns the packs marked for deletion by prune, with the
+// time (Unix ns) they were marked. Their blobs are readable but are not
+// used for deduplication.
+func (r *Repository) PendingPacks() (map[crypto.ID]int64, *index.Index) {
+	r.packer.mu.Lock()
+	defer r.packer.mu.Unlock()
+	out := make(map[crypto.ID]int64, len(r.pendingMarks))
+	for k, v := range r.pendingMarks {
+		out[k] = v
+	}
+	return out, r.pending
+}
+
 // RefreshIndex loads index files written since the index was loaded (by
 // other processes: a backup that finished while a mount runs) and returns
 // how many it added.
@@ -239,10 +269,7 @@ func (r *Repository) RefreshIndex(ctx context.Context) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("%w: index/%s: %w", ErrCorrupt, id, err)
 		}
-		r.packer.mu.Lock()
-		r.indexFiles[id] = f
-		r.packer.mu.Unlock()
-		r.idx.AddFile(f)
+		r.addIndexFile(id, f)
 		n++
 	}
 	if n > 0 {
@@ -290,16 +317,14 @@ func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProbl
 			superseded[s] = true
 		}
 	}
-	r.packer.mu.Lock()
 	for i, f := range files {
 		if f == nil || superseded[ids[i]] {
 			continue
 		}
-		r.indexFiles[ids[i]] = f
-		r.idx.AddFile(f)
+		r.addIndexFile(ids[i], f)
 	}
-	r.packer.mu.Unlock()
 	r.idx.Compact()
+	r.pending.Compact()
 	if len(problems) > 0 && !tolerate {
 		return problems, fmt.Errorf("%d index file(s) could not be loaded, first: %w (run `dj repair index`)", len(problems), problems[0].Err)
 	}
@@ -311,6 +336,11 @@ func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProbl
 // from the second copy if the first is damaged.
 func (r *Repository) LoadTypedBlob(ctx context.Context, t pack.BlobType, id crypto.ID, buf []byte) ([]byte, error) {
 	locs := r.idx.Lookup(t, id)
+	if len(locs) == 0 {
+		// A blob only in a pack that prune marked for deletion is still
+		// readable until the pack is really gone.
+		locs = r.pending.Lookup(t, id)
+	}
 	if len(locs) == 0 {
 		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), ErrBlobNotFound)
 	}

@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"runtime"
+	"strings"
 
 	"golang.org/x/sync/errgroup"
 

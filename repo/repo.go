@@ -71,8 +71,10 @@ type Repository struct {
 	opts  Options
 	keyID crypto.ID
 
-	idx        *index.Index
-	indexFiles map[crypto.ID]*index.File
+	idx          *index.Index
+	indexFiles   map[crypto.ID]*index.File
+	pending      *index.Index        // blobs of packs marked for deletion: read-only fallback
+	pendingMarks map[crypto.ID]int64 // pending pack -> when it was marked (Unix ns)
 
 	enc *zstd.Encoder
 	dec *zstd.Decoder
@@ -179,7 +181,8 @@ func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options
 	if opts.KDF == nil {
 		opts.KDF = &crypto.DefaultKDF
 	}
-	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, idx: index.New(), indexFiles: map[crypto.ID]*index.File{}, zeroIDs: map[int]crypto.ID{}}
+	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, idx: index.New(), indexFiles: map[crypto.ID]*index.File{},
+		pending: index.New(), pendingMarks: map[crypto.ID]int64{}, zeroIDs: map[int]crypto.ID{}}
 	var err error
 	if level != 0 {
 		r.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithZeroFrames(true))

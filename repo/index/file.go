@@ -9,17 +9,24 @@ import (
 	"dj/repo/pack"
 )
 
-// File is the content of one index file: packs with their blobs, and the
-// index files it supersedes.
+// File is the content of one index file: packs with their blobs, the index
+// files it supersedes, and packs that prune has marked for deletion.
 type File struct {
 	Supersedes []crypto.ID
 	Packs      []FilePack
+	// Pending lists packs that no snapshot needed when prune looked. Their
+	// blobs stay readable but are never used for deduplication; a later
+	// prune deletes them once it is safe (see package maint).
+	Pending []FilePack
 }
 
 // FilePack is one pack in an index file.
 type FilePack struct {
 	ID    crypto.ID
 	Blobs []pack.Blob
+	// MarkedAt is when prune marked a pending pack (Unix nanoseconds); zero
+	// for normal packs.
+	MarkedAt int64
 }
 
 // ErrCorrupt is returned for an index file that does not decode.
@@ -31,16 +38,26 @@ const fileMagic = "djix\x01"
 //
 //	magic "djix" 0x01, uvarint n, n supersedes ids,
 //	uvarint packs, per pack: id, uvarint blobs,
-//	per blob: type, flags, id, uvarint offset, uvarint length, uvarint plain length.
+//	per blob: type, flags, id, uvarint offset, uvarint length, uvarint plain length,
+//	uvarint pending packs, per pack: id, uvarint marked-at, then as above.
 func (f *File) Encode() []byte {
 	b := []byte(fileMagic)
 	b = binary.AppendUvarint(b, uint64(len(f.Supersedes)))
 	for _, id := range f.Supersedes {
 		b = append(b, id[:]...)
 	}
-	b = binary.AppendUvarint(b, uint64(len(f.Packs)))
-	for _, p := range f.Packs {
+	b = appendPacks(b, f.Packs, false)
+	b = appendPacks(b, f.Pending, true)
+	return b
+}
+
+func appendPacks(b []byte, packs []FilePack, pending bool) []byte {
+	b = binary.AppendUvarint(b, uint64(len(packs)))
+	for _, p := range packs {
 		b = append(b, p.ID[:]...)
+		if pending {
+			b = binary.AppendUvarint(b, uint64(p.MarkedAt))
+		}
 		b = binary.AppendUvarint(b, uint64(len(p.Blobs)))
 		for _, e := range p.Blobs {
 			var flags byte
@@ -114,9 +131,25 @@ func DecodeFile(b []byte) (*File, error) {
 	for i := uint64(0); i < ns && d.err == nil; i++ {
 		f.Supersedes = append(f.Supersedes, d.id())
 	}
+	f.Packs = d.packs(false)
+	f.Pending = d.packs(true)
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(d.b))
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return f, nil
+}
+
+func (d *decoder) packs(pending bool) []FilePack {
+	var out []FilePack
 	np := d.uvarint(uint64(len(d.b) / (crypto.IDSize + 1)))
 	for i := uint64(0); i < np && d.err == nil; i++ {
 		p := FilePack{ID: d.id()}
+		if pending {
+			p.MarkedAt = int64(d.uvarint(1 << 62))
+		}
 		nb := d.uvarint(uint64(len(d.b) / (crypto.IDSize + 5)))
 		p.Blobs = make([]pack.Blob, 0, nb)
 		for j := uint64(0); j < nb && d.err == nil; j++ {
@@ -132,15 +165,9 @@ func DecodeFile(b []byte) (*File, error) {
 			}
 			p.Blobs = append(p.Blobs, e)
 		}
-		f.Packs = append(f.Packs, p)
+		out = append(out, p)
 	}
-	if d.err == nil && len(d.b) != 0 {
-		d.err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(d.b))
-	}
-	if d.err != nil {
-		return nil, d.err
-	}
-	return f, nil
+	return out
 }
 
 // AddFile adds the packs of an index file to the index.

@@ -34,6 +34,8 @@ func randomFile(rng *rand.Rand, packs, blobs int) *File {
 func TestFileRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewSource(2))
 	f := randomFile(rng, 5, 50)
+	f.Pending = randomFile(rng, 2, 3).Packs
+	f.Pending[0].MarkedAt = 1234567890
 	got, err := DecodeFile(f.Encode())
 	if err != nil {
 		t.Fatal(err)
