@@ -153,6 +153,18 @@ func (p *packer) upload(ctx context.Context, w *pack.Writer) error {
 // Flush uploads the packs being filled, waits for all uploads and writes an
 // index file for the packs saved since the last flush.
 func (r *Repository) Flush(ctx context.Context) error {
+	written, err := r.FlushPacks(ctx)
+	if err != nil || len(written) == 0 {
+		return err
+	}
+	_, err = r.SaveIndexFile(ctx, &index.File{Packs: written})
+	return err
+}
+
+// FlushPacks uploads the packs being filled and waits for all uploads, and
+// returns the packs saved since the last flush without writing an index file
+// for them (the caller must).
+func (r *Repository) FlushPacks(ctx context.Context) ([]index.FilePack, error) {
 	p := r.packer
 	p.mu.Lock()
 	var ws []*pack.Writer
@@ -167,7 +179,8 @@ func (r *Repository) Flush(ctx context.Context) error {
 	p.mu.Unlock()
 	for _, w := range ws {
 		if err := p.upload(ctx, w); err != nil {
-			return err
+			p.uploads.Wait()
+			return nil, err
 		}
 	}
 	p.uploads.Wait()
@@ -177,14 +190,47 @@ func (r *Repository) Flush(ctx context.Context) error {
 	p.written = nil
 	p.mu.Unlock()
 	if err != nil {
+		return nil, err
+	}
+	return written, nil
+}
+
+// CopySealedBlob adds the stored bytes of a blob (from another pack) to the
+// packs being written, even though the index already knows the blob: repack
+// moves ciphertext without decrypting it again. The blob's type and id are
+// bound into the ciphertext, so moving it cannot change what it opens to.
+func (r *Repository) CopySealedBlob(ctx context.Context, b pack.Blob, sealed []byte) error {
+	p := r.packer
+	k := blobKey{b.Type, b.ID}
+	p.mu.Lock()
+	if p.err != nil {
+		err := p.err
+		p.mu.Unlock()
 		return err
 	}
-	if len(written) == 0 {
+	if _, ok := p.inflight[k]; ok {
+		p.mu.Unlock()
 		return nil
 	}
-	_, err = r.SaveIndexFile(ctx, &index.File{Packs: written})
-	return err
+	p.inflight[k] = struct{}{}
+	p.mu.Unlock()
+	return p.add(ctx, b.Type, b.ID, append([]byte(nil), sealed...), b.Compressed, int(b.PlainLength))
 }
+
+// SetCompression changes the zstd level for blobs saved from now on
+// ("fastest", "default", "better", "best").
+func (r *Repository) SetCompression(level string) error {
+	nr, err := newRepository(r.be, r.key, r.cfg, Options{Compression: level, PackSize: r.opts.PackSize, KDF: r.opts.KDF})
+	if err != nil {
+		return err
+	}
+	r.enc = nr.enc
+	return nil
+}
+
+// Compress returns the zstd encoding of plain when that is smaller, with the
+// repository's current level.
+func (r *Repository) Compress(plain []byte) ([]byte, bool) { return r.compress(plain) }
 
 // SaveIndexFile writes an index file.
 func (r *Repository) SaveIndexFile(ctx context.Context, f *index.File) (crypto.ID, error) {
