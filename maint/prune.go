@@ -1,0 +1,568 @@
+package maint
+
+// Prune's safety argument
+//
+// Claim: prune never deletes a pack that holds the only copy of a blob that
+// a snapshot needs, even while backups run at the same time, as long as
+// clocks agree within PruneOptions.ClockSkew and a running dj refreshes its
+// lock (a lock not refreshed for 30 minutes is taken as gone).
+//
+// Deletion is two-phase. Phase 1 (mark): prune loads the snapshot list,
+// then the index, and computes the blobs the snapshots use. A pack none of
+// whose blobs is used is not deleted but moved to the index's pending list
+// with the time T it was marked; so is a pack whose used blobs were copied
+// into new packs (repack). A pending pack's blobs stay readable (LoadBlob
+// falls back to them) but the index never offers them for deduplication.
+// Phase 2 (sweep), in a later prune: a pending pack marked at T is deleted
+// only when
+//
+//	(a) T is older than KeepDelete (default 24h),
+//	(b) no live writer lock (a backup's shared lock) was created before
+//	    T + ClockSkew, and
+//	(c) no blob of the pack is used by a snapshot in the list loaded by this
+//	    prune, after the lock check, unless another, non-pending pack holds it.
+//
+// Why no needed blob is lost. A snapshot refers to a blob either because
+// its backup saved the blob or because the backup found it in its index and
+// deduplicated against it. Take a blob B that exists only in pending pack P
+// marked at T, and a snapshot S that needs B.
+//   - If S's backup started after T (+ skew), its index listed P as pending,
+//     and pending blobs are never used for deduplication; so that backup
+//     saved B itself into a new pack, and B is not only in P. Contradiction.
+//   - If S's backup started before T, it held a writer lock created before
+//     T. By (b), that backup has finished (or its lock went stale) when
+//     phase 2 checks the locks; since the snapshot file is written before the
+//     lock is released, S is in the snapshot list phase 2 loads afterwards,
+//     and (c) keeps P (it is put back into the index: "resurrected").
+//   - S existed when phase 1 ran: then B was used and P was not marked at all
+//     (a repacked P is marked only after its used blobs sit in new, indexed
+//     packs).
+// Packs that no index names (left by an interrupted backup, or uploaded by
+// a backup that is still running) are deleted only when older than
+// KeepDelete and no live writer lock is older than the pack.
+//
+// Crash safety: every step writes before it deletes. New packs are uploaded
+// before the index that names them; the new index is written before the
+// index files it supersedes are removed, and before any pack is deleted; a
+// pack is deleted only after an index without it is stored. Killed at any
+// point, the repository has every needed blob indexed (possibly twice, or
+// as pending), and the next prune finishes the work.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"time"
+
+	"dj/backend"
+	"dj/repo"
+	"dj/repo/crypto"
+	"dj/repo/index"
+	"dj/repo/pack"
+)
+
+// PruneOptions tune prune.
+type PruneOptions struct {
+	// MaxUnused is the share of unused bytes (of all used bytes) that may
+	// stay in partly used packs (default 0.05). MaxUnusedBytes, when set,
+	// is an absolute limit instead.
+	MaxUnused      float64
+	MaxUnusedBytes int64
+	// MaxRepackBytes bounds how many bytes of packs are repacked (0: no bound).
+	MaxRepackBytes int64
+	// KeepDelete is how long a marked pack waits before deletion (default 24h).
+	KeepDelete time.Duration
+	// InstantDelete deletes unused packs at once. Only for a repository
+	// nobody else uses: the caller must hold an exclusive lock.
+	InstantDelete bool
+	// ClockSkew is the margin allowed between the clocks of hosts (default 5m).
+	ClockSkew time.Duration
+	// DryRun plans but changes nothing.
+	DryRun bool
+	// Now is the current time (tests set it).
+	Now time.Time
+	// Logf receives progress lines.
+	Logf func(format string, args ...any)
+}
+
+// PrunePlan is what prune will do (or, with DryRun, would do).
+type PrunePlan struct {
+	Snapshots                 int
+	UsedBlobs, UnusedBlobs    int
+	UsedBytes, UnusedBytes    int64
+	Duplicates                int
+	PacksTotal                int
+	Mark                      []crypto.ID // fully unused packs: to pending
+	Repack                    []crypto.ID // partly used packs: copy used blobs, then to pending
+	RepackBytes               int64
+	Delete                    []crypto.ID // pending packs whose time has come
+	DeleteBytes               int64
+	Resurrect                 []crypto.ID // pending packs a snapshot needs again
+	Unindexed                 []crypto.ID // packs no index names, old enough to delete
+	UnindexedBytes            int64
+	KeptPending               int // pending packs not yet old enough
+	FreedBytesNow, FreedLater int64
+	WaitingForWriter          bool
+	MissingBlobs              []BlobRef // used but not in any index: prune refuses
+	usedBlobs                 BlobSet
+	chosen                    map[BlobRef]crypto.ID // the copy of each used blob that counts
+	keep                      map[crypto.ID]bool    // packs staying in the index
+	packSizes                 map[crypto.ID]int64
+	packBlobs                 map[crypto.ID][]pack.Blob
+	pendingKeep               map[crypto.ID]int64
+	supersedes                []crypto.ID
+}
+
+// ErrMissingBlobs means snapshots need blobs that no pack holds: the
+// repository is damaged, and prune refuses to change anything.
+var ErrMissingBlobs = errors.New("snapshots need blobs that are in no pack")
+
+func (o *PruneOptions) defaults() {
+	if o.MaxUnused == 0 && o.MaxUnusedBytes == 0 {
+		o.MaxUnused = 0.05
+	}
+	if o.KeepDelete == 0 && !o.InstantDelete {
+		o.KeepDelete = 24 * time.Hour
+	}
+	if o.ClockSkew == 0 {
+		o.ClockSkew = 5 * time.Minute
+	}
+	if o.Now.IsZero() {
+		o.Now = time.Now()
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+}
+
+// PlanPrune decides what to prune. r must be opened without loading the
+// index: PlanPrune loads the snapshot list first and the index second, so
+// every snapshot it sees has its blobs in the index it loads.
+func PlanPrune(ctx context.Context, r *repo.Repository, opts PruneOptions) (*PrunePlan, error) {
+	opts.defaults()
+	// Locks first: a writer that finishes after this point started before
+	// it, and its lock's creation time is what rule (b) compares.
+	locks, err := r.ListLocks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var oldestWriter time.Time
+	for _, l := range locks {
+		if l.Kind == repo.LockShared && !l.Stale() && (oldestWriter.IsZero() || l.Created.Before(oldestWriter)) {
+			oldestWriter = l.Created
+		}
+	}
+	opts.Logf("loading snapshots\n")
+	snaps, problems, err := r.Snapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("snapshot %s cannot be read (%v): prune needs every snapshot; run `dj check` and `dj repair snapshots`", problems[0].ID.Short(), problems[0].Err)
+	}
+	opts.Logf("loading index\n")
+	if _, err := r.LoadIndex(ctx, false); err != nil {
+		return nil, err
+	}
+	opts.Logf("finding data in use by %d snapshots\n", len(snaps))
+	used, err := UsedBlobs(ctx, r, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("cannot list the data in use, nothing was changed: %w", err)
+	}
+
+	plan := &PrunePlan{Snapshots: len(snaps), usedBlobs: used, keep: map[crypto.ID]bool{},
+		packSizes: map[crypto.ID]int64{}, pendingKeep: map[crypto.ID]int64{}}
+	for id := range r.IndexFiles() {
+		plan.supersedes = append(plan.supersedes, id)
+	}
+	plan.packBlobs = r.Index().Packs()
+	marks, pendingIdx := r.PendingPacks()
+	pendingBlobs := pendingIdx.Packs()
+
+	// Which copy of each used blob counts: the first in pack id order, so
+	// duplicates make the other copies unused.
+	chosen := map[BlobRef]crypto.ID{}
+	plan.chosen = chosen
+	packIDs := make([]crypto.ID, 0, len(plan.packBlobs))
+	for id := range plan.packBlobs {
+		packIDs = append(packIDs, id)
+	}
+	sort.Slice(packIDs, func(i, j int) bool { return packIDs[i].String() < packIDs[j].String() })
+	for _, pid := range packIDs {
+		for _, b := range plan.packBlobs[pid] {
+			ref := BlobRef{b.Type, b.ID}
+			if _, ok := used[ref]; !ok {
+				continue
+			}
+			if _, ok := chosen[ref]; ok {
+				plan.Duplicates++
+				continue
+			}
+			chosen[ref] = pid
+		}
+	}
+	// Used blobs in no normal pack: resurrect a pending pack that has them,
+	// or refuse.
+	for ref := range used {
+		if _, ok := chosen[ref]; ok {
+			continue
+		}
+		found := false
+		for pid, blobs := range pendingBlobs {
+			for _, b := range blobs {
+				if b.Type == ref.Type && b.ID == ref.ID {
+					found = true
+					if !contains(plan.Resurrect, pid) {
+						plan.Resurrect = append(plan.Resurrect, pid)
+					}
+					break
+				}
+			}
+			if found {
+				break
+			}
+		}
+		if !found {
+			plan.MissingBlobs = append(plan.MissingBlobs, ref)
+		}
+	}
+	if len(plan.MissingBlobs) > 0 {
+		return plan, fmt.Errorf("%w: %d blobs, e.g. %s blob %s; nothing was changed (run `dj check` and `dj repair`)",
+			ErrMissingBlobs, len(plan.MissingBlobs), plan.MissingBlobs[0].Type, plan.MissingBlobs[0].ID.Short())
+	}
+
+	// Classify normal packs.
+	type candidate struct {
+		id           crypto.ID
+		used, unused int64
+	}
+	var partly []candidate
+	var unusedInPartly int64
+	for _, pid := range packIDs {
+		var u, un int64
+		for _, b := range plan.packBlobs[pid] {
+			ref := BlobRef{b.Type, b.ID}
+			if chosen[ref] == pid {
+				if _, ok := used[ref]; ok {
+					u += int64(b.Length)
+					plan.UsedBlobs++
+					continue
+				}
+			}
+			un += int64(b.Length)
+			plan.UnusedBlobs++
+		}
+		plan.UsedBytes += u
+		plan.UnusedBytes += un
+		plan.packSizes[pid] = u + un
+		plan.PacksTotal++
+		switch {
+		case u == 0:
+			plan.Mark = append(plan.Mark, pid)
+		case un > 0:
+			partly = append(partly, candidate{pid, u, un})
+			unusedInPartly += un
+			plan.keep[pid] = true
+		default:
+			plan.keep[pid] = true
+		}
+	}
+	// Repack the packs with the largest unused share until what stays
+	// unused is within the limit.
+	limit := opts.MaxUnusedBytes
+	if limit == 0 {
+		limit = int64(opts.MaxUnused * float64(plan.UsedBytes))
+	}
+	sort.Slice(partly, func(i, j int) bool {
+		ri := float64(partly[i].unused) / float64(partly[i].used+partly[i].unused)
+		rj := float64(partly[j].unused) / float64(partly[j].used+partly[j].unused)
+		if ri != rj {
+			return ri > rj
+		}
+		return partly[i].id.String() < partly[j].id.String()
+	})
+	for _, c := range partly {
+		if unusedInPartly <= limit {
+			break
+		}
+		if opts.MaxRepackBytes > 0 && plan.RepackBytes+c.used+c.unused > opts.MaxRepackBytes {
+			continue
+		}
+		plan.Repack = append(plan.Repack, c.id)
+		plan.RepackBytes += c.used + c.unused
+		unusedInPartly -= c.unused
+		delete(plan.keep, c.id)
+	}
+
+	// Pending packs: resurrect, delete, or keep waiting.
+	writerBlocks := func(markedAt time.Time) bool {
+		return !oldestWriter.IsZero() && oldestWriter.Before(markedAt.Add(opts.ClockSkew))
+	}
+	for pid, ns := range marks {
+		if contains(plan.Resurrect, pid) {
+			continue
+		}
+		markedAt := time.Unix(0, ns)
+		size := packBytes(pendingBlobs[pid])
+		switch {
+		case opts.InstantDelete:
+			plan.Delete = append(plan.Delete, pid)
+			plan.DeleteBytes += size
+		case opts.Now.Sub(markedAt) >= opts.KeepDelete && !writerBlocks(markedAt):
+			plan.Delete = append(plan.Delete, pid)
+			plan.DeleteBytes += size
+		default:
+			if writerBlocks(markedAt) {
+				plan.WaitingForWriter = true
+			}
+			plan.pendingKeep[pid] = ns
+			plan.KeptPending++
+			plan.FreedLater += size
+		}
+	}
+	// Packs that no index names.
+	err = r.Backend().List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
+		id, err := crypto.ParseID(fi.Name)
+		if err != nil {
+			return nil
+		}
+		if _, ok := plan.packBlobs[id]; ok {
+			return nil
+		}
+		if _, ok := marks[id]; ok {
+			return nil
+		}
+		old := opts.Now.Sub(fi.ModTime) >= opts.KeepDelete && !writerBlocks(fi.ModTime)
+		if opts.InstantDelete || old {
+			plan.Unindexed = append(plan.Unindexed, id)
+			plan.UnindexedBytes += fi.Size
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var freedRepack int64
+	for _, id := range plan.Repack {
+		for _, b := range plan.packBlobs[id] {
+			if chosen[BlobRef{b.Type, b.ID}] != id {
+				freedRepack += int64(b.Length)
+			}
+		}
+	}
+	plan.FreedBytesNow = plan.DeleteBytes + plan.UnindexedBytes
+	var marked int64
+	for _, id := range plan.Mark {
+		marked += plan.packSizes[id]
+	}
+	if opts.InstantDelete {
+		plan.FreedBytesNow += marked + freedRepack
+	} else {
+		plan.FreedLater += marked + freedRepack
+	}
+	sortIDs(plan.Mark)
+	sortIDs(plan.Repack)
+	sortIDs(plan.Delete)
+	sortIDs(plan.Resurrect)
+	sortIDs(plan.Unindexed)
+	return plan, nil
+}
+
+func packBytes(blobs []pack.Blob) int64 {
+	var n int64
+	for _, b := range blobs {
+		n += int64(b.Length)
+	}
+	return n
+}
+
+func contains(ids []crypto.ID, id crypto.ID) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+func sortIDs(ids []crypto.ID) {
+	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
+}
+
+// PruneStats reports what Execute did.
+type PruneStats struct {
+	PacksMarked, PacksRepacked, PacksDeleted, PacksResurrected, PacksWritten int
+	BlobsMoved                                                               int
+	BytesDeleted                                                             int64
+	IndexFilesWritten, IndexFilesRemoved                                     int
+}
+
+// maxBlobsPerIndexFile keeps index files small enough to load quickly.
+const maxBlobsPerIndexFile = 100_000
+
+// Execute carries out the plan: repack, write the new index, remove the
+// superseded index files, then delete packs, in that order (see the safety
+// argument at the top of this file).
+func (p *PrunePlan) Execute(ctx context.Context, r *repo.Repository, opts PruneOptions) (PruneStats, error) {
+	opts.defaults()
+	var st PruneStats
+	if opts.DryRun {
+		return st, nil
+	}
+	now := opts.Now.UnixNano()
+	// 1. Repack: copy the used blobs of the chosen packs into new packs,
+	// verifying each blob (decrypt and hash) before it is copied.
+	var newPacks []index.FilePack
+	if len(p.Repack) > 0 {
+		copied := map[BlobRef]bool{}
+		for i, pid := range p.Repack {
+			opts.Logf("repacking pack %d of %d\n", i+1, len(p.Repack))
+			n, err := repackOne(ctx, r, pid, p.packBlobs[pid], p.usedBlobs, copied, p.keep, p.chosen)
+			if err != nil {
+				return st, err
+			}
+			st.BlobsMoved += n
+		}
+		var err error
+		newPacks, err = r.FlushPacks(ctx)
+		if err != nil {
+			return st, fmt.Errorf("write repacked data: %w", err)
+		}
+		st.PacksWritten = len(newPacks)
+		st.PacksRepacked = len(p.Repack)
+	}
+
+	// 2. The new index: kept and new packs; pending packs with their marks.
+	var packs, pending []index.FilePack
+	for pid, blobs := range p.packBlobs {
+		if p.keep[pid] {
+			packs = append(packs, index.FilePack{ID: pid, Blobs: blobs})
+		}
+	}
+	packs = append(packs, newPacks...)
+	_, pendingIdx := r.PendingPacks()
+	pendingBlobs := pendingIdx.Packs()
+	for _, pid := range p.Resurrect {
+		packs = append(packs, index.FilePack{ID: pid, Blobs: pendingBlobs[pid]})
+	}
+	for pid, ns := range p.pendingKeep {
+		pending = append(pending, index.FilePack{ID: pid, Blobs: pendingBlobs[pid], MarkedAt: ns})
+	}
+	markNow := append(append([]crypto.ID(nil), p.Mark...), p.Repack...)
+	if !opts.InstantDelete {
+		for _, pid := range markNow {
+			pending = append(pending, index.FilePack{ID: pid, Blobs: p.packBlobs[pid], MarkedAt: now})
+		}
+	}
+	written, err := writeIndex(ctx, r, packs, pending, p.supersedes)
+	if err != nil {
+		return st, err
+	}
+	st.IndexFilesWritten = written
+	st.PacksMarked = len(p.Mark)
+	st.PacksResurrected = len(p.Resurrect)
+	for _, id := range p.supersedes {
+		if err := r.Backend().Remove(ctx, backend.Handle{Type: backend.IndexFile, Name: id.String()}); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return st, fmt.Errorf("remove superseded index %s: %w", id.Short(), err)
+		}
+		st.IndexFilesRemoved++
+	}
+
+	// 3. Delete packs that no index needs any more.
+	del := append(append([]crypto.ID(nil), p.Delete...), p.Unindexed...)
+	if opts.InstantDelete {
+		del = append(del, markNow...)
+	}
+	for i, pid := range del {
+		if i%50 == 0 {
+			opts.Logf("deleting packs: %d of %d\n", i, len(del))
+		}
+		h := backend.Handle{Type: backend.PackFile, Name: pid.String()}
+		fi, err := r.Backend().Stat(ctx, h)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return st, err
+		}
+		if err := r.Backend().Remove(ctx, h); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return st, fmt.Errorf("delete pack %s: %w", pid.Short(), err)
+		}
+		st.PacksDeleted++
+		st.BytesDeleted += fi.Size
+	}
+	return st, nil
+}
+
+// repackOne copies the used blobs of one pack that are not already in a
+// kept pack into the packs being written. It loads the pack once.
+func repackOne(ctx context.Context, r *repo.Repository, pid crypto.ID, blobs []pack.Blob, used BlobSet,
+	copied map[BlobRef]bool, keep map[crypto.ID]bool, chosen map[BlobRef]crypto.ID) (int, error) {
+	data, err := r.Backend().Load(ctx, backend.Handle{Type: backend.PackFile, Name: pid.String()}, 0, 0)
+	if err != nil {
+		return 0, fmt.Errorf("repack: load pack %s: %w", pid.Short(), err)
+	}
+	n := 0
+	for _, b := range blobs {
+		ref := BlobRef{b.Type, b.ID}
+		if _, ok := used[ref]; !ok || copied[ref] || keep[chosen[ref]] {
+			continue
+		}
+		end := int64(b.Offset) + int64(b.Length)
+		if end > int64(len(data)) {
+			return n, fmt.Errorf("repack: pack %s is shorter than its index says; nothing was deleted (run `dj check`)", pid.Short())
+		}
+		sealed := data[b.Offset:end]
+		if _, err := r.OpenPacked(index.PackedBlob{Blob: b, PackID: pid}, sealed, nil); err != nil {
+			return n, fmt.Errorf("repack: %w; nothing was deleted (run `dj check` and `dj repair`)", err)
+		}
+		if err := r.CopySealedBlob(ctx, b, sealed); err != nil {
+			return n, err
+		}
+		copied[ref] = true
+		n++
+	}
+	return n, nil
+}
+
+// writeIndex stores packs and pending packs in index files of bounded size;
+// the first file lists the superseded index files.
+func writeIndex(ctx context.Context, r *repo.Repository, packs, pending []index.FilePack, supersedes []crypto.ID) (int, error) {
+	sort.Slice(packs, func(i, j int) bool { return packs[i].ID.String() < packs[j].ID.String() })
+	sort.Slice(pending, func(i, j int) bool { return pending[i].ID.String() < pending[j].ID.String() })
+	var files []*index.File
+	cur := &index.File{}
+	n := 0
+	flush := func() {
+		files = append(files, cur)
+		cur = &index.File{}
+		n = 0
+	}
+	for _, p := range packs {
+		if n > 0 && n+len(p.Blobs) > maxBlobsPerIndexFile {
+			flush()
+		}
+		cur.Packs = append(cur.Packs, p)
+		n += len(p.Blobs)
+	}
+	for _, p := range pending {
+		if n > 0 && n+len(p.Blobs) > maxBlobsPerIndexFile {
+			flush()
+		}
+		cur.Pending = append(cur.Pending, p)
+		n += len(p.Blobs)
+	}
+	flush()
+	// Only the last file supersedes the old ones: a reader that lists the
+	// index while the files are written sees either some new files and all
+	// old ones (their union is complete), or every new file.
+	files[len(files)-1].Supersedes = supersedes
+	for _, f := range files {
+		if _, err := r.SaveIndexFile(ctx, f); err != nil {
+			return 0, err
+		}
+	}
+	return len(files), nil
+}
