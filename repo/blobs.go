@@ -99,14 +99,15 @@ func (r *Repository) compress(plain []byte) ([]byte, bool) {
 func (p *packer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed []byte, compressed bool, plainLen int) error {
 	p.mu.Lock()
 	ws := p.open[t]
+	size := p.r.opts.PackSize
 	for len(ws) < openPacksPerType {
-		ws = append(ws, pack.NewWriter(p.r.key, p.r.opts.PackSize+p.r.opts.PackSize/4))
+		ws = append(ws, pack.NewWriter(p.r.key, size+size/4))
 	}
 	i := rand.IntN(len(ws))
 	w := ws[i]
 	w.Add(t, id, sealed, compressed, plainLen)
 	var full *pack.Writer
-	if w.Size() >= p.r.opts.PackSize {
+	if w.Size() >= size {
 		full = w
 		ws = append(ws[:i], ws[i+1:]...)
 	}
@@ -525,4 +526,36 @@ func (r *Repository) Gear() *[256]uint64 { return r.key.Gear() }
 // ChunkerSizes returns the chunker's minimum, average and maximum chunk sizes.
 func (r *Repository) ChunkerSizes() (min, avg, max int) {
 	return r.cfg.ChunkerMin, r.cfg.ChunkerAvg, r.cfg.ChunkerMax
+}
+
+// RewriteBlob compresses (at the current level) and seals plain and adds it
+// to the packs being written even though the index knows the blob (repack
+// with recompression).
+func (r *Repository) RewriteBlob(ctx context.Context, t pack.BlobType, id crypto.ID, plain []byte) (int, error) {
+	p := r.packer
+	k := blobKey{t, id}
+	p.mu.Lock()
+	if _, ok := p.inflight[k]; ok {
+		p.mu.Unlock()
+		return 0, nil
+	}
+	p.inflight[k] = struct{}{}
+	p.mu.Unlock()
+	content, compressed := r.compress(plain)
+	sealed := pack.SealBlob(r.key, make([]byte, 0, len(content)+crypto.Overhead), t, id, content)
+	return len(sealed), p.add(ctx, t, id, sealed, compressed, len(plain))
+}
+
+// SetPackSize changes the target size of packs written from now on.
+func (r *Repository) SetPackSize(n int) {
+	r.packer.mu.Lock()
+	r.opts.PackSize = n
+	r.packer.mu.Unlock()
+}
+
+// PackSize returns the target pack size.
+func (r *Repository) PackSize() int {
+	r.packer.mu.Lock()
+	defer r.packer.mu.Unlock()
+	return r.opts.PackSize
 }

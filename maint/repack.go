@@ -1,0 +1,179 @@
+package maint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"time"
+
+	"dj/backend"
+	"dj/repo"
+	"dj/repo/crypto"
+	"dj/repo/index"
+)
+
+// RepackOptions tune Repack.
+type RepackOptions struct {
+	// PackSize is the target pack size (default: the repository's).
+	PackSize int
+	// Compression, when set, recompresses every blob of every pack at this
+	// level ("fastest", "default", "better", "best") where that saves space.
+	Compression string
+	// MinFill: packs smaller than MinFill*PackSize are merged (default 0.5).
+	MinFill float64
+	// InstantDelete deletes the old packs at once instead of marking them
+	// (the caller must hold an exclusive lock).
+	InstantDelete bool
+	DryRun        bool
+	Logf          func(format string, args ...any)
+	Now           time.Time
+}
+
+// RepackStats reports what Repack did.
+type RepackStats struct {
+	PacksBefore       int   `json:"packs_before"`
+	PacksAfter        int   `json:"packs_after"`
+	PacksRewritten    int   `json:"packs_rewritten"`
+	PacksWritten      int   `json:"packs_written"`
+	BlobsMoved        int   `json:"blobs_moved"`
+	BlobsRecompressed int   `json:"blobs_recompressed"`
+	BytesBefore       int64 `json:"bytes_before"`
+	BytesAfter        int64 `json:"bytes_after"`
+	DryRun            bool  `json:"dry_run"`
+}
+
+// Repack rewrites small packs into full ones (and, with Compression, every
+// pack with recompressed blobs). Every blob is decrypted and verified before
+// it is written again; the old packs become pending (see prune.go) after the
+// new index is stored, or are deleted at once with InstantDelete. r must
+// have its index loaded.
+func Repack(ctx context.Context, r *repo.Repository, opts RepackOptions) (RepackStats, error) {
+	if opts.PackSize == 0 {
+		opts.PackSize = r.PackSize()
+	}
+	if opts.MinFill == 0 {
+		opts.MinFill = 0.5
+	}
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	if opts.Now.IsZero() {
+		opts.Now = time.Now()
+	}
+	st := RepackStats{DryRun: opts.DryRun}
+	packs := r.Index().Packs()
+	st.PacksBefore = len(packs)
+	var chosen []crypto.ID
+	for id, blobs := range packs {
+		if opts.Compression != "" || packBytes(blobs) < int64(opts.MinFill*float64(opts.PackSize)) {
+			chosen = append(chosen, id)
+		}
+	}
+	sortIDs(chosen)
+	// Merging a single small pack with nothing gains nothing.
+	if opts.Compression == "" && len(chosen) < 2 {
+		chosen = nil
+	}
+	for _, id := range chosen {
+		st.BytesBefore += packBytes(packs[id])
+	}
+	st.PacksRewritten = len(chosen)
+	if opts.DryRun || len(chosen) == 0 {
+		st.PacksAfter = st.PacksBefore
+		st.BytesAfter = st.BytesBefore
+		return st, nil
+	}
+	r.SetPackSize(opts.PackSize)
+	if opts.Compression != "" {
+		if err := r.SetCompression(opts.Compression); err != nil {
+			return st, err
+		}
+	}
+	supersedes := make([]crypto.ID, 0)
+	for id := range r.IndexFiles() {
+		supersedes = append(supersedes, id)
+	}
+	done := map[BlobRef]bool{}
+	for i, pid := range chosen {
+		opts.Logf("repacking pack %d of %d\n", i+1, len(chosen))
+		data, err := r.Backend().Load(ctx, backend.Handle{Type: backend.PackFile, Name: pid.String()}, 0, 0)
+		if err != nil {
+			return st, fmt.Errorf("load pack %s: %w", pid.Short(), err)
+		}
+		for _, b := range packs[pid] {
+			ref := BlobRef{b.Type, b.ID}
+			if done[ref] {
+				continue
+			}
+			end := int64(b.Offset) + int64(b.Length)
+			if end > int64(len(data)) {
+				return st, fmt.Errorf("pack %s is shorter than its index says; nothing was deleted (run `dj check`)", pid.Short())
+			}
+			sealed := data[b.Offset:end]
+			plain, err := r.OpenPacked(index.PackedBlob{Blob: b, PackID: pid}, sealed, nil)
+			if err != nil {
+				return st, fmt.Errorf("%w; nothing was deleted (run `dj check` and `dj repair`)", err)
+			}
+			if opts.Compression != "" {
+				if _, err := r.RewriteBlob(ctx, b.Type, b.ID, plain); err != nil {
+					return st, err
+				}
+				st.BlobsRecompressed++
+			} else if err := r.CopySealedBlob(ctx, b, sealed); err != nil {
+				return st, err
+			}
+			done[ref] = true
+			st.BlobsMoved++
+		}
+	}
+	newPacks, err := r.FlushPacks(ctx)
+	if err != nil {
+		return st, fmt.Errorf("write new packs: %w", err)
+	}
+	st.PacksWritten = len(newPacks)
+	for _, p := range newPacks {
+		st.BytesAfter += packBytes(p.Blobs)
+	}
+	// New index: untouched packs and new ones; old packs become pending.
+	isChosen := map[crypto.ID]bool{}
+	for _, id := range chosen {
+		isChosen[id] = true
+	}
+	var keep, pending []index.FilePack
+	for id, blobs := range packs {
+		if !isChosen[id] {
+			keep = append(keep, index.FilePack{ID: id, Blobs: blobs})
+		}
+	}
+	keep = append(keep, newPacks...)
+	marks, pendingIdx := r.PendingPacks()
+	pendingBlobs := pendingIdx.Packs()
+	for id, ns := range marks {
+		pending = append(pending, index.FilePack{ID: id, Blobs: pendingBlobs[id], MarkedAt: ns})
+	}
+	if !opts.InstantDelete {
+		for _, id := range chosen {
+			pending = append(pending, index.FilePack{ID: id, Blobs: packs[id], MarkedAt: opts.Now.UnixNano()})
+		}
+	}
+	sort.Slice(keep, func(i, j int) bool { return keep[i].ID.String() < keep[j].ID.String() })
+	if _, err := writeIndex(ctx, r, keep, pending, supersedes); err != nil {
+		return st, err
+	}
+	for _, id := range supersedes {
+		if err := r.Backend().Remove(ctx, backend.Handle{Type: backend.IndexFile, Name: id.String()}); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return st, fmt.Errorf("remove superseded index %s: %w", id.Short(), err)
+		}
+	}
+	if opts.InstantDelete {
+		for _, id := range chosen {
+			if err := r.Backend().Remove(ctx, backend.Handle{Type: backend.PackFile, Name: id.String()}); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return st, fmt.Errorf("delete pack %s: %w", id.Short(), err)
+			}
+		}
+	}
+	st.PacksAfter = st.PacksBefore - len(chosen) + len(newPacks)
+	return st, nil
+}
