@@ -1,0 +1,41 @@
+package main
+
+import (
+	"io"
+	"sort"
+
+	"github.com/urfave/cli/v2"
+)
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:                 "dj",
+		Usage:                "deduplicating, encrypted, compressed backups you can mount",
+		Version:              version,
+		Reader:               stdin,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		EnableBashCompletion: true,
+		HideHelpCommand:      true,
+		Description: `dj backs up directories into a repository (a local directory, SFTP, S3 or a
+'dj serve' REST server), deduplicated, compressed and encrypted, and shows every
+snapshot as an ordinary directory tree with 'dj mount'.
+
+Example:
+   export DJ_REPOSITORY=/srv/backup DJ_PASSWORD_FILE=~/.dj-password
+   dj init
+   dj backup ~/documents
+   dj snapshots
+   dj mount /mnt/backup`,
+		Flags:          globalFlags(),
+		ExitErrHandler: func(*cli.Context, error) {},
+		Commands: []*cli.Command{
+			initCommand(), backupCommand(), snapshotsCommand(), lsCommand(), restoreCommand(),
+			dumpCommand(), catCommand(), keyCommand(), unlockCommand(), mountCommand(),
+			versionCommand(), completionCommand(),
+		},
+	}
+	app.Commands = append(app.Commands, maintenanceCommands()...)
+	sort.Sort(cli.CommandsByName(app.Commands))
+	return app
+}

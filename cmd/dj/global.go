@@ -1,0 +1,314 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"dj/backend"
+	"dj/backend/local"
+	"dj/backend/rest"
+	"dj/repo"
+	"dj/repo/archiver"
+	"dj/repo/crypto"
+	"dj/repo/snapshot"
+)
+
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"DJ_REPOSITORY"}, Usage: "repository `LOCATION` (a directory, or rest:http://host:port/)"},
+		&cli.StringFlag{Name: "repository-file", EnvVars: []string{"DJ_REPOSITORY_FILE"}, Usage: "read the repository location from `FILE`"},
+		&cli.StringFlag{Name: "password-file", Aliases: []string{"p"}, EnvVars: []string{"DJ_PASSWORD_FILE"}, Usage: "read the password from `FILE`"},
+		&cli.StringFlag{Name: "password-command", EnvVars: []string{"DJ_PASSWORD_COMMAND"}, Usage: "run `COMMAND` and use its output as the password"},
+		&cli.StringFlag{Name: "cache-dir", EnvVars: []string{"DJ_CACHE_DIR"}, Usage: "`DIR` for the local cache of remote repositories"},
+		&cli.StringFlag{Name: "compression", EnvVars: []string{"DJ_COMPRESSION"}, Value: "auto", Usage: "compression `MODE`: off, fastest, auto, better or best"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print more detail"},
+		&cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON"},
+		&cli.BoolFlag{Name: "no-lock", Usage: "do not lock the repository (read-only commands only)"},
+	}
+}
+
+// env is what a command needs from the global flags.
+type env struct {
+	c       *cli.Context
+	ctx     context.Context
+	stdout  io.Writer
+	stderr  io.Writer
+	json    bool
+	quiet   bool
+	verbose bool
+}
+
+func newEnv(c *cli.Context) *env {
+	return &env{c: c, ctx: c.Context, stdout: c.App.Writer, stderr: c.App.ErrWriter,
+		json: c.Bool("json"), quiet: c.Bool("quiet"), verbose: c.Bool("verbose")}
+}
+
+// printf prints to stdout unless --quiet or --json.
+func (e *env) printf(format string, args ...any) {
+	if e.quiet || e.json {
+		return
+	}
+	fmt.Fprintf(e.stdout, format, args...)
+}
+
+// warnf prints a warning to stderr.
+func (e *env) warnf(format string, args ...any) {
+	fmt.Fprintf(e.stderr, format, args...)
+}
+
+// printJSON writes v as indented JSON.
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", " ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// stderrIsTerminal reports whether progress may be drawn.
+func (e *env) progressWanted() bool {
+	if e.quiet || e.json {
+		return false
+	}
+	f, ok := e.stderr.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func (e *env) location() (string, error) {
+	loc := e.c.String("repo")
+	if loc == "" && e.c.String("repository-file") != "" {
+		b, err := os.ReadFile(e.c.String("repository-file"))
+		if err != nil {
+			return "", fmt.Errorf("read repository file: %w", err)
+		}
+		loc = strings.TrimSpace(string(b))
+	}
+	if loc == "" {
+		return "", usageError("no repository given: use -r/--repo or set DJ_REPOSITORY")
+	}
+	return loc, nil
+}
+
+// openBackend opens (or, with create, creates) the storage at the location.
+func (e *env) openBackend(create bool) (backend.Backend, error) {
+	loc, err := e.location()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case strings.HasPrefix(loc, "rest:"):
+		u := strings.TrimPrefix(loc, "rest:")
+		if create {
+			return rest.Create(e.ctx, u, nil)
+		}
+		return rest.Open(e.ctx, u, nil)
+	case strings.HasPrefix(loc, "local:"):
+		loc = strings.TrimPrefix(loc, "local:")
+	case strings.Contains(loc, ":") && !strings.HasPrefix(loc, "/") && !strings.HasPrefix(loc, "."):
+		scheme := loc[:strings.Index(loc, ":")]
+		return nil, fmt.Errorf("repository type %q is not supported (use a local directory or rest:URL)", scheme)
+	}
+	if create {
+		return local.Create(e.ctx, loc)
+	}
+	be, err := local.Open(e.ctx, loc)
+	if err != nil && errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w (create one with `dj init`)", loc, repo.ErrNoRepository)
+	}
+	return be, err
+}
+
+// password returns the repository password from the flags, the
+// environment, or a prompt on the terminal.
+func (e *env) password(prompt string, confirm bool) (string, error) {
+	if f := e.c.String("password-file"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("read password file: %w", err)
+		}
+		return firstLine(b), nil
+	}
+	if cmdline := e.c.String("password-command"); cmdline != "" {
+		cmd := exec.CommandContext(e.ctx, "sh", "-c", cmdline)
+		cmd.Stderr = e.stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return "", fmt.Errorf("password command failed: %w", err)
+		}
+		return firstLine(out), nil
+	}
+	if pw, ok := os.LookupEnv("DJ_PASSWORD"); ok {
+		return pw, nil
+	}
+	return e.promptPassword(prompt, confirm)
+}
+
+func (e *env) promptPassword(prompt string, confirm bool) (string, error) {
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil || !term.IsTerminal(int(tty.Fd())) {
+		return "", usageError("no password given: use --password-file, DJ_PASSWORD, DJ_PASSWORD_FILE or --password-command")
+	}
+	defer tty.Close()
+	read := func(p string) (string, error) {
+		fmt.Fprint(tty, p)
+		b, err := term.ReadPassword(int(tty.Fd()))
+		fmt.Fprintln(tty)
+		return string(b), err
+	}
+	pw, err := read(prompt)
+	if err != nil {
+		return "", err
+	}
+	if confirm {
+		again, err := read("enter password again: ")
+		if err != nil {
+			return "", err
+		}
+		if again != pw {
+			return "", usageError("passwords do not match")
+		}
+	}
+	if pw == "" {
+		return "", usageError("empty password")
+	}
+	return pw, nil
+}
+
+func firstLine(b []byte) string {
+	s := bufio.NewScanner(bytes.NewReader(b))
+	if s.Scan() {
+		return strings.TrimRight(s.Text(), "\r")
+	}
+	return ""
+}
+
+func (e *env) repoOptions() repo.Options {
+	opts := repo.Options{Compression: e.c.String("compression")}
+	if os.Getenv("DJ_INSECURE_TEST_KDF") == "1" {
+		opts.KDF = &crypto.TestKDF
+	}
+	return opts
+}
+
+// openRepo opens the repository; with loadIndex it also reads the index.
+func (e *env) openRepo(loadIndex bool) (*repo.Repository, error) {
+	be, err := e.openBackend(false)
+	if err != nil {
+		return nil, err
+	}
+	pw, err := e.password("enter password for repository: ", false)
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	r, err := repo.Open(e.ctx, be, pw, e.repoOptions())
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	if loadIndex {
+		if _, err := r.LoadIndex(e.ctx, false); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// lock takes a repository lock unless --no-lock is given for a read-only
+// command.
+func (e *env) lock(r *repo.Repository, kind repo.LockKind, readOnly bool) (func(), error) {
+	if readOnly && e.c.Bool("no-lock") {
+		return func() {}, nil
+	}
+	l, err := r.Lock(e.ctx, kind)
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = l.Unlock(context.Background()) }, nil
+}
+
+// findSnapshot resolves "latest", an ID or an ID prefix.
+func findSnapshot(ctx context.Context, r *repo.Repository, ref string, f snapshot.Filter) (*snapshot.Snapshot, error) {
+	list, _, err := r.Snapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if ref == "latest" {
+		list = f.Apply(list)
+	}
+	return snapshot.Find(list, ref)
+}
+
+// usageErr marks a mistake in how dj was called.
+type usageErr struct{ msg string }
+
+func (u usageErr) Error() string { return u.msg }
+
+func usageError(format string, args ...any) error {
+	return usageErr{fmt.Sprintf(format, args...)}
+}
+
+// exitCodeErr carries a chosen exit code with an error message already
+// printed (or none to print).
+type exitCodeErr struct {
+	code int
+	err  error
+}
+
+func (x exitCodeErr) Error() string {
+	if x.err == nil {
+		return ""
+	}
+	return x.err.Error()
+}
+func (x exitCodeErr) Unwrap() error { return x.err }
+
+func exitCode(err error) int {
+	var x exitCodeErr
+	switch {
+	case errors.As(err, &x):
+		return x.code
+	case errors.Is(err, repo.ErrNoRepository):
+		return exitNoRepository
+	case errors.Is(err, repo.ErrLocked):
+		return exitLocked
+	case errors.Is(err, repo.ErrWrongPassword):
+		return exitWrongPass
+	case errors.Is(err, archiver.ErrIncomplete):
+		return exitIncomplete
+	case errors.Is(err, context.Canceled):
+		return exitInterrupted
+	}
+	return exitError
+}
+
+// oneLine renders an error as one line with a hint where one helps.
+func oneLine(err error) string {
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	switch {
+	case errors.Is(err, repo.ErrWrongPassword):
+		return msg + " (check the password, or DJ_PASSWORD / --password-file)"
+	case errors.Is(err, repo.ErrCorrupt):
+		return msg + " (run `dj check` for details)"
+	}
+	return msg
+}
+
+func jsonEncoder(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc
+}

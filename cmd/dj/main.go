@@ -1,0 +1,60 @@
+// Command dj is a deduplicating, encrypted, compressed backup tool whose
+// repositories can be mounted as read-only file systems.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// Exit codes, kept equal to restic's so scripts carry over.
+const (
+	exitOK           = 0
+	exitError        = 1
+	exitIncomplete   = 3
+	exitNoRepository = 10
+	exitLocked       = 11
+	exitWrongPass    = 12
+	exitInterrupted  = 130
+)
+
+func main() {
+	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run executes the CLI and returns the exit code; no panic escapes it.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(stderr, "dj: internal error: %v (please report this)\n", r)
+			code = exitError
+		}
+	}()
+	app := newApp(stdin, stdout, stderr)
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		return exitOK
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) && err.Error() == "" {
+		return ec.ExitCode()
+	}
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		fmt.Fprintln(stderr, "dj: interrupted")
+		return exitInterrupted
+	}
+	fmt.Fprintf(stderr, "dj: %s\n", oneLine(err))
+	return exitCode(err)
+}
