@@ -1,0 +1,227 @@
+package repo_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand"
+	"testing"
+	"time"
+
+	"dj/backend"
+	"dj/backend/mem"
+	"dj/repo"
+	"dj/repo/crypto"
+	"dj/repo/pack"
+	"dj/repo/snapshot"
+	"dj/repo/tree"
+)
+
+// nopClose keeps the shared in-memory backend open when a repository
+// handle on it is closed.
+type nopClose struct{ backend.Backend }
+
+func (nopClose) Close() error { return nil }
+
+func TestInitOpenWrongPassword(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	repo.TestRepository(t, nopClose{be})
+	if _, err := repo.Init(ctx, nopClose{be}, "x", repo.Options{KDF: &crypto.TestKDF}); !errors.Is(err, repo.ErrRepositoryExists) {
+		t.Fatalf("second init: %v", err)
+	}
+	if _, err := repo.Open(ctx, nopClose{be}, "wrong", repo.Options{}); !errors.Is(err, repo.ErrWrongPassword) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if _, err := repo.Open(ctx, nopClose{mem.New()}, "x", repo.Options{}); !errors.Is(err, repo.ErrNoRepository) {
+		t.Fatalf("empty backend: %v", err)
+	}
+}
+
+func TestBlobsTreesSnapshotsRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	r := repo.TestRepository(t, nopClose{be})
+	r.SetPackSize(1 << 20)
+	rng := rand.New(rand.NewSource(1))
+	var ids []crypto.ID
+	var blobs [][]byte
+	for i := 0; i < 200; i++ {
+		b := make([]byte, rng.Intn(64<<10))
+		if i%2 == 0 {
+			rng.Read(b)
+		}
+		id, added, err := r.SaveBlob(ctx, pack.DataBlob, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !added && i > 1 && len(b) > 0 && i%2 == 0 {
+			t.Fatalf("blob %d not added", i)
+		}
+		ids = append(ids, id)
+		blobs = append(blobs, b)
+	}
+	// Saving the same blob again adds nothing.
+	if _, added, _ := r.SaveBlob(ctx, pack.DataBlob, blobs[0]); added {
+		t.Fatal("duplicate blob added")
+	}
+	tr := &tree.Tree{Nodes: []*tree.Node{{Name: "f", Type: tree.File, Mode: 0o644, ModTime: time.Unix(1, 2), Content: ids[:3], Size: 1}}}
+	treeID, _, err := r.SaveTree(ctx, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sn := &snapshot.Snapshot{Time: time.Now(), Tree: treeID, Paths: []string{"/x"}, Hostname: "h"}
+	if err := r.SaveSnapshot(ctx, sn); err != nil {
+		t.Fatal(err)
+	}
+
+	r2 := repo.TestOpen(t, nopClose{be})
+	for i, id := range ids {
+		got, err := r2.LoadBlob(ctx, id, nil)
+		if err != nil || !bytes.Equal(got, blobs[i]) {
+			t.Fatalf("blob %d: %v", i, err)
+		}
+		if n, ok := r2.BlobSize(id); !ok || n != len(blobs[i]) {
+			t.Fatalf("blob %d size %d", i, n)
+		}
+	}
+	got, err := r2.LoadTree(ctx, treeID)
+	if err != nil || len(got.Nodes) != 1 || got.Nodes[0].Name != "f" || !got.Nodes[0].ModTime.Equal(time.Unix(1, 2)) {
+		t.Fatalf("tree: %v %+v", err, got)
+	}
+	list, problems, err := r2.Snapshots(ctx)
+	if err != nil || len(problems) != 0 || len(list) != 1 || list[0].Tree != treeID || list[0].ID != sn.ID {
+		t.Fatalf("snapshots: %v %v %+v", err, problems, list)
+	}
+	// Data and tree blobs never share a pack; packs are near the target size.
+	for pid, bs := range r2.Index().Packs() {
+		for _, b := range bs[1:] {
+			if b.Type != bs[0].Type {
+				t.Fatalf("pack %s mixes blob types", pid.Short())
+			}
+		}
+	}
+	if z := r2.IsZeroBlob(ids[1]); z != (len(blobs[1]) > 0 && bytes.Count(blobs[1], []byte{0}) == len(blobs[1])) {
+		t.Fatalf("IsZeroBlob = %v", z)
+	}
+}
+
+func TestCorruptBlobIsDetected(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	r := repo.TestRepository(t, nopClose{be})
+	data := bytes.Repeat([]byte("abc"), 1000)
+	id, _, _ := r.SaveBlob(ctx, pack.DataBlob, data)
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	loc := r.Index().Lookup(pack.DataBlob, id)[0]
+	h := backend.Handle{Type: backend.PackFile, Name: loc.PackID.String()}
+	raw, _ := be.Load(ctx, h, 0, 0)
+	raw[loc.Offset+loc.Length/2] ^= 1
+	if err := be.Save(ctx, h, raw); err != nil {
+		t.Fatal(err)
+	}
+	r2 := repo.TestOpen(t, nopClose{be})
+	if _, err := r2.LoadBlob(ctx, id, nil); !errors.Is(err, repo.ErrCorrupt) {
+		t.Fatalf("corrupt blob: %v", err)
+	}
+}
+
+func TestKeys(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	r := repo.TestRepository(t, nopClose{be})
+	id2, err := r.AddKey(ctx, "second")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Open(ctx, nopClose{be}, "second", repo.Options{}); err != nil {
+		t.Fatalf("open with second key: %v", err)
+	}
+	keys, _ := r.ListKeys(ctx)
+	if len(keys) != 2 {
+		t.Fatalf("%d keys", len(keys))
+	}
+	if err := r.RemoveKey(ctx, r.KeyID()); err == nil {
+		t.Fatal("removed the key in use")
+	}
+	if err := r.RemoveKey(ctx, id2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Open(ctx, nopClose{be}, "second", repo.Options{}); !errors.Is(err, repo.ErrWrongPassword) {
+		t.Fatalf("removed key still opens: %v", err)
+	}
+}
+
+func TestLocks(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	r := repo.TestRepository(t, nopClose{be})
+	shared, err := r.Lock(ctx, repo.LockShared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, err := r.Lock(ctx, repo.LockRead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := r.Lock(ctx, repo.LockMaintenance)
+	if err != nil {
+		t.Fatalf("maintenance beside shared locks: %v", err)
+	}
+	if _, err := r.Lock(ctx, repo.LockMaintenance); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("second maintenance lock: %v", err)
+	}
+	if _, err := r.Lock(ctx, repo.LockExclusive); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("exclusive beside others: %v", err)
+	}
+	for _, l := range []*repo.Lock{shared, read, m} {
+		if err := l.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x, err := r.Lock(ctx, repo.LockExclusive)
+	if err != nil {
+		t.Fatalf("exclusive on a free repository: %v", err)
+	}
+	if _, err := r.Lock(ctx, repo.LockRead); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("read beside exclusive: %v", err)
+	}
+	x.Unlock(ctx)
+}
+
+func TestConcurrentSaveBlob(t *testing.T) {
+	ctx := context.Background()
+	r := repo.TestRepository(t, nopClose{mem.New()})
+	r.SetPackSize(256 << 10)
+	done := make(chan error, 8)
+	for w := 0; w < 8; w++ {
+		go func(w int) {
+			rng := rand.New(rand.NewSource(int64(w % 4))) // pairs of workers save equal blobs
+			for i := 0; i < 50; i++ {
+				b := make([]byte, 10000)
+				rng.Read(b)
+				if _, _, err := r.SaveBlob(ctx, pack.DataBlob, b); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}(w)
+	}
+	for i := 0; i < 8; i++ {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.Index().Len(); n != 200 {
+		t.Fatalf("index has %d entries, want 200 distinct blobs", n)
+	}
+}
