@@ -1,0 +1,192 @@
+//go:build linux
+
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"dj/repo/crypto"
+	"dj/repo/snapshot"
+	"dj/repo/tree"
+)
+
+// dirNode is a directory inside a snapshot, or a snapshot's root.
+type dirNode struct {
+	fs.Inode
+	roNode
+	m         *mountFS
+	sn        *snapshot.Snapshot
+	subtree   crypto.ID
+	node      *tree.Node // nil for a snapshot's root
+	parentIno uint64
+}
+
+var (
+	_ fs.NodeGetattrer      = (*dirNode)(nil)
+	_ fs.NodeLookuper       = (*dirNode)(nil)
+	_ fs.NodeOpendirHandler = (*dirNode)(nil)
+	_ fs.NodeGetxattrer     = (*dirNode)(nil)
+	_ fs.NodeListxattrer    = (*dirNode)(nil)
+	_ fs.NodeStatfser       = (*dirNode)(nil)
+	_ fs.NodeSetattrer      = (*dirNode)(nil)
+	_ fs.NodeAccesser       = (*dirNode)(nil)
+	_ fs.NodeSetxattrer     = (*dirNode)(nil)
+	_ fs.NodeRemovexattrer  = (*dirNode)(nil)
+	_ fs.NodeReaddirer      = (*dirNode)(nil)
+)
+
+// snapshotRoot returns the node of a snapshot's root directory.
+func (m *mountFS) snapshotRoot(sn *snapshot.Snapshot, parentIno uint64) *dirNode {
+	return &dirNode{m: m, sn: sn, subtree: sn.Tree, parentIno: parentIno}
+}
+
+// fillSnapshotRootAttr sets the attributes of a snapshot's root directory.
+func (m *mountFS) fillSnapshotRootAttr(a *fuse.Attr, sn *snapshot.Snapshot) {
+	m.fillDirAttr(a, sn.Time)
+}
+
+func (d *dirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if d.node != nil {
+		fillAttr(&out.Attr, d.node, d.m.opts.OwnerRoot)
+	} else {
+		d.m.fillSnapshotRootAttr(&out.Attr, d.sn)
+	}
+	return 0
+}
+
+// tree returns the directory's tree, or the errno to reply with.
+func (d *dirNode) tree(ctx context.Context) (*tree.Tree, syscall.Errno) {
+	t, err := d.m.loadTree(ctx, d.subtree)
+	if err != nil {
+		e := errno(ctx, err)
+		if e == syscall.EIO {
+			d.m.opts.Logf("dj mount: directory %s: tree %s: %v (returning EIO)", d.path(), d.subtree.Short(), err)
+		}
+		return nil, e
+	}
+	return t, 0
+}
+
+// path returns the node's path in the mount, for log lines.
+func (d *dirNode) path() string { return "/" + d.Path(nil) }
+
+func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	t, e := d.tree(ctx)
+	if e != 0 {
+		return nil, e
+	}
+	n := t.Find(name)
+	if n == nil {
+		return nil, syscall.ENOENT
+	}
+	return d.m.newTreeChild(ctx, &d.Inode, d.sn, d.StableAttr().Ino, name, n, out), 0
+}
+
+// OpendirHandle lists the directory. Its content never changes, so the
+// kernel may cache the listing.
+func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	t, e := d.tree(ctx)
+	if e != 0 {
+		return nil, 0, e
+	}
+	return fs.NewListDirStream(d.m.treeEntries(d.sn.ID, d.StableAttr().Ino, d.parentIno, t)), fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// Readdir lists the directory (go-fuse uses OpendirHandle instead; this
+// serves callers of the plain interface).
+func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	t, e := d.tree(ctx)
+	if e != 0 {
+		return nil, e
+	}
+	return fs.NewListDirStream(d.m.treeEntries(d.sn.ID, d.StableAttr().Ino, d.parentIno, t)), 0
+}
+
+func (d *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if d.node == nil {
+		return 0, syscall.ENODATA
+	}
+	return getxattr(d.node.Xattrs, attr, dest)
+}
+
+func (d *dirNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	if d.node == nil {
+		return 0, 0
+	}
+	return listxattr(d.node.Xattrs, dest)
+}
+
+// treeEntries returns the listing of a tree: ".", ".." and the valid names
+// in the tree's (sorted) order.
+func (m *mountFS) treeEntries(snID crypto.ID, ino, parentIno uint64, t *tree.Tree) []fuse.DirEntry {
+	entries := make([]fuse.DirEntry, 0, len(t.Nodes)+2)
+	entries = append(entries,
+		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: ino},
+		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno})
+	for _, n := range t.Nodes {
+		if tree.ValidName(n.Name) != nil {
+			continue
+		}
+		entries = append(entries, fuse.DirEntry{Name: n.Name, Mode: typeBits(n.Type), Ino: nodeIno(snID, ino, n.Name, n)})
+	}
+	return entries
+}
+
+// newTreeChild makes the inode of tree node n, named name in directory
+// parent (inode number parentIno) of snapshot sn, and fills out.
+func (m *mountFS) newTreeChild(ctx context.Context, parent *fs.Inode, sn *snapshot.Snapshot, parentIno uint64, name string, n *tree.Node, out *fuse.EntryOut) *fs.Inode {
+	ino := nodeIno(sn.ID, parentIno, name, n)
+	var ops fs.InodeEmbedder
+	switch n.Type {
+	case tree.Dir:
+		d := &dirNode{m: m, sn: sn, node: n, parentIno: parentIno}
+		if n.Subtree != nil {
+			d.subtree = *n.Subtree
+		}
+		ops = d
+	case tree.File:
+		ops = &fileNode{m: m, node: n}
+	default:
+		ops = &otherNode{m: m, node: n}
+	}
+	fillAttr(&out.Attr, n, m.opts.OwnerRoot)
+	return parent.NewInode(ctx, ops, fs.StableAttr{Mode: typeBits(n.Type), Ino: ino})
+}
+
+// subRoot returns the root node of a mount of one snapshot directory.
+func (m *mountFS) subRoot(ctx context.Context, r *SubRoot) (fs.InodeEmbedder, error) {
+	sn := r.Snapshot
+	if sn == nil {
+		return nil, errors.New("fusefs: SubRoot without a snapshot")
+	}
+	root := m.snapshotRoot(sn, fuse.FUSE_ROOT_ID)
+	p := strings.Trim(path.Clean("/"+r.Path), "/")
+	if p == "" {
+		return root, nil
+	}
+	walked := ""
+	for _, elem := range strings.Split(p, "/") {
+		walked += "/" + elem
+		t, err := m.loadTree(ctx, root.subtree)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %s: load %s: %w", sn.ID.Short(), path.Dir(walked), err)
+		}
+		n := t.Find(elem)
+		switch {
+		case n == nil:
+			return nil, fmt.Errorf("snapshot %s has no %s", sn.ID.Short(), walked)
+		case n.Type != tree.Dir || n.Subtree == nil:
+			return nil, fmt.Errorf("snapshot %s: %s is not a directory", sn.ID.Short(), walked)
+		}
+		root = &dirNode{m: m, sn: sn, subtree: *n.Subtree, node: n, parentIno: fuse.FUSE_ROOT_ID}
+	}
+	return root, nil
+}

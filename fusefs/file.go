@@ -1,0 +1,306 @@
+//go:build linux
+
+package fusefs
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"dj/repo/crypto"
+	"dj/repo/tree"
+)
+
+// fileNode is a regular file inside a snapshot.
+type fileNode struct {
+	fs.Inode
+	roNode
+	m    *mountFS
+	node *tree.Node
+
+	chunksOnce sync.Once
+	chunks     *chunkMap
+}
+
+var (
+	_ fs.NodeGetattrer     = (*fileNode)(nil)
+	_ fs.NodeOpener        = (*fileNode)(nil)
+	_ fs.NodeReader        = (*fileNode)(nil)
+	_ fs.NodeGetxattrer    = (*fileNode)(nil)
+	_ fs.NodeListxattrer   = (*fileNode)(nil)
+	_ fs.NodeStatfser      = (*fileNode)(nil)
+	_ fs.NodeSetattrer     = (*fileNode)(nil)
+	_ fs.NodeSetxattrer    = (*fileNode)(nil)
+	_ fs.NodeRemovexattrer = (*fileNode)(nil)
+)
+
+// chunkMap maps file offsets to the blobs of a file.
+type chunkMap struct {
+	// starts[i] is the offset of chunk i; starts[known] is where the
+	// chunks of known size end.
+	starts []int64
+	// known is the number of leading chunks whose size the index knows.
+	known int
+	// zero marks the chunks whose plaintext is all zeros.
+	zero []bool
+}
+
+// chunkMap returns the file's chunk offsets, computed once from the index.
+func (f *fileNode) chunkMap() *chunkMap {
+	f.chunksOnce.Do(func() {
+		content := f.node.Content
+		c := &chunkMap{starts: make([]int64, 1, len(content)+1), zero: make([]bool, len(content))}
+		var off int64
+		for i, id := range content {
+			n, ok := f.m.repo.BlobSize(id)
+			if !ok || n < 0 {
+				f.m.opts.Logf("dj mount: %s: blob %s is not in the index; reads from offset %d on return EIO", f.path(), id.Short(), off)
+				break
+			}
+			off += int64(n)
+			c.starts = append(c.starts, off)
+			c.known = i + 1
+			c.zero[i] = f.m.repo.IsZeroBlob(id)
+		}
+		if off < int64(f.node.Size) && c.known == len(content) {
+			f.m.opts.Logf("dj mount: %s: content is %d bytes, its size says %d; reads past the content return EIO", f.path(), off, f.node.Size)
+		}
+		f.chunks = c
+	})
+	return f.chunks
+}
+
+func (f *fileNode) path() string { return "/" + f.Path(nil) }
+
+func (f *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	fillAttr(&out.Attr, f.node, f.m.opts.OwnerRoot)
+	return 0
+}
+
+func (f *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return getxattr(f.node.Xattrs, attr, dest)
+}
+
+func (f *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return listxattr(f.node.Xattrs, dest)
+}
+
+// fileHandle is an open file. It only tracks the reader's position for
+// read-ahead; reads need no lock.
+type fileHandle struct {
+	// next is where the previous read ended.
+	next atomic.Int64
+	// ahead is the first chunk not yet scheduled for read-ahead.
+	ahead atomic.Int64
+	// running counts this handle's read-ahead loads.
+	running atomic.Int32
+}
+
+// Open opens the file for reading. The content never changes, so the kernel
+// keeps its page cache across opens.
+func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND|syscall.O_CREAT) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	h := &fileHandle{}
+	h.next.Store(math.MinInt64 / 2) // the first read is not sequential
+	return h, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// Read serves a read. Concurrent reads of one handle are fine: the chunk map
+// is immutable and the blob cache locks itself.
+func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
+	size := int64(f.node.Size)
+	if off >= size || len(dest) == 0 {
+		return fuse.ReadResultData(nil), 0
+	}
+	end := min(off+int64(len(dest)), size)
+	c := f.chunkMap()
+	if end > c.starts[c.known] {
+		f.m.opts.Logf("dj mount: read %s [%d, %d): beyond the content known to the index (%d bytes); returning EIO", f.path(), off, end, c.starts[c.known])
+		return nil, syscall.EIO
+	}
+	// The chunk holding off: the first whose end lies beyond off.
+	first := sort.Search(c.known, func(i int) bool { return c.starts[i+1] > off })
+	last := first
+	for c.starts[last+1] < end {
+		last++
+	}
+	if h, ok := fh.(*fileHandle); ok {
+		f.readAhead(h, c, off, end, last)
+	}
+
+	if first == last {
+		start := c.starts[first]
+		n := int(end - off)
+		if c.zero[first] {
+			if n <= len(zeroBuf) {
+				return fuse.ReadResultData(zeroBuf[:n]), 0
+			}
+			clear(dest[:n])
+			return fuse.ReadResultData(dest[:n]), 0
+		}
+		b, e := f.blob(ctx, c, first)
+		if e != 0 {
+			return nil, e
+		}
+		return fuse.ReadResultData(b[off-start : end-start]), 0
+	}
+
+	pos := off
+	for i := first; i <= last; i++ {
+		start, stop := c.starts[i], min(c.starts[i+1], end)
+		d := dest[pos-off : stop-off]
+		if c.zero[i] {
+			clear(d)
+		} else {
+			b, e := f.blob(ctx, c, i)
+			if e != 0 {
+				return nil, e
+			}
+			copy(d, b[pos-start:stop-start])
+		}
+		pos = stop
+	}
+	return fuse.ReadResultData(dest[:end-off]), 0
+}
+
+// zeroBuf serves reads of all-zero chunks; it is never written.
+var zeroBuf = make([]byte, 1<<20)
+
+// blob returns the plaintext of chunk i through the blob cache, or the
+// errno to reply with.
+func (f *fileNode) blob(ctx context.Context, c *chunkMap, i int) ([]byte, syscall.Errno) {
+	id := f.node.Content[i]
+	want := c.starts[i+1] - c.starts[i]
+	b, err := f.m.blobs.Get(ctx, id, f.m.blobLoader(id, want))
+	if err != nil {
+		e := errno(ctx, err)
+		if e == syscall.EIO {
+			f.m.logBlobError(f.path(), id, err)
+		}
+		return nil, e
+	}
+	return b, 0
+}
+
+// blobLoader returns the function that loads blob id of the given length.
+func (m *mountFS) blobLoader(id crypto.ID, want int64) func(ctx context.Context) ([]byte, error) {
+	return func(ctx context.Context) ([]byte, error) {
+		b, err := m.repo.LoadBlob(ctx, id, nil)
+		if err != nil {
+			return nil, err
+		}
+		if int64(len(b)) != want {
+			return nil, fmt.Errorf("blob is %d bytes, the index says %d", len(b), want)
+		}
+		return b, nil
+	}
+}
+
+// seqWindow is how far a read may start from where the previous one ended
+// and still count as sequential (the kernel's read-ahead requests arrive
+// slightly out of order).
+const seqWindow = 8 << 20
+
+// readAhead loads the chunks after last into the cache in the background
+// when the handle is being read sequentially.
+func (f *fileNode) readAhead(h *fileHandle, c *chunkMap, off, end int64, last int) {
+	prev := h.next.Swap(end)
+	if d := off - prev; d < -seqWindow || d > seqWindow {
+		h.ahead.Store(int64(last + 1))
+		return
+	}
+	stop := min(last+1+readAheadBlobs, c.known)
+	for k := max(int(h.ahead.Load()), last+1); k < stop; k++ {
+		if c.zero[k] || f.m.blobs.Contains(f.node.Content[k]) {
+			advance(&h.ahead, int64(k+1))
+			continue
+		}
+		if h.running.Add(1) > readAheadPerHandle {
+			h.running.Add(-1)
+			return
+		}
+		select {
+		case f.m.prefetchSem <- struct{}{}:
+		default:
+			h.running.Add(-1)
+			return
+		}
+		if !advance(&h.ahead, int64(k+1)) {
+			// Another read scheduled this chunk meanwhile.
+			<-f.m.prefetchSem
+			h.running.Add(-1)
+			continue
+		}
+		id := f.node.Content[k]
+		want := c.starts[k+1] - c.starts[k]
+		go func() {
+			defer func() {
+				<-f.m.prefetchSem
+				h.running.Add(-1)
+			}()
+			// Errors are left to the read that needs the blob.
+			_, _ = f.m.blobs.Get(f.m.bgctx, id, f.m.blobLoader(id, want))
+		}()
+	}
+}
+
+// advance raises v to at least to; it reports whether it did.
+func advance(v *atomic.Int64, to int64) bool {
+	for {
+		cur := v.Load()
+		if cur >= to {
+			return false
+		}
+		if v.CompareAndSwap(cur, to) {
+			return true
+		}
+	}
+}
+
+// otherNode is a symlink, device, fifo, socket or irregular file.
+type otherNode struct {
+	fs.Inode
+	roNode
+	m    *mountFS
+	node *tree.Node
+}
+
+var (
+	_ fs.NodeGetattrer   = (*otherNode)(nil)
+	_ fs.NodeReadlinker  = (*otherNode)(nil)
+	_ fs.NodeGetxattrer  = (*otherNode)(nil)
+	_ fs.NodeListxattrer = (*otherNode)(nil)
+	_ fs.NodeStatfser    = (*otherNode)(nil)
+)
+
+func (o *otherNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	fillAttr(&out.Attr, o.node, o.m.opts.OwnerRoot)
+	return 0
+}
+
+func (o *otherNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	if o.node.Type != tree.Symlink {
+		return nil, syscall.EINVAL
+	}
+	return []byte(o.node.LinkTarget), 0
+}
+
+func (o *otherNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return getxattr(o.node.Xattrs, attr, dest)
+}
+
+func (o *otherNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return listxattr(o.node.Xattrs, dest)
+}

@@ -1,0 +1,586 @@
+//go:build linux
+
+// Package fusefs serves the snapshots of a repository as a read-only FUSE
+// file system (go-fuse/v2 node API).
+//
+// The layout of a mount (the default path templates) is
+//
+//	snapshots/<time>/...          one directory per snapshot, and snapshots/latest -> <time>
+//	ids/<short id>/...
+//	hosts/<host>/<time>/...       and hosts/<host>/latest
+//	tags/<tag>/<time>/...         and tags/<tag>/latest
+//	versions/<path>/<name>@<time> every distinct version of each file across all snapshots
+//
+// A snapshot's root tree is the root of its directory: the backed-up path
+// /home/ann/docs is at <time>/home/ann/docs. Everything is loaded lazily:
+// trees when a directory is visited, blobs when a file is read. The snapshot
+// list is re-read at most every Options.Refresh, and at once (at most once a
+// second) when an unknown name is looked up in a snapshot-list directory.
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"dj/cache"
+	"dj/repo/crypto"
+	"dj/repo/snapshot"
+	"dj/repo/tree"
+)
+
+// Repository is what a mount needs from a repository. All methods must be
+// safe for concurrent use.
+type Repository interface {
+	// Snapshots returns the current snapshot list, freshly read from the
+	// repository. It is called at mount time and on each refresh; an
+	// implementation should also bring whatever else it needs up to date
+	// (its index) so that the trees and blobs of new snapshots load.
+	Snapshots(ctx context.Context) ([]*snapshot.Snapshot, error)
+	// LoadTree returns a decoded, validated tree.
+	LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error)
+	// LoadBlob returns the verified plaintext of a data blob. buf, when not
+	// nil, may be used for the result; the mount passes nil and keeps the
+	// returned slice (it must not be reused by the repository).
+	LoadBlob(ctx context.Context, id crypto.ID, buf []byte) ([]byte, error)
+	// BlobSize returns the plaintext length of a data blob from the index.
+	BlobSize(id crypto.ID) (int, bool)
+	// IsZeroBlob reports whether a data blob's plaintext is all zeros; such
+	// blobs are served without loading them.
+	IsZeroBlob(id crypto.ID) bool
+}
+
+// SubRoot selects one snapshot, and optionally one directory in it, to be
+// mounted as the root of the file system instead of the snapshot listing.
+type SubRoot struct {
+	Snapshot *snapshot.Snapshot
+	// Path is a slash-separated directory path inside the snapshot, such as
+	// "/home/ann"; empty or "/" is the snapshot's root.
+	Path string
+}
+
+// Defaults of Options.
+const (
+	DefaultCacheSize    = 512 << 20
+	DefaultRefresh      = 30 * time.Second
+	DefaultTimeTemplate = "2006-01-02T15:04:05Z07:00"
+)
+
+// DefaultPathTemplates are the path templates used when
+// Options.PathTemplates is empty. In a template, %i is the short snapshot
+// ID, %I the full ID, %h the host name, %u the user name, %t a tag (one path
+// per tag) and %T the snapshot time formatted with the time template. A
+// template ending in %T also gets a "latest" symlink.
+var DefaultPathTemplates = []string{"ids/%i", "snapshots/%T", "hosts/%h/%T", "tags/%t/%T"}
+
+// Options configure a mount. The zero value mounts every snapshot with the
+// default layout.
+type Options struct {
+	// Filter selects the snapshots shown.
+	Filter snapshot.Filter
+	// PathTemplates lay out the snapshot directories (see
+	// DefaultPathTemplates); empty means the defaults.
+	PathTemplates []string
+	// TimeTemplate formats snapshot times (Go layout, in the local time zone
+	// of the process); empty means DefaultTimeTemplate. It may contain "/"
+	// to build nested directories.
+	TimeTemplate string
+
+	// CacheSize bounds the memory of decoded blobs and trees (bytes);
+	// 0 means DefaultCacheSize.
+	CacheSize int64
+	// Refresh is how often the snapshot list may be re-read; 0 means
+	// DefaultRefresh.
+	Refresh time.Duration
+
+	// AllowOther lets other users access the mount (FUSE allow_other).
+	AllowOther bool
+	// OwnerRoot shows every file as owned by root (uid and gid 0).
+	OwnerRoot bool
+	// NoDefaultPermissions leaves permission checks out of the kernel
+	// (no default_permissions), so with AllowOther everyone reads everything.
+	NoDefaultPermissions bool
+	// DebugFUSE logs every FUSE request.
+	DebugFUSE bool
+	// FsName is the mount's source name, as shown by df and in /proc/mounts,
+	// such as "dj:1a2b3c4d"; empty means "dj".
+	FsName string
+
+	// Root, when set, mounts one snapshot (or one directory of it) as the
+	// root of the file system.
+	Root *SubRoot
+
+	// Logf receives log lines, such as the cause of an EIO; nil means the
+	// standard logger.
+	Logf func(format string, args ...any)
+}
+
+// Errors returned by Mount, for errors.Is. Their messages say what to do.
+var (
+	// ErrMountpoint means the mountpoint cannot be used.
+	ErrMountpoint = errors.New("unusable mountpoint")
+	// ErrNoFUSE means FUSE is not available on this system.
+	ErrNoFUSE = errors.New("FUSE is not available")
+)
+
+// Mounted is a mounted file system.
+type Mounted struct {
+	server     *fuse.Server
+	mountpoint string
+	cancel     context.CancelFunc // stops background work (read-ahead)
+	done       chan struct{}      // closed when the server has stopped
+	unmountMu  sync.Mutex
+}
+
+// Mountpoint returns the absolute path the file system is mounted on.
+func (m *Mounted) Mountpoint() string { return m.mountpoint }
+
+// Wait blocks until the file system is unmounted (by Unmount, by
+// "fusermount3 -u", or because the ctx given to Mount was cancelled).
+func (m *Mounted) Wait() { <-m.done }
+
+// Unmount unmounts the file system and waits until it has stopped serving.
+// It fails (and the mount stays) while files on it are open. Unmounting an
+// already unmounted file system is not an error.
+func (m *Mounted) Unmount() error {
+	m.unmountMu.Lock()
+	defer m.unmountMu.Unlock()
+	select {
+	case <-m.done:
+		return nil
+	default:
+	}
+	if err := m.server.Unmount(); err != nil {
+		select {
+		case <-m.done: // unmounted from outside meanwhile
+			return nil
+		default:
+		}
+		msg := strings.TrimSpace(err.Error())
+		return fmt.Errorf("unmount %s: %s (is a file on it still open? close it, or run fusermount3 -u %s)", m.mountpoint, msg, m.mountpoint)
+	}
+	<-m.done
+	return nil
+}
+
+// Mount mounts the repository's snapshots on mountpoint and serves them
+// until the mount is unmounted or ctx is cancelled (which unmounts it). It
+// returns once the file system is ready.
+func Mount(ctx context.Context, mountpoint string, repo Repository, opts Options) (*Mounted, error) {
+	if repo == nil {
+		return nil, errors.New("fusefs: no repository")
+	}
+	abs, err := checkMountpoint(mountpoint)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFUSE(opts.AllowOther); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+
+	bgctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	mfs := newMountFS(bgctx, repo, opts)
+
+	var root fs.InodeEmbedder
+	if opts.Root != nil {
+		root, err = mfs.subRoot(ctx, opts.Root)
+	} else {
+		root, err = mfs.metaRoot(ctx)
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+
+	server, err := mountServer(abs, root, opts)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	m := &Mounted{server: server, mountpoint: abs, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		server.Wait()
+		cancel()
+		close(m.done)
+	}()
+	go func() {
+		select {
+		case <-ctx.Done():
+			if err := m.Unmount(); err != nil {
+				opts.Logf("dj mount: %v", err)
+			}
+		case <-m.done:
+		}
+	}()
+	return m, nil
+}
+
+// withDefaults fills in the defaults of unset options.
+func (o Options) withDefaults() Options {
+	if len(o.PathTemplates) == 0 {
+		o.PathTemplates = DefaultPathTemplates
+	}
+	if o.TimeTemplate == "" {
+		o.TimeTemplate = DefaultTimeTemplate
+	}
+	if o.CacheSize <= 0 {
+		o.CacheSize = DefaultCacheSize
+	}
+	if o.Refresh <= 0 {
+		o.Refresh = DefaultRefresh
+	}
+	if o.FsName == "" {
+		o.FsName = "dj"
+	}
+	if o.Logf == nil {
+		o.Logf = log.Printf
+	}
+	return o
+}
+
+// Kernel cache timeouts. Snapshot contents never change, so the kernel may
+// keep what it learnt about them for long; the snapshot listings change when
+// snapshots are added or forgotten.
+const (
+	longTimeout  = time.Hour
+	shortTimeout = time.Second
+	// noTimeout is the smallest non-zero timeout: it keeps go-fuse from
+	// applying the long defaults, and the kernel from caching at all.
+	noTimeout = time.Nanosecond
+)
+
+// fuseOptions returns the go-fuse options of a mount. direct selects a mount
+// by the mount system call (as root) rather than through fusermount3.
+func fuseOptions(opts Options, direct bool) *fs.Options {
+	long := longTimeout
+	o := &fs.Options{
+		EntryTimeout:    &long,
+		AttrTimeout:     &long,
+		NegativeTimeout: &long,
+		NullPermissions: true,
+		RootStableAttr:  &fs.StableAttr{Ino: fuse.FUSE_ROOT_ID},
+		Logger:          log.New(logfWriter(opts.Logf), "", 0),
+	}
+	mo := &o.MountOptions
+	mo.FsName = opts.FsName
+	mo.Name = "dj"
+	mo.MaxWrite = 1 << 20
+	mo.MaxBackground = 64
+	mo.AllowOther = opts.AllowOther
+	mo.EnableSymlinkCaching = true
+	mo.Debug = opts.DebugFUSE
+	mo.Options = []string{"ro", "nosuid", "nodev"}
+	if !opts.NoDefaultPermissions {
+		mo.Options = append(mo.Options, "default_permissions")
+	}
+	if direct {
+		// The mount system call takes these as flags; "noatime" in the
+		// option string would make the kernel refuse the mount.
+		mo.DirectMountStrict = true
+		mo.DirectMountFlags = syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_NOATIME
+	} else {
+		mo.Options = append(mo.Options, "noatime")
+	}
+	return o
+}
+
+// mountServer mounts root on mountpoint: by the mount system call when
+// running as root, falling back to fusermount3.
+func mountServer(mountpoint string, root fs.InodeEmbedder, opts Options) (*fuse.Server, error) {
+	var directErr error
+	if os.Geteuid() == 0 {
+		server, err := fs.Mount(mountpoint, root, fuseOptions(opts, true))
+		if err == nil {
+			return server, nil
+		}
+		directErr = err
+		if opts.DebugFUSE {
+			opts.Logf("dj mount: mount system call failed (%v), trying fusermount3", err)
+		}
+	}
+	if _, err := lookFusermount(); err != nil {
+		if directErr != nil {
+			return nil, fmt.Errorf("mount %s: %w", mountpoint, directErr)
+		}
+		return nil, fmt.Errorf("%w: fusermount3 not found; install the fuse3 package", ErrNoFUSE)
+	}
+	server, err := fs.Mount(mountpoint, root, fuseOptions(opts, false))
+	if err != nil {
+		msg := strings.TrimSpace(err.Error())
+		if directErr != nil {
+			msg = fmt.Sprintf("%v; with fusermount3: %s", directErr, msg)
+		}
+		return nil, fmt.Errorf("mount %s: %s", mountpoint, msg)
+	}
+	return server, nil
+}
+
+// logfWriter adapts a Logf function to an io.Writer for log.Logger.
+type logfWriter func(format string, args ...any)
+
+func (w logfWriter) Write(p []byte) (int, error) {
+	w("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// checkFUSE reports whether FUSE can be used.
+func checkFUSE(allowOther bool) error {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Errorf("%w: /dev/fuse is missing; load the fuse kernel module (modprobe fuse), or give the container the device (--device /dev/fuse)", ErrNoFUSE)
+	}
+	if os.Geteuid() != 0 {
+		if _, err := lookFusermount(); err != nil {
+			return fmt.Errorf("%w: fusermount3 not found; install the fuse3 package", ErrNoFUSE)
+		}
+		if allowOther && !userAllowOther() {
+			return fmt.Errorf("%w: --allow-other needs the line user_allow_other in /etc/fuse.conf (or run as root)", ErrNoFUSE)
+		}
+	}
+	return nil
+}
+
+// lookFusermount finds the fusermount3 (or fusermount) helper as go-fuse does.
+func lookFusermount() (string, error) {
+	for _, name := range []string{"fusermount3", "fusermount"} {
+		if p, err := lookPath(name); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("fusermount3 not found")
+}
+
+func lookPath(name string) (string, error) {
+	dirs := filepath.SplitList(os.Getenv("PATH"))
+	dirs = append(dirs, "/bin", "/usr/bin")
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", os.ErrNotExist
+}
+
+// userAllowOther reports whether /etc/fuse.conf allows allow_other for
+// unprivileged users.
+func userAllowOther() bool {
+	b, err := os.ReadFile("/etc/fuse.conf")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(line) == "user_allow_other" {
+			return true
+		}
+	}
+	return false
+}
+
+// checkMountpoint checks that dir can be mounted on and returns its absolute
+// path.
+func checkMountpoint(dir string) (string, error) {
+	if dir == "" {
+		return "", fmt.Errorf("%w: no mountpoint given", ErrMountpoint)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %v", ErrMountpoint, dir, err)
+	}
+	st, err := os.Stat(abs)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("%w: %s does not exist; create it with mkdir %s", ErrMountpoint, abs, abs)
+	case errors.Is(err, syscall.ENOTCONN):
+		return "", fmt.Errorf("%w: %s is a dead FUSE mount (transport endpoint is not connected); unmount it with fusermount3 -u %s", ErrMountpoint, abs, abs)
+	case err != nil:
+		return "", fmt.Errorf("%w: %v", ErrMountpoint, err)
+	case !st.IsDir():
+		return "", fmt.Errorf("%w: %s is not a directory; choose an empty directory", ErrMountpoint, abs)
+	}
+	if isMountpoint(abs, st) {
+		return "", fmt.Errorf("%w: %s is already a mount point; unmount it first (fusermount3 -u %s) or choose another directory", ErrMountpoint, abs, abs)
+	}
+	f, err := os.Open(abs)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrMountpoint, err)
+	}
+	names, err := f.Readdirnames(1)
+	f.Close()
+	if err != nil && len(names) == 0 && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("%w: %s: %v", ErrMountpoint, abs, err)
+	}
+	if len(names) > 0 {
+		return "", fmt.Errorf("%w: %s is not empty; choose an empty directory", ErrMountpoint, abs)
+	}
+	return abs, nil
+}
+
+// isMountpoint reports whether dir is the root of a mounted file system.
+func isMountpoint(dir string, st os.FileInfo) bool {
+	if dir == "/" {
+		return true
+	}
+	pst, err := os.Stat(filepath.Dir(dir))
+	if err != nil {
+		return false
+	}
+	s, ok1 := st.Sys().(*syscall.Stat_t)
+	p, ok2 := pst.Sys().(*syscall.Stat_t)
+	if ok1 && ok2 && s.Dev != p.Dev {
+		return true
+	}
+	// A bind mount of the same file system keeps the device number; ask
+	// the kernel's mount table.
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && unescapeMountinfo(f[4]) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for space) of
+// /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			v := 0
+			ok := true
+			for _, c := range s[i+1 : i+4] {
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				v = v*8 + int(c-'0')
+			}
+			if ok {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// mountFS is the state shared by every node of one mount.
+type mountFS struct {
+	bgctx context.Context // lives as long as the mount; for read-ahead
+	repo  Repository
+	opts  Options
+	uid   uint32 // owner of the synthesized directories
+	gid   uint32
+
+	blobs *cache.BlobCache
+	trees *cache.LRU[crypto.ID, *tree.Tree]
+
+	snaps *snapshotList // nil for a SubRoot mount
+
+	// prefetchSem bounds the read-ahead loads of the whole mount.
+	prefetchSem chan struct{}
+	// reported remembers blobs whose failure has been logged, so that a
+	// broken blob read through many requests logs once.
+	reportedMu sync.Mutex
+	reported   map[crypto.ID]struct{}
+}
+
+// Read-ahead limits.
+const (
+	readAheadBlobs     = 4  // blobs loaded ahead of a sequential reader
+	readAheadPerHandle = 2  // concurrent read-ahead loads per open file
+	readAheadMount     = 16 // concurrent read-ahead loads per mount
+	maxReported        = 4096
+)
+
+func newMountFS(bgctx context.Context, repo Repository, opts Options) *mountFS {
+	treeBytes := opts.CacheSize / 8
+	if treeBytes < 4<<20 {
+		treeBytes = 4 << 20
+	}
+	blobBytes := opts.CacheSize - treeBytes
+	if blobBytes < 16<<20 {
+		blobBytes = 16 << 20
+	}
+	m := &mountFS{
+		bgctx:       bgctx,
+		repo:        repo,
+		opts:        opts,
+		uid:         uint32(os.Getuid()),
+		gid:         uint32(os.Getgid()),
+		blobs:       cache.NewBlobCache(blobBytes),
+		trees:       cache.NewLRU[crypto.ID, *tree.Tree](treeBytes, treeMemory),
+		prefetchSem: make(chan struct{}, readAheadMount),
+		reported:    make(map[crypto.ID]struct{}),
+	}
+	if opts.OwnerRoot {
+		m.uid, m.gid = 0, 0
+	}
+	return m
+}
+
+// logBlobError logs the failure to load a blob, once per blob.
+func (m *mountFS) logBlobError(path string, id crypto.ID, err error) {
+	m.reportedMu.Lock()
+	_, seen := m.reported[id]
+	if !seen && len(m.reported) < maxReported {
+		m.reported[id] = struct{}{}
+	}
+	m.reportedMu.Unlock()
+	if !seen {
+		m.opts.Logf("dj mount: read %s: blob %s: %v (returning EIO)", path, id.Short(), err)
+	}
+}
+
+// loadTree returns a tree through the tree cache.
+func (m *mountFS) loadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error) {
+	return m.trees.Get(ctx, id, func(ctx context.Context) (*tree.Tree, error) {
+		t, err := m.repo.LoadTree(ctx, id)
+		if err == nil && t == nil {
+			err = errors.New("repository returned no tree")
+		}
+		return t, err
+	})
+}
+
+// treeMemory estimates the memory a decoded tree takes.
+func treeMemory(t *tree.Tree) int64 {
+	n := int64(64 + 8*len(t.Nodes))
+	for _, nd := range t.Nodes {
+		n += 320 + int64(len(nd.Name)+len(nd.LinkTarget)+len(nd.User)+len(nd.Group)) + int64(crypto.IDSize*len(nd.Content))
+		for _, x := range nd.Xattrs {
+			n += 48 + int64(len(x.Name)+len(x.Value))
+		}
+	}
+	return n
+}
+
+// errno maps an error from a load to the errno of a FUSE reply: EINTR when
+// the request was interrupted, EIO otherwise.
+func errno(ctx context.Context, err error) syscall.Errno {
+	if ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return syscall.EINTR
+	}
+	return syscall.EIO
+}
