@@ -48,15 +48,36 @@ type chunkMap struct {
 	starts []int64
 	// known is the number of leading chunks whose size the index knows.
 	known int
-	// zero marks the chunks whose plaintext is all zeros.
-	zero []bool
+	// zero caches whether each chunk is all zeros: 0 unknown, 1 zero,
+	// 2 not zero. It is filled in as chunks are read, because asking the
+	// repository may cost a hash of that many zero bytes.
+	zero []atomic.Uint32
+	// warnedShort is set once a read past the known content was logged.
+	warnedShort atomic.Bool
+}
+
+// isZero reports whether chunk i of content is all zeros.
+func (c *chunkMap) isZero(repo Repository, content []crypto.ID, i int) bool {
+	switch c.zero[i].Load() {
+	case 1:
+		return true
+	case 2:
+		return false
+	}
+	z := repo.IsZeroBlob(content[i])
+	v := uint32(2)
+	if z {
+		v = 1
+	}
+	c.zero[i].Store(v)
+	return z
 }
 
 // chunkMap returns the file's chunk offsets, computed once from the index.
 func (f *fileNode) chunkMap() *chunkMap {
 	f.chunksOnce.Do(func() {
 		content := f.node.Content
-		c := &chunkMap{starts: make([]int64, 1, len(content)+1), zero: make([]bool, len(content))}
+		c := &chunkMap{starts: make([]int64, 1, len(content)+1), zero: make([]atomic.Uint32, len(content))}
 		var off int64
 		for i, id := range content {
 			n, ok := f.m.repo.BlobSize(id)
@@ -67,7 +88,6 @@ func (f *fileNode) chunkMap() *chunkMap {
 			off += int64(n)
 			c.starts = append(c.starts, off)
 			c.known = i + 1
-			c.zero[i] = f.m.repo.IsZeroBlob(id)
 		}
 		if off < int64(f.node.Size) && c.known == len(content) {
 			f.m.opts.Logf("dj mount: %s: content is %d bytes, its size says %d; reads past the content return EIO", f.path(), off, f.node.Size)
@@ -127,6 +147,9 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	end := min(off+int64(len(dest)), size)
 	c := f.chunkMap()
 	if end > c.starts[c.known] {
+		if c.warnedShort.Swap(true) {
+			return nil, syscall.EIO
+		}
 		f.m.opts.Logf("dj mount: read %s [%d, %d): beyond the content known to the index (%d bytes); returning EIO", f.path(), off, end, c.starts[c.known])
 		return nil, syscall.EIO
 	}
@@ -143,7 +166,7 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	if first == last {
 		start := c.starts[first]
 		n := int(end - off)
-		if c.zero[first] {
+		if c.isZero(f.m.repo, f.node.Content, first) {
 			if n <= len(zeroBuf) {
 				return fuse.ReadResultData(zeroBuf[:n]), 0
 			}
@@ -161,7 +184,7 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	for i := first; i <= last; i++ {
 		start, stop := c.starts[i], min(c.starts[i+1], end)
 		d := dest[pos-off : stop-off]
-		if c.zero[i] {
+		if c.isZero(f.m.repo, f.node.Content, i) {
 			clear(d)
 		} else {
 			b, e := f.blob(ctx, c, i)
@@ -223,7 +246,7 @@ func (f *fileNode) readAhead(h *fileHandle, c *chunkMap, off, end int64, last in
 	}
 	stop := min(last+1+readAheadBlobs, c.known)
 	for k := max(int(h.ahead.Load()), last+1); k < stop; k++ {
-		if c.zero[k] || f.m.blobs.Contains(f.node.Content[k]) {
+		if f.m.blobs.Contains(f.node.Content[k]) || c.isZero(f.m.repo, f.node.Content, k) {
 			advance(&h.ahead, int64(k+1))
 			continue
 		}

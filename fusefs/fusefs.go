@@ -167,8 +167,7 @@ func (m *Mounted) Unmount() error {
 			return nil
 		default:
 		}
-		msg := strings.TrimSpace(err.Error())
-		return fmt.Errorf("unmount %s: %s (is a file on it still open? close it, or run fusermount3 -u %s)", m.mountpoint, msg, m.mountpoint)
+		return fmt.Errorf("unmount %s: %s (is a file on it still open? close it, or run fusermount3 -u %s)", m.mountpoint, oneLine(err.Error()), m.mountpoint)
 	}
 	<-m.done
 	return nil
@@ -185,7 +184,7 @@ func Mount(ctx context.Context, mountpoint string, repo Repository, opts Options
 	if err != nil {
 		return nil, err
 	}
-	if err := checkFUSE(opts.AllowOther); err != nil {
+	if err := checkFUSE("/dev/fuse", opts.AllowOther); err != nil {
 		return nil, err
 	}
 	opts = opts.withDefaults()
@@ -312,19 +311,24 @@ func mountServer(mountpoint string, root fs.InodeEmbedder, opts Options) (*fuse.
 	}
 	if _, err := lookFusermount(); err != nil {
 		if directErr != nil {
-			return nil, fmt.Errorf("mount %s: %w", mountpoint, directErr)
+			return nil, fmt.Errorf("mount %s: %s", mountpoint, oneLine(directErr.Error()))
 		}
 		return nil, fmt.Errorf("%w: fusermount3 not found; install the fuse3 package", ErrNoFUSE)
 	}
 	server, err := fs.Mount(mountpoint, root, fuseOptions(opts, false))
 	if err != nil {
-		msg := strings.TrimSpace(err.Error())
+		msg := oneLine(err.Error())
 		if directErr != nil {
-			msg = fmt.Sprintf("%v; with fusermount3: %s", directErr, msg)
+			msg = fmt.Sprintf("%s; with fusermount3: %s", oneLine(directErr.Error()), msg)
 		}
 		return nil, fmt.Errorf("mount %s: %s", mountpoint, msg)
 	}
 	return server, nil
+}
+
+// oneLine joins the lines of a message (fusermount3's output has several).
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
 }
 
 // logfWriter adapts a Logf function to an io.Writer for log.Logger.
@@ -335,10 +339,10 @@ func (w logfWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// checkFUSE reports whether FUSE can be used.
-func checkFUSE(allowOther bool) error {
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		return fmt.Errorf("%w: /dev/fuse is missing; load the fuse kernel module (modprobe fuse), or give the container the device (--device /dev/fuse)", ErrNoFUSE)
+// checkFUSE reports whether FUSE can be used, with the device at devFuse.
+func checkFUSE(devFuse string, allowOther bool) error {
+	if _, err := os.Stat(devFuse); err != nil {
+		return fmt.Errorf("%w: %s is missing; load the fuse kernel module (modprobe fuse), or give the container the device (--device /dev/fuse)", ErrNoFUSE, devFuse)
 	}
 	if os.Geteuid() != 0 {
 		if _, err := lookFusermount(); err != nil {
@@ -409,8 +413,8 @@ func checkMountpoint(dir string) (string, error) {
 	case !st.IsDir():
 		return "", fmt.Errorf("%w: %s is not a directory; choose an empty directory", ErrMountpoint, abs)
 	}
-	if isMountpoint(abs, st) {
-		return "", fmt.Errorf("%w: %s is already a mount point; unmount it first (fusermount3 -u %s) or choose another directory", ErrMountpoint, abs, abs)
+	if fstype, ok := mountType(abs); ok && strings.HasPrefix(fstype, "fuse") {
+		return "", fmt.Errorf("%w: %s is already a FUSE mount point (%s); unmount it first (fusermount3 -u %s) or choose another directory", ErrMountpoint, abs, fstype, abs)
 	}
 	f, err := os.Open(abs)
 	if err != nil {
@@ -427,33 +431,28 @@ func checkMountpoint(dir string) (string, error) {
 	return abs, nil
 }
 
-// isMountpoint reports whether dir is the root of a mounted file system.
-func isMountpoint(dir string, st os.FileInfo) bool {
-	if dir == "/" {
-		return true
-	}
-	pst, err := os.Stat(filepath.Dir(dir))
-	if err != nil {
-		return false
-	}
-	s, ok1 := st.Sys().(*syscall.Stat_t)
-	p, ok2 := pst.Sys().(*syscall.Stat_t)
-	if ok1 && ok2 && s.Dev != p.Dev {
-		return true
-	}
-	// A bind mount of the same file system keeps the device number; ask
-	// the kernel's mount table.
+// mountType returns the file system type of the topmost mount on dir, if
+// dir is a mount point.
+func mountType(dir string) (string, bool) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return false
+		return "", false
 	}
+	fstype, found := "", false
 	for _, line := range strings.Split(string(b), "\n") {
+		// ID parent major:minor root mountpoint options [optional...] - fstype source superoptions
 		f := strings.Fields(line)
-		if len(f) > 4 && unescapeMountinfo(f[4]) == dir {
-			return true
+		if len(f) < 5 || unescapeMountinfo(f[4]) != dir {
+			continue
+		}
+		for i := 5; i+1 < len(f); i++ {
+			if f[i] == "-" {
+				fstype, found = f[i+1], true
+				break
+			}
 		}
 	}
-	return false
+	return fstype, found
 }
 
 // unescapeMountinfo undoes the octal escapes (\040 for space) of

@@ -1006,7 +1006,7 @@ func TestMountErrors(t *testing.T) {
 		{"missing", filepath.Join(base, "nope"), "does not exist"},
 		{"not a directory", file, "is not a directory"},
 		{"not empty", nonEmpty, "is not empty"},
-		{"busy", busy, "already a mount point"},
+		{"busy", busy, "already a FUSE mount point"},
 		{"empty name", "", "no mountpoint"},
 	}
 	for _, tt := range tests {
