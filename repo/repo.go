@@ -148,7 +148,7 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 	if r.cfg.Version != 1 {
 		return nil, fmt.Errorf("repository format version %d is not supported by this dj (want 1)", r.cfg.Version)
 	}
-	if r.cfg.ChunkerMin <= 0 || r.cfg.ChunkerAvg <= r.cfg.ChunkerMin || r.cfg.ChunkerMax <= r.cfg.ChunkerAvg || r.cfg.ChunkerMax > 64<<20 {
+	if r.cfg.ChunkerMin <= 0 || r.cfg.ChunkerAvg <= r.cfg.ChunkerMin || r.cfg.ChunkerMax <= r.cfg.ChunkerAvg || r.cfg.ChunkerMax > 64<<20 || r.cfg.ChunkerAvg&(r.cfg.ChunkerAvg-1) != 0 {
 		return nil, fmt.Errorf("%w: config has invalid chunker sizes", ErrCorrupt)
 	}
 	if r.opts.PackSize == 0 {
