@@ -1,0 +1,1211 @@
+package maint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"dj/backend"
+	"dj/repo"
+	"dj/repo/crypto"
+	"dj/repo/index"
+	"dj/repo/pack"
+	"dj/repo/snapshot"
+	"dj/repo/tree"
+)
+
+// Severity says whether a problem is damage (an error) or a state that
+// needs no repair (a warning).
+type Severity string
+
+// The severities.
+const (
+	SeverityError   Severity = "error"
+	SeverityWarning Severity = "warning"
+)
+
+// ProblemKind classifies a problem found by Check.
+type ProblemKind string
+
+// The kinds of problems.
+const (
+	// Errors.
+	KindSnapshotUnreadable ProblemKind = "snapshot_unreadable" // snapshot file does not load (includes a name/content mismatch)
+	KindIndexUnreadable    ProblemKind = "index_unreadable"    // index file does not load
+	KindKeyUnreadable      ProblemKind = "key_unreadable"      // key file does not load or parse
+	KindFileHash           ProblemKind = "file_hash"           // a file's name is not the SHA-256 of its bytes
+	KindTreeUnreadable     ProblemKind = "tree_unreadable"     // tree blob in the index that does not load or decode
+	KindBlobMissing        ProblemKind = "blob_missing"        // a snapshot needs a blob that no index lists
+	KindSizeMismatch       ProblemKind = "size_mismatch"       // a file's size differs from the sum of its blobs
+	KindPackMissing        ProblemKind = "pack_missing"        // an indexed pack is not in storage
+	KindPackHeader         ProblemKind = "pack_header"         // a pack's header cannot be read or parsed
+	KindPackMismatch       ProblemKind = "pack_mismatch"       // index entries that the pack header does not confirm
+	KindPackHash           ProblemKind = "pack_hash"           // --read-data: pack content does not match its name
+	KindBlobDamaged        ProblemKind = "blob_damaged"        // --read-data: a blob does not decrypt or verify
+
+	// Warnings.
+	KindBlobPending      ProblemKind = "blob_pending"      // a snapshot needs a blob only found in a pack marked for deletion
+	KindPackUnreferenced ProblemKind = "pack_unreferenced" // a pack no index names (a running or interrupted backup)
+	KindPackExtraBlobs   ProblemKind = "pack_extra_blobs"  // a pack holds blobs its index entry does not list
+	KindPendingGone      ProblemKind = "pending_gone"      // a pack marked for deletion is already deleted
+	KindIndexSuperseded  ProblemKind = "index_superseded"  // a superseded index file is still stored
+	KindInvalidName      ProblemKind = "invalid_name"      // a stored file whose name is not an id
+)
+
+// ProblemBlob names a blob in a problem report.
+type ProblemBlob struct {
+	Type string    `json:"type"`
+	ID   crypto.ID `json:"id"`
+}
+
+// AffectedPath is a file or directory (ending in "/") of one or more
+// snapshots that loses data because of a problem. A directory means that
+// directory's listing and everything below it.
+type AffectedPath struct {
+	Path      string      `json:"path"`
+	Snapshots []crypto.ID `json:"snapshots"`
+}
+
+// Problem is one thing Check found wrong. It names the file of the
+// repository, the pack and the blobs concerned, and, for lost data, the
+// paths of the snapshots that are affected.
+type Problem struct {
+	Severity Severity    `json:"severity"`
+	Kind     ProblemKind `json:"kind"`
+	Message  string      `json:"message"`
+	// File is the repository file concerned, like "index/<id>" or
+	// "data/ab/<id>".
+	File     string        `json:"file,omitempty"`
+	Pack     *crypto.ID    `json:"pack,omitempty"`
+	Snapshot *crypto.ID    `json:"snapshot,omitempty"`
+	Blobs    []ProblemBlob `json:"blobs,omitempty"`
+	// LostBlobs counts the blobs of the problem for which no intact copy
+	// remains; when it is zero the damage costs no data.
+	LostBlobs int            `json:"lost_blobs,omitempty"`
+	Affected  []AffectedPath `json:"affected,omitempty"`
+
+	candidates []BlobRef // blobs whose copy in Pack is unusable
+}
+
+// CheckProgress is reported while Check runs.
+type CheckProgress struct {
+	Phase       string // "snapshots", "index", "keys", "packs", "read-data", "trees", "affected"
+	Done, Total int64  // items (packs, trees) done and expected (0: unknown)
+	Bytes       int64  // bytes read so far in "read-data"
+	TotalBytes  int64  // bytes to read in "read-data"
+}
+
+// CheckOptions tune Check.
+type CheckOptions struct {
+	// ReadData loads every pack (or the Subset) whole: it checks the
+	// SHA-256 of each, and decrypts and verifies every blob.
+	ReadData bool
+	// Subset limits ReadData to some packs; nil reads all.
+	Subset *Subset
+	// Workers is how many packs are checked at once (default GOMAXPROCS).
+	// Reading data holds one whole pack in memory per worker.
+	Workers int
+	// Progress, when set, is called (never concurrently) as Check advances.
+	Progress func(CheckProgress)
+}
+
+// CheckResult is what Check found.
+type CheckResult struct {
+	Problems         []*Problem  `json:"-"`
+	Errors           int         `json:"num_errors"`
+	Warnings         int         `json:"num_warnings"`
+	Snapshots        int         `json:"snapshots"`
+	IndexFiles       int         `json:"index_files"`
+	Packs            int         `json:"packs"`
+	PacksRead        int         `json:"packs_read"`
+	BytesRead        int64       `json:"bytes_read"`
+	Trees            int         `json:"trees"`
+	BrokenPacks      []crypto.ID `json:"broken_packs"`
+	UnreferencedPack int         `json:"unreferenced_packs"`
+	// SuggestRepairIndex: `dj repair index` would fix (some of) the errors.
+	SuggestRepairIndex bool `json:"suggest_repair_index"`
+	// SuggestRepairSnapshots: data is lost; `dj repair snapshots` writes
+	// snapshots without it.
+	SuggestRepairSnapshots bool `json:"suggest_repair_snapshots"`
+	// SuggestPrune: unreferenced packs or superseded index files remain.
+	SuggestPrune bool `json:"suggest_prune"`
+}
+
+// OK reports whether Check found no errors (warnings are fine).
+func (r *CheckResult) OK() bool { return r.Errors == 0 }
+
+// Subset selects the packs that --read-data-subset reads: packs whose id's
+// first byte modulo M is N-1 ("n/m"), a random share of the packs ("x%"), or
+// random packs up to a total size ("5G").
+type Subset struct {
+	N, M     int
+	Fraction float64
+	Bytes    int64
+}
+
+// ParseSubset parses "n/m", "x%" or a size with an optional K, M, G or T
+// suffix (binary units).
+func ParseSubset(s string) (*Subset, error) {
+	s = strings.TrimSpace(s)
+	switch {
+	case strings.Contains(s, "/"):
+		a, b, _ := strings.Cut(s, "/")
+		n, err1 := strconv.Atoi(a)
+		m, err2 := strconv.Atoi(b)
+		if err1 != nil || err2 != nil || m < 1 || m > 256 || n < 1 || n > m {
+			return nil, fmt.Errorf("invalid subset %q: want n/m with 1 <= n <= m <= 256", s)
+		}
+		return &Subset{N: n, M: m}, nil
+	case strings.HasSuffix(s, "%"):
+		f, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+		if err != nil || !(f > 0 && f <= 100) {
+			return nil, fmt.Errorf("invalid subset %q: want a percentage above 0 and at most 100", s)
+		}
+		return &Subset{Fraction: f / 100}, nil
+	}
+	n, err := parseByteSize(s)
+	if err != nil || n <= 0 {
+		return nil, fmt.Errorf("invalid subset %q: want n/m, x%% or a size like 5G", s)
+	}
+	return &Subset{Bytes: n}, nil
+}
+
+func parseByteSize(s string) (int64, error) {
+	s = strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "IB"), "B")
+	mult := int64(1)
+	if s != "" {
+		switch s[len(s)-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			s = s[:len(s)-1]
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("invalid size %q", s)
+	}
+	return n * mult, nil
+}
+
+// String renders the subset as it is written on the command line.
+func (s *Subset) String() string {
+	switch {
+	case s.M > 0:
+		return fmt.Sprintf("%d/%d", s.N, s.M)
+	case s.Fraction > 0:
+		return strconv.FormatFloat(s.Fraction*100, 'f', -1, 64) + "%"
+	}
+	return strconv.FormatInt(s.Bytes, 10)
+}
+
+// choose returns the packs of the subset.
+func (s *Subset) choose(ids []crypto.ID, sizes map[crypto.ID]int64) map[crypto.ID]bool {
+	out := map[crypto.ID]bool{}
+	if s == nil {
+		for _, id := range ids {
+			out[id] = true
+		}
+		return out
+	}
+	if s.M > 0 {
+		for _, id := range ids {
+			if int(id[0])%s.M == s.N-1 {
+				out[id] = true
+			}
+		}
+		return out
+	}
+	order := append([]crypto.ID(nil), ids...)
+	rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	if s.Fraction > 0 {
+		n := int(math.Ceil(s.Fraction * float64(len(order))))
+		for _, id := range order[:min(n, len(order))] {
+			out[id] = true
+		}
+		return out
+	}
+	var total int64
+	for _, id := range order {
+		if total+sizes[id] > s.Bytes {
+			continue
+		}
+		total += sizes[id]
+		out[id] = true
+	}
+	return out
+}
+
+// Check verifies a repository: snapshots, index files, key files and the
+// names of those files; that every indexed pack exists and its header
+// agrees with the index; that every tree of every snapshot loads and every
+// blob a snapshot names is indexed; and, with ReadData, the SHA-256 of the
+// packs and every blob inside them. It names each problem, and for lost
+// data the files and directories of the snapshots that are affected.
+//
+// r must be opened without loading the index: Check reads the snapshot
+// list first and the index second (tolerating broken index files, which it
+// reports). The returned error is for failures that stop the check (the
+// backend cannot list files, the context ends); damage is reported in the
+// result.
+func Check(ctx context.Context, r *repo.Repository, opts CheckOptions) (*CheckResult, error) {
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	c := &checker{r: r, opts: opts, res: &CheckResult{},
+		unusable: map[packBlob]bool{}, badBlob: map[BlobRef][]int{}, badNode: map[nodeKey][]int{},
+		reported: map[BlobRef]bool{}, unrefBlobs: map[BlobRef]crypto.ID{}}
+	steps := []func(context.Context) error{c.loadSnapshots, c.loadIndex, c.checkKeysAndNames, c.checkPacks, c.checkTrees, c.findLost, c.mapAffected}
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return nil, err
+		}
+	}
+	res := c.res
+	sortProblems(res.Problems)
+	broken := map[crypto.ID]bool{}
+	for _, p := range res.Problems {
+		if p.Severity == SeverityError {
+			res.Errors++
+		} else {
+			res.Warnings++
+		}
+		switch p.Kind {
+		case KindPackMissing, KindPackHeader, KindPackMismatch, KindPackHash, KindBlobDamaged:
+			if p.Severity == SeverityError && p.Pack != nil {
+				broken[*p.Pack] = true
+			}
+		}
+		switch p.Kind {
+		case KindIndexUnreadable, KindPackMismatch:
+			res.SuggestRepairIndex = true
+		case KindPackMissing, KindPackHeader, KindBlobDamaged, KindPackHash:
+			if p.Severity == SeverityError {
+				res.SuggestRepairIndex = true
+			}
+		case KindPackUnreferenced, KindIndexSuperseded:
+			res.SuggestPrune = true
+		}
+		if p.Severity == SeverityError && len(p.Affected) > 0 {
+			res.SuggestRepairSnapshots = true
+		}
+	}
+	for id := range broken {
+		res.BrokenPacks = append(res.BrokenPacks, id)
+	}
+	sortIDs(res.BrokenPacks)
+	return res, nil
+}
+
+type packBlob struct {
+	pack crypto.ID
+	ref  BlobRef
+}
+
+type nodeKey struct {
+	tree crypto.ID
+	name string
+}
+
+type checker struct {
+	r    *repo.Repository
+	opts CheckOptions
+	res  *CheckResult
+
+	snaps      []*snapshot.Snapshot
+	stored     map[crypto.ID]int64       // packs in storage and their sizes
+	indexed    map[crypto.ID][]pack.Blob // normal packs of the index
+	pending    map[crypto.ID][]pack.Blob // packs marked for deletion
+	pendingIdx *index.Index
+
+	mu         sync.Mutex
+	progressMu sync.Mutex
+	unusable   map[packBlob]bool     // copies of blobs that cannot be read
+	unrefBlobs map[BlobRef]crypto.ID // blobs in packs no index names
+	badBlob    map[BlobRef][]int     // lost or missing blobs -> problems
+	badNode    map[nodeKey][]int     // files with a size mismatch -> problems
+	reported   map[BlobRef]bool      // blobs already reported by the tree walk
+}
+
+func (c *checker) add(p *Problem) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.res.Problems = append(c.res.Problems, p)
+	return len(c.res.Problems) - 1
+}
+
+func (c *checker) progress(p CheckProgress) {
+	if c.opts.Progress == nil {
+		return
+	}
+	c.progressMu.Lock()
+	c.opts.Progress(p)
+	c.progressMu.Unlock()
+}
+
+func idPtr(id crypto.ID) *crypto.ID { return &id }
+
+func packFile(id crypto.ID) string {
+	return backend.Handle{Type: backend.PackFile, Name: id.String()}.String()
+}
+
+func problemBlobs(refs []BlobRef) []ProblemBlob {
+	out := make([]ProblemBlob, 0, len(refs))
+	for _, b := range refs {
+		out = append(out, ProblemBlob{Type: b.Type.String(), ID: b.ID})
+	}
+	return out
+}
+
+func refsOf(blobs []pack.Blob) []BlobRef {
+	out := make([]BlobRef, 0, len(blobs))
+	for _, b := range blobs {
+		out = append(out, BlobRef{b.Type, b.ID})
+	}
+	return out
+}
+
+func (c *checker) loadSnapshots(ctx context.Context) error {
+	c.progress(CheckProgress{Phase: "snapshots"})
+	snaps, problems, err := c.r.Snapshots(ctx)
+	if err != nil {
+		return err
+	}
+	c.snaps = snaps
+	c.res.Snapshots = len(snaps)
+	for _, p := range problems {
+		c.add(&Problem{Severity: SeverityError, Kind: KindSnapshotUnreadable, Snapshot: idPtr(p.ID),
+			File:    backend.Handle{Type: backend.SnapshotFile, Name: p.ID.String()}.String(),
+			Message: fmt.Sprintf("snapshot %s cannot be read: %v", p.ID.Short(), p.Err)})
+	}
+	return nil
+}
+
+func (c *checker) loadIndex(ctx context.Context) error {
+	c.progress(CheckProgress{Phase: "index"})
+	problems, err := c.r.LoadIndex(ctx, true)
+	if err != nil {
+		return err
+	}
+	bad := map[crypto.ID]bool{}
+	for _, p := range problems {
+		bad[p.ID] = true
+		c.add(&Problem{Severity: SeverityError, Kind: KindIndexUnreadable,
+			File:    backend.Handle{Type: backend.IndexFile, Name: p.ID.String()}.String(),
+			Message: fmt.Sprintf("index file %s cannot be read: %v", p.ID.Short(), p.Err)})
+	}
+	loaded := c.r.IndexFiles()
+	c.res.IndexFiles = len(loaded)
+	ids, err := c.r.ListFiles(ctx, backend.IndexFile)
+	if err != nil {
+		return err
+	}
+	sortIDs(ids)
+	for _, id := range ids {
+		if _, ok := loaded[id]; ok || bad[id] {
+			continue
+		}
+		c.add(&Problem{Severity: SeverityWarning, Kind: KindIndexSuperseded,
+			File:    backend.Handle{Type: backend.IndexFile, Name: id.String()}.String(),
+			Message: fmt.Sprintf("index file %s is superseded by a newer one but still stored (left by an interrupted prune or repair)", id.Short())})
+	}
+	c.indexed = c.r.Index().Packs()
+	marks, pidx := c.r.PendingPacks()
+	c.pendingIdx = pidx
+	c.pending = map[crypto.ID][]pack.Blob{}
+	for id, blobs := range pidx.Packs() {
+		if _, ok := c.indexed[id]; !ok {
+			c.pending[id] = blobs
+		}
+	}
+	for id := range marks {
+		if _, ok := c.pending[id]; !ok {
+			if _, ok := c.indexed[id]; !ok {
+				c.pending[id] = nil // a pending pack without blobs
+			}
+		}
+	}
+	return nil
+}
+
+// maxKeyFileSize bounds a key file read by check.
+const maxKeyFileSize = 64 << 10
+
+// checkKeysAndNames checks key files (hash and syntax) and reports stored
+// files whose names are not ids. Index and snapshot files had their names
+// checked while loading.
+func (c *checker) checkKeysAndNames(ctx context.Context) error {
+	c.progress(CheckProgress{Phase: "keys"})
+	be := c.r.Backend()
+	for _, t := range []backend.FileType{backend.KeyFile, backend.IndexFile, backend.SnapshotFile} {
+		var odd []string
+		err := be.List(ctx, t, func(fi backend.FileInfo) error {
+			if _, err := crypto.ParseID(fi.Name); err != nil {
+				odd = append(odd, fi.Name)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("list %s: %w", t, err)
+		}
+		sort.Strings(odd)
+		for _, name := range odd {
+			c.add(&Problem{Severity: SeverityWarning, Kind: KindInvalidName, File: string(t) + "/" + name,
+				Message: fmt.Sprintf("%s/%s is not named by an id; dj ignores it", t, name)})
+		}
+	}
+	ids, err := c.r.ListFiles(ctx, backend.KeyFile)
+	if err != nil {
+		return err
+	}
+	sortIDs(ids)
+	for _, id := range ids {
+		h := backend.Handle{Type: backend.KeyFile, Name: id.String()}
+		fi, err := be.Stat(ctx, h)
+		if err == nil && fi.Size > maxKeyFileSize {
+			err = fmt.Errorf("%d bytes is too large for a key file", fi.Size)
+		}
+		var data []byte
+		if err == nil {
+			data, err = be.Load(ctx, h, 0, 0)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.add(&Problem{Severity: SeverityError, Kind: KindKeyUnreadable, File: h.String(),
+				Message: fmt.Sprintf("key %s cannot be read: %v", id.Short(), err)})
+			continue
+		}
+		if crypto.Hash(data) != id {
+			c.add(&Problem{Severity: SeverityError, Kind: KindFileHash, File: h.String(),
+				Message: fmt.Sprintf("key %s: content does not match its name", id.Short())})
+			continue
+		}
+		if _, err := crypto.ParseKeyFile(data); err != nil {
+			c.add(&Problem{Severity: SeverityError, Kind: KindKeyUnreadable, File: h.String(),
+				Message: fmt.Sprintf("key %s cannot be parsed: %v", id.Short(), err)})
+		}
+	}
+	return nil
+}
+
+type packJob struct {
+	id      crypto.ID
+	size    int64
+	blobs   []pack.Blob // index entries (nil for unreferenced packs)
+	read    bool        // load the whole pack and verify it
+	unref   bool        // no index names the pack
+	pending bool
+}
+
+type packResult struct {
+	problems []*Problem
+	bytes    int64
+	header   []pack.Blob
+}
+
+// checkPacks compares storage with the index, then checks the header of
+// every pack (and with ReadData, its content) in parallel.
+func (c *checker) checkPacks(ctx context.Context) error {
+	c.stored = map[crypto.ID]int64{}
+	var odd []string
+	err := c.r.Backend().List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
+		if id, err := crypto.ParseID(fi.Name); err == nil {
+			c.stored[id] = fi.Size
+		} else {
+			odd = append(odd, fi.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list packs: %w", err)
+	}
+	sort.Strings(odd)
+	for _, name := range odd {
+		c.add(&Problem{Severity: SeverityWarning, Kind: KindInvalidName, File: string(backend.PackFile) + "/" + name,
+			Message: fmt.Sprintf("pack file %s is not named by an id; dj ignores it", name)})
+	}
+	var jobs []packJob
+	var indexedIDs []crypto.ID
+	for id := range c.indexed {
+		indexedIDs = append(indexedIDs, id)
+	}
+	for id := range c.pending {
+		indexedIDs = append(indexedIDs, id)
+	}
+	sortIDs(indexedIDs)
+	for _, id := range indexedIDs {
+		blobs, ok := c.indexed[id]
+		pending := !ok
+		if pending {
+			blobs = c.pending[id]
+		}
+		blobs = dedupBlobs(blobs)
+		size, ok := c.stored[id]
+		if !ok {
+			refs := refsOf(blobs)
+			for _, ref := range refs {
+				c.unusable[packBlob{id, ref}] = true
+			}
+			if pending {
+				c.add(&Problem{Severity: SeverityWarning, Kind: KindPendingGone, Pack: idPtr(id), File: packFile(id),
+					Message:    fmt.Sprintf("pack %s, marked for deletion, is already deleted (a prune ran meanwhile, or was interrupted)", id.Short()),
+					candidates: refs})
+				continue
+			}
+			c.add(&Problem{Severity: SeverityError, Kind: KindPackMissing, Pack: idPtr(id), File: packFile(id),
+				Blobs: problemBlobs(refs), candidates: refs,
+				Message: fmt.Sprintf("pack %s is in the index but missing from storage (%d blobs)", id.Short(), len(blobs))})
+			continue
+		}
+		jobs = append(jobs, packJob{id: id, size: size, blobs: blobs, pending: pending})
+	}
+	c.res.Packs = len(jobs)
+	var unref []crypto.ID
+	for id := range c.stored {
+		_, a := c.indexed[id]
+		_, b := c.pending[id]
+		if !a && !b {
+			unref = append(unref, id)
+		}
+	}
+	sortIDs(unref)
+	c.res.UnreferencedPack = len(unref)
+	for _, id := range unref {
+		jobs = append(jobs, packJob{id: id, size: c.stored[id], unref: true})
+	}
+	if c.opts.ReadData {
+		var ids []crypto.ID
+		for _, j := range jobs {
+			if !j.unref {
+				ids = append(ids, j.id)
+			}
+		}
+		chosen := c.opts.Subset.choose(ids, c.stored)
+		for i := range jobs {
+			jobs[i].read = chosen[jobs[i].id]
+		}
+	}
+	var totalBytes int64
+	for _, j := range jobs {
+		if j.read {
+			totalBytes += j.size
+		}
+	}
+	phase := "packs"
+	if c.opts.ReadData {
+		phase = "read-data"
+	}
+	results := make([]packResult, len(jobs))
+	var (
+		next, done int64
+		bytesDone  int64
+		wmu        sync.Mutex
+		wg         sync.WaitGroup
+	)
+	c.progress(CheckProgress{Phase: phase, Total: int64(len(jobs)), TotalBytes: totalBytes})
+	for w := 0; w < c.opts.Workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for {
+				wmu.Lock()
+				i := next
+				next++
+				wmu.Unlock()
+				if i >= int64(len(jobs)) || ctx.Err() != nil {
+					return
+				}
+				results[i], buf = c.checkPack(ctx, jobs[i], buf)
+				wmu.Lock()
+				done++
+				bytesDone += results[i].bytes
+				p := CheckProgress{Phase: phase, Done: done, Total: int64(len(jobs)), Bytes: bytesDone, TotalBytes: totalBytes}
+				wmu.Unlock()
+				c.progress(p)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for i, j := range jobs {
+		res := results[i]
+		if j.read {
+			c.res.PacksRead++
+			c.res.BytesRead += res.bytes
+		}
+		if j.unref {
+			for _, b := range res.header {
+				ref := BlobRef{b.Type, b.ID}
+				if _, ok := c.unrefBlobs[ref]; !ok {
+					c.unrefBlobs[ref] = j.id
+				}
+			}
+		}
+		for _, p := range res.problems {
+			if p.Pack != nil {
+				for _, ref := range p.candidates {
+					c.unusable[packBlob{*p.Pack, ref}] = true
+				}
+			}
+			c.add(p)
+		}
+	}
+	return nil
+}
+
+// dedupBlobs drops repeated entries (a pack listed in two index files).
+func dedupBlobs(blobs []pack.Blob) []pack.Blob {
+	seen := make(map[pack.Blob]bool, len(blobs))
+	out := blobs[:0:0]
+	for _, b := range blobs {
+		if !seen[b] {
+			seen[b] = true
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// checkPack checks one pack: its header against the index entries, and
+// with j.read its SHA-256 and every blob. buf is reused between packs.
+func (c *checker) checkPack(ctx context.Context, j packJob, buf []byte) (packResult, []byte) {
+	var res packResult
+	id := j.id
+	file := packFile(id)
+	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
+	var (
+		header []pack.Blob
+		data   []byte
+		err    error
+	)
+	if j.read {
+		if j.size > pack.MaxPackSize {
+			err = fmt.Errorf("%w: %d bytes is larger than the maximum pack size", pack.ErrCorrupt, j.size)
+		} else {
+			data, err = c.r.Backend().Load(ctx, h, 0, 0)
+			res.bytes = int64(len(data))
+		}
+		if err == nil {
+			if crypto.Hash(data) != id {
+				res.problems = append(res.problems, &Problem{Severity: SeverityError, Kind: KindPackHash, Pack: idPtr(id), File: file,
+					Message: fmt.Sprintf("pack %s: content does not match its name (the file is damaged)", id.Short())})
+			}
+			header, err = pack.ParseTail(c.r.Key(), data, int64(len(data)))
+			if err != nil {
+				err = fmt.Errorf("%s: %w", h, err)
+			}
+		}
+	} else {
+		header, err = c.r.ReadPackHeader(ctx, id, j.size)
+	}
+	if ctx.Err() != nil {
+		return res, buf
+	}
+	if err != nil {
+		if j.unref {
+			res.problems = append(res.problems, &Problem{Severity: SeverityWarning, Kind: KindPackUnreferenced, Pack: idPtr(id), File: file,
+				Message: fmt.Sprintf("pack %s is not in any index, and its header cannot be read: %v", id.Short(), err)})
+			return res, buf
+		}
+		p := &Problem{Severity: SeverityError, Kind: KindPackHeader, Pack: idPtr(id), File: file,
+			Message: fmt.Sprintf("header of pack %s cannot be read: %v", id.Short(), err)}
+		if data == nil {
+			// Without the data we cannot tell which blobs are intact: count
+			// them all as unusable.
+			p.candidates = refsOf(j.blobs)
+			p.Blobs = problemBlobs(p.candidates)
+		} else {
+			p.Message += " (its indexed blobs are verified one by one)"
+		}
+		res.problems = append(res.problems, p)
+		if data == nil {
+			return res, buf
+		}
+	}
+	res.header = header
+	if j.unref {
+		res.problems = append(res.problems, &Problem{Severity: SeverityWarning, Kind: KindPackUnreferenced, Pack: idPtr(id), File: file,
+			Message: fmt.Sprintf("pack %s (%d blobs) is not in any index (a backup is running, or one was interrupted; prune removes such packs)", id.Short(), len(header))})
+		return res, buf
+	}
+	if err == nil {
+		res.problems = append(res.problems, compareHeader(id, j.blobs, header)...)
+	}
+	if data == nil {
+		return res, buf
+	}
+	// Verify every blob: the header's when it parsed, else the index's.
+	inIndex := make(map[pack.Blob]bool, len(j.blobs))
+	for _, b := range j.blobs {
+		inIndex[b] = true
+	}
+	toVerify := header
+	if err != nil {
+		toVerify = j.blobs
+	}
+	var damagedIndexed, damagedExtra []BlobRef
+	var firstErr error
+	for _, b := range toVerify {
+		if b.Type == pack.PaddingBlob {
+			continue
+		}
+		end := int64(b.Offset) + int64(b.Length)
+		var verr error
+		if end > int64(len(data)) {
+			verr = fmt.Errorf("blob %s lies beyond the end of the pack", b.ID.Short())
+		} else {
+			buf, verr = c.r.OpenPacked(index.PackedBlob{Blob: b, PackID: id}, data[b.Offset:end], buf)
+		}
+		if verr == nil {
+			continue
+		}
+		if firstErr == nil {
+			firstErr = verr
+		}
+		if inIndex[b] {
+			damagedIndexed = append(damagedIndexed, BlobRef{b.Type, b.ID})
+		} else {
+			damagedExtra = append(damagedExtra, BlobRef{b.Type, b.ID})
+		}
+	}
+	if len(damagedIndexed) > 0 {
+		res.problems = append(res.problems, &Problem{Severity: SeverityError, Kind: KindBlobDamaged, Pack: idPtr(id), File: file,
+			Blobs: problemBlobs(damagedIndexed), candidates: damagedIndexed,
+			Message: fmt.Sprintf("pack %s: %d blob(s) are damaged, first: %v", id.Short(), len(damagedIndexed), firstErr)})
+	}
+	if len(damagedExtra) > 0 {
+		res.problems = append(res.problems, &Problem{Severity: SeverityWarning, Kind: KindBlobDamaged, Pack: idPtr(id), File: file,
+			Blobs:   problemBlobs(damagedExtra),
+			Message: fmt.Sprintf("pack %s: %d damaged blob(s) that no index lists (nothing needs them)", id.Short(), len(damagedExtra))})
+	}
+	return res, buf
+}
+
+// compareHeader checks that every index entry of a pack is in its header
+// with the same place and sizes. Header entries the index lacks are only a
+// warning (repair index drops damaged blobs; nothing refers to them).
+func compareHeader(id crypto.ID, indexed, header []pack.Blob) []*Problem {
+	type key struct {
+		ref    BlobRef
+		offset uint32
+	}
+	inHeader := make(map[key]pack.Blob, len(header))
+	for _, b := range header {
+		inHeader[key{BlobRef{b.Type, b.ID}, b.Offset}] = b
+	}
+	seen := make(map[key]bool, len(indexed))
+	var wrong []BlobRef
+	for _, b := range indexed {
+		k := key{BlobRef{b.Type, b.ID}, b.Offset}
+		seen[k] = true
+		if hb, ok := inHeader[k]; !ok || hb != b {
+			wrong = append(wrong, k.ref)
+		}
+	}
+	var out []*Problem
+	if len(wrong) > 0 {
+		out = append(out, &Problem{Severity: SeverityError, Kind: KindPackMismatch, Pack: idPtr(id), File: packFile(id),
+			Blobs: problemBlobs(wrong), candidates: wrong,
+			Message: fmt.Sprintf("pack %s: %d index entries are not in the pack header as indexed", id.Short(), len(wrong))})
+	}
+	var extra []BlobRef
+	for _, b := range header {
+		if !seen[key{BlobRef{b.Type, b.ID}, b.Offset}] {
+			extra = append(extra, BlobRef{b.Type, b.ID})
+		}
+	}
+	if len(extra) > 0 {
+		out = append(out, &Problem{Severity: SeverityWarning, Kind: KindPackExtraBlobs, Pack: idPtr(id), File: packFile(id),
+			Blobs:   problemBlobs(extra),
+			Message: fmt.Sprintf("pack %s holds %d blob(s) its index entry does not list", id.Short(), len(extra))})
+	}
+	return out
+}
+
+// usable reports whether some indexed copy of a blob (normal, or pending
+// when pending is set) can be read, as far as the pack checks know.
+func (c *checker) usable(ref BlobRef, pending bool) bool {
+	locs := c.r.Index().Lookup(ref.Type, ref.ID)
+	if pending {
+		locs = append(locs, c.pendingIdx.Lookup(ref.Type, ref.ID)...)
+	}
+	for _, l := range locs {
+		if !c.unusable[packBlob{l.PackID, ref}] {
+			return true
+		}
+	}
+	return false
+}
+
+// checkTrees loads every tree of every snapshot once and checks that the
+// blobs they name are indexed and that file sizes add up.
+func (c *checker) checkTrees(ctx context.Context) error {
+	roots := make([]crypto.ID, 0, len(c.snaps))
+	for _, sn := range c.snaps {
+		roots = append(roots, sn.Tree)
+	}
+	var trees int64
+	idx := c.r.Index()
+	err := walkTrees(ctx, c.r, roots, 4*c.opts.Workers, func(id crypto.ID, t *tree.Tree, err error) {
+		c.mu.Lock()
+		trees++
+		n := trees
+		c.mu.Unlock()
+		if n%256 == 0 {
+			c.progress(CheckProgress{Phase: "trees", Done: n})
+		}
+		ref := BlobRef{pack.TreeBlob, id}
+		if err != nil {
+			c.treeFailed(ref, err)
+			return
+		}
+		if !idx.Has(pack.TreeBlob, id) {
+			c.blobProblem(ref, true)
+		}
+		for _, node := range t.Nodes {
+			if node.Type != tree.File {
+				continue
+			}
+			var sum uint64
+			known := true
+			for _, b := range node.Content {
+				locs := idx.Lookup(pack.DataBlob, b)
+				if len(locs) == 0 {
+					locs = c.pendingIdx.Lookup(pack.DataBlob, b)
+					if len(locs) == 0 {
+						c.blobProblem(BlobRef{pack.DataBlob, b}, false)
+						known = false
+						continue
+					}
+					c.blobProblem(BlobRef{pack.DataBlob, b}, true)
+				}
+				sum += uint64(locs[0].PlainLength)
+			}
+			if known && sum != node.Size {
+				i := c.add(&Problem{Severity: SeverityError, Kind: KindSizeMismatch,
+					Message: fmt.Sprintf("file %q in tree %s has size %d, but its blobs hold %d bytes", node.Name, id.Short(), node.Size, sum)})
+				c.mu.Lock()
+				c.badNode[nodeKey{id, node.Name}] = append(c.badNode[nodeKey{id, node.Name}], i)
+				c.mu.Unlock()
+			}
+		}
+	})
+	c.res.Trees = int(trees)
+	return err
+}
+
+// treeFailed records a tree that did not load.
+func (c *checker) treeFailed(ref BlobRef, err error) {
+	if errors.Is(err, repo.ErrBlobNotFound) {
+		c.blobProblem(ref, false)
+		return
+	}
+	if !c.r.Index().Has(ref.Type, ref.ID) {
+		// Only in packs marked for deletion.
+		if !c.usable(ref, true) {
+			c.blobProblem(ref, true)
+			return
+		}
+	} else if !c.usable(ref, false) {
+		return // a pack problem covers it; findLost maps it
+	}
+	c.mu.Lock()
+	if c.reported[ref] {
+		c.mu.Unlock()
+		return
+	}
+	c.reported[ref] = true
+	c.mu.Unlock()
+	i := c.add(&Problem{Severity: SeverityError, Kind: KindTreeUnreadable, Blobs: problemBlobs([]BlobRef{ref}),
+		Message: fmt.Sprintf("tree %s cannot be loaded: %v", ref.ID.Short(), err)})
+	c.mu.Lock()
+	c.badBlob[ref] = append(c.badBlob[ref], i)
+	c.mu.Unlock()
+}
+
+// blobProblem reports a blob a snapshot needs that is not in the index
+// (inPending: it is only in packs marked for deletion), once per blob.
+func (c *checker) blobProblem(ref BlobRef, inPending bool) {
+	c.mu.Lock()
+	if c.reported[ref] {
+		c.mu.Unlock()
+		return
+	}
+	c.reported[ref] = true
+	unrefPack, inUnref := c.unrefBlobs[ref]
+	c.mu.Unlock()
+	if inPending {
+		if c.usable(ref, true) {
+			c.add(&Problem{Severity: SeverityWarning, Kind: KindBlobPending, Blobs: problemBlobs([]BlobRef{ref}),
+				Message: fmt.Sprintf("%s blob %s is only in a pack marked for deletion; the next prune keeps that pack", ref.Type, ref.ID.Short())})
+			return
+		}
+		// Its pending packs are gone or unreadable: it is missing.
+	}
+	p := &Problem{Severity: SeverityError, Kind: KindBlobMissing, Blobs: problemBlobs([]BlobRef{ref}),
+		Message: fmt.Sprintf("%s blob %s is needed but is in no index", ref.Type, ref.ID.Short())}
+	if inUnref {
+		p.Pack = idPtr(unrefPack)
+		p.File = packFile(unrefPack)
+		p.Message = fmt.Sprintf("%s blob %s is needed but only pack %s holds it, which no index names (run `dj repair index`)", ref.Type, ref.ID.Short(), unrefPack.Short())
+		c.mu.Lock()
+		c.res.SuggestRepairIndex = true
+		c.mu.Unlock()
+	}
+	i := c.add(p)
+	c.mu.Lock()
+	c.badBlob[ref] = append(c.badBlob[ref], i)
+	c.mu.Unlock()
+}
+
+// findLost decides, for the pack-level problems, which blobs have no
+// intact copy left, and records them for mapAffected.
+func (c *checker) findLost(context.Context) error {
+	for i, p := range c.res.Problems {
+		if len(p.candidates) == 0 || p.Severity != SeverityError {
+			continue
+		}
+		for _, ref := range p.candidates {
+			if c.usable(ref, true) {
+				continue
+			}
+			p.LostBlobs++
+			c.badBlob[ref] = append(c.badBlob[ref], i)
+		}
+		if p.LostBlobs == 0 && p.Severity == SeverityError {
+			p.Message += "; every blob has an intact copy in another pack"
+		}
+	}
+	return nil
+}
+
+type affectedHit struct {
+	path     string // relative to the tree, directories end in "/"
+	problems []int
+}
+
+// mapAffected walks the snapshots to find the files and directories that
+// use lost blobs, and attaches them to the problems. It runs only when
+// there are such blobs; each tree is loaded once.
+func (c *checker) mapAffected(ctx context.Context) error {
+	if len(c.badBlob) == 0 && len(c.badNode) == 0 {
+		return nil
+	}
+	c.progress(CheckProgress{Phase: "affected"})
+	memo := map[crypto.ID][]affectedHit{}
+	var walk func(id crypto.ID) ([]affectedHit, error)
+	walk = func(id crypto.ID) ([]affectedHit, error) {
+		if hits, ok := memo[id]; ok {
+			return hits, nil
+		}
+		memo[id] = nil // cycles cannot occur (ids are hashes), but be safe
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		t, err := c.r.LoadTree(ctx, id)
+		if err != nil {
+			return nil, nil // reported where it is referenced
+		}
+		var hits []affectedHit
+		for _, n := range t.Nodes {
+			switch {
+			case n.Type == tree.Dir && n.Subtree != nil:
+				if ps := c.badBlob[BlobRef{pack.TreeBlob, *n.Subtree}]; len(ps) > 0 {
+					hits = append(hits, affectedHit{n.Name + "/", ps})
+					continue
+				}
+				sub, err := walk(*n.Subtree)
+				if err != nil {
+					return nil, err
+				}
+				for _, h := range sub {
+					hits = append(hits, affectedHit{n.Name + "/" + h.path, h.problems})
+				}
+			case n.Type == tree.File:
+				var ps []int
+				for _, b := range n.Content {
+					ps = append(ps, c.badBlob[BlobRef{pack.DataBlob, b}]...)
+				}
+				ps = append(ps, c.badNode[nodeKey{id, n.Name}]...)
+				if len(ps) > 0 {
+					hits = append(hits, affectedHit{n.Name, uniqueInts(ps)})
+				}
+			}
+		}
+		memo[id] = hits
+		return hits, nil
+	}
+	type pk struct {
+		problem int
+		path    string
+	}
+	where := map[pk]int{} // -> index into the problem's Affected
+	addHit := func(i int, path string, sn crypto.ID) {
+		p := c.res.Problems[i]
+		k := pk{i, path}
+		j, ok := where[k]
+		if !ok {
+			j = len(p.Affected)
+			where[k] = j
+			p.Affected = append(p.Affected, AffectedPath{Path: path})
+		}
+		a := &p.Affected[j]
+		if n := len(a.Snapshots); n == 0 || a.Snapshots[n-1] != sn {
+			a.Snapshots = append(a.Snapshots, sn)
+		}
+	}
+	for _, sn := range c.snaps {
+		if ps := c.badBlob[BlobRef{pack.TreeBlob, sn.Tree}]; len(ps) > 0 {
+			for _, i := range ps {
+				addHit(i, "/", sn.ID)
+			}
+			continue
+		}
+		hits, err := walk(sn.Tree)
+		if err != nil {
+			return err
+		}
+		for _, h := range hits {
+			for _, i := range h.problems {
+				addHit(i, "/"+h.path, sn.ID)
+			}
+		}
+	}
+	for _, p := range c.res.Problems {
+		sort.Slice(p.Affected, func(i, j int) bool { return p.Affected[i].Path < p.Affected[j].Path })
+	}
+	return nil
+}
+
+func uniqueInts(xs []int) []int {
+	if len(xs) < 2 {
+		return xs
+	}
+	sort.Ints(xs)
+	out := xs[:1]
+	for _, x := range xs[1:] {
+		if x != out[len(out)-1] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// walkTrees loads every tree reachable from roots once, with a fixed number
+// of workers, and calls fn (concurrently) for each, with the load error if
+// it failed. Subtrees of trees that loaded are visited too. Memory is
+// bounded by the queue of tree ids, not by goroutines.
+func walkTrees(ctx context.Context, l TreeLoader, roots []crypto.ID, workers int, fn func(id crypto.ID, t *tree.Tree, err error)) error {
+	if workers < 1 {
+		workers = 1
+	}
+	var (
+		mu     sync.Mutex
+		cond   = sync.NewCond(&mu)
+		queue  []crypto.ID
+		seen   = map[crypto.ID]bool{}
+		active int
+	)
+	for _, id := range roots {
+		if !seen[id] {
+			seen[id] = true
+			queue = append(queue, id)
+		}
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				for len(queue) == 0 && active > 0 {
+					cond.Wait()
+				}
+				if len(queue) == 0 {
+					mu.Unlock()
+					cond.Broadcast()
+					return
+				}
+				id := queue[len(queue)-1]
+				queue = queue[:len(queue)-1]
+				active++
+				mu.Unlock()
+
+				var t *tree.Tree
+				var err error
+				if ctx.Err() == nil {
+					t, err = l.LoadTree(ctx, id)
+					if ctx.Err() == nil {
+						fn(id, t, err)
+					}
+				}
+				mu.Lock()
+				if err == nil && t != nil && ctx.Err() == nil {
+					for _, n := range t.Nodes {
+						if n.Type == tree.Dir && n.Subtree != nil && !seen[*n.Subtree] {
+							seen[*n.Subtree] = true
+							queue = append(queue, *n.Subtree)
+						}
+					}
+				}
+				active--
+				mu.Unlock()
+				cond.Broadcast()
+			}
+		}()
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// kindRank orders problems in reports: by the phase that finds them.
+var kindRank = map[ProblemKind]int{
+	KindSnapshotUnreadable: 0, KindIndexUnreadable: 1, KindIndexSuperseded: 2, KindKeyUnreadable: 3, KindFileHash: 4,
+	KindInvalidName: 5, KindPackMissing: 6, KindPendingGone: 7, KindPackHeader: 8, KindPackHash: 9, KindPackMismatch: 10,
+	KindBlobDamaged: 11, KindPackExtraBlobs: 12, KindPackUnreferenced: 13, KindTreeUnreadable: 14, KindBlobMissing: 15,
+	KindBlobPending: 16, KindSizeMismatch: 17,
+}
+
+// sortProblems orders problems deterministically: by kind, then by file,
+// pack and first blob.
+func sortProblems(ps []*Problem) {
+	first := func(p *Problem) string {
+		if len(p.Blobs) > 0 {
+			return p.Blobs[0].ID.String()
+		}
+		return ""
+	}
+	sort.SliceStable(ps, func(i, j int) bool {
+		a, b := ps[i], ps[j]
+		if kindRank[a.Kind] != kindRank[b.Kind] {
+			return kindRank[a.Kind] < kindRank[b.Kind]
+		}
+		if a.File != b.File {
+			return a.File < b.File
+		}
+		if fa, fb := first(a), first(b); fa != fb {
+			return fa < fb
+		}
+		return a.Message < b.Message
+	})
+}
