@@ -1,0 +1,692 @@
+//go:build bench
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// mountProc is one running FUSE server.
+type mountProc struct {
+	h       *harness
+	label   string
+	mnt     string
+	cmd     *exec.Cmd
+	start   time.Time
+	done    chan struct{}
+	waitErr error
+	stderr  string
+}
+
+// startMount starts argv, which mounts a file system at mnt and serves it
+// in the foreground.
+func (h *harness) startMount(label, mnt string, env, argv []string) (*mountProc, error) {
+	if isMounted(mnt) {
+		exec.Command("fusermount3", "-uz", mnt).Run()
+	}
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.seq++
+	base := filepath.Join(h.logDir, fmt.Sprintf("%04d-mount-%s", h.seq, safeName(label)))
+	h.mu.Unlock()
+	out, err := os.Create(base + ".out")
+	if err != nil {
+		return nil, err
+	}
+	m := &mountProc{h: h, label: label, mnt: mnt, done: make(chan struct{}), stderr: base + ".out"}
+	m.cmd = exec.Command(argv[0], argv[1:]...)
+	if env == nil {
+		env = h.env
+	}
+	m.cmd.Env = env
+	m.cmd.Stdout = out
+	m.cmd.Stderr = out
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	m.start = time.Now()
+	if err := m.cmd.Start(); err != nil {
+		out.Close()
+		return nil, fmt.Errorf("start `%s`: %w", shellJoin(argv), err)
+	}
+	go func() {
+		m.waitErr = m.cmd.Wait()
+		out.Close()
+		close(m.done)
+	}()
+	h.mu.Lock()
+	h.mounts[m] = struct{}{}
+	h.mu.Unlock()
+	return m, nil
+}
+
+// waitReady polls dir every 10 ms until it lists at least min entries and
+// returns the seconds since the mount was started.
+func (m *mountProc) waitReady(ctx context.Context, dir string, min int, timeout time.Duration) (float64, error) {
+	deadline := m.start.Add(timeout)
+	for {
+		if ents, err := os.ReadDir(dir); err == nil && len(ents) >= min {
+			return time.Since(m.start).Seconds(), nil
+		}
+		select {
+		case <-m.done:
+			return 0, fmt.Errorf("%s exited before %s was listable (%v)%s", m.label, dir, m.waitErr, tailOf(m.stderr))
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%s: %s not listable with %d entries after %s%s", m.label, dir, min, timeout, tailOf(m.stderr))
+		}
+	}
+}
+
+// procStatus reads a "kB" field of /proc/PID/status, in MiB.
+func (m *mountProc) procStatus(field string) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", m.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, field+":") {
+			f := strings.Fields(l)
+			if len(f) >= 2 {
+				kb, err := strconv.ParseFloat(f[1], 64)
+				return kb / 1024, err
+			}
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, m.cmd.Process.Pid)
+}
+
+// hwm is the peak resident set size of the server (VmHWM), in MiB.
+func (m *mountProc) hwm() (float64, error) { return m.procStatus("VmHWM") }
+
+// cpu is the server's user+system CPU time so far, in seconds.
+func (m *mountProc) cpu() (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", m.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, errors.New("bad /proc/PID/stat")
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0, errors.New("short /proc/PID/stat")
+	}
+	// Fields after the name: state(0) ... utime(11) stime(12), in clock ticks.
+	ut, err1 := strconv.ParseFloat(f[11], 64)
+	st, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		return 0, errors.New("bad utime/stime")
+	}
+	return (ut + st) / 100, nil
+}
+
+// stop unmounts and waits for the server to exit. It reports an error when
+// the server did not exit by itself with status 0.
+func (m *mountProc) stop() error {
+	defer func() {
+		m.h.mu.Lock()
+		delete(m.h.mounts, m)
+		m.h.mu.Unlock()
+	}()
+	var lastOut []byte
+	for i := 0; i < 40 && isMounted(m.mnt); i++ {
+		out, err := exec.Command("fusermount3", "-u", m.mnt).CombinedOutput()
+		if err == nil {
+			break
+		}
+		lastOut = out
+		select {
+		case <-m.done:
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	var problem error
+	select {
+	case <-m.done:
+		if m.waitErr != nil {
+			problem = fmt.Errorf("%s exited with %v after the unmount%s", m.label, m.waitErr, tailOf(m.stderr))
+		}
+	case <-time.After(15 * time.Second):
+		problem = fmt.Errorf("%s did not exit within 15s of `fusermount3 -u %s` (%s); killed it", m.label, m.mnt, strings.TrimSpace(string(lastOut)))
+		syscall.Kill(-m.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-m.done:
+		case <-time.After(5 * time.Second):
+			syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
+			<-m.done
+		}
+	}
+	if isMounted(m.mnt) {
+		exec.Command("fusermount3", "-uz", m.mnt).Run()
+		if problem == nil {
+			problem = fmt.Errorf("%s: %s was still mounted after the server exited", m.label, m.mnt)
+		}
+	}
+	return problem
+}
+
+// isMounted reports whether something is mounted at dir.
+func isMounted(dir string) bool {
+	for _, mp := range mountPoints() {
+		if mp == dir {
+			return true
+		}
+	}
+	return false
+}
+
+func mountPoints() []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) > 4 {
+			out = append(out, unescapeMount(fields[4]))
+		}
+	}
+	return out
+}
+
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// cleanupMounts stops every server this run started and lazily unmounts
+// anything left below the work directory's mount points.
+func (h *harness) cleanupMounts() {
+	h.mu.Lock()
+	var list []*mountProc
+	for m := range h.mounts {
+		list = append(list, m)
+	}
+	h.mu.Unlock()
+	for _, m := range list {
+		if err := m.stop(); err != nil {
+			h.logf("cleanup: %v", err)
+		}
+	}
+	prefix := filepath.Join(h.cfg.dir, "mnt") + "/"
+	for _, mp := range mountPoints() {
+		if strings.HasPrefix(mp, prefix) {
+			exec.Command("fusermount3", "-uz", mp).Run()
+		}
+	}
+}
+
+// mountCol is one column of the mount table: a FUSE server, or the source
+// tree itself.
+type mountCol struct {
+	name string
+	argv func(mnt string) []string // nil: no FUSE, work on the corpus itself
+	env  []string
+	data func(mnt string) string // the directory that holds A and B
+}
+
+// mainRepo returns a repository of the tool holding one backup of the
+// corpus, reused from an earlier run when it was made by the same binary.
+func (h *harness) mainRepo(ctx context.Context, name string) (*tool, error) {
+	dir := filepath.Join(h.cfg.dir, "repos", name+map[bool]string{true: "-quick"}[h.cfg.quick])
+	t := h.newTool(name, dir)
+	stamp := h.stamp(name) + " corpus " + h.corpus.BigSHA256
+	if h.stampOK(t, stamp) {
+		return t, nil
+	}
+	h.logf("mount: building the %s repository of the corpus in %s", name, dir)
+	if err := t.removeRepo(); err != nil {
+		return nil, err
+	}
+	os.MkdirAll(filepath.Dir(dir), 0o755)
+	if _, err := h.plain(ctx, t, "init"); err != nil {
+		return nil, err
+	}
+	if _, err := h.plain(ctx, t, "backup", h.corpus.Root); err != nil {
+		return nil, err
+	}
+	return t, h.writeStamp(t, stamp)
+}
+
+// stamp identifies the program that wrote a repository, so that a reused
+// repository is one the current binary wrote (BENCH_REUSE_REPOS=1 reuses
+// dj repositories of other builds too).
+func (h *harness) stamp(name string) string {
+	if name == "dj" {
+		if truthy(os.Getenv("BENCH_REUSE_REPOS")) {
+			return "dj (any build)"
+		}
+		return "dj " + h.versions["dj binary sha256"]
+	}
+	return h.versions[name]
+}
+
+func (h *harness) stampOK(t *tool, want string) bool {
+	b, err := os.ReadFile(t.repo + ".stamp")
+	if err != nil {
+		return false
+	}
+	got := strings.TrimSpace(string(b))
+	if got == want {
+		return true
+	}
+	return want == "dj (any build)" && strings.HasPrefix(got, "dj ")
+}
+
+func (h *harness) writeStamp(t *tool, stamp string) error {
+	return os.WriteFile(t.repo+".stamp", []byte(stamp+"\n"), 0o644)
+}
+
+// mountSection measures the FUSE mounts (issue 3).
+func (h *harness) mountSection(ctx context.Context) *report {
+	c := h.corpus
+	const (
+		colSource = "source (no FUSE)"
+		colStock  = "loopback (stock, passthrough)"
+		colNoPT   = "loopback (no passthrough)"
+		colDJ64   = "dj 64M"
+	)
+	var cols []mountCol
+	cols = append(cols, mountCol{name: colSource, data: func(string) string { return c.Root }})
+	binDir := filepath.Join(h.cfg.dir, "bin")
+	if p := filepath.Join(binDir, "loopback"); fileExists(p) {
+		cols = append(cols, mountCol{name: colStock,
+			argv: func(mnt string) []string { return []string{p, "-q", mnt, c.Root} },
+			data: func(mnt string) string { return mnt }})
+	} else {
+		h.problem("mount: %s is missing (run.sh installs go-fuse's example/loopback there); no stock loopback column", p)
+	}
+	if p := filepath.Join(binDir, "loopback-nopt"); fileExists(p) {
+		cols = append(cols, mountCol{name: colNoPT,
+			argv: func(mnt string) []string { return []string{p, mnt, c.Root} },
+			data: func(mnt string) string { return mnt }})
+	}
+	snapData := func(mnt string) string { return filepath.Join(mnt, "snapshots", "latest", c.Root) }
+	for _, n := range h.toolNames() {
+		t, err := h.mainRepo(ctx, n)
+		if err != nil {
+			h.problem("mount: building the %s repository: %v", n, err)
+			continue
+		}
+		cols = append(cols, mountCol{name: n, env: t.env, data: snapData,
+			argv: func(mnt string) []string { return t.argv("mount", mnt) }})
+		if n == "dj" {
+			cols = append(cols, mountCol{name: colDJ64, env: t.env, data: snapData,
+				argv: func(mnt string) []string { return t.argv("mount", "--cache-size", "64M", mnt) }})
+		}
+	}
+	var names []string
+	for _, col := range cols {
+		names = append(names, col.name)
+	}
+	r := h.newReport("mount", names...)
+	r.Corpus = c.describe()
+	gib := float64(c.BigBytes) / (1 << 30)
+	cacheCap := 512.0 + 100
+	r.fig("ready", "mount start → corpus dir listable", "s", false,
+		below(0.2, "dj", "< 0.2 s")).withRatio()
+	r.fig("find_cold", "`find A | wc -l`, cold, fresh mount", "s", false,
+		atLeastTimes(3, "dj", "restic", "≥3× faster")).withRatio()
+	r.fig("find_warm", "`find A | wc -l`, warm, same mount", "s", false,
+		atLeastTimes(3, "dj", "restic", "≥3× faster")).withRatio()
+	r.fig("find_count", fmt.Sprintf("`find A | wc -l` output (source: %d)", c.AEntries), "entries", true)
+	r.fig("tar_cold", "`tar cf - A | wc -c`, cold, fresh mount", "s", false,
+		atLeastTimes(3, "dj", "restic", "≥3× faster")).withRatio()
+	r.fig("tar_mbs", fmt.Sprintf("  tar throughput (%s MB of files)", fmtNum(float64(c.ABytes)/1e6)), "MB/s", true).withRatio()
+	r.fig("cat_cold", "`cat bigfile`, cold, fresh mount", "MB/s", true,
+		atLeastTimes(3, "dj", "restic", "≥3× restic"),
+		fractionOf(0.85, "dj", colNoPT, "≥85% of loopback (no passthrough)"),
+		fractionOf(0.85, "dj", colStock, "≥85% of stock loopback")).withRatio()
+	r.fig("cat_warm", "`cat bigfile`, warm, same mount", "MB/s", true,
+		atLeastTimes(10, "dj", "restic", "≥10× restic")).withRatio()
+	r.fig("cat_cpu", "mount-process CPU per GiB (cold cat)", "s/GiB", false).withRatio()
+	r.fig("fio", fmt.Sprintf("fio 4 KiB randread psync %d s, cold, fresh mount", h.cfg.fioSeconds), "IOPS", true,
+		atLeastTimes(5, "dj", "restic", "≥5× restic")).withRatio()
+	hwmTargets := func() []targetSpec {
+		return []targetSpec{
+			atLeastTimes(1, colDJ64, "restic", "64M: ≤ restic's"),
+			atMost(cacheCap, "dj", fmt.Sprintf("default: ≤ cache+100 = %.0f MiB", cacheCap)),
+		}
+	}
+	r.fig("hwm_find", "mount VmHWM: session find", "MiB", false, hwmTargets()...).withRatio()
+	r.fig("hwm_tar", "mount VmHWM: session tar", "MiB", false, hwmTargets()...).withRatio()
+	r.fig("hwm_cat", "mount VmHWM: session cat ×2", "MiB", false, hwmTargets()...).withRatio()
+	r.fig("hwm_fio", "mount VmHWM: session fio", "MiB", false, hwmTargets()...).withRatio()
+	r.fig("sha_ok", "mounted bigfile sha256 = source (rep 1)", "", true)
+	r.fig("many_ready", fmt.Sprintf("mount start → `ls MNT/snapshots` shows all %d snapshots (tiny repo)", h.cfg.many), "s", false,
+		below(1, "dj", "< 1 s")).withRatio()
+	r.fig("many_hwm", fmt.Sprintf("mount VmHWM after listing %d snapshots", h.cfg.many), "MiB", false).withRatio()
+
+	mntRoot := filepath.Join(h.cfg.dir, "mnt")
+	fioSize := "1G"
+	if c.BigBytes != 1<<30 {
+		fioSize = strconv.FormatInt(c.BigBytes, 10)
+	}
+	broken := map[string]bool{}
+	for rep := 1; rep <= h.cfg.runs && ctx.Err() == nil; rep++ {
+		for _, col := range cols {
+			if broken[col.name] || ctx.Err() != nil {
+				continue
+			}
+			mnt := filepath.Join(mntRoot, safeName(col.name))
+			for _, kind := range []string{"find", "tar", "cat", "fio"} {
+				if ctx.Err() != nil {
+					break
+				}
+				h.logf("mount: rep %d/%d, %s, session %s", rep, h.cfg.runs, col.name, kind)
+				err := h.mountSession(ctx, r, col, mnt, kind, rep, fioSize, gib)
+				if err != nil {
+					h.problem("mount: %s, session %s: %v", col.name, kind, err)
+					r.text("ready", col.name, "failed")
+					if strings.Contains(err.Error(), "listable") || strings.Contains(err.Error(), "start `") {
+						broken[col.name] = true
+						break
+					}
+				}
+			}
+		}
+	}
+	if ctx.Err() == nil {
+		h.manySnapshots(ctx, r)
+	}
+	r.Notes = append(r.Notes,
+		"Every session is a fresh server: `sync; echo 3 > /proc/sys/vm/drop_caches`, start the server, poll the corpus directory's A every 10 ms until it lists (\"mount start → corpus dir listable\", 4 samples per rep), drop the caches again, then the cold command; warm figures repeat it on the same mount.",
+		"dj and restic mount the corpus's repository (one backup of it) and are read at MNT/snapshots/latest/CORPUS; the loopbacks serve CORPUS itself; \"source (no FUSE)\" runs the same commands on CORPUS: its cold cat reads the disk, its warm cat the page cache (the ceiling).",
+		"loopback (stock, passthrough) is `go install github.com/hanwen/go-fuse/v2/example/loopback@v2.12.1`, run as root on a kernel with FUSE passthrough: file data bypasses the daemon, so it is a ceiling only for passthrough designs. loopback (no passthrough) is integration/bench/loopback-nopt: the same go-fuse loopback whose files offer no passthrough fd, so every read is served by the daemon's pread (perf-baseline.md's C3, the relevant ceiling for a decrypting daemon).",
+		fmt.Sprintf("fio: `fio --name=rr --rw=randread --bs=4k --size=%s --runtime=%d --time_based --ioengine=psync --filename=DIR/B/bigfile --readonly`; fio's default invalidate=1 drops the file's page cache at the start.", fioSize, h.cfg.fioSeconds),
+		"VmHWM is read from /proc/PID/status of the server just before its unmount; mount CPU is the change of utime+stime in /proc/PID/stat across the cold cat, per GiB read.",
+		fmt.Sprintf("The many-snapshots rows use a separate repository of %d snapshots of a tiny directory (one `backup --time` per snapshot, a day apart), %d fresh mounts per rep; the time runs from the server's start until a listing of MNT/snapshots shows them all.", h.cfg.many, 2),
+		"\"dj 64M\" is `dj mount --cache-size 64M`; dj's default cache is 512 MiB.",
+	)
+	return r
+}
+
+// mountSession runs one fresh-mount session of the given kind and records
+// its figures.
+func (h *harness) mountSession(ctx context.Context, r *report, col mountCol, mnt, kind string, rep int, fioSize string, gib float64) error {
+	c := h.corpus
+	data := col.data(mnt)
+	var m *mountProc
+	if col.argv != nil {
+		if err := dropCaches(); err != nil {
+			return err
+		}
+		var err error
+		m, err = h.startMount(col.name+"-"+kind, mnt, col.env, col.argv(mnt))
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if m != nil {
+				m.stop()
+			}
+		}()
+		ready, err := m.waitReady(ctx, filepath.Join(data, "A"), 1, 2*time.Minute)
+		if err != nil {
+			return err
+		}
+		r.add("ready", col.name, ready)
+	}
+	if err := dropCaches(); err != nil {
+		return err
+	}
+	q := shellQuote
+	var firstErr error
+	note := func(err error) {
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	switch kind {
+	case "find":
+		for _, key := range []string{"find_cold", "find_warm"} {
+			wall, out, err := h.sh(ctx, col.name+"-find", "find "+q(filepath.Join(data, "A"))+" | wc -l")
+			if err != nil {
+				note(err)
+				r.text(key, col.name, "failed")
+				break
+			}
+			r.add(key, col.name, wall)
+			n, _ := strconv.Atoi(out)
+			if key == "find_cold" {
+				r.add("find_count", col.name, float64(n))
+			}
+			if n != c.AEntries {
+				note(fmt.Errorf("`find A | wc -l` printed %d, the source has %d entries", n, c.AEntries))
+			}
+		}
+	case "tar":
+		wall, out, err := h.sh(ctx, col.name+"-tar", "tar cf - -C "+q(data)+" A | wc -c")
+		if err != nil {
+			note(err)
+			r.text("tar_cold", col.name, "failed")
+			break
+		}
+		n, _ := strconv.ParseInt(out, 10, 64)
+		if n < c.ABytes {
+			note(fmt.Errorf("`tar cf - A | wc -c` printed %d, less than the %d bytes of the files", n, c.ABytes))
+		}
+		r.add("tar_cold", col.name, wall)
+		r.add("tar_mbs", col.name, float64(c.ABytes)/wall/1e6)
+	case "cat":
+		big := filepath.Join(data, "B", "bigfile")
+		var cpu0 float64
+		if m != nil {
+			cpu0, _ = m.cpu()
+		}
+		wall, _, err := h.sh(ctx, col.name+"-cat", "cat "+q(big)+" > /dev/null")
+		if err != nil {
+			note(err)
+			r.text("cat_cold", col.name, "failed")
+			break
+		}
+		r.add("cat_cold", col.name, float64(c.BigBytes)/wall/1e6)
+		if m != nil {
+			if cpu1, err := m.cpu(); err == nil {
+				r.add("cat_cpu", col.name, (cpu1-cpu0)/gib)
+			}
+		}
+		wall, _, err = h.sh(ctx, col.name+"-cat-warm", "cat "+q(big)+" > /dev/null")
+		if err != nil {
+			note(err)
+			r.text("cat_warm", col.name, "failed")
+			break
+		}
+		r.add("cat_warm", col.name, float64(c.BigBytes)/wall/1e6)
+		if rep == 1 {
+			_, out, err := h.sh(ctx, col.name+"-sha256", "sha256sum "+q(big))
+			sum, _, _ := strings.Cut(out, " ")
+			switch {
+			case err != nil:
+				note(err)
+				r.text("sha_ok", col.name, "error")
+			case sum == c.BigSHA256:
+				r.text("sha_ok", col.name, "yes")
+			default:
+				r.text("sha_ok", col.name, "NO")
+				note(fmt.Errorf("sha256 of the mounted bigfile is %s, the source's is %s", sum, c.BigSHA256))
+			}
+		}
+	case "fio":
+		_, out, err := h.sh(ctx, col.name+"-fio", fmt.Sprintf("fio --name=rr --rw=randread --bs=4k --size=%s --runtime=%d --time_based --ioengine=psync --filename=%s --readonly --output-format=json",
+			fioSize, h.cfg.fioSeconds, q(filepath.Join(data, "B", "bigfile"))))
+		if err != nil {
+			note(err)
+			r.text("fio", col.name, "failed")
+			break
+		}
+		iops, err := fioIOPS(out)
+		if err != nil {
+			note(err)
+			r.text("fio", col.name, "failed")
+			break
+		}
+		r.add("fio", col.name, iops)
+	}
+	if m != nil {
+		if v, err := m.hwm(); err == nil {
+			r.add("hwm_"+kind, col.name, v)
+		} else {
+			note(fmt.Errorf("reading VmHWM: %v", err))
+		}
+		err := m.stop()
+		m = nil
+		note(err)
+	}
+	return firstErr
+}
+
+// fioIOPS reads the read IOPS from fio's JSON output.
+func fioIOPS(out string) (float64, error) {
+	i := strings.IndexByte(out, '{')
+	if i < 0 {
+		return 0, fmt.Errorf("no JSON in fio's output: %.200s", out)
+	}
+	var v struct {
+		Jobs []struct {
+			Error int `json:"error"`
+			Read  struct {
+				IOPS float64 `json:"iops"`
+			} `json:"read"`
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal([]byte(out[i:]), &v); err != nil {
+		return 0, fmt.Errorf("fio's JSON: %w", err)
+	}
+	if len(v.Jobs) == 0 {
+		return 0, errors.New("fio reported no job")
+	}
+	if v.Jobs[0].Error != 0 {
+		return 0, fmt.Errorf("fio job error %d", v.Jobs[0].Error)
+	}
+	return v.Jobs[0].Read.IOPS, nil
+}
+
+// manySnapshots measures how long a mount of a repository with many
+// snapshots takes to list them all.
+func (h *harness) manySnapshots(ctx context.Context, r *report) {
+	for _, n := range h.toolNames() {
+		t, err := h.manyRepo(ctx, n)
+		if err != nil {
+			h.problem("mount: building the %d-snapshot %s repository: %v", h.cfg.many, n, err)
+			r.text("many_ready", n, "failed")
+			continue
+		}
+		mnt := filepath.Join(h.cfg.dir, "mnt", "many-"+n)
+		for rep := 1; rep <= h.cfg.runs && ctx.Err() == nil; rep++ {
+			for i := 0; i < 2; i++ {
+				h.logf("mount: %d snapshots, %s, rep %d/%d, mount %d/2", h.cfg.many, n, rep, h.cfg.runs, i+1)
+				if err := func() error {
+					if err := dropCaches(); err != nil {
+						return err
+					}
+					m, err := h.startMount(n+"-many", mnt, t.env, t.argv("mount", mnt))
+					if err != nil {
+						return err
+					}
+					defer m.stop()
+					ready, err := m.waitReady(ctx, filepath.Join(mnt, "snapshots"), h.cfg.many, 2*time.Minute)
+					if err != nil {
+						return err
+					}
+					r.add("many_ready", n, ready)
+					if v, err := m.hwm(); err == nil {
+						r.add("many_hwm", n, v)
+					}
+					return m.stop()
+				}(); err != nil {
+					h.problem("mount: %d snapshots, %s: %v", h.cfg.many, n, err)
+					r.text("many_ready", n, "failed")
+					return
+				}
+			}
+		}
+	}
+}
+
+// manyRepo returns a repository of the tool with cfg.many snapshots of a
+// tiny directory, building it when missing.
+func (h *harness) manyRepo(ctx context.Context, name string) (*tool, error) {
+	dir := filepath.Join(h.cfg.dir, "repos", fmt.Sprintf("many%d-%s", h.cfg.many, name))
+	t := h.newTool(name, dir)
+	stamp := h.stamp(name)
+	if h.stampOK(t, stamp) {
+		return t, nil
+	}
+	tiny := filepath.Join(h.cfg.dir, "tiny-"+name)
+	if err := os.MkdirAll(tiny, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(tiny, "README"), []byte("a tiny directory, backed up many times\n"), 0o644); err != nil {
+		return nil, err
+	}
+	h.logf("mount: building %s with %d snapshots (one `%s backup --time` each; built once and reused)", dir, h.cfg.many, name)
+	if err := t.removeRepo(); err != nil {
+		return nil, err
+	}
+	os.MkdirAll(filepath.Dir(dir), 0o755)
+	if _, err := h.plain(ctx, t, "init"); err != nil {
+		return nil, err
+	}
+	base := time.Date(2024, 1, 1, 12, 0, 0, 0, time.UTC)
+	start := time.Now()
+	for i := 0; i < h.cfg.many; i++ {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err := os.WriteFile(filepath.Join(tiny, "counter"), []byte(strconv.Itoa(i)+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+		ts := base.AddDate(0, 0, i).Format("2006-01-02 15:04:05")
+		if _, err := h.plain(ctx, t, "backup", "--time", ts, tiny); err != nil {
+			return nil, err
+		}
+		if (i+1)%100 == 0 {
+			h.logf("mount: %s: %d/%d snapshots (%.2fs each)", name, i+1, h.cfg.many, time.Since(start).Seconds()/float64(i+1))
+		}
+	}
+	return t, h.writeStamp(t, stamp)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// shellQuote quotes s for /bin/sh.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
