@@ -279,4 +279,3 @@ func TestMountRefusals(t *testing.T) {
 		t.Fatalf("mount inside the repository: exit %d %s", r.code, r.stderr)
 	}
 }
-
