@@ -1,0 +1,441 @@
+// Package local stores a dj repository in a directory of the local file
+// system:
+//
+//	config  keys/<id>  data/<2 hex>/<pack id>  index/<id>  snapshots/<id>  locks/<id>
+//
+// Files are written atomically and durably (temporary file in the target
+// directory, fsync, rename, fsync of the directory) and are made read-only
+// once written, like restic's local backend.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"dj/backend"
+)
+
+const (
+	dirMode  = 0o700
+	fileMode = 0o400
+
+	// tempMarker is part of the name of every temporary file; List skips
+	// such files, and they never collide with a valid file name.
+	tempMarker = "-tmp-"
+
+	// writeChunk is how much Save writes between checks of its context.
+	writeChunk = 4 << 20
+)
+
+// tempFile is the part of *os.File that Save uses; tests substitute it to
+// simulate a full disk.
+type tempFile interface {
+	io.Writer
+	Name() string
+	Sync() error
+	Chmod(mode fs.FileMode) error
+	Close() error
+}
+
+// Local is a Backend over a directory. Its methods are safe for concurrent
+// use.
+type Local struct {
+	dir string
+
+	// createTemp creates a temporary file in dir; os.CreateTemp in
+	// production.
+	createTemp func(dir, pattern string) (tempFile, error)
+}
+
+var _ backend.Backend = (*Local)(nil)
+
+// New returns a Backend over dir without checking whether dir holds a
+// repository. It is meant for servers (`dj serve`) that host a repository
+// a client creates later: call Init to lay the directory out. Directories
+// missing below dir are created on demand by Save.
+func New(dir string) *Local {
+	return &Local{
+		dir: filepath.Clean(dir),
+		createTemp: func(dir, pattern string) (tempFile, error) {
+			return os.CreateTemp(dir, pattern)
+		},
+	}
+}
+
+// Create lays out a new repository in dir (creating dir if needed) and
+// returns a Backend for it. It refuses, with an error satisfying
+// errors.Is(err, fs.ErrExist), when dir already holds a config file. The
+// config file itself is not written: the repository layer saves it.
+func Create(ctx context.Context, dir string) (*Local, error) {
+	l := New(dir)
+	_, err := os.Lstat(l.configPath())
+	switch {
+	case err == nil:
+		return nil, fmt.Errorf("create repository at %s: config file already exists: %w", dir, fs.ErrExist)
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("create repository at %s: %w", dir, err)
+	}
+	if err := l.Init(ctx); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Open returns a Backend for the existing repository in dir. When dir has no
+// config file the error says "no repository at DIR" and satisfies
+// errors.Is(err, fs.ErrNotExist).
+func Open(ctx context.Context, dir string) (*Local, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	l := New(dir)
+	fi, err := os.Stat(l.configPath())
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("no repository at %s: %w", dir, fs.ErrNotExist)
+		}
+		return nil, fmt.Errorf("open repository at %s: %w", dir, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("open repository at %s: config is not a regular file", dir)
+	}
+	return l, nil
+}
+
+// Init creates the directory layout of a repository (dir itself, keys,
+// data with its 256 subdirectories data/00..data/ff, index, snapshots,
+// locks). It is idempotent and does not look at the config file.
+func (l *Local) Init(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	dirs := []string{l.dir}
+	for _, t := range backend.AllFileTypes {
+		if t != backend.ConfigFile {
+			dirs = append(dirs, filepath.Join(l.dir, string(t)))
+		}
+	}
+	for i := 0; i < 256; i++ {
+		dirs = append(dirs, filepath.Join(l.dir, string(backend.PackFile), fmt.Sprintf("%02x", i)))
+	}
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, dirMode); err != nil {
+			return fmt.Errorf("create repository at %s: %w", l.dir, err)
+		}
+	}
+	for _, d := range []string{filepath.Join(l.dir, string(backend.PackFile)), l.dir, filepath.Dir(l.dir)} {
+		if err := syncDir(d); err != nil {
+			return fmt.Errorf("create repository at %s: %w", l.dir, err)
+		}
+	}
+	return nil
+}
+
+// Location returns the directory of the repository.
+func (l *Local) Location() string { return l.dir }
+
+// Close does nothing; a Local holds no resources between calls.
+func (l *Local) Close() error { return nil }
+
+func (l *Local) configPath() string { return filepath.Join(l.dir, "config") }
+
+// path returns the file name of h after checking that h is well formed.
+func (l *Local) path(h backend.Handle) (string, error) {
+	if err := checkHandle(h); err != nil {
+		return "", err
+	}
+	switch h.Type {
+	case backend.ConfigFile:
+		return l.configPath(), nil
+	case backend.PackFile:
+		return filepath.Join(l.dir, string(h.Type), h.Name[:2], h.Name), nil
+	default:
+		return filepath.Join(l.dir, string(h.Type), h.Name), nil
+	}
+}
+
+// checkHandle refuses handles that would name something outside the
+// repository layout.
+func checkHandle(h backend.Handle) error {
+	if !validType(h.Type) {
+		return fmt.Errorf("invalid file type %q", h.Type)
+	}
+	if h.Type == backend.ConfigFile {
+		if h.Name != "" {
+			return fmt.Errorf("invalid handle %q: config has no name", h.Name)
+		}
+		return nil
+	}
+	if !validName(h.Name) || (h.Type == backend.PackFile && len(h.Name) < 2) {
+		return fmt.Errorf("invalid %s file name %q", h.Type, h.Name)
+	}
+	return nil
+}
+
+func validType(t backend.FileType) bool {
+	for _, v := range backend.AllFileTypes {
+		if t == v {
+			return true
+		}
+	}
+	return false
+}
+
+// validName accepts names that are a single, visible path element and
+// cannot be mistaken for a temporary file.
+func validName(name string) bool {
+	return name != "" && len(name) <= 255 && !strings.HasPrefix(name, ".") &&
+		!strings.ContainsAny(name, "/\\\x00") && !strings.Contains(name, tempMarker)
+}
+
+// Save stores data under h atomically: it is written to a temporary file in
+// the target directory, synced, made read-only and renamed over the target,
+// and the directory is synced. On any error, including a full disk, the
+// temporary file is removed and nothing else changes.
+func (l *Local) Save(ctx context.Context, h backend.Handle, data []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := l.path(h)
+	if err != nil {
+		return fmt.Errorf("save: %w", err)
+	}
+	if err := l.save(ctx, p, data); err != nil {
+		return fmt.Errorf("save %v in %s: %w", h, l.dir, describe(err))
+	}
+	return nil
+}
+
+func (l *Local) save(ctx context.Context, p string, data []byte) (err error) {
+	dir := filepath.Dir(p)
+	pattern := "." + filepath.Base(p) + tempMarker + "*"
+	f, err := l.createTemp(dir, pattern)
+	if errors.Is(err, fs.ErrNotExist) && dir != l.dir {
+		// A subdirectory is missing (a repository served before Init, or
+		// removed by hand): create it and try again.
+		if mkErr := os.MkdirAll(dir, dirMode); mkErr != nil {
+			return mkErr
+		}
+		f, err = l.createTemp(dir, pattern)
+	}
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	for rest := data; len(rest) > 0; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(len(rest), writeChunk)
+		if _, err := f.Write(rest[:n]); err != nil {
+			return err
+		}
+		rest = rest[n:]
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Chmod(fileMode); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return err
+	}
+	// The file is in place; a failing directory sync is still reported,
+	// but the file must not be removed (it may be a retried upload's).
+	return syncDir(dir)
+}
+
+// describe adds a plain-words hint to errors a user can act on.
+func describe(err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		return fmt.Errorf("disk full: %w", err)
+	case errors.Is(err, syscall.EDQUOT):
+		return fmt.Errorf("disk quota exceeded: %w", err)
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("file system is read-only: %w", err)
+	}
+	return err
+}
+
+// syncDir makes a directory's entries durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+		// Some file systems cannot sync directories; nothing more to do.
+		err = nil
+	}
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Load reads length bytes of h starting at offset, or everything from offset
+// on when length is 0. A range that does not lie inside the file gives an
+// error satisfying errors.Is(err, io.ErrUnexpectedEOF).
+func (l *Local) Load(ctx context.Context, h backend.Handle, offset int64, length int) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p, err := l.path(h)
+	if err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	if offset < 0 || length < 0 {
+		return nil, fmt.Errorf("load %v: invalid range offset %d length %d", h, offset, length)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("load %v: %w", h, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("load %v: %w", h, err)
+	}
+	size := fi.Size()
+	if offset > size || (length > 0 && int64(length) > size-offset) {
+		return nil, fmt.Errorf("load %v: range %d+%d beyond size %d: %w", h, offset, length, size, io.ErrUnexpectedEOF)
+	}
+	n := int64(length)
+	if length == 0 {
+		n = size - offset
+	}
+	buf := make([]byte, n)
+	got, err := f.ReadAt(buf, offset)
+	if err != nil && (got < len(buf) || !errors.Is(err, io.EOF)) {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF // the file shrank under us
+		}
+		return nil, fmt.Errorf("load %v: %w", h, err)
+	}
+	return buf, nil
+}
+
+// Stat returns the size and modification time of h.
+func (l *Local) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return backend.FileInfo{}, err
+	}
+	p, err := l.path(h)
+	if err != nil {
+		return backend.FileInfo{}, fmt.Errorf("stat: %w", err)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return backend.FileInfo{}, fmt.Errorf("stat %v: %w", h, err)
+	}
+	return backend.FileInfo{Name: h.Name, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// Remove deletes h.
+func (l *Local) Remove(ctx context.Context, h backend.Handle) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p, err := l.path(h)
+	if err != nil {
+		return fmt.Errorf("remove: %w", err)
+	}
+	if err := os.Remove(p); err != nil {
+		return fmt.Errorf("remove %v: %w", h, err)
+	}
+	return nil
+}
+
+// List calls fn for every file of type t. Temporary files, hidden files and
+// anything that is not a regular file are skipped. For packs it walks all
+// subdirectories of data/. A missing type directory lists nothing.
+func (l *Local) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !validType(t) {
+		return fmt.Errorf("list: invalid file type %q", t)
+	}
+	if t == backend.ConfigFile {
+		fi, err := os.Stat(l.configPath())
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("list config: %w", err)
+		}
+		return fn(backend.FileInfo{Name: "", Size: fi.Size(), ModTime: fi.ModTime()})
+	}
+	dir := filepath.Join(l.dir, string(t))
+	if t != backend.PackFile {
+		return l.listDir(ctx, dir, "", fn)
+	}
+	subdirs, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list %s: %w", t, err)
+	}
+	for _, e := range subdirs {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if err := l.listDir(ctx, filepath.Join(dir, e.Name()), e.Name(), fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listDir lists the regular files in dir whose names begin with prefix.
+func (l *Local) listDir(ctx context.Context, dir, prefix string, fn func(backend.FileInfo) error) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !validName(e.Name()) || !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), prefix) {
+			continue
+		}
+		fi, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed since ReadDir
+		}
+		if err != nil {
+			return fmt.Errorf("list %s: %w", dir, err)
+		}
+		if err := fn(backend.FileInfo{Name: e.Name(), Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,166 @@
+package local_test
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"dj/backend"
+	"dj/backend/conformance"
+	"dj/backend/local"
+)
+
+func TestConformance(t *testing.T) {
+	conformance.Run(t, func(t *testing.T) backend.Backend {
+		be, err := local.Create(t.Context(), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return be
+	})
+}
+
+func TestCreateOpen(t *testing.T) {
+	ctx := t.Context()
+	dir := filepath.Join(t.TempDir(), "repo")
+
+	_, err := local.Open(ctx, dir)
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "no repository at "+dir) {
+		t.Fatalf("Open before Create: %v, want fs.ErrNotExist and \"no repository at %s\"", err, dir)
+	}
+
+	be, err := local.Create(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if be.Location() != dir {
+		t.Errorf("Location %q, want %q", be.Location(), dir)
+	}
+	for _, sub := range []string{"keys", "data", "index", "snapshots", "locks", "data/00", "data/7f", "data/ff"} {
+		fi, err := os.Stat(filepath.Join(dir, sub))
+		if err != nil || !fi.IsDir() {
+			t.Errorf("layout: %s: %v", sub, err)
+		}
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "data")); len(entries) != 256 {
+		t.Errorf("data has %d subdirectories, want 256", len(entries))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "config")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Create wrote a config file: %v", err)
+	}
+	// Without a config it is still no repository.
+	if _, err := local.Open(ctx, dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Open without config: %v", err)
+	}
+	if err := be.Save(ctx, backend.Handle{Type: backend.ConfigFile}, []byte("cfg")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := local.Create(ctx, dir); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("Create over an existing repository: %v, want fs.ErrExist", err)
+	}
+	be2, err := local.Open(ctx, dir)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if got, err := be2.Load(ctx, backend.Handle{Type: backend.ConfigFile}, 0, 0); err != nil || string(got) != "cfg" {
+		t.Errorf("Load config: %q, %v", got, err)
+	}
+}
+
+func TestFilesAreReadOnlyAndOverwritable(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	be, err := local.Create(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "ab" + strings.Repeat("0", 62)
+	h := backend.Handle{Type: backend.PackFile, Name: name}
+	for _, content := range []string{"one", "two"} {
+		if err := be.Save(ctx, h, []byte(content)); err != nil {
+			t.Fatalf("Save %q: %v", content, err)
+		}
+	}
+	p := filepath.Join(dir, "data", "ab", name)
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm()&0o222 != 0 {
+		t.Errorf("file mode %v is writable", fi.Mode())
+	}
+	if b, _ := os.ReadFile(p); string(b) != "two" {
+		t.Errorf("content %q after overwrite", b)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(p)); len(entries) != 1 {
+		t.Errorf("data/ab holds %d entries, want 1 (no temporary files left)", len(entries))
+	}
+}
+
+func TestListSkipsForeignFiles(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	be, err := local.Create(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := "cd" + strings.Repeat("1", 62)
+	if err := be.Save(ctx, backend.Handle{Type: backend.PackFile, Name: good}, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Save(ctx, backend.Handle{Type: backend.IndexFile, Name: good}, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	junk := []string{
+		"data/cd/.hidden",
+		"data/cd/." + good + "-tmp-123",
+		"data/cd/ef" + strings.Repeat("2", 62), // in the wrong subdirectory
+		"index/." + good + "-tmp-9",
+		"index/x-tmp-y",
+	}
+	for _, j := range junk {
+		if err := os.WriteFile(filepath.Join(dir, j), []byte("junk"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"data/cd/subdir", "index/subdir", "data/zz"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(dir, "index", "link")); err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []backend.FileType{backend.PackFile, backend.IndexFile} {
+		var names []string
+		err := be.List(ctx, typ, func(fi backend.FileInfo) error {
+			names = append(names, fi.Name)
+			return nil
+		})
+		if err != nil || len(names) != 1 || names[0] != good {
+			t.Errorf("List %s: %v, %v; want only %s", typ, names, err, good)
+		}
+	}
+}
+
+func TestSaveRecreatesMissingDirectories(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	be := local.New(dir) // a served directory before any client created it
+	h := backend.Handle{Type: backend.PackFile, Name: "ef" + strings.Repeat("3", 62)}
+	if err := be.Save(ctx, h, []byte("data")); err != nil {
+		t.Fatalf("Save into a bare directory: %v", err)
+	}
+	if got, err := be.Load(ctx, h, 0, 0); err != nil || string(got) != "data" {
+		t.Errorf("Load: %q, %v", got, err)
+	}
+	if err := be.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Init(ctx); err != nil {
+		t.Errorf("Init twice: %v", err)
+	}
+}
