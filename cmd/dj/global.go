@@ -18,7 +18,6 @@ import (
 
 	"dj/backend"
 	"dj/backend/local"
-	"dj/backend/rest"
 	"dj/repo"
 	"dj/repo/archiver"
 	"dj/repo/crypto"
@@ -108,17 +107,11 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 		return nil, err
 	}
 	switch {
-	case strings.HasPrefix(loc, "rest:"):
-		u := strings.TrimPrefix(loc, "rest:")
-		if create {
-			return rest.Create(e.ctx, u, nil)
-		}
-		return rest.Open(e.ctx, u, nil)
 	case strings.HasPrefix(loc, "local:"):
 		loc = strings.TrimPrefix(loc, "local:")
 	case strings.Contains(loc, ":") && !strings.HasPrefix(loc, "/") && !strings.HasPrefix(loc, "."):
 		scheme := loc[:strings.Index(loc, ":")]
-		return nil, fmt.Errorf("repository type %q is not supported (use a local directory or rest:URL)", scheme)
+		return nil, fmt.Errorf("repository type %q is not supported (use a local directory)", scheme)
 	}
 	if create {
 		return local.Create(e.ctx, loc)

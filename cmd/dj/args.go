@@ -1,0 +1,102 @@
+package main
+
+import (
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// interspersed reorders args so that flags given after positional arguments
+// ("dj restore latest --target DIR") come before them, since urfave/cli
+// stops parsing flags at the first positional argument. Everything after
+// "--" stays as it is.
+func interspersed(app *cli.App, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	out := []string{args[0]}
+	i := 1
+	// Global flags before the command.
+	valueFlags := takesValue(app.Flags)
+	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "--" {
+		out = append(out, args[i])
+		if needsValue(args[i], valueFlags) && i+1 < len(args) {
+			i++
+			out = append(out, args[i])
+		}
+		i++
+	}
+	cmds := app.Commands
+	var cmd *cli.Command
+	for i < len(args) {
+		cmd = findCommand(cmds, args[i])
+		if cmd == nil {
+			break
+		}
+		out = append(out, args[i])
+		i++
+		if len(cmd.Subcommands) == 0 {
+			break
+		}
+		cmds = cmd.Subcommands
+	}
+	if cmd == nil || i >= len(args) {
+		return append(out, args[i:]...)
+	}
+	valueFlags = takesValue(append(append([]cli.Flag{}, cmd.Flags...), app.Flags...))
+	var flags, positional []string
+	for ; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			positional = append(positional, args[i:]...)
+			break
+		}
+		if strings.HasPrefix(a, "-") && a != "-" {
+			flags = append(flags, a)
+			if needsValue(a, valueFlags) && i+1 < len(args) {
+				i++
+				flags = append(flags, args[i])
+			}
+			continue
+		}
+		positional = append(positional, a)
+	}
+	out = append(out, flags...)
+	return append(out, positional...)
+}
+
+func findCommand(cmds []*cli.Command, name string) *cli.Command {
+	for _, c := range cmds {
+		if c.Name == name {
+			return c
+		}
+		for _, a := range c.Aliases {
+			if a == name {
+				return c
+			}
+		}
+	}
+	return nil
+}
+
+// takesValue lists the names of flags that take a value.
+func takesValue(flags []cli.Flag) map[string]bool {
+	m := map[string]bool{}
+	for _, f := range flags {
+		if _, isBool := f.(*cli.BoolFlag); isBool {
+			continue
+		}
+		for _, n := range f.Names() {
+			m[n] = true
+		}
+	}
+	return m
+}
+
+func needsValue(arg string, valueFlags map[string]bool) bool {
+	name := strings.TrimLeft(arg, "-")
+	if strings.Contains(name, "=") {
+		return false
+	}
+	return valueFlags[name]
+}

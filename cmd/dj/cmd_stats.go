@@ -1,0 +1,120 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"dj/maint"
+	"dj/repo"
+	"dj/repo/crypto"
+	"dj/repo/snapshot"
+)
+
+func statsCommand() *cli.Command {
+	modes := make([]string, len(maint.StatsModes))
+	for i, m := range maint.StatsModes {
+		modes[i] = string(m)
+	}
+	return &cli.Command{
+		Name:      "stats",
+		Usage:     "show sizes of snapshots and of the data they use",
+		UsageText: "dj stats [--mode MODE] [--host HOST] [--tag TAG] [--path PATH] [--json] [SNAPSHOT...]",
+		Description: `Counts the given snapshots ("latest", IDs or ID prefixes), or every snapshot
+that passes the filters. The modes are restic's:
+
+   restore-size       what a restore writes: every file and directory, hard
+                      links counted once per snapshot (the default)
+   files-by-contents  files unique by content, and their size
+   blobs-per-file     for each file unique by content, its blobs (unique per
+                      path) and their size
+   raw-data           the blobs the snapshots use, each once, as stored
+                      (compressed and encrypted), with the compression ratio
+                      and the deduplication ratio (restore size / unique data)
+
+Examples:
+   dj stats
+   dj stats --mode raw-data --json
+   dj stats --mode files-by-contents latest`,
+		Flags: append(filterFlags(),
+			&cli.StringFlag{Name: "mode", Value: string(maint.StatsRestoreSize), Usage: "what to count: `MODE` is " + strings.Join(modes, ", ")}),
+		Action: runStats,
+	}
+}
+
+func runStats(c *cli.Context) error {
+	e := newEnv(c)
+	mode, err := maint.ParseStatsMode(c.String("mode"))
+	if err != nil {
+		return usageError("--mode: %v", err)
+	}
+	r, err := e.openRepo(false)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	unlock, err := e.lock(r, repo.LockRead, true)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// The snapshot list first, then the index, so every listed snapshot
+	// finds its blobs.
+	list, problems, err := r.Snapshots(e.ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range problems {
+		e.warnf("warning: snapshot %s cannot be read: %v\n", p.ID.Short(), p.Err)
+	}
+	if _, err := r.LoadIndex(e.ctx, false); err != nil {
+		return err
+	}
+	list = filterFromFlags(c).Apply(list)
+	var snaps []*snapshot.Snapshot
+	if c.NArg() > 0 {
+		seen := map[crypto.ID]bool{}
+		for _, ref := range c.Args().Slice() {
+			sn, err := snapshot.Find(list, ref)
+			if err != nil {
+				return err
+			}
+			if !seen[sn.ID] {
+				seen[sn.ID] = true
+				snaps = append(snaps, sn)
+			}
+		}
+	} else {
+		snaps = list
+	}
+	st, err := maint.ComputeStats(e.ctx, r, snaps, mode)
+	if err != nil {
+		return err
+	}
+	if e.json {
+		return jsonEncoder(e.stdout).Encode(st)
+	}
+	if e.quiet {
+		return nil
+	}
+	row := func(name, value string) { e.printf("%24s:  %s\n", name, value) }
+	e.printf("Stats in %s mode:\n", mode)
+	row("Snapshots processed", fmt.Sprint(st.SnapshotsCount))
+	if mode != maint.StatsRawData {
+		row("Total File Count", fmt.Sprint(st.TotalFileCount))
+	}
+	if mode == maint.StatsBlobsPerFile || mode == maint.StatsRawData {
+		row("Total Blob Count", fmt.Sprint(st.TotalBlobCount))
+	}
+	row("Total Size", formatBytes(st.TotalSize))
+	if mode == maint.StatsRawData {
+		row("Total Uncompressed Size", formatBytes(st.TotalUncompressedSize))
+		row("Compression Progress", fmt.Sprintf("%.2f%%", st.CompressionProgress))
+		row("Compression Ratio", fmt.Sprintf("%.2fx", st.CompressionRatio))
+		row("Compression Space Saving", fmt.Sprintf("%.2f%%", st.CompressionSpaceSaving))
+		row("Restore Size", formatBytes(st.RestoreSize))
+		row("Deduplication Ratio", fmt.Sprintf("%.2fx", st.DedupRatio))
+	}
+	return nil
+}
