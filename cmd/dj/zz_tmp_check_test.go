@@ -8,13 +8,15 @@ import (
 	"testing"
 	"fmt"
 	"strings"
+	"github.com/urfave/cli/v2"
 )
 
 func tmpRun(t *testing.T, args ...string) (string, string, int) {
 	var out, errb bytes.Buffer
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
 	app := newApp(strings.NewReader(""), &out, &errb)
 	app.Commands = append(app.Commands, checkCommand(), statsCommand(), repairCommand())
-	err := app.RunContext(context.Background(), append([]string{"dj"}, args...))
+	err := app.RunContext(context.Background(), interspersed(app, append([]string{"dj"}, args...)))
 	code := 0
 	if err != nil {
 		fmt.Fprintf(&errb, "dj: %s\n", oneLine(err))
