@@ -43,8 +43,14 @@ func interspersed(app *cli.App, args []string) []string {
 	if cmd == nil || i >= len(args) {
 		return append(out, args[i:]...)
 	}
+	cmdStart := len(out) - 1
+	for cmdStart > 0 && findCommand(app.Commands, out[cmdStart]) == nil {
+		cmdStart--
+	}
 	valueFlags = takesValue(append(append([]cli.Flag{}, cmd.Flags...), app.Flags...))
-	var flags, positional []string
+	cmdNames := flagNames(cmd.Flags)
+	globalNames := flagNames(app.Flags)
+	var globals, flags, positional []string
 	for ; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
@@ -52,17 +58,42 @@ func interspersed(app *cli.App, args []string) []string {
 			break
 		}
 		if strings.HasPrefix(a, "-") && a != "-" {
-			flags = append(flags, a)
+			dst := &flags
+			// A global flag after the command ("dj snapshots --json") goes
+			// before it, where urfave/cli looks for it.
+			if n := flagName(a); !cmdNames[n] && globalNames[n] {
+				dst = &globals
+			}
+			*dst = append(*dst, a)
 			if needsValue(a, valueFlags) && i+1 < len(args) {
 				i++
-				flags = append(flags, args[i])
+				*dst = append(*dst, args[i])
 			}
 			continue
 		}
 		positional = append(positional, a)
 	}
-	out = append(out, flags...)
-	return append(out, positional...)
+	res := append(append(append([]string{}, out[:cmdStart]...), globals...), out[cmdStart:]...)
+	res = append(res, flags...)
+	return append(res, positional...)
+}
+
+func flagName(arg string) string {
+	name := strings.TrimLeft(arg, "-")
+	if k, _, ok := strings.Cut(name, "="); ok {
+		return k
+	}
+	return name
+}
+
+func flagNames(flags []cli.Flag) map[string]bool {
+	m := map[string]bool{}
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			m[n] = true
+		}
+	}
+	return m
 }
 
 func findCommand(cmds []*cli.Command, name string) *cli.Command {

@@ -16,6 +16,9 @@ func TestInterspersed(t *testing.T) {
 		{"dj backup --stdin-from-command -- sh -c exit", "dj backup --stdin-from-command -- sh -c exit"},
 		{"dj key add --new-password-file f", "dj key add --new-password-file f"},
 		{"dj snapshots", "dj snapshots"},
+		{"dj snapshots --json --latest 1", "dj --json snapshots --latest 1"},
+		{"dj key list --json", "dj --json key list"},
+		{"dj backup -r /r /src --json -q", "dj -r /r --json -q backup /src"},
 		{"dj unknown a --b", "dj unknown a --b"},
 	}
 	for _, c := range cases {
