@@ -164,10 +164,10 @@ func (c *corpus) measure() error {
 
 func (c *corpus) describe() map[string]any {
 	return map[string]any{
-		"root":            c.Root,
-		"A":               fmt.Sprintf("cp -a %s: %d entries, %s bytes of files", c.Source, c.AEntries, commas(c.ABytes)),
-		"B/bigfile":       fmt.Sprintf("%s bytes: half /dev/urandom, half `tar cf - /usr/lib`; sha256 %s", commas(c.BigBytes), c.BigSHA256),
-		"total":           fmt.Sprintf("%d entries, %d files, %s bytes of files", c.Entries, c.Files, commas(c.Bytes)),
+		"root":             c.Root,
+		"A":                fmt.Sprintf("cp -a %s: %d entries, %s bytes of files", c.Source, c.AEntries, commas(c.ABytes)),
+		"B/bigfile":        fmt.Sprintf("%s bytes: half /dev/urandom, half `tar cf - /usr/lib`; sha256 %s", commas(c.BigBytes), c.BigSHA256),
+		"total":            fmt.Sprintf("%d entries, %d files, %s bytes of files", c.Entries, c.Files, commas(c.Bytes)),
 		"MB/s denominator": fmt.Sprintf("%s bytes (the files' sizes)", commas(c.Bytes)),
 	}
 }

@@ -103,7 +103,6 @@ func (h *harness) run1(ctx context.Context, label string, env []string, timed bo
 	if timed {
 		full = append([]string{"/usr/bin/time", "-v", "-o", timeFile}, argv...)
 	}
-	fmt.Fprintf(stderr, "") // the file exists even when the command prints nothing
 	cmd := exec.CommandContext(ctx, full[0], full[1:]...)
 	if env == nil {
 		env = h.env
