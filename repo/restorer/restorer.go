@@ -477,10 +477,12 @@ func (r *restorer) writeChunks(ctx context.Context, j job, buf []byte) []byte {
 		}
 		buf = b
 		r.bytes.Add(uint64(len(b)))
-		if sparse && allZero(b) {
-			continue
+		if sparse {
+			err = writeSparse(f, b, off)
+		} else {
+			_, err = f.WriteAt(b, off)
 		}
-		if _, err := f.WriteAt(b, off); err != nil {
+		if err != nil {
 			r.failFile(fs, err)
 			return buf
 		}
@@ -493,6 +495,41 @@ func (r *restorer) failFile(fs *fileState, err error) {
 		return
 	}
 	r.fail(fs.rel, err)
+}
+
+// holeBlock is the granularity at which zeros become holes: the file
+// system block size on every common Linux file system.
+const holeBlock = 4096
+
+// writeSparse writes b at off, leaving aligned all-zero blocks unwritten
+// (they read back as zeros from the file's holes: it was truncated to its
+// full size before).
+func writeSparse(f *os.File, b []byte, off int64) error {
+	start := -1 // start of the pending run of data
+	flush := func(end int) error {
+		if start < 0 {
+			return nil
+		}
+		_, err := f.WriteAt(b[start:end], off+int64(start))
+		start = -1
+		return err
+	}
+	for i := 0; i < len(b); {
+		// Blocks follow the file's alignment, not the chunk's.
+		next := i + holeBlock - int((off+int64(i))%holeBlock)
+		if next > len(b) {
+			next = len(b)
+		}
+		if allZero(b[i:next]) {
+			if err := flush(i); err != nil {
+				return err
+			}
+		} else if start < 0 {
+			start = i
+		}
+		i = next
+	}
+	return flush(len(b))
 }
 
 func allZero(b []byte) bool {
