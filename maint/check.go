@@ -268,7 +268,7 @@ func Check(ctx context.Context, r *repo.Repository, opts CheckOptions) (*CheckRe
 	}
 	c := &checker{r: r, opts: opts, res: &CheckResult{},
 		unusable: map[packBlob]bool{}, badBlob: map[BlobRef][]int{}, badNode: map[nodeKey][]int{},
-		reported: map[BlobRef]bool{}, unrefBlobs: map[BlobRef]crypto.ID{}}
+		reported: map[BlobRef]bool{}, unrefBlobs: map[BlobRef]index.PackedBlob{}}
 	steps := []func(context.Context) error{c.loadSnapshots, c.loadIndex, c.checkKeysAndNames, c.checkPacks, c.checkTrees, c.findLost, c.mapAffected}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
@@ -334,11 +334,11 @@ type checker struct {
 
 	mu         sync.Mutex
 	progressMu sync.Mutex
-	unusable   map[packBlob]bool     // copies of blobs that cannot be read
-	unrefBlobs map[BlobRef]crypto.ID // blobs in packs no index names
-	badBlob    map[BlobRef][]int     // lost or missing blobs -> problems
-	badNode    map[nodeKey][]int     // files with a size mismatch -> problems
-	reported   map[BlobRef]bool      // blobs already reported by the tree walk
+	unusable   map[packBlob]bool            // copies of blobs that cannot be read
+	unrefBlobs map[BlobRef]index.PackedBlob // blobs in packs no index names
+	badBlob    map[BlobRef][]int            // lost or missing blobs -> problems
+	badNode    map[nodeKey][]int            // files with a size mismatch -> problems
+	reported   map[BlobRef]bool             // blobs already reported by the tree walk
 }
 
 func (c *checker) add(p *Problem) int {
@@ -656,7 +656,7 @@ func (c *checker) checkPacks(ctx context.Context) error {
 			for _, b := range res.header {
 				ref := BlobRef{b.Type, b.ID}
 				if _, ok := c.unrefBlobs[ref]; !ok {
-					c.unrefBlobs[ref] = j.id
+					c.unrefBlobs[ref] = index.PackedBlob{Blob: b, PackID: j.id}
 				}
 			}
 		}
@@ -744,7 +744,7 @@ func (c *checker) checkPack(ctx context.Context, j packJob, buf []byte) (packRes
 	res.header = header
 	if j.unref {
 		res.problems = append(res.problems, &Problem{Severity: SeverityWarning, Kind: KindPackUnreferenced, Pack: idPtr(id), File: file,
-			Message: fmt.Sprintf("pack %s (%d blobs) is not in any index (a backup is running, or one was interrupted; prune removes such packs)", id.Short(), len(header))})
+			Message: fmt.Sprintf("pack %s (%d blobs) is not in any index (a backup is running or was interrupted, or repair left a damaged pack; prune removes such packs)", id.Short(), len(header))})
 		return res, buf
 	}
 	if err == nil {
@@ -875,11 +875,11 @@ func (c *checker) checkTrees(ctx context.Context) error {
 		}
 		ref := BlobRef{pack.TreeBlob, id}
 		if err != nil {
-			c.treeFailed(ref, err)
+			c.treeFailed(ctx, ref, err)
 			return
 		}
 		if !idx.Has(pack.TreeBlob, id) {
-			c.blobProblem(ref, true)
+			c.blobProblem(ctx, ref, true)
 		}
 		for _, node := range t.Nodes {
 			if node.Type != tree.File {
@@ -892,11 +892,11 @@ func (c *checker) checkTrees(ctx context.Context) error {
 				if len(locs) == 0 {
 					locs = c.pendingIdx.Lookup(pack.DataBlob, b)
 					if len(locs) == 0 {
-						c.blobProblem(BlobRef{pack.DataBlob, b}, false)
+						c.blobProblem(ctx, BlobRef{pack.DataBlob, b}, false)
 						known = false
 						continue
 					}
-					c.blobProblem(BlobRef{pack.DataBlob, b}, true)
+					c.blobProblem(ctx, BlobRef{pack.DataBlob, b}, true)
 				}
 				sum += uint64(locs[0].PlainLength)
 			}
@@ -914,15 +914,15 @@ func (c *checker) checkTrees(ctx context.Context) error {
 }
 
 // treeFailed records a tree that did not load.
-func (c *checker) treeFailed(ref BlobRef, err error) {
+func (c *checker) treeFailed(ctx context.Context, ref BlobRef, err error) {
 	if errors.Is(err, repo.ErrBlobNotFound) {
-		c.blobProblem(ref, false)
+		c.blobProblem(ctx, ref, false)
 		return
 	}
 	if !c.r.Index().Has(ref.Type, ref.ID) {
 		// Only in packs marked for deletion.
 		if !c.usable(ref, true) {
-			c.blobProblem(ref, true)
+			c.blobProblem(ctx, ref, true)
 			return
 		}
 	} else if !c.usable(ref, false) {
@@ -944,14 +944,14 @@ func (c *checker) treeFailed(ref BlobRef, err error) {
 
 // blobProblem reports a blob a snapshot needs that is not in the index
 // (inPending: it is only in packs marked for deletion), once per blob.
-func (c *checker) blobProblem(ref BlobRef, inPending bool) {
+func (c *checker) blobProblem(ctx context.Context, ref BlobRef, inPending bool) {
 	c.mu.Lock()
 	if c.reported[ref] {
 		c.mu.Unlock()
 		return
 	}
 	c.reported[ref] = true
-	unrefPack, inUnref := c.unrefBlobs[ref]
+	unref, inUnref := c.unrefBlobs[ref]
 	c.mu.Unlock()
 	if inPending {
 		if c.usable(ref, true) {
@@ -964,17 +964,32 @@ func (c *checker) blobProblem(ref BlobRef, inPending bool) {
 	p := &Problem{Severity: SeverityError, Kind: KindBlobMissing, Blobs: problemBlobs([]BlobRef{ref}),
 		Message: fmt.Sprintf("%s blob %s is needed but is in no index", ref.Type, ref.ID.Short())}
 	if inUnref {
-		p.Pack = idPtr(unrefPack)
-		p.File = packFile(unrefPack)
-		p.Message = fmt.Sprintf("%s blob %s is needed but only pack %s holds it, which no index names (run `dj repair index`)", ref.Type, ref.ID.Short(), unrefPack.Short())
-		c.mu.Lock()
-		c.res.SuggestRepairIndex = true
-		c.mu.Unlock()
+		p.Pack = idPtr(unref.PackID)
+		p.File = packFile(unref.PackID)
+		if err := c.verifyCopy(ctx, unref); err != nil {
+			p.Message = fmt.Sprintf("%s blob %s is needed but is in no index; the copy in unreferenced pack %s is damaged: %v", ref.Type, ref.ID.Short(), unref.PackID.Short(), err)
+		} else {
+			p.Message = fmt.Sprintf("%s blob %s is needed but only pack %s holds it, which no index names (run `dj repair index`)", ref.Type, ref.ID.Short(), unref.PackID.Short())
+			c.mu.Lock()
+			c.res.SuggestRepairIndex = true
+			c.mu.Unlock()
+		}
 	}
 	i := c.add(p)
 	c.mu.Lock()
 	c.badBlob[ref] = append(c.badBlob[ref], i)
 	c.mu.Unlock()
+}
+
+// verifyCopy loads and verifies one stored copy of a blob.
+func (c *checker) verifyCopy(ctx context.Context, pb index.PackedBlob) error {
+	h := backend.Handle{Type: backend.PackFile, Name: pb.PackID.String()}
+	sealed, err := c.r.Backend().Load(ctx, h, int64(pb.Offset), int(pb.Length))
+	if err != nil {
+		return err
+	}
+	_, err = c.r.OpenPacked(pb, sealed, nil)
+	return err
 }
 
 // findLost decides, for the pack-level problems, which blobs have no

@@ -1,0 +1,795 @@
+package maint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"runtime"
+	"sort"
+	"sync"
+
+	"dj/backend"
+	"dj/repo"
+	"dj/repo/crypto"
+	"dj/repo/index"
+	"dj/repo/pack"
+	"dj/repo/snapshot"
+	"dj/repo/tree"
+)
+
+// RepairIndexOptions tune RepairIndex.
+type RepairIndexOptions struct {
+	// ReadAllPacks loads every pack whole and verifies every blob; damaged
+	// blobs are left out of the index, and the intact blobs of a damaged
+	// pack are copied into new packs.
+	ReadAllPacks bool
+	// Workers is how many packs are read at once (default GOMAXPROCS).
+	Workers int
+	// Progress, when set, is called (never concurrently) after each pack.
+	Progress func(done, total int, bytes int64)
+	// Logf receives progress lines.
+	Logf func(format string, args ...any)
+}
+
+// BrokenPack is a pack RepairIndex could not index as it is.
+type BrokenPack struct {
+	Pack  crypto.ID `json:"pack"`
+	Error string    `json:"error"`
+	// Salvaged blobs were verified and copied into new packs (or, for a
+	// pack marked for deletion, kept in the index); Lost blobs were
+	// damaged. A pack whose header cannot be read and that no index
+	// named loses all its blobs, and their number is unknown.
+	Salvaged int `json:"salvaged_blobs"`
+	Lost     int `json:"lost_blobs"`
+}
+
+// RepairIndexResult reports what RepairIndex did.
+type RepairIndexResult struct {
+	Packs             int          `json:"packs"`         // packs in the new index
+	PendingPacks      int          `json:"pending_packs"` // of which marked for deletion
+	Blobs             int          `json:"blobs"`
+	PacksAdded        []crypto.ID  `json:"packs_added"`   // packs no index named before
+	PacksDropped      []crypto.ID  `json:"packs_dropped"` // indexed packs missing from storage
+	BrokenPacks       []BrokenPack `json:"broken_packs"`
+	BlobsSalvaged     int          `json:"blobs_salvaged"`
+	BlobsLost         int          `json:"blobs_lost"`
+	PacksWritten      int          `json:"packs_written"` // new packs with salvaged blobs
+	BytesRead         int64        `json:"bytes_read"`
+	OldIndexProblems  int          `json:"old_index_problems"` // old index files that did not load
+	IndexFilesWritten int          `json:"index_files_written"`
+	IndexFilesRemoved int          `json:"index_files_removed"`
+}
+
+// isCorruption reports whether err means damaged data (as opposed to a
+// failing backend, for which repair stops instead of dropping data).
+func isCorruption(err error) bool {
+	return errors.Is(err, pack.ErrCorrupt) || errors.Is(err, repo.ErrCorrupt) || errors.Is(err, index.ErrCorrupt)
+}
+
+// RepairIndex rebuilds the index from the pack headers in storage and
+// replaces every index file with the new ones: packs missing from storage
+// leave the index, packs no index named join it, packs marked for deletion
+// stay marked. A pack whose header is damaged has the blobs its old index
+// entries name verified, and the intact ones copied into new packs. Errors
+// of the backend stop the repair before anything is removed.
+//
+// r must be opened without loading the index. After RepairIndex the
+// handle's in-memory index is stale: open the repository again to use it.
+func RepairIndex(ctx context.Context, r *repo.Repository, opts RepairIndexOptions) (*RepairIndexResult, error) {
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	logf := opts.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	res := &RepairIndexResult{}
+	// Index files first, packs second: a pack named by an index file we
+	// supersede was stored before that file, so the pack listing has it.
+	oldFiles, err := r.ListFiles(ctx, backend.IndexFile)
+	if err != nil {
+		return nil, err
+	}
+	logf("loading %d index files\n", len(oldFiles))
+	problems, err := r.LoadIndex(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	res.OldIndexProblems = len(problems)
+	known := r.Index().Packs()
+	marks, pidx := r.PendingPacks()
+	oldPending := pidx.Packs()
+
+	stored := map[crypto.ID]int64{}
+	err = r.Backend().List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
+		if id, err := crypto.ParseID(fi.Name); err == nil {
+			stored[id] = fi.Size
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list packs: %w", err)
+	}
+	for id := range known {
+		if _, ok := stored[id]; !ok {
+			res.PacksDropped = append(res.PacksDropped, id)
+		}
+	}
+	for id := range marks {
+		if _, ok := stored[id]; !ok {
+			if _, ok := known[id]; !ok {
+				res.PacksDropped = append(res.PacksDropped, id)
+			}
+		}
+	}
+	ids := make([]crypto.ID, 0, len(stored))
+	for id := range stored {
+		ids = append(ids, id)
+		_, a := known[id]
+		_, b := marks[id]
+		if !a && !b {
+			res.PacksAdded = append(res.PacksAdded, id)
+		}
+	}
+	sortIDs(ids)
+	sortIDs(res.PacksAdded)
+	sortIDs(res.PacksDropped)
+	logf("reading %d packs\n", len(ids))
+
+	type outcome struct {
+		blobs   []pack.Blob // entries to index; nil: leave the pack out
+		broken  *BrokenPack
+		salvage []pack.Blob // verified blobs of a damaged pack, to copy
+		bytes   int64
+		pending bool
+	}
+	results := make([]outcome, len(ids))
+	var (
+		mu        sync.Mutex
+		next      int
+		done      int
+		bytesRead int64
+		firstErr  error
+		wg        sync.WaitGroup
+	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for w := 0; w < opts.Workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= len(ids) || ctx.Err() != nil {
+					return
+				}
+				id := ids[i]
+				_, isNormal := known[id]
+				_, isMarked := marks[id]
+				pending := isMarked && !isNormal
+				old := known[id]
+				if pending {
+					old = oldPending[id]
+				}
+				o := outcome{pending: pending}
+				var err error
+				o.blobs, o.broken, o.salvage, o.bytes, buf, err = scanPack(ctx, r, id, stored[id], dedupBlobs(old), pending, opts.ReadAllPacks, buf)
+				mu.Lock()
+				if err != nil {
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					cancel()
+					return
+				}
+				results[i] = o
+				done++
+				bytesRead += o.bytes
+				if opts.Progress != nil {
+					opts.Progress(done, len(ids), bytesRead)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, fmt.Errorf("repair index stopped, nothing was removed: %w", firstErr)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	res.BytesRead = bytesRead
+
+	// Copy the intact blobs of damaged packs that no indexed pack holds
+	// (a damaged pack left unreferenced by an earlier repair is not
+	// copied twice).
+	have := map[BlobRef]bool{}
+	for _, o := range results {
+		if o.blobs != nil && !o.pending {
+			for _, b := range o.blobs {
+				have[BlobRef{b.Type, b.ID}] = true
+			}
+		}
+	}
+	for i, o := range results {
+		for _, b := range o.salvage {
+			ref := BlobRef{b.Type, b.ID}
+			if have[ref] {
+				continue
+			}
+			pb := index.PackedBlob{Blob: b, PackID: ids[i]}
+			sealed, err := r.Backend().Load(ctx, backend.Handle{Type: backend.PackFile, Name: ids[i].String()}, int64(b.Offset), int(b.Length))
+			if err != nil {
+				return nil, fmt.Errorf("repair index stopped, nothing was removed: %w", err)
+			}
+			if _, err := r.OpenPacked(pb, sealed, nil); err != nil {
+				o.broken.Salvaged--
+				o.broken.Lost++
+				continue
+			}
+			if err := r.CopySealedBlob(ctx, b, sealed); err != nil {
+				return nil, err
+			}
+			have[ref] = true
+		}
+	}
+	salvaged, err := r.FlushPacks(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("write salvaged blobs: %w", err)
+	}
+	res.PacksWritten = len(salvaged)
+	packs := append([]index.FilePack(nil), salvaged...)
+	var pending []index.FilePack
+	for i, id := range ids {
+		o := results[i]
+		if o.broken != nil {
+			res.BrokenPacks = append(res.BrokenPacks, *o.broken)
+			res.BlobsSalvaged += o.broken.Salvaged
+			res.BlobsLost += o.broken.Lost
+		}
+		if o.blobs == nil {
+			continue
+		}
+		if o.pending {
+			pending = append(pending, index.FilePack{ID: id, Blobs: o.blobs, MarkedAt: marks[id]})
+		} else {
+			packs = append(packs, index.FilePack{ID: id, Blobs: o.blobs})
+		}
+	}
+	res.Packs = len(packs) + len(pending)
+	res.PendingPacks = len(pending)
+	for _, p := range packs {
+		res.Blobs += len(p.Blobs)
+	}
+	for _, p := range pending {
+		res.Blobs += len(p.Blobs)
+	}
+	logf("writing the new index: %d packs, %d blobs\n", res.Packs, res.Blobs)
+	n, err := WriteIndex(ctx, r, packs, pending, oldFiles)
+	if err != nil {
+		return res, err
+	}
+	res.IndexFilesWritten = n
+	for _, id := range oldFiles {
+		err := r.Backend().Remove(ctx, backend.Handle{Type: backend.IndexFile, Name: id.String()})
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return res, fmt.Errorf("remove old index %s: %w", id.Short(), err)
+		}
+		res.IndexFilesRemoved++
+	}
+	return res, nil
+}
+
+// scanPack reads one pack's header (or with readAll, the whole pack) and
+// returns the entries to index. A damaged pack that is not pending is left
+// out of the index, and its verified blobs are returned to be copied into
+// new packs. The error is non-nil only for failures that are not damage.
+func scanPack(ctx context.Context, r *repo.Repository, id crypto.ID, size int64, old []pack.Blob, pending, readAll bool,
+	buf []byte) (blobs []pack.Blob, broken *BrokenPack, salvage []pack.Blob, n int64, _ []byte, _ error) {
+	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
+	if !readAll {
+		header, err := r.ReadPackHeader(ctx, id, size)
+		if err == nil {
+			return header, nil, nil, 0, buf, nil
+		}
+		if !isCorruption(err) {
+			return nil, nil, nil, 0, buf, err
+		}
+		broken = &BrokenPack{Pack: id, Error: err.Error()}
+		// Verify the blobs the old index knew, one ranged read each.
+		var good []pack.Blob
+		for _, b := range old {
+			sealed, err := r.Backend().Load(ctx, h, int64(b.Offset), int(b.Length))
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				broken.Lost++
+				continue
+			}
+			if err != nil {
+				return nil, nil, nil, 0, buf, err
+			}
+			n += int64(len(sealed))
+			if buf, err = r.OpenPacked(index.PackedBlob{Blob: b, PackID: id}, sealed, buf); err != nil {
+				broken.Lost++
+				continue
+			}
+			good = append(good, b)
+		}
+		blobs, salvage = keepIntact(good, pending, broken)
+		return blobs, broken, salvage, n, buf, nil
+	}
+	if size > pack.MaxPackSize {
+		return nil, &BrokenPack{Pack: id, Error: fmt.Sprintf("%d bytes is larger than the maximum pack size", size)}, nil, 0, buf, nil
+	}
+	data, err := r.Backend().Load(ctx, h, 0, 0)
+	if err != nil {
+		return nil, nil, nil, 0, buf, err
+	}
+	n = int64(len(data))
+	var problems []string
+	hashOK := crypto.Hash(data) == id
+	if !hashOK {
+		problems = append(problems, "content does not match its name")
+	}
+	entries, herr := pack.ParseTail(r.Key(), data, int64(len(data)))
+	if herr != nil {
+		problems = append(problems, herr.Error())
+		entries = old
+	}
+	var good []pack.Blob
+	lost := 0
+	for _, b := range entries {
+		if b.Type == pack.PaddingBlob {
+			continue
+		}
+		end := int64(b.Offset) + int64(b.Length)
+		if end > int64(len(data)) {
+			lost++
+			continue
+		}
+		var verr error
+		if buf, verr = r.OpenPacked(index.PackedBlob{Blob: b, PackID: id}, data[b.Offset:end], buf); verr != nil {
+			lost++
+			continue
+		}
+		good = append(good, b)
+	}
+	if hashOK && herr == nil && lost == 0 {
+		return entries, nil, nil, n, buf, nil
+	}
+	if lost > 0 {
+		problems = append(problems, fmt.Sprintf("%d damaged blob(s)", lost))
+	}
+	broken = &BrokenPack{Pack: id, Lost: lost}
+	for i, p := range problems {
+		if i > 0 {
+			broken.Error += "; "
+		}
+		broken.Error += p
+	}
+	blobs, salvage = keepIntact(good, pending, broken)
+	return blobs, broken, salvage, n, buf, nil
+}
+
+// keepIntact decides what happens to the verified blobs of a damaged
+// pack: a pending pack keeps them in place (it is deleted later anyway);
+// otherwise they are to be copied into new packs, and the damaged pack
+// leaves the index (prune deletes it as an unreferenced pack).
+func keepIntact(good []pack.Blob, pending bool, broken *BrokenPack) (keep, toCopy []pack.Blob) {
+	broken.Salvaged = len(good)
+	if pending {
+		if len(good) == 0 {
+			return nil, nil
+		}
+		return good, nil
+	}
+	return nil, good
+}
+
+// ErrIndexIncomplete means the index lacks packs that are in storage, so
+// blobs that look missing may not be: repair the index first.
+var ErrIndexIncomplete = errors.New("the index is incomplete; run `dj repair index` first")
+
+// RepairSnapshotsOptions tune RepairSnapshots.
+type RepairSnapshotsOptions struct {
+	// Snapshots restricts the repair to these snapshots ("latest", ids or
+	// id prefixes); empty means every snapshot that passes Filter.
+	Snapshots []string
+	Filter    snapshot.Filter
+	// Forget removes each damaged snapshot once its repaired copy is
+	// stored, and, when no snapshots are named, snapshot files that are
+	// corrupt.
+	Forget bool
+	// DryRun reports what would change and writes nothing.
+	DryRun bool
+	Logf   func(format string, args ...any)
+}
+
+// RepairedSnapshot describes one damaged snapshot.
+type RepairedSnapshot struct {
+	Original crypto.ID `json:"original"`
+	// New is the repaired snapshot (nil in a dry run).
+	New *crypto.ID `json:"new,omitempty"`
+	// DroppedFiles are files left out because data blobs are missing;
+	// EmptiedDirs are directories (ending in "/") whose listing cannot be
+	// read, kept as empty directories. "/" is the snapshot's root.
+	DroppedFiles []string `json:"dropped_files,omitempty"`
+	EmptiedDirs  []string `json:"emptied_dirs,omitempty"`
+	// Removed is set when Forget removed the original.
+	Removed bool `json:"removed"`
+}
+
+// RepairSnapshotsResult reports what RepairSnapshots did.
+type RepairSnapshotsResult struct {
+	Checked  int                `json:"checked"`
+	Intact   int                `json:"intact"`
+	Repaired []RepairedSnapshot `json:"repaired"`
+	// Unreadable snapshot files (corrupt); RemovedUnreadable those of them
+	// that Forget removed.
+	Unreadable        []crypto.ID `json:"unreadable"`
+	RemovedUnreadable []crypto.ID `json:"removed_unreadable"`
+	DryRun            bool        `json:"dry_run"`
+}
+
+// RepairTag is added to every snapshot RepairSnapshots writes.
+const RepairTag = "repaired"
+
+// RepairSnapshots writes, for every selected snapshot whose trees or data
+// blobs are missing or damaged, a new snapshot without the damage: files
+// whose data blobs are missing are dropped, directories whose listing
+// cannot be read become empty directories. The new snapshot has Original
+// set to the damaged one and the tag "repaired"; the damaged one is
+// removed only with Forget. Intact snapshots are not touched.
+//
+// A blob counts as missing when no indexed copy is in a stored pack; run
+// `dj repair index --read-all-packs` first so that damaged blobs leave the
+// index. RepairSnapshots refuses (ErrIndexIncomplete) when index files do
+// not load or a pack no index names holds a blob that looks missing.
+//
+// r must be opened without loading the index.
+func RepairSnapshots(ctx context.Context, r *repo.Repository, opts RepairSnapshotsOptions) (*RepairSnapshotsResult, error) {
+	logf := opts.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	res := &RepairSnapshotsResult{DryRun: opts.DryRun, Repaired: []RepairedSnapshot{}}
+	all, snapProblems, err := r.Snapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range snapProblems {
+		if isCorruption(p.Err) {
+			res.Unreadable = append(res.Unreadable, p.ID)
+		} else if len(opts.Snapshots) == 0 {
+			return nil, fmt.Errorf("snapshot %s: %w", p.ID.Short(), p.Err)
+		}
+	}
+	problems, err := r.LoadIndex(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("%w (index file %s cannot be read: %v)", ErrIndexIncomplete, problems[0].ID.Short(), problems[0].Err)
+	}
+	var snaps []*snapshot.Snapshot
+	if len(opts.Snapshots) > 0 {
+		seen := map[crypto.ID]bool{}
+		for _, ref := range opts.Snapshots {
+			sn, err := snapshot.Find(opts.Filter.Apply(all), ref)
+			if err != nil {
+				return nil, err
+			}
+			if !seen[sn.ID] {
+				seen[sn.ID] = true
+				snaps = append(snaps, sn)
+			}
+		}
+	} else {
+		snaps = opts.Filter.Apply(all)
+	}
+	res.Checked = len(snaps)
+
+	sr := &snapRepairer{r: r, stored: map[crypto.ID]bool{}, memo: map[crypto.ID]*treeFix{}, missing: BlobSet{}}
+	_, sr.pending = r.PendingPacks()
+	err = r.Backend().List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
+		if id, err := crypto.ParseID(fi.Name); err == nil {
+			sr.stored[id] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list packs: %w", err)
+	}
+	logf("checking %d snapshots\n", len(snaps))
+	var damaged []*snapshot.Snapshot
+	for _, sn := range snaps {
+		fix, err := sr.plan(ctx, sn.Tree)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %s: %w", sn.ID.Short(), err)
+		}
+		if fix.broken || fix.changed {
+			damaged = append(damaged, sn)
+		}
+	}
+	res.Intact = len(snaps) - len(damaged)
+	if len(sr.missing) > 0 {
+		if err := sr.checkUnreferenced(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	var emptyID crypto.ID
+	if !opts.DryRun && len(damaged) > 0 {
+		emptyID, _, err = r.SaveTree(ctx, &tree.Tree{})
+		if err != nil {
+			return nil, err
+		}
+		sr.empty = emptyID
+	}
+	newRoots := make([]crypto.ID, len(damaged))
+	for i, sn := range damaged {
+		fix := sr.memo[sn.Tree]
+		rs := RepairedSnapshot{Original: sn.ID}
+		if fix.broken {
+			rs.EmptiedDirs = []string{"/"}
+		} else {
+			for _, p := range fix.dropped {
+				rs.DroppedFiles = append(rs.DroppedFiles, "/"+p)
+			}
+			for _, p := range fix.emptied {
+				rs.EmptiedDirs = append(rs.EmptiedDirs, "/"+p)
+			}
+		}
+		res.Repaired = append(res.Repaired, rs)
+		if opts.DryRun {
+			continue
+		}
+		if fix.broken {
+			newRoots[i] = emptyID
+			continue
+		}
+		if newRoots[i], err = sr.write(ctx, sn.Tree); err != nil {
+			return nil, err
+		}
+	}
+	if opts.DryRun {
+		return res, nil
+	}
+	if len(damaged) > 0 {
+		if err := r.Flush(ctx); err != nil {
+			return nil, fmt.Errorf("write repaired trees: %w", err)
+		}
+	}
+	for i, sn := range damaged {
+		ns := *sn
+		ns.ID = crypto.ID{}
+		ns.Tree = newRoots[i]
+		if ns.Original == nil {
+			orig := sn.ID
+			ns.Original = &orig
+		}
+		ns.Tags = append([]string(nil), sn.Tags...)
+		if !sn.HasTag(RepairTag) {
+			ns.Tags = append(ns.Tags, RepairTag)
+		}
+		if err := r.SaveSnapshot(ctx, &ns); err != nil {
+			return nil, err
+		}
+		id := ns.ID
+		res.Repaired[i].New = &id
+		logf("snapshot %s repaired as %s\n", sn.ID.Short(), id.Short())
+		if opts.Forget {
+			if err := r.RemoveSnapshot(ctx, sn.ID); err != nil {
+				return nil, fmt.Errorf("remove snapshot %s: %w", sn.ID.Short(), err)
+			}
+			res.Repaired[i].Removed = true
+		}
+	}
+	if opts.Forget && len(opts.Snapshots) == 0 {
+		for _, id := range res.Unreadable {
+			if err := r.RemoveSnapshot(ctx, id); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("remove unreadable snapshot %s: %w", id.Short(), err)
+			}
+			res.RemovedUnreadable = append(res.RemovedUnreadable, id)
+		}
+	}
+	return res, nil
+}
+
+// treeFix is what repair must change in one tree.
+type treeFix struct {
+	broken  bool     // the tree cannot be loaded
+	changed bool     // something below must change
+	dropped []string // files dropped, relative to the tree
+	emptied []string // directories emptied, relative to the tree
+	written *crypto.ID
+}
+
+type snapRepairer struct {
+	r       *repo.Repository
+	pending *index.Index
+	stored  map[crypto.ID]bool
+	memo    map[crypto.ID]*treeFix
+	missing BlobSet
+	empty   crypto.ID
+}
+
+// available reports whether some indexed copy of a blob is in a stored
+// pack.
+func (s *snapRepairer) available(t pack.BlobType, id crypto.ID) bool {
+	locs := s.r.Index().Lookup(t, id)
+	locs = append(locs, s.pending.Lookup(t, id)...)
+	for _, l := range locs {
+		if s.stored[l.PackID] {
+			return true
+		}
+	}
+	return false
+}
+
+// isDamage reports whether a tree load error means the tree is lost (not a
+// backend failure, which stops the repair).
+func isDamage(err error) bool {
+	return isCorruption(err) || errors.Is(err, repo.ErrBlobNotFound) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+func (s *snapRepairer) plan(ctx context.Context, id crypto.ID) (*treeFix, error) {
+	if f, ok := s.memo[id]; ok {
+		return f, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	fix := &treeFix{}
+	t, err := s.r.LoadTree(ctx, id)
+	if err != nil {
+		if !isDamage(err) {
+			return nil, fmt.Errorf("tree %s: %w", id.Short(), err)
+		}
+		if !s.available(pack.TreeBlob, id) {
+			s.missing[BlobRef{pack.TreeBlob, id}] = struct{}{}
+		}
+		fix.broken = true
+		s.memo[id] = fix
+		return fix, nil
+	}
+	for _, n := range t.Nodes {
+		switch n.Type {
+		case tree.File:
+			ok := true
+			for _, b := range n.Content {
+				if !s.available(pack.DataBlob, b) {
+					s.missing[BlobRef{pack.DataBlob, b}] = struct{}{}
+					ok = false
+				}
+			}
+			if !ok {
+				fix.changed = true
+				fix.dropped = append(fix.dropped, n.Name)
+			}
+		case tree.Dir:
+			if n.Subtree == nil {
+				continue
+			}
+			sub, err := s.plan(ctx, *n.Subtree)
+			if err != nil {
+				return nil, err
+			}
+			switch {
+			case sub.broken:
+				fix.changed = true
+				fix.emptied = append(fix.emptied, n.Name+"/")
+			case sub.changed:
+				fix.changed = true
+				for _, p := range sub.dropped {
+					fix.dropped = append(fix.dropped, n.Name+"/"+p)
+				}
+				for _, p := range sub.emptied {
+					fix.emptied = append(fix.emptied, n.Name+"/"+p)
+				}
+			}
+		}
+	}
+	s.memo[id] = fix
+	return fix, nil
+}
+
+// write stores the repaired version of a planned, changed tree.
+func (s *snapRepairer) write(ctx context.Context, id crypto.ID) (crypto.ID, error) {
+	fix := s.memo[id]
+	if fix == nil || !fix.changed {
+		return id, nil
+	}
+	if fix.written != nil {
+		return *fix.written, nil
+	}
+	t, err := s.r.LoadTree(ctx, id)
+	if err != nil {
+		return id, err
+	}
+	out := &tree.Tree{Nodes: make([]*tree.Node, 0, len(t.Nodes))}
+	for _, n := range t.Nodes {
+		switch {
+		case n.Type == tree.File:
+			ok := true
+			for _, b := range n.Content {
+				if _, gone := s.missing[BlobRef{pack.DataBlob, b}]; gone {
+					ok = false
+					break
+				}
+			}
+			if !ok {
+				continue
+			}
+		case n.Type == tree.Dir && n.Subtree != nil:
+			sub := s.memo[*n.Subtree]
+			if sub != nil && (sub.broken || sub.changed) {
+				nn := *n
+				newID := s.empty
+				if !sub.broken {
+					if newID, err = s.write(ctx, *n.Subtree); err != nil {
+						return id, err
+					}
+				}
+				nn.Subtree = &newID
+				n = &nn
+			}
+		}
+		out.Nodes = append(out.Nodes, n)
+	}
+	newID, _, err := s.r.SaveTree(ctx, out)
+	if err != nil {
+		return id, err
+	}
+	fix.written = &newID
+	return newID, nil
+}
+
+// checkUnreferenced reads the headers of packs no index names; if one of
+// them holds an intact copy of a blob that looks missing, the index must be
+// repaired first.
+func (s *snapRepairer) checkUnreferenced(ctx context.Context) error {
+	indexed := s.r.Index().Packs()
+	pend := s.pending.Packs()
+	var unref []crypto.ID
+	for id := range s.stored {
+		_, a := indexed[id]
+		_, b := pend[id]
+		if !a && !b {
+			unref = append(unref, id)
+		}
+	}
+	sort.Slice(unref, func(i, j int) bool { return unref[i].String() < unref[j].String() })
+	for _, id := range unref {
+		fi, err := s.r.Backend().Stat(ctx, backend.Handle{Type: backend.PackFile, Name: id.String()})
+		if err != nil {
+			continue
+		}
+		blobs, err := s.r.ReadPackHeader(ctx, id, fi.Size)
+		if err != nil {
+			continue
+		}
+		for _, b := range blobs {
+			if _, ok := s.missing[BlobRef{b.Type, b.ID}]; !ok {
+				continue
+			}
+			// A damaged copy (left behind by repair index) does not count.
+			h := backend.Handle{Type: backend.PackFile, Name: id.String()}
+			sealed, err := s.r.Backend().Load(ctx, h, int64(b.Offset), int(b.Length))
+			if err == nil {
+				_, err = s.r.OpenPacked(index.PackedBlob{Blob: b, PackID: id}, sealed, nil)
+			}
+			if err == nil || !isDamage(err) {
+				return fmt.Errorf("%w: pack %s holds %s blob %s that snapshots need, but no index names it", ErrIndexIncomplete, id.Short(), b.Type, b.ID.Short())
+			}
+		}
+	}
+	return nil
+}
