@@ -100,8 +100,12 @@ func (p *packer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed 
 	p.mu.Lock()
 	ws := p.open[t]
 	size := p.r.opts.PackSize
+	hint := size + size/8
+	if t != pack.DataBlob {
+		hint = 256 << 10 // tree packs fill slowly: let them grow
+	}
 	for len(ws) < openPacksPerType {
-		ws = append(ws, pack.NewWriter(p.r.key, size+size/4))
+		ws = append(ws, pack.NewWriter(p.r.key, hint))
 	}
 	i := rand.IntN(len(ws))
 	w := ws[i]

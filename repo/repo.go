@@ -185,7 +185,7 @@ func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options
 		pending: index.New(), pendingMarks: map[crypto.ID]int64{}, zeroIDs: map[int]crypto.ID{}}
 	var err error
 	if level != 0 {
-		r.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithZeroFrames(true))
+		r.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithZeroFrames(true), zstd.WithLowerEncoderMem(true))
 		if err != nil {
 			return nil, err
 		}

@@ -218,6 +218,9 @@ func runBackup(c *cli.Context) error {
 		opts.Time = ts
 	}
 
+	// A backup holds about 100 MiB: two packs being filled, two uploading,
+	// and the chunks in flight.
+	setMemoryLimit(128 << 20)
 	r, err := e.openRepo(true)
 	if err != nil {
 		return err

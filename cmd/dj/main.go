@@ -9,7 +9,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 )
@@ -44,6 +47,19 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 			code = exitError
 		}
 	}()
+	if f := os.Getenv("DJ_CPUPROFILE"); f != "" {
+		stopProfile := startCPUProfile(f, stderr)
+		defer stopProfile()
+	}
+	if f := os.Getenv("DJ_HEAPPROFILE"); f != "" {
+		go func() {
+			time.Sleep(5 * time.Second)
+			if out, err := os.Create(f); err == nil {
+				_ = pprof.Lookup("heap").WriteTo(out, 0)
+				out.Close()
+			}
+		}()
+	}
 	app := newApp(stdin, stdout, stderr)
 	err := app.RunContext(ctx, interspersed(app, args))
 	if err == nil {
@@ -59,4 +75,30 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	}
 	fmt.Fprintf(stderr, "dj: %s\n", oneLine(err))
 	return exitCode(err)
+}
+
+// startCPUProfile writes a CPU profile to file until the returned function
+// is called (DJ_CPUPROFILE, for developers).
+func startCPUProfile(file string, stderr io.Writer) func() {
+	f, err := os.Create(file)
+	if err != nil {
+		fmt.Fprintf(stderr, "dj: cpu profile: %v\n", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintf(stderr, "dj: cpu profile: %v\n", err)
+		f.Close()
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
+// setMemoryLimit sets the Go runtime's soft memory limit to what a command
+// really holds (packs being filled and chunks in flight for a backup; the
+// cache for a mount), so garbage does not double the footprint. GOMEMLIMIT
+// in the environment wins.
+func setMemoryLimit(bytes int64) {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(bytes)
+	}
 }

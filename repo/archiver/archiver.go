@@ -228,7 +228,7 @@ func (a *archiver) startWorkers(ctx context.Context) func() {
 	a.blobJobs = make(chan blobJob, a.opts.BlobWorkers)
 	// Chunk buffers in flight: enough to keep every blob worker busy while
 	// file workers fill more. Each holds at most one chunk (max 8 MiB).
-	nbuf := 2*a.opts.BlobWorkers + a.opts.FileWorkers
+	nbuf := a.opts.BlobWorkers + a.opts.FileWorkers
 	a.bufs = make(chan []byte, nbuf)
 	for i := 0; i < nbuf; i++ {
 		a.bufs <- nil
