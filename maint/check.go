@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"math/rand/v2"
 	"runtime"
@@ -57,6 +58,7 @@ const (
 	KindPendingGone      ProblemKind = "pending_gone"      // a pack marked for deletion is already deleted
 	KindIndexSuperseded  ProblemKind = "index_superseded"  // a superseded index file is still stored
 	KindInvalidName      ProblemKind = "invalid_name"      // a stored file whose name is not an id
+	KindFileVanished     ProblemKind = "file_vanished"     // an index or snapshot file was removed while check ran
 )
 
 // ProblemBlob names a blob in a problem report.
@@ -388,8 +390,13 @@ func (c *checker) loadSnapshots(ctx context.Context) error {
 	c.snaps = snaps
 	c.res.Snapshots = len(snaps)
 	for _, p := range problems {
-		c.add(&Problem{Severity: SeverityError, Kind: KindSnapshotUnreadable, Snapshot: idPtr(p.ID),
-			File:    backend.Handle{Type: backend.SnapshotFile, Name: p.ID.String()}.String(),
+		file := backend.Handle{Type: backend.SnapshotFile, Name: p.ID.String()}.String()
+		if errors.Is(p.Err, fs.ErrNotExist) {
+			c.add(&Problem{Severity: SeverityWarning, Kind: KindFileVanished, Snapshot: idPtr(p.ID), File: file,
+				Message: fmt.Sprintf("snapshot %s was removed while check ran (by forget or prune)", p.ID.Short())})
+			continue
+		}
+		c.add(&Problem{Severity: SeverityError, Kind: KindSnapshotUnreadable, Snapshot: idPtr(p.ID), File: file,
 			Message: fmt.Sprintf("snapshot %s cannot be read: %v", p.ID.Short(), p.Err)})
 	}
 	return nil
@@ -404,8 +411,13 @@ func (c *checker) loadIndex(ctx context.Context) error {
 	bad := map[crypto.ID]bool{}
 	for _, p := range problems {
 		bad[p.ID] = true
-		c.add(&Problem{Severity: SeverityError, Kind: KindIndexUnreadable,
-			File:    backend.Handle{Type: backend.IndexFile, Name: p.ID.String()}.String(),
+		file := backend.Handle{Type: backend.IndexFile, Name: p.ID.String()}.String()
+		if errors.Is(p.Err, fs.ErrNotExist) {
+			c.add(&Problem{Severity: SeverityWarning, Kind: KindFileVanished, File: file,
+				Message: fmt.Sprintf("index file %s was removed while check ran (a prune or repair ran at the same time); if blobs are reported missing, run check again", p.ID.Short())})
+			continue
+		}
+		c.add(&Problem{Severity: SeverityError, Kind: KindIndexUnreadable, File: file,
 			Message: fmt.Sprintf("index file %s cannot be read: %v", p.ID.Short(), p.Err)})
 	}
 	loaded := c.r.IndexFiles()
@@ -1196,7 +1208,7 @@ func walkTrees(ctx context.Context, l TreeLoader, roots []crypto.ID, workers int
 // kindRank orders problems in reports: by the phase that finds them.
 var kindRank = map[ProblemKind]int{
 	KindSnapshotUnreadable: 0, KindIndexUnreadable: 1, KindIndexSuperseded: 2, KindKeyUnreadable: 3, KindFileHash: 4,
-	KindInvalidName: 5, KindPackMissing: 6, KindPendingGone: 7, KindPackHeader: 8, KindPackHash: 9, KindPackMismatch: 10,
+	KindInvalidName: 5, KindFileVanished: 5, KindPackMissing: 6, KindPendingGone: 7, KindPackHeader: 8, KindPackHash: 9, KindPackMismatch: 10,
 	KindBlobDamaged: 11, KindPackExtraBlobs: 12, KindPackUnreferenced: 13, KindTreeUnreadable: 14, KindBlobMissing: 15,
 	KindBlobPending: 16, KindSizeMismatch: 17,
 }

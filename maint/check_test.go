@@ -28,6 +28,9 @@ type chkBackend struct {
 	mu    sync.Mutex
 	files map[backend.Handle][]byte
 	mtime map[backend.Handle]time.Time
+	// afterList, when set, runs after each List (tests use it to change
+	// the repository under a running operation).
+	afterList func(t backend.FileType)
 }
 
 func newChkBackend() *chkBackend {
@@ -88,6 +91,9 @@ func (b *chkBackend) List(ctx context.Context, t backend.FileType, fn func(backe
 		if err := fn(fi); err != nil {
 			return err
 		}
+	}
+	if b.afterList != nil {
+		b.afterList(t)
 	}
 	return nil
 }
@@ -620,6 +626,39 @@ func filePacksExcept(blobs map[crypto.ID][]pack.Blob, skip crypto.ID) []index.Fi
 // filePacksOnly returns pack only, marked for deletion at markedAt.
 func filePacksOnly(blobs map[crypto.ID][]pack.Blob, only crypto.ID, markedAt int64) []index.FilePack {
 	return []index.FilePack{{ID: only, Blobs: blobs[only], MarkedAt: markedAt}}
+}
+
+func TestCheckFilesVanishDuringCheck(t *testing.T) {
+	// A prune or forget running at the same time removes files check has
+	// listed: that is a warning, not damage.
+	f := newChkFixture(t)
+	ctx := context.Background()
+	// Merge both index files into one, keeping the old ones: the old
+	// ones are then removed while check loads the index.
+	r := f.openIndexed(t)
+	var old []crypto.ID
+	for id := range r.IndexFiles() {
+		old = append(old, id)
+	}
+	if _, err := WriteIndex(ctx, r, filePacksExcept(r.Index().Packs(), crypto.ID{}), nil, old); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	f.be.afterList = func(ft backend.FileType) {
+		if ft != backend.IndexFile {
+			return
+		}
+		once.Do(func() {
+			for _, id := range old {
+				_ = f.be.Remove(ctx, backend.Handle{Type: backend.IndexFile, Name: id.String()})
+			}
+		})
+	}
+	res := f.check(t, CheckOptions{})
+	if !res.OK() || countKind(res, KindFileVanished) != 2 {
+		dumpProblems(t, res)
+		t.Fatal("vanished index files are not warnings")
+	}
 }
 
 func countKind(res *CheckResult, k ProblemKind) int {
