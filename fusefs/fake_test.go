@@ -35,6 +35,7 @@ type fakeRepo struct {
 	zeroSize map[int]crypto.ID
 
 	blobLoads     atomic.Int64
+	loaded        map[crypto.ID]int // loads per blob
 	treeLoads     atomic.Int64
 	snapshotReads atomic.Int64
 }
@@ -47,7 +48,15 @@ func newFakeRepo() *fakeRepo {
 		blobs:    make(map[crypto.ID][]byte),
 		corrupt:  make(map[crypto.ID]bool),
 		zeroSize: make(map[int]crypto.ID),
+		loaded:   make(map[crypto.ID]int),
 	}
+}
+
+// loadCount returns how often blob id was loaded.
+func (r *fakeRepo) loadCount(id crypto.ID) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.loaded[id]
 }
 
 func (r *fakeRepo) Snapshots(ctx context.Context) ([]*snapshot.Snapshot, error) {
@@ -71,6 +80,7 @@ func (r *fakeRepo) LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, erro
 func (r *fakeRepo) LoadBlob(ctx context.Context, id crypto.ID, buf []byte) ([]byte, error) {
 	r.blobLoads.Add(1)
 	r.mu.Lock()
+	r.loaded[id]++
 	b, ok := r.blobs[id]
 	bad := r.corrupt[id]
 	delay := r.delay

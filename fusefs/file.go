@@ -117,10 +117,20 @@ func (f *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.
 type fileHandle struct {
 	// next is where the previous read ended.
 	next atomic.Int64
-	// ahead is the first chunk not yet scheduled for read-ahead.
-	ahead atomic.Int64
-	// running counts this handle's read-ahead loads.
+	// ahead is the next chunk to load ahead of the reader, target the
+	// chunk where read-ahead stops.
+	ahead, target atomic.Int64
+	// running counts this handle's read-ahead workers.
 	running atomic.Int32
+	closed  atomic.Bool
+}
+
+var _ fs.FileReleaser = (*fileHandle)(nil)
+
+// Release stops the handle's read-ahead.
+func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	h.closed.Store(true)
+	return 0
 }
 
 // Open opens the file for reading. The content never changes, so the kernel
@@ -231,51 +241,83 @@ func (m *mountFS) blobLoader(id crypto.ID, want int64) func(ctx context.Context)
 	}
 }
 
-// seqWindow is how far a read may start from where the previous one ended
-// and still count as sequential (the kernel's read-ahead requests arrive
-// slightly out of order).
-const seqWindow = 8 << 20
+// seqSlack is how many read lengths a read may start from where the
+// previous one ended and still count as sequential: the kernel's read-ahead
+// requests arrive slightly out of order.
+const seqSlack = 4
 
-// readAhead loads the chunks after last into the cache in the background
-// when the handle is being read sequentially.
+// readAhead keeps up to readAheadBlobs chunks after last loading into the
+// cache in the background while the handle is read sequentially.
 func (f *fileNode) readAhead(h *fileHandle, c *chunkMap, off, end int64, last int) {
 	prev := h.next.Swap(end)
-	if d := off - prev; d < -seqWindow || d > seqWindow {
+	if w := seqSlack * (end - off); off < prev-w || off > prev+w {
+		// Not sequential: stop reading ahead.
+		h.target.Store(int64(last + 1))
 		h.ahead.Store(int64(last + 1))
 		return
 	}
-	stop := min(last+1+readAheadBlobs, c.known)
-	for k := max(int(h.ahead.Load()), last+1); k < stop; k++ {
-		if f.m.blobs.Contains(f.node.Content[k]) || c.isZero(f.m.repo, f.node.Content, k) {
-			advance(&h.ahead, int64(k+1))
-			continue
+	advance(&h.ahead, int64(last+1))
+	advance(&h.target, int64(min(last+1+readAheadBlobs, c.known)))
+	for h.ahead.Load() < h.target.Load() {
+		n := h.running.Load()
+		if n >= readAheadPerHandle {
+			return
 		}
-		if h.running.Add(1) > readAheadPerHandle {
+		if h.running.CompareAndSwap(n, n+1) {
+			go f.readAheadWorker(h, c)
+		}
+	}
+}
+
+// readAheadWorker loads the chunks between h.ahead and h.target, one at a
+// time, until there are none left.
+func (f *fileNode) readAheadWorker(h *fileHandle, c *chunkMap) {
+	m := f.m
+	for {
+		if h.closed.Load() || m.bgctx.Err() != nil {
 			h.running.Add(-1)
 			return
 		}
-		select {
-		case f.m.prefetchSem <- struct{}{}:
-		default:
+		k, ok := claimChunk(h)
+		if !ok {
 			h.running.Add(-1)
-			return
-		}
-		if !advance(&h.ahead, int64(k+1)) {
-			// Another read scheduled this chunk meanwhile.
-			<-f.m.prefetchSem
-			h.running.Add(-1)
+			// A read may have raised the target after the claim failed
+			// and, seeing this worker still running, started none.
+			if h.ahead.Load() >= h.target.Load() {
+				return
+			}
+			if h.running.Add(1) > readAheadPerHandle {
+				h.running.Add(-1)
+				return
+			}
 			continue
 		}
 		id := f.node.Content[k]
-		want := c.starts[k+1] - c.starts[k]
-		go func() {
-			defer func() {
-				<-f.m.prefetchSem
-				h.running.Add(-1)
-			}()
-			// Errors are left to the read that needs the blob.
-			_, _ = f.m.blobs.Get(f.m.bgctx, id, f.m.blobLoader(id, want))
-		}()
+		if m.blobs.Contains(id) || c.isZero(m.repo, f.node.Content, k) {
+			continue
+		}
+		select {
+		case m.prefetchSem <- struct{}{}:
+		case <-m.bgctx.Done():
+			h.running.Add(-1)
+			return
+		}
+		// Errors are left to the read that needs the blob.
+		_, _ = m.blobs.Get(m.bgctx, id, m.blobLoader(id, c.starts[k+1]-c.starts[k]))
+		<-m.prefetchSem
+	}
+}
+
+// claimChunk takes the next chunk to read ahead, if any is left.
+func claimChunk(h *fileHandle) (int, bool) {
+	for {
+		k := h.ahead.Load()
+		if k >= h.target.Load() {
+			return 0, false
+		}
+		if h.ahead.CompareAndSwap(k, k+1) {
+			return int(k), true
+		}
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -300,7 +301,7 @@ func fuseOptions(opts Options, direct bool) *fs.Options {
 func mountServer(mountpoint string, root fs.InodeEmbedder, opts Options) (*fuse.Server, error) {
 	var directErr error
 	if os.Geteuid() == 0 {
-		server, err := fs.Mount(mountpoint, root, fuseOptions(opts, true))
+		server, err := mountDirect(mountpoint, root, opts)
 		if err == nil {
 			return server, nil
 		}
@@ -329,6 +330,36 @@ func mountServer(mountpoint string, root fs.InodeEmbedder, opts Options) (*fuse.
 // oneLine joins the lines of a message (fusermount3's output has several).
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// mountDirect mounts by the mount system call. go-fuse (v2.12.1) opens
+// /dev/fuse for it without O_CLOEXEC, so every process started afterwards
+// would inherit the connection and keep the file system alive (a reader
+// would hang in the kernel after dj died); holding ForkLock keeps other
+// goroutines from starting processes until the descriptor is marked.
+func mountDirect(mountpoint string, root fs.InodeEmbedder, opts Options) (*fuse.Server, error) {
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	server, err := fs.Mount(mountpoint, root, fuseOptions(opts, true))
+	closeOnExecFUSE()
+	return server, err
+}
+
+// closeOnExecFUSE sets close-on-exec on this process's /dev/fuse descriptors.
+func closeOnExecFUSE() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/fuse" {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 // logfWriter adapts a Logf function to an io.Writer for log.Logger.

@@ -510,11 +510,11 @@ func TestMountContent(t *testing.T) {
 	defer big.Close()
 	r := rand.New(rand.NewPCG(3, 4))
 	offsets := []int64{0, 700<<10 - 1, 700 << 10, 700<<10 + 1<<20 - 10, int64(len(bigData)) - 5, int64(len(bigData))}
-	for i := 0; i < 200; i++ {
+	for i := 0; i < 100; i++ {
 		offsets = append(offsets, r.Int64N(int64(len(bigData))))
 	}
 	for _, off := range offsets {
-		n := 1 + r.IntN(3<<20)
+		n := 1 + r.IntN(1500<<10)
 		buf := make([]byte, n)
 		got, err := big.ReadAt(buf, off)
 		want := bigData[min(off, int64(len(bigData))):min(off+int64(n), int64(len(bigData)))]
@@ -1062,5 +1062,19 @@ func TestMountFind(t *testing.T) {
 	}
 	if out, err := exec.Command("ls", "-lR", dir).CombinedOutput(); err != nil {
 		t.Errorf("ls -lR: %v %s", err, out)
+	}
+}
+
+// TestMountNoFDLeak checks that processes started while mounted do not
+// inherit the FUSE connection (they would keep a dead mount alive).
+func TestMountNoFDLeak(t *testing.T) {
+	f := newFixture(t)
+	mountTest(t, f.repo, Options{})
+	out, err := exec.Command("sh", "-c", "ls -l /proc/$$/fd").CombinedOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "/dev/fuse") {
+		t.Errorf("a child process inherited /dev/fuse:\n%s", out)
 	}
 }

@@ -1,0 +1,220 @@
+//go:build linux
+
+package fusefs
+
+import (
+	"bytes"
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"dj/repo/crypto"
+	"dj/repo/tree"
+)
+
+// These tests call the nodes' methods directly, without a mount.
+
+func testMountFS(t *testing.T, repo Repository) (*mountFS, *testLog) {
+	log := &testLog{t: t}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return newMountFS(ctx, repo, Options{Logf: log.logf}.withDefaults()), log
+}
+
+func readNode(t *testing.T, f *fileNode, fh any, off int64, n int) ([]byte, syscall.Errno) {
+	t.Helper()
+	dest := make([]byte, n)
+	res, e := f.Read(context.Background(), fh, dest, off)
+	if e != 0 {
+		return nil, e
+	}
+	b, st := res.Bytes(make([]byte, n))
+	if !st.Ok() {
+		t.Fatalf("ReadResult.Bytes: %v", st)
+	}
+	return append([]byte(nil), b...), 0
+}
+
+func TestFileReadAllRanges(t *testing.T) {
+	r := newFakeRepo()
+	data := randomData(11, 40)
+	copy(data[12:20], make([]byte, 8)) // an all-zero chunk
+	node := &tree.Node{Type: tree.File, Size: uint64(len(data))}
+	node.Content = r.chunks(data, 3, 1, 8, 8, 5, 7, 100)
+	m, _ := testMountFS(t, r)
+	f := &fileNode{m: m, node: node}
+	for off := 0; off <= len(data)+2; off++ {
+		for n := 1; n <= len(data)+3; n++ {
+			got, e := readNode(t, f, nil, int64(off), n)
+			if e != 0 {
+				t.Fatalf("Read(%d, %d): %v", off, n, e)
+			}
+			want := data[min(off, len(data)):min(off+n, len(data))]
+			if !bytes.Equal(got, want) {
+				t.Fatalf("Read(%d, %d) = %x, want %x", off, n, got, want)
+			}
+		}
+	}
+}
+
+func TestFileReadErrors(t *testing.T) {
+	r := newFakeRepo()
+	data := randomData(12, 30)
+	content := r.chunks(data, 10)
+	m, log := testMountFS(t, r)
+
+	// A blob the index does not know: reads before it work, reads of it fail.
+	var unknown crypto.ID
+	unknown[0] = 0xee
+	f := &fileNode{m: m, node: &tree.Node{Type: tree.File, Size: 30, Content: []crypto.ID{content[0], unknown, content[2]}}}
+	if got, e := readNode(t, f, nil, 0, 10); e != 0 || !bytes.Equal(got, data[:10]) {
+		t.Errorf("before the unknown blob: %v", e)
+	}
+	if _, e := readNode(t, f, nil, 5, 10); e != syscall.EIO {
+		t.Errorf("across the unknown blob: %v, want EIO", e)
+	}
+	if !log.contains("not in the index") {
+		t.Error("no log line for the unknown blob")
+	}
+
+	// A size larger than the content.
+	f = &fileNode{m: m, node: &tree.Node{Type: tree.File, Size: 50, Content: content}}
+	if _, e := readNode(t, f, nil, 25, 10); e != syscall.EIO {
+		t.Errorf("past the content: %v, want EIO", e)
+	}
+	// A size smaller than the content cuts it.
+	f = &fileNode{m: m, node: &tree.Node{Type: tree.File, Size: 15, Content: content}}
+	if got, e := readNode(t, f, nil, 5, 100); e != 0 || !bytes.Equal(got, data[5:15]) {
+		t.Errorf("short size: %x %v", got, e)
+	}
+
+	// A corrupt blob is EIO for the reads needing it only, and is retried.
+	r.corrupt[content[1]] = true
+	m, _ = testMountFS(t, r)
+	f = &fileNode{m: m, node: &tree.Node{Type: tree.File, Size: 30, Content: content}}
+	if _, e := readNode(t, f, nil, 12, 2); e != syscall.EIO {
+		t.Errorf("corrupt: %v", e)
+	}
+	if _, e := readNode(t, f, nil, 0, 30); e != syscall.EIO {
+		t.Errorf("spanning corrupt: %v", e)
+	}
+	if got, e := readNode(t, f, nil, 20, 10); e != 0 || !bytes.Equal(got, data[20:]) {
+		t.Errorf("after corrupt: %v", e)
+	}
+	r.corrupt[content[1]] = false
+	if got, e := readNode(t, f, nil, 0, 30); e != 0 || !bytes.Equal(got, data) {
+		t.Errorf("after repair: %v", e)
+	}
+
+	// A blob whose length differs from the index is not served.
+	bad := &lyingRepo{fakeRepo: r}
+	m2, _ := testMountFS(t, bad)
+	f = &fileNode{m: m2, node: &tree.Node{Type: tree.File, Size: 30, Content: content}}
+	if _, e := readNode(t, f, nil, 0, 5); e != syscall.EIO {
+		t.Errorf("wrong length: %v, want EIO", e)
+	}
+}
+
+// lyingRepo returns blobs one byte longer than the index says.
+type lyingRepo struct{ *fakeRepo }
+
+func (l *lyingRepo) LoadBlob(ctx context.Context, id crypto.ID, buf []byte) ([]byte, error) {
+	b, err := l.fakeRepo.LoadBlob(ctx, id, buf)
+	return append(b, 0), err
+}
+
+func TestFileReadAhead(t *testing.T) {
+	r := newFakeRepo()
+	const chunk = 1000
+	data := randomData(13, 20*chunk)
+	node := &tree.Node{Type: tree.File, Size: uint64(len(data)), Content: r.chunks(data, chunk)}
+	m, _ := testMountFS(t, r)
+	f := &fileNode{m: m, node: node}
+	fh, flags, e := f.Open(context.Background(), syscall.O_RDONLY)
+	if e != 0 || flags&fuse.FOPEN_KEEP_CACHE == 0 {
+		t.Fatalf("Open: %v flags %#x", e, flags)
+	}
+	waitLoaded := func(ids ...crypto.ID) bool {
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			all := true
+			for _, id := range ids {
+				if !m.blobs.Contains(id) {
+					all = false
+				}
+			}
+			if all {
+				return true
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return false
+	}
+
+	// The first read is not sequential: nothing is loaded ahead.
+	readNode(t, f, fh, 0, 500)
+	time.Sleep(20 * time.Millisecond)
+	if r.blobLoads.Load() != 1 {
+		t.Fatalf("%d loads after the first read, want 1", r.blobLoads.Load())
+	}
+	// The second, continuing read loads the next blobs ahead.
+	readNode(t, f, fh, 500, 500)
+	if !waitLoaded(node.Content[1 : 1+readAheadBlobs]...) {
+		t.Fatal("the blobs after a sequential read were not loaded ahead")
+	}
+	time.Sleep(20 * time.Millisecond)
+	if m.blobs.Contains(node.Content[1+readAheadBlobs]) {
+		t.Errorf("read ahead more than %d blobs", readAheadBlobs)
+	}
+	// Reading on keeps the window ahead of the reader; each blob loads once.
+	for off := int64(1000); off < int64(len(data)); off += 500 {
+		if got, e := readNode(t, f, fh, off, 500); e != 0 || !bytes.Equal(got, data[off:off+500]) {
+			t.Fatalf("read at %d: %v", off, e)
+		}
+	}
+	for i, id := range node.Content {
+		if n := r.loadCount(id); n != 1 {
+			t.Errorf("blob %d loaded %d times", i, n)
+		}
+	}
+
+	// A random reader gets no read-ahead.
+	r2 := newFakeRepo()
+	node2 := &tree.Node{Type: tree.File, Size: uint64(len(data)), Content: r2.chunks(data, chunk)}
+	m2, _ := testMountFS(t, r2)
+	f2 := &fileNode{m: m2, node: node2}
+	fh2, _, _ := f2.Open(context.Background(), syscall.O_RDONLY)
+	for _, off := range []int64{15000, 2000, 18000, 5000} {
+		readNode(t, f2, fh2, off, 100)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := r2.blobLoads.Load(); n != 4 {
+		t.Errorf("random reads loaded %d blobs, want 4", n)
+	}
+
+	// Writes are refused at open.
+	if _, _, e := f.Open(context.Background(), syscall.O_RDWR); e != syscall.EROFS {
+		t.Errorf("open for writing: %v", e)
+	}
+}
+
+func TestFileZeroChunks(t *testing.T) {
+	r := newFakeRepo()
+	data := make([]byte, 3000)
+	copy(data[2500:], "tail")
+	node := &tree.Node{Type: tree.File, Size: uint64(len(data)), Content: r.chunks(data, 1000)}
+	m, _ := testMountFS(t, r)
+	f := &fileNode{m: m, node: node}
+	for _, rg := range [][2]int{{0, 1000}, {10, 20}, {500, 1000}, {0, 3000}} {
+		got, e := readNode(t, f, nil, int64(rg[0]), rg[1])
+		if e != 0 || !bytes.Equal(got, data[rg[0]:min(rg[0]+rg[1], len(data))]) {
+			t.Errorf("read %v: %v", rg, e)
+		}
+	}
+	if n := r.blobLoads.Load(); n != 1 {
+		t.Errorf("%d blob loads, want 1 (the zero chunks are not loaded)", n)
+	}
+}

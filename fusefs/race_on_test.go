@@ -1,0 +1,6 @@
+//go:build linux && race
+
+package fusefs
+
+// raceEnabled reports whether the race detector is on; timing tests skip.
+const raceEnabled = true
