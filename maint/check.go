@@ -645,6 +645,17 @@ func (c *checker) checkPacks(ctx context.Context) error {
 					return
 				}
 				results[i], buf = c.checkPack(ctx, jobs[i], buf)
+				if jobs[i].pending {
+					// Damage in a pack marked for deletion costs nothing
+					// unless a snapshot still needs its blobs, which the
+					// tree walk reports as missing.
+					for _, p := range results[i].problems {
+						if p.Severity == SeverityError {
+							p.Severity = SeverityWarning
+							p.Message += " (the pack is marked for deletion)"
+						}
+					}
+				}
 				wmu.Lock()
 				done++
 				bytesDone += results[i].bytes

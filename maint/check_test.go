@@ -600,7 +600,18 @@ func TestCheckPendingPacks(t *testing.T) {
 		dumpProblems(t, res)
 		t.Fatal("no blob_pending warning")
 	}
-	_ = f.be.Remove(ctx, backend.Handle{Type: backend.PackFile, Name: pid.String()})
+	// Damage in the pending pack: warnings about the pack, and an error for
+	// the needed blob that is now lost.
+	loc := r.Index().Lookup(pack.DataBlob, victim)[0]
+	h := backend.Handle{Type: backend.PackFile, Name: pid.String()}
+	f.be.mutate(h, func(b []byte) []byte { b[loc.Offset+20] ^= 1; return b })
+	res = f.check(t, CheckOptions{ReadData: true})
+	errs := errorsOf(res)
+	if len(errs) != 1 || errs[0].Kind != KindBlobMissing || errs[0].Blobs[0].ID != victim || countKind(res, KindPackHash) != 1 || countKind(res, KindBlobDamaged) != 1 {
+		dumpProblems(t, res)
+		t.Fatal("damaged pending pack")
+	}
+	_ = f.be.Remove(ctx, h)
 	res = f.check(t, CheckOptions{})
 	if res.OK() || countKind(res, KindPendingGone) != 1 || countKind(res, KindBlobMissing) == 0 {
 		dumpProblems(t, res)
