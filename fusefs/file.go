@@ -177,8 +177,8 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 		start := c.starts[first]
 		n := int(end - off)
 		if c.isZero(f.m.repo, f.node.Content, first) {
-			if n <= len(zeroBuf) {
-				return fuse.ReadResultData(zeroBuf[:n]), 0
+			if n <= len(f.m.zeros) {
+				return fuse.ReadResultData(f.m.zeros[:n]), 0
 			}
 			clear(dest[:n])
 			return fuse.ReadResultData(dest[:n]), 0
@@ -190,6 +190,13 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 		return fuse.ReadResultData(b[off-start : end-start]), 0
 	}
 
+	// The read spans chunks: load the later ones while waiting for the first.
+	for i := first + 1; i <= last; i++ {
+		if id := f.node.Content[i]; !f.m.blobs.Contains(id) && !c.isZero(f.m.repo, f.node.Content, i) {
+			loader := f.m.blobLoader(id, c.starts[i+1]-c.starts[i])
+			go func() { _, _ = f.m.blobs.Get(f.m.bgctx, id, loader) }()
+		}
+	}
 	pos := off
 	for i := first; i <= last; i++ {
 		start, stop := c.starts[i], min(c.starts[i+1], end)
@@ -207,9 +214,6 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	}
 	return fuse.ReadResultData(dest[:end-off]), 0
 }
-
-// zeroBuf serves reads of all-zero chunks; it is never written.
-var zeroBuf = make([]byte, 1<<20)
 
 // blob returns the plaintext of chunk i through the blob cache, or the
 // errno to reply with.

@@ -78,12 +78,15 @@ const (
 	DefaultTimeTemplate = "2006-01-02T15:04:05Z07:00"
 )
 
-// DefaultPathTemplates are the path templates used when
+// DefaultPathTemplates returns the path templates used when
 // Options.PathTemplates is empty. In a template, %i is the short snapshot
 // ID, %I the full ID, %h the host name, %u the user name, %t a tag (one path
-// per tag) and %T the snapshot time formatted with the time template. A
-// template ending in %T also gets a "latest" symlink.
-var DefaultPathTemplates = []string{"ids/%i", "snapshots/%T", "hosts/%h/%T", "tags/%t/%T"}
+// per tag), %T the snapshot time formatted with the time template and %% a
+// percent sign. A template ending in %T also gets a "latest" symlink in the
+// directory holding the times.
+func DefaultPathTemplates() []string {
+	return []string{"ids/%i", "snapshots/%T", "hosts/%h/%T", "tags/%t/%T"}
+}
 
 // Options configure a mount. The zero value mounts every snapshot with the
 // default layout.
@@ -91,7 +94,8 @@ type Options struct {
 	// Filter selects the snapshots shown.
 	Filter snapshot.Filter
 	// PathTemplates lay out the snapshot directories (see
-	// DefaultPathTemplates); empty means the defaults.
+	// DefaultPathTemplates); empty means the defaults. The view
+	// "versions" is added at the root unless a template uses that name.
 	PathTemplates []string
 	// TimeTemplate formats snapshot times (Go layout, in the local time zone
 	// of the process); empty means DefaultTimeTemplate. It may contain "/"
@@ -230,7 +234,7 @@ func Mount(ctx context.Context, mountpoint string, repo Repository, opts Options
 // withDefaults fills in the defaults of unset options.
 func (o Options) withDefaults() Options {
 	if len(o.PathTemplates) == 0 {
-		o.PathTemplates = DefaultPathTemplates
+		o.PathTemplates = DefaultPathTemplates()
 	}
 	if o.TimeTemplate == "" {
 		o.TimeTemplate = DefaultTimeTemplate
@@ -528,6 +532,8 @@ type mountFS struct {
 
 	snaps *snapshotList // nil for a SubRoot mount
 
+	// zeros serves reads of all-zero chunks; it is never written.
+	zeros []byte
 	// prefetchSem bounds the read-ahead loads of the whole mount.
 	prefetchSem chan struct{}
 	// reported remembers blobs whose failure has been logged, so that a
@@ -561,6 +567,7 @@ func newMountFS(bgctx context.Context, repo Repository, opts Options) *mountFS {
 		gid:         uint32(os.Getgid()),
 		blobs:       cache.NewBlobCache(blobBytes),
 		trees:       cache.NewLRU[crypto.ID, *tree.Tree](treeBytes, treeMemory),
+		zeros:       make([]byte, 1<<20),
 		prefetchSem: make(chan struct{}, readAheadMount),
 		reported:    make(map[crypto.ID]struct{}),
 	}

@@ -1078,3 +1078,58 @@ func TestMountNoFDLeak(t *testing.T) {
 		t.Errorf("a child process inherited /dev/fuse:\n%s", out)
 	}
 }
+
+// TestMountPermissions reads as another user (uid 65534): without
+// AllowOther the mount is closed to others; with it, the stored permissions
+// decide, unless NoDefaultPermissions.
+func TestMountPermissions(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to act as another user")
+	}
+	f := newFixture(t)
+	catAs := func(path string) error {
+		cmd := exec.Command("cat", path)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	open := func(mnt string) {
+		// t.TempDir makes 0700 directories; let the other user through.
+		os.Chmod(mnt, 0o755)
+		os.Chmod(filepath.Dir(mnt), 0o755)
+	}
+	public := func(mnt string) string {
+		return filepath.Join(mnt, "ids", f.sn3.ID.Short(), "srv/www/index.html")
+	}
+	private := func(mnt string) string { // in docs/, mode 0750, owner 1000:100
+		return filepath.Join(mnt, "ids", f.sn1.ID.Short(), "home/ann/docs/a.txt")
+	}
+
+	t.Run("owner only", func(t *testing.T) {
+		mnt, _, _ := mountTest(t, f.repo, Options{})
+		open(mnt)
+		if err := catAs(public(mnt)); err == nil {
+			t.Error("another user read the mount without AllowOther")
+		}
+	})
+	t.Run("allow other", func(t *testing.T) {
+		mnt, _, _ := mountTest(t, f.repo, Options{AllowOther: true})
+		open(mnt)
+		if err := catAs(public(mnt)); err != nil {
+			t.Errorf("public file: %v", err)
+		}
+		if err := catAs(private(mnt)); err == nil || !strings.Contains(err.Error(), "Permission denied") {
+			t.Errorf("private file: %v, want permission denied", err)
+		}
+	})
+	t.Run("no default permissions", func(t *testing.T) {
+		mnt, _, _ := mountTest(t, f.repo, Options{AllowOther: true, NoDefaultPermissions: true})
+		open(mnt)
+		if err := catAs(private(mnt)); err != nil {
+			t.Errorf("private file: %v", err)
+		}
+	})
+}

@@ -95,7 +95,7 @@ func TestBuildLayout(t *testing.T) {
 	c := testSnap(3, tm.Add(time.Minute), "", "daily", "daily") // no host, duplicate tag
 	d := testSnap(4, tm.Add(-time.Hour), "alpha")               // oldest, untagged
 	snaps := []*snapshot.Snapshot{d, a, b, c}
-	l := buildLayout(snaps, mustTemplates(t, DefaultPathTemplates...), DefaultTimeTemplate, true, t.Logf)
+	l := buildLayout(snaps, mustTemplates(t, DefaultPathTemplates()...), DefaultTimeTemplate, true, t.Logf)
 
 	ts := func(sn *snapshot.Snapshot) string { return sn.Time.Format(DefaultTimeTemplate) }
 	if got, want := names(l, ""), []string{"hosts", "ids", "snapshots", "tags", "versions"}; !slices.Equal(got, want) {
@@ -144,7 +144,7 @@ func TestBuildLayout(t *testing.T) {
 	}
 
 	// An empty list still has the static directories.
-	e := buildLayout(nil, mustTemplates(t, DefaultPathTemplates...), DefaultTimeTemplate, true, t.Logf)
+	e := buildLayout(nil, mustTemplates(t, DefaultPathTemplates()...), DefaultTimeTemplate, true, t.Logf)
 	if got, want := names(e, ""), []string{"hosts", "ids", "snapshots", "tags", "versions"}; !slices.Equal(got, want) {
 		t.Errorf("empty root %v", got)
 	}
