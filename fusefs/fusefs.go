@@ -45,9 +45,8 @@ import (
 // safe for concurrent use.
 type Repository interface {
 	// Snapshots returns the current snapshot list, freshly read from the
-	// repository. It is called at mount time and on each refresh; an
-	// implementation should also bring whatever else it needs up to date
-	// (its index) so that the trees and blobs of new snapshots load.
+	// repository. It is called at mount time and on each refresh (see also
+	// IndexReloader).
 	Snapshots(ctx context.Context) ([]*snapshot.Snapshot, error)
 	// LoadTree returns a decoded, validated tree.
 	LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error)
@@ -60,6 +59,15 @@ type Repository interface {
 	// IsZeroBlob reports whether a data blob's plaintext is all zeros; such
 	// blobs are served without loading them.
 	IsZeroBlob(id crypto.ID) bool
+}
+
+// IndexReloader may be implemented by a Repository that must reload its
+// index before it can load the trees and blobs of snapshots made after it
+// was opened. ReloadIndex is called when a refresh finds new snapshots,
+// before they are shown; when it fails, the new snapshots stay hidden until
+// the next refresh.
+type IndexReloader interface {
+	ReloadIndex(ctx context.Context) error
 }
 
 // SubRoot selects one snapshot, and optionally one directory in it, to be

@@ -446,9 +446,28 @@ func (s *snapshotList) read(ctx context.Context) (*layout, error) {
 	if old != nil && old.key == snapshotSetKey(sorted) {
 		return old, nil
 	}
+	if rl, ok := s.m.repo.(IndexReloader); ok && old != nil && hasNew(old.snaps, sorted) {
+		if err := rl.ReloadIndex(ctx); err != nil {
+			return old, fmt.Errorf("new snapshots: reload the index: %w", err)
+		}
+	}
 	l := buildLayout(sorted, s.templates, s.m.opts.TimeTemplate, true, s.m.opts.Logf)
 	s.cur.Store(l)
 	return l, nil
+}
+
+// hasNew reports whether list holds a snapshot that old does not.
+func hasNew(old, list []*snapshot.Snapshot) bool {
+	known := make(map[crypto.ID]bool, len(old))
+	for _, sn := range old {
+		known[sn.ID] = true
+	}
+	for _, sn := range list {
+		if !known[sn.ID] {
+			return true
+		}
+	}
+	return false
 }
 
 // refresh re-reads the list unless it was read less than minAge ago.

@@ -50,8 +50,9 @@ func (n *metaNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrO
 func (n *metaNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	l := n.m.snaps.get()
 	e, ok := l.lookup(n.path, name)
-	if !ok {
-		// Perhaps a snapshot made since the list was read.
+	if !ok && !strings.HasPrefix(name, ".") {
+		// Perhaps a snapshot made since the list was read. (Names
+		// starting with a dot are probes by shells and desktops.)
 		if l2 := n.m.snaps.missed(); l2 != l {
 			l = l2
 			e, ok = l.lookup(n.path, name)

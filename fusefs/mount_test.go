@@ -1133,3 +1133,67 @@ func TestMountPermissions(t *testing.T) {
 		}
 	})
 }
+
+// reloadingRepo counts index reloads and can fail them.
+type reloadingRepo struct {
+	*fakeRepo
+	mu      sync.Mutex
+	reloads int
+	fail    bool
+}
+
+func (r *reloadingRepo) ReloadIndex(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reloads++
+	if r.fail {
+		return errors.New("index unreadable")
+	}
+	return nil
+}
+
+func (r *reloadingRepo) state() (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reloads, r.fail
+}
+
+func TestMountIndexReload(t *testing.T) {
+	f := newFixture(t)
+	r := &reloadingRepo{fakeRepo: f.repo, fail: true}
+	mnt, _, log := mountTest(t, r, Options{Refresh: 200 * time.Millisecond})
+	ids := filepath.Join(mnt, "ids")
+	if n, _ := r.state(); n != 0 {
+		t.Fatalf("%d reloads at mount time", n)
+	}
+	root := f.repo.build([]fentry{{path: "n.txt", data: []byte("n\n"), node: tree.Node{Mode: 0o644}}})
+	sn := &snapshot.Snapshot{Time: t0.Add(60 * time.Hour), Hostname: "zeta", Tree: root}
+	f.repo.addSnapshot(sn)
+
+	// The reload fails: the new snapshot stays hidden.
+	time.Sleep(250 * time.Millisecond)
+	if names := readDirNames(t, ids); slices.Contains(names, sn.ID.Short()) {
+		t.Error("snapshot shown although the index reload failed")
+	}
+	if !log.contains("index unreadable") {
+		t.Error("the failed reload was not logged")
+	}
+	// It works: the snapshot appears.
+	r.mu.Lock()
+	r.fail = false
+	r.mu.Unlock()
+	time.Sleep(250 * time.Millisecond)
+	if names := readDirNames(t, ids); !slices.Contains(names, sn.ID.Short()) {
+		t.Errorf("snapshot not shown after the index reload: %v", names)
+	}
+	// Forgetting a snapshot needs no reload.
+	n, _ := r.state()
+	f.repo.removeSnapshot(f.sn1.ID)
+	time.Sleep(250 * time.Millisecond)
+	if names := readDirNames(t, ids); slices.Contains(names, f.sn1.ID.Short()) {
+		t.Error("forgotten snapshot still shown")
+	}
+	if n2, _ := r.state(); n2 != n {
+		t.Errorf("forgetting a snapshot reloaded the index (%d -> %d)", n, n2)
+	}
+}
