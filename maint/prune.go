@@ -174,9 +174,7 @@ func PlanPrune(ctx context.Context, r *repo.Repository, opts PruneOptions) (*Pru
 
 	plan := &PrunePlan{Snapshots: len(snaps), usedBlobs: used, keep: map[crypto.ID]bool{},
 		packSizes: map[crypto.ID]int64{}, pendingKeep: map[crypto.ID]int64{}}
-	for id := range r.IndexFiles() {
-		plan.supersedes = append(plan.supersedes, id)
-	}
+	plan.supersedes = r.ListedIndexFiles()
 	plan.packBlobs = r.Index().Packs()
 	marks, pendingIdx := r.PendingPacks()
 	pendingBlobs := pendingIdx.Packs()

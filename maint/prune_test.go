@@ -170,21 +170,28 @@ func TestPruneMarksThenDeletes(t *testing.T) {
 
 func TestPruneRepacksPartlyUsedPacks(t *testing.T) {
 	f := newFixture(t)
-	a, b := f.blob(20<<10), f.blob(20<<10)
-	r := f.open()
-	// One snapshot with both blobs (one pack), then one with only a.
-	sn1 := f.snapshot(r, a, b)
-	sn2 := f.snapshot(f.open(), a)
+	// One snapshot of 20 blobs spread over the open packs, then one that
+	// keeps every other blob: the packs become partly used.
+	var all, half [][]byte
+	for i := 0; i < 20; i++ {
+		b := f.blob(2 << 10)
+		all = append(all, b)
+		if i%2 == 0 {
+			half = append(half, b)
+		}
+	}
+	sn1 := f.snapshot(f.open(), all...)
+	sn2 := f.snapshot(f.open(), half...)
 	if err := f.open().RemoveSnapshot(context.Background(), sn1.ID); err != nil {
 		t.Fatal(err)
 	}
 	plan := prune(t, f.open(), maint.PruneOptions{MaxUnused: 0.0001})
 	if len(plan.Repack) == 0 {
-		t.Fatalf("nothing repacked: %+v", plan)
+		t.Fatalf("nothing repacked: repack %v mark %v", plan.Repack, plan.Mark)
 	}
-	f.restoreOK(sn2, a)
+	f.restoreOK(sn2, half...)
 	plan = prune(t, f.open(), maint.PruneOptions{InstantDelete: true})
-	f.restoreOK(sn2, a)
+	f.restoreOK(sn2, half...)
 	if plan.UnusedBlobs != 0 {
 		t.Fatalf("unused blobs left after repack and delete: %d", plan.UnusedBlobs)
 	}

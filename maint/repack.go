@@ -91,10 +91,7 @@ func Repack(ctx context.Context, r *repo.Repository, opts RepackOptions) (Repack
 			return st, err
 		}
 	}
-	supersedes := make([]crypto.ID, 0)
-	for id := range r.IndexFiles() {
-		supersedes = append(supersedes, id)
-	}
+	supersedes := r.ListedIndexFiles()
 	done := map[BlobRef]bool{}
 	for i, pid := range chosen {
 		opts.Logf("repacking pack %d of %d\n", i+1, len(chosen))

@@ -72,7 +72,9 @@ func (r *Repository) saveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 		p.mu.Unlock()
 		return false, err
 	}
-	if _, ok := p.inflight[k]; ok {
+	// Check the index again under the lock: an upload moves blobs from
+	// inflight to the index while holding it.
+	if _, ok := p.inflight[k]; ok || r.idx.Has(t, id) {
 		p.mu.Unlock()
 		return false, nil
 	}
@@ -260,6 +262,21 @@ func (r *Repository) IndexFiles() map[crypto.ID]*index.File {
 	return out
 }
 
+// ListedIndexFiles returns every index file seen when the index was
+// loaded or refreshed, including the superseded ones that were skipped.
+// Whoever rewrites the whole index must supersede all of them: superseding
+// only the loaded ones would bring an old, skipped file back to life once
+// the file that superseded it is gone.
+func (r *Repository) ListedIndexFiles() []crypto.ID {
+	r.packer.mu.Lock()
+	defer r.packer.mu.Unlock()
+	out := make([]crypto.ID, 0, len(r.listedIndex))
+	for id := range r.listedIndex {
+		out = append(out, id)
+	}
+	return out
+}
+
 // IndexProblem is an index file that could not be loaded.
 type IndexProblem struct {
 	ID  crypto.ID
@@ -271,6 +288,7 @@ type IndexProblem struct {
 func (r *Repository) addIndexFile(id crypto.ID, f *index.File) {
 	r.packer.mu.Lock()
 	r.indexFiles[id] = f
+	r.listedIndex[id] = true
 	for _, p := range f.Pending {
 		if old, ok := r.pendingMarks[p.ID]; !ok || p.MarkedAt < old {
 			r.pendingMarks[p.ID] = p.MarkedAt
@@ -357,6 +375,11 @@ func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProbl
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	r.packer.mu.Lock()
+	for _, id := range ids {
+		r.listedIndex[id] = true
+	}
+	r.packer.mu.Unlock()
 	superseded := map[crypto.ID]bool{}
 	var problems []IndexProblem
 	for i, f := range files {

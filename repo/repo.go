@@ -73,6 +73,7 @@ type Repository struct {
 
 	idx          *index.Index
 	indexFiles   map[crypto.ID]*index.File
+	listedIndex  map[crypto.ID]bool  // every index file seen, superseded ones too
 	pending      *index.Index        // blobs of packs marked for deletion: read-only fallback
 	pendingMarks map[crypto.ID]int64 // pending pack -> when it was marked (Unix ns)
 
@@ -181,7 +182,7 @@ func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options
 	if opts.KDF == nil {
 		opts.KDF = &crypto.DefaultKDF
 	}
-	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, idx: index.New(), indexFiles: map[crypto.ID]*index.File{},
+	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, idx: index.New(), indexFiles: map[crypto.ID]*index.File{}, listedIndex: map[crypto.ID]bool{},
 		pending: index.New(), pendingMarks: map[crypto.ID]int64{}, zeroIDs: map[int]crypto.ID{}}
 	var err error
 	if level != 0 {
