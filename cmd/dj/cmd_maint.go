@@ -17,7 +17,7 @@ import (
 )
 
 func maintenanceCommands() []*cli.Command {
-	return []*cli.Command{forgetCommand(), pruneCommand(), diffCommand(), repackCommand()}
+	return []*cli.Command{forgetCommand(), pruneCommand(), diffCommand(), repackCommand(), checkCommand(), statsCommand(), repairCommand()}
 }
 
 func pruneFlags() []cli.Flag {
