@@ -199,8 +199,8 @@ func testRangedLoad(t *testing.T, be backend.Backend) {
 		}
 	}
 	for _, r := range [][2]int64{{-1, 0}, {0, -1}} {
-		if _, err := be.Load(context.Background(), h, r[0], int(r[1])); err == nil {
-			t.Errorf("Load %v (%d, %d): no error for a negative range", h, r[0], r[1])
+		if _, err := be.Load(context.Background(), h, r[0], int(r[1])); !errors.Is(err, fs.ErrInvalid) {
+			t.Errorf("Load %v (%d, %d): %v, want fs.ErrInvalid for a negative range", h, r[0], r[1], err)
 		}
 	}
 }
@@ -401,21 +401,21 @@ func testInvalidHandles(t *testing.T, be backend.Backend) {
 		{Type: "data/..", Name: "config"},
 	}
 	for _, h := range bad {
-		if err := be.Save(ctx, h, []byte("x")); err == nil {
-			t.Errorf("Save %+v: no error for an invalid handle", h)
+		if err := be.Save(ctx, h, []byte("x")); !errors.Is(err, fs.ErrInvalid) {
+			t.Errorf("Save %+v: %v, want fs.ErrInvalid", h, err)
 		}
-		if _, err := be.Load(ctx, h, 0, 0); err == nil {
-			t.Errorf("Load %+v: no error for an invalid handle", h)
+		if _, err := be.Load(ctx, h, 0, 0); !errors.Is(err, fs.ErrInvalid) {
+			t.Errorf("Load %+v: %v, want fs.ErrInvalid", h, err)
 		}
-		if _, err := be.Stat(ctx, h); err == nil {
-			t.Errorf("Stat %+v: no error for an invalid handle", h)
+		if _, err := be.Stat(ctx, h); !errors.Is(err, fs.ErrInvalid) {
+			t.Errorf("Stat %+v: %v, want fs.ErrInvalid", h, err)
 		}
-		if err := be.Remove(ctx, h); err == nil {
-			t.Errorf("Remove %+v: no error for an invalid handle", h)
+		if err := be.Remove(ctx, h); !errors.Is(err, fs.ErrInvalid) {
+			t.Errorf("Remove %+v: %v, want fs.ErrInvalid", h, err)
 		}
 	}
-	if err := be.List(ctx, "bogus", func(backend.FileInfo) error { return nil }); err == nil {
-		t.Errorf("List of an invalid type: no error")
+	if err := be.List(ctx, "bogus", func(backend.FileInfo) error { return nil }); !errors.Is(err, fs.ErrInvalid) {
+		t.Errorf("List of an invalid type: %v, want fs.ErrInvalid", err)
 	}
 	for _, typ := range backend.AllFileTypes {
 		if got := listAll(t, be, typ); len(got) != 0 {

@@ -165,16 +165,16 @@ func (l *Local) path(h backend.Handle) (string, error) {
 // repository layout.
 func checkHandle(h backend.Handle) error {
 	if !validType(h.Type) {
-		return fmt.Errorf("invalid file type %q", h.Type)
+		return fmt.Errorf("invalid file type %q: %w", h.Type, fs.ErrInvalid)
 	}
 	if h.Type == backend.ConfigFile {
 		if h.Name != "" {
-			return fmt.Errorf("invalid handle %q: config has no name", h.Name)
+			return fmt.Errorf("invalid handle %q: config has no name: %w", h.Name, fs.ErrInvalid)
 		}
 		return nil
 	}
 	if !validName(h.Name) || (h.Type == backend.PackFile && len(h.Name) < 2) {
-		return fmt.Errorf("invalid %s file name %q", h.Type, h.Name)
+		return fmt.Errorf("invalid %s file name %q: %w", h.Type, h.Name, fs.ErrInvalid)
 	}
 	return nil
 }
@@ -307,7 +307,7 @@ func (l *Local) Load(ctx context.Context, h backend.Handle, offset int64, length
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	if offset < 0 || length < 0 {
-		return nil, fmt.Errorf("load %v: invalid range offset %d length %d", h, offset, length)
+		return nil, fmt.Errorf("load %v: invalid range offset %d length %d: %w", h, offset, length, fs.ErrInvalid)
 	}
 	f, err := os.Open(p)
 	if err != nil {
@@ -376,7 +376,7 @@ func (l *Local) List(ctx context.Context, t backend.FileType, fn func(backend.Fi
 		return err
 	}
 	if !validType(t) {
-		return fmt.Errorf("list: invalid file type %q", t)
+		return fmt.Errorf("list: invalid file type %q: %w", t, fs.ErrInvalid)
 	}
 	if t == backend.ConfigFile {
 		fi, err := os.Stat(l.configPath())

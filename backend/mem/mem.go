@@ -66,7 +66,7 @@ func (b *Backend) Load(ctx context.Context, h backend.Handle, offset int64, leng
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	if offset < 0 || length < 0 {
-		return nil, fmt.Errorf("load %v: invalid range offset %d length %d", h, offset, length)
+		return nil, fmt.Errorf("load %v: invalid range offset %d length %d: %w", h, offset, length, fs.ErrInvalid)
 	}
 	b.mu.RLock()
 	e, ok := b.files[h]
@@ -111,7 +111,7 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 		return err
 	}
 	if !validType(t) {
-		return fmt.Errorf("list: invalid file type %q", t)
+		return fmt.Errorf("list: invalid file type %q: %w", t, fs.ErrInvalid)
 	}
 	var infos []backend.FileInfo
 	b.mu.RLock()
@@ -154,18 +154,18 @@ func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 // mem fails where a real backend would.
 func checkHandle(h backend.Handle) error {
 	if !validType(h.Type) {
-		return fmt.Errorf("invalid file type %q", h.Type)
+		return fmt.Errorf("invalid file type %q: %w", h.Type, fs.ErrInvalid)
 	}
 	if h.Type == backend.ConfigFile {
 		if h.Name != "" {
-			return fmt.Errorf("invalid handle %q: config has no name", h.Name)
+			return fmt.Errorf("invalid handle %q: config has no name: %w", h.Name, fs.ErrInvalid)
 		}
 		return nil
 	}
 	n := h.Name
 	if n == "" || len(n) > 255 || strings.HasPrefix(n, ".") || strings.ContainsAny(n, "/\\\x00") ||
 		strings.Contains(n, "-tmp-") || (h.Type == backend.PackFile && len(n) < 2) {
-		return fmt.Errorf("invalid %s file name %q", h.Type, n)
+		return fmt.Errorf("invalid %s file name %q: %w", h.Type, n, fs.ErrInvalid)
 	}
 	return nil
 }

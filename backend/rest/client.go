@@ -328,7 +328,7 @@ func (c *Client) load(ctx context.Context, h backend.Handle, offset int64, lengt
 		return nil, err
 	}
 	if offset < 0 || length < 0 {
-		return nil, fmt.Errorf("invalid range offset %d length %d", offset, length)
+		return nil, fmt.Errorf("invalid range offset %d length %d: %w", offset, length, fs.ErrInvalid)
 	}
 	header := http.Header{}
 	switch {
@@ -507,7 +507,7 @@ func (c *Client) List(ctx context.Context, t backend.FileType, fn func(backend.F
 
 func (c *Client) list(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
 	if !validType(t) {
-		return fmt.Errorf("invalid file type %q", t)
+		return fmt.Errorf("invalid file type %q: %w", t, fs.ErrInvalid)
 	}
 	if t == backend.ConfigFile {
 		fi, err := c.Stat(ctx, backend.Handle{Type: t})
@@ -590,18 +590,18 @@ func (c *Client) list(ctx context.Context, t backend.FileType, fn func(backend.F
 // layout, before they are put into a URL.
 func checkHandle(h backend.Handle) error {
 	if !validType(h.Type) {
-		return fmt.Errorf("invalid file type %q", h.Type)
+		return fmt.Errorf("invalid file type %q: %w", h.Type, fs.ErrInvalid)
 	}
 	if h.Type == backend.ConfigFile {
 		if h.Name != "" {
-			return fmt.Errorf("invalid handle %q: config has no name", h.Name)
+			return fmt.Errorf("invalid handle %q: config has no name: %w", h.Name, fs.ErrInvalid)
 		}
 		return nil
 	}
 	n := h.Name
 	if n == "" || len(n) > 255 || strings.HasPrefix(n, ".") || strings.ContainsAny(n, "/\\\x00?#%") ||
 		strings.Contains(n, "-tmp-") || (h.Type == backend.PackFile && len(n) < 2) {
-		return fmt.Errorf("invalid %s file name %q", h.Type, n)
+		return fmt.Errorf("invalid %s file name %q: %w", h.Type, n, fs.ErrInvalid)
 	}
 	return nil
 }

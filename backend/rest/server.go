@@ -136,6 +136,10 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			httpError(w, http.StatusNotFound)
 			return
 		}
+		if name != "" && !isID(name) {
+			http.Error(w, "invalid file name: want 64 lowercase hex digits", http.StatusBadRequest)
+			return
+		}
 		if name == "" {
 			if r.Method != http.MethodGet {
 				methodNotAllowed(w, "GET")
@@ -149,7 +153,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // parsePath splits "/{type}/" and "/{type}/{name}", accepting only the
-// types of a repository and names of 64 lowercase hex digits.
+// types of a repository and names without a slash.
 func parsePath(p string) (backend.FileType, string, bool) {
 	rest, ok := strings.CutPrefix(p, "/")
 	if !ok {
@@ -165,7 +169,7 @@ func parsePath(p string) (backend.FileType, string, bool) {
 	default:
 		return "", "", false
 	}
-	if name != "" && !isID(name) {
+	if strings.Contains(name, "/") {
 		return "", "", false
 	}
 	return typ, name, true
