@@ -1,0 +1,205 @@
+package fault_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"strings"
+	"syscall"
+	"testing"
+
+	"dj/backend"
+	"dj/backend/conformance"
+	"dj/backend/fault"
+	"dj/backend/mem"
+)
+
+func TestConformanceUnarmed(t *testing.T) {
+	conformance.Run(t, func(t *testing.T) backend.Backend { return fault.New(mem.New()) })
+}
+
+func h(t backend.FileType, name string) backend.Handle {
+	return backend.Handle{Type: t, Name: strings.Repeat(name, 64/len(name))}
+}
+
+func TestFailNth(t *testing.T) {
+	ctx := context.Background()
+	f := fault.New(mem.New())
+	data := []byte("0123456789")
+	for _, n := range []string{"a", "b"} {
+		if err := f.Save(ctx, h(backend.PackFile, n), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Save(ctx, h(backend.IndexFile, "c"), data); err != nil {
+		t.Fatal(err)
+	}
+	f.FailNth(fault.Load, backend.PackFile, 2, nil)
+	boom := errors.New("boom")
+	f.FailNth(fault.Load, backend.IndexFile, 1, boom)
+
+	if _, err := f.Load(ctx, h(backend.PackFile, "a"), 0, 0); err != nil {
+		t.Errorf("first pack load: %v", err)
+	}
+	if _, err := f.Load(ctx, h(backend.IndexFile, "c"), 0, 0); !errors.Is(err, boom) {
+		t.Errorf("first index load: %v, want boom", err)
+	}
+	if _, err := f.Load(ctx, h(backend.PackFile, "b"), 0, 0); !errors.Is(err, fault.ErrInjected) {
+		t.Errorf("second pack load: %v, want ErrInjected", err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := f.Load(ctx, h(backend.PackFile, "b"), 0, 0); err != nil {
+			t.Errorf("later pack load: %v", err)
+		}
+	}
+	if got := f.Calls(fault.Load, backend.PackFile); got != 5 {
+		t.Errorf("Calls(load, data) = %d, want 5", got)
+	}
+	if got := f.Calls(fault.Load, ""); got != 6 {
+		t.Errorf("Calls(load, any) = %d, want 6", got)
+	}
+}
+
+func TestTimes(t *testing.T) {
+	ctx := context.Background()
+	f := fault.New(mem.New())
+	f.Add(fault.Rule{Op: fault.Stat, Nth: 2, Times: 3})
+	var failed []int
+	for i := 1; i <= 6; i++ {
+		if _, err := f.Stat(ctx, h(backend.LockFile, "d")); errors.Is(err, fault.ErrInjected) {
+			failed = append(failed, i)
+		}
+	}
+	if len(failed) != 3 || failed[0] != 2 || failed[2] != 4 {
+		t.Errorf("failed calls %v, want [2 3 4]", failed)
+	}
+	f.Add(fault.Rule{Op: fault.Stat, Times: -1})
+	for i := 0; i < 5; i++ {
+		if _, err := f.Stat(ctx, h(backend.LockFile, "d")); !errors.Is(err, fault.ErrInjected) {
+			t.Errorf("permanent rule: call %d: %v", i, err)
+		}
+	}
+	f.Reset()
+	if _, err := f.Stat(ctx, h(backend.LockFile, "d")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after Reset: %v, want the real answer", err)
+	}
+}
+
+func TestCorrupt(t *testing.T) {
+	ctx := context.Background()
+	inner := mem.New()
+	f := fault.New(inner)
+	data := []byte("0123456789")
+	p := h(backend.PackFile, "e")
+	if err := f.Save(ctx, p, data); err != nil {
+		t.Fatal(err)
+	}
+	f.CorruptNth(fault.Load, backend.PackFile, 1)
+	got, err := f.Load(ctx, p, 0, 0)
+	if err != nil || bytes.Equal(got, data) || got[5] != data[5]^0xff {
+		t.Errorf("corrupted load: %q, %v", got, err)
+	}
+	if again, _ := f.Load(ctx, p, 0, 0); !bytes.Equal(again, data) {
+		t.Errorf("second load is corrupt too, or the stored file changed: %q", again)
+	}
+	f.Add(fault.Rule{Op: fault.Load, Corrupt: true, Offset: -1})
+	if got, _ := f.Load(ctx, p, 2, 3); string(got) != "23"+string([]byte{'4' ^ 0xff}) {
+		t.Errorf("ranged load with the last byte flipped: %q", got)
+	}
+
+	q := h(backend.SnapshotFile, "f")
+	f.Add(fault.Rule{Op: fault.Save, Type: backend.SnapshotFile, Corrupt: true, Offset: 0})
+	if err := f.Save(ctx, q, data); err != nil {
+		t.Fatalf("corrupted save reports %v, want success", err)
+	}
+	if stored, _ := inner.Load(ctx, q, 0, 0); stored[0] != data[0]^0xff || !bytes.Equal(stored[1:], data[1:]) {
+		t.Errorf("stored %q", stored)
+	}
+	if data[0] != '0' {
+		t.Errorf("Save corrupted the caller's buffer")
+	}
+}
+
+func TestDiskFull(t *testing.T) {
+	ctx := context.Background()
+	inner := mem.New()
+	f := fault.New(inner)
+	f.FailSavesAfter(25)
+	for i, n := range []string{"1", "2"} {
+		if err := f.Save(ctx, h(backend.PackFile, n), make([]byte, 10)); err != nil {
+			t.Fatalf("save %d within the space: %v", i, err)
+		}
+	}
+	err := f.Save(ctx, h(backend.PackFile, "3"), make([]byte, 10))
+	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "disk full") {
+		t.Errorf("save beyond the space: %v, want ENOSPC", err)
+	}
+	if _, err := inner.Stat(ctx, h(backend.PackFile, "3")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the failed save stored a file: %v", err)
+	}
+	if err := f.Save(ctx, h(backend.PackFile, "4"), make([]byte, 1)); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("a full disk stays full: %v", err)
+	}
+	f.FailSavesAfter(-1)
+	if err := f.Save(ctx, h(backend.PackFile, "4"), make([]byte, 100)); err != nil {
+		t.Errorf("after lifting the limit: %v", err)
+	}
+}
+
+func TestAfter(t *testing.T) {
+	ctx := context.Background()
+	inner := mem.New()
+	f := fault.New(inner)
+	s := h(backend.SnapshotFile, "7")
+	f.Add(fault.Rule{Op: fault.Save, After: true})
+	if err := f.Save(ctx, s, []byte("x")); !errors.Is(err, fault.ErrInjected) {
+		t.Errorf("save: %v, want ErrInjected", err)
+	}
+	if _, err := inner.Stat(ctx, s); err != nil {
+		t.Errorf("the save did not happen: %v", err)
+	}
+	f.Add(fault.Rule{Op: fault.Remove, After: true})
+	if err := f.Remove(ctx, s); !errors.Is(err, fault.ErrInjected) {
+		t.Errorf("remove: %v, want ErrInjected", err)
+	}
+	if _, err := inner.Stat(ctx, s); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the remove did not happen: %v", err)
+	}
+	f.FailNth(fault.Remove, "", 1, nil)
+	if err := f.Save(ctx, s, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Remove(ctx, s); !errors.Is(err, fault.ErrInjected) {
+		t.Errorf("remove: %v", err)
+	}
+	if _, err := inner.Stat(ctx, s); err != nil {
+		t.Errorf("a failed remove removed the file: %v", err)
+	}
+}
+
+func TestListMidway(t *testing.T) {
+	ctx := context.Background()
+	f := fault.New(mem.New())
+	for _, n := range []string{"1", "2", "3", "4"} {
+		if err := f.Save(ctx, h(backend.IndexFile, n), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Add(fault.Rule{Op: fault.List, Type: backend.IndexFile, AfterItems: 2})
+	n := 0
+	err := f.List(ctx, backend.IndexFile, func(backend.FileInfo) error { n++; return nil })
+	if !errors.Is(err, fault.ErrInjected) || n != 2 {
+		t.Errorf("List: %d entries, %v; want 2 and ErrInjected", n, err)
+	}
+	f.FailNth(fault.List, "", 1, nil)
+	n = 0
+	err = f.List(ctx, backend.IndexFile, func(backend.FileInfo) error { n++; return nil })
+	if !errors.Is(err, fault.ErrInjected) || n != 0 {
+		t.Errorf("List: %d entries, %v; want 0 and ErrInjected", n, err)
+	}
+	n = 0
+	if err := f.List(ctx, backend.IndexFile, func(backend.FileInfo) error { n++; return nil }); err != nil || n != 4 {
+		t.Errorf("List: %d entries, %v", n, err)
+	}
+}
