@@ -1,21 +1,5 @@
 //go:build linux
 
-// Package fusefs serves the snapshots of a repository as a read-only FUSE
-// file system (go-fuse/v2 node API).
-//
-// The layout of a mount (the default path templates) is
-//
-//	snapshots/<time>/...          one directory per snapshot, and snapshots/latest -> <time>
-//	ids/<short id>/...
-//	hosts/<host>/<time>/...       and hosts/<host>/latest
-//	tags/<tag>/<time>/...         and tags/<tag>/latest
-//	versions/<path>/<name>@<time> every distinct version of each file across all snapshots
-//
-// A snapshot's root tree is the root of its directory: the backed-up path
-// /home/ann/docs is at <time>/home/ann/docs. Everything is loaded lazily:
-// trees when a directory is visited, blobs when a file is read. The snapshot
-// list is re-read at most every Options.Refresh, and at once (at most once a
-// second) when an unknown name is looked up in a snapshot-list directory.
 package fusefs
 
 import (
@@ -37,114 +21,7 @@ import (
 
 	"dj/cache"
 	"dj/repo/crypto"
-	"dj/repo/snapshot"
 	"dj/repo/tree"
-)
-
-// Repository is what a mount needs from a repository. All methods must be
-// safe for concurrent use.
-type Repository interface {
-	// Snapshots returns the current snapshot list, freshly read from the
-	// repository. It is called at mount time and on each refresh (see also
-	// IndexReloader).
-	Snapshots(ctx context.Context) ([]*snapshot.Snapshot, error)
-	// LoadTree returns a decoded, validated tree.
-	LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error)
-	// LoadBlob returns the verified plaintext of a data blob. buf, when not
-	// nil, may be used for the result; the mount passes nil and keeps the
-	// returned slice (it must not be reused by the repository).
-	LoadBlob(ctx context.Context, id crypto.ID, buf []byte) ([]byte, error)
-	// BlobSize returns the plaintext length of a data blob from the index.
-	BlobSize(id crypto.ID) (int, bool)
-	// IsZeroBlob reports whether a data blob's plaintext is all zeros; such
-	// blobs are served without loading them.
-	IsZeroBlob(id crypto.ID) bool
-}
-
-// IndexReloader may be implemented by a Repository that must reload its
-// index before it can load the trees and blobs of snapshots made after it
-// was opened. ReloadIndex is called when a refresh finds new snapshots,
-// before they are shown; when it fails, the new snapshots stay hidden until
-// the next refresh.
-type IndexReloader interface {
-	ReloadIndex(ctx context.Context) error
-}
-
-// SubRoot selects one snapshot, and optionally one directory in it, to be
-// mounted as the root of the file system instead of the snapshot listing.
-type SubRoot struct {
-	Snapshot *snapshot.Snapshot
-	// Path is a slash-separated directory path inside the snapshot, such as
-	// "/home/ann"; empty or "/" is the snapshot's root.
-	Path string
-}
-
-// Defaults of Options.
-const (
-	DefaultCacheSize    = 512 << 20
-	DefaultRefresh      = 30 * time.Second
-	DefaultTimeTemplate = "2006-01-02T15:04:05Z07:00"
-)
-
-// DefaultPathTemplates returns the path templates used when
-// Options.PathTemplates is empty. In a template, %i is the short snapshot
-// ID, %I the full ID, %h the host name, %u the user name, %t a tag (one path
-// per tag), %T the snapshot time formatted with the time template and %% a
-// percent sign. A template ending in %T also gets a "latest" symlink in the
-// directory holding the times.
-func DefaultPathTemplates() []string {
-	return []string{"ids/%i", "snapshots/%T", "hosts/%h/%T", "tags/%t/%T"}
-}
-
-// Options configure a mount. The zero value mounts every snapshot with the
-// default layout.
-type Options struct {
-	// Filter selects the snapshots shown.
-	Filter snapshot.Filter
-	// PathTemplates lay out the snapshot directories (see
-	// DefaultPathTemplates); empty means the defaults. The view
-	// "versions" is added at the root unless a template uses that name.
-	PathTemplates []string
-	// TimeTemplate formats snapshot times (Go layout, in the local time zone
-	// of the process); empty means DefaultTimeTemplate. It may contain "/"
-	// to build nested directories.
-	TimeTemplate string
-
-	// CacheSize bounds the memory of decoded blobs and trees (bytes);
-	// 0 means DefaultCacheSize.
-	CacheSize int64
-	// Refresh is how often the snapshot list may be re-read; 0 means
-	// DefaultRefresh.
-	Refresh time.Duration
-
-	// AllowOther lets other users access the mount (FUSE allow_other).
-	AllowOther bool
-	// OwnerRoot shows every file as owned by root (uid and gid 0).
-	OwnerRoot bool
-	// NoDefaultPermissions leaves permission checks out of the kernel
-	// (no default_permissions), so with AllowOther everyone reads everything.
-	NoDefaultPermissions bool
-	// DebugFUSE logs every FUSE request.
-	DebugFUSE bool
-	// FsName is the mount's source name, as shown by df and in /proc/mounts,
-	// such as "dj:1a2b3c4d"; empty means "dj".
-	FsName string
-
-	// Root, when set, mounts one snapshot (or one directory of it) as the
-	// root of the file system.
-	Root *SubRoot
-
-	// Logf receives log lines, such as the cause of an EIO; nil means the
-	// standard logger.
-	Logf func(format string, args ...any)
-}
-
-// Errors returned by Mount, for errors.Is. Their messages say what to do.
-var (
-	// ErrMountpoint means the mountpoint cannot be used.
-	ErrMountpoint = errors.New("unusable mountpoint")
-	// ErrNoFUSE means FUSE is not available on this system.
-	ErrNoFUSE = errors.New("FUSE is not available")
 )
 
 // Mounted is a mounted file system.
