@@ -31,6 +31,7 @@ type packer struct {
 	mu       sync.Mutex
 	open     map[pack.BlobType][]*pack.Writer
 	inflight map[blobKey]struct{} // blobs added to an open or uploading pack
+	free     [][]byte             // buffers of uploaded data packs, for reuse
 	written  []index.FilePack     // packs saved since the last index file
 	err      error                // first upload error
 
@@ -81,14 +82,74 @@ func (r *Repository) saveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 	p.inflight[k] = struct{}{}
 	p.mu.Unlock()
 
-	content, compressed := r.compress(plain)
-	sealed := pack.SealBlob(r.key, make([]byte, 0, len(content)+crypto.Overhead), t, id, content)
-	return true, p.add(ctx, t, id, sealed, compressed, len(plain))
+	content, compressed, scratch := r.compressPooled(plain)
+	sealed := r.getBuf(len(content) + crypto.Overhead)
+	sealed = pack.SealBlob(r.key, sealed, t, id, content)
+	r.putBuf(scratch)
+	err := p.add(ctx, t, id, sealed, compressed, len(plain))
+	r.putBuf(sealed) // add copied it into the pack
+	return true, err
+}
+
+// getBuf returns an empty buffer with room for n bytes from the pool.
+func (r *Repository) getBuf(n int) []byte {
+	if b, ok := r.bufPool.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, n)
+}
+
+// putBuf returns a buffer to the pool; nil is ignored.
+func (r *Repository) putBuf(b []byte) {
+	if b == nil || cap(b) > 16<<20 {
+		return
+	}
+	b = b[:0]
+	r.bufPool.Put(&b)
+}
+
+// compressPooled is compress with the output in a pooled buffer, returned
+// as scratch (nil when plain is returned as it is).
+func (r *Repository) compressPooled(plain []byte) (content []byte, compressed bool, scratch []byte) {
+	if r.enc == nil || len(plain) < 64 || !r.compressible(plain) {
+		return plain, false, nil
+	}
+	c := r.enc.EncodeAll(plain, r.getBuf(len(plain)))
+	if len(c) >= len(plain) {
+		return plain, false, c
+	}
+	return c, true, c
+}
+
+// Incompressible data (media, archives, encrypted files) is detected from
+// samples instead of compressing whole chunks for nothing.
+const (
+	sampleSize     = 32 << 10
+	sampleMinInput = 8 * sampleSize
+)
+
+// compressible reports whether samples from the start and the middle of
+// plain shrink under the fastest zstd level; if neither shrinks by 1%,
+// compressing the whole chunk would not pay.
+func (r *Repository) compressible(plain []byte) bool {
+	if len(plain) < sampleMinInput || r.sampleEnc == nil {
+		return true
+	}
+	for _, off := range []int{0, len(plain) / 2} {
+		s := plain[off : off+sampleSize]
+		out := r.sampleEnc.EncodeAll(s, r.getBuf(sampleSize+sampleSize/8))
+		n := len(out)
+		r.putBuf(out)
+		if n < sampleSize*99/100 {
+			return true
+		}
+	}
+	return false
 }
 
 // compress returns the zstd encoding of plain when it is smaller.
 func (r *Repository) compress(plain []byte) ([]byte, bool) {
-	if r.enc == nil || len(plain) < 64 {
+	if r.enc == nil || len(plain) < 64 || !r.compressible(plain) {
 		return plain, false
 	}
 	c := r.enc.EncodeAll(plain, make([]byte, 0, len(plain)))
@@ -107,6 +168,11 @@ func (p *packer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed 
 		hint = 256 << 10 // tree packs fill slowly: let them grow
 	}
 	for len(ws) < openPacksPerType {
+		if t == pack.DataBlob && len(p.free) > 0 {
+			ws = append(ws, pack.NewWriterBuffer(p.r.key, p.free[len(p.free)-1]))
+			p.free = p.free[:len(p.free)-1]
+			continue
+		}
 		ws = append(ws, pack.NewWriter(p.r.key, hint))
 	}
 	i := rand.IntN(len(ws))
@@ -150,6 +216,9 @@ func (p *packer) upload(ctx context.Context, w *pack.Writer) error {
 		}
 		p.r.idx.AddPack(id, blobs)
 		p.written = append(p.written, index.FilePack{ID: id, Blobs: blobs})
+		if len(p.free) < uploadsInFlight && cap(data) >= p.r.opts.PackSize {
+			p.free = append(p.free, data[:0]) // the backend is done with it
+		}
 		for _, b := range blobs {
 			delete(p.inflight, blobKey{b.Type, b.ID})
 		}

@@ -27,6 +27,7 @@ import (
 
 	"dj/repo/chunker"
 	"dj/repo/crypto"
+	"dj/repo/fsnode"
 	"dj/repo/pack"
 	"dj/repo/snapshot"
 	"dj/repo/tree"
@@ -126,7 +127,7 @@ type fileJob struct {
 type archiver struct {
 	repo  Repository
 	opts  Options
-	meta  *metaReader
+	meta  *fsnode.Reader
 	start time.Time
 
 	minSize, avgSize, maxSize int
@@ -215,7 +216,7 @@ func newArchiver(repo Repository, opts Options) *archiver {
 	if opts.Time.IsZero() {
 		opts.Time = time.Now()
 	}
-	a := &archiver{repo: repo, opts: opts, meta: newMetaReader(), start: time.Now(),
+	a := &archiver{repo: repo, opts: opts, meta: fsnode.NewReader(), start: time.Now(),
 		devices: map[uint64]bool{}, hardlinks: map[[2]uint64]*hardlinkEntry{}}
 	a.minSize, a.avgSize, a.maxSize = repo.ChunkerSizes()
 	return a

@@ -131,4 +131,3 @@ func TestBackupReader(t *testing.T) {
 		t.Fatalf("failed command: err %v, snapshots %d -> %d", err, len(before), len(after))
 	}
 }
-

@@ -98,6 +98,12 @@ func NewWriter(k *crypto.Key, sizeHint int) *Writer {
 	return &Writer{key: k, buf: make([]byte, 0, sizeHint)}
 }
 
+// NewWriterBuffer returns a Writer that builds the pack in buf (reused from
+// an earlier pack; its content is overwritten).
+func NewWriterBuffer(k *crypto.Key, buf []byte) *Writer {
+	return &Writer{key: k, buf: buf[:0]}
+}
+
 // Add appends a sealed blob (from SealBlob) to the pack.
 func (w *Writer) Add(t BlobType, id crypto.ID, sealed []byte, compressed bool, plainLen int) {
 	w.blobs = append(w.blobs, Blob{
