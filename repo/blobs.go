@@ -558,6 +558,9 @@ func (r *Repository) BlobSize(id crypto.ID) (int, bool) {
 // BlobID returns the keyed id of plaintext.
 func (r *Repository) BlobID(plain []byte) crypto.ID { return r.key.BlobID(plain) }
 
+// maxZeroSizes bounds the cache of zero-blob ids by size.
+const maxZeroSizes = 64
+
 // IsZeroBlob reports whether a data blob's plaintext is all zeros, using
 // only the index: it compares id with the id of that many zero bytes.
 func (r *Repository) IsZeroBlob(id crypto.ID) bool {
@@ -567,7 +570,13 @@ func (r *Repository) IsZeroBlob(id crypto.ID) bool {
 	}
 	r.zeroMu.Lock()
 	zid, ok := r.zeroIDs[n]
+	full := len(r.zeroIDs) >= maxZeroSizes
 	r.zeroMu.Unlock()
+	if !ok && full && n != r.cfg.ChunkerMax {
+		// Runs of zeros are cut at the maximum chunk size; other sizes are
+		// rare, and hashing zeros for each would cost more than it saves.
+		return false
+	}
 	if !ok {
 		zid = r.key.BlobID(make([]byte, n))
 		r.zeroMu.Lock()

@@ -52,8 +52,9 @@ Examples:
 	}
 }
 
-// mountRepo adapts the repository to what the mount needs: a fresh snapshot
-// list brings the index up to date too, so new snapshots' data loads.
+// mountRepo adapts the repository to what the mount needs: the snapshot
+// list with unreadable snapshots logged, and index reloads when new
+// snapshots appear, so their data loads.
 type mountRepo struct {
 	*repo.Repository
 	warn func(format string, args ...any)
@@ -67,10 +68,14 @@ func (m mountRepo) Snapshots(ctx context.Context) ([]*snapshot.Snapshot, error) 
 	for _, p := range problems {
 		m.warn("snapshot %s cannot be read: %v", p.ID.Short(), p.Err)
 	}
-	if _, err := m.Repository.RefreshIndex(ctx); err != nil {
-		m.warn("refreshing the index: %v", err)
-	}
 	return list, nil
+}
+
+// ReloadIndex loads the index files written since the mount started; the
+// mount calls it when a refresh finds new snapshots.
+func (m mountRepo) ReloadIndex(ctx context.Context) error {
+	_, err := m.Repository.RefreshIndex(ctx)
+	return err
 }
 
 func runMount(c *cli.Context) error {
