@@ -36,15 +36,18 @@ var ErrInjected = errors.New("fault: injected failure (simulated dropped connect
 
 // Rule arms one fault. A rule counts the calls that match it (same Op,
 // and same Type unless Type is empty) from the moment it is added, and
-// fires on call Nth, Nth+1, ..., Nth+Times-1.
+// fires on call Nth, Nth+Every, Nth+2*Every, ..., Times times in all.
 type Rule struct {
 	Op   Op
 	Type backend.FileType // "" matches every type
 	// Nth is the first matching call the rule fires on, counting from 1;
 	// 0 means 1 (the next call).
 	Nth int
-	// Times is how many consecutive matching calls it fires on; 0 means
-	// once, negative means every call from the Nth on.
+	// Every is the distance between the calls it fires on; 0 means 1
+	// (consecutive calls).
+	Every int
+	// Times is how often it fires; 0 means once, negative means without
+	// end.
 	Times int
 
 	// Err is returned by the call; nil means ErrInjected, unless Corrupt
@@ -68,7 +71,8 @@ type Rule struct {
 
 type armed struct {
 	Rule
-	seen int
+	seen  int // matching calls
+	fired int
 }
 
 // Backend is the fault-injecting decorator. Its methods are safe for
@@ -98,6 +102,9 @@ func New(b backend.Backend) *Backend {
 func (b *Backend) Add(r Rule) {
 	if r.Nth <= 0 {
 		r.Nth = 1
+	}
+	if r.Every <= 0 {
+		r.Every = 1
 	}
 	if r.Times == 0 {
 		r.Times = 1
@@ -172,7 +179,8 @@ func (b *Backend) fire(op Op, t backend.FileType) (Rule, bool) {
 			continue
 		}
 		r.seen++
-		if hit == nil && r.seen >= r.Nth && (r.Times < 0 || r.seen < r.Nth+r.Times) {
+		if hit == nil && r.seen >= r.Nth && (r.seen-r.Nth)%r.Every == 0 && (r.Times < 0 || r.fired < r.Times) {
+			r.fired++
 			hit = &r.Rule
 		}
 	}

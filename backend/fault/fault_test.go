@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"strings"
 	"syscall"
@@ -73,6 +74,16 @@ func TestTimes(t *testing.T) {
 	}
 	if len(failed) != 3 || failed[0] != 2 || failed[2] != 4 {
 		t.Errorf("failed calls %v, want [2 3 4]", failed)
+	}
+	f.Add(fault.Rule{Op: fault.Stat, Nth: 2, Every: 3, Times: 2})
+	failed = failed[:0]
+	for i := 1; i <= 10; i++ {
+		if _, err := f.Stat(ctx, h(backend.LockFile, "d")); errors.Is(err, fault.ErrInjected) {
+			failed = append(failed, i)
+		}
+	}
+	if fmt.Sprint(failed) != "[2 5]" {
+		t.Errorf("failed calls %v, want [2 5]", failed)
 	}
 	f.Add(fault.Rule{Op: fault.Stat, Times: -1})
 	for i := 0; i < 5; i++ {
