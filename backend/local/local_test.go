@@ -164,3 +164,43 @@ func TestSaveRecreatesMissingDirectories(t *testing.T) {
 		t.Errorf("Init twice: %v", err)
 	}
 }
+
+func benchmarkBackend(b *testing.B, be backend.Backend) {
+	data := make([]byte, 16<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	h := backend.Handle{Type: backend.PackFile, Name: "ab" + strings.Repeat("0", 62)}
+	b.Run("Save16MiB", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			if err := be.Save(b.Context(), h, data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Load16MiB", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			if _, err := be.Load(b.Context(), h, 0, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Load1MiBRange", func(b *testing.B) {
+		b.SetBytes(1 << 20)
+		for b.Loop() {
+			if _, err := be.Load(b.Context(), h, 5<<20, 1<<20); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkLocal(b *testing.B) {
+	be, err := local.Create(b.Context(), b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchmarkBackend(b, be)
+}

@@ -1,6 +1,8 @@
 package rest_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http/httptest"
 	"testing"
 
@@ -39,5 +41,52 @@ func TestConformanceMemWithAuth(t *testing.T) {
 			t.Fatal(err)
 		}
 		return c
+	})
+}
+
+func BenchmarkRESTOverLocal(b *testing.B) {
+	l := local.New(b.TempDir())
+	srv := httptest.NewServer(rest.NewServer(l, rest.ServerOptions{Init: l.Init}))
+	defer srv.Close()
+	c, err := rest.Create(b.Context(), srv.URL, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, 16<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	sum := sha256.Sum256(data)
+	h := backend.Handle{Type: backend.PackFile, Name: hex.EncodeToString(sum[:])}
+	b.Run("Save16MiB", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			if err := c.Save(b.Context(), h, data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Load16MiB", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			if _, err := c.Load(b.Context(), h, 0, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Load1MiBRange", func(b *testing.B) {
+		b.SetBytes(1 << 20)
+		for b.Loop() {
+			if _, err := c.Load(b.Context(), h, 5<<20, 1<<20); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Stat", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := c.Stat(b.Context(), h); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 }

@@ -334,11 +334,8 @@ func (s *server) save(w http.ResponseWriter, r *http.Request, h backend.Handle) 
 	case <-ctx.Done():
 		return
 	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
-	}
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, s.opts.MaxBodySize)); err != nil {
+	data, err := readUpload(w, r, s.opts.MaxBodySize)
+	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			httpError(w, http.StatusRequestEntityTooLarge)
@@ -348,7 +345,6 @@ func (s *server) save(w http.ResponseWriter, r *http.Request, h backend.Handle) 
 		httpError(w, http.StatusBadRequest)
 		return
 	}
-	data := buf.Bytes()
 	if h.Type != backend.ConfigFile {
 		sum := sha256.Sum256(data)
 		if hex.EncodeToString(sum[:]) != h.Name {
@@ -361,6 +357,26 @@ func (s *server) save(w http.ResponseWriter, r *http.Request, h backend.Handle) 
 		return
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// readUpload reads a request body of at most limit bytes, in one
+// allocation when its length is announced.
+func readUpload(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	if r.ContentLength >= 0 {
+		// net/http never delivers more than the announced length, which
+		// the caller checked against limit.
+		data := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(body, data); err != nil {
+			return nil, err
+		}
+		return data, nil
+	}
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(body); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 func (s *server) remove(w http.ResponseWriter, r *http.Request, h backend.Handle) {
