@@ -544,7 +544,7 @@ func isBcrypt(s string) bool {
 // where password is a bcrypt hash, "{SHA}" and a base64 SHA-1, or plain
 // text. Blank lines and lines starting with # are skipped. Other hash
 // schemes of Apache's htpasswd (MD5 "$apr1$", crypt) are refused, as are
-// empty or duplicate user names and names containing "/".
+// empty passwords, empty or duplicate user names and names containing "/".
 func ReadHtpasswd(r io.Reader) (map[string]string, error) {
 	users := make(map[string]string)
 	sc := bufio.NewScanner(r)
@@ -559,6 +559,8 @@ func ReadHtpasswd(r io.Reader) (map[string]string, error) {
 			return nil, fmt.Errorf("htpasswd line %d: no colon between user and password", n)
 		case user == "" || strings.ContainsAny(user, "/\x00"):
 			return nil, fmt.Errorf("htpasswd line %d: invalid user name %q", n, user)
+		case pass == "":
+			return nil, fmt.Errorf("htpasswd line %d: empty password for %q", n, user)
 		case strings.HasPrefix(pass, "$apr1$") || strings.HasPrefix(pass, "$1$") ||
 			strings.HasPrefix(pass, "$5$") || strings.HasPrefix(pass, "$6$"):
 			return nil, fmt.Errorf("htpasswd line %d: unsupported password hash for %q (use bcrypt: htpasswd -B)", n, user)

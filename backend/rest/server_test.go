@@ -326,14 +326,15 @@ func TestReadHtpasswd(t *testing.T) {
 		"u:$6$salt$hash\n",
 		"u:$2y$10$short\n",
 		"u:a\nu:b\n",
+		"u:\n",
 	}
 	for _, in := range bad {
 		if _, err := rest.ReadHtpasswd(strings.NewReader(in)); err == nil {
 			t.Errorf("ReadHtpasswd(%q): no error", in)
 		}
 	}
-	users, err := rest.ReadHtpasswd(strings.NewReader("a:x:y\r\n  # comment\nb:\n"))
-	if err != nil || users["a"] != "x:y" || users["b"] != "" || len(users) != 2 {
+	users, err := rest.ReadHtpasswd(strings.NewReader("a:x:y\r\n  # comment\nb:z\n"))
+	if err != nil || users["a"] != "x:y" || users["b"] != "z" || len(users) != 2 {
 		t.Errorf("ReadHtpasswd: %v, %v", users, err)
 	}
 	empty := filepath.Join(t.TempDir(), "htpasswd")
