@@ -93,8 +93,12 @@ func (r *Repository) saveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 
 // getBuf returns an empty buffer with room for n bytes from the pool.
 func (r *Repository) getBuf(n int) []byte {
-	if b, ok := r.bufPool.Get().(*[]byte); ok && cap(*b) >= n {
-		return (*b)[:0]
+	select {
+	case b := <-r.bufPool:
+		if cap(b) >= n {
+			return b[:0]
+		}
+	default:
 	}
 	return make([]byte, 0, n)
 }
@@ -104,8 +108,10 @@ func (r *Repository) putBuf(b []byte) {
 	if b == nil || cap(b) > 16<<20 {
 		return
 	}
-	b = b[:0]
-	r.bufPool.Put(&b)
+	select {
+	case r.bufPool <- b[:0]:
+	default:
+	}
 }
 
 // compressPooled is compress with the output in a pooled buffer, returned
