@@ -5,160 +5,181 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"dj/repo/crypto"
+	"dj/repo/fsnode"
 	"dj/repo/tree"
 )
 
 // readAheadBlobs is how many blobs WriteFile loads ahead of the writer.
 const readAheadBlobs = 4
 
-// WriteFile writes the content of file node n to w, loading the next blobs
-// while the current one is written.
+// WriteFile writes the content of file node n to w. Blobs are loaded in
+// order, a few ahead of the writer, so a remote repository's latency is
+// hidden; at most readAheadBlobs+2 blobs are held at once.
 func WriteFile(ctx context.Context, l Loader, n *tree.Node, w io.Writer) error {
+	if n.Type != tree.File {
+		return fmt.Errorf("%q is a %s, not a file", n.Name, n.Type)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
 		b   []byte
 		err error
 	}
-	results := make([]chan result, len(n.Content))
-	for i := range results {
-		results[i] = make(chan result, 1)
-	}
-	sem := make(chan struct{}, readAheadBlobs)
+	queue := make(chan chan result, readAheadBlobs)
 	go func() {
-		for i, id := range n.Content {
+		defer close(queue)
+		for _, id := range n.Content {
+			ch := make(chan result, 1)
+			go func() {
+				b, err := l.LoadBlob(ctx, id, nil)
+				ch <- result{b, err}
+			}()
 			select {
-			case sem <- struct{}{}:
+			case queue <- ch:
 			case <-ctx.Done():
 				return
 			}
-			go func(i int, id crypto.ID) {
-				b, err := l.LoadBlob(ctx, id, nil)
-				results[i] <- result{b, err}
-			}(i, id)
 		}
 	}()
 	var written uint64
-	for i := range n.Content {
-		var r result
-		select {
-		case r = <-results[i]:
-		case <-ctx.Done():
-			return ctx.Err()
+	i := 0
+	for ch := range queue {
+		res := <-ch
+		if res.err != nil {
+			return fmt.Errorf("%q: chunk %d at offset %d: %w", n.Name, i, written, res.err)
 		}
-		<-sem
-		if r.err != nil {
-			return fmt.Errorf("%s: chunk %d: %w", n.Name, i, r.err)
-		}
-		if _, err := w.Write(r.b); err != nil {
+		if _, err := w.Write(res.b); err != nil {
 			return err
 		}
-		written += uint64(len(r.b))
+		written += uint64(len(res.b))
+		i++
+	}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	if written != n.Size {
-		return fmt.Errorf("%s: content is %d bytes, the snapshot says %d", n.Name, written, n.Size)
+		return fmt.Errorf("%q: content is %d bytes, the snapshot says %d", n.Name, written, n.Size)
 	}
 	return nil
 }
 
-// WriteTar writes the tree as a tar stream with PAX headers (nanosecond
-// times, xattrs, owner names, hard links, devices), every path prefixed
-// with prefix.
+// WriteTar writes the tree root as a tar stream in PAX format, every path
+// prefixed with prefix (such as "home/ann/docs"; empty for none): times to
+// the nanosecond, owner ids and names, extended attributes as
+// SCHILY.xattr records, symlinks, device nodes, fifos, and hard links as
+// links to the first copy. Sockets have no tar form and are left out. An
+// invalid name or a directory that contains itself ends the stream with an
+// error, as does a blob that cannot be loaded: a tar stream cannot skip
+// part of a file.
 func WriteTar(ctx context.Context, l Loader, root crypto.ID, prefix string, w io.Writer) error {
 	tw := tar.NewWriter(w)
-	links := map[[2]uint64]string{}
-	if err := writeTarTree(ctx, l, tw, root, strings.Trim(prefix, "/"), links); err != nil {
+	d := &tarDumper{l: l, tw: tw, links: map[linkKey]string{}, ancestors: map[crypto.ID]bool{}}
+	if err := d.tree(ctx, root, strings.Trim(prefix, "/")); err != nil {
 		return err
 	}
 	return tw.Close()
 }
 
-func writeTarTree(ctx context.Context, l Loader, tw *tar.Writer, id crypto.ID, prefix string, links map[[2]uint64]string) error {
-	t, err := l.LoadTree(ctx, id)
-	if err != nil {
-		return err
+type tarDumper struct {
+	l         Loader
+	tw        *tar.Writer
+	links     map[linkKey]string
+	ancestors map[crypto.ID]bool
+}
+
+func (d *tarDumper) tree(ctx context.Context, id crypto.ID, prefix string) error {
+	if d.ancestors[id] {
+		return fmt.Errorf("%s: %w", prefix, ErrTreeCycle)
 	}
+	t, err := d.l.LoadTree(ctx, id)
+	if err != nil {
+		return fmt.Errorf("%s: %w", prefix, err)
+	}
+	d.ancestors[id] = true
+	defer delete(d.ancestors, id)
 	for _, n := range t.Nodes {
-		if err := tree.ValidName(n.Name); err != nil {
+		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if n == nil {
+			return fmt.Errorf("%s: tree has a null node", prefix)
+		}
+		if err := tree.ValidName(n.Name); err != nil {
+			return fmt.Errorf("%s: %w", prefix, err)
 		}
 		name := n.Name
 		if prefix != "" {
-			name = path.Join(prefix, n.Name)
+			name = prefix + "/" + n.Name
 		}
-		hdr := &tar.Header{
-			Name: name, Mode: int64(unixMode(n.Mode).Perm()) | modeBits(n), Uid: int(n.UID), Gid: int(n.GID),
-			Uname: n.User, Gname: n.Group, ModTime: n.ModTime, AccessTime: n.AccessTime, ChangeTime: n.ChangeTime,
-			Format: tar.FormatPAX,
-		}
-		for _, x := range n.Xattrs {
-			if hdr.PAXRecords == nil {
-				hdr.PAXRecords = map[string]string{}
-			}
-			hdr.PAXRecords["SCHILY.xattr."+x.Name] = string(x.Value)
-		}
-		switch n.Type {
-		case tree.Dir:
-			hdr.Typeflag = tar.TypeDir
-			hdr.Name += "/"
-		case tree.File:
-			key := [2]uint64{n.DeviceID, n.Inode}
-			if first, ok := links[key]; ok && n.Links > 1 {
-				hdr.Typeflag, hdr.Linkname = tar.TypeLink, first
-			} else {
-				if n.Links > 1 {
-					links[key] = name
-				}
-				hdr.Typeflag, hdr.Size = tar.TypeReg, int64(n.Size)
-			}
-		case tree.Symlink:
-			hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, n.LinkTarget
-		case tree.CharDev, tree.Dev:
-			hdr.Typeflag = tar.TypeChar
-			if n.Type == tree.Dev {
-				hdr.Typeflag = tar.TypeBlock
-			}
-			hdr.Devmajor, hdr.Devminor = int64(devMajor(n.Rdev)), int64(devMinor(n.Rdev))
-		case tree.FIFO:
-			hdr.Typeflag = tar.TypeFifo
-		default:
-			continue // sockets and irregular files have no tar form
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
+		if err := d.node(ctx, n, name); err != nil {
 			return err
-		}
-		if hdr.Typeflag == tar.TypeReg {
-			if err := WriteFile(ctx, l, n, tw); err != nil {
-				return err
-			}
-		}
-		if n.Type == tree.Dir && n.Subtree != nil {
-			if err := writeTarTree(ctx, l, tw, *n.Subtree, name, links); err != nil {
-				return err
-			}
 		}
 	}
 	return nil
 }
 
-func modeBits(n *tree.Node) int64 {
-	var m int64
-	if n.Mode&os.ModeSetuid != 0 {
-		m |= 0o4000
+func (d *tarDumper) node(ctx context.Context, n *tree.Node, name string) error {
+	hdr := &tar.Header{
+		Name: name, Mode: int64(fsnode.UnixMode(n.Mode)),
+		Uid: int(n.UID), Gid: int(n.GID), Uname: n.User, Gname: n.Group,
+		ModTime: n.ModTime, AccessTime: n.AccessTime, ChangeTime: n.ChangeTime,
+		Format: tar.FormatPAX,
 	}
-	if n.Mode&os.ModeSetgid != 0 {
-		m |= 0o2000
+	for _, x := range n.Xattrs {
+		// PAX keys cannot hold '=' or NUL; such names are left out.
+		if strings.ContainsAny(x.Name, "=\x00") || x.Name == "" {
+			continue
+		}
+		if hdr.PAXRecords == nil {
+			hdr.PAXRecords = map[string]string{}
+		}
+		hdr.PAXRecords["SCHILY.xattr."+x.Name] = string(x.Value)
 	}
-	if n.Mode&os.ModeSticky != 0 {
-		m |= 0o1000
+	if n.Type != tree.Dir && n.Links > 1 {
+		key := linkKey{n.DeviceID, n.Inode, n.Type}
+		if first, ok := d.links[key]; ok {
+			hdr.Typeflag, hdr.Linkname = tar.TypeLink, first
+			return d.tw.WriteHeader(hdr)
+		}
+		d.links[key] = name
 	}
-	return m
+	switch n.Type {
+	case tree.Dir:
+		if n.Subtree == nil {
+			return fmt.Errorf("%s: directory without a subtree", name)
+		}
+		hdr.Typeflag, hdr.Name = tar.TypeDir, name+"/"
+	case tree.File:
+		if n.Size > 1<<62 {
+			return fmt.Errorf("%s: size %d out of range", name, n.Size)
+		}
+		hdr.Typeflag, hdr.Size = tar.TypeReg, int64(n.Size)
+	case tree.Symlink:
+		hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, n.LinkTarget
+	case tree.CharDev, tree.Dev:
+		hdr.Typeflag = tar.TypeChar
+		if n.Type == tree.Dev {
+			hdr.Typeflag = tar.TypeBlock
+		}
+		hdr.Devmajor, hdr.Devminor = int64(unix.Major(n.Rdev)), int64(unix.Minor(n.Rdev))
+	case tree.FIFO:
+		hdr.Typeflag = tar.TypeFifo
+	default:
+		return nil // sockets and irregular files have no tar form
+	}
+	if err := d.tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	switch n.Type {
+	case tree.File:
+		return WriteFile(ctx, d.l, n, d.tw)
+	case tree.Dir:
+		return d.tree(ctx, *n.Subtree, name)
+	}
+	return nil
 }
-
-func devMajor(dev uint64) uint32 { return uint32((dev>>32)&0xfffff000) | uint32((dev>>8)&0xfff) }
-func devMinor(dev uint64) uint32 { return uint32((dev>>12)&0xffffff00) | uint32(dev&0xff) }

@@ -1,15 +1,35 @@
 // Package restorer writes snapshot trees back to the file system with all
-// their metadata, and streams single files or directories as tar (dump).
+// their metadata (Restore), and streams single files or directories as tar
+// (WriteFile, WriteTar; the dump command).
 //
-// Restore never writes outside its target, whatever the trees say: every
-// name is validated again, entries are created with O_NOFOLLOW / O_EXCL
-// after removing what was there, and the walk never descends through a
-// symlink. File contents are written in parallel, several workers per file
-// for large files; directory metadata is applied once everything below a
-// directory is done, so restored mtimes stay right.
+// Safety: Restore never writes outside its target, whatever the trees say.
+// Every name is validated again (tree.ValidName), a tree with a duplicate
+// name or a subtree that is its own ancestor is refused, whatever is in the
+// way of a new entry is removed first (so a planted symlink is replaced, and
+// an existing file is never written in place, which might change a hard
+// link to a file outside the target), files are created with O_EXCL and
+// O_NOFOLLOW, and the walk never descends through a symlink. The guarantee
+// assumes nobody else changes the target directory during the restore.
+//
+// Order: the walker creates directories, files, special files and hard
+// links in tree order and hands file contents to parallel workers. A file
+// is cut into jobs of a few chunks, so a large file is written by several
+// workers at once, each with pwrite at the chunk's offset; memory is bounded
+// by one chunk buffer per worker and a short queue. A file gets its
+// metadata right after its content, a directory once everything below it
+// is done, so directory times stay right.
+//
+// Damaged files: when a blob of a file cannot be loaded (missing, corrupt),
+// or --verify finds a difference, the file is named in Stats.Errors and
+// through Options.Warn, and every other file is still restored. The
+// partial file is left in place, with zeros (holes) where data is missing,
+// so what could be read is not lost; it gets its owner and mode but not its
+// times, so its modification time is the time of the restore and marks it
+// as not the original.
 package restorer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,28 +39,31 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"dj/repo/crypto"
+	"dj/repo/fsnode"
 	"dj/repo/pathmatch"
 	"dj/repo/tree"
 )
 
 // Loader is what the restorer needs from a repository.
 type Loader interface {
+	// LoadTree returns a decoded, validated tree.
 	LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error)
-	// LoadBlob returns the verified plaintext of a data blob; buf may be
-	// used for the result.
+	// LoadBlob returns the plaintext of a data blob after checking its id;
+	// buf may be used for the result.
 	LoadBlob(ctx context.Context, id crypto.ID, buf []byte) ([]byte, error)
+	// BlobSize returns the plaintext length of a data blob from the index.
 	BlobSize(id crypto.ID) (int, bool)
+	// BlobID returns the keyed blob id of plaintext (for Verify).
 	BlobID(plain []byte) crypto.ID
 }
 
-// zeroChecker is implemented by loaders that know all-zero blobs from the
-// index alone (the repository does).
+// zeroChecker is implemented by loaders that recognize all-zero blobs from
+// the index alone, without loading them (the repository does).
 type zeroChecker interface {
 	IsZeroBlob(id crypto.ID) bool
 }
@@ -49,22 +72,29 @@ type zeroChecker interface {
 type Options struct {
 	// Target is the directory the tree is restored into; it must exist.
 	Target string
-	// Include and Exclude are path patterns (package pathmatch) matched
-	// against paths relative to the restored tree's root, such as
-	// "/home/ann/docs".
+	// Include and Exclude are path patterns as restic's (package
+	// pathmatch), matched against paths relative to the restored tree's
+	// root such as "/home/ann/docs". A pattern that matches a directory
+	// includes or excludes everything below it. Without Include,
+	// everything not excluded is restored.
 	Include, Exclude []string
-	// Sparse writes every all-zero chunk as a hole; without it only files
-	// that were sparse when backed up get holes.
+	// Sparse writes every all-zero block as a hole; without it only files
+	// that were sparse when backed up (tree.Node.IsSparse) get holes.
 	Sparse bool
-	// Verify re-reads each restored file and checks every chunk.
+	// Verify reads each restored file back and checks every chunk against
+	// its blob id.
 	Verify bool
-	// Owner restores ownership (needs root).
+	// Owner restores ownership (needs root; the CLI sets it as root).
 	Owner bool
-	// Workers is the number of parallel writers (default 2x GOMAXPROCS).
+	// Workers is the number of parallel file writers (default 2x
+	// GOMAXPROCS).
 	Workers int
-	// Progress is called a few times a second and once at the end.
+	// Progress, if set, is called a few times a second and once at the
+	// end. Its totals come from a quick walk over the trees first.
 	Progress func(Progress)
-	// Warn reports problems with single items.
+	// Warn, if set, is told about problems with single items: damaged
+	// files, metadata that could not be set. It may be called from several
+	// goroutines at once.
 	Warn func(path string, err error)
 }
 
@@ -76,28 +106,60 @@ type Progress struct {
 
 // Stats sums up a restore.
 type Stats struct {
-	Files, Dirs, Others, Bytes uint64
-	Errors                     []FileError
+	// Files counts regular files including hard links, Dirs the
+	// directories restored, Others symlinks and special files.
+	Files, Dirs, Others uint64
+	// Bytes is the content written, holes included.
+	Bytes uint64
+	// Errors names the items that could not be restored intact.
+	Errors []FileError
 }
 
 // FileError names an item that could not be restored intact.
 type FileError struct {
-	Path string
+	Path string // in the snapshot, such as "/home/ann/x"
 	Err  error
 }
 
-// chunksPerJob is how many chunks one worker writes before another can take
-// over the rest of a big file.
-const chunksPerJob = 8
+func (e FileError) Error() string { return e.Path + ": " + e.Err.Error() }
 
+// Errors a restore reports for hostile or broken trees.
+var (
+	ErrDuplicateName = errors.New("duplicate name in tree")
+	ErrTreeCycle     = errors.New("directory contains itself")
+)
+
+const (
+	// chunksPerJob is how many chunks one worker writes before the rest of
+	// a big file can go to another worker.
+	chunksPerJob = 8
+	// holeBlock is the granularity of holes in sparse files.
+	holeBlock = 4096
+	// progressInterval is the time between progress reports.
+	progressInterval = 250 * time.Millisecond
+)
+
+// dirState follows a directory whose metadata is applied once everything
+// below it is done.
+type dirState struct {
+	path    string // in the file system
+	rel     string // in the snapshot
+	node    *tree.Node
+	parent  *dirState
+	created bool         // set by the walker only
+	pending atomic.Int64 // the walk of the directory, subdirectories and files in flight
+}
+
+// fileState follows a file whose content is being written.
 type fileState struct {
-	path      string
-	rel       string
+	f         *os.File
+	path, rel string
 	node      *tree.Node
-	offsets   []int64
-	remaining atomic.Int32
+	dir       *dirState
+	offsets   []int64 // offset of each chunk, then the end; -1 when unknown
+	sparse    bool
+	remaining atomic.Int32 // jobs not yet done
 	failed    atomic.Bool
-	done      func()
 }
 
 type job struct {
@@ -105,108 +167,114 @@ type job struct {
 	start, end int // chunk range
 }
 
-type dirState struct {
-	path    string // in the file system
-	rel     string // in the snapshot
-	node    *tree.Node
-	parent  *dirState
-	created bool
-	pending sync.WaitGroup
+// linkKey identifies the inode of a hard-linked node.
+type linkKey struct {
+	dev, ino uint64
+	typ      tree.NodeType
 }
 
 type restorer struct {
-	l       Loader
-	opts    Options
-	inc     pathmatch.List
-	exc     pathmatch.List
-	zero    func(crypto.ID) bool
-	jobs    chan job
-	hlinks  map[[2]uint64]string
-	errMu   sync.Mutex
-	errs    []FileError
-	files   atomic.Uint64
-	dirs    atomic.Uint64
-	others  atomic.Uint64
-	bytes   atomic.Uint64
-	total   Progress
-	sparse  bool
-	workers int
+	l     Loader
+	opts  Options
+	apply fsnode.ApplyOptions
+	inc   pathmatch.List
+	exc   pathmatch.List
+	zero  func(crypto.ID) bool
+	jobs  chan job
+
+	links map[linkKey]string // walker only: first restored path of an inode
+
+	errMu sync.Mutex
+	errs  []FileError
+
+	files, dirs, others, bytes atomic.Uint64
+	total                      Progress
 }
 
-// Restore restores the tree root so that its entries appear under
+// Restore restores the tree rootTree so that its entries appear under
 // opts.Target. Problems with single items are collected in Stats.Errors
-// (and reported via Warn); the returned error is for the restore as a
-// whole (a missing target, cancellation).
-func Restore(ctx context.Context, l Loader, root crypto.ID, opts Options) (Stats, error) {
-	st, err := os.Stat(opts.Target)
+// (and reported via Warn) and do not stop the restore; the returned error
+// is for the restore as a whole: a bad target or pattern, cancellation.
+func Restore(ctx context.Context, l Loader, rootTree crypto.ID, opts Options) (Stats, error) {
+	fi, err := os.Stat(opts.Target)
 	if err != nil {
 		return Stats{}, fmt.Errorf("restore target: %w", err)
 	}
-	if !st.IsDir() {
+	if !fi.IsDir() {
 		return Stats{}, fmt.Errorf("restore target %s is not a directory", opts.Target)
 	}
 	inc, err := pathmatch.CompileList(opts.Include, false)
 	if err != nil {
-		return Stats{}, err
+		return Stats{}, fmt.Errorf("include: %w", err)
 	}
 	exc, err := pathmatch.CompileList(opts.Exclude, false)
 	if err != nil {
-		return Stats{}, err
+		return Stats{}, fmt.Errorf("exclude: %w", err)
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 2 * runtime.GOMAXPROCS(0)
 	}
-	r := &restorer{l: l, opts: opts, inc: inc, exc: exc, hlinks: map[[2]uint64]string{}, workers: opts.Workers}
-	r.zero = func(crypto.ID) bool { return false }
+	r := &restorer{
+		l: l, opts: opts, inc: inc, exc: exc,
+		apply: fsnode.ApplyOptions{Owner: opts.Owner},
+		links: map[linkKey]string{},
+		jobs:  make(chan job, opts.Workers),
+		zero:  func(crypto.ID) bool { return false },
+	}
 	if z, ok := l.(zeroChecker); ok {
 		r.zero = z.IsZeroBlob
 	}
 	if opts.Progress != nil {
-		r.total = r.count(ctx, root, "/")
+		r.total = r.count(ctx, rootTree, "/", map[crypto.ID]bool{}, map[linkKey]bool{})
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	r.jobs = make(chan job, opts.Workers)
+
 	var wg sync.WaitGroup
-	for i := 0; i < opts.Workers; i++ {
+	for range opts.Workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var buf []byte
 			for j := range r.jobs {
-				buf = r.writeChunks(ctx, j, buf)
+				if ctx.Err() == nil {
+					buf = r.writeChunks(ctx, j, buf)
+				}
+				r.jobDone(ctx, j.f)
 			}
 		}()
 	}
 	stopProgress := r.startProgress()
+
 	top := &dirState{path: filepath.Clean(opts.Target), rel: "/", created: true}
-	r.walk(ctx, top, root)
-	top.pending.Wait()
+	top.pending.Store(1)
+	r.walk(ctx, top, rootTree, map[crypto.ID]bool{rootTree: true})
 	close(r.jobs)
 	wg.Wait()
 	stopProgress()
+
+	r.errMu.Lock()
 	stats := Stats{Files: r.files.Load(), Dirs: r.dirs.Load(), Others: r.others.Load(), Bytes: r.bytes.Load(), Errors: r.errs}
+	r.errMu.Unlock()
 	if err := ctx.Err(); err != nil {
-		return stats, err
+		return stats, fmt.Errorf("restore: %w", err)
 	}
 	return stats, nil
 }
 
-func (r *restorer) fail(p string, err error) {
+// fail records an item that could not be restored intact.
+func (r *restorer) fail(rel string, err error) {
 	r.errMu.Lock()
-	r.errs = append(r.errs, FileError{Path: p, Err: err})
+	r.errs = append(r.errs, FileError{Path: rel, Err: err})
 	r.errMu.Unlock()
+	r.warn(rel, err)
+}
+
+func (r *restorer) warn(rel string, err error) {
 	if r.opts.Warn != nil {
-		r.opts.Warn(p, err)
+		r.opts.Warn(rel, err)
 	}
 }
 
-func (r *restorer) warn(p string, err error) {
-	if r.opts.Warn != nil {
-		r.opts.Warn(p, err)
-	}
-}
-
+// selected reports whether rel is restored with everything below it.
 func (r *restorer) selected(rel string) bool {
 	if r.exc.Match(rel) {
 		return false
@@ -214,6 +282,8 @@ func (r *restorer) selected(rel string) bool {
 	return len(r.inc) == 0 || r.inc.Match(rel)
 }
 
+// descend reports whether something at or below directory rel may be
+// restored.
 func (r *restorer) descend(rel string) bool {
 	if r.exc.Match(rel) {
 		return false
@@ -221,33 +291,46 @@ func (r *restorer) descend(rel string) bool {
 	return len(r.inc) == 0 || r.inc.Match(rel) || r.inc.MatchChildren(rel)
 }
 
-// count pre-walks the trees for progress totals.
-func (r *restorer) count(ctx context.Context, id crypto.ID, rel string) Progress {
+// count walks the trees for the progress totals, skipping what the walk
+// would refuse; the bytes of a hard-linked file count once.
+func (r *restorer) count(ctx context.Context, id crypto.ID, rel string, ancestors map[crypto.ID]bool, links map[linkKey]bool) Progress {
 	var p Progress
+	if ctx.Err() != nil {
+		return p
+	}
 	t, err := r.l.LoadTree(ctx, id)
 	if err != nil {
 		return p
 	}
+	ancestors[id] = true
+	defer delete(ancestors, id)
 	for _, n := range t.Nodes {
-		if tree.ValidName(n.Name) != nil {
+		if n == nil || tree.ValidName(n.Name) != nil {
 			continue
 		}
 		crel := path.Join(rel, n.Name)
 		switch {
-		case n.Type == tree.Dir && n.Subtree != nil && r.descend(crel):
-			c := r.count(ctx, *n.Subtree, crel)
+		case n.Type == tree.Dir && n.Subtree != nil && !ancestors[*n.Subtree] && r.descend(crel):
+			c := r.count(ctx, *n.Subtree, crel, ancestors, links)
 			p.FilesTotal += c.FilesTotal
 			p.BytesTotal += c.BytesTotal
 		case n.Type == tree.File && r.selected(crel):
 			p.FilesTotal++
+			if n.Links > 1 {
+				key := linkKey{n.DeviceID, n.Inode, n.Type}
+				if links[key] {
+					continue
+				}
+				links[key] = true
+			}
 			p.BytesTotal += n.Size
 		}
 	}
 	return p
 }
 
-// ensureDir creates d (and its parents) the first time something is
-// restored inside it.
+// ensureDir creates d and its parents the first time something is restored
+// inside it (with Include, directories on the way are created on demand).
 func (r *restorer) ensureDir(d *dirState) error {
 	if d.created {
 		return nil
@@ -264,32 +347,27 @@ func (r *restorer) ensureDir(d *dirState) error {
 	return nil
 }
 
-// makeDir creates a directory, replacing a non-directory (a planted
-// symlink, say) that is in the way.
+// makeDir makes p a directory: an existing directory is kept, anything
+// else there (a planted symlink, say) is removed first.
 func makeDir(p string) error {
 	fi, err := os.Lstat(p)
-	if err == nil {
-		if fi.IsDir() {
-			return nil
-		}
+	switch {
+	case err == nil && fi.IsDir():
+		return nil
+	case err == nil:
 		if err := os.Remove(p); err != nil {
 			return err
 		}
-	}
-	if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+	case !errors.Is(err, os.ErrNotExist):
 		return err
 	}
-	fi, err = os.Lstat(p)
-	if err != nil {
+	if err := os.Mkdir(p, 0o700); err != nil {
 		return err
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("%s: not a directory after creating it", p)
 	}
 	return nil
 }
 
-// clearPath removes whatever non-directory is at p.
+// clearPath removes whatever is at p, not following a symlink.
 func clearPath(p string) error {
 	fi, err := os.Lstat(p)
 	if errors.Is(err, os.ErrNotExist) {
@@ -304,168 +382,205 @@ func clearPath(p string) error {
 	return os.Remove(p)
 }
 
-// walk restores the entries of a tree into d. File contents go to the
-// workers; d.pending counts what is still in flight below d.
-func (r *restorer) walk(ctx context.Context, d *dirState, id crypto.ID) {
+// walk restores the entries of tree id into d, then drops the walk's count
+// on d. ancestors holds the trees on the way from the root, to refuse
+// cycles.
+func (r *restorer) walk(ctx context.Context, d *dirState, id crypto.ID, ancestors map[crypto.ID]bool) {
+	defer r.dirDone(ctx, d)
 	t, err := r.l.LoadTree(ctx, id)
 	if err != nil {
-		r.fail(d.rel, fmt.Errorf("directory could not be read: %w", err))
+		if ctx.Err() == nil {
+			r.fail(d.rel, fmt.Errorf("directory could not be read: %w", err))
+		}
 		return
 	}
+	seen := make(map[string]struct{}, len(t.Nodes))
 	for _, n := range t.Nodes {
 		if ctx.Err() != nil {
 			return
 		}
+		if n == nil {
+			r.fail(d.rel, errors.New("tree has a null node"))
+			continue
+		}
 		if err := tree.ValidName(n.Name); err != nil {
-			r.fail(path.Join(d.rel, "?"), err)
+			r.fail(path.Join(d.rel, fmt.Sprintf("%q", n.Name)), err)
 			continue
 		}
 		rel := path.Join(d.rel, n.Name)
+		if _, dup := seen[n.Name]; dup {
+			r.fail(rel, ErrDuplicateName)
+			continue
+		}
+		seen[n.Name] = struct{}{}
 		fsPath := filepath.Join(d.path, n.Name)
+
+		if n.Type == tree.Dir {
+			r.walkDir(ctx, d, n, fsPath, rel, ancestors)
+			continue
+		}
+		if !r.selected(rel) {
+			continue
+		}
+		if err := r.ensureDir(d); err != nil {
+			r.fail(rel, err)
+			continue
+		}
+		if err := clearPath(fsPath); err != nil {
+			r.fail(rel, err)
+			continue
+		}
+		if r.link(fsPath, rel, n) {
+			continue
+		}
 		switch n.Type {
-		case tree.Dir:
-			if n.Subtree == nil || !r.descend(rel) {
-				continue
-			}
-			child := &dirState{path: fsPath, rel: rel, node: n, parent: d}
-			if r.selected(rel) {
-				if err := r.ensureDir(child); err != nil {
-					r.fail(rel, err)
-					continue
-				}
-			}
-			d.pending.Add(1)
-			r.walk(ctx, child, *n.Subtree)
-			go func() {
-				child.pending.Wait()
-				if child.created {
-					r.dirs.Add(1)
-					r.applyMeta(child.path, child.rel, child.node)
-				}
-				d.pending.Done()
-			}()
 		case tree.File:
-			if !r.selected(rel) {
-				continue
-			}
-			if err := r.ensureDir(d); err != nil {
-				r.fail(rel, err)
-				continue
-			}
-			r.startFile(d, fsPath, rel, n)
+			r.startFile(ctx, d, fsPath, rel, n)
+		case tree.Irregular:
+			r.warn(rel, fmt.Errorf("%s file not restored", n.Type))
 		default:
-			if !r.selected(rel) {
-				continue
-			}
-			if err := r.ensureDir(d); err != nil {
-				r.fail(rel, err)
-				continue
-			}
-			if err := clearPath(fsPath); err != nil {
-				r.fail(rel, err)
-				continue
-			}
-			if err := createSpecial(fsPath, n); err != nil {
+			if err := fsnode.CreateSpecial(fsPath, n); err != nil {
 				r.fail(rel, err)
 				continue
 			}
 			r.others.Add(1)
-			r.applyMeta(fsPath, rel, n)
+			r.applyMeta(fsPath, rel, n, true)
 		}
 	}
 }
 
-// startFile creates the file (or a hard link to an earlier copy) and hands
-// its content to the workers.
-func (r *restorer) startFile(d *dirState, fsPath, rel string, n *tree.Node) {
-	if err := clearPath(fsPath); err != nil {
-		r.fail(rel, err)
+// walkDir restores directory n of d.
+func (r *restorer) walkDir(ctx context.Context, d *dirState, n *tree.Node, fsPath, rel string, ancestors map[crypto.ID]bool) {
+	if !r.descend(rel) {
 		return
 	}
-	if n.Links > 1 {
-		key := [2]uint64{n.DeviceID, n.Inode}
-		if first, ok := r.hlinks[key]; ok {
-			if err := os.Link(first, fsPath); err != nil {
-				r.fail(rel, fmt.Errorf("hard link: %w", err))
-			} else {
-				r.files.Add(1)
-			}
+	if n.Subtree == nil {
+		r.fail(rel, errors.New("directory without a subtree"))
+		return
+	}
+	if ancestors[*n.Subtree] {
+		r.fail(rel, ErrTreeCycle)
+		return
+	}
+	child := &dirState{path: fsPath, rel: rel, node: n, parent: d}
+	if r.selected(rel) {
+		if err := r.ensureDir(child); err != nil {
+			r.fail(rel, err)
 			return
 		}
-		r.hlinks[key] = fsPath
 	}
-	f, err := os.OpenFile(fsPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	child.pending.Store(1)
+	d.pending.Add(1)
+	ancestors[*n.Subtree] = true
+	r.walk(ctx, child, *n.Subtree, ancestors)
+	delete(ancestors, *n.Subtree)
+}
+
+// dirDone drops one count on d; the last one applies d's metadata and
+// passes on to the parent.
+func (r *restorer) dirDone(ctx context.Context, d *dirState) {
+	for ; d != nil; d = d.parent {
+		if d.pending.Add(-1) != 0 {
+			return
+		}
+		if d.node != nil && d.created && ctx.Err() == nil {
+			r.dirs.Add(1)
+			r.applyMeta(d.path, d.rel, d.node, true)
+		}
+	}
+}
+
+// link makes fsPath a hard link to an earlier restored copy of the same
+// inode and reports whether it did (or failed trying). The first copy of an
+// inode is remembered.
+func (r *restorer) link(fsPath, rel string, n *tree.Node) bool {
+	if n.Links < 2 {
+		return false
+	}
+	key := linkKey{n.DeviceID, n.Inode, n.Type}
+	first, ok := r.links[key]
+	if !ok {
+		r.links[key] = fsPath
+		return false
+	}
+	// link(2) never follows a symlink, and first is a path this restore
+	// created inside the target.
+	if err := os.Link(first, fsPath); err != nil {
+		r.fail(rel, fmt.Errorf("hard link: %w", err))
+		return true
+	}
+	if n.Type == tree.File {
+		r.files.Add(1)
+	} else {
+		r.others.Add(1)
+	}
+	return true
+}
+
+// startFile creates the file and hands its content to the workers.
+func (r *restorer) startFile(ctx context.Context, d *dirState, fsPath, rel string, n *tree.Node) {
+	f, err := os.OpenFile(fsPath, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		r.fail(rel, err)
 		return
 	}
-	err = f.Truncate(int64(n.Size))
-	f.Close()
-	if err != nil {
-		r.fail(rel, err)
-		return
-	}
-	fs := &fileState{path: fsPath, rel: rel, node: n}
+	fs := &fileState{f: f, path: fsPath, rel: rel, node: n, dir: d, sparse: r.opts.Sparse || n.IsSparse()}
 	fs.offsets = make([]int64, len(n.Content)+1)
+	var missing error
 	for i, id := range n.Content {
 		size, ok := r.l.BlobSize(id)
-		if !ok {
-			size = -1
-		}
-		if size < 0 {
-			fs.offsets[i+1] = -1
-			continue
-		}
-		if fs.offsets[i] < 0 {
+		if !ok || fs.offsets[i] < 0 {
+			if missing == nil {
+				missing = fmt.Errorf("chunk %d (blob %s) is not in the index", i, id.Short())
+			}
 			fs.offsets[i+1] = -1
 			continue
 		}
 		fs.offsets[i+1] = fs.offsets[i] + int64(size)
 	}
+	end := fs.offsets[len(n.Content)]
+	switch {
+	case missing != nil:
+		r.failFile(fs, missing)
+		end = 0
+		for _, off := range fs.offsets {
+			end = max(end, off)
+		}
+	case uint64(end) != n.Size:
+		// Trust the content: a hostile size must not make a huge file.
+		r.failFile(fs, fmt.Errorf("content is %d bytes, the snapshot says %d", end, n.Size))
+	}
+	if err := f.Truncate(end); err != nil {
+		r.failFile(fs, err)
+	}
 	njobs := (len(n.Content) + chunksPerJob - 1) / chunksPerJob
-	if njobs == 0 {
-		r.finishFile(fs)
-		return
-	}
 	d.pending.Add(1)
-	fs.done = d.pending.Done
-	fs.remaining.Store(int32(njobs))
+	fs.remaining.Store(int32(njobs) + 1) // +1 until all jobs are queued
 	for i := 0; i < len(n.Content); i += chunksPerJob {
-		r.jobs <- job{f: fs, start: i, end: min(i+chunksPerJob, len(n.Content))}
+		j := job{f: fs, start: i, end: min(i+chunksPerJob, len(n.Content))}
+		select {
+		case r.jobs <- j:
+		case <-ctx.Done():
+			r.jobDone(ctx, fs)
+		}
 	}
+	r.jobDone(ctx, fs)
 }
 
-// writeChunks writes one range of a file's chunks; the last job of a file
-// finishes it.
+// writeChunks writes one range of a file's chunks.
 func (r *restorer) writeChunks(ctx context.Context, j job, buf []byte) []byte {
 	fs := j.f
-	n := fs.node
-	defer func() {
-		if fs.remaining.Add(-1) == 0 {
-			r.finishFile(fs)
-			fs.done()
-		}
-	}()
-	f, err := os.OpenFile(fs.path, os.O_WRONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		r.failFile(fs, err)
-		return buf
-	}
-	defer f.Close()
-	sparse := r.opts.Sparse || n.IsSparse()
 	for i := j.start; i < j.end; i++ {
 		if ctx.Err() != nil {
 			return buf
 		}
-		id := n.Content[i]
-		off := fs.offsets[i]
-		if off < 0 {
-			r.failFile(fs, fmt.Errorf("chunk %d (blob %s) is not in the index", i, id.Short()))
-			continue
+		off, next := fs.offsets[i], fs.offsets[i+1]
+		if off < 0 || next < 0 {
+			continue // reported by startFile
 		}
-		if sparse && r.zero(id) {
-			size := fs.offsets[i+1] - off
-			r.bytes.Add(uint64(size))
+		id := fs.node.Content[i]
+		if fs.sparse && r.zero(id) {
+			r.bytes.Add(uint64(next - off))
 			continue
 		}
 		b, err := r.l.LoadBlob(ctx, id, buf)
@@ -476,120 +591,140 @@ func (r *restorer) writeChunks(ctx context.Context, j job, buf []byte) []byte {
 			continue
 		}
 		buf = b
-		r.bytes.Add(uint64(len(b)))
-		if sparse {
-			err = writeSparse(f, b, off)
-		} else {
-			_, err = f.WriteAt(b, off)
+		if int64(len(b)) != next-off {
+			r.failFile(fs, fmt.Errorf("chunk %d at offset %d: %d bytes, the index says %d", i, off, len(b), next-off))
+			continue
 		}
-		if err != nil {
+		if err := writeAt(fs.f, b, off, fs.sparse); err != nil {
 			r.failFile(fs, err)
 			return buf
 		}
+		r.bytes.Add(uint64(len(b)))
 	}
 	return buf
 }
 
-func (r *restorer) failFile(fs *fileState, err error) {
-	if fs.failed.Swap(true) {
-		return
-	}
-	r.fail(fs.rel, err)
-}
-
-// holeBlock is the granularity at which zeros become holes: the file
-// system block size on every common Linux file system.
-const holeBlock = 4096
-
-// writeSparse writes b at off, leaving aligned all-zero blocks unwritten
-// (they read back as zeros from the file's holes: it was truncated to its
-// full size before).
-func writeSparse(f *os.File, b []byte, off int64) error {
-	start := -1 // start of the pending run of data
-	flush := func(end int) error {
-		if start < 0 {
-			return nil
-		}
-		_, err := f.WriteAt(b[start:end], off+int64(start))
-		start = -1
+// writeAt writes b at off. With sparse set it skips the all-zero blocks
+// (aligned to the file offset), which stay holes since the file was
+// truncated to its size, empty, before.
+func writeAt(f *os.File, b []byte, off int64, sparse bool) error {
+	if !sparse {
+		_, err := f.WriteAt(b, off)
 		return err
 	}
+	start := -1 // of the current run of data blocks
 	for i := 0; i < len(b); {
-		// Blocks follow the file's alignment, not the chunk's.
-		next := i + holeBlock - int((off+int64(i))%holeBlock)
-		if next > len(b) {
-			next = len(b)
-		}
-		if allZero(b[i:next]) {
-			if err := flush(i); err != nil {
-				return err
+		end := min(len(b), i+holeBlock-int((off+int64(i))%holeBlock))
+		if allZero(b[i:end]) {
+			if start >= 0 {
+				if _, err := f.WriteAt(b[start:i], off+int64(start)); err != nil {
+					return err
+				}
+				start = -1
 			}
 		} else if start < 0 {
 			start = i
 		}
-		i = next
+		i = end
 	}
-	return flush(len(b))
+	if start >= 0 {
+		_, err := f.WriteAt(b[start:], off+int64(start))
+		return err
+	}
+	return nil
 }
 
+// zeroPage is compared against, never written.
+var zeroPage [holeBlock]byte
+
+// allZero reports whether b holds only zero bytes.
 func allZero(b []byte) bool {
-	for len(b) >= 8 {
-		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+	for len(b) > 0 {
+		n := min(len(b), len(zeroPage))
+		if !bytes.Equal(b[:n], zeroPage[:n]) {
 			return false
 		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
+		b = b[n:]
 	}
 	return true
 }
 
-// finishFile applies metadata and, with Verify, checks the content.
-func (r *restorer) finishFile(fs *fileState) {
+func (r *restorer) failFile(fs *fileState, err error) {
+	if !fs.failed.Swap(true) {
+		r.fail(fs.rel, err)
+	}
+}
+
+// jobDone drops one count on fs; the last one finishes the file: verify,
+// close, metadata, and the count on its directory.
+func (r *restorer) jobDone(ctx context.Context, fs *fileState) {
+	if fs.remaining.Add(-1) != 0 {
+		return
+	}
+	if ctx.Err() != nil {
+		fs.f.Close()
+		r.dirDone(ctx, fs.dir)
+		return
+	}
 	if r.opts.Verify && !fs.failed.Load() {
 		if err := r.verify(fs); err != nil {
 			r.failFile(fs, fmt.Errorf("verify: %w", err))
 		}
 	}
+	if err := fs.f.Close(); err != nil {
+		r.failFile(fs, err)
+	}
 	r.files.Add(1)
-	r.applyMeta(fs.path, fs.rel, fs.node)
+	r.applyMeta(fs.path, fs.rel, fs.node, !fs.failed.Load())
+	r.dirDone(ctx, fs.dir)
 }
 
+// verify reads the restored file back and checks every chunk.
 func (r *restorer) verify(fs *fileState) error {
-	f, err := os.Open(fs.path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
 	var buf []byte
 	for i, id := range fs.node.Content {
-		size := fs.offsets[i+1] - fs.offsets[i]
+		off, size := fs.offsets[i], fs.offsets[i+1]-fs.offsets[i]
 		if cap(buf) < int(size) {
 			buf = make([]byte, size)
 		}
 		buf = buf[:size]
-		if _, err := f.ReadAt(buf, fs.offsets[i]); err != nil {
-			return fmt.Errorf("read chunk %d: %w", i, err)
+		if _, err := fs.f.ReadAt(buf, off); err != nil {
+			return fmt.Errorf("read chunk %d at offset %d: %w", i, off, err)
 		}
 		if r.l.BlobID(buf) != id {
-			return fmt.Errorf("chunk %d at offset %d differs from the snapshot", i, fs.offsets[i])
+			return fmt.Errorf("chunk %d at offset %d differs from the snapshot", i, off)
 		}
 	}
-	if fi, err := f.Stat(); err != nil || fi.Size() != int64(fs.node.Size) {
-		return fmt.Errorf("size differs from the snapshot")
+	fi, err := fs.f.Stat()
+	if err != nil {
+		return err
+	}
+	if end := fs.offsets[len(fs.node.Content)]; fi.Size() != end {
+		return fmt.Errorf("file is %d bytes, the snapshot says %d", fi.Size(), end)
 	}
 	return nil
 }
 
-func (r *restorer) applyMeta(p, rel string, n *tree.Node) {
-	if err := applyMeta(p, n, r.opts.Owner); err != nil {
-		r.warn(rel, err)
+// applyMeta sets the metadata of n on p; without times the modification
+// time stays that of the restore (for damaged files).
+func (r *restorer) applyMeta(p, rel string, n *tree.Node, times bool) {
+	if !times {
+		c := *n
+		c.ModTime = time.Now()
+		c.AccessTime = c.ModTime
+		n = &c
+	}
+	warn, err := fsnode.Apply(p, n, r.apply)
+	if warn != nil {
+		r.warn(rel, warn)
+	}
+	if err != nil {
+		r.fail(rel, fmt.Errorf("metadata: %w", err))
 	}
 }
 
+// startProgress reports progress until the returned function is called,
+// which reports once more.
 func (r *restorer) startProgress() func() {
 	if r.opts.Progress == nil {
 		return func() {}
@@ -602,72 +737,20 @@ func (r *restorer) startProgress() func() {
 	}
 	go func() {
 		defer close(done)
-		t := time.NewTicker(200 * time.Millisecond)
+		t := time.NewTicker(progressInterval)
 		defer t.Stop()
 		for {
 			select {
 			case <-stop:
-				report()
 				return
 			case <-t.C:
 				report()
 			}
 		}
 	}()
-	return func() { close(stop); <-done }
-}
-
-// createSpecial creates a symlink, device node, fifo or socket.
-func createSpecial(p string, n *tree.Node) error {
-	switch n.Type {
-	case tree.Symlink:
-		return os.Symlink(n.LinkTarget, p)
-	case tree.Dev:
-		return unix.Mknod(p, unix.S_IFBLK|0o600, int(n.Rdev))
-	case tree.CharDev:
-		return unix.Mknod(p, unix.S_IFCHR|0o600, int(n.Rdev))
-	case tree.FIFO:
-		return unix.Mkfifo(p, 0o600)
-	case tree.Socket:
-		return unix.Mknod(p, unix.S_IFSOCK|0o600, 0)
+	return func() {
+		close(stop)
+		<-done
+		report()
 	}
-	return fmt.Errorf("cannot restore a node of type %q", n.Type)
-}
-
-// applyMeta sets owner, mode, xattrs and times, in that order (chown clears
-// setuid bits, times last because the others change ctime/mtime).
-func applyMeta(p string, n *tree.Node, owner bool) error {
-	var errs []error
-	if owner {
-		if err := os.Lchown(p, int(n.UID), int(n.GID)); err != nil {
-			errs = append(errs, fmt.Errorf("chown: %w", err))
-		}
-	}
-	if n.Type != tree.Symlink {
-		if err := os.Chmod(p, unixMode(n.Mode)); err != nil {
-			errs = append(errs, fmt.Errorf("chmod: %w", err))
-		}
-	}
-	for _, x := range n.Xattrs {
-		if err := unix.Lsetxattr(p, x.Name, x.Value, 0); err != nil {
-			if n.Type == tree.Symlink && errors.Is(err, unix.EPERM) {
-				continue
-			}
-			errs = append(errs, fmt.Errorf("xattr %s: %w", x.Name, err))
-		}
-	}
-	ts := []unix.Timespec{unix.NsecToTimespec(n.AccessTime.UnixNano()), unix.NsecToTimespec(n.ModTime.UnixNano())}
-	if n.AccessTime.IsZero() {
-		ts[0] = ts[1]
-	}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		errs = append(errs, fmt.Errorf("set times: %w", err))
-	}
-	return errors.Join(errs...)
-}
-
-// unixMode keeps permission, setuid, setgid and sticky bits of a Go mode
-// for os.Chmod.
-func unixMode(m os.FileMode) os.FileMode {
-	return m & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky)
 }
