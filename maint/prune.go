@@ -332,7 +332,8 @@ func PlanPrune(ctx context.Context, r *repo.Repository, opts PruneOptions) (*Pru
 		if _, ok := marks[id]; ok {
 			return nil
 		}
-		old := opts.Now.Sub(fi.ModTime) >= opts.KeepDelete && !writerBlocks(fi.ModTime)
+		// A pack of unknown age counts as young: it may be a running backup's.
+		old := !fi.ModTime.IsZero() && opts.Now.Sub(fi.ModTime) >= opts.KeepDelete && !writerBlocks(fi.ModTime)
 		if opts.InstantDelete || old {
 			plan.Unindexed = append(plan.Unindexed, id)
 			plan.UnindexedBytes += fi.Size

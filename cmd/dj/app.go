@@ -32,7 +32,7 @@ Example:
 		Commands: []*cli.Command{
 			initCommand(), backupCommand(), snapshotsCommand(), lsCommand(), restoreCommand(),
 			dumpCommand(), catCommand(), keyCommand(), unlockCommand(), mountCommand(),
-			versionCommand(), completionCommand(),
+			versionCommand(), completionCommand(), serveCommand(),
 		},
 	}
 	app.Commands = append(app.Commands, maintenanceCommands()...)

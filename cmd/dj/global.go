@@ -12,12 +12,15 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
 	"dj/backend"
 	"dj/backend/local"
+	"dj/backend/rest"
+	"dj/backend/retry"
 	"dj/repo"
 	"dj/repo/archiver"
 	"dj/repo/crypto"
@@ -107,11 +110,30 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 		return nil, err
 	}
 	switch {
+	case strings.HasPrefix(loc, "rest:"):
+		u := strings.TrimPrefix(loc, "rest:")
+		var be backend.Backend
+		if create {
+			be, err = rest.Create(e.ctx, u, nil)
+		} else {
+			be, err = rest.Open(e.ctx, u, nil)
+		}
+		if err != nil {
+			if !create && errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("%s: %w (create one with `dj init`)", loc, repo.ErrNoRepository)
+			}
+			return nil, err
+		}
+		return retry.New(be, retry.Options{Notify: func(op string, h backend.Handle, attempt int, err error, wait time.Duration) {
+			if e.verbose {
+				e.warnf("retrying %s %s after error (attempt %d): %v\n", op, h, attempt, err)
+			}
+		}}), nil
 	case strings.HasPrefix(loc, "local:"):
 		loc = strings.TrimPrefix(loc, "local:")
 	case strings.Contains(loc, ":") && !strings.HasPrefix(loc, "/") && !strings.HasPrefix(loc, "."):
 		scheme := loc[:strings.Index(loc, ":")]
-		return nil, fmt.Errorf("repository type %q is not supported (use a local directory)", scheme)
+		return nil, fmt.Errorf("repository type %q is not supported (use a local directory or rest:URL)", scheme)
 	}
 	if create {
 		return local.Create(e.ctx, loc)
