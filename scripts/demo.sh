@@ -19,15 +19,16 @@ step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
 step "dj init"
 "$DJ" init
-step "dj backup $SRC --exclude demo --exclude bin"
-"$DJ" backup "$SRC" --exclude "$DEMO" --exclude "$SRC/bin" --exclude "$SRC/.git"
+EXCLUDES=(--exclude "$DEMO" --exclude "$SRC/bin" --exclude "$SRC/.git" --exclude "*.test")
+step "dj backup $SRC ${EXCLUDES[*]}"
+"$DJ" backup "$SRC" "${EXCLUDES[@]}"
 step "dj backup $SRC (again: unchanged files are not read)"
-"$DJ" backup "$SRC" --exclude "$DEMO" --exclude "$SRC/bin" --exclude "$SRC/.git"
+"$DJ" backup "$SRC" "${EXCLUDES[@]}"
 step "dj snapshots"
 "$DJ" snapshots
 step "dj ls latest $SRC/cmd/dj"
 "$DJ" ls latest "$SRC/cmd/dj"
-step "dj restore latest:$SRC/repo --target $DEMO/restored --include go.mod"
+step "dj restore latest:$SRC --target $DEMO/restored --include README.md"
 "$DJ" restore "latest:$SRC" --target "$DEMO/restored" --include "README.md"
 cmp "$SRC/README.md" "$DEMO/restored/README.md" && echo "restored README.md is identical to the source"
 
