@@ -224,8 +224,12 @@ func Restore(ctx context.Context, l Loader, rootTree crypto.ID, opts Options) (S
 	if z, ok := l.(zeroChecker); ok {
 		r.zero = z.IsZeroBlob
 	}
+	t, err := l.LoadTree(ctx, rootTree)
+	if err != nil {
+		return Stats{}, fmt.Errorf("restore: load tree %s: %w", rootTree.Short(), err)
+	}
 	if opts.Progress != nil {
-		r.total = r.count(ctx, rootTree, "/", map[crypto.ID]bool{}, map[linkKey]bool{})
+		r.total = r.count(ctx, t, "/", map[crypto.ID]bool{rootTree: true}, map[linkKey]bool{})
 	}
 
 	var wg sync.WaitGroup
@@ -246,7 +250,8 @@ func Restore(ctx context.Context, l Loader, rootTree crypto.ID, opts Options) (S
 
 	top := &dirState{path: filepath.Clean(opts.Target), rel: "/", created: true}
 	top.pending.Store(1)
-	r.walk(ctx, top, rootTree, map[crypto.ID]bool{rootTree: true})
+	r.walk(ctx, top, t, map[crypto.ID]bool{rootTree: true})
+	r.dirDone(ctx, top)
 	close(r.jobs)
 	wg.Wait()
 	stopProgress()
@@ -293,25 +298,25 @@ func (r *restorer) descend(rel string) bool {
 
 // count walks the trees for the progress totals, skipping what the walk
 // would refuse; the bytes of a hard-linked file count once.
-func (r *restorer) count(ctx context.Context, id crypto.ID, rel string, ancestors map[crypto.ID]bool, links map[linkKey]bool) Progress {
+func (r *restorer) count(ctx context.Context, t *tree.Tree, rel string, ancestors map[crypto.ID]bool, links map[linkKey]bool) Progress {
 	var p Progress
-	if ctx.Err() != nil {
-		return p
-	}
-	t, err := r.l.LoadTree(ctx, id)
-	if err != nil {
-		return p
-	}
-	ancestors[id] = true
-	defer delete(ancestors, id)
 	for _, n := range t.Nodes {
+		if ctx.Err() != nil {
+			return p
+		}
 		if n == nil || tree.ValidName(n.Name) != nil {
 			continue
 		}
 		crel := path.Join(rel, n.Name)
 		switch {
 		case n.Type == tree.Dir && n.Subtree != nil && !ancestors[*n.Subtree] && r.descend(crel):
-			c := r.count(ctx, *n.Subtree, crel, ancestors, links)
+			sub, err := r.l.LoadTree(ctx, *n.Subtree)
+			if err != nil {
+				continue
+			}
+			ancestors[*n.Subtree] = true
+			c := r.count(ctx, sub, crel, ancestors, links)
+			delete(ancestors, *n.Subtree)
 			p.FilesTotal += c.FilesTotal
 			p.BytesTotal += c.BytesTotal
 		case n.Type == tree.File && r.selected(crel):
@@ -382,18 +387,9 @@ func clearPath(p string) error {
 	return os.Remove(p)
 }
 
-// walk restores the entries of tree id into d, then drops the walk's count
-// on d. ancestors holds the trees on the way from the root, to refuse
-// cycles.
-func (r *restorer) walk(ctx context.Context, d *dirState, id crypto.ID, ancestors map[crypto.ID]bool) {
-	defer r.dirDone(ctx, d)
-	t, err := r.l.LoadTree(ctx, id)
-	if err != nil {
-		if ctx.Err() == nil {
-			r.fail(d.rel, fmt.Errorf("directory could not be read: %w", err))
-		}
-		return
-	}
+// walk restores the entries of t into d. ancestors holds the trees on the
+// way from the root, to refuse cycles.
+func (r *restorer) walk(ctx context.Context, d *dirState, t *tree.Tree, ancestors map[crypto.ID]bool) {
 	seen := make(map[string]struct{}, len(t.Nodes))
 	for _, n := range t.Nodes {
 		if ctx.Err() != nil {
@@ -471,8 +467,16 @@ func (r *restorer) walkDir(ctx context.Context, d *dirState, n *tree.Node, fsPat
 	}
 	child.pending.Store(1)
 	d.pending.Add(1)
+	defer r.dirDone(ctx, child)
+	t, err := r.l.LoadTree(ctx, *n.Subtree)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.fail(rel, fmt.Errorf("directory could not be read: %w", err))
+		}
+		return
+	}
 	ancestors[*n.Subtree] = true
-	r.walk(ctx, child, *n.Subtree, ancestors)
+	r.walk(ctx, child, t, ancestors)
 	delete(ancestors, *n.Subtree)
 }
 

@@ -54,7 +54,7 @@ func xattrsSupported(dir string) bool {
 }
 
 // sparseSize is the size of the sparse file in the round trip.
-const sparseSize = 64 << 20
+const sparseSize = 8 << 20
 
 // makeSourceTree fills dir with every kind of entry and returns the names
 // of the hard-linked pair.
@@ -689,6 +689,10 @@ func TestRestoreTarget(t *testing.T) {
 			t.Errorf("%s: no error", target)
 		}
 	}
+	// A root tree that cannot be loaded fails the restore as a whole.
+	if _, err := Restore(context.Background(), f, crypto.ID{1}, Options{Target: t.TempDir()}); !errors.Is(err, errNotFound) {
+		t.Errorf("missing root tree: err = %v", err)
+	}
 }
 
 func TestRestoreOverExisting(t *testing.T) {
@@ -786,5 +790,40 @@ func TestWriteAtSparse(t *testing.T) {
 				t.Errorf("%d bytes allocated, want %d", st.Blocks*512, tt.wantBlocks*holeBlock)
 			}
 		})
+	}
+}
+
+// BenchmarkRestore restores 256 MiB in 16 files of 1 MiB chunks plus 2,000
+// small files.
+func BenchmarkRestore(b *testing.B) {
+	f := newFakeLoader()
+	var nodes []*tree.Node
+	var total int64
+	for i := range 16 {
+		n := &tree.Node{Name: fmt.Sprintf("big%02d", i), Type: tree.File, Mode: 0o644}
+		for j := range 16 {
+			n.Content = append(n.Content, f.addBlob(randBytes(uint64(i*100+j), 1<<20)))
+		}
+		n.Size = 16 << 20
+		total += 16 << 20
+		nodes = append(nodes, n)
+	}
+	var small []*tree.Node
+	for i := range 2000 {
+		small = append(small, f.fileNode(fmt.Sprintf("s%04d", i), randBytes(uint64(i), 4096)))
+		total += 4096
+	}
+	root := f.addTree(append(nodes, dirNode("small", f.addTree(small...)))...)
+	b.SetBytes(total)
+	b.ResetTimer()
+	for range b.N {
+		target := b.TempDir()
+		st, err := Restore(context.Background(), f, root, Options{Target: target})
+		if err != nil || len(st.Errors) > 0 {
+			b.Fatal(err, st.Errors)
+		}
+		b.StopTimer()
+		os.RemoveAll(target)
+		b.StartTimer()
 	}
 }
