@@ -512,9 +512,23 @@ func (r *Repository) LoadTypedBlob(ctx context.Context, t pack.BlobType, id cryp
 // ErrBlobNotFound means the index does not know a blob.
 var ErrBlobNotFound = errors.New("blob not in index")
 
+// intoLoader is implemented by backends that can read into a caller's
+// buffer (the local backend); the read path then reuses buffers.
+type intoLoader interface {
+	LoadInto(ctx context.Context, h backend.Handle, offset int64, buf []byte) error
+}
+
 func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []byte) ([]byte, error) {
 	h := backend.Handle{Type: backend.PackFile, Name: pb.PackID.String()}
-	sealed, err := r.be.Load(ctx, h, int64(pb.Offset), int(pb.Length))
+	var sealed []byte
+	var err error
+	if il, ok := r.be.(intoLoader); ok {
+		sealed = r.getBuf(int(pb.Length))[:pb.Length]
+		err = il.LoadInto(ctx, h, int64(pb.Offset), sealed)
+		defer r.putBuf(sealed)
+	} else {
+		sealed, err = r.be.Load(ctx, h, int64(pb.Offset), int(pb.Length))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s blob %s in pack %s: %w", pb.Type, pb.ID.Short(), pb.PackID.Short(), err)
 	}
@@ -527,10 +541,11 @@ func (r *Repository) OpenPacked(pb index.PackedBlob, sealed []byte, buf []byte) 
 		return fmt.Errorf("%w: %s blob %s in pack %s: %w", ErrCorrupt, pb.Type, pb.ID.Short(), pb.PackID.Short(), err)
 	}
 	if pb.Compressed {
-		content, err := pack.OpenBlob(r.key, nil, pb.Type, pb.ID, sealed)
+		content, err := pack.OpenBlob(r.key, r.getBuf(len(sealed)), pb.Type, pb.ID, sealed)
 		if err != nil {
 			return nil, fail(err)
 		}
+		defer r.putBuf(content)
 		if cap(buf) < int(pb.PlainLength) {
 			buf = make([]byte, 0, pb.PlainLength)
 		}

@@ -299,42 +299,60 @@ func syncDir(dir string) error {
 // on when length is 0. A range that does not lie inside the file gives an
 // error satisfying errors.Is(err, io.ErrUnexpectedEOF).
 func (l *Local) Load(ctx context.Context, h backend.Handle, offset int64, length int) ([]byte, error) {
+	var buf []byte
+	err := l.load(ctx, h, offset, length, func(n int64) []byte {
+		buf = make([]byte, n)
+		return buf
+	})
+	return buf, err
+}
+
+// LoadInto reads exactly len(buf) bytes of h at offset into buf, so hot
+// paths can reuse buffers instead of allocating (and zeroing) one per read.
+func (l *Local) LoadInto(ctx context.Context, h backend.Handle, offset int64, buf []byte) error {
+	if len(buf) == 0 {
+		return fmt.Errorf("load %v: empty buffer: %w", h, fs.ErrInvalid)
+	}
+	return l.load(ctx, h, offset, len(buf), func(int64) []byte { return buf })
+}
+
+func (l *Local) load(ctx context.Context, h backend.Handle, offset int64, length int, alloc func(n int64) []byte) error {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return err
 	}
 	p, err := l.path(h)
 	if err != nil {
-		return nil, fmt.Errorf("load: %w", err)
+		return fmt.Errorf("load: %w", err)
 	}
 	if offset < 0 || length < 0 {
-		return nil, fmt.Errorf("load %v: invalid range offset %d length %d: %w", h, offset, length, fs.ErrInvalid)
+		return fmt.Errorf("load %v: invalid range offset %d length %d: %w", h, offset, length, fs.ErrInvalid)
 	}
 	f, err := os.Open(p)
 	if err != nil {
-		return nil, fmt.Errorf("load %v: %w", h, err)
+		return fmt.Errorf("load %v: %w", h, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("load %v: %w", h, err)
+		return fmt.Errorf("load %v: %w", h, err)
 	}
 	size := fi.Size()
 	if offset > size || (length > 0 && int64(length) > size-offset) {
-		return nil, fmt.Errorf("load %v: range %d+%d beyond size %d: %w", h, offset, length, size, io.ErrUnexpectedEOF)
+		return fmt.Errorf("load %v: range %d+%d beyond size %d: %w", h, offset, length, size, io.ErrUnexpectedEOF)
 	}
 	n := int64(length)
 	if length == 0 {
 		n = size - offset
 	}
-	buf := make([]byte, n)
+	buf := alloc(n)
 	got, err := f.ReadAt(buf, offset)
 	if err != nil && (got < len(buf) || !errors.Is(err, io.EOF)) {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF // the file shrank under us
 		}
-		return nil, fmt.Errorf("load %v: %w", h, err)
+		return fmt.Errorf("load %v: %w", h, err)
 	}
-	return buf, nil
+	return nil
 }
 
 // Stat returns the size and modification time of h.
