@@ -17,9 +17,9 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		ErrWriter:            stderr,
 		EnableBashCompletion: true,
 		HideHelpCommand:      true,
-		Description: `dj backs up directories into a repository (a local directory, SFTP, S3 or a
-'dj serve' REST server), deduplicated, compressed and encrypted, and shows every
-snapshot as an ordinary directory tree with 'dj mount'.
+		Description: `dj backs up directories into a repository (a local directory, or a 'dj serve'
+REST server: -r rest:http://host:port/), deduplicated, compressed and encrypted,
+and shows every snapshot as an ordinary directory tree with 'dj mount'.
 
 Example:
    export DJ_REPOSITORY=/srv/backup DJ_PASSWORD_FILE=~/.dj-password

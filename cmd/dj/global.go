@@ -29,7 +29,7 @@ import (
 
 func globalFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"DJ_REPOSITORY"}, Usage: "repository `LOCATION` (a directory, or rest:http://host:port/)"},
+		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"DJ_REPOSITORY"}, Usage: "repository `LOCATION`: a directory, or rest:http://host:port/ for `dj serve`"},
 		&cli.StringFlag{Name: "repository-file", EnvVars: []string{"DJ_REPOSITORY_FILE"}, Usage: "read the repository location from `FILE`"},
 		&cli.StringFlag{Name: "password-file", Aliases: []string{"p"}, EnvVars: []string{"DJ_PASSWORD_FILE"}, Usage: "read the password from `FILE`"},
 		&cli.StringFlag{Name: "password-command", EnvVars: []string{"DJ_PASSWORD_COMMAND"}, Usage: "run `COMMAND` and use its output as the password"},
