@@ -1,0 +1,137 @@
+package tree
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"reflect"
+	"testing"
+	"time"
+
+	"dj/repo/crypto"
+)
+
+func sampleTree() *Tree {
+	sub := crypto.ID{1, 2, 3}
+	return &Tree{Nodes: []*Node{
+		{Name: "z-file", Type: File, Mode: 0o4755, UID: 1000, GID: 100, User: "ann", Group: "users",
+			ModTime: time.Unix(1700000000, 123456789), AccessTime: time.Unix(1700000001, 1), ChangeTime: time.Unix(1700000002, 999999999),
+			Size: 12345, Blocks: 8, Links: 2, Inode: 42, DeviceID: 7, Content: []crypto.ID{{9}, {8}},
+			Xattrs: []Xattr{{Name: "user.a", Value: []byte{0, 1, 2}}, {Name: "user.\xff", Value: nil}}},
+		{Name: "a-dir", Type: Dir, Mode: os.ModeDir | 0o750, Subtree: &sub},
+		{Name: "bad\xff\xfename", Type: Symlink, Mode: os.ModeSymlink | 0o777, LinkTarget: "target\xfe"},
+		{Name: "dev", Type: CharDev, Mode: os.ModeDevice | os.ModeCharDevice | 0o600, Rdev: 259},
+	}}
+}
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	tr := sampleTree()
+	b, err := tr.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sampleTree()
+	want.Sort()
+	want.Nodes[3].Xattrs[1].Value = []byte{} // nil values come back empty
+	for i := range want.Nodes {
+		if !reflect.DeepEqual(got.Nodes[i], want.Nodes[i]) {
+			t.Fatalf("node %d:\n got %+v\nwant %+v", i, got.Nodes[i], want.Nodes[i])
+		}
+	}
+}
+
+func TestEncodingIsDeterministic(t *testing.T) {
+	a, _ := sampleTree().Encode()
+	tr := sampleTree()
+	tr.Nodes[0], tr.Nodes[2] = tr.Nodes[2], tr.Nodes[0]
+	b, _ := tr.Encode()
+	if !bytes.Equal(a, b) {
+		t.Fatal("equal trees encode differently")
+	}
+}
+
+func TestDecodeRejectsHostileTrees(t *testing.T) {
+	sub := crypto.ID{1}
+	cases := map[string][]*Node{
+		"dotdot":     {{Name: "..", Type: File}},
+		"dot":        {{Name: ".", Type: File}},
+		"empty":      {{Name: "", Type: File}},
+		"slash":      {{Name: "a/b", Type: File}},
+		"nul":        {{Name: "a\x00", Type: File}},
+		"duplicate":  {{Name: "a", Type: File}, {Name: "a", Type: File}},
+		"unsorted":   {{Name: "b", Type: File}, {Name: "a", Type: File}},
+		"dir no sub": {{Name: "d", Type: Dir}},
+		"file sub":   {{Name: "f", Type: File, Subtree: &sub}},
+		"bad type":   {{Name: "x", Type: "weird"}},
+	}
+	for name, nodes := range cases {
+		raw, err := encodeUnsorted(nodes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Decode(raw); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := Decode([]byte(`{"nodes":[null]}`)); err == nil {
+		t.Error("null node accepted")
+	}
+	if _, err := Decode([]byte(`{"nodes":`)); err == nil {
+		t.Error("truncated tree accepted")
+	}
+	if err := ValidName("a/b"); !errors.Is(err, ErrInvalidName) {
+		t.Errorf("ValidName: %v", err)
+	}
+}
+
+// encodeUnsorted encodes nodes in the given order (Encode would sort them).
+func encodeUnsorted(nodes []*Node) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteString(`{"nodes":[`)
+	for i, n := range nodes {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		b, err := n.MarshalJSON()
+		if err != nil {
+			return nil, err
+		}
+		buf.Write(b)
+	}
+	buf.WriteString(`]}`)
+	return buf.Bytes(), nil
+}
+
+func TestFindAndSparse(t *testing.T) {
+	tr := sampleTree()
+	tr.Sort()
+	if n := tr.Find("dev"); n == nil || n.Rdev != 259 {
+		t.Fatal("Find")
+	}
+	if tr.Find("nope") != nil {
+		t.Fatal("found a missing name")
+	}
+	if !(&Node{Type: File, Size: 1 << 20, Blocks: 8}).IsSparse() || (&Node{Type: File, Size: 4096, Blocks: 8}).IsSparse() {
+		t.Fatal("IsSparse")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	b, _ := sampleTree().Encode()
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tr, err := Decode(b)
+		if err != nil {
+			return
+		}
+		for _, n := range tr.Nodes {
+			if ValidName(n.Name) != nil {
+				t.Fatalf("decoded an invalid name %q", n.Name)
+			}
+		}
+	})
+}
