@@ -1,11 +1,13 @@
 package integration
 
 import (
+	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -219,5 +221,50 @@ func TestCorruptionIsReportedAndIntactFilesRestore(t *testing.T) {
 	oneLine(t, r)
 	if !strings.Contains(r.stderr, "repair index") {
 		t.Fatalf("truncated index message should point at `dj repair index`: %s", r.stderr)
+	}
+}
+
+// TestUnreadableFilesGiveExitCode3 runs dj as nobody over a tree with a file
+// only root may read: the snapshot is written without it, the file is
+// named, and the exit code is 3.
+func TestUnreadableFilesGiveExitCode3(t *testing.T) {
+	requireRoot(t)
+	bin := djBinary(t)
+	base, err := os.MkdirTemp("", "dj-nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(base)
+	os.Chmod(base, 0o777)
+	src := filepath.Join(base, "src")
+	writeFile(t, filepath.Join(src, "ok.txt"), []byte("readable"))
+	writeFile(t, filepath.Join(src, "secret.txt"), []byte("root only"))
+	os.Chmod(filepath.Join(src, "secret.txt"), 0o600)
+	pw := filepath.Join(base, "pw")
+	os.WriteFile(pw, []byte("pw\n"), 0o644)
+	runAsNobody := func(args ...string) (string, int) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(cleanEnv(), "DJ_REPOSITORY="+filepath.Join(base, "repo"), "DJ_PASSWORD_FILE="+pw, "DJ_INSECURE_TEST_KDF=1", "HOME="+base)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	if out, code := runAsNobody("init"); code != 0 {
+		t.Fatalf("init as nobody: %d %s", code, out)
+	}
+	out, code := runAsNobody("backup", src)
+	if code != 3 || !strings.Contains(out, "secret.txt") {
+		t.Fatalf("backup with an unreadable file: exit %d, want 3\n%s", code, out)
+	}
+	out, code = runAsNobody("ls", "latest")
+	if code != 0 || !strings.Contains(out, "ok.txt") || strings.Contains(out, "secret.txt") {
+		t.Fatalf("snapshot of an incomplete backup: exit %d\n%s", code, out)
 	}
 }

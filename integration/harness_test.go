@@ -32,6 +32,11 @@ func djBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
+		// Readable by every user: some tests run dj as nobody.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			buildErr = err
+			return
+		}
 		djPath = filepath.Join(dir, "dj")
 		cmd := exec.Command("go", "build", "-o", djPath, "../cmd/dj")
 		out, err := cmd.CombinedOutput()
