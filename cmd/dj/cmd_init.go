@@ -60,6 +60,7 @@ Example:
 		Subcommands: []*cli.Command{
 			{
 				Name: "list", Usage: "list keys", UsageText: "dj key list [--json]",
+				Description: "Lists the key files; the one in use is marked with *.\n\nExample:\n   dj key list --json",
 				Action: func(c *cli.Context) error {
 					e := newEnv(c)
 					r, err := e.openRepo(false)
@@ -90,6 +91,7 @@ Example:
 			},
 			{
 				Name: "add", Usage: "add a password", UsageText: "dj key add [--new-password-file FILE]",
+				Description: "Adds a key file that opens the repository with another password.\n\nExample:\n   dj key add --new-password-file ~/.dj-password-2",
 				Flags: []cli.Flag{&cli.StringFlag{Name: "new-password-file", Usage: "read the new password from `FILE`"}},
 				Action: func(c *cli.Context) error {
 					e := newEnv(c)
@@ -112,6 +114,7 @@ Example:
 			},
 			{
 				Name: "remove", Usage: "remove a key", UsageText: "dj key remove ID",
+				Description: "Removes a key file (not the one in use, nor the last).\n\nExample:\n   dj key remove 1a2b3c4d",
 				Action: func(c *cli.Context) error {
 					e := newEnv(c)
 					if c.NArg() != 1 {
@@ -144,6 +147,7 @@ Example:
 			},
 			{
 				Name: "passwd", Usage: "change the password of the key in use", UsageText: "dj key passwd [--new-password-file FILE]",
+				Description: "Replaces the key in use by one for a new password.\n\nExample:\n   dj key passwd --new-password-file ~/.dj-new-password",
 				Flags: []cli.Flag{&cli.StringFlag{Name: "new-password-file", Usage: "read the new password from `FILE`"}},
 				Action: func(c *cli.Context) error {
 					e := newEnv(c)

@@ -16,7 +16,10 @@ func repairCommand() *cli.Command {
 		Usage:     "repair the index or damaged snapshots",
 		UsageText: "dj repair index [--read-all-packs]\n   dj repair snapshots [--forget] [--dry-run] [SNAPSHOT...]",
 		Description: `Repairs what 'dj check' reports. First 'dj repair index', then, if data is
-lost, 'dj repair snapshots'.`,
+lost, 'dj repair snapshots'.
+
+Example:
+   dj repair index && dj check && dj repair snapshots --forget`,
 		Subcommands: []*cli.Command{repairIndexCommand(), repairSnapshotsCommand()},
 	}
 }
