@@ -92,7 +92,7 @@ Example:
 			{
 				Name: "add", Usage: "add a password", UsageText: "dj key add [--new-password-file FILE]",
 				Description: "Adds a key file that opens the repository with another password.\n\nExample:\n   dj key add --new-password-file ~/.dj-password-2",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "new-password-file", Usage: "read the new password from `FILE`"}},
+				Flags:       []cli.Flag{&cli.StringFlag{Name: "new-password-file", Usage: "read the new password from `FILE`"}},
 				Action: func(c *cli.Context) error {
 					e := newEnv(c)
 					r, err := e.openRepo(false)
@@ -148,7 +148,7 @@ Example:
 			{
 				Name: "passwd", Usage: "change the password of the key in use", UsageText: "dj key passwd [--new-password-file FILE]",
 				Description: "Replaces the key in use by one for a new password.\n\nExample:\n   dj key passwd --new-password-file ~/.dj-new-password",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "new-password-file", Usage: "read the new password from `FILE`"}},
+				Flags:       []cli.Flag{&cli.StringFlag{Name: "new-password-file", Usage: "read the new password from `FILE`"}},
 				Action: func(c *cli.Context) error {
 					e := newEnv(c)
 					r, err := e.openRepo(false)
