@@ -97,6 +97,7 @@ func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandl
 	if e != 0 {
 		return nil, 0, e
 	}
+	d.m.prefetchSubtrees(t)
 	return fs.NewListDirStream(d.m.treeEntries(d.sn.ID, d.StableAttr().Ino, d.parentIno, t)), fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 

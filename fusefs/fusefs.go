@@ -421,6 +421,8 @@ type mountFS struct {
 	zeros []byte
 	// prefetchSem bounds the read-ahead loads of the whole mount.
 	prefetchSem chan struct{}
+	// treeSem bounds the background loads of subdirectory trees.
+	treeSem chan struct{}
 	// reported remembers blobs whose failure has been logged, so that a
 	// broken blob read through many requests logs once.
 	reportedMu sync.Mutex
@@ -432,6 +434,7 @@ const (
 	readAheadBlobs     = 4  // blobs loaded ahead of a sequential reader
 	readAheadPerHandle = 2  // concurrent read-ahead loads per open file
 	readAheadMount     = 16 // concurrent read-ahead loads per mount
+	treePrefetch       = 4  // concurrent background loads of subdirectory trees
 	maxReported        = 4096
 )
 
@@ -454,6 +457,7 @@ func newMountFS(bgctx context.Context, repo Repository, opts Options) *mountFS {
 		trees:       cache.NewLRU[crypto.ID, *tree.Tree](treeBytes, treeMemory),
 		zeros:       make([]byte, 1<<20),
 		prefetchSem: make(chan struct{}, readAheadMount),
+		treeSem:     make(chan struct{}, treePrefetch),
 		reported:    make(map[crypto.ID]struct{}),
 	}
 	if opts.OwnerRoot {
@@ -484,6 +488,29 @@ func (m *mountFS) loadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error
 		}
 		return t, err
 	})
+}
+
+// prefetchSubtrees loads the trees of t's subdirectories in the
+// background when a directory is listed, so that a walk (find, tar, rsync,
+// du) finds them decoded when it gets there instead of loading one tree at
+// a time. It never blocks: when the loaders are busy it stops, and the walk
+// loads the rest itself.
+func (m *mountFS) prefetchSubtrees(t *tree.Tree) {
+	for _, n := range t.Nodes {
+		if n.Type != tree.Dir || n.Subtree == nil || m.trees.Contains(*n.Subtree) {
+			continue
+		}
+		select {
+		case m.treeSem <- struct{}{}:
+		default:
+			return
+		}
+		id := *n.Subtree
+		go func() {
+			defer func() { <-m.treeSem }()
+			_, _ = m.loadTree(m.bgctx, id)
+		}()
+	}
 }
 
 // treeMemory estimates the memory a decoded tree takes.

@@ -52,6 +52,9 @@ type Local struct {
 	// createTemp creates a temporary file in dir; os.CreateTemp in
 	// production.
 	createTemp func(dir, pattern string) (tempFile, error)
+
+	// packs keeps recently read pack files open.
+	packs *fdCache
 }
 
 var _ backend.Backend = (*Local)(nil)
@@ -62,7 +65,8 @@ var _ backend.Backend = (*Local)(nil)
 // missing below dir are created on demand by Save.
 func New(dir string) *Local {
 	return &Local{
-		dir: filepath.Clean(dir),
+		packs: newFDCache(),
+		dir:   filepath.Clean(dir),
 		createTemp: func(dir, pattern string) (tempFile, error) {
 			return os.CreateTemp(dir, pattern)
 		},
@@ -142,7 +146,10 @@ func (l *Local) Init(ctx context.Context) error {
 func (l *Local) Location() string { return l.dir }
 
 // Close does nothing; a Local holds no resources between calls.
-func (l *Local) Close() error { return nil }
+func (l *Local) Close() error {
+	l.packs.closeAll()
+	return nil
+}
 
 func (l *Local) configPath() string { return filepath.Join(l.dir, "config") }
 
@@ -210,6 +217,7 @@ func (l *Local) Save(ctx context.Context, h backend.Handle, data []byte) error {
 	if err := l.save(ctx, p, data); err != nil {
 		return fmt.Errorf("save %v in %s: %w", h, l.dir, describe(err))
 	}
+	l.packs.invalidate(p) // a replaced file must be read anew
 	return nil
 }
 
@@ -327,16 +335,27 @@ func (l *Local) load(ctx context.Context, h backend.Handle, offset int64, length
 	if offset < 0 || length < 0 {
 		return fmt.Errorf("load %v: invalid range offset %d length %d: %w", h, offset, length, fs.ErrInvalid)
 	}
-	f, err := os.Open(p)
-	if err != nil {
-		return fmt.Errorf("load %v: %w", h, err)
+	var f *os.File
+	var size int64
+	if h.Type == backend.PackFile {
+		cf, err := l.packs.acquire(p)
+		if err != nil {
+			return fmt.Errorf("load %v: %w", h, err)
+		}
+		defer l.packs.release(cf)
+		f, size = cf.f, cf.size
+	} else {
+		f, err = os.Open(p)
+		if err != nil {
+			return fmt.Errorf("load %v: %w", h, err)
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("load %v: %w", h, err)
+		}
+		size = fi.Size()
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return fmt.Errorf("load %v: %w", h, err)
-	}
-	size := fi.Size()
 	if offset > size || (length > 0 && int64(length) > size-offset) {
 		return fmt.Errorf("load %v: range %d+%d beyond size %d: %w", h, offset, length, size, io.ErrUnexpectedEOF)
 	}
@@ -380,6 +399,7 @@ func (l *Local) Remove(ctx context.Context, h backend.Handle) error {
 	if err != nil {
 		return fmt.Errorf("remove: %w", err)
 	}
+	l.packs.invalidate(p)
 	if err := os.Remove(p); err != nil {
 		return fmt.Errorf("remove %v: %w", h, err)
 	}

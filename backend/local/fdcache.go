@@ -1,0 +1,99 @@
+package local
+
+import (
+	"container/list"
+	"os"
+	"sync"
+)
+
+// maxOpenPacks bounds the pack files kept open for reading.
+const maxOpenPacks = 64
+
+// fdCache keeps recently read pack files open. Reading many blobs of one
+// pack through one open file lets the kernel see a sequential reader and
+// read ahead (each open starts a new read-ahead window), and saves an open,
+// fstat and close per blob. Packs are write-once, so a cached file never
+// shows stale content; a pack removed by this process is dropped from the
+// cache, one removed by another process stays readable until evicted.
+type fdCache struct {
+	mu    sync.Mutex
+	files map[string]*cachedFile
+	lru   *list.List // of *cachedFile, most recent first
+}
+
+type cachedFile struct {
+	path    string
+	f       *os.File
+	size    int64
+	refs    int
+	evicted bool
+	elem    *list.Element
+}
+
+func newFDCache() *fdCache {
+	return &fdCache{files: map[string]*cachedFile{}, lru: list.New()}
+}
+
+// acquire returns the open file for path; release it when done.
+func (c *fdCache) acquire(path string) (*cachedFile, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cf, ok := c.files[path]; ok {
+		cf.refs++
+		c.lru.MoveToFront(cf.elem)
+		return cf, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	cf := &cachedFile{path: path, f: f, size: fi.Size(), refs: 1}
+	cf.elem = c.lru.PushFront(cf)
+	c.files[path] = cf
+	for c.lru.Len() > maxOpenPacks {
+		c.dropLocked(c.lru.Back().Value.(*cachedFile))
+	}
+	return cf, nil
+}
+
+// release gives a file back; an evicted file is closed by its last user.
+func (c *fdCache) release(cf *cachedFile) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cf.refs--
+	if cf.evicted && cf.refs == 0 {
+		cf.f.Close()
+	}
+}
+
+// invalidate drops path from the cache (the file was removed or replaced).
+func (c *fdCache) invalidate(path string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cf, ok := c.files[path]; ok {
+		c.dropLocked(cf)
+	}
+}
+
+func (c *fdCache) dropLocked(cf *cachedFile) {
+	delete(c.files, cf.path)
+	c.lru.Remove(cf.elem)
+	cf.evicted = true
+	if cf.refs == 0 {
+		cf.f.Close()
+	}
+}
+
+// closeAll closes every cached file.
+func (c *fdCache) closeAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cf := range c.files {
+		c.dropLocked(cf)
+	}
+}
