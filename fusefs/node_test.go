@@ -92,7 +92,9 @@ func TestFileReadErrors(t *testing.T) {
 	}
 
 	// A corrupt blob is EIO for the reads needing it only, and is retried.
+	r.mu.Lock()
 	r.corrupt[content[1]] = true
+	r.mu.Unlock()
 	m, _ = testMountFS(t, r)
 	f = &fileNode{m: m, node: &tree.Node{Type: tree.File, Size: 30, Content: content}}
 	if _, e := readNode(t, f, nil, 12, 2); e != syscall.EIO {
@@ -104,7 +106,9 @@ func TestFileReadErrors(t *testing.T) {
 	if got, e := readNode(t, f, nil, 20, 10); e != 0 || !bytes.Equal(got, data[20:]) {
 		t.Errorf("after corrupt: %v", e)
 	}
+	r.mu.Lock()
 	r.corrupt[content[1]] = false
+	r.mu.Unlock()
 	if got, e := readNode(t, f, nil, 0, 30); e != 0 || !bytes.Equal(got, data) {
 		t.Errorf("after repair: %v", e)
 	}
