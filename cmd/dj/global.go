@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -21,6 +24,7 @@ import (
 	"dj/backend/local"
 	"dj/backend/rest"
 	"dj/backend/retry"
+	"dj/cache"
 	"dj/repo"
 	"dj/repo/archiver"
 	"dj/repo/crypto"
@@ -33,7 +37,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "repository-file", EnvVars: []string{"DJ_REPOSITORY_FILE"}, Usage: "read the repository location from `FILE`"},
 		&cli.StringFlag{Name: "password-file", Aliases: []string{"p"}, EnvVars: []string{"DJ_PASSWORD_FILE"}, Usage: "read the password from `FILE`"},
 		&cli.StringFlag{Name: "password-command", EnvVars: []string{"DJ_PASSWORD_COMMAND"}, Usage: "run `COMMAND` and use its output as the password"},
-		&cli.StringFlag{Name: "cache-dir", EnvVars: []string{"DJ_CACHE_DIR"}, Usage: "`DIR` for the local cache of remote repositories"},
+		&cli.StringFlag{Name: "cache-dir", EnvVars: []string{"DJ_CACHE_DIR"}, Usage: "keep the local cache of remote repositories (index and snapshot files) in `DIR`"},
 		&cli.StringFlag{Name: "compression", EnvVars: []string{"DJ_COMPRESSION"}, Value: "auto", Usage: "compression `MODE`: off, fastest, auto, better or best"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print more detail"},
@@ -124,11 +128,15 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 			}
 			return nil, err
 		}
-		return retry.New(be, retry.Options{Notify: func(op string, h backend.Handle, attempt int, err error, wait time.Duration) {
+		var out backend.Backend = retry.New(be, retry.Options{Notify: func(op string, h backend.Handle, attempt int, err error, wait time.Duration) {
 			if e.verbose {
 				e.warnf("retrying %s %s after error (attempt %d): %v\n", op, h, attempt, err)
 			}
-		}}), nil
+		}})
+		if dir := e.cacheDir(u); dir != "" {
+			out = cache.NewDisk(out, dir)
+		}
+		return out, nil
 	case strings.HasPrefix(loc, "local:"):
 		loc = strings.TrimPrefix(loc, "local:")
 	case strings.Contains(loc, ":") && !strings.HasPrefix(loc, "/") && !strings.HasPrefix(loc, "."):
@@ -143,6 +151,22 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 		return nil, fmt.Errorf("%s: %w (create one with `dj init`)", loc, repo.ErrNoRepository)
 	}
 	return be, err
+}
+
+// cacheDir returns the on-disk cache directory for the remote repository
+// at location: --cache-dir, or $XDG_CACHE_HOME/dj, or ~/.cache/dj, one
+// subdirectory per location. Empty means no cache.
+func (e *env) cacheDir(location string) string {
+	dir := e.c.String("cache-dir")
+	if dir == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return ""
+		}
+		dir = filepath.Join(base, "dj")
+	}
+	sum := sha256.Sum256([]byte(location))
+	return filepath.Join(dir, hex.EncodeToString(sum[:8]))
 }
 
 // password returns the repository password from the flags, the

@@ -1,0 +1,50 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"dj/backend"
+	"dj/backend/mem"
+)
+
+func TestDiskCache(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	data := []byte("an index file")
+	sum := sha256.Sum256(data)
+	h := backend.Handle{Type: backend.IndexFile, Name: hex.EncodeToString(sum[:])}
+	if err := be.Save(ctx, h, data); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	d := NewDisk(be, dir)
+	if b, err := d.Load(ctx, h, 0, 0); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("first load: %v", err)
+	}
+	// Served from the cache even when the remote copy is gone.
+	be.Remove(ctx, h)
+	if b, err := d.Load(ctx, h, 0, 0); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("cached load: %v", err)
+	}
+	// A damaged cached copy is not served.
+	os.WriteFile(filepath.Join(dir, "index", h.Name), []byte("damaged"), 0o600)
+	if _, err := d.Load(ctx, h, 0, 0); err == nil {
+		t.Fatal("damaged cache copy served")
+	}
+	// Prune drops what the repository no longer has.
+	be.Save(ctx, h, data)
+	d.Load(ctx, h, 0, 0)
+	be.Remove(ctx, h)
+	if err := d.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "index", h.Name)); !os.IsNotExist(err) {
+		t.Fatal("pruned file still cached")
+	}
+}
