@@ -5,9 +5,9 @@ GO        ?= go
 BIN       := bin/dj
 VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
-# Packages the tests need: FUSE, rsync/attr/acl for round-trip checks, sshd for SFTP.
-TEST_DEBS := fuse3 rsync attr acl openssh-server openssh-client fio
-TEST_CMDS := fusermount3 rsync getfattr setfacl sshd fio
+# Packages the tests need: FUSE, and rsync/attr/acl for the round-trip checks.
+TEST_DEBS := fuse3 rsync attr acl
+TEST_CMDS := fusermount3 rsync getfattr setfacl
 BENCH_DEBS := restic time fio
 DEMO      := demo
 
