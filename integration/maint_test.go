@@ -1,0 +1,883 @@
+package integration
+
+// End-to-end tests of the maintenance commands (prune, forget, check,
+// repair, diff, repack) run through the real binary. This file holds the
+// helpers they share and the prune tests: prune killed at random points,
+// and prune running next to backups.
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// manifest describes a directory tree: each entry's path relative to the
+// root, mapped to its type, permissions and content (SHA-256 for files,
+// the target for symlinks).
+type manifest map[string]string
+
+func scanTree(t *testing.T, root string) manifest {
+	t.Helper()
+	m := manifest{}
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		switch {
+		case fi.Mode().IsRegular():
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			h := sha256.New()
+			_, err = io.Copy(h, f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			m[rel] = fmt.Sprintf("file %04o %d %x", fi.Mode().Perm(), fi.Size(), h.Sum(nil))
+		case fi.IsDir():
+			m[rel] = fmt.Sprintf("dir %04o", fi.Mode().Perm())
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			m[rel] = "symlink " + target
+		default:
+			m[rel] = "other " + fi.Mode().Type().String()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("scan %s: %v", root, err)
+	}
+	return m
+}
+
+// manifestDiff lists how got differs from want (at most 20 lines).
+func manifestDiff(want, got manifest) []string {
+	var out []string
+	for p, w := range want {
+		if g, ok := got[p]; !ok {
+			out = append(out, fmt.Sprintf("missing %s (%s)", p, w))
+		} else if g != w {
+			out = append(out, fmt.Sprintf("differs %s: want %s, got %s", p, w, g))
+		}
+	}
+	for p, g := range got {
+		if _, ok := want[p]; !ok {
+			out = append(out, fmt.Sprintf("extra %s (%s)", p, g))
+		}
+	}
+	sort.Strings(out)
+	if len(out) > 20 {
+		out = append(out[:20], fmt.Sprintf("... and %d more", len(out)-20))
+	}
+	return out
+}
+
+// snapJSON is an entry of `dj snapshots --json`.
+type snapJSON struct {
+	ID      string    `json:"id"`
+	ShortID string    `json:"short_id"`
+	Time    time.Time `json:"time"`
+	Paths   []string  `json:"paths"`
+	Tags    []string  `json:"tags"`
+	// Original names the snapshot a rewritten (repaired) one replaces.
+	Original string `json:"original"`
+}
+
+func (e *env) snapshots() []snapJSON {
+	e.t.Helper()
+	var list []snapJSON
+	out := e.must("snapshots", "--json")
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		e.t.Fatalf("snapshots --json: %v\n%s", err, out)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Time.Before(list[j].Time) })
+	return list
+}
+
+// backupSnapshot backs up the paths (with any extra flags before them) and
+// returns the full id of the new snapshot.
+func (e *env) backupSnapshot(args ...string) string {
+	e.t.Helper()
+	before := map[string]bool{}
+	for _, s := range e.snapshots() {
+		before[s.ID] = true
+	}
+	e.must(append([]string{"backup", "--quiet"}, args...)...)
+	return e.newSnapshot(before)
+}
+
+// newSnapshot returns the one snapshot that is not in before.
+func (e *env) newSnapshot(before map[string]bool) string {
+	e.t.Helper()
+	var ids []string
+	for _, s := range e.snapshots() {
+		if !before[s.ID] {
+			ids = append(ids, s.ID)
+		}
+	}
+	if len(ids) != 1 {
+		e.t.Fatalf("want exactly one new snapshot, got %v", ids)
+	}
+	return ids[0]
+}
+
+// restoreMatches restores snapshot id and compares the restored copy of
+// the source directory src with want.
+func (e *env) restoreMatches(id, src string, want manifest) {
+	e.t.Helper()
+	target := filepath.Join(e.dir, "restore-check")
+	if err := os.RemoveAll(target); err != nil {
+		e.t.Fatal(err)
+	}
+	e.must("restore", id, "--target", target)
+	got := scanTree(e.t, filepath.Join(target, src))
+	if d := manifestDiff(want, got); len(d) > 0 {
+		e.t.Fatalf("snapshot %.8s does not restore byte-identical to its source:\n  %s", id, strings.Join(d, "\n  "))
+	}
+	if err := os.RemoveAll(target); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// checkAndRestoreAll runs `dj check --read-data`, which must pass, makes
+// sure the repository holds exactly the snapshots of want, and restores
+// each of them byte-identical.
+func (e *env) checkAndRestoreAll(src string, want map[string]manifest) {
+	e.t.Helper()
+	if r := e.run("check", "--read-data"); r.code != 0 {
+		e.t.Fatalf("check --read-data: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	var have []string
+	for _, s := range e.snapshots() {
+		have = append(have, s.ID)
+		if _, ok := want[s.ID]; !ok {
+			e.t.Fatalf("unexpected snapshot %s", s.ShortID)
+		}
+	}
+	if len(have) != len(want) {
+		e.t.Fatalf("the repository holds %d snapshots, want %d", len(have), len(want))
+	}
+	for _, id := range have {
+		e.restoreMatches(id, src, want[id])
+	}
+}
+
+// locksLeft lists the lock files in the repository.
+func (e *env) locksLeft() []string {
+	entries, err := os.ReadDir(filepath.Join(e.repo, "locks"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for _, de := range entries {
+		if !strings.HasPrefix(de.Name(), ".") {
+			out = append(out, de.Name())
+		}
+	}
+	return out
+}
+
+// packCount counts the pack files in the repository.
+func (e *env) packCount() int {
+	n := 0
+	for _, p := range filesIn(e.t, filepath.Join(e.repo, "data")) {
+		if !strings.HasPrefix(filepath.Base(p), ".") {
+			n++
+		}
+	}
+	return n
+}
+
+// proc is a dj process running in the background.
+type proc struct {
+	t       *testing.T
+	args    []string
+	cmd     *exec.Cmd
+	stdout  bytes.Buffer
+	stderr  bytes.Buffer
+	started time.Time
+	ended   time.Time
+	err     error
+	done    chan struct{}
+}
+
+// start starts dj in the background; with withStdin, the returned writer
+// feeds its standard input.
+func (e *env) start(extraEnv []string, withStdin bool, args ...string) (*proc, io.WriteCloser) {
+	e.t.Helper()
+	p := &proc{t: e.t, args: args, cmd: exec.Command(e.bin, args...), done: make(chan struct{})}
+	p.cmd.Env = append(append(cleanEnv(), e.extraEnv...), extraEnv...)
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	var stdin io.WriteCloser
+	if withStdin {
+		var err error
+		if stdin, err = p.cmd.StdinPipe(); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	p.started = time.Now()
+	if err := p.cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		p.ended = time.Now()
+		close(p.done)
+	}()
+	return p, stdin
+}
+
+// wait waits for the process; killed reports that a signal ended it.
+func (p *proc) wait() (res result, killed bool) {
+	p.t.Helper()
+	<-p.done
+	res = result{stdout: p.stdout.String(), stderr: p.stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case p.err == nil:
+	case errors.As(p.err, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return res, true
+		}
+		res.code = ee.ExitCode()
+	default:
+		p.t.Fatalf("dj %v: %v", p.args, p.err)
+	}
+	if strings.Contains(res.stderr, "panic") || strings.Contains(res.stderr, "goroutine ") {
+		p.t.Fatalf("dj %v panicked:\n%s", p.args, res.stderr)
+	}
+	return res, false
+}
+
+// treeGen makes seeded random trees of files and changes them.
+type treeGen struct {
+	t   *testing.T
+	src *mrand.ChaCha8
+	rng *mrand.Rand
+	seq int
+}
+
+func newTreeGen(t *testing.T, seed uint64) *treeGen {
+	var s [32]byte
+	binary.LittleEndian.PutUint64(s[:], seed)
+	src := mrand.NewChaCha8(s)
+	return &treeGen{t: t, src: src, rng: mrand.New(src)}
+}
+
+func (g *treeGen) bytes(n int) []byte {
+	b := make([]byte, n)
+	g.src.Read(b)
+	return b
+}
+
+func (g *treeGen) name(prefix string) string {
+	g.seq++
+	return fmt.Sprintf("%s%04d", prefix, g.seq)
+}
+
+// fileSize is half small files, a third around one chunk, the rest several
+// chunks (the chunker's minimum is 512 KiB, its average 1 MiB).
+func (g *treeGen) fileSize() int {
+	switch x := g.rng.IntN(10); {
+	case x < 5:
+		return g.rng.IntN(64 << 10)
+	case x < 8:
+		return 64<<10 + g.rng.IntN(960<<10)
+	default:
+		return 1<<20 + g.rng.IntN(3<<20)
+	}
+}
+
+// entries lists the directories (always including ".") and regular files
+// below root, sorted.
+func (g *treeGen) entries(root string) (dirs, files []string) {
+	g.t.Helper()
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		switch {
+		case d.IsDir():
+			dirs = append(dirs, rel)
+		case d.Type().IsRegular():
+			files = append(files, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return dirs, files
+}
+
+// addFiles adds random files of about total bytes, in existing or new
+// directories.
+func (g *treeGen) addFiles(root string, total int64) {
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		g.t.Fatal(err)
+	}
+	dirs, _ := g.entries(root)
+	for added := int64(0); added < total; {
+		dir := dirs[g.rng.IntN(len(dirs))]
+		if g.rng.IntN(6) == 0 && strings.Count(dir, "/") < 3 {
+			dir = filepath.Join(dir, g.name("d"))
+			dirs = append(dirs, dir)
+		}
+		n := g.fileSize()
+		writeFile(g.t, filepath.Join(root, dir, g.name("f")), g.bytes(n))
+		added += int64(n)
+	}
+}
+
+// mutate changes a tree the way a working directory changes between
+// backups: files deleted, partly overwritten, appended to, renamed and
+// chmod-ed, and new files of about newBytes.
+func (g *treeGen) mutate(root string, newBytes int64) {
+	g.t.Helper()
+	_, files := g.entries(root)
+	for _, rel := range files {
+		p := filepath.Join(root, rel)
+		switch x := g.rng.IntN(100); {
+		case x < 12:
+			if err := os.Remove(p); err != nil {
+				g.t.Fatal(err)
+			}
+		case x < 24:
+			fi, err := os.Stat(p)
+			if err != nil {
+				g.t.Fatal(err)
+			}
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
+				g.t.Fatal(err)
+			}
+			var off int64
+			if fi.Size() > 0 {
+				off = g.rng.Int64N(fi.Size())
+			}
+			if _, err := f.WriteAt(g.bytes(1+g.rng.IntN(32<<10)), off); err != nil {
+				g.t.Fatal(err)
+			}
+			f.Close()
+		case x < 28:
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				g.t.Fatal(err)
+			}
+			if _, err := f.Write(g.bytes(1 + g.rng.IntN(200<<10))); err != nil {
+				g.t.Fatal(err)
+			}
+			f.Close()
+		case x < 32:
+			fi, err := os.Stat(p)
+			if err != nil {
+				g.t.Fatal(err)
+			}
+			mode := fs.FileMode(0o600)
+			if fi.Mode().Perm() == mode {
+				mode = 0o755
+			}
+			if err := os.Chmod(p, mode); err != nil {
+				g.t.Fatal(err)
+			}
+		case x < 35:
+			if err := os.Rename(p, filepath.Join(filepath.Dir(p), g.name("r"))); err != nil {
+				g.t.Fatal(err)
+			}
+		}
+	}
+	g.addFiles(root, newBytes)
+}
+
+// parseJSON decodes out into v or fails.
+func parseJSON(t *testing.T, what, out string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("%s: %v\n%s", what, err, out)
+	}
+}
+
+// pruneJSON is the part of `dj prune --json` the tests read.
+type pruneJSON struct {
+	PacksMarked      []string `json:"packs_marked"`
+	PacksRepacked    []string `json:"packs_repacked"`
+	PacksDeleted     []string `json:"packs_deleted"`
+	UnindexedDeleted []string `json:"unindexed_packs_deleted"`
+	PacksResurrected []string `json:"packs_resurrected"`
+	PacksPending     int      `json:"packs_pending"`
+}
+
+// timePruneOnCopy runs prune with flags on a copy of the repository and
+// returns how long it took.
+func (e *env) timePruneOnCopy(flags []string) time.Duration {
+	e.t.Helper()
+	cp := filepath.Join(e.dir, "repo-timing")
+	if err := os.RemoveAll(cp); err != nil {
+		e.t.Fatal(err)
+	}
+	shell(e.t, "cp -a "+e.repo+" "+cp)
+	start := time.Now()
+	r := e.runEnv([]string{"DJ_REPOSITORY=" + cp}, append([]string{"prune"}, flags...)...)
+	d := time.Since(start)
+	if r.code != 0 {
+		e.t.Fatalf("prune %v on a copy: exit %d\n%s%s", flags, r.code, r.stdout, r.stderr)
+	}
+	if err := os.RemoveAll(cp); err != nil {
+		e.t.Fatal(err)
+	}
+	return d
+}
+
+// lastLine returns the last non-empty line of s.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// TestPruneKilledAtRandomPoints kills prune with SIGKILL at random moments
+// of its run, with each of its modes, on a repository whose snapshots
+// evolve between the runs. After every kill, `dj unlock` clears the lock,
+// `dj check --read-data` passes and every snapshot restores byte-identical
+// (prune's crash-safety claim: every step writes before it deletes). At
+// the end two complete prunes leave a repository without warnings.
+func TestPruneKilledAtRandomPoints(t *testing.T) {
+	runs := 20
+	if testing.Short() {
+		runs = 5
+	}
+	const seed = 20261123
+	t.Logf("seed %d, %d runs", seed, runs)
+	g := newTreeGen(t, seed)
+	e := newEnv(t)
+	e.must("init")
+	src := filepath.Join(e.dir, "src")
+	g.addFiles(src, 48<<20)
+
+	want := map[string]manifest{}
+	backup := func() {
+		id := e.backupSnapshot(src)
+		want[id] = scanTree(t, src)
+	}
+	for i := 0; i < 3; i++ {
+		backup()
+		g.mutate(src, 8<<20)
+	}
+	variants := [][]string{
+		nil,
+		{"--keep-delete", "0s"},
+		{"--max-unused", "0%"},
+		{"--instant-delete"},
+		{"--max-unused", "0%", "--keep-delete", "0s"},
+	}
+	begin := time.Now()
+	killed := 0
+	for run := 0; run < runs; run++ {
+		// New work for prune: a new snapshot, and the oldest ones forgotten
+		// so that three remain.
+		backup()
+		g.mutate(src, 8<<20)
+		snaps := e.snapshots()
+		if len(snaps) > 3 {
+			args := []string{"forget"}
+			for _, s := range snaps[:len(snaps)-3] {
+				args = append(args, s.ID)
+				delete(want, s.ID)
+			}
+			e.must(args...)
+		}
+
+		flags := variants[run%len(variants)]
+		took := e.timePruneOnCopy(flags)
+		delay := time.Duration(g.rng.Float64() * 1.1 * float64(took))
+		p, _ := e.start(nil, false, append([]string{"prune", "--verbose"}, flags...)...)
+		time.Sleep(delay)
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		res, wasKilled := p.wait()
+		switch {
+		case wasKilled:
+			killed++
+			t.Logf("run %2d: prune %v (takes %v) killed after %v, last output %q", run, flags, took.Round(time.Millisecond), delay.Round(time.Millisecond), lastLine(res.stdout))
+		case res.code == 0:
+			t.Logf("run %2d: prune %v (takes %v) finished before the kill at %v", run, flags, took.Round(time.Millisecond), delay.Round(time.Millisecond))
+		default:
+			t.Fatalf("run %d: prune %v failed by itself: exit %d\n%s%s", run, flags, res.code, res.stdout, res.stderr)
+		}
+
+		// The killed process's lock is stale: its PID is gone.
+		e.must("unlock")
+		if left := e.locksLeft(); len(left) > 0 {
+			t.Fatalf("run %d: `dj unlock` left the lock of a killed prune: %v", run, left)
+		}
+		e.checkAndRestoreAll(src, want)
+	}
+	t.Logf("%d of %d prunes killed midway; %v", killed, runs, time.Since(begin).Round(time.Millisecond))
+	if killed < runs/2 {
+		t.Errorf("only %d of %d prunes were killed before they finished: the delays do not cover prune's run", killed, runs)
+	}
+
+	// Whatever the kills left behind (superseded index files, unindexed
+	// packs, pending packs), two complete prunes clear it.
+	e.must("prune", "--keep-delete", "0s", "--max-unused", "0%")
+	e.must("prune", "--keep-delete", "0s")
+	out := e.run("check", "--read-data", "--json")
+	dec := json.NewDecoder(strings.NewReader(out.stdout))
+	var summary struct {
+		MessageType string `json:"message_type"`
+		Message     string `json:"message"`
+		Errors      int    `json:"num_errors"`
+		Warnings    int    `json:"num_warnings"`
+	}
+	var problems []string
+	for dec.More() {
+		if err := dec.Decode(&summary); err != nil {
+			t.Fatalf("check --json: %v\n%s", err, out.stdout)
+		}
+		if summary.MessageType != "summary" {
+			problems = append(problems, summary.Message)
+		}
+	}
+	if out.code != 0 || summary.Errors != 0 || summary.Warnings != 0 {
+		t.Errorf("after two complete prunes, check reports %d errors, %d warnings (exit %d):\n  %s",
+			summary.Errors, summary.Warnings, out.code, strings.Join(problems, "\n  "))
+	}
+	e.checkAndRestoreAll(src, want)
+	var temps []string
+	filepath.WalkDir(e.repo, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.Contains(d.Name(), "-tmp-") {
+			temps = append(temps, p)
+		}
+		return nil
+	})
+	if len(temps) > 0 {
+		t.Logf("%d temporary files of killed uploads remain in the repository (nothing removes them)", len(temps))
+	}
+}
+
+// TestMaintBackupDuringPrune runs backups of a sizeable tree and prunes
+// at the same time, with different timing and prune modes. Both end well,
+// or (only with --instant-delete, which needs an exclusive lock) one of them
+// fails cleanly with exit 11; afterwards check --read-data passes and every
+// snapshot, the new one included, restores byte-identical.
+func TestMaintBackupDuringPrune(t *testing.T) {
+	g := newTreeGen(t, 77)
+	e := newEnv(t)
+	e.must("init")
+	src := filepath.Join(e.dir, "src")
+	g.addFiles(src, 24<<20)
+	want := map[string]manifest{}
+	id := e.backupSnapshot(src)
+	want[id] = scanTree(t, src)
+
+	type tc struct {
+		pruneFirst bool
+		offset     time.Duration
+		flags      []string
+	}
+	cases := []tc{
+		{false, 0, nil},
+		{false, 50 * time.Millisecond, []string{"--keep-delete", "0s"}},
+		{false, 150 * time.Millisecond, []string{"--max-unused", "0%", "--keep-delete", "0s"}},
+		{true, 20 * time.Millisecond, []string{"--max-unused", "0%", "--keep-delete", "0s"}},
+		{false, 250 * time.Millisecond, []string{"--keep-delete", "0s"}},
+		{false, 0, []string{"--instant-delete"}},
+		{false, 100 * time.Millisecond, []string{"--instant-delete"}},
+		{true, 0, []string{"--instant-delete", "--max-unused", "0%"}},
+	}
+	if testing.Short() {
+		cases = cases[:4]
+	}
+	bothOK := 0
+	for i, c := range cases {
+		// The backup has much new data; the prune has the data of the
+		// forgotten snapshots to mark, repack and delete.
+		g.mutate(src, 40<<20)
+		snaps := e.snapshots()
+		if len(snaps) > 1 {
+			args := []string{"forget"}
+			for _, s := range snaps[:len(snaps)-1] {
+				args = append(args, s.ID)
+				delete(want, s.ID)
+			}
+			e.must(args...)
+		}
+		m := scanTree(t, src)
+		before := map[string]bool{}
+		for id := range want {
+			before[id] = true
+		}
+
+		var bk, pr *proc
+		pruneArgs := append([]string{"prune"}, c.flags...)
+		if c.pruneFirst {
+			pr, _ = e.start(nil, false, pruneArgs...)
+			time.Sleep(c.offset)
+			bk, _ = e.start(nil, false, "backup", "--quiet", src)
+		} else {
+			bk, _ = e.start(nil, false, "backup", "--quiet", src)
+			time.Sleep(c.offset)
+			pr, _ = e.start(nil, false, pruneArgs...)
+		}
+		rb, _ := bk.wait()
+		rp, _ := pr.wait()
+		instant := strings.Contains(strings.Join(c.flags, " "), "--instant-delete")
+		cleanLockFailure := func(r result) bool {
+			lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+			return r.code == 11 && len(lines) == 1 && strings.HasPrefix(lines[0], "dj: ") && strings.Contains(lines[0], "locked")
+		}
+		if rb.code != 0 && (!instant || !cleanLockFailure(rb)) {
+			t.Fatalf("case %d: backup next to prune %v: exit %d\n%s%s", i, c.flags, rb.code, rb.stdout, rb.stderr)
+		}
+		if rp.code != 0 && (!instant || !cleanLockFailure(rp)) {
+			t.Fatalf("case %d: prune %v next to a backup: exit %d\n%s%s", i, c.flags, rp.code, rp.stdout, rp.stderr)
+		}
+		if rb.code != 0 && rp.code != 0 {
+			t.Fatalf("case %d: both backup and prune %v failed on the lock (each saw the other's):\n%s\n%s", i, c.flags, rb.stderr, rp.stderr)
+		}
+		end, begin := bk.ended, bk.started
+		if pr.ended.Before(end) {
+			end = pr.ended
+		}
+		if pr.started.After(begin) {
+			begin = pr.started
+		}
+		overlap := end.Sub(begin)
+		t.Logf("case %d: backup %v (exit %d), prune %v %v (exit %d), overlapping %v", i,
+			bk.ended.Sub(bk.started).Round(time.Millisecond), rb.code, c.flags,
+			pr.ended.Sub(pr.started).Round(time.Millisecond), rp.code, overlap.Round(time.Millisecond))
+		if rb.code == 0 {
+			want[e.newSnapshot(before)] = m
+		}
+		if rb.code == 0 && rp.code == 0 {
+			bothOK++
+		}
+		if left := e.locksLeft(); len(left) > 0 {
+			t.Fatalf("case %d: locks left after both ended: %v", i, left)
+		}
+		e.checkAndRestoreAll(src, want)
+	}
+	if bothOK == 0 {
+		t.Fatal("no case ran backup and prune side by side successfully")
+	}
+}
+
+// TestPruneKeepsPacksABackupDedupsAgainst is the race of prune's safety
+// argument: a backup that loaded the index before prune marked a pack
+// deduplicates against the marked pack's blobs; a later prune with
+// --keep-delete 0s must not delete that pack, whether it runs while the
+// backup still runs (the backup's lock is older than the mark) or after it
+// (the new snapshot needs the pack: it is resurrected).
+func TestPruneKeepsPacksABackupDedupsAgainst(t *testing.T) {
+	for _, during := range []bool{true, false} {
+		name := "second prune after the backup"
+		if during {
+			name = "second prune during the backup"
+		}
+		t.Run(name, func(t *testing.T) {
+			g := newTreeGen(t, 5)
+			e := newEnv(t)
+			e.must("init")
+			src := filepath.Join(e.dir, "src")
+			writeFile(t, filepath.Join(src, "keep.bin"), g.bytes(3<<20))
+			gone := g.bytes(6 << 20)
+			writeFile(t, filepath.Join(src, "gone.bin"), gone)
+			first := e.backupSnapshot(src)
+			if err := os.Remove(filepath.Join(src, "gone.bin")); err != nil {
+				t.Fatal(err)
+			}
+			second := e.backupSnapshot(src)
+			wantSecond := scanTree(t, src)
+			e.must("forget", first)
+
+			// The backup loads the index (gone.bin's blobs are in a normal
+			// pack there) and takes its lock before prune marks that pack.
+			before := map[string]bool{second: true}
+			bk, stdin := e.start(nil, true, "backup", "--stdin", "--stdin-filename", "gone.bin")
+			deadline := time.Now().Add(30 * time.Second)
+			for len(e.locksLeft()) == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("backup --stdin took no lock")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			var p1 pruneJSON
+			parseJSON(t, "prune --json", e.must("prune", "--json", "--max-unused", "0%"), &p1)
+			if len(p1.PacksMarked)+len(p1.PacksRepacked) == 0 {
+				t.Fatalf("prune marked nothing: %+v", p1)
+			}
+			if _, err := stdin.Write(gone); err != nil {
+				t.Fatal(err)
+			}
+			if during {
+				var p2 pruneJSON
+				parseJSON(t, "prune --json", e.must("prune", "--json", "--keep-delete", "0s"), &p2)
+				if len(p2.PacksDeleted) > 0 {
+					t.Errorf("prune --keep-delete 0s deleted packs marked after a running backup started: %v", p2.PacksDeleted)
+				}
+				if p2.PacksPending == 0 {
+					t.Errorf("prune --keep-delete 0s during the backup kept no marked pack: %+v", p2)
+				}
+			}
+			stdin.Close()
+			if res, _ := bk.wait(); res.code != 0 {
+				t.Fatalf("backup --stdin: exit %d\n%s", res.code, res.stderr)
+			}
+			third := e.newSnapshot(before)
+
+			var p3 pruneJSON
+			parseJSON(t, "prune --json", e.must("prune", "--json", "--keep-delete", "0s"), &p3)
+			if len(p3.PacksResurrected) == 0 {
+				t.Errorf("the backup's snapshot needs blobs of marked packs, but prune resurrected none: %+v", p3)
+			}
+			e.must("prune", "--keep-delete", "0s")
+			if r := e.run("check", "--read-data"); r.code != 0 {
+				t.Fatalf("check --read-data: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+			}
+			if got := e.must("dump", third, "/gone.bin"); got != string(gone) {
+				t.Fatalf("the snapshot of the racing backup restores %d bytes, not its input", len(got))
+			}
+			e.restoreMatches(second, src, wantSecond)
+		})
+	}
+}
+
+// TestPruneSparesPacksOfABackupThatStartedAfterIt stops prune right after
+// it listed the locks, runs a backup that uploads packs (not yet indexed)
+// meanwhile, and lets prune --keep-delete 0s go on: it must not delete the
+// running backup's packs, which no index names yet.
+func TestPruneSparesPacksOfABackupThatStartedAfterIt(t *testing.T) {
+	g := newTreeGen(t, 9)
+	e := newEnv(t)
+	e.must("init")
+	src := filepath.Join(e.dir, "src")
+	g.addFiles(src, 4<<20)
+	// Many directories: finding the data in use (between listing the locks
+	// and listing the packs) takes prune tens of milliseconds.
+	for i := 0; i < 1600; i++ {
+		writeFile(t, filepath.Join(src, "many", fmt.Sprintf("d%02d", i/40), fmt.Sprintf("e%02d", i%40), "f"), []byte(fmt.Sprint(i)))
+	}
+	e.backupSnapshot(src)
+	packsBefore := e.packCount()
+
+	cmd := exec.Command(e.bin, "prune", "--verbose", "--keep-delete", "0s")
+	cmd.Env = append(cleanEnv(), e.extraEnv...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var pruneOut []string
+	for l := range lines {
+		pruneOut = append(pruneOut, l)
+		if strings.Contains(l, "loading snapshots") {
+			// Prune has listed the locks (see PlanPrune).
+			if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	// What prune printed before the stop took hold: it must not have got
+	// past finding the data in use (it lists the packs after that).
+	time.Sleep(50 * time.Millisecond)
+	for drained := false; !drained; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				drained = true
+				break
+			}
+			pruneOut = append(pruneOut, l)
+			if !strings.Contains(l, "loading index") && !strings.Contains(l, "finding data in use") {
+				cmd.Process.Signal(syscall.SIGCONT)
+				cmd.Wait()
+				t.Fatalf("prune got too far before it was stopped; the race was not exercised:\n%s", strings.Join(pruneOut, "\n"))
+			}
+		default:
+			drained = true
+		}
+	}
+	if !strings.Contains(strings.Join(pruneOut, "\n"), "loading snapshots") {
+		cmd.Wait()
+		t.Fatalf("prune --verbose did not print `loading snapshots`:\n%s\n%s", strings.Join(pruneOut, "\n"), stderr.String())
+	}
+
+	big := g.bytes(48 << 20)
+	bk, stdin := e.start(nil, true, "backup", "--stdin", "--stdin-filename", "big.bin")
+	writeErr := make(chan error, 1)
+	go func() {
+		_, err := stdin.Write(big)
+		writeErr <- err
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for e.packCount() <= packsBefore {
+		if time.Now().After(deadline) {
+			cmd.Process.Signal(syscall.SIGCONT)
+			t.Fatal("the backup uploaded no pack before its input ended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	for l := range lines {
+		pruneOut = append(pruneOut, l)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("prune: %v\n%s\n%s", err, strings.Join(pruneOut, "\n"), stderr.String())
+	}
+	if err := <-writeErr; err != nil {
+		t.Fatal(err)
+	}
+	stdin.Close()
+	if res, _ := bk.wait(); res.code != 0 {
+		t.Fatalf("backup --stdin next to prune: exit %d\n%s", res.code, res.stderr)
+	}
+	if r := e.run("check", "--read-data"); r.code != 0 {
+		t.Fatalf("check --read-data after prune ran beside a later backup: exit %d\n%s%s\nprune output:\n%s",
+			r.code, r.stdout, r.stderr, strings.Join(pruneOut, "\n"))
+	}
+	if got := e.must("dump", "latest", "/big.bin"); got != string(big) {
+		t.Fatalf("the backup's file restores as %d bytes, not its %d bytes of input", len(got), len(big))
+	}
+}
