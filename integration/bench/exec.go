@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -267,6 +268,14 @@ func (h *harness) checkTools(ctx context.Context) error {
 		if _, err := os.Stat(h.cfg.dj); err != nil {
 			return fmt.Errorf("dj binary %s: %w (run `make build`, or set DJ_BIN, or BENCH_TOOLS=restic)", h.cfg.dj, err)
 		}
+		// Work on a private copy: a `make build` elsewhere during the run
+		// must not swap the binary under the benchmarks.
+		cp := filepath.Join(h.cfg.dir, "bin", "dj-under-test")
+		if err := copyFile(h.cfg.dj, cp, 0o755); err != nil {
+			return fmt.Errorf("copy the dj binary: %w", err)
+		}
+		h.versions["dj binary"] = h.cfg.dj
+		h.cfg.dj = cp
 		h.versions["dj"] = firstLineOf(ctx, h.cfg.dj, "version")
 		sum, err := fileSHA256(h.cfg.dj)
 		if err != nil {
@@ -350,4 +359,29 @@ func errText(err error) string {
 		return "failed (exit " + strconv.Itoa(ee.ExitCode()) + ")"
 	}
 	return "failed"
+}
+
+// copyFile copies src to dst (through a temporary file and a rename).
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
 }

@@ -30,9 +30,11 @@ func (h *harness) maintSection(ctx context.Context) *report {
 		atLeastTimes(2, "dj", "restic", "≥2× restic")).withRatio()
 	r.fig("forget_rss", "`forget --prune`, peak RSS", "MiB", false).withRatio()
 	r.fig("forget_size", "repo size after `forget --prune` (du -sb)", "MB", false).withRatio()
+	r.fig("forget_final", "  … once dropped packs are deleted (dj: then `prune --instant-delete`)", "MB", false).withRatio()
 	r.fig("repack", "repack small packs (dj: `repack`; restic: `prune --max-unused 0 --repack-small`)", "s", false).withRatio()
 	r.fig("repack_rss", "repack, peak RSS", "MiB", false).withRatio()
 	r.fig("repack_size", "repo size after repack (du -sb)", "MB", false).withRatio()
+	r.fig("repack_final", "  … once replaced packs are deleted (dj: then `prune --instant-delete`)", "MB", false).withRatio()
 	r.fig("diff", "`diff` of the last two snapshots (10 files changed)", "s", false).withRatio()
 	r.fig("diff_rss", "`diff`, peak RSS", "MiB", false).withRatio()
 	r.fig("diff_count", "`diff`: modified files listed (want 10)", "files", true)
@@ -93,6 +95,7 @@ func (h *harness) maintSection(ctx context.Context) *report {
 		args     func(t *tool) ([]string, error)
 		count    string // figure for the number of modified files in the output
 		size     string // figure for the repository size afterwards
+		final    string // figure for the size once dj's pending packs are gone
 	}
 	lastTwo := func(t *tool) ([]string, error) {
 		ids, err := h.snapshotIDs(ctx, t)
@@ -107,10 +110,10 @@ func (h *harness) maintSection(ctx context.Context) *report {
 	ops := []op{
 		{key: "check", pristine: evolving, args: func(*tool) ([]string, error) { return []string{"check"}, nil }},
 		{key: "check_data", pristine: evolving, args: func(*tool) ([]string, error) { return []string{"check", "--read-data"}, nil }},
-		{key: "forget", pristine: evolving, copy: true, size: "forget_size", args: func(*tool) ([]string, error) {
+		{key: "forget", pristine: evolving, copy: true, size: "forget_size", final: "forget_final", args: func(*tool) ([]string, error) {
 			return []string{"forget", "--keep-last", strconv.Itoa(cfg.keepLast), "--prune"}, nil
 		}},
-		{key: "repack", pristine: evolving, copy: true, size: "repack_size", args: func(*tool) ([]string, error) { return []string{"repack"}, nil }},
+		{key: "repack", pristine: evolving, copy: true, size: "repack_size", final: "repack_final", args: func(*tool) ([]string, error) { return []string{"repack"}, nil }},
 		{key: "diff", pristine: evolving, count: "diff_count", args: lastTwo},
 		{key: "diff100k", pristine: small, count: "diff100k_count", args: lastTwo},
 	}
@@ -162,6 +165,18 @@ func (h *harness) maintSection(ctx context.Context) *report {
 				if o.size != "" {
 					if sz, err := duBytes(t.repo); err == nil {
 						r.add(o.size, n, float64(sz)/1e6)
+					}
+				}
+				if o.final != "" {
+					// dj keeps dropped packs for a while; delete them now
+					// to see the space the operation gives back.
+					if n == "dj" {
+						if _, err := h.plain(ctx, t, "prune", "--instant-delete"); err != nil {
+							h.problem("maint: %s: %v", n, err)
+						}
+					}
+					if sz, err := duBytes(t.repo); err == nil {
+						r.add(o.final, n, float64(sz)/1e6)
 					}
 				}
 			}

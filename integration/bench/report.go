@@ -51,7 +51,7 @@ func (c *cell) String() string {
 		return "–"
 	}
 	s := fmtNum(c.Median)
-	if len(c.Samples) > 1 {
+	if len(c.Samples) > 1 && fmtNum(c.Min) != fmtNum(c.Max) {
 		s += " (" + fmtNum(c.Min) + "–" + fmtNum(c.Max) + ")"
 	}
 	if c.Text != "" {
@@ -111,8 +111,18 @@ type report struct {
 }
 
 func (h *harness) newReport(section string, columns ...string) *report {
+	machine := map[string]string{}
+	for k, v := range h.machine {
+		machine[k] = v
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		f := strings.Fields(string(b))
+		if len(f) >= 3 {
+			machine["load average at the start (1, 5, 15 min)"] = strings.Join(f[:3], " ")
+		}
+	}
 	return &report{Section: section, Date: time.Now().Format("2006-01-02"), Quick: h.cfg.quick, Runs: h.cfg.runs,
-		Machine: h.machine, Versions: h.versions, Columns: columns, byKey: map[string]*figure{}, start: time.Now()}
+		Machine: machine, Versions: h.versions, Columns: columns, byKey: map[string]*figure{}, start: time.Now()}
 }
 
 // fig declares a row. Rows appear in the order they are declared.
@@ -262,7 +272,7 @@ func fmtNum(v float64) string {
 	switch {
 	case v == 0:
 		return "0"
-	case a >= 1000:
+	case a >= 1000 || (v == math.Trunc(v) && a < 1e15):
 		return commas(int64(math.Round(v)))
 	case a >= 100:
 		return fmt.Sprintf("%.0f", v)

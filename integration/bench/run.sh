@@ -18,10 +18,11 @@ mkdir -p "$BENCH_DIR/bin"
 
 # Never leave a mount behind, whatever happens to the harness.
 cleanup() {
-	local mp
-	grep -o " $BENCH_DIR/mnt/[^ ]*" /proc/self/mountinfo 2>/dev/null | while read -r mp; do
+	local status=$? mp
+	for mp in $(awk -v p="$BENCH_DIR/mnt/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo 2>/dev/null || true); do
 		fusermount3 -uz "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true
 	done
+	exit "$status"
 }
 trap cleanup EXIT
 
