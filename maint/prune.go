@@ -72,7 +72,8 @@ type PruneOptions struct {
 	MaxUnusedBytes int64
 	// MaxRepackBytes bounds how many bytes of packs are repacked (0: no bound).
 	MaxRepackBytes int64
-	// KeepDelete is how long a marked pack waits before deletion (default 24h).
+	// KeepDelete is how long a marked pack waits before deletion; zero lets
+	// the next prune delete it (the CLI's default is DefaultKeepDelete).
 	KeepDelete time.Duration
 	// InstantDelete deletes unused packs at once. Only for a repository
 	// nobody else uses: the caller must hold an exclusive lock.
@@ -86,6 +87,9 @@ type PruneOptions struct {
 	// Logf receives progress lines.
 	Logf func(format string, args ...any)
 }
+
+// DefaultKeepDelete is how long marked packs wait unless told otherwise.
+const DefaultKeepDelete = 24 * time.Hour
 
 // PrunePlan is what prune will do (or, with DryRun, would do).
 type PrunePlan struct {
@@ -122,9 +126,6 @@ var ErrMissingBlobs = errors.New("snapshots need blobs that are in no pack")
 func (o *PruneOptions) defaults() {
 	if o.MaxUnused == 0 && o.MaxUnusedBytes == 0 {
 		o.MaxUnused = 0.05
-	}
-	if o.KeepDelete == 0 && !o.InstantDelete {
-		o.KeepDelete = 24 * time.Hour
 	}
 	if o.ClockSkew == 0 {
 		o.ClockSkew = 5 * time.Minute

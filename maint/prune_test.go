@@ -137,12 +137,12 @@ func TestPruneMarksThenDeletes(t *testing.T) {
 	before := f.packCount()
 
 	// Dry run: nothing changes.
-	plan := prune(t, f.open(), maint.PruneOptions{DryRun: true})
+	plan := prune(t, f.open(), maint.PruneOptions{DryRun: true, KeepDelete: maint.DefaultKeepDelete})
 	if len(plan.Mark) == 0 || f.packCount() != before {
 		t.Fatalf("dry run: mark %d, packs %d -> %d", len(plan.Mark), before, f.packCount())
 	}
 	// Phase 1 marks the unused packs but deletes nothing.
-	plan = prune(t, f.open(), maint.PruneOptions{})
+	plan = prune(t, f.open(), maint.PruneOptions{KeepDelete: maint.DefaultKeepDelete})
 	if len(plan.Mark) == 0 || f.packCount() != before {
 		t.Fatalf("phase 1: mark %d, packs %d -> %d", len(plan.Mark), before, f.packCount())
 	}
@@ -156,12 +156,12 @@ func TestPruneMarksThenDeletes(t *testing.T) {
 		t.Fatalf("pending packs %d, marked %d", len(marks), len(plan.Mark))
 	}
 	// A second prune within keep-delete keeps them.
-	plan = prune(t, f.open(), maint.PruneOptions{})
+	plan = prune(t, f.open(), maint.PruneOptions{KeepDelete: maint.DefaultKeepDelete})
 	if len(plan.Delete) != 0 || plan.KeptPending == 0 {
 		t.Fatalf("within keep-delete: delete %d kept %d", len(plan.Delete), plan.KeptPending)
 	}
 	// Later, they go.
-	plan = prune(t, f.open(), maint.PruneOptions{Now: time.Now().Add(25 * time.Hour)})
+	plan = prune(t, f.open(), maint.PruneOptions{KeepDelete: maint.DefaultKeepDelete, Now: time.Now().Add(25 * time.Hour)})
 	if len(plan.Delete) == 0 || f.packCount() >= before {
 		t.Fatalf("after keep-delete: delete %d, packs %d -> %d", len(plan.Delete), before, f.packCount())
 	}
@@ -185,7 +185,7 @@ func TestPruneRepacksPartlyUsedPacks(t *testing.T) {
 	if err := f.open().RemoveSnapshot(context.Background(), sn1.ID); err != nil {
 		t.Fatal(err)
 	}
-	plan := prune(t, f.open(), maint.PruneOptions{MaxUnused: 0.0001})
+	plan := prune(t, f.open(), maint.PruneOptions{MaxUnused: 0.0001, KeepDelete: maint.DefaultKeepDelete})
 	if len(plan.Repack) == 0 {
 		t.Fatalf("nothing repacked: repack %v mark %v", plan.Repack, plan.Mark)
 	}
@@ -218,7 +218,7 @@ func TestPruneResurrectsPacksANewSnapshotNeeds(t *testing.T) {
 	if err := f.open().RemoveSnapshot(ctx, old.ID); err != nil {
 		t.Fatal(err)
 	}
-	plan := prune(t, f.open(), maint.PruneOptions{})
+	plan := prune(t, f.open(), maint.PruneOptions{KeepDelete: maint.DefaultKeepDelete})
 	if len(plan.Mark) == 0 {
 		t.Fatal("x's pack was not marked")
 	}
@@ -241,7 +241,7 @@ func TestPruneResurrectsPacksANewSnapshotNeeds(t *testing.T) {
 	// While the backup's writer lock is held, no marked pack may be
 	// deleted, however old the mark; the pack the new snapshot needs is put
 	// back into the index.
-	plan = prune(t, f.open(), maint.PruneOptions{Now: time.Now().Add(48 * time.Hour)})
+	plan = prune(t, f.open(), maint.PruneOptions{KeepDelete: maint.DefaultKeepDelete, Now: time.Now().Add(48 * time.Hour)})
 	if len(plan.Delete) != 0 {
 		t.Fatalf("deleted %d packs while a writer that started before the mark runs", len(plan.Delete))
 	}
@@ -251,7 +251,7 @@ func TestPruneResurrectsPacksANewSnapshotNeeds(t *testing.T) {
 	f.restoreOK(sn, x)
 	lock.Unlock(ctx)
 	// And it stays.
-	prune(t, f.open(), maint.PruneOptions{Now: time.Now().Add(96 * time.Hour)})
+	prune(t, f.open(), maint.PruneOptions{KeepDelete: maint.DefaultKeepDelete, Now: time.Now().Add(96 * time.Hour)})
 	f.restoreOK(sn, x)
 }
 
@@ -274,7 +274,7 @@ func TestPruneRefusesWhenBlobsAreMissing(t *testing.T) {
 	for _, p := range idx {
 		f.be.Remove(ctx, backend.Handle{Type: backend.IndexFile, Name: p})
 	}
-	_, err := maint.PlanPrune(ctx, f.open(), maint.PruneOptions{})
+	_, err := maint.PlanPrune(ctx, f.open(), maint.PruneOptions{KeepDelete: maint.DefaultKeepDelete})
 	if err == nil {
 		t.Fatal("prune went ahead with missing data")
 	}
@@ -296,11 +296,11 @@ func TestPruneUnindexedPacksWaitForKeepDelete(t *testing.T) {
 	if _, err := r.FlushPacks(ctx); err != nil {
 		t.Fatal(err)
 	}
-	plan := prune(t, f.open(), maint.PruneOptions{})
+	plan := prune(t, f.open(), maint.PruneOptions{KeepDelete: maint.DefaultKeepDelete})
 	if len(plan.Unindexed) != 0 {
 		t.Fatal("a young unindexed pack was deleted")
 	}
-	plan = prune(t, f.open(), maint.PruneOptions{Now: time.Now().Add(25 * time.Hour)})
+	plan = prune(t, f.open(), maint.PruneOptions{KeepDelete: maint.DefaultKeepDelete, Now: time.Now().Add(25 * time.Hour)})
 	if len(plan.Unindexed) != 1 {
 		t.Fatalf("old unindexed pack not deleted: %d", len(plan.Unindexed))
 	}

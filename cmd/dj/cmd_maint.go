@@ -6,7 +6,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -24,7 +23,7 @@ func pruneFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "max-unused", Value: "5%", Usage: "unused data allowed to stay in partly used packs: `LIMIT` as a percentage of used data or a size"},
 		&cli.StringFlag{Name: "max-repack-size", Usage: "repack at most `SIZE` of packs"},
-		&cli.DurationFlag{Name: "keep-delete", Value: 24 * time.Hour, Usage: "keep marked packs for `DURATION` before deleting them"},
+		&cli.DurationFlag{Name: "keep-delete", Value: maint.DefaultKeepDelete, Usage: "keep marked packs for `DURATION` before deleting them"},
 		&cli.BoolFlag{Name: "instant-delete", Usage: "delete unused packs at once (takes an exclusive lock: only for a repository nobody else uses)"},
 	}
 }
@@ -204,12 +203,20 @@ Examples:
 
 // forgetGroupJSON is restic's JSON shape of one forget group.
 type forgetGroupJSON struct {
-	Tags    []string           `json:"tags"`
-	Host    string             `json:"host"`
-	Paths   []string           `json:"paths"`
-	Keep    []snapshotJSON     `json:"keep"`
-	Remove  []snapshotJSON     `json:"remove"`
-	Reasons []maint.KeepReason `json:"reasons"`
+	Tags    []string         `json:"tags"`
+	Host    string           `json:"host"`
+	Paths   []string         `json:"paths"`
+	Keep    []snapshotJSON   `json:"keep"`
+	Remove  []snapshotJSON   `json:"remove"`
+	Reasons []keepReasonJSON `json:"reasons"`
+}
+
+// keepReasonJSON is restic's shape of a kept snapshot's reasons (dj adds
+// the snapshot's id).
+type keepReasonJSON struct {
+	Snapshot snapshotJSON   `json:"snapshot"`
+	Matches  []string       `json:"matches"`
+	Counters map[string]int `json:"counters"`
 }
 
 func runForget(c *cli.Context) error {
@@ -305,7 +312,10 @@ func runForget(c *cli.Context) error {
 				unlock()
 				return usageError("the policy would remove every snapshot of group %s; refusing (use --unsafe-allow-remove-all)", keys[k])
 			}
-			g := forgetGroupJSON{Tags: keys[k].Tags, Host: keys[k].Hostname, Paths: keys[k].Paths, Reasons: reasons}
+			g := forgetGroupJSON{Tags: keys[k].Tags, Host: keys[k].Hostname, Paths: keys[k].Paths}
+			for _, r := range reasons {
+				g.Reasons = append(g.Reasons, keepReasonJSON{Snapshot: toJSON(r.Snapshot), Matches: r.Matches, Counters: r.Counters})
+			}
 			for _, s := range keep {
 				g.Keep = append(g.Keep, toJSON(s))
 			}
@@ -428,7 +438,8 @@ func runDiff(c *cli.Context) error {
 		}
 	}
 	if e.json {
-		return e.printJSON(map[string]any{"message_type": "statistics", "source_snapshot": a.ID.Short(), "target_snapshot": b.ID.Short(),
+		// One object per line, like the changes, so `tail -n 1 | jq` works.
+		return printJSONLine(e, map[string]any{"message_type": "statistics", "source_snapshot": a.ID.Short(), "target_snapshot": b.ID.Short(),
 			"changed_files": stats.ChangedFiles, "added": stats.Added, "removed": stats.Removed})
 	}
 	e.printf("\nFiles:       %5d new, %5d removed, %5d changed\n", stats.Added.Files, stats.Removed.Files, stats.ChangedFiles)

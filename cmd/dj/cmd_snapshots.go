@@ -34,6 +34,7 @@ type snapshotJSON struct {
 	UID            uint32            `json:"uid,omitempty"`
 	GID            uint32            `json:"gid,omitempty"`
 	Tags           []string          `json:"tags,omitempty"`
+	Original       *crypto.ID        `json:"original,omitempty"`
 	ProgramVersion string            `json:"program_version,omitempty"`
 	Summary        *snapshot.Summary `json:"summary,omitempty"`
 	ID             crypto.ID         `json:"id"`
@@ -42,7 +43,7 @@ type snapshotJSON struct {
 
 func toJSON(s *snapshot.Snapshot) snapshotJSON {
 	return snapshotJSON{Time: s.Time, Parent: s.Parent, Tree: s.Tree, Paths: s.Paths, Hostname: s.Hostname,
-		Username: s.Username, UID: s.UID, GID: s.GID, Tags: s.Tags, ProgramVersion: s.ProgramVersion,
+		Username: s.Username, UID: s.UID, GID: s.GID, Tags: s.Tags, Original: s.Original, ProgramVersion: s.ProgramVersion,
 		Summary: s.Summary, ID: s.ID, ShortID: s.ID.Short()}
 }
 
