@@ -259,6 +259,10 @@ func (h *harness) run(ctx context.Context) int {
 			rep = h.maintSection(ctx)
 		}
 		h.cleanupMounts()
+		if ctx.Err() != nil {
+			h.logf("interrupted during the %s section; its results are not written", s)
+			break
+		}
 		if rep != nil {
 			if err := h.writeReport(rep); err != nil {
 				h.logf("writing the results of %s failed: %v", s, err)
