@@ -39,18 +39,30 @@ func (id ID) Short() string { return hex.EncodeToString(id[:4]) }
 func (id ID) IsNull() bool { return id == ID{} }
 
 // MarshalJSON writes the ID as a hex string.
-func (id ID) MarshalJSON() ([]byte, error) { return json.Marshal(id.String()) }
+func (id ID) MarshalJSON() ([]byte, error) {
+	b := make([]byte, 0, 2*IDSize+2)
+	b = append(b, '"')
+	b = hex.AppendEncode(b, id[:])
+	return append(b, '"'), nil
+}
 
-// UnmarshalJSON reads a hex string.
+// UnmarshalJSON reads a hex string. It parses the bytes itself: trees hold
+// many ids, and a nested json.Unmarshal per id would rescan each one.
 func (id *ID) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("invalid ID: %w", err)
+	if len(b) != 2*IDSize+2 || b[0] != '"' || b[len(b)-1] != '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return fmt.Errorf("invalid ID: %w", err)
+		}
+		v, err := ParseID(s)
+		if err != nil {
+			return err
+		}
+		*id = v
+		return nil
 	}
-	v, err := ParseID(s)
-	if err != nil {
-		return err
+	if _, err := hex.Decode(id[:], b[1:len(b)-1]); err != nil {
+		return fmt.Errorf("invalid ID %s: %w", b, err)
 	}
-	*id = v
 	return nil
 }

@@ -134,6 +134,11 @@ func nsTime(ns int64) time.Time {
 // MarshalJSON encodes the node deterministically. Times are nanoseconds since
 // the Unix epoch.
 func (n Node) MarshalJSON() ([]byte, error) {
+	return json.Marshal(n.wire())
+}
+
+// wire returns the node's wire form.
+func (n *Node) wire() jsonNode {
 	j := jsonNode{
 		Type: n.Type, Mode: n.Mode, UID: n.UID, GID: n.GID, User: n.User, Group: n.Group,
 		ModTime: timeNS(n.ModTime), AccessTime: timeNS(n.AccessTime), ChangeTime: timeNS(n.ChangeTime),
@@ -150,7 +155,7 @@ func (n Node) MarshalJSON() ([]byte, error) {
 		jx.Name, jx.NameRaw = splitString(x.Name)
 		j.Xattrs = append(j.Xattrs, jx)
 	}
-	return json.Marshal(j)
+	return j
 }
 
 // UnmarshalJSON decodes a node written by MarshalJSON.
@@ -159,7 +164,13 @@ func (n *Node) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*n = Node{
+	*n = j.node()
+	return nil
+}
+
+// node converts the wire form back.
+func (j *jsonNode) node() Node {
+	n := Node{
 		Name: joinString(j.Name, j.NameRaw), Type: j.Type, Mode: j.Mode, UID: j.UID, GID: j.GID,
 		User: j.User, Group: j.Group,
 		ModTime: nsTime(j.ModTime), AccessTime: nsTime(j.AccessTime), ChangeTime: nsTime(j.ChangeTime),
@@ -169,7 +180,14 @@ func (n *Node) UnmarshalJSON(b []byte) error {
 	for _, jx := range j.Xattrs {
 		n.Xattrs = append(n.Xattrs, Xattr{Name: joinString(jx.Name, jx.NameRaw), Value: jx.Value})
 	}
-	return nil
+	return n
+}
+
+// jsonTree is the wire form of a tree. Encoding and decoding go through it
+// in one pass: per-node MarshalJSON/UnmarshalJSON methods would make
+// encoding/json scan every node's bytes again.
+type jsonTree struct {
+	Nodes []jsonNode `json:"nodes"`
 }
 
 // Tree is the content of a directory: nodes sorted by name (byte order).
@@ -206,13 +224,17 @@ func (t *Tree) Find(name string) *Node {
 // Encode returns the deterministic JSON encoding of the tree, sorting it first.
 func (t *Tree) Encode() ([]byte, error) {
 	t.Sort()
-	if t.Nodes == nil {
-		t.Nodes = []*Node{}
+	w := jsonTree{Nodes: make([]jsonNode, 0, len(t.Nodes))}
+	for _, n := range t.Nodes {
+		if n == nil {
+			return nil, errors.New("encode tree: nil node")
+		}
+		w.Nodes = append(w.Nodes, n.wire())
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(t); err != nil {
+	if err := enc.Encode(w); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
@@ -222,14 +244,22 @@ func (t *Tree) Encode() ([]byte, error) {
 // each node carrying only what its type allows. Trees come from storage and
 // are treated as hostile.
 func Decode(b []byte) (*Tree, error) {
-	var t Tree
-	if err := json.Unmarshal(b, &t); err != nil {
+	var w struct {
+		Nodes []*jsonNode `json:"nodes"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("decode tree: %w", err)
 	}
-	for i, n := range t.Nodes {
-		if n == nil {
+	t := Tree{Nodes: make([]*Node, len(w.Nodes))}
+	nodes := make([]Node, len(w.Nodes))
+	for i, jn := range w.Nodes {
+		if jn == nil {
 			return nil, errors.New("decode tree: null node")
 		}
+		nodes[i] = jn.node()
+		t.Nodes[i] = &nodes[i]
+	}
+	for i, n := range t.Nodes {
 		if err := ValidName(n.Name); err != nil {
 			return nil, fmt.Errorf("decode tree: %w", err)
 		}
