@@ -15,6 +15,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	fastjson "github.com/goccy/go-json"
+
 	"dj/repo/crypto"
 )
 
@@ -247,7 +249,7 @@ func Decode(b []byte) (*Tree, error) {
 	var w struct {
 		Nodes []*jsonNode `json:"nodes"`
 	}
-	if err := json.Unmarshal(b, &w); err != nil {
+	if err := fastjson.Unmarshal(b, &w); err != nil {
 		return nil, fmt.Errorf("decode tree: %w", err)
 	}
 	t := Tree{Nodes: make([]*Node, len(w.Nodes))}
