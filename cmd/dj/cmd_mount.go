@@ -94,7 +94,7 @@ func runMount(c *cli.Context) error {
 		return usageError("--cache-size: want a size of at least 1M, got %q", c.String("cache-size"))
 	}
 	// The cache is the mount's memory; leave room for trees and the index.
-	setMemoryLimit(cacheSize + 64<<20)
+	setMemoryLimit(cacheSize + 32<<20)
 	loc, err := e.location()
 	if err != nil {
 		return err
