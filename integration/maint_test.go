@@ -24,6 +24,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // manifest describes a directory tree: each entry's path relative to the
@@ -548,37 +551,29 @@ func TestPruneKilledAtRandomPoints(t *testing.T) {
 	// packs, pending packs), two complete prunes clear it.
 	e.must("prune", "--keep-delete", "0s", "--max-unused", "0%")
 	e.must("prune", "--keep-delete", "0s")
-	out := e.run("check", "--read-data", "--json")
-	dec := json.NewDecoder(strings.NewReader(out.stdout))
-	var summary struct {
-		MessageType string `json:"message_type"`
-		Message     string `json:"message"`
-		Errors      int    `json:"num_errors"`
-		Warnings    int    `json:"num_warnings"`
-	}
-	var problems []string
-	for dec.More() {
-		if err := dec.Decode(&summary); err != nil {
-			t.Fatalf("check --json: %v\n%s", err, out.stdout)
+	code, problems, summary := e.checkJSON("--read-data")
+	if code != 0 || summary.Errors != 0 || summary.Warnings != 0 {
+		var msgs []string
+		for _, p := range problems {
+			msgs = append(msgs, p.Message)
 		}
-		if summary.MessageType != "summary" {
-			problems = append(problems, summary.Message)
-		}
-	}
-	if out.code != 0 || summary.Errors != 0 || summary.Warnings != 0 {
 		t.Errorf("after two complete prunes, check reports %d errors, %d warnings (exit %d):\n  %s",
-			summary.Errors, summary.Warnings, out.code, strings.Join(problems, "\n  "))
+			summary.Errors, summary.Warnings, code, strings.Join(msgs, "\n  "))
 	}
 	e.checkAndRestoreAll(src, want)
-	var temps []string
+	var temps int
+	var tempBytes int64
 	filepath.WalkDir(e.repo, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && strings.Contains(d.Name(), "-tmp-") {
-			temps = append(temps, p)
+			if fi, err := d.Info(); err == nil {
+				temps++
+				tempBytes += fi.Size()
+			}
 		}
 		return nil
 	})
-	if len(temps) > 0 {
-		t.Logf("%d temporary files of killed uploads remain in the repository (nothing removes them)", len(temps))
+	if temps > 0 {
+		t.Logf("%d temporary files (%d bytes) of uploads cut short by the kills remain in the repository", temps, tempBytes)
 	}
 }
 
@@ -880,4 +875,121 @@ func TestPruneSparesPacksOfABackupThatStartedAfterIt(t *testing.T) {
 	if got := e.must("dump", "latest", "/big.bin"); got != string(big) {
 		t.Fatalf("the backup's file restores as %d bytes, not its %d bytes of input", len(got), len(big))
 	}
+}
+
+// startStoppedAtIndexOpen starts dj with args and stops it (SIGSTOP) as
+// soon as it opens an index file; the caller sends SIGCONT.
+func (e *env) startStoppedAtIndexOpen(args ...string) *proc {
+	e.t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.InotifyAddWatch(fd, filepath.Join(e.repo, "index"), unix.IN_OPEN); err != nil {
+		e.t.Fatal(err)
+	}
+	p, _ := e.start(nil, false, args...)
+	// Listing the directory opens the directory itself: an event without
+	// a name.
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Read(fd, buf)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			if ev.Len > 0 && ev.Mask&unix.IN_ISDIR == 0 {
+				if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+					e.t.Fatal(err)
+				}
+				return p
+			}
+			off += unix.SizeofInotifyEvent + int(ev.Len)
+		}
+	}
+}
+
+// setupUnusedBigFile makes three snapshots of src: s0 with a small file,
+// s1 that adds a big file (in packs of its own) and directories that s2
+// keeps (so that s1's tree packs stay in use), and s2 without the big file;
+// it merges the index into one file (prune) and forgets s1, so that the
+// big file's packs are the only unused ones. It returns the big file's
+// content and the manifests of s0 and s2.
+func (e *env) setupUnusedBigFile(g *treeGen, src string) ([]byte, map[string]manifest) {
+	t := e.t
+	t.Helper()
+	writeFile(t, filepath.Join(src, "keep", "k.txt"), []byte("kept in every snapshot\n"))
+	s0 := e.backupSnapshot(src)
+	m0 := scanTree(t, src)
+	big := g.bytes(20 << 20)
+	writeFile(t, filepath.Join(src, "big.bin"), big)
+	for i := 0; i < 20; i++ {
+		writeFile(t, filepath.Join(src, fmt.Sprintf("newdir%02d", i), fmt.Sprintf("empty%02d", i)), nil)
+	}
+	s1 := e.backupSnapshot(src)
+	if err := os.Remove(filepath.Join(src, "big.bin")); err != nil {
+		t.Fatal(err)
+	}
+	s2 := e.backupSnapshot(src)
+	m2 := scanTree(t, src)
+	e.must("prune")
+	e.must("forget", s1)
+	if n := len(filesIn(t, filepath.Join(e.repo, "index"))); n != 1 {
+		t.Fatalf("want one index file, have %d", n)
+	}
+	return big, map[string]manifest{s0: m0, s2: m2}
+}
+
+// pruneBesideStopped runs prune --instant-delete while p is stopped and
+// reports whether p held its lock (then prune must refuse with exit 11).
+func (e *env) pruneBesideStopped(p *proc) {
+	t := e.t
+	t.Helper()
+	locked := len(e.locksLeft()) > 0
+	r := e.run("prune", "--json", "--instant-delete", "--max-unused", "100%")
+	switch {
+	case r.code == 11 && locked:
+		t.Logf("dj %s held its lock when it read the index: prune --instant-delete refused (exit 11)", p.args[0])
+	case r.code == 0 && !locked:
+		var pj pruneJSON
+		parseJSON(t, "prune --json", r.stdout, &pj)
+		if len(pj.PacksMarked) == 0 {
+			t.Fatalf("prune --instant-delete deleted no pack: %+v", pj)
+		}
+		t.Logf("dj %s read the index before it locked; prune --instant-delete ran meanwhile and deleted %d packs", p.args[0], len(pj.PacksMarked))
+	default:
+		p.cmd.Process.Signal(syscall.SIGCONT)
+		t.Fatalf("prune --instant-delete while dj %s (lock held: %v) was stopped: exit %d\n%s%s", p.args[0], locked, r.code, r.stdout, r.stderr)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPruneWhileABackupLoadsTheIndex stops a backup the moment it opens
+// the index, runs prune --instant-delete, and resumes the backup, which
+// backs up a file whose old copy was in the packs prune deleted. Either the
+// backup's lock keeps prune out (exit 11), or the backup must not rely on
+// the deleted packs: check passes and the new snapshot restores.
+func TestPruneWhileABackupLoadsTheIndex(t *testing.T) {
+	g := newTreeGen(t, 62)
+	e := newEnv(t)
+	e.must("init")
+	src := filepath.Join(e.dir, "src")
+	big, want := e.setupUnusedBigFile(g, src)
+	writeFile(t, filepath.Join(src, "big.bin"), big)
+	m3 := scanTree(t, src)
+	before := map[string]bool{}
+	for id := range want {
+		before[id] = true
+	}
+	bk := e.startStoppedAtIndexOpen("backup", "--quiet", src)
+	e.pruneBesideStopped(bk)
+	if res, _ := bk.wait(); res.code != 0 {
+		t.Fatalf("backup after the prune: exit %d\n%s", res.code, res.stderr)
+	}
+	want[e.newSnapshot(before)] = m3
+	e.checkAndRestoreAll(src, want)
 }
