@@ -272,7 +272,7 @@ func fmtNum(v float64) string {
 	switch {
 	case v == 0:
 		return "0"
-	case a >= 1000 || (v == math.Trunc(v) && a < 1e15):
+	case a >= 1000 || (a >= 10 && v == math.Trunc(v) && a < 1e15):
 		return commas(int64(math.Round(v)))
 	case a >= 100:
 		return fmt.Sprintf("%.0f", v)
