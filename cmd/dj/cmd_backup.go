@@ -221,16 +221,11 @@ func runBackup(c *cli.Context) error {
 	// A backup holds about 100 MiB: two packs being filled, two uploading,
 	// and the chunks in flight.
 	setMemoryLimit(128 << 20)
-	r, err := e.openRepo(true)
+	r, closeRepo, err := e.openLocked(repo.LockShared, false, true)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	unlock, err := e.lock(r, repo.LockShared, false)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	defer closeRepo()
 
 	var paths []string
 	if !stdinMode {

@@ -59,16 +59,11 @@ func runLs(c *cli.Context) error {
 	if c.NArg() < 1 {
 		return usageError("ls needs a snapshot ID")
 	}
-	r, err := e.openRepo(true)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, true)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	unlock, err := e.lock(r, repo.LockRead, true)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	defer closeRepo()
 	sn, err := findSnapshot(e.ctx, r, c.Args().First(), filterFromFlags(c))
 	if err != nil {
 		return err

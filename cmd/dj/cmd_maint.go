@@ -389,16 +389,11 @@ func runDiff(c *cli.Context) error {
 	if c.NArg() < 2 || c.NArg() > 3 {
 		return usageError("diff needs two snapshot IDs and optionally a path")
 	}
-	r, err := e.openRepo(true)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, true)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	unlock, err := e.lock(r, repo.LockRead, true)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	defer closeRepo()
 	a, err := findSnapshot(e.ctx, r, c.Args().Get(0), snapshot.Filter{})
 	if err != nil {
 		return err
@@ -525,20 +520,15 @@ Examples:
 			if e.verbose {
 				opts.Logf = func(f string, a ...any) { e.printf(f, a...) }
 			}
-			r, err := e.openRepo(true)
-			if err != nil {
-				return err
-			}
-			defer r.Close()
 			kind := repo.LockMaintenance
 			if opts.InstantDelete {
 				kind = repo.LockExclusive
 			}
-			unlock, err := e.lock(r, kind, false)
+			r, closeRepo, err := e.openLocked(kind, false, true)
 			if err != nil {
 				return err
 			}
-			defer unlock()
+			defer closeRepo()
 			st, err := maint.Repack(e.ctx, r, opts)
 			if e.json {
 				_ = e.printJSON(st)

@@ -36,16 +36,11 @@ Examples:
 			if c.NArg() != 2 {
 				return usageError("dump needs a snapshot ID and a path")
 			}
-			r, err := e.openRepo(true)
+			r, closeRepo, err := e.openLocked(repo.LockRead, true, true)
 			if err != nil {
 				return err
 			}
-			defer r.Close()
-			unlock, err := e.lock(r, repo.LockRead, true)
-			if err != nil {
-				return err
-			}
-			defer unlock()
+			defer closeRepo()
 			sn, err := findSnapshot(e.ctx, r, c.Args().Get(0), filterFromFlags(c))
 			if err != nil {
 				return err

@@ -102,16 +102,11 @@ func runMount(c *cli.Context) error {
 	if err := refuseInsideRepo(loc, mnt); err != nil {
 		return err
 	}
-	r, err := e.openRepo(true)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, true)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	unlock, err := e.lock(r, repo.LockRead, true)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	defer closeRepo()
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(e.stderr, "dj mount: "+strings.TrimSuffix(format, "\n")+"\n", args...)
 	}

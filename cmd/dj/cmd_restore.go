@@ -46,16 +46,11 @@ func runRestore(c *cli.Context) error {
 		return usageError("restore needs exactly one snapshot ID (SNAPSHOT or SNAPSHOT:PATH)")
 	}
 	ref, sub, _ := strings.Cut(c.Args().First(), ":")
-	r, err := e.openRepo(true)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, true)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	unlock, err := e.lock(r, repo.LockRead, true)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	defer closeRepo()
 	sn, err := findSnapshot(e.ctx, r, ref, filterFromFlags(c))
 	if err != nil {
 		return err

@@ -266,6 +266,30 @@ func (e *env) openRepo(loadIndex bool) (*repo.Repository, error) {
 	return r, nil
 }
 
+// openLocked opens the repository, takes the lock, and only then loads the
+// index (with loadIndex). The order matters: an index read before the lock
+// may name packs that a prune deletes in between, and a backup would then
+// deduplicate against data that is gone.
+func (e *env) openLocked(kind repo.LockKind, readOnly, loadIndex bool) (*repo.Repository, func(), error) {
+	r, err := e.openRepo(false)
+	if err != nil {
+		return nil, nil, err
+	}
+	unlock, err := e.lock(r, kind, readOnly)
+	if err != nil {
+		r.Close()
+		return nil, nil, err
+	}
+	if loadIndex {
+		if _, err := r.LoadIndex(e.ctx, false); err != nil {
+			unlock()
+			r.Close()
+			return nil, nil, err
+		}
+	}
+	return r, func() { unlock(); r.Close() }, nil
+}
+
 // lock takes a repository lock unless --no-lock is given for a read-only
 // command.
 func (e *env) lock(r *repo.Repository, kind repo.LockKind, readOnly bool) (func(), error) {
