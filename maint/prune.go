@@ -391,12 +391,19 @@ func sortIDs(ids []crypto.ID) {
 	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
 }
 
+// tempCleaner is implemented by backends that can remove the temporary
+// files of interrupted uploads (the local backend).
+type tempCleaner interface {
+	RemoveStaleTemp(ctx context.Context, age time.Duration) (int, error)
+}
+
 // PruneStats reports what Execute did.
 type PruneStats struct {
 	PacksMarked, PacksRepacked, PacksDeleted, PacksResurrected, PacksWritten int
 	BlobsMoved                                                               int
 	BytesDeleted                                                             int64
 	IndexFilesWritten, IndexFilesRemoved                                     int
+	TempFilesRemoved                                                         int
 }
 
 // maxBlobsPerIndexFile keeps index files small enough to load quickly.
@@ -468,6 +475,14 @@ func (p *PrunePlan) Execute(ctx context.Context, r *repo.Repository, opts PruneO
 			return st, fmt.Errorf("remove superseded index %s: %w", id.Short(), err)
 		}
 		st.IndexFilesRemoved++
+	}
+
+	// Temporary files of uploads that were killed (by a crash, or a
+	// killed prune) go once they are as old as a pack would have to be.
+	if tc, ok := r.Backend().(tempCleaner); ok {
+		if n, err := tc.RemoveStaleTemp(ctx, max(opts.KeepDelete, time.Hour)); err == nil {
+			st.TempFilesRemoved = n
+		}
 	}
 
 	// 3. Delete packs that no index needs any more.

@@ -114,8 +114,9 @@ func runPrune(e *env, r *repo.Repository, opts maint.PruneOptions) error {
 			"used_blobs": plan.UsedBlobs, "used_bytes": plan.UsedBytes, "unused_blobs": plan.UnusedBlobs, "unused_bytes": plan.UnusedBytes,
 			"duplicate_blobs": plan.Duplicates, "packs_total": plan.PacksTotal,
 			"packs_marked": idStrings(plan.Mark), "packs_repacked": idStrings(plan.Repack), "repack_bytes": plan.RepackBytes,
-			"packs_deleted": idStrings(plan.Delete), "unindexed_packs_deleted": idStrings(plan.Unindexed),
-			"packs_resurrected": idStrings(plan.Resurrect), "packs_pending": plan.KeptPending,
+			"packs_deleted": idStrings(deletedPacks(plan, opts)), "unindexed_packs_deleted": idStrings(plan.Unindexed),
+			"temp_files_removed": stats.TempFilesRemoved,
+			"packs_resurrected":  idStrings(plan.Resurrect), "packs_pending": plan.KeptPending,
 			"freed_bytes_now": plan.FreedBytesNow, "freed_bytes_later": plan.FreedLater,
 			"blobs_moved": stats.BlobsMoved, "packs_written": stats.PacksWritten,
 		})
@@ -134,7 +135,8 @@ func runPrune(e *env, r *repo.Repository, opts maint.PruneOptions) error {
 	if len(plan.Resurrect) > 0 {
 		e.printf("%s %d marked packs that snapshots need again\n", verb("restored", "would restore"), len(plan.Resurrect))
 	}
-	e.printf("%s %d marked and %d unindexed packs, freeing %s\n", verb("deleted", "would delete"), len(plan.Delete), len(plan.Unindexed), formatBytes(uint64(plan.FreedBytesNow)))
+	deleted := len(deletedPacks(plan, opts))
+	e.printf("%s %d marked and %d unindexed packs, freeing %s\n", verb("deleted", "would delete"), deleted, len(plan.Unindexed), formatBytes(uint64(plan.FreedBytesNow)))
 	if plan.FreedLater > 0 {
 		why := fmt.Sprintf("after %s", opts.KeepDelete)
 		if plan.WaitingForWriter {
@@ -476,6 +478,16 @@ func printChange(e *env, ch maint.Change) error {
 	}
 	e.printf("%-5s%s\n", ch.Modifier, ch.Path)
 	return nil
+}
+
+// deletedPacks lists the indexed packs prune deletes: marked packs whose
+// time has come, and with --instant-delete also those it marks now.
+func deletedPacks(plan *maint.PrunePlan, opts maint.PruneOptions) []crypto.ID {
+	out := append([]crypto.ID(nil), plan.Delete...)
+	if opts.InstantDelete {
+		out = append(append(out, plan.Mark...), plan.Repack...)
+	}
+	return out
 }
 
 func idStrings(ids []crypto.ID) []string {
