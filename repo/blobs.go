@@ -117,7 +117,7 @@ func (r *Repository) putBuf(b []byte) {
 // compressPooled is compress with the output in a pooled buffer, returned
 // as scratch (nil when plain is returned as it is).
 func (r *Repository) compressPooled(plain []byte) (content []byte, compressed bool, scratch []byte) {
-	if r.enc == nil || len(plain) < 64 || !r.compressible(plain) {
+	if r.enc == nil || len(plain) < 64 {
 		return plain, false, nil
 	}
 	c := r.enc.EncodeAll(plain, r.getBuf(len(plain)))
@@ -127,35 +127,9 @@ func (r *Repository) compressPooled(plain []byte) (content []byte, compressed bo
 	return c, true, c
 }
 
-// Incompressible data (media, archives, encrypted files) is detected from
-// samples instead of compressing whole chunks for nothing.
-const (
-	sampleSize     = 32 << 10
-	sampleMinInput = 8 * sampleSize
-)
-
-// compressible reports whether samples from the start and the middle of
-// plain shrink under the fastest zstd level; if neither shrinks by 1%,
-// compressing the whole chunk would not pay.
-func (r *Repository) compressible(plain []byte) bool {
-	if len(plain) < sampleMinInput || r.sampleEnc == nil {
-		return true
-	}
-	for _, off := range []int{0, len(plain) / 2} {
-		s := plain[off : off+sampleSize]
-		out := r.sampleEnc.EncodeAll(s, r.getBuf(sampleSize+sampleSize/8))
-		n := len(out)
-		r.putBuf(out)
-		if n < sampleSize*99/100 {
-			return true
-		}
-	}
-	return false
-}
-
 // compress returns the zstd encoding of plain when it is smaller.
 func (r *Repository) compress(plain []byte) ([]byte, bool) {
-	if r.enc == nil || len(plain) < 64 || !r.compressible(plain) {
+	if r.enc == nil || len(plain) < 64 {
 		return plain, false
 	}
 	c := r.enc.EncodeAll(plain, make([]byte, 0, len(plain)))

@@ -52,9 +52,6 @@ type Config struct {
 	CompressionLevel int    `json:"compression_level"`
 }
 
-// sampleWindow is the zstd window of the compressibility sampler.
-const sampleWindow = 64 << 10
-
 // Options tune a repository handle.
 type Options struct {
 	// PackSize is the target pack size in bytes (default: the config's).
@@ -80,9 +77,8 @@ type Repository struct {
 	pending      *index.Index        // blobs of packs marked for deletion: read-only fallback
 	pendingMarks map[crypto.ID]int64 // pending pack -> when it was marked (Unix ns)
 
-	enc       *zstd.Encoder
-	sampleEnc *zstd.Encoder // fastest level, for compressibility samples
-	dec       *zstd.Decoder
+	enc *zstd.Encoder
+	dec *zstd.Decoder
 
 	// bufPool holds scratch buffers for compressed and sealed blobs. A
 	// bounded channel, not a sync.Pool: the garbage collector empties a
@@ -199,10 +195,6 @@ func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options
 		if err != nil {
 			return nil, err
 		}
-		r.sampleEnc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithLowerEncoderMem(true), zstd.WithWindowSize(sampleWindow))
-		if err != nil {
-			return nil, err
-		}
 	}
 	r.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(256<<20))
 	if err != nil {
@@ -231,7 +223,6 @@ func (r *Repository) Index() *index.Index { return r.idx }
 func (r *Repository) Close() error {
 	if r.enc != nil {
 		r.enc.Close()
-		r.sampleEnc.Close()
 	}
 	r.dec.Close()
 	return r.be.Close()
