@@ -266,7 +266,9 @@ func (s *Subset) choose(ids []crypto.ID, sizes map[crypto.ID]int64) map[crypto.I
 // result.
 func Check(ctx context.Context, r *repo.Repository, opts CheckOptions) (*CheckResult, error) {
 	if opts.Workers <= 0 {
-		opts.Workers = runtime.GOMAXPROCS(0)
+		// One more than the cores: a worker waiting for a pack to load
+		// leaves a core to the others.
+		opts.Workers = runtime.GOMAXPROCS(0) + 1
 	}
 	c := &checker{r: r, opts: opts, res: &CheckResult{},
 		unusable: map[packBlob]bool{}, badBlob: map[BlobRef][]int{}, badNode: map[nodeKey][]int{},
