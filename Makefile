@@ -47,7 +47,7 @@ test: test-deps vet
 	$(GO) test -count=1 -race ./cache/... ./fusefs/... ./repo/... ./backend/... ./maint/...
 
 bench-deps: test-deps
-	@command -v restic >/dev/null 2>&1 && [ -x /usr/bin/time ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DEBS) >/dev/null; }
+	@command -v restic >/dev/null 2>&1 && command -v fio >/dev/null 2>&1 && [ -x /usr/bin/time ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DEBS) >/dev/null; }
 
 bench: build bench-deps
 	./integration/bench/run.sh
