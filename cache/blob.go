@@ -29,6 +29,9 @@ func (c *BlobCache) Get(ctx context.Context, id crypto.ID, load func(ctx context
 	return c.lru.Get(ctx, id, load)
 }
 
+// Remove drops a blob from the cache; slices already handed out stay valid.
+func (c *BlobCache) Remove(id crypto.ID) { c.lru.Remove(id) }
+
 // Contains reports whether blob id is cached.
 func (c *BlobCache) Contains(id crypto.ID) bool { return c.lru.Contains(id) }
 

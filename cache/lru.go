@@ -155,6 +155,13 @@ func (c *LRU[K, V]) add(key K, v V) {
 	}
 }
 
+// Remove drops key from the cache (a load in flight is not affected).
+func (c *LRU[K, V]) Remove(key K) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lru.Remove(key)
+}
+
 // Peek returns the cached value for key without loading it or changing its
 // recency.
 func (c *LRU[K, V]) Peek(key K) (V, bool) {

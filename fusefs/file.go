@@ -170,7 +170,13 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 		last++
 	}
 	if h, ok := fh.(*fileHandle); ok {
-		f.readAhead(h, c, off, end, last)
+		if f.readAhead(h, c, off, end, last) && first > 0 {
+			// A sequential reader is done with the chunk before this one,
+			// and the kernel keeps what it read in the page cache
+			// (FOPEN_KEEP_CACHE): keeping it here too would only grow the
+			// heap, and fresh memory costs page faults on every blob.
+			f.m.blobs.Remove(f.node.Content[first-1])
+		}
 	}
 
 	if first == last {
@@ -251,26 +257,28 @@ func (m *mountFS) blobLoader(id crypto.ID, want int64) func(ctx context.Context)
 const seqSlack = 4
 
 // readAhead keeps up to readAheadBlobs chunks after last loading into the
-// cache in the background while the handle is read sequentially.
-func (f *fileNode) readAhead(h *fileHandle, c *chunkMap, off, end int64, last int) {
+// cache in the background while the handle is read sequentially, and
+// reports whether the read was sequential.
+func (f *fileNode) readAhead(h *fileHandle, c *chunkMap, off, end int64, last int) bool {
 	prev := h.next.Swap(end)
 	if w := seqSlack * (end - off); off < prev-w || off > prev+w {
 		// Not sequential: stop reading ahead.
 		h.target.Store(int64(last + 1))
 		h.ahead.Store(int64(last + 1))
-		return
+		return false
 	}
 	advance(&h.ahead, int64(last+1))
 	advance(&h.target, int64(min(last+1+readAheadBlobs, c.known)))
 	for h.ahead.Load() < h.target.Load() {
 		n := h.running.Load()
 		if n >= readAheadPerHandle {
-			return
+			return true
 		}
 		if h.running.CompareAndSwap(n, n+1) {
 			go f.readAheadWorker(h, c)
 		}
 	}
+	return true
 }
 
 // readAheadWorker loads the chunks between h.ahead and h.target, one at a
