@@ -196,7 +196,7 @@ func (p *packer) upload(ctx context.Context, w *pack.Writer) error {
 		}
 		p.r.idx.AddPack(id, blobs)
 		p.written = append(p.written, index.FilePack{ID: id, Blobs: blobs})
-		if len(p.free) < uploadsInFlight && cap(data) >= p.r.opts.PackSize {
+		if len(p.free) < 1 && cap(data) >= p.r.opts.PackSize {
 			p.free = append(p.free, data[:0]) // the backend is done with it
 		}
 		for _, b := range blobs {
