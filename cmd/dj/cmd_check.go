@@ -54,6 +54,8 @@ type checkSummaryJSON struct {
 }
 
 func runCheck(c *cli.Context) error {
+	// Packs are read whole, one per worker; keep garbage from doubling that.
+	setMemoryLimit(maintMemoryLimit)
 	e := newEnv(c)
 	opts := maint.CheckOptions{ReadData: c.Bool("read-data")}
 	if s := c.String("read-data-subset"); s != "" {

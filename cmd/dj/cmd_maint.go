@@ -93,7 +93,12 @@ Examples:
 	}
 }
 
+// maintMemoryLimit is the soft memory limit of check, prune and repack:
+// they hold a few whole packs at a time, and the index.
+const maintMemoryLimit = 160 << 20
+
 func runPrune(e *env, r *repo.Repository, opts maint.PruneOptions) error {
+	setMemoryLimit(maintMemoryLimit)
 	kind := repo.LockMaintenance
 	if opts.InstantDelete {
 		kind = repo.LockExclusive
@@ -532,6 +537,7 @@ Examples:
 			if e.verbose {
 				opts.Logf = func(f string, a ...any) { e.printf(f, a...) }
 			}
+			setMemoryLimit(maintMemoryLimit)
 			kind := repo.LockMaintenance
 			if opts.InstantDelete {
 				kind = repo.LockExclusive
