@@ -172,14 +172,16 @@ func ParseSubset(s string) (*Subset, error) {
 		}
 		return &Subset{Fraction: f / 100}, nil
 	}
-	n, err := parseByteSize(s)
+	n, err := ParseSize(s)
 	if err != nil || n <= 0 {
 		return nil, fmt.Errorf("invalid subset %q: want n/m, x%% or a size like 5G", s)
 	}
 	return &Subset{Bytes: n}, nil
 }
 
-func parseByteSize(s string) (int64, error) {
+// ParseSize parses a byte size like 100, 10K, 5M, 1G or 2T (binary units;
+// a trailing B or iB is allowed), as the command line takes them.
+func ParseSize(s string) (int64, error) {
 	s = strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "IB"), "B")
 	mult := int64(1)
 	if s != "" {

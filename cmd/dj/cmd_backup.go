@@ -16,6 +16,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"dj/maint"
 	"dj/repo"
 	"dj/repo/archiver"
 	"dj/repo/pathmatch"
@@ -143,31 +144,7 @@ func readPatternFile(name string) ([]string, error) {
 }
 
 // parseSize parses sizes like 100, 10K, 5M, 1G, 2T (binary units).
-func parseSize(s string) (int64, error) {
-	s = strings.TrimSpace(strings.ToUpper(s))
-	s = strings.TrimSuffix(strings.TrimSuffix(s, "IB"), "B")
-	mult := int64(1)
-	if s != "" {
-		switch s[len(s)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			s = s[:len(s)-1]
-		}
-	}
-	var n int64
-	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n < 0 {
-		return 0, fmt.Errorf("invalid size %q", s)
-	}
-	return n * mult, nil
-}
+func parseSize(s string) (int64, error) { return maint.ParseSize(s) }
 
 func splitTags(in []string) []string {
 	var out []string
