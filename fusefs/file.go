@@ -170,12 +170,14 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 		last++
 	}
 	if h, ok := fh.(*fileHandle); ok {
-		if f.readAhead(h, c, off, end, last) && first > 0 {
-			// A sequential reader is done with the chunk before this one,
-			// and the kernel keeps what it read in the page cache
-			// (FOPEN_KEEP_CACHE): keeping it here too would only grow the
-			// heap, and fresh memory costs page faults on every blob.
-			f.m.blobs.Remove(f.node.Content[first-1])
+		if f.readAhead(h, c, off, end, last) && first > 1 {
+			// A sequential reader is done with the chunk two before this
+			// one (the kernel's requests arrive slightly out of order, so
+			// the previous one may still be asked for), and the kernel
+			// keeps what it read in the page cache (FOPEN_KEEP_CACHE):
+			// keeping it here too would only grow the heap, and fresh
+			// memory costs page faults on every blob.
+			f.m.blobs.Remove(f.node.Content[first-2])
 		}
 	}
 
