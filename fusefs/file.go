@@ -170,14 +170,14 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 		last++
 	}
 	if h, ok := fh.(*fileHandle); ok {
-		if f.readAhead(h, c, off, end, last) && first > 1 {
-			// A sequential reader is done with the chunk two before this
+		if f.readAhead(h, c, off, end, last) && first > 2 {
+			// A sequential reader is done with the chunk three before this
 			// one (the kernel's requests arrive slightly out of order, so
-			// the previous one may still be asked for), and the kernel
+			// the previous ones may still be asked for), and the kernel
 			// keeps what it read in the page cache (FOPEN_KEEP_CACHE):
 			// keeping it here too would only grow the heap, and fresh
 			// memory costs page faults on every blob.
-			f.m.blobs.Remove(f.node.Content[first-2])
+			f.m.blobs.Remove(f.node.Content[first-3])
 		}
 	}
 
@@ -315,6 +315,12 @@ func (f *fileNode) readAheadWorker(h *fileHandle, c *chunkMap) {
 		case <-m.bgctx.Done():
 			h.running.Add(-1)
 			return
+		}
+		// A chunk the reader has passed meanwhile needs no loading: it may
+		// even have been evicted behind the reader.
+		if c.starts[k+1] <= h.next.Load() {
+			<-m.prefetchSem
+			continue
 		}
 		// Errors are left to the read that needs the blob.
 		_, _ = m.blobs.Get(m.bgctx, id, m.blobLoader(id, c.starts[k+1]-c.starts[k]))
