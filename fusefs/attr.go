@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/binary"
 	"hash/fnv"
-	"os"
 	"syscall"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"dj/repo/crypto"
+	"dj/repo/fsnode"
 	"dj/repo/tree"
 )
 
@@ -86,21 +86,6 @@ func typeBits(t tree.NodeType) uint32 {
 	}
 }
 
-// permBits returns the permission, setuid, setgid and sticky bits of m.
-func permBits(m os.FileMode) uint32 {
-	p := uint32(m.Perm())
-	if m&os.ModeSetuid != 0 {
-		p |= syscall.S_ISUID
-	}
-	if m&os.ModeSetgid != 0 {
-		p |= syscall.S_ISGID
-	}
-	if m&os.ModeSticky != 0 {
-		p |= syscall.S_ISVTX
-	}
-	return p
-}
-
 // encodeDev turns a device number as Go's stat reports it (glibc encoding)
 // into the kernel's 32-bit encoding that FUSE passes.
 func encodeDev(rdev uint64) uint32 {
@@ -120,7 +105,7 @@ func setTime(sec *uint64, nsec *uint32, t time.Time) {
 
 // fillAttr sets the attributes of a tree node.
 func fillAttr(a *fuse.Attr, n *tree.Node, ownerRoot bool) {
-	a.Mode = typeBits(n.Type) | permBits(n.Mode)
+	a.Mode = typeBits(n.Type) | fsnode.UnixMode(n.Mode)
 	a.Size = n.Size
 	switch n.Type {
 	case tree.Symlink:
