@@ -122,8 +122,30 @@ func (r *Repository) writeLock(ctx context.Context, li *LockInfo) (crypto.ID, er
 	return r.SaveFile(ctx, backend.LockFile, b)
 }
 
+// lockYieldWait bounds how long a lock that saw a newer conflicting lock
+// waits for that lock's owner to see it and step back.
+const lockYieldWait = 3 * time.Second
+
+// olderThan orders locks by creation time, then by ID: a total order on
+// which two processes that raced for conflicting locks agree.
+func (l *LockInfo) olderThan(o *LockInfo) bool {
+	if !l.Created.Equal(o.Created) {
+		return l.Created.Before(o.Created)
+	}
+	return l.ID.String() < o.ID.String()
+}
+
 // Lock takes a lock of the given kind. It fails with ErrLocked when a
 // conflicting lock that is not stale exists.
+//
+// Two processes that take conflicting locks at the same moment each write
+// their lock file and then list the others; at least one of them sees the
+// other's. The older of the two (olderThan) wins: a lock that sees an older
+// conflicting one removes itself and fails, a lock that sees only newer
+// ones waits (up to lockYieldWait) for them to go. A process proceeds only
+// after a listing, taken after its own file was written, that shows no
+// conflicting lock, so two conflicting holders never both proceed, and two
+// processes racing never both give up.
 func (r *Repository) Lock(ctx context.Context, kind LockKind) (*Lock, error) {
 	now := time.Now()
 	li := LockInfo{Time: now, Created: now, Kind: kind, Exclusive: kind == LockExclusive, Hostname: hostname(), Username: currentUser(), PID: os.Getpid()}
@@ -132,17 +154,40 @@ func (r *Repository) Lock(ctx context.Context, kind LockKind) (*Lock, error) {
 		return nil, fmt.Errorf("create lock: %w", err)
 	}
 	li.ID = id
-	others, err := r.ListLocks(ctx)
-	if err != nil {
-		_ = r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: id.String()})
-		return nil, err
+	removeOwn := func() {
+		_ = r.be.Remove(context.WithoutCancel(ctx), backend.Handle{Type: backend.LockFile, Name: id.String()})
 	}
-	for _, o := range others {
-		if o.ID == id || o.Stale() || !conflicts(kind, o.Kind) {
-			continue
+	deadline := time.Now().Add(lockYieldWait)
+	for {
+		others, err := r.ListLocks(ctx)
+		if err != nil {
+			removeOwn()
+			return nil, err
 		}
-		_ = r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: id.String()})
-		return nil, fmt.Errorf("%w: %s (if no dj process uses it, run `dj unlock`)", ErrLocked, o)
+		var newer *LockInfo
+		for _, o := range others {
+			if o.ID == id || o.Stale() || !conflicts(kind, o.Kind) {
+				continue
+			}
+			if o.olderThan(&li) {
+				removeOwn()
+				return nil, fmt.Errorf("%w: %s (if no dj process uses it, run `dj unlock`)", ErrLocked, o)
+			}
+			newer = o
+		}
+		if newer == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			removeOwn()
+			return nil, fmt.Errorf("%w: %s (if no dj process uses it, run `dj unlock`)", ErrLocked, newer)
+		}
+		select {
+		case <-ctx.Done():
+			removeOwn()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	l := &Lock{r: r, info: li, id: id, stop: make(chan struct{}), done: make(chan struct{})}
 	go l.refresh()

@@ -194,6 +194,53 @@ func TestLocks(t *testing.T) {
 	x.Unlock(ctx)
 }
 
+// TestLockRace takes two conflicting locks at the same moment, many times:
+// never may both be held, and never may both give up.
+func TestLockRace(t *testing.T) {
+	ctx := context.Background()
+	r := repo.TestRepository(t, nopClose{mem.New()})
+	kinds := [][2]repo.LockKind{
+		{repo.LockExclusive, repo.LockShared},
+		{repo.LockMaintenance, repo.LockMaintenance},
+		{repo.LockExclusive, repo.LockRead},
+	}
+	for round := 0; round < 20; round++ {
+		pair := kinds[round%len(kinds)]
+		var locks [2]*repo.Lock
+		var errs [2]error
+		start := make(chan struct{})
+		done := make(chan int, 2)
+		for i := range 2 {
+			go func() {
+				<-start
+				locks[i], errs[i] = r.Lock(ctx, pair[i])
+				done <- i
+			}()
+		}
+		close(start)
+		<-done
+		<-done
+		held := 0
+		for i := range 2 {
+			if errs[i] == nil {
+				held++
+				continue
+			}
+			if !errors.Is(errs[i], repo.ErrLocked) {
+				t.Fatalf("round %d: %v", round, errs[i])
+			}
+		}
+		if held != 1 {
+			t.Fatalf("round %d (%s vs %s): %d of 2 conflicting locks held; errors %v", round, pair[0], pair[1], held, errs)
+		}
+		for _, l := range locks {
+			if l != nil {
+				l.Unlock(ctx)
+			}
+		}
+	}
+}
+
 func TestConcurrentSaveBlob(t *testing.T) {
 	ctx := context.Background()
 	r := repo.TestRepository(t, nopClose{mem.New()})

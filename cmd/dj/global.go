@@ -43,6 +43,7 @@ func globalFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print more detail"},
 		&cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON"},
 		&cli.BoolFlag{Name: "no-lock", Usage: "do not lock the repository (read-only commands only)"},
+		&cli.DurationFlag{Name: "retry-lock", Usage: "when the repository is locked, retry for up to `DURATION` before giving up"},
 	}
 }
 
@@ -296,7 +297,16 @@ func (e *env) lock(r *repo.Repository, kind repo.LockKind, readOnly bool) (func(
 	if readOnly && e.c.Bool("no-lock") {
 		return func() {}, nil
 	}
+	deadline := time.Now().Add(e.c.Duration("retry-lock"))
 	l, err := r.Lock(e.ctx, kind)
+	for err != nil && errors.Is(err, repo.ErrLocked) && time.Now().Before(deadline) {
+		select {
+		case <-e.ctx.Done():
+			return nil, e.ctx.Err()
+		case <-time.After(min(5*time.Second, time.Until(deadline))):
+		}
+		l, err = r.Lock(e.ctx, kind)
+	}
 	if err != nil {
 		return nil, err
 	}
