@@ -100,7 +100,10 @@ func (r *Repository) getBuf(n int) []byte {
 		}
 	default:
 	}
-	return make([]byte, 0, n)
+	// Round up so that the buffer serves later, larger requests too: the
+	// pool then settles on a few buffers instead of churning the heap.
+	const step = 1 << 20
+	return make([]byte, 0, (n+step-1)/step*step)
 }
 
 // putBuf returns a buffer to the pool; nil is ignored.

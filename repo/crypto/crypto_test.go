@@ -103,3 +103,28 @@ func BenchmarkBlobID1MiB(b *testing.B) {
 		k.BlobID(plain)
 	}
 }
+
+// TestBlobIDReusesHashersCleanly checks that pooled hashers are reset to the
+// keyed state: the same content always gets the same id, and other content
+// in between leaves no trace.
+func TestBlobIDReusesHashersCleanly(t *testing.T) {
+	k, err := NewRandomKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := []byte("first content"), bytes.Repeat([]byte("x"), 100000)
+	want := k.BlobID(a)
+	for i := 0; i < 5; i++ {
+		k.BlobID(b)
+		if got := k.BlobID(a); got != want {
+			t.Fatalf("round %d: id %s, want %s", i, got, want)
+		}
+	}
+	other, err := NewRandomKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.BlobID(a) == want {
+		t.Fatal("ids do not depend on the key")
+	}
+}
