@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"sync"
 
@@ -21,22 +22,57 @@ import (
 // cannot be read off the pack layout.
 const openPacksPerType = 2
 
-// uploadsInFlight bounds the finished packs held in memory while they upload.
+// uploadsInFlight bounds the finished packs being uploaded at once.
 const uploadsInFlight = 2
 
 // packer collects sealed blobs into packs and uploads finished packs.
+//
+// Packs are written to temporary files as blobs arrive, never held in
+// memory: a backup's memory does not grow with the pack size, and on local
+// disk (a backend that implements stager) the temporary file is created
+// inside the repository and renamed into place, so a pack's bytes are
+// written once and never copied.
 type packer struct {
 	r *Repository
 
 	mu       sync.Mutex
-	open     map[pack.BlobType][]*pack.Writer
+	open     map[pack.BlobType][]*openPack
 	inflight map[blobKey]struct{} // blobs added to an open or uploading pack
-	free     [][]byte             // buffers of uploaded data packs, for reuse
 	written  []index.FilePack     // packs saved since the last index file
 	err      error                // first upload error
 
 	uploads sync.WaitGroup
 	sem     chan struct{}
+}
+
+// openPack is a pack being filled.
+type openPack struct {
+	f *os.File
+	// staged is true when f lives inside a local repository (stager).
+	staged bool
+
+	// reserved is the number of bytes promised to adds (under packer.mu).
+	reserved int64
+	// writers counts adds that reserved room and have not yet written.
+	writers sync.WaitGroup
+
+	mu  sync.Mutex // serialises writes to w
+	w   *pack.StreamWriter
+	err error // first write error
+}
+
+// stager is implemented by backends on local disk: a pack is written to a
+// temporary file inside the repository that SaveTemp renames into place.
+type stager interface {
+	CreateTemp(ctx context.Context, t backend.FileType) (*os.File, error)
+	SaveTemp(ctx context.Context, h backend.Handle, f *os.File) error
+}
+
+// discard removes the temporary file of a pack that will not be saved.
+func (op *openPack) discard() {
+	name := op.f.Name()
+	_ = op.f.Close()
+	_ = os.Remove(name)
 }
 
 type blobKey struct {
@@ -45,7 +81,7 @@ type blobKey struct {
 }
 
 func newPacker(r *Repository) *packer {
-	return &packer{r: r, open: map[pack.BlobType][]*pack.Writer{}, inflight: map[blobKey]struct{}{}, sem: make(chan struct{}, uploadsInFlight)}
+	return &packer{r: r, open: map[pack.BlobType][]*openPack{}, inflight: map[blobKey]struct{}{}, sem: make(chan struct{}, uploadsInFlight)}
 }
 
 // SaveBlob stores a blob unless the repository already has it and returns
@@ -142,71 +178,139 @@ func (r *Repository) compress(plain []byte) ([]byte, bool) {
 	return c, true
 }
 
+// newOpenPack creates the temporary file of a new pack.
+func (p *packer) newOpenPack(ctx context.Context) (*openPack, error) {
+	op := &openPack{}
+	var err error
+	if st, ok := p.r.be.(stager); ok {
+		op.f, err = st.CreateTemp(ctx, backend.PackFile)
+		op.staged = true
+	} else {
+		op.f, err = os.CreateTemp("", "dj-pack-*")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create pack file: %w", err)
+	}
+	op.w = pack.NewStreamWriter(p.r.key, op.f)
+	return op, nil
+}
+
 func (p *packer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed []byte, compressed bool, plainLen int) error {
 	p.mu.Lock()
-	ws := p.open[t]
-	size := p.r.opts.PackSize
-	hint := size + size/8
-	if t != pack.DataBlob {
-		hint = 256 << 10 // tree packs fill slowly: let them grow
-	}
-	for len(ws) < openPacksPerType {
-		if t == pack.DataBlob && len(p.free) > 0 {
-			ws = append(ws, pack.NewWriterBuffer(p.r.key, p.free[len(p.free)-1]))
-			p.free = p.free[:len(p.free)-1]
-			continue
+	ops := p.open[t]
+	for len(ops) < openPacksPerType {
+		op, err := p.newOpenPack(ctx)
+		if err != nil {
+			p.mu.Unlock()
+			return err
 		}
-		ws = append(ws, pack.NewWriter(p.r.key, hint))
+		ops = append(ops, op)
 	}
-	i := rand.IntN(len(ws))
-	w := ws[i]
-	w.Add(t, id, sealed, compressed, plainLen)
-	var full *pack.Writer
-	if w.Size() >= size {
-		full = w
-		ws = append(ws[:i], ws[i+1:]...)
+	i := rand.IntN(len(ops))
+	op := ops[i]
+	op.reserved += int64(len(sealed))
+	op.writers.Add(1)
+	full := op.reserved >= int64(p.r.opts.PackSize)
+	if full {
+		ops = append(ops[:i], ops[i+1:]...)
 	}
-	p.open[t] = ws
+	p.open[t] = ops
 	p.mu.Unlock()
-	if full != nil {
-		return p.upload(ctx, full)
+
+	op.mu.Lock()
+	var err error
+	if op.err == nil {
+		if err = op.w.Add(t, id, sealed, compressed, plainLen); err != nil {
+			op.err = fmt.Errorf("write pack: %w", err)
+			err = op.err
+		}
 	}
-	return nil
+	op.mu.Unlock()
+	op.writers.Done()
+	if full {
+		// No add can reserve room in op any more; wait for those that did.
+		op.writers.Wait()
+		if uerr := p.upload(ctx, op); err == nil {
+			err = uerr
+		}
+	}
+	return err
 }
 
 // upload finishes a pack and saves it in the background; it blocks while
-// uploadsInFlight packs are already uploading, which bounds memory.
-func (p *packer) upload(ctx context.Context, w *pack.Writer) error {
+// uploadsInFlight packs are already uploading.
+func (p *packer) upload(ctx context.Context, op *openPack) error {
 	select {
 	case p.sem <- struct{}{}:
 	case <-ctx.Done():
+		op.discard()
 		return ctx.Err()
 	}
 	p.uploads.Add(1)
 	go func() {
 		defer p.uploads.Done()
 		defer func() { <-p.sem }()
-		data, blobs := w.Finish()
-		id := crypto.Hash(data)
-		err := p.r.be.Save(ctx, backend.Handle{Type: backend.PackFile, Name: id.String()}, data)
+		id, blobs, err := p.save(ctx, op)
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if err != nil {
 			if p.err == nil {
-				p.err = fmt.Errorf("save pack %s: %w", id.Short(), err)
+				p.err = err
 			}
 			return
 		}
 		p.r.idx.AddPack(id, blobs)
 		p.written = append(p.written, index.FilePack{ID: id, Blobs: blobs})
-		if len(p.free) < 1 && cap(data) >= p.r.opts.PackSize {
-			p.free = append(p.free, data[:0]) // the backend is done with it
-		}
 		for _, b := range blobs {
 			delete(p.inflight, blobKey{b.Type, b.ID})
 		}
 	}()
 	return nil
+}
+
+// save writes the header of a filled pack and stores it in the backend; the
+// temporary file is gone afterwards whatever happens.
+func (p *packer) save(ctx context.Context, op *openPack) (crypto.ID, []pack.Blob, error) {
+	if op.err != nil {
+		op.discard()
+		return crypto.ID{}, nil, op.err
+	}
+	id, size, blobs, err := op.w.Finish()
+	if err != nil {
+		op.discard()
+		return id, nil, fmt.Errorf("write pack: %w", err)
+	}
+	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
+	if op.staged {
+		err = p.r.be.(stager).SaveTemp(ctx, h, op.f)
+	} else {
+		data := make([]byte, size)
+		_, err = op.f.ReadAt(data, 0)
+		op.discard()
+		if err == nil {
+			err = p.r.be.Save(ctx, h, data)
+		}
+	}
+	if err != nil {
+		return id, nil, fmt.Errorf("save pack %s: %w", id.Short(), err)
+	}
+	return id, blobs, nil
+}
+
+// discardOpen removes the temporary files of packs still being filled (a
+// backup that failed or was cancelled).
+func (p *packer) discardOpen() {
+	p.mu.Lock()
+	var ops []*openPack
+	for t, list := range p.open {
+		ops = append(ops, list...)
+		delete(p.open, t)
+	}
+	p.mu.Unlock()
+	for _, op := range ops {
+		op.writers.Wait()
+		op.discard()
+	}
 }
 
 // Flush uploads the packs being filled, waits for all uploads and writes an
@@ -226,18 +330,23 @@ func (r *Repository) Flush(ctx context.Context) error {
 func (r *Repository) FlushPacks(ctx context.Context) ([]index.FilePack, error) {
 	p := r.packer
 	p.mu.Lock()
-	var ws []*pack.Writer
+	var ops []*openPack
 	for t, list := range p.open {
-		for _, w := range list {
-			if w.Count() > 0 {
-				ws = append(ws, w)
-			}
-		}
+		ops = append(ops, list...)
 		delete(p.open, t)
 	}
 	p.mu.Unlock()
-	for _, w := range ws {
-		if err := p.upload(ctx, w); err != nil {
+	for i, op := range ops {
+		op.writers.Wait()
+		if op.w.Count() == 0 && op.err == nil {
+			op.discard()
+			continue
+		}
+		if err := p.upload(ctx, op); err != nil {
+			for _, rest := range ops[i+1:] {
+				rest.writers.Wait()
+				rest.discard()
+			}
 			p.uploads.Wait()
 			return nil, err
 		}

@@ -221,6 +221,8 @@ func (r *Repository) Index() *index.Index { return r.idx }
 
 // Close releases resources. It does not flush pending blobs.
 func (r *Repository) Close() error {
+	r.packer.discardOpen()
+	r.packer.uploads.Wait()
 	if r.enc != nil {
 		r.enc.Close()
 	}

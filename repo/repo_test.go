@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand"
+	"os"
 	"testing"
 	"time"
 
@@ -270,5 +271,36 @@ func TestConcurrentSaveBlob(t *testing.T) {
 	}
 	if n := r.Index().Len(); n != 200 {
 		t.Fatalf("index has %d entries, want 200 distinct blobs", n)
+	}
+}
+
+// TestUnflushedPacksLeaveNoFiles closes a repository with packs still being
+// filled (a backup that failed or was cancelled): their temporary files are
+// removed, and nothing reaches the backend.
+func TestUnflushedPacksLeaveNoFiles(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	ctx := context.Background()
+	be := mem.New()
+	r := repo.TestRepository(t, nopClose{be})
+	for i := 0; i < 20; i++ {
+		if _, _, err := r.SaveBlob(ctx, pack.DataBlob, bytes.Repeat([]byte{byte(i)}, 1000+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entries, _ := os.ReadDir(tmp)
+	if len(entries) == 0 {
+		t.Fatal("no temporary pack files while packs are being filled")
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+		t.Fatalf("%d temporary files left after Close", len(entries))
+	}
+	n := 0
+	_ = be.List(ctx, backend.PackFile, func(backend.FileInfo) error { n++; return nil })
+	if n != 0 {
+		t.Fatalf("%d packs saved without a flush", n)
 	}
 }

@@ -204,3 +204,63 @@ func BenchmarkLocal(b *testing.B) {
 	}
 	benchmarkBackend(b, be)
 }
+
+// TestCreateTempSaveTemp writes a pack through a temporary file, as the
+// packer does: it is invisible to List until SaveTemp renames it into place,
+// read-only afterwards, and gone without a trace when SaveTemp fails.
+func TestCreateTempSaveTemp(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	be, err := local.Create(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	countPacks := func() int {
+		n := 0
+		if err := be.List(ctx, backend.PackFile, func(backend.FileInfo) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	f, err := be.CreateTemp(ctx, backend.PackFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte("pack bytes")); err != nil {
+		t.Fatal(err)
+	}
+	if n := countPacks(); n != 0 {
+		t.Fatalf("List shows %d packs while the temporary file is open", n)
+	}
+	name := strings.Repeat("ab", 32)
+	h := backend.Handle{Type: backend.PackFile, Name: name}
+	if err := be.SaveTemp(ctx, h, f); err != nil {
+		t.Fatal(err)
+	}
+	got, err := be.Load(ctx, h, 0, 0)
+	if err != nil || string(got) != "pack bytes" {
+		t.Fatalf("Load after SaveTemp: %q, %v", got, err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "data", "ab", name))
+	if err != nil || fi.Mode().Perm()&0o222 != 0 {
+		t.Fatalf("saved pack: %v, mode %v (want read-only)", err, fi.Mode())
+	}
+	if n := countPacks(); n != 1 {
+		t.Fatalf("List shows %d packs, want 1", n)
+	}
+
+	// A bad handle fails, and the temporary file is removed.
+	f, err = be.CreateTemp(ctx, backend.PackFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := be.SaveTemp(ctx, backend.Handle{Type: backend.PackFile, Name: "../x"}, f); err == nil {
+		t.Fatal("SaveTemp accepted a name with a slash")
+	}
+	if _, err := os.Stat(f.Name()); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("temporary file left behind: %v", err)
+	}
+	if _, err := be.CreateTemp(ctx, backend.ConfigFile); err == nil {
+		t.Fatal("CreateTemp for the config file succeeded")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 	"time"
 
@@ -51,6 +52,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 		stopProfile := startCPUProfile(f, stderr)
 		defer stopProfile()
 	}
+	if f := os.Getenv("DJ_TRACE"); f != "" {
+		if out, err := os.Create(f); err == nil {
+			_ = trace.Start(out)
+			defer func() { trace.Stop(); out.Close() }()
+		}
+	}
 	if f := os.Getenv("DJ_HEAPPROFILE"); f != "" {
 		go func() {
 			time.Sleep(5 * time.Second)
@@ -78,7 +85,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 }
 
 // startCPUProfile writes a CPU profile to file until the returned function
-// is called (DJ_CPUPROFILE, for developers).
+// is called (DJ_CPUPROFILE, for developers; DJ_HEAPPROFILE and DJ_TRACE
+// write a heap profile after 5 s and an execution trace).
 func startCPUProfile(file string, stderr io.Writer) func() {
 	f, err := os.Create(file)
 	if err != nil {

@@ -43,7 +43,7 @@ const normLevel = 2
 const window = 64
 
 // defaultBufSize is the size of the internal read buffer.
-const defaultBufSize = 4 << 20
+const defaultBufSize = 1 << 20
 
 // maxEmptyReads is how many reads in a row may return no data and no error
 // before the reader is declared broken.

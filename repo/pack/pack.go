@@ -8,9 +8,12 @@
 package pack
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 
 	"dj/repo/crypto"
 )
@@ -86,53 +89,69 @@ func OpenBlob(k *crypto.Key, dst []byte, t BlobType, id crypto.ID, sealed []byte
 	return out, nil
 }
 
-// Writer builds one pack in memory.
-type Writer struct {
+// appendHeader appends the sealed header listing blobs, and its length.
+func appendHeader(k *crypto.Key, dst []byte, blobs []Blob) []byte {
+	hdr := make([]byte, 0, len(blobs)*entrySize)
+	for _, b := range blobs {
+		hdr = appendEntry(hdr, b)
+	}
+	start := len(dst)
+	dst = k.Seal(dst, hdr, []byte(headerAD))
+	return binary.LittleEndian.AppendUint32(dst, uint32(len(dst)-start))
+}
+
+// StreamWriter writes a pack to an io.Writer as blobs are added, keeping
+// only the header entries in memory, and hashes what it writes: the hash is
+// the pack's id. Backup writes packs this way, straight into a file, so
+// memory does not grow with the pack size.
+type StreamWriter struct {
 	key   *crypto.Key
-	buf   []byte
+	out   io.Writer
+	hash  hash.Hash
+	size  int64
 	blobs []Blob
 }
 
-// NewWriter returns a Writer whose buffer starts with room for sizeHint bytes.
-func NewWriter(k *crypto.Key, sizeHint int) *Writer {
-	return &Writer{key: k, buf: make([]byte, 0, sizeHint)}
+// NewStreamWriter returns a StreamWriter that writes to out.
+func NewStreamWriter(k *crypto.Key, out io.Writer) *StreamWriter {
+	return &StreamWriter{key: k, out: out, hash: sha256.New()}
 }
 
-// NewWriterBuffer returns a Writer that builds the pack in buf (reused from
-// an earlier pack; its content is overwritten).
-func NewWriterBuffer(k *crypto.Key, buf []byte) *Writer {
-	return &Writer{key: k, buf: buf[:0]}
-}
-
-// Add appends a sealed blob (from SealBlob) to the pack.
-func (w *Writer) Add(t BlobType, id crypto.ID, sealed []byte, compressed bool, plainLen int) {
+// Add writes a sealed blob (from SealBlob) to the pack.
+func (w *StreamWriter) Add(t BlobType, id crypto.ID, sealed []byte, compressed bool, plainLen int) error {
+	if w.size+int64(len(sealed)) > MaxPackSize {
+		return fmt.Errorf("pack would exceed %d bytes", MaxPackSize)
+	}
+	if _, err := w.out.Write(sealed); err != nil {
+		return err
+	}
+	w.hash.Write(sealed)
 	w.blobs = append(w.blobs, Blob{
 		Type: t, Compressed: compressed, ID: id,
-		Offset: uint32(len(w.buf)), Length: uint32(len(sealed)), PlainLength: uint32(plainLen),
+		Offset: uint32(w.size), Length: uint32(len(sealed)), PlainLength: uint32(plainLen),
 	})
-	w.buf = append(w.buf, sealed...)
+	w.size += int64(len(sealed))
+	return nil
 }
 
 // Size returns the number of bytes written so far (without the header).
-func (w *Writer) Size() int { return len(w.buf) }
+func (w *StreamWriter) Size() int64 { return w.size }
 
 // Count returns the number of blobs added.
-func (w *Writer) Count() int { return len(w.blobs) }
+func (w *StreamWriter) Count() int { return len(w.blobs) }
 
-// Blobs returns the entries added so far.
-func (w *Writer) Blobs() []Blob { return w.blobs }
-
-// Finish appends the encrypted header and its length and returns the whole
-// pack and its entries. The Writer must not be used afterwards.
-func (w *Writer) Finish() ([]byte, []Blob) {
-	hdr := make([]byte, 0, len(w.blobs)*entrySize)
-	for _, b := range w.blobs {
-		hdr = appendEntry(hdr, b)
+// Finish writes the header and returns the pack's id (the SHA-256 of its
+// bytes), its length and its entries. The StreamWriter must not be used
+// afterwards.
+func (w *StreamWriter) Finish() (crypto.ID, int64, []Blob, error) {
+	tail := appendHeader(w.key, nil, w.blobs)
+	if _, err := w.out.Write(tail); err != nil {
+		return crypto.ID{}, 0, nil, err
 	}
-	start := len(w.buf)
-	w.buf = w.key.Seal(w.buf, hdr, []byte(headerAD))
-	w.buf = binary.LittleEndian.AppendUint32(w.buf, uint32(len(w.buf)-start))
-	return w.buf, w.blobs
+	w.hash.Write(tail)
+	var id crypto.ID
+	w.hash.Sum(id[:0])
+	return id, w.size + int64(len(tail)), w.blobs, nil
 }
 
 func appendEntry(b []byte, e Blob) []byte {

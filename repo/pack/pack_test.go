@@ -11,7 +11,8 @@ import (
 
 func buildPack(t *testing.T, k *crypto.Key, n int) ([]byte, [][]byte, []Blob) {
 	t.Helper()
-	w := NewWriter(k, 0)
+	var out bytes.Buffer
+	w := NewStreamWriter(k, &out)
 	var plains [][]byte
 	rng := rand.New(rand.NewSource(1))
 	for i := 0; i < n; i++ {
@@ -23,9 +24,18 @@ func buildPack(t *testing.T, k *crypto.Key, n int) ([]byte, [][]byte, []Blob) {
 		if i%3 == 0 {
 			typ = TreeBlob
 		}
-		w.Add(typ, id, SealBlob(k, nil, typ, id, p), false, len(p))
+		if err := w.Add(typ, id, SealBlob(k, nil, typ, id, p), false, len(p)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	data, blobs := w.Finish()
+	packID, size, blobs, err := w.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := out.Bytes()
+	if packID != crypto.Hash(data) || size != int64(len(data)) {
+		t.Fatalf("Finish reports id %s, size %d; the bytes hash to %s, size %d", packID.Short(), size, crypto.Hash(data).Short(), len(data))
+	}
 	return data, plains, blobs
 }
 
@@ -92,10 +102,13 @@ func TestCorruptionDetected(t *testing.T) {
 
 func FuzzParseTail(f *testing.F) {
 	k, _ := crypto.KeyFromMaster(make([]byte, 32))
-	w := NewWriter(k, 0)
-	w.Add(DataBlob, crypto.ID{1}, SealBlob(k, nil, DataBlob, crypto.ID{1}, []byte("x")), false, 1)
-	data, _ := w.Finish()
-	f.Add(data)
+	var out bytes.Buffer
+	w := NewStreamWriter(k, &out)
+	_ = w.Add(DataBlob, crypto.ID{1}, SealBlob(k, nil, DataBlob, crypto.ID{1}, []byte("x")), false, 1)
+	if _, _, _, err := w.Finish(); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(out.Bytes())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = ParseTail(k, b, int64(len(b)))
 	})
