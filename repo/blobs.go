@@ -118,13 +118,25 @@ func (r *Repository) saveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 	p.inflight[k] = struct{}{}
 	p.mu.Unlock()
 
-	content, compressed, scratch := r.compressPooled(plain)
-	sealed := r.getBuf(len(content) + crypto.Overhead)
-	sealed = pack.SealBlob(r.key, sealed, t, id, content)
-	r.putBuf(scratch)
+	sealed, compressed := r.compressAndSeal(t, id, plain)
 	err := p.add(ctx, t, id, sealed, compressed, len(plain))
-	r.putBuf(sealed) // add copied it into the pack
+	r.putBuf(sealed) // add has written it to the pack
 	return true, err
+}
+
+// compressAndSeal returns the stored form of a blob in one pooled buffer:
+// compressed (when that is smaller) right after room for the nonce, then
+// sealed in place; incompressible content is sealed from plain directly.
+func (r *Repository) compressAndSeal(t pack.BlobType, id crypto.ID, plain []byte) ([]byte, bool) {
+	buf := r.getBuf(len(plain) + crypto.Overhead)
+	if r.enc != nil && len(plain) >= 64 {
+		c := r.enc.EncodeAll(plain, buf[:crypto.NonceSize])
+		if len(c)-crypto.NonceSize < len(plain) {
+			return pack.SealBlobInPlace(r.key, c, t, id), true
+		}
+		buf = c
+	}
+	return pack.SealBlob(r.key, buf[:0], t, id, plain), false
 }
 
 // getBuf returns an empty buffer with room for n bytes from the pool.
@@ -151,19 +163,6 @@ func (r *Repository) putBuf(b []byte) {
 	case r.bufPool <- b[:0]:
 	default:
 	}
-}
-
-// compressPooled is compress with the output in a pooled buffer, returned
-// as scratch (nil when plain is returned as it is).
-func (r *Repository) compressPooled(plain []byte) (content []byte, compressed bool, scratch []byte) {
-	if r.enc == nil || len(plain) < 64 {
-		return plain, false, nil
-	}
-	c := r.enc.EncodeAll(plain, r.getBuf(len(plain)))
-	if len(c) >= len(plain) {
-		return plain, false, c
-	}
-	return c, true, c
 }
 
 // compress returns the zstd encoding of plain when it is smaller.

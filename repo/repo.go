@@ -188,7 +188,7 @@ func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options
 		opts.KDF = &crypto.DefaultKDF
 	}
 	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, idx: index.New(), indexFiles: map[crypto.ID]*index.File{}, listedIndex: map[crypto.ID]bool{},
-		pending: index.New(), pendingMarks: map[crypto.ID]int64{}, bufPool: make(chan []byte, 2*runtime.GOMAXPROCS(0)+2), zeroIDs: map[int]crypto.ID{}}
+		pending: index.New(), pendingMarks: map[crypto.ID]int64{}, bufPool: make(chan []byte, 3*runtime.GOMAXPROCS(0)+2), zeroIDs: map[int]crypto.ID{}}
 	var err error
 	if level != 0 {
 		r.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithZeroFrames(true), zstd.WithLowerEncoderMem(true))

@@ -13,7 +13,6 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"syscall"
-	"time"
 
 	"github.com/urfave/cli/v2"
 )
@@ -59,8 +58,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 		}
 	}
 	if f := os.Getenv("DJ_HEAPPROFILE"); f != "" {
-		go func() {
-			time.Sleep(5 * time.Second)
+		defer func() {
 			if out, err := os.Create(f); err == nil {
 				_ = pprof.Lookup("heap").WriteTo(out, 0)
 				out.Close()
@@ -86,7 +84,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 
 // startCPUProfile writes a CPU profile to file until the returned function
 // is called (DJ_CPUPROFILE, for developers; DJ_HEAPPROFILE and DJ_TRACE
-// write a heap profile after 5 s and an execution trace).
+// write a heap profile at exit and an execution trace).
 func startCPUProfile(file string, stderr io.Writer) func() {
 	f, err := os.Create(file)
 	if err != nil {

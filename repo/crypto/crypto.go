@@ -121,6 +121,29 @@ func (k *Key) Seal(dst, plain, ad []byte) []byte {
 	return dst[:n+NonceSize+len(out)]
 }
 
+// SealInPlace encrypts and authenticates buf[NonceSize:] where it lies,
+// binding it to ad: buf holds NonceSize bytes of room and then the
+// plaintext. It returns nonce||ciphertext||tag in buf's storage (grown if
+// buf lacks room for the tag), saving the caller a second buffer.
+func (k *Key) SealInPlace(buf, ad []byte) []byte {
+	if len(buf) < NonceSize {
+		panic("crypto: SealInPlace without room for the nonce")
+	}
+	tag := k.aead.Overhead()
+	if cap(buf)-len(buf) < tag {
+		nb := make([]byte, len(buf), len(buf)+tag)
+		copy(nb, buf)
+		buf = nb
+	}
+	nonce := buf[:NonceSize]
+	if _, err := rand.Read(nonce); err != nil {
+		panic(fmt.Errorf("read random nonce: %w", err)) // crypto/rand never fails on Linux
+	}
+	plain := buf[NonceSize:]
+	out := k.aead.Seal(plain[:0], nonce, plain, ad)
+	return buf[:NonceSize+len(out)]
+}
+
 // Open authenticates and decrypts a message made by Seal with the same ad
 // and appends the plaintext to dst. Any change to the message or ad gives
 // ErrAuth.

@@ -128,3 +128,28 @@ func TestBlobIDReusesHashersCleanly(t *testing.T) {
 		t.Fatal("ids do not depend on the key")
 	}
 }
+
+// TestSealInPlace checks that sealing in place gives a message Open accepts,
+// with and without room for the tag.
+func TestSealInPlace(t *testing.T) {
+	k, err := NewRandomKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := []byte("some plaintext to seal where it lies")
+	for _, room := range []int{0, Overhead} {
+		buf := make([]byte, NonceSize, NonceSize+len(plain)+room)
+		buf = append(buf, plain...)
+		sealed := k.SealInPlace(buf, []byte("ad"))
+		if len(sealed) != len(plain)+Overhead {
+			t.Fatalf("room %d: sealed length %d, want %d", room, len(sealed), len(plain)+Overhead)
+		}
+		got, err := k.Open(nil, sealed, []byte("ad"))
+		if err != nil || !bytes.Equal(got, plain) {
+			t.Fatalf("room %d: Open: %q, %v", room, got, err)
+		}
+		if _, err := k.Open(nil, sealed, []byte("other ad")); err == nil {
+			t.Fatalf("room %d: opened with the wrong associated data", room)
+		}
+	}
+}

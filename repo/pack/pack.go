@@ -80,6 +80,12 @@ func SealBlob(k *crypto.Key, dst []byte, t BlobType, id crypto.ID, content []byt
 	return k.Seal(dst, content, blobAD(t, id))
 }
 
+// SealBlobInPlace seals the stored content of a blob where it lies: buf
+// holds crypto.NonceSize bytes of room and then the content.
+func SealBlobInPlace(k *crypto.Key, buf []byte, t BlobType, id crypto.ID) []byte {
+	return k.SealInPlace(buf, blobAD(t, id))
+}
+
 // OpenBlob opens the stored bytes of a blob and appends the content to dst.
 func OpenBlob(k *crypto.Key, dst []byte, t BlobType, id crypto.ID, sealed []byte) ([]byte, error) {
 	out, err := k.Open(dst, sealed, blobAD(t, id))
