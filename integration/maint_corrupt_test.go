@@ -240,16 +240,20 @@ func TestCorruptPacksCheckNamesFilesAndRepairSalvages(t *testing.T) {
 	if len(wantFlip) == 0 {
 		t.Fatalf("blob %.8s of pack %.8s is used by no file", victim.ID, flipped)
 	}
-	code, problems, _ := e.checkJSON("--read-data")
+	code, problems, _ := e.checkJSON("--read-data", "--pack-hashes")
 	if code != 1 {
-		t.Fatalf("check --read-data with a flipped byte: exit %d, want 1", code)
+		t.Fatalf("check --read-data --pack-hashes with a flipped byte: exit %d, want 1", code)
 	}
 	hashNamed := false
 	for _, p := range problems {
 		hashNamed = hashNamed || (p.Kind == "pack_hash" && p.Pack == flipped)
 	}
 	if !hashNamed {
-		t.Errorf("check --read-data does not report that pack %.8s does not match its name: %+v", flipped, problems)
+		t.Errorf("check --pack-hashes does not report that pack %.8s does not match its name: %+v", flipped, problems)
+	}
+	code, problems, _ = e.checkJSON("--read-data")
+	if code != 1 {
+		t.Fatalf("check --read-data with a flipped byte: exit %d, want 1", code)
 	}
 	if got := affectedOf(problems, "blob_damaged", flipped); !sameMap(got, wantFlip) {
 		t.Errorf("check --read-data names as affected by the damaged blob:\n  %v\nwant\n  %v", got, wantFlip)

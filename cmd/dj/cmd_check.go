@@ -15,12 +15,15 @@ func checkCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "check",
 		Usage:     "verify the repository and name what is damaged",
-		UsageText: "dj check [--read-data | --read-data-subset n/m|x%|SIZE] [--json]",
+		UsageText: "dj check [--read-data | --read-data-subset n/m|x%|SIZE] [--pack-hashes] [--json]",
 		Description: `Checks the structure of the repository: every snapshot, index and key file
 loads and matches its name, every indexed pack exists and its header agrees with
 the index, every tree of every snapshot loads, and every blob a snapshot needs is
-indexed. --read-data also reads every pack whole, checks its SHA-256 and decrypts
-and verifies every blob; --read-data-subset reads a part of them (n/m: the packs
+indexed. --read-data also reads every pack whole and decrypts and verifies every
+blob in it, which covers every byte of the pack (its header, whose entries must
+tile the pack, and each blob are sealed, and each blob must hash to its id);
+--pack-hashes adds restic's comparison of each pack's SHA-256 with its name.
+--read-data-subset reads a part of them (n/m: the packs
 of bucket n of m, so m runs cover everything; x%: a random share; a size like 5G:
 random packs up to that size).
 
@@ -36,6 +39,7 @@ Examples:
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "read-data", Usage: "read every pack and verify every blob"},
 			&cli.StringFlag{Name: "read-data-subset", Usage: "read and verify only `SUBSET` of the packs: n/m, x% or a size like 5G"},
+			&cli.BoolFlag{Name: "pack-hashes", Usage: "when reading data, also compare each pack's SHA-256 with its name (implies --read-data unless a subset is given)"},
 		},
 		Action: runCheck,
 	}
@@ -57,7 +61,7 @@ func runCheck(c *cli.Context) error {
 	// Packs are read whole, one per worker; keep garbage from doubling that.
 	setMemoryLimit(maintMemoryLimit)
 	e := newEnv(c)
-	opts := maint.CheckOptions{ReadData: c.Bool("read-data")}
+	opts := maint.CheckOptions{ReadData: c.Bool("read-data") || c.Bool("pack-hashes"), PackHashes: c.Bool("pack-hashes")}
 	if s := c.String("read-data-subset"); s != "" {
 		sub, err := maint.ParseSubset(s)
 		if err != nil {

@@ -25,6 +25,9 @@ func (h *harness) maintSection(ctx context.Context) *report {
 	r.fig("check_rss", "`check`, peak RSS", "MiB", false).withRatio()
 	r.fig("check_data", "`check --read-data`", "s", false,
 		atLeastTimes(2, "dj", "restic", "≥2× restic")).withRatio()
+	r.fig("check_data_mbs", "`check --read-data` throughput (pack bytes / time)", "MB/s", true,
+		fractionOfFigure(0.5, "dj", "verify_ceiling", "dj", "≥ half the cores' decrypt-and-hash speed")).withRatio()
+	r.fig("verify_ceiling", "decrypt-and-hash speed of the cores (dj's blob verification on packs in memory, all cores)", "MB/s", true)
 	r.fig("check_data_rss", "`check --read-data`, peak RSS", "MiB", false).withRatio()
 	r.fig("forget", fmt.Sprintf("`forget --keep-last %d --prune`", cfg.keepLast), "s", false,
 		atLeastTimes(2, "dj", "restic", "≥2× restic")).withRatio()
@@ -64,9 +67,22 @@ func (h *harness) maintSection(ctx context.Context) *report {
 	if err := h.buildSmallTree(ctx, base, small); err != nil {
 		h.problem("maint: building the %d-file repositories: %v", cfg.smallFiles, err)
 	}
+	packBytes := map[string]float64{}
 	for _, n := range names {
 		if sz, err := duBytes(evolving[n].repo); err == nil {
 			r.add("repo_size", n, float64(sz)/1e6)
+		}
+		if sz, err := duBytes(filepath.Join(evolving[n].repo, "data")); err == nil {
+			packBytes[n] = float64(sz)
+		}
+	}
+	if t := evolving["dj"]; t != nil && h.stampOK(t, h.stamp("dj")) {
+		mbs, err := verifyCeiling(ctx, t.repo, h.pwFile, 512<<20, 5)
+		if err != nil {
+			h.problem("maint: decrypt-and-hash speed: %v", err)
+		} else {
+			r.add("verify_ceiling", "dj", mbs)
+			h.logf("maint: decrypt-and-hash speed of the cores: %.0f MB/s", mbs)
 		}
 	}
 
@@ -156,6 +172,9 @@ func (h *harness) maintSection(ctx context.Context) *report {
 				}
 				r.add(o.key, n, res.Wall)
 				r.add(o.key+"_rss", n, res.MaxRSS)
+				if o.key == "check_data" && packBytes[n] > 0 && res.Wall > 0 {
+					r.add("check_data_mbs", n, packBytes[n]/1e6/res.Wall)
+				}
 				h.logf("maint: %s: %.2fs, RSS %.0f MiB", n, res.Wall, res.MaxRSS)
 				if o.count != "" {
 					if b, err := os.ReadFile(res.Stdout); err == nil {
@@ -186,6 +205,7 @@ func (h *harness) maintSection(ctx context.Context) *report {
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("The maintenance repositories hold %d snapshots of an evolving tree: A (%s) plus %d random files of 1–8 MiB; between snapshots 2%% of the files change (big files: 64 KiB overwritten in place; small ones: text appended), 10 small files and one big file are added and as many deleted; the last snapshot differs from the one before in exactly 10 files. The tree and its changes come from a fixed seed, and both tools back up the same states.", cfg.maintSteps, h.corpus.Source, bigCount(cfg.quick)),
 		fmt.Sprintf("The small-file tree has %s files of 200–4,000 bytes in %d directories; its repository holds two snapshots that differ in 10 files.", commas(int64(cfg.smallFiles)), cfg.smallFiles/100),
+		"`check --read-data` throughput is the size of the repository's data directory (its packs) over the wall time. The decrypt-and-hash speed is measured in the same run on up to 512 MiB of dj's packs read into memory first: one goroutine per core opens every blob's seal, decompresses it and hashes the plaintext against its id, the per-byte work of dj's check --read-data (median of 5 passes).",
 		"Every command runs after drop_caches. forget --prune and repack run on a fresh copy of the pristine repository (and of restic's cache) each time.",
 		"restic has no repack; `prune --max-unused 0 --repack-small` is its closest command (it rewrites packs under 80% of the target size and keeps no unused data). dj `repack` merges packs under half the target size.",
 		"dj's prune keeps the packs it drops for --keep-delete (24 h) before deleting them, so its repository does not shrink at once; restic deletes at once.",

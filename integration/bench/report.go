@@ -243,6 +243,19 @@ func fractionOf(x float64, col, ref, desc string) targetSpec {
 	}}
 }
 
+// fractionOfFigure: column col reaches at least x of column refCol of
+// figure refKey (higher is better).
+func fractionOfFigure(x float64, col, refKey, refCol, desc string) targetSpec {
+	return targetSpec{desc: desc, eval: func(f *figure, r *report) (string, bool, bool) {
+		a, oka := r.median(f.Key, col)
+		b, okb := r.median(refKey, refCol)
+		if !oka || !okb || b <= 0 {
+			return "", false, false
+		}
+		return fmt.Sprintf("%.0f%%", 100*a/b), a/b >= x, true
+	}}
+}
+
 // below: the median of column col is under x.
 func below(x float64, col, desc string) targetSpec {
 	return targetSpec{desc: desc, eval: func(f *figure, r *report) (string, bool, bool) {

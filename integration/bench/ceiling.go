@@ -1,0 +1,127 @@
+//go:build bench
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"dj/backend"
+	"dj/backend/local"
+	"dj/repo"
+	"dj/repo/crypto"
+	"dj/repo/index"
+	"dj/repo/pack"
+)
+
+// verifyCeiling measures the decrypt-and-hash speed of the machine's cores
+// on a dj repository: the work `check --read-data` must do per stored byte
+// (open each blob's seal, decompress it, hash the plaintext with keyed
+// BLAKE3 and compare with its id), on copies of up to limit bytes of its
+// packs held in memory, by one goroutine per core. No storage, no parsing of
+// trees, no scheduling beyond handing out packs: the speed no check can
+// beat on this machine. It returns stored MB/s, the median of runs.
+func verifyCeiling(ctx context.Context, repoDir, pwFile string, limit int64, runs int) (float64, error) {
+	pw, err := os.ReadFile(pwFile)
+	if err != nil {
+		return 0, err
+	}
+	be, err := local.Open(ctx, repoDir)
+	if err != nil {
+		return 0, err
+	}
+	r, err := repo.Open(ctx, be, strings.TrimRight(string(pw), "\r\n"), repo.Options{})
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+
+	type loaded struct {
+		id    crypto.ID
+		data  []byte
+		blobs []pack.Blob
+	}
+	var packs []loaded
+	var total int64
+	var infos []backend.FileInfo
+	if err := be.List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
+		infos = append(infos, fi)
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
+	for _, fi := range infos {
+		if total >= limit {
+			break
+		}
+		id, err := crypto.ParseID(fi.Name)
+		if err != nil {
+			continue
+		}
+		data, err := be.Load(ctx, backend.Handle{Type: backend.PackFile, Name: fi.Name}, 0, 0)
+		if err != nil {
+			return 0, err
+		}
+		blobs, err := pack.ParseTail(r.Key(), data, int64(len(data)))
+		if err != nil {
+			return 0, fmt.Errorf("pack %s: %w", id.Short(), err)
+		}
+		packs = append(packs, loaded{id: id, data: data, blobs: blobs})
+		total += int64(len(data))
+	}
+	if total == 0 {
+		return 0, fmt.Errorf("no packs in %s", repoDir)
+	}
+	workers := runtime.GOMAXPROCS(0)
+	var speeds []float64
+	for run := 0; run < runs; run++ {
+		var next int
+		var mu sync.Mutex
+		var firstErr error
+		var wg sync.WaitGroup
+		start := time.Now()
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var buf []byte
+				for {
+					mu.Lock()
+					i := next
+					next++
+					mu.Unlock()
+					if i >= len(packs) {
+						return
+					}
+					p := packs[i]
+					for _, b := range p.blobs {
+						var err error
+						buf, err = r.OpenPacked(index.PackedBlob{Blob: b, PackID: p.id}, p.data[b.Offset:b.Offset+b.Length], buf)
+						if err != nil {
+							mu.Lock()
+							if firstErr == nil {
+								firstErr = err
+							}
+							mu.Unlock()
+						}
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		el := time.Since(start).Seconds()
+		if firstErr != nil {
+			return 0, firstErr
+		}
+		speeds = append(speeds, float64(total)/1e6/el)
+	}
+	sort.Float64s(speeds)
+	return speeds[len(speeds)/2], nil
+}
