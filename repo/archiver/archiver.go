@@ -8,6 +8,12 @@
 // buffers come from a bounded pool, which bounds memory. A directory's tree
 // is saved by its own goroutine once all its children are done, so the
 // walker never waits for file contents.
+//
+// Reading is arranged so that the disk is busy while the cores compress:
+// the walker queues files well ahead of the workers and asks the kernel to
+// start reading each (prefetch), and large files that are not cached are
+// read with O_DIRECT one block ahead (direct.go), which also spares the
+// kernel's copy and the user's page cache.
 package archiver
 
 import (
@@ -703,7 +709,12 @@ func (a *archiver) readContent(ctx context.Context, ch *chunker.Chunker, path st
 		return nil, err
 	}
 	defer f.Close()
-	ids, size, err := a.chunkStream(ctx, ch, f)
+	var r io.Reader = f
+	if dr := newDirectReader(f, int64(n.Size)); dr != nil {
+		defer dr.Close()
+		r = dr
+	}
+	ids, size, err := a.chunkStream(ctx, ch, r)
 	if err != nil {
 		return nil, err
 	}
