@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"dj/backend"
 	"dj/repo"
@@ -116,7 +117,8 @@ type CheckOptions struct {
 	// Subset limits ReadData to some packs; nil reads all.
 	Subset *Subset
 	// Workers is how many packs are checked at once (default GOMAXPROCS).
-	// Reading data holds one whole pack in memory per worker.
+	// Reading data holds one whole pack in memory per worker, and one per
+	// reader (two) loading the next.
 	Workers int
 	// Progress, when set, is called (never concurrently) as Check advances.
 	Progress func(CheckProgress)
@@ -286,9 +288,8 @@ func (s *Subset) choose(ids []crypto.ID, sizes map[crypto.ID]int64) map[crypto.I
 // result.
 func Check(ctx context.Context, r *repo.Repository, opts CheckOptions) (*CheckResult, error) {
 	if opts.Workers <= 0 {
-		// One more than the cores: a worker waiting for a pack to load
-		// leaves a core to the others.
-		opts.Workers = runtime.GOMAXPROCS(0) + 1
+		// Packs are read by separate readers, so workers only compute.
+		opts.Workers = runtime.GOMAXPROCS(0)
 	}
 	c := &checker{r: r, opts: opts, res: &CheckResult{},
 		unusable: map[packBlob]bool{}, badBlob: map[BlobRef][]int{}, badNode: map[nodeKey][]int{},
@@ -363,6 +364,7 @@ type checker struct {
 	badBlob    map[BlobRef][]int            // lost or missing blobs -> problems
 	badNode    map[nodeKey][]int            // files with a size mismatch -> problems
 	reported   map[BlobRef]bool             // blobs already reported by the tree walk
+	summaries  map[crypto.ID]*treeSummary   // trees decoded by the pack checks
 }
 
 func (c *checker) add(p *Problem) int {
@@ -653,33 +655,68 @@ func (c *checker) checkPacks(ctx context.Context) error {
 		wg         sync.WaitGroup
 	)
 	c.progress(CheckProgress{Phase: phase, Total: int64(len(jobs)), TotalBytes: totalBytes})
-	// Each worker asks the backend to start reading the pack it will most
-	// likely take next, so storage works while the cores verify.
-	pf, _ := c.r.Backend().(prefetcher)
-	if pf != nil {
-		for i := 0; i < min(c.opts.Workers, len(jobs)); i++ {
-			if jobs[i].read {
-				pf.Prefetch(ctx, backend.Handle{Type: backend.PackFile, Name: jobs[i].id.String()})
+	// Readers load the packs to read, in job order, into a few buffers;
+	// workers verify them. Reading and verifying overlap, and memory holds
+	// at most cap(free) packs.
+	const readers = 2
+	free := make(chan []byte, c.opts.Workers+readers)
+	for range cap(free) {
+		free <- nil
+	}
+	loaded := make([]chan loadedPack, len(jobs))
+	for i := range loaded {
+		loaded[i] = make(chan loadedPack, 1)
+	}
+	var nextRead atomic.Int64
+	for range readers {
+		go func() {
+			for {
+				i := nextRead.Add(1) - 1
+				if i >= int64(len(jobs)) {
+					return
+				}
+				if !jobs[i].read || ctx.Err() != nil {
+					loaded[i] <- loadedPack{err: ctx.Err()}
+					continue
+				}
+				var buf []byte
+				select {
+				case buf = <-free:
+				case <-ctx.Done():
+					loaded[i] <- loadedPack{err: ctx.Err()}
+					continue
+				}
+				data, err := c.loadPack(ctx, jobs[i], buf)
+				loaded[i] <- loadedPack{data: data, buf: buf, err: err}
 			}
-		}
+		}()
 	}
 	for w := 0; w < c.opts.Workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var bufs checkBufs
+			var plain []byte
 			for {
 				wmu.Lock()
 				i := next
 				next++
 				wmu.Unlock()
-				if i >= int64(len(jobs)) || ctx.Err() != nil {
+				if i >= int64(len(jobs)) {
 					return
 				}
-				if ahead := i + int64(c.opts.Workers); pf != nil && ahead < int64(len(jobs)) && jobs[ahead].read {
-					pf.Prefetch(ctx, backend.Handle{Type: backend.PackFile, Name: jobs[ahead].id.String()})
+				lp := <-loaded[i]
+				if ctx.Err() == nil {
+					results[i], plain = c.checkPack(ctx, jobs[i], lp, plain)
 				}
-				results[i] = c.checkPack(ctx, jobs[i], &bufs)
+				if jobs[i].read {
+					if lp.data != nil {
+						lp.buf = lp.data[:cap(lp.data)]
+					}
+					free <- lp.buf // never blocks: buffers go back where they came from
+				}
+				if ctx.Err() != nil {
+					continue // let the readers run out
+				}
 				if jobs[i].pending {
 					// Damage in a pack marked for deletion costs nothing
 					// unless a snapshot still needs its blobs, which the
@@ -743,47 +780,39 @@ func dedupBlobs(blobs []pack.Blob) []pack.Blob {
 	return out
 }
 
-// checkBufs are a pack worker's buffers, reused from pack to pack: the
-// whole pack, and one blob's plaintext.
-type checkBufs struct {
-	pack, plain []byte
+// loadedPack is a pack read for a worker: its bytes (in buf's storage),
+// or why it could not be read.
+type loadedPack struct {
+	data []byte
+	buf  []byte
+	err  error
 }
 
-// intoLoader is implemented by backends that read into a caller's buffer
-// (the local backend).
-type intoLoader interface {
-	LoadInto(ctx context.Context, h backend.Handle, offset int64, buf []byte) error
+// uncachedLoader is implemented by backends that can read a file from the
+// storage itself, around the page cache (the local backend).
+type uncachedLoader interface {
+	LoadUncached(ctx context.Context, h backend.Handle, buf []byte) ([]byte, error)
 }
 
-// prefetcher is implemented by backends that can start reading a file
-// ahead of a Load (the local backend).
-type prefetcher interface {
-	Prefetch(ctx context.Context, h backend.Handle)
-}
-
-// loadPack reads a whole pack of the listed size, into bufs.pack when the
-// backend can.
-func (c *checker) loadPack(ctx context.Context, h backend.Handle, size int64, bufs *checkBufs) ([]byte, error) {
-	il, ok := c.r.Backend().(intoLoader)
-	if !ok {
-		return c.r.Backend().Load(ctx, h, 0, 0)
+// loadPack reads a whole pack, into buf's storage where it can. On local
+// disk it reads around the page cache: a check of stored data must see what
+// the disk holds, not a cached copy (and it spares the kernel a copy).
+func (c *checker) loadPack(ctx context.Context, j packJob, buf []byte) ([]byte, error) {
+	if j.size > pack.MaxPackSize {
+		return nil, fmt.Errorf("%w: %d bytes is larger than the maximum pack size", pack.ErrCorrupt, j.size)
 	}
-	if int64(cap(bufs.pack)) < size {
-		bufs.pack = make([]byte, size)
+	h := backend.Handle{Type: backend.PackFile, Name: j.id.String()}
+	if ul, ok := c.r.Backend().(uncachedLoader); ok {
+		return ul.LoadUncached(ctx, h, buf)
 	}
-	data := bufs.pack[:size]
-	if err := il.LoadInto(ctx, h, 0, data); err != nil {
-		return nil, err
-	}
-	return data, nil
+	return c.r.Backend().Load(ctx, h, 0, 0)
 }
 
 // checkPack checks one pack: its header against the index entries, and
-// with j.read its SHA-256 and every blob.
-func (c *checker) checkPack(ctx context.Context, j packJob, bufs *checkBufs) packResult {
+// with j.read (lp holds the pack) every blob. buf is scratch for plaintext,
+// returned for reuse.
+func (c *checker) checkPack(ctx context.Context, j packJob, lp loadedPack, buf []byte) (packResult, []byte) {
 	var res packResult
-	buf := bufs.plain
-	defer func() { bufs.plain = buf }()
 	id := j.id
 	file := packFile(id)
 	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
@@ -793,12 +822,8 @@ func (c *checker) checkPack(ctx context.Context, j packJob, bufs *checkBufs) pac
 		err    error
 	)
 	if j.read {
-		if j.size > pack.MaxPackSize {
-			err = fmt.Errorf("%w: %d bytes is larger than the maximum pack size", pack.ErrCorrupt, j.size)
-		} else {
-			data, err = c.loadPack(ctx, h, j.size, bufs)
-			res.bytes = int64(len(data))
-		}
+		data, err = lp.data, lp.err
+		res.bytes = int64(len(data))
 		if err == nil {
 			header, err = pack.ParseTail(c.r.Key(), data, int64(len(data)))
 			if err != nil {
@@ -813,13 +838,13 @@ func (c *checker) checkPack(ctx context.Context, j packJob, bufs *checkBufs) pac
 		header, err = c.r.ReadPackHeader(ctx, id, j.size)
 	}
 	if ctx.Err() != nil {
-		return res
+		return res, buf
 	}
 	if err != nil {
 		if j.unref {
 			res.problems = append(res.problems, &Problem{Severity: SeverityWarning, Kind: KindPackUnreferenced, Pack: idPtr(id), File: file,
 				Message: fmt.Sprintf("pack %s is not in any index, and its header cannot be read: %v", id.Short(), err)})
-			return res
+			return res, buf
 		}
 		p := &Problem{Severity: SeverityError, Kind: KindPackHeader, Pack: idPtr(id), File: file,
 			Message: fmt.Sprintf("header of pack %s cannot be read: %v", id.Short(), err)}
@@ -833,20 +858,20 @@ func (c *checker) checkPack(ctx context.Context, j packJob, bufs *checkBufs) pac
 		}
 		res.problems = append(res.problems, p)
 		if data == nil {
-			return res
+			return res, buf
 		}
 	}
 	res.header = header
 	if j.unref {
 		res.problems = append(res.problems, &Problem{Severity: SeverityWarning, Kind: KindPackUnreferenced, Pack: idPtr(id), File: file,
 			Message: fmt.Sprintf("pack %s (%d blobs) is not in any index (a backup is running or was interrupted, or repair left a damaged pack; prune removes such packs)", id.Short(), len(header))})
-		return res
+		return res, buf
 	}
 	if err == nil {
 		res.problems = append(res.problems, compareHeader(id, j.blobs, header)...)
 	}
 	if data == nil {
-		return res
+		return res, buf
 	}
 	// Verify every blob: the header's when it parsed, else the index's.
 	inIndex := make(map[pack.Blob]bool, len(j.blobs))
@@ -871,6 +896,9 @@ func (c *checker) checkPack(ctx context.Context, j packJob, bufs *checkBufs) pac
 			buf, verr = c.r.OpenPacked(index.PackedBlob{Blob: b, PackID: id}, data[b.Offset:end], buf)
 		}
 		if verr == nil {
+			if b.Type == pack.TreeBlob && inIndex[b] {
+				c.keepSummary(b.ID, buf)
+			}
 			continue
 		}
 		if firstErr == nil {
@@ -892,7 +920,7 @@ func (c *checker) checkPack(ctx context.Context, j packJob, bufs *checkBufs) pac
 			Blobs:   problemBlobs(damagedExtra),
 			Message: fmt.Sprintf("pack %s: %d damaged blob(s) that no index lists (nothing needs them)", id.Short(), len(damagedExtra))})
 	}
-	return res
+	return res, buf
 }
 
 // hasPadding reports whether a pack header lists padding, whose bytes no
@@ -970,11 +998,11 @@ func (c *checker) checkTrees(ctx context.Context) error {
 		roots = append(roots, sn.Tree)
 	}
 	var trees int64
-	idx := c.r.Index()
-	err := walkTrees(ctx, c.r, roots, 4*c.opts.Workers, func(id crypto.ID, t *tree.Tree, err error) {
+	err := walkTrees(ctx, summaryLoader{c}, roots, 4*c.opts.Workers, func(id crypto.ID, t *tree.Tree, err error) {
 		c.mu.Lock()
 		trees++
 		n := trees
+		s := c.summaries[id]
 		c.mu.Unlock()
 		if n%256 == 0 {
 			c.progress(CheckProgress{Phase: "trees", Done: n})
@@ -984,39 +1012,125 @@ func (c *checker) checkTrees(ctx context.Context) error {
 			c.treeFailed(ctx, ref, err)
 			return
 		}
-		if !idx.Has(pack.TreeBlob, id) {
-			c.blobProblem(ctx, ref, true)
+		if s == nil {
+			s = c.summarize(id, t)
 		}
-		for _, node := range t.Nodes {
-			if node.Type != tree.File {
-				continue
+		c.applySummary(ctx, id, s)
+	})
+	c.res.Trees = int(trees)
+	c.summaries = nil
+	return err
+}
+
+// treeSummary is what the tree walk needs to know of one tree: its
+// subtrees, and what its file nodes need that the index lacks.
+type treeSummary struct {
+	subtrees   []crypto.ID
+	notIndexed bool      // the tree itself is only in packs marked for deletion
+	missing    []BlobRef // data blobs in no index
+	pending    []BlobRef // data blobs only in packs marked for deletion
+	mismatches []sizeMismatch
+}
+
+type sizeMismatch struct {
+	name      string
+	size, sum uint64
+}
+
+// summarize checks a tree's file nodes against the index.
+func (c *checker) summarize(id crypto.ID, t *tree.Tree) *treeSummary {
+	idx := c.r.Index()
+	s := &treeSummary{notIndexed: !idx.Has(pack.TreeBlob, id)}
+	for _, node := range t.Nodes {
+		switch node.Type {
+		case tree.Dir:
+			if node.Subtree != nil {
+				s.subtrees = append(s.subtrees, *node.Subtree)
 			}
+		case tree.File:
 			var sum uint64
 			known := true
 			for _, b := range node.Content {
-				locs := idx.Lookup(pack.DataBlob, b)
-				if len(locs) == 0 {
-					locs = c.pendingIdx.Lookup(pack.DataBlob, b)
-					if len(locs) == 0 {
-						c.blobProblem(ctx, BlobRef{pack.DataBlob, b}, false)
+				n, ok := idx.PlainLength(pack.DataBlob, b)
+				if !ok {
+					n, ok = c.pendingIdx.PlainLength(pack.DataBlob, b)
+					if !ok {
+						s.missing = append(s.missing, BlobRef{pack.DataBlob, b})
 						known = false
 						continue
 					}
-					c.blobProblem(ctx, BlobRef{pack.DataBlob, b}, true)
+					s.pending = append(s.pending, BlobRef{pack.DataBlob, b})
 				}
-				sum += uint64(locs[0].PlainLength)
+				sum += uint64(n)
 			}
 			if known && sum != node.Size {
-				i := c.add(&Problem{Severity: SeverityError, Kind: KindSizeMismatch,
-					Message: fmt.Sprintf("file %q in tree %s has size %d, but its blobs hold %d bytes", node.Name, id.Short(), node.Size, sum)})
-				c.mu.Lock()
-				c.badNode[nodeKey{id, node.Name}] = append(c.badNode[nodeKey{id, node.Name}], i)
-				c.mu.Unlock()
+				s.mismatches = append(s.mismatches, sizeMismatch{node.Name, node.Size, sum})
 			}
 		}
-	})
-	c.res.Trees = int(trees)
-	return err
+	}
+	return s
+}
+
+// applySummary reports what a tree reached from a snapshot lacks.
+func (c *checker) applySummary(ctx context.Context, id crypto.ID, s *treeSummary) {
+	if s.notIndexed {
+		c.blobProblem(ctx, BlobRef{pack.TreeBlob, id}, true)
+	}
+	for _, ref := range s.missing {
+		c.blobProblem(ctx, ref, false)
+	}
+	for _, ref := range s.pending {
+		c.blobProblem(ctx, ref, true)
+	}
+	for _, m := range s.mismatches {
+		i := c.add(&Problem{Severity: SeverityError, Kind: KindSizeMismatch,
+			Message: fmt.Sprintf("file %q in tree %s has size %d, but its blobs hold %d bytes", m.name, id.Short(), m.size, m.sum)})
+		c.mu.Lock()
+		c.badNode[nodeKey{id, m.name}] = append(c.badNode[nodeKey{id, m.name}], i)
+		c.mu.Unlock()
+	}
+}
+
+// keepSummary records the summary of a tree blob that the pack checks
+// verified, so the tree walk need not load the tree again: with
+// --read-data the trees are decoded while the workers would otherwise wait
+// for storage, and the walk only follows the subtrees.
+func (c *checker) keepSummary(id crypto.ID, plain []byte) {
+	c.mu.Lock()
+	_, done := c.summaries[id]
+	c.mu.Unlock()
+	if done {
+		return
+	}
+	t, err := tree.Decode(plain)
+	if err != nil {
+		return // the walk loads it and reports why it does not decode
+	}
+	s := c.summarize(id, t)
+	c.mu.Lock()
+	if c.summaries == nil {
+		c.summaries = map[crypto.ID]*treeSummary{}
+	}
+	c.summaries[id] = s
+	c.mu.Unlock()
+}
+
+// summaryLoader serves the tree walk: a tree summarized during the pack
+// checks comes back as its subtrees alone; others load from the repository.
+type summaryLoader struct{ c *checker }
+
+func (l summaryLoader) LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error) {
+	l.c.mu.Lock()
+	s := l.c.summaries[id]
+	l.c.mu.Unlock()
+	if s == nil {
+		return l.c.r.LoadTree(ctx, id)
+	}
+	t := &tree.Tree{Nodes: make([]*tree.Node, len(s.subtrees))}
+	for i := range s.subtrees {
+		t.Nodes[i] = &tree.Node{Type: tree.Dir, Subtree: &s.subtrees[i]}
+	}
+	return t, nil
 }
 
 // treeFailed records a tree that did not load.

@@ -1,7 +1,9 @@
 package local_test
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -262,5 +264,37 @@ func TestCreateTempSaveTemp(t *testing.T) {
 	}
 	if _, err := be.CreateTemp(ctx, backend.ConfigFile); err == nil {
 		t.Fatal("CreateTemp for the config file succeeded")
+	}
+}
+
+// TestLoadUncached reads files of awkward sizes around the page cache and
+// gets exactly what Load gets, reusing its buffer when it can.
+func TestLoadUncached(t *testing.T) {
+	ctx := t.Context()
+	be, err := local.Create(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf []byte
+	for i, size := range []int{0, 1, 4095, 4097, 5<<20 + 3, 2 << 20} {
+		data := make([]byte, size)
+		for j := range data {
+			data[j] = byte(j*7 + i)
+		}
+		h := backend.Handle{Type: backend.PackFile, Name: fmt.Sprintf("%02x%062x", i, i)}
+		if err := be.Save(ctx, h, data); err != nil {
+			t.Fatal(err)
+		}
+		got, err := be.LoadUncached(ctx, h, buf)
+		if err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("size %d: LoadUncached returned %d bytes that differ from the file", size, len(got))
+		}
+		buf = got[:cap(got)]
+	}
+	if _, err := be.LoadUncached(ctx, backend.Handle{Type: backend.PackFile, Name: strings.Repeat("cd", 32)}, nil); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
 	}
 }

@@ -184,10 +184,14 @@ func (r *report) median(key, col string) (float64, bool) {
 func (r *report) finish(problems []string) {
 	r.Duration = time.Since(r.start).Seconds()
 	r.Problems = problems
+	// Summarize every cell first: a target may compare with a figure
+	// declared after its own.
 	for _, f := range r.Figures {
 		for _, c := range f.Cells {
 			c.summarize()
 		}
+	}
+	for _, f := range r.Figures {
 		if f.ratio {
 			if v, ok := advantage(r, f.Key, "dj", "restic"); ok {
 				f.Ratio = &v

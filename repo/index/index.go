@@ -8,6 +8,7 @@ package index
 
 import (
 	"bytes"
+	"encoding/binary"
 	"sort"
 	"sync"
 
@@ -111,14 +112,7 @@ func (x *Index) Lookup(t pack.BlobType, id crypto.ID) []PackedBlob {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	var out []PackedBlob
-	i := sort.Search(len(x.sorted), func(i int) bool {
-		e := &x.sorted[i]
-		if c := bytes.Compare(e.id[:], id[:]); c != 0 {
-			return c > 0
-		}
-		return e.typ >= t
-	})
-	for ; i < len(x.sorted) && x.sorted[i].id == id && x.sorted[i].typ == t; i++ {
+	for i := x.searchLocked(t, id); i < len(x.sorted) && x.sorted[i].id == id && x.sorted[i].typ == t; i++ {
 		out = append(out, x.toPacked(&x.sorted[i]))
 	}
 	for _, e := range x.pending[blobKey{t, id}] {
@@ -127,18 +121,59 @@ func (x *Index) Lookup(t pack.BlobType, id crypto.ID) []PackedBlob {
 	return out
 }
 
-// Has reports whether the blob is in the index.
+// searchLocked returns the position of the first sorted entry that is not
+// before (id, t). It compares the first 8 bytes of the ids as one integer
+// (the same order as bytes.Compare) and looks at the rest only on a tie:
+// lookups run once per chunk in backup and once per blob reference in check.
+func (x *Index) searchLocked(t pack.BlobType, id crypto.ID) int {
+	key := binary.BigEndian.Uint64(id[:8])
+	lo, hi := 0, len(x.sorted)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		e := &x.sorted[mid]
+		var before bool // e sorts before (id, t)
+		if ek := binary.BigEndian.Uint64(e.id[:8]); ek != key {
+			before = ek < key
+		} else if c := bytes.Compare(e.id[8:], id[8:]); c != 0 {
+			before = c < 0
+		} else {
+			before = e.typ < t
+		}
+		if before {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+// firstLocked returns an entry of the blob, or nil.
+func (x *Index) firstLocked(t pack.BlobType, id crypto.ID) *entry {
+	if i := x.searchLocked(t, id); i < len(x.sorted) && x.sorted[i].id == id && x.sorted[i].typ == t {
+		return &x.sorted[i]
+	}
+	if es := x.pending[blobKey{t, id}]; len(es) > 0 {
+		return &es[0]
+	}
+	return nil
+}
+
+// Has reports whether the index knows a blob.
 func (x *Index) Has(t pack.BlobType, id crypto.ID) bool {
-	return len(x.Lookup(t, id)) > 0
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.firstLocked(t, id) != nil
 }
 
 // PlainLength returns the plaintext length of a blob.
 func (x *Index) PlainLength(t pack.BlobType, id crypto.ID) (int, bool) {
-	pbs := x.Lookup(t, id)
-	if len(pbs) == 0 {
-		return 0, false
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if e := x.firstLocked(t, id); e != nil {
+		return int(e.plainLength), true
 	}
-	return int(pbs[0].PlainLength), true
+	return 0, false
 }
 
 // Len returns the number of entries (a blob stored in two packs counts twice).
