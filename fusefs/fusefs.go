@@ -432,6 +432,7 @@ type mountFS struct {
 // Read-ahead limits.
 const (
 	readAheadBlobs     = 4  // blobs loaded ahead of a sequential reader
+	siblingsAhead      = 16 // files whose first blob is loaded ahead of a tree copier
 	readAheadPerHandle = 2  // concurrent read-ahead loads per open file
 	readAheadMount     = 16 // concurrent read-ahead loads per mount
 	treePrefetch       = 4  // concurrent background loads of subdirectory trees
@@ -488,6 +489,35 @@ func (m *mountFS) loadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error
 		}
 		return t, err
 	})
+}
+
+// prefetchBlob starts loading a blob into the cache in the background, if it
+// is not there, and hands it to then (when not nil) once loaded; it reports
+// false when the loaders are all busy.
+func (m *mountFS) prefetchBlob(id crypto.ID, then func([]byte)) bool {
+	if m.blobs.Contains(id) && then == nil {
+		return true
+	}
+	n, ok := m.repo.BlobSize(id)
+	if !ok || n < 0 {
+		return true // the read reports it
+	}
+	select {
+	case m.prefetchSem <- struct{}{}:
+	default:
+		return false
+	}
+	go func() {
+		defer func() { <-m.prefetchSem }()
+		if m.repo.IsZeroBlob(id) {
+			return
+		}
+		b, err := m.blobs.Get(m.bgctx, id, m.blobLoader(id, int64(n)))
+		if err == nil && then != nil {
+			then(b)
+		}
+	}()
+	return true
 }
 
 // prefetchSubtrees loads the trees of t's subdirectories in the

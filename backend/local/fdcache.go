@@ -4,6 +4,8 @@ import (
 	"container/list"
 	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxOpenPacks bounds the pack files kept open for reading.
@@ -28,6 +30,40 @@ type cachedFile struct {
 	refs    int
 	evicted bool
 	elem    *list.Element
+
+	raMu    sync.Mutex
+	lastEnd int64 // end of the previous read
+	raEnd   int64 // end of the range already asked for with WILLNEED
+}
+
+// Pack read-ahead. Readers of a snapshot (a mount serving tar or cp -r, a
+// restore) take the blobs of a pack in increasing order, but with gaps (the
+// blobs of the other open pack, or of files not asked for), and the
+// kernel's read-ahead only follows reads that continue where the last one
+// ended: on a cold cache every small blob cost a disk round trip. A read
+// that starts at most raGap after the previous one ended asks the kernel to
+// load the next raWindow bytes of the pack in the background.
+const (
+	raGap    = 2 << 20
+	raWindow = 4 << 20
+)
+
+// readAhead notes a read of [off, off+n) and starts the kernel reading
+// ahead when the reads move forward through the file.
+func (cf *cachedFile) readAhead(off, n int64) {
+	cf.raMu.Lock()
+	forward := cf.lastEnd > 0 && off >= cf.lastEnd-n && off <= cf.lastEnd+raGap
+	cf.lastEnd = off + n
+	var from, to int64
+	if forward && off+n+raWindow/2 > cf.raEnd {
+		from = max(off+n, cf.raEnd)
+		to = min(cf.size, off+n+raWindow)
+		cf.raEnd = to
+	}
+	cf.raMu.Unlock()
+	if to > from {
+		_ = unix.Fadvise(int(cf.f.Fd()), from, to-from, unix.FADV_WILLNEED)
+	}
 }
 
 func newFDCache() *fdCache {

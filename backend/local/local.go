@@ -552,6 +552,9 @@ func (l *Local) load(ctx context.Context, h backend.Handle, offset int64, length
 		}
 		defer l.packs.release(cf)
 		f, size = cf.f, cf.size
+		if length > 0 {
+			cf.readAhead(offset, int64(length))
+		}
 	} else {
 		f, err = os.Open(p)
 		if err != nil {
