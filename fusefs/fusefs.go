@@ -205,7 +205,7 @@ func mountServer(mountpoint string, root fs.InodeEmbedder, opts Options) (*fuse.
 		}
 		return nil, fmt.Errorf("%w: fusermount3 not found; install the fuse3 package", ErrNoFUSE)
 	}
-	server, err := fs.Mount(mountpoint, root, fuseOptions(opts, false))
+	server, err := mountNoOpendir(mountpoint, root, fuseOptions(opts, false))
 	if err != nil {
 		msg := oneLine(err.Error())
 		if directErr != nil {
@@ -229,7 +229,7 @@ func oneLine(s string) string {
 func mountDirect(mountpoint string, root fs.InodeEmbedder, opts Options) (*fuse.Server, error) {
 	syscall.ForkLock.RLock()
 	defer syscall.ForkLock.RUnlock()
-	server, err := fs.Mount(mountpoint, root, fuseOptions(opts, true))
+	server, err := mountNoOpendir(mountpoint, root, fuseOptions(opts, true))
 	closeOnExecFUSE()
 	return server, err
 }
@@ -537,8 +537,13 @@ func (m *mountFS) prefetchSubtrees(t *tree.Tree) {
 		}
 		id := *n.Subtree
 		go func() {
-			defer func() { <-m.treeSem }()
-			_, _ = m.loadTree(m.bgctx, id)
+			t, err := m.loadTree(m.bgctx, id)
+			<-m.treeSem
+			if err == nil {
+				// On down the tree: a walk enters the subdirectories
+				// soon, and finds their trees decoded.
+				m.prefetchSubtrees(t)
+			}
 		}()
 	}
 }

@@ -4,6 +4,7 @@ package fusefs
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"path"
 	"sort"
@@ -381,6 +382,11 @@ func buildLayout(snaps []*snapshot.Snapshot, templates []template, timeTemplate 
 	if l.mtime.IsZero() {
 		l.mtime = time.Now()
 	}
+	// The nanoseconds of the layout directories' mtime come from the set
+	// of snapshots, so that any change of the set changes the mtime: the
+	// kernel keeps directory listings (no opendir, see noOpendirFS) and
+	// drops them when it sees the mtime change.
+	l.mtime = l.mtime.Truncate(time.Second).Add(time.Duration(binary.BigEndian.Uint32(l.key[:4]) % 1e9))
 	return l
 }
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -15,7 +16,9 @@ import (
 
 // metaNode is a directory of the snapshot layout (the root, snapshots/,
 // hosts/<host>/ ...). Its content follows the current snapshot list, so the
-// kernel may cache its entries and attributes only briefly.
+// kernel may cache its entries and attributes only briefly; it keeps its
+// listing until the directory's mtime changes with the snapshot set, which
+// it notices when it asks for the attributes again (metaTimeout).
 type metaNode struct {
 	fs.Inode
 	roNode
@@ -43,7 +46,7 @@ func (m *mountFS) metaRoot(ctx context.Context) (fs.InodeEmbedder, error) {
 func (n *metaNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	l := n.m.snaps.get()
 	n.m.fillDirAttr(&out.Attr, l.mtime)
-	out.SetTimeout(shortTimeout)
+	out.SetTimeout(n.m.metaTimeout())
 	return 0
 }
 
@@ -65,6 +68,16 @@ func (n *metaNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 	return n.child(ctx, l, name, e, out), 0
 }
 
+// metaTimeout is how long the kernel may keep the attributes of a layout
+// directory: at most the refresh interval, so that a listing made after
+// the interval asks for them, and the refresh they cause shows up.
+func (m *mountFS) metaTimeout() time.Duration {
+	if m.opts.Refresh > 0 && m.opts.Refresh < shortTimeout {
+		return m.opts.Refresh
+	}
+	return shortTimeout
+}
+
 // lookup returns the entry name in directory dir.
 func (l *layout) lookup(dir, name string) (metaEntry, bool) {
 	d, ok := l.dirs[dir]
@@ -80,7 +93,7 @@ func (n *metaNode) child(ctx context.Context, l *layout, name string, e metaEntr
 	m := n.m
 	ino := n.StableAttr().Ino
 	out.SetEntryTimeout(shortTimeout)
-	out.SetAttrTimeout(shortTimeout)
+	out.SetAttrTimeout(m.metaTimeout())
 	switch e.kind {
 	case kindSnapshot:
 		out.SetAttrTimeout(longTimeout)
