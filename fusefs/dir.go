@@ -104,8 +104,79 @@ func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandl
 		return nil, 0, e
 	}
 	d.m.prefetchSubtrees(t)
-	return fs.NewListDirStream(d.m.treeEntries(d.sn.ID, d.StableAttr().Ino, d.parentIno, t)), fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+	return &treeDirStream{d: d, t: t}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
+
+// treeDirStream lists a snapshot directory, making its entries only when a
+// read needs them: the kernel lists each directory twice, the second time
+// from past the last entry to learn that there are no more.
+type treeDirStream struct {
+	d       *dirNode
+	t       *tree.Tree
+	entries []fuse.DirEntry // made on the first read that needs them
+	idx     int
+}
+
+var (
+	_ fs.FileReaddirenter = (*treeDirStream)(nil)
+	_ fs.FileSeekdirer    = (*treeDirStream)(nil)
+	_ fs.FileReleasedirer = (*treeDirStream)(nil)
+	_ fs.DirStream        = (*treeDirStream)(nil)
+)
+
+// pastEnd reports whether the position lies beyond every possible entry
+// (the tree's nodes plus "." and "..").
+func (s *treeDirStream) pastEnd() bool { return s.idx >= len(s.t.Nodes)+2 }
+
+func (s *treeDirStream) load() {
+	if s.entries == nil {
+		s.entries = s.d.m.treeEntries(s.d.sn.ID, s.d.StableAttr().Ino, s.d.parentIno, s.t)
+	}
+}
+
+// HasNext reports whether an entry follows.
+func (s *treeDirStream) HasNext() bool {
+	if s.pastEnd() {
+		return false
+	}
+	s.load()
+	return s.idx < len(s.entries)
+}
+
+// Next returns the next entry.
+func (s *treeDirStream) Next() (fuse.DirEntry, syscall.Errno) {
+	if !s.HasNext() {
+		return fuse.DirEntry{}, syscall.EINVAL
+	}
+	e := s.entries[s.idx]
+	s.idx++
+	e.Off = uint64(s.idx)
+	return e, 0
+}
+
+// Readdirent returns the next entry, or nil at the end.
+func (s *treeDirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if !s.HasNext() {
+		return nil, 0
+	}
+	e, errno := s.Next()
+	return &e, errno
+}
+
+// Seekdir moves to the entry after offset off.
+func (s *treeDirStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off > uint64(len(s.t.Nodes)+2) {
+		return syscall.EINVAL
+	}
+	s.idx = int(off)
+	return 0
+}
+
+// Close does nothing: the stream holds no resources.
+func (s *treeDirStream) Close() {}
+
+// Releasedir does nothing either.
+func (s *treeDirStream) Releasedir(ctx context.Context, releaseFlags uint32) {}
 
 // Readdir lists the directory (go-fuse uses OpendirHandle instead; this
 // serves callers of the plain interface).

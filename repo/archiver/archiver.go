@@ -133,10 +133,13 @@ type fileJob struct {
 }
 
 type archiver struct {
-	repo  Repository
-	opts  Options
-	meta  *fsnode.Reader
-	start time.Time
+	repo Repository
+	opts Options
+	meta *fsnode.Reader
+	// dirSem bounds the goroutines walking directories besides the
+	// walker itself.
+	dirSem chan struct{}
+	start  time.Time
 
 	minSize, avgSize, maxSize int
 
@@ -224,7 +227,7 @@ func newArchiver(repo Repository, opts Options) *archiver {
 	if opts.Time.IsZero() {
 		opts.Time = time.Now()
 	}
-	a := &archiver{repo: repo, opts: opts, meta: fsnode.NewReader(), start: time.Now(),
+	a := &archiver{repo: repo, opts: opts, meta: fsnode.NewReader(), start: time.Now(), dirSem: make(chan struct{}, dirWalkers),
 		devices: map[uint64]bool{}, hardlinks: map[[2]uint64]*hardlinkEntry{}}
 	a.minSize, a.avgSize, a.maxSize = repo.ChunkerSizes()
 	return a
@@ -274,6 +277,10 @@ func (a *archiver) startWorkers(ctx context.Context) func() {
 		bwg.Wait()
 	}
 }
+
+// dirWalkers is how many directories are walked at once besides the
+// walker's own.
+const dirWalkers = 8
 
 // prefetchAhead is how many files the walker queues, and asks the kernel to
 // read ahead, before the file workers take them.
@@ -512,7 +519,23 @@ func (a *archiver) saveEntry(ctx context.Context, path string, fi os.FileInfo, p
 	}
 	switch node.Type {
 	case tree.Dir:
-		return a.saveDir(ctx, path, fi, node, prev)
+		// Directories are walked by several goroutines: on a cold cache
+		// each lstat and each directory read waits for the disk, and an
+		// unchanged re-backup is nothing but those waits.
+		select {
+		case a.dirSem <- struct{}{}:
+		default:
+			return a.saveDir(ctx, path, fi, node, prev)
+		}
+		f := &future{done: make(chan struct{})}
+		go func() {
+			inner := a.saveDir(ctx, path, fi, node, prev)
+			<-a.dirSem
+			<-inner.done
+			f.node, f.err = inner.node, inner.err
+			close(f.done)
+		}()
+		return f
 	case tree.File:
 		a.files.Add(1)
 		if prev != nil && unchanged(prev, node) && a.allKnown(prev.Content) {
