@@ -421,8 +421,9 @@ type mountFS struct {
 	zeros []byte
 	// prefetchSem bounds the read-ahead loads of the whole mount.
 	prefetchSem chan struct{}
-	// treeSem bounds the background loads of subdirectory trees.
-	treeSem chan struct{}
+	// treeQueue holds subdirectory trees to load in the background;
+	// treePrefetch workers take them.
+	treeQueue chan crypto.ID
 	// reported remembers blobs whose failure has been logged, so that a
 	// broken blob read through many requests logs once.
 	reportedMu sync.Mutex
@@ -436,6 +437,7 @@ const (
 	readAheadPerHandle = 2  // concurrent read-ahead loads per open file
 	readAheadMount     = 16 // concurrent read-ahead loads per mount
 	treePrefetch       = 4  // concurrent background loads of subdirectory trees
+	treeQueueLen       = 1 << 14
 	maxReported        = 4096
 )
 
@@ -458,13 +460,34 @@ func newMountFS(bgctx context.Context, repo Repository, opts Options) *mountFS {
 		trees:       cache.NewLRU[crypto.ID, *tree.Tree](treeBytes, treeMemory),
 		zeros:       make([]byte, 1<<20),
 		prefetchSem: make(chan struct{}, readAheadMount),
-		treeSem:     make(chan struct{}, treePrefetch),
+		treeQueue:   make(chan crypto.ID, treeQueueLen),
 		reported:    make(map[crypto.ID]struct{}),
 	}
 	if opts.OwnerRoot {
 		m.uid, m.gid = 0, 0
 	}
+	for range treePrefetch {
+		go m.treePrefetcher()
+	}
 	return m
+}
+
+// treePrefetcher loads queued trees until the mount ends, and queues their
+// subdirectories in turn.
+func (m *mountFS) treePrefetcher() {
+	for {
+		select {
+		case <-m.bgctx.Done():
+			return
+		case id := <-m.treeQueue:
+			if m.trees.Contains(id) {
+				continue
+			}
+			if t, err := m.loadTree(m.bgctx, id); err == nil {
+				m.prefetchSubtrees(t)
+			}
+		}
+	}
 }
 
 // logBlobError logs the failure to load a blob, once per blob.
@@ -520,31 +543,21 @@ func (m *mountFS) prefetchBlob(id crypto.ID, then func([]byte)) bool {
 	return true
 }
 
-// prefetchSubtrees loads the trees of t's subdirectories in the
-// background when a directory is listed, so that a walk (find, tar, rsync,
-// du) finds them decoded when it gets there instead of loading one tree at
-// a time. It never blocks: when the loaders are busy it stops, and the walk
-// loads the rest itself.
+// prefetchSubtrees queues the trees of t's subdirectories for loading in
+// the background when a directory is listed, and the loaders go on down the
+// tree: a walk (find, tar, rsync, du) finds them decoded when it gets there
+// instead of loading one tree at a time. It never blocks: when the queue is
+// full the walk loads the rest itself.
 func (m *mountFS) prefetchSubtrees(t *tree.Tree) {
 	for _, n := range t.Nodes {
 		if n.Type != tree.Dir || n.Subtree == nil || m.trees.Contains(*n.Subtree) {
 			continue
 		}
 		select {
-		case m.treeSem <- struct{}{}:
+		case m.treeQueue <- *n.Subtree:
 		default:
 			return
 		}
-		id := *n.Subtree
-		go func() {
-			t, err := m.loadTree(m.bgctx, id)
-			<-m.treeSem
-			if err == nil {
-				// On down the tree: a walk enters the subdirectories
-				// soon, and finds their trees decoded.
-				m.prefetchSubtrees(t)
-			}
-		}()
 	}
 }
 
