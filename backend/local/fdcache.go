@@ -33,6 +33,7 @@ type cachedFile struct {
 
 	raMu    sync.Mutex
 	lastEnd int64 // end of the previous read
+	streak  int   // reads in a row that moved forward
 	raEnd   int64 // end of the range already asked for with WILLNEED
 }
 
@@ -41,8 +42,9 @@ type cachedFile struct {
 // blobs of the other open pack, or of files not asked for), and the
 // kernel's read-ahead only follows reads that continue where the last one
 // ended: on a cold cache every small blob cost a disk round trip. A read
-// that starts at most raGap after the previous one ended asks the kernel to
-// load the next raWindow bytes of the pack in the background.
+// that starts at most raGap after the previous one ended, the second such
+// read in a row, asks the kernel to load the next raWindow bytes of the
+// pack in the background.
 const (
 	raGap    = 2 << 20
 	raWindow = 4 << 20
@@ -52,10 +54,16 @@ const (
 // ahead when the reads move forward through the file.
 func (cf *cachedFile) readAhead(off, n int64) {
 	cf.raMu.Lock()
-	forward := cf.lastEnd > 0 && off >= cf.lastEnd-n && off <= cf.lastEnd+raGap
+	if cf.lastEnd > 0 && off >= cf.lastEnd-n && off <= cf.lastEnd+raGap {
+		cf.streak++
+	} else {
+		cf.streak = 0
+	}
 	cf.lastEnd = off + n
 	var from, to int64
-	if forward && off+n+raWindow/2 > cf.raEnd {
+	// Two forward moves in a row: random readers land forward of the last
+	// read now and then, and must not make the disk read ahead for them.
+	if cf.streak >= 2 && off+n+raWindow/2 > cf.raEnd {
 		from = max(off+n, cf.raEnd)
 		to = min(cf.size, off+n+raWindow)
 		cf.raEnd = to
