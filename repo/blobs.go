@@ -296,17 +296,23 @@ func (p *packer) save(ctx context.Context, op *openPack) (crypto.ID, []pack.Blob
 	return id, blobs, nil
 }
 
-// discardOpen removes the temporary files of packs still being filled (a
-// backup that failed or was cancelled).
-func (p *packer) discardOpen() {
+// takeOpen removes the packs being filled from the packer and returns them;
+// adds that reserved room in them may still be writing (op.writers).
+func (p *packer) takeOpen() []*openPack {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	var ops []*openPack
 	for t, list := range p.open {
 		ops = append(ops, list...)
 		delete(p.open, t)
 	}
-	p.mu.Unlock()
-	for _, op := range ops {
+	return ops
+}
+
+// discardOpen removes the temporary files of packs still being filled (a
+// backup that failed or was cancelled).
+func (p *packer) discardOpen() {
+	for _, op := range p.takeOpen() {
 		op.writers.Wait()
 		op.discard()
 	}
@@ -328,13 +334,7 @@ func (r *Repository) Flush(ctx context.Context) error {
 // for them (the caller must).
 func (r *Repository) FlushPacks(ctx context.Context) ([]index.FilePack, error) {
 	p := r.packer
-	p.mu.Lock()
-	var ops []*openPack
-	for t, list := range p.open {
-		ops = append(ops, list...)
-		delete(p.open, t)
-	}
-	p.mu.Unlock()
+	ops := p.takeOpen()
 	for i, op := range ops {
 		op.writers.Wait()
 		if op.w.Count() == 0 && op.err == nil {

@@ -257,13 +257,7 @@ func (l *Local) save(ctx context.Context, p string, data []byte) (err error) {
 		}
 		rest = rest[n:]
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Chmod(fileMode); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := finishTemp(f); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -455,13 +449,7 @@ func (l *Local) SaveTemp(ctx context.Context, h backend.Handle, f *os.File) (err
 	if filepath.Dir(filepath.Dir(tmp)) != filepath.Clean(l.dir) && filepath.Dir(tmp) != filepath.Clean(l.dir) {
 		return fmt.Errorf("temporary file %s is not in the repository: %w", tmp, fs.ErrInvalid)
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Chmod(fileMode); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := finishTemp(f); err != nil {
 		return err
 	}
 	dir := filepath.Dir(p)
@@ -479,6 +467,18 @@ func (l *Local) SaveTemp(ctx context.Context, h backend.Handle, f *os.File) (err
 	// The file is in place; a failing directory sync is reported (the
 	// deferred removal of the temporary name then finds nothing).
 	return syncDir(dir)
+}
+
+// finishTemp makes a written temporary file durable and read-only, and
+// closes it.
+func finishTemp(f tempFile) error {
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Chmod(fileMode); err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // describe adds a plain-words hint to errors a user can act on.
