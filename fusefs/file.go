@@ -30,7 +30,7 @@ type fileNode struct {
 
 	// readState tracks the reader's position for read-ahead (files of
 	// more than one chunk only).
-	readState atomic.Pointer[fileHandle]
+	readState atomic.Pointer[readerState]
 }
 
 var (
@@ -117,14 +117,14 @@ func (f *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.
 	return listxattr(f.node.Xattrs, dest)
 }
 
-// fileHandle tracks a file's reader for read-ahead; reads need no lock.
-type fileHandle struct {
+// readerState tracks a file's reader for read-ahead; reads need no lock.
+type readerState struct {
 	// next is where the previous read ended.
 	next atomic.Int64
 	// ahead is the next chunk to load ahead of the reader, target the
 	// chunk where read-ahead stops.
 	ahead, target atomic.Int64
-	// running counts this handle's read-ahead workers.
+	// running counts this file's read-ahead workers.
 	running atomic.Int32
 }
 
@@ -149,11 +149,11 @@ func (f *fileNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 // reader returns the file's read-ahead state, made on its first read. It
 // belongs to the file, not to an open (the kernel does not tell the daemon
 // about opens, see Open).
-func (f *fileNode) reader() *fileHandle {
+func (f *fileNode) reader() *readerState {
 	if h := f.readState.Load(); h != nil {
 		return h
 	}
-	h := &fileHandle{}
+	h := &readerState{}
 	h.next.Store(math.MinInt64 / 2) // the first read is not sequential
 	if f.readState.CompareAndSwap(nil, h) {
 		return h
@@ -285,7 +285,7 @@ const seqSlack = 4
 // readAhead keeps up to readAheadBlobs chunks after last loading into the
 // cache in the background while the handle is read sequentially, and
 // reports whether the read was sequential.
-func (f *fileNode) readAhead(h *fileHandle, c *chunkMap, off, end int64, last int) bool {
+func (f *fileNode) readAhead(h *readerState, c *chunkMap, off, end int64, last int) bool {
 	prev := h.next.Swap(end)
 	if w := seqSlack * (end - off); off < prev-w || off > prev+w {
 		// Not sequential: stop reading ahead.
@@ -309,7 +309,7 @@ func (f *fileNode) readAhead(h *fileHandle, c *chunkMap, off, end int64, last in
 
 // readAheadWorker loads the chunks between h.ahead and h.target, one at a
 // time, until there are none left.
-func (f *fileNode) readAheadWorker(h *fileHandle, c *chunkMap) {
+func (f *fileNode) readAheadWorker(h *readerState, c *chunkMap) {
 	m := f.m
 	for {
 		if m.bgctx.Err() != nil {
@@ -353,7 +353,7 @@ func (f *fileNode) readAheadWorker(h *fileHandle, c *chunkMap) {
 }
 
 // claimChunk takes the next chunk to read ahead, if any is left.
-func claimChunk(h *fileHandle) (int, bool) {
+func claimChunk(h *readerState) (int, bool) {
 	for {
 		k := h.ahead.Load()
 		if k >= h.target.Load() {

@@ -434,7 +434,7 @@ type mountFS struct {
 const (
 	readAheadBlobs     = 4  // blobs loaded ahead of a sequential reader
 	siblingsAhead      = 16 // files whose first blob is loaded ahead of a tree copier
-	readAheadPerHandle = 2  // concurrent read-ahead loads per open file
+	readAheadPerHandle = 2  // concurrent read-ahead loads per file
 	readAheadMount     = 16 // concurrent read-ahead loads per mount
 	treePrefetch       = 4  // concurrent background loads of subdirectory trees
 	treeQueueLen       = 1 << 14
