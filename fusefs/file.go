@@ -161,7 +161,7 @@ func (f *fileNode) reader() *readerState {
 	return f.readState.Load()
 }
 
-// Read serves a read. Concurrent reads of one handle are fine: the chunk map
+// Read serves a read. Concurrent reads of one file are fine: the chunk map
 // is immutable and the blob cache locks itself.
 func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if off < 0 {
@@ -283,7 +283,7 @@ func (m *mountFS) blobLoader(id crypto.ID, want int64) func(ctx context.Context)
 const seqSlack = 4
 
 // readAhead keeps up to readAheadBlobs chunks after last loading into the
-// cache in the background while the handle is read sequentially, and
+// cache in the background while the file is read sequentially, and
 // reports whether the read was sequential.
 func (f *fileNode) readAhead(h *readerState, c *chunkMap, off, end int64, last int) bool {
 	prev := h.next.Swap(end)
