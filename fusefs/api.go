@@ -25,6 +25,9 @@
 // handle. Reading a file also loads the next files of its directory and
 // stores those of one chunk straight into the kernel's page cache
 // (prefetchSiblings), so tar, cp -r and rsync find most files cached.
+// A random read (not following the previous one) hands the whole chunk it
+// loaded to the page cache the same way (storeChunk): a reader that seeks
+// pays for one blob, not for one blob per page it later reads in it.
 //
 // Mounting works on Linux; elsewhere Mount returns ErrNoFUSE.
 package fusefs

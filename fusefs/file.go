@@ -59,6 +59,9 @@ type chunkMap struct {
 	zero []atomic.Uint32
 	// warnedShort is set once a read past the known content was logged.
 	warnedShort atomic.Bool
+	// stored marks the chunks handed to the kernel's page cache whole
+	// after a random read (see storeChunk).
+	stored []atomic.Bool
 }
 
 // isZero reports whether chunk i of content is all zeros.
@@ -82,7 +85,11 @@ func (c *chunkMap) isZero(repo Repository, content []crypto.ID, i int) bool {
 func (f *fileNode) chunkMap() *chunkMap {
 	f.chunksOnce.Do(func() {
 		content := f.node.Content
-		c := &chunkMap{starts: make([]int64, 1, len(content)+1), zero: make([]atomic.Uint32, len(content))}
+		c := &chunkMap{
+			starts: make([]int64, 1, len(content)+1),
+			zero:   make([]atomic.Uint32, len(content)),
+			stored: make([]atomic.Bool, len(content)),
+		}
 		var off int64
 		for i, id := range content {
 			n, ok := f.m.repo.BlobSize(id)
@@ -193,8 +200,11 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	for c.starts[last+1] < end {
 		last++
 	}
+	random := false
 	if c.known > 1 {
-		if f.readAhead(f.reader(), c, off, end, last) && first > 2 {
+		seq := f.readAhead(f.reader(), c, off, end, last)
+		random = !seq
+		if seq && first > 2 {
 			// A sequential reader is done with the chunk three before this
 			// one (the kernel's requests arrive slightly out of order, so
 			// the previous ones may still be asked for), and the kernel
@@ -219,6 +229,9 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 		if e != 0 {
 			return nil, e
 		}
+		if random {
+			f.storeChunk(c, first, b)
+		}
 		return fuse.ReadResultData(b[off-start : end-start]), 0
 	}
 
@@ -241,10 +254,33 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 				return nil, e
 			}
 			copy(d, b[pos-start:stop-start])
+			if random {
+				f.storeChunk(c, i, b)
+			}
 		}
 		pos = stop
 	}
 	return fuse.ReadResultData(dest[:end-off]), 0
+}
+
+// storeChunk hands the whole plaintext b of chunk i to the kernel's page
+// cache (FUSE NOTIFY_STORE), once per chunk, in the background. A random
+// reader (a database, fio, a video player seeking) pays for a whole blob to
+// read a page of it; storing the rest makes its next reads anywhere in that
+// blob page-cache hits that never reach the daemon, and the kernel, not this
+// process's heap, holds the bytes (it drops them under memory pressure and
+// the next read comes back here). It runs after the read's reply has gone
+// out: the kernel locks the pages a READ fills, and a store into them
+// before the reply would wait on itself.
+func (f *fileNode) storeChunk(c *chunkMap, i int, b []byte) {
+	if _, parent := f.Parent(); parent == nil {
+		return // not in a mounted tree (unit tests)
+	}
+	if c.stored[i].Swap(true) {
+		return
+	}
+	off := c.starts[i]
+	go func() { _ = f.WriteCache(off, b) }()
 }
 
 // blob returns the plaintext of chunk i through the blob cache, or the

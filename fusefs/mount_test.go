@@ -22,6 +22,7 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -1195,5 +1196,65 @@ func TestMountIndexReload(t *testing.T) {
 	}
 	if n2, _ := r.state(); n2 != n {
 		t.Errorf("forgetting a snapshot reloaded the index (%d -> %d)", n, n2)
+	}
+}
+
+// TestMountRandomReadStoresChunk checks that a random read hands its whole
+// chunk to the kernel's page cache, so the next reads in that chunk never
+// reach the daemon, and that what is stored is the file's content.
+func TestMountRandomReadStoresChunk(t *testing.T) {
+	f := newFixture(t)
+	mnt, _, _ := mountTest(t, f.repo, Options{})
+	name := filepath.Join(mnt, "snapshots", timeName(f.sn1), "home/ann/docs/big.bin")
+	fd, err := os.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	// The chunk that holds the middle of the file, and its bounds.
+	mid := int64(len(bigData) / 2)
+	var start, end int64
+	for _, n := range f.bigSizes {
+		if start+int64(n) > mid {
+			end = start + int64(n)
+			break
+		}
+		start += int64(n)
+	}
+	page := int64(os.Getpagesize())
+	buf := make([]byte, 4096)
+	if _, err := fd.ReadAt(buf, mid&^(page-1)); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := unix.Mmap(int(fd.Fd()), 0, len(bigData), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	// The chunk's whole pages (its first and last may be shared with its
+	// neighbours, which are not read).
+	first, last := (start+page-1)/page, end/page
+	vec := make([]byte, (int64(len(bigData))+page-1)/page)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+			t.Fatal(e)
+		}
+		missing := 0
+		for p := first; p < last; p++ {
+			if vec[p]&1 == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the %d pages of the chunk at [%d, %d) are not in the page cache after a random read in it", missing, last-first, start, end)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !bytes.Equal(mem[start:end], bigData[start:end]) {
+		t.Fatal("the page cache holds other bytes than the chunk's")
 	}
 }
