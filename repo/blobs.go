@@ -603,11 +603,26 @@ type intoLoader interface {
 	LoadInto(ctx context.Context, h backend.Handle, offset int64, buf []byte) error
 }
 
+// rangeLoader is implemented by backends that read a range into a caller's
+// buffer or, for a read around the page cache that needs alignment, a part
+// of it (the local backend).
+type rangeLoader interface {
+	LoadRange(ctx context.Context, h backend.Handle, offset int64, length int, buf []byte) ([]byte, error)
+}
+
+// rangeSlack is the room a buffer for LoadRange needs beyond the range: a
+// read around the page cache widens it to 4096-byte boundaries.
+const rangeSlack = 2 * 4096
+
 func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []byte) ([]byte, error) {
 	h := backend.Handle{Type: backend.PackFile, Name: pb.PackID.String()}
 	var sealed []byte
 	var err error
-	if il, ok := r.be.(intoLoader); ok {
+	if rl, ok := r.be.(rangeLoader); ok {
+		b := r.getBuf(int(pb.Length) + rangeSlack)
+		sealed, err = rl.LoadRange(ctx, h, int64(pb.Offset), int(pb.Length), b[:cap(b)])
+		defer r.putBuf(b)
+	} else if il, ok := r.be.(intoLoader); ok {
 		sealed = r.getBuf(int(pb.Length))[:pb.Length]
 		err = il.LoadInto(ctx, h, int64(pb.Offset), sealed)
 		defer r.putBuf(sealed)

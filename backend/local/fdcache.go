@@ -35,6 +35,24 @@ type cachedFile struct {
 	lastEnd int64 // end of the previous read
 	streak  int   // reads in a row that moved forward
 	raEnd   int64 // end of the range already asked for with WILLNEED
+
+	// For reads around the page cache (see readDirect): the file opened
+	// with O_DIRECT (nil where the file system refuses it) and mapped, to
+	// ask mincore which of its pages are cached. Made on first use.
+	directOnce sync.Once
+	direct     *os.File
+	mapped     []byte
+}
+
+// close closes the file and what readDirect made for it.
+func (cf *cachedFile) close() {
+	cf.f.Close()
+	if cf.direct != nil {
+		cf.direct.Close()
+	}
+	if cf.mapped != nil {
+		_ = unix.Munmap(cf.mapped)
+	}
 }
 
 // Pack read-ahead. Readers of a snapshot (a mount serving tar or cp -r, a
@@ -111,7 +129,7 @@ func (c *fdCache) release(cf *cachedFile) {
 	defer c.mu.Unlock()
 	cf.refs--
 	if cf.evicted && cf.refs == 0 {
-		cf.f.Close()
+		cf.close()
 	}
 }
 
@@ -129,7 +147,7 @@ func (c *fdCache) dropLocked(cf *cachedFile) {
 	c.lru.Remove(cf.elem)
 	cf.evicted = true
 	if cf.refs == 0 {
-		cf.f.Close()
+		cf.close()
 	}
 }
 

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"dj/backend"
 	"dj/backend/conformance"
@@ -295,6 +298,93 @@ func TestLoadUncached(t *testing.T) {
 		buf = got[:cap(got)]
 	}
 	if _, err := be.LoadUncached(ctx, backend.Handle{Type: backend.PackFile, Name: strings.Repeat("cd", 32)}, nil); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+
+// TestLoadRange reads ranges of a pack that is not in the page cache (they
+// go around it, with O_DIRECT, when large) and of one that is, into
+// buffers that suit a direct read and buffers that do not, and gets exactly
+// the file's bytes.
+func TestLoadRange(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	be, err := local.Create(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 3<<20 + 4321
+	data := make([]byte, size)
+	for j := range data {
+		data[j] = byte(j*13 + j>>12)
+	}
+	name := strings.Repeat("ab", 32)
+	h := backend.Handle{Type: backend.PackFile, Name: name}
+	if err := be.Save(ctx, h, data); err != nil {
+		t.Fatal(err)
+	}
+	var path string
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == name {
+			path = p
+		}
+		return nil
+	})
+	if path == "" {
+		t.Fatal("the saved pack is not in the repository")
+	}
+	// uncache drops the file's pages from the page cache.
+	uncache := func() {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+			t.Fatal(err)
+		}
+	}
+	aligned := func(n int) []byte { // Go allocates large objects page aligned
+		return make([]byte, n)
+	}
+	bufs := map[string]func(n int) []byte{
+		"nil":       func(int) []byte { return nil },
+		"aligned":   aligned,
+		"unaligned": func(n int) []byte { return aligned(n + 1)[1:] },
+		"too small": func(n int) []byte { return aligned(n / 2) },
+	}
+	ranges := []struct{ off, n int64 }{
+		{0, 1 << 20},
+		{4096, 300 << 10},
+		{12345, 1<<20 + 17},
+		{size - 700<<10, 700 << 10}, // to the end of the file
+		{size - 257<<10 - 1, 257 << 10},
+		{100, 1000}, // small: read through the cache
+	}
+	for _, cached := range []bool{false, true} {
+		for bname, mk := range bufs {
+			for _, r := range ranges {
+				if cached {
+					if _, err := be.Load(ctx, h, 0, 0); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					uncache()
+				}
+				got, err := be.LoadRange(ctx, h, r.off, int(r.n), mk(int(r.n)+8192))
+				if err != nil {
+					t.Fatalf("cached %v, %s buffer, [%d, +%d): %v", cached, bname, r.off, r.n, err)
+				}
+				if !bytes.Equal(got, data[r.off:r.off+r.n]) {
+					t.Fatalf("cached %v, %s buffer, [%d, +%d): %d bytes that differ from the file", cached, bname, r.off, r.n, len(got))
+				}
+			}
+		}
+	}
+	if _, err := be.LoadRange(ctx, h, size-100, 400<<10, nil); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("range beyond the end: %v, want io.ErrUnexpectedEOF", err)
+	}
+	if _, err := be.LoadRange(ctx, backend.Handle{Type: backend.PackFile, Name: strings.Repeat("cd", 32)}, 0, 400<<10, nil); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
