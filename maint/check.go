@@ -649,62 +649,60 @@ func (c *checker) checkPacks(ctx context.Context) error {
 	}
 	results := make([]packResult, len(jobs))
 	var (
-		next, done int64
-		bytesDone  int64
-		wmu        sync.Mutex
-		wg         sync.WaitGroup
+		done      int64
+		bytesDone int64
+		wmu       sync.Mutex
+		wg        sync.WaitGroup
 	)
 	c.progress(CheckProgress{Phase: phase, Total: int64(len(jobs)), TotalBytes: totalBytes})
 	// Readers load the packs to read, in job order, into a few buffers;
-	// workers verify them. Reading and verifying overlap, and memory holds
-	// at most cap(free) packs.
+	// workers verify them in the order they arrive (a large pack still
+	// being read holds up no worker). Reading and verifying overlap, and
+	// memory holds at most cap(free) packs.
 	const readers = 2
 	free := make(chan []byte, c.opts.Workers+readers)
 	for range cap(free) {
 		free <- nil
 	}
-	loaded := make([]chan loadedPack, len(jobs))
-	for i := range loaded {
-		loaded[i] = make(chan loadedPack, 1)
-	}
+	ready := make(chan loadedPack, len(jobs))
 	var nextRead atomic.Int64
+	var rg sync.WaitGroup
 	for range readers {
+		rg.Add(1)
 		go func() {
+			defer rg.Done()
 			for {
-				i := nextRead.Add(1) - 1
-				if i >= int64(len(jobs)) {
+				i := int(nextRead.Add(1) - 1)
+				if i >= len(jobs) {
 					return
 				}
 				if !jobs[i].read || ctx.Err() != nil {
-					loaded[i] <- loadedPack{err: ctx.Err()}
+					ready <- loadedPack{i: i, err: ctx.Err()}
 					continue
 				}
 				var buf []byte
 				select {
 				case buf = <-free:
 				case <-ctx.Done():
-					loaded[i] <- loadedPack{err: ctx.Err()}
+					ready <- loadedPack{i: i, err: ctx.Err()}
 					continue
 				}
 				data, err := c.loadPack(ctx, jobs[i], buf)
-				loaded[i] <- loadedPack{data: data, buf: buf, err: err}
+				ready <- loadedPack{i: i, data: data, buf: buf, err: err}
 			}
 		}()
 	}
+	go func() {
+		rg.Wait()
+		close(ready)
+	}()
 	for w := 0; w < c.opts.Workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var plain []byte
-			for {
-				wmu.Lock()
-				i := next
-				next++
-				wmu.Unlock()
-				if i >= int64(len(jobs)) {
-					return
-				}
-				lp := <-loaded[i]
+			for lp := range ready {
+				i := lp.i
 				if ctx.Err() == nil {
 					results[i], plain = c.checkPack(ctx, jobs[i], lp, plain)
 				}
@@ -767,6 +765,10 @@ func (c *checker) checkPacks(ctx context.Context) error {
 	return nil
 }
 
+// yieldEvery is how many stored bytes a check worker verifies between
+// yields to the pack readers.
+const yieldEvery = 1 << 20
+
 // dedupBlobs drops repeated entries (a pack listed in two index files).
 func dedupBlobs(blobs []pack.Blob) []pack.Blob {
 	seen := make(map[pack.Blob]bool, len(blobs))
@@ -783,6 +785,7 @@ func dedupBlobs(blobs []pack.Blob) []pack.Blob {
 // loadedPack is a pack read for a worker: its bytes (in buf's storage),
 // or why it could not be read.
 type loadedPack struct {
+	i    int // the job
 	data []byte
 	buf  []byte
 	err  error
@@ -884,9 +887,16 @@ func (c *checker) checkPack(ctx context.Context, j packJob, lp loadedPack, buf [
 	}
 	var damagedIndexed, damagedExtra []BlobRef
 	var firstErr error
+	var sinceYield int64
 	for _, b := range toVerify {
 		if b.Type == pack.PaddingBlob {
 			continue
+		}
+		if sinceYield += int64(b.Length); sinceYield >= yieldEvery {
+			// Let a reader whose disk read has completed issue its next
+			// one now rather than at the next preemption (up to 10 ms).
+			runtime.Gosched()
+			sinceYield = 0
 		}
 		end := int64(b.Offset) + int64(b.Length)
 		var verr error

@@ -2,8 +2,11 @@
 // offset, length) and encodes that map as index files.
 //
 // In memory the index is a sorted table of fixed-size entries (52 bytes per
-// blob) plus a small map of entries added since the last sort; lookups are a
-// binary search. The index is safe for concurrent use.
+// blob) plus a small map of entries added since the last sort. Ids are
+// uniformly distributed, so a table of where each range of leading id bits
+// starts (one slot per four entries) narrows a lookup to a handful of
+// neighbouring entries before a binary search: one or two cache misses
+// instead of twenty on a large index. The index is safe for concurrent use.
 package index
 
 import (
@@ -36,6 +39,10 @@ type entry struct {
 type Index struct {
 	mu      sync.RWMutex
 	sorted  []entry
+	// starts[b] is the first sorted entry whose id's leading bits (the
+	// top 64-shift bits of its first 8 bytes) are at least b.
+	starts  []uint32
+	shift   uint
 	pending map[blobKey][]entry
 	packs   []crypto.ID
 	packIdx map[crypto.ID]uint32
@@ -90,6 +97,33 @@ func (x *Index) compactLocked() {
 	}
 	x.pending = make(map[blobKey][]entry)
 	sort.Slice(x.sorted, func(i, j int) bool { return less(&x.sorted[i], &x.sorted[j]) })
+	x.buildStarts()
+}
+
+// buildStarts makes the table of bucket starts for the sorted entries.
+func (x *Index) buildStarts() {
+	bits := uint(0)
+	for bits < 32 && 4<<bits < len(x.sorted) {
+		bits++
+	}
+	x.shift = 64 - bits
+	n := 1 << bits
+	if cap(x.starts) >= n+1 {
+		x.starts = x.starts[:n+1]
+	} else {
+		x.starts = make([]uint32, n+1)
+	}
+	b := 0
+	for i := range x.sorted {
+		k := int(binary.BigEndian.Uint64(x.sorted[i].id[:8]) >> x.shift) // 0 when shift is 64
+		for b <= k {
+			x.starts[b] = uint32(i)
+			b++
+		}
+	}
+	for ; b <= n; b++ {
+		x.starts[b] = uint32(len(x.sorted))
+	}
 }
 
 // Compact sorts pending entries into the table. Call it after loading all
@@ -128,6 +162,10 @@ func (x *Index) Lookup(t pack.BlobType, id crypto.ID) []PackedBlob {
 func (x *Index) searchLocked(t pack.BlobType, id crypto.ID) int {
 	key := binary.BigEndian.Uint64(id[:8])
 	lo, hi := 0, len(x.sorted)
+	if len(x.starts) > 2 {
+		b := key >> x.shift
+		lo, hi = int(x.starts[b]), int(x.starts[b+1])
+	}
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)
 		e := &x.sorted[mid]

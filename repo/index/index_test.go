@@ -101,3 +101,71 @@ func TestIndexLookup(t *testing.T) {
 		t.Fatal("duplicate not listed")
 	}
 }
+
+// TestIndexLookupSizes looks up every blob of sorted tables of many sizes,
+// with ids that crowd the ends of the id space (where the bucket table's
+// edges are) and ids stored under both types.
+func TestIndexLookupSizes(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	for _, n := range []int{0, 1, 2, 3, 4, 5, 8, 9, 63, 64, 65, 1000, 70000} {
+		x := New()
+		var blobs []pack.Blob
+		for i := 0; i < n; i++ {
+			id := randID(rng)
+			switch i % 5 {
+			case 1:
+				clear(id[:7]) // near the start of the id space
+			case 2:
+				for k := range 7 {
+					id[k] = 0xff // near the end
+				}
+			}
+			blobs = append(blobs, pack.Blob{Type: pack.DataBlob, ID: id, Length: uint32(i + 1)})
+			if i%7 == 3 {
+				blobs = append(blobs, pack.Blob{Type: pack.TreeBlob, ID: id, Length: uint32(i + 2)})
+			}
+		}
+		x.AddPack(randID(rng), blobs)
+		x.Compact()
+		for _, b := range blobs {
+			got := x.Lookup(b.Type, b.ID)
+			if len(got) != 1 || got[0].Blob != b {
+				t.Fatalf("n=%d: lookup %v %v: %+v", n, b.Type, b.ID, got)
+			}
+		}
+		for i := 0; i < 100; i++ {
+			if id := randID(rng); x.Has(pack.DataBlob, id) {
+				t.Fatalf("n=%d: found unknown blob %v", n, id)
+			}
+		}
+		var zero, ones crypto.ID
+		for k := range ones {
+			ones[k] = 0xff
+		}
+		if x.Has(pack.DataBlob, zero) || x.Has(pack.DataBlob, ones) {
+			t.Fatalf("n=%d: found the first or last possible id", n)
+		}
+	}
+}
+
+func BenchmarkIndexHas(b *testing.B) {
+	rng := rand.New(rand.NewSource(9))
+	x := New()
+	f := randomFile(rng, 1000, 1000)
+	for _, p := range f.Packs {
+		x.AddPack(p.ID, p.Blobs)
+	}
+	x.Compact()
+	ids := make([]crypto.ID, 0, 1<<16)
+	for len(ids) < cap(ids) {
+		p := f.Packs[rng.Intn(len(f.Packs))]
+		ids = append(ids, p.Blobs[rng.Intn(len(p.Blobs))].ID)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		id := ids[i%len(ids)]
+		if !x.Has(pack.DataBlob, id) && !x.Has(pack.TreeBlob, id) {
+			b.Fatal("not found")
+		}
+	}
+}
