@@ -37,8 +37,8 @@ type entry struct {
 
 // Index is the in-memory blob index.
 type Index struct {
-	mu      sync.RWMutex
-	sorted  []entry
+	mu     sync.RWMutex
+	sorted []entry
 	// starts[b] is the first sorted entry whose id's leading bits (the
 	// top 64-shift bits of its first 8 bytes) are at least b.
 	starts  []uint32
