@@ -118,7 +118,7 @@ type CheckOptions struct {
 	Subset *Subset
 	// Workers is how many packs are checked at once (default GOMAXPROCS).
 	// Reading data holds one whole pack in memory per worker, and one per
-	// reader (two) loading the next.
+	// reader (CheckReaders) loading the next.
 	Workers int
 	// Progress, when set, is called (never concurrently) as Check advances.
 	Progress func(CheckProgress)
@@ -659,7 +659,7 @@ func (c *checker) checkPacks(ctx context.Context) error {
 	// workers verify them in the order they arrive (a large pack still
 	// being read holds up no worker). Reading and verifying overlap, and
 	// memory holds at most cap(free) packs.
-	const readers = 2
+	const readers = CheckReaders
 	free := make(chan []byte, c.opts.Workers+readers)
 	for range cap(free) {
 		free <- nil
@@ -765,9 +765,11 @@ func (c *checker) checkPacks(ctx context.Context) error {
 	return nil
 }
 
-// yieldEvery is how many stored bytes a check worker verifies between
-// yields to the pack readers.
-const yieldEvery = 1 << 20
+// CheckReaders is the number of goroutines that read packs for
+// check --read-data. They mostly wait for the disk, and should have Ps of
+// their own (GOMAXPROCS above CheckOptions.Workers), or each finished read
+// waits for a busy worker to be preempted before the next one is issued.
+const CheckReaders = 2
 
 // dedupBlobs drops repeated entries (a pack listed in two index files).
 func dedupBlobs(blobs []pack.Blob) []pack.Blob {
@@ -887,16 +889,9 @@ func (c *checker) checkPack(ctx context.Context, j packJob, lp loadedPack, buf [
 	}
 	var damagedIndexed, damagedExtra []BlobRef
 	var firstErr error
-	var sinceYield int64
 	for _, b := range toVerify {
 		if b.Type == pack.PaddingBlob {
 			continue
-		}
-		if sinceYield += int64(b.Length); sinceYield >= yieldEvery {
-			// Let a reader whose disk read has completed issue its next
-			// one now rather than at the next preemption (up to 10 ms).
-			runtime.Gosched()
-			sinceYield = 0
 		}
 		end := int64(b.Offset) + int64(b.Length)
 		var verr error

@@ -62,6 +62,7 @@ func runCheck(c *cli.Context) error {
 	setMemoryLimit(maintMemoryLimit)
 	e := newEnv(c)
 	opts := maint.CheckOptions{ReadData: c.Bool("read-data") || c.Bool("pack-hashes"), PackHashes: c.Bool("pack-hashes")}
+	opts.Workers = ioThreads(maint.CheckReaders)
 	if s := c.String("read-data-subset"); s != "" {
 		sub, err := maint.ParseSubset(s)
 		if err != nil {

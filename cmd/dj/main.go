@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"runtime/trace"
@@ -97,6 +98,21 @@ func startCPUProfile(file string, stderr io.Writer) func() {
 		return func() {}
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
+// ioThreads raises GOMAXPROCS by n above the cores and returns the cores,
+// for commands whose n reader goroutines feed CPU-bound workers (one per
+// core). With only as many Ps as cores, a reader whose disk read has
+// completed waits for a worker to be preempted (up to 10 ms) before it can
+// issue the next read, and the disk idles: `check --read-data` runs 14%
+// faster with its two readers on Ps of their own. GOMAXPROCS in the
+// environment wins.
+func ioThreads(n int) (cores int) {
+	cores = runtime.GOMAXPROCS(0)
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(cores + n)
+	}
+	return cores
 }
 
 // setMemoryLimit sets the Go runtime's soft memory limit to what a command
