@@ -280,6 +280,14 @@ func (f *fileNode) storeChunk(c *chunkMap, i int, b []byte) {
 		return
 	}
 	off := c.starts[i]
+	if size := int64(f.node.Size); off+int64(len(b)) > size {
+		// Content longer than the file's size (a damaged tree): a store
+		// past the end would make the kernel grow the file.
+		if off >= size {
+			return
+		}
+		b = b[:size-off]
+	}
 	go func() { _ = f.WriteCache(off, b) }()
 }
 

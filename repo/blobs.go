@@ -614,8 +614,46 @@ type rangeLoader interface {
 // read around the page cache widens it to 4096-byte boundaries.
 const rangeSlack = 2 * 4096
 
+// prefetcher is implemented by backends that can start reading a whole
+// file into a cache without waiting (the local backend: the page cache).
+type prefetcher interface {
+	Prefetch(ctx context.Context, h backend.Handle)
+}
+
+// maxTreePacks bounds the set of tree packs already prefetched; when it is
+// full it starts over.
+const maxTreePacks = 4096
+
+// prefetchTreePack asks the backend, once per pack, to start reading the
+// whole tree pack that holds a tree about to be loaded. Packs hold trees or
+// data, never both, and the trees of one snapshot sit together in a few
+// packs: a walk (find, tar, ls -R through a mount, restore, diff, check)
+// then reads each tree pack once, sequentially, instead of its trees one
+// by one in walk order with a disk round trip each.
+func (r *Repository) prefetchTreePack(ctx context.Context, h backend.Handle, pack crypto.ID) {
+	p, ok := r.be.(prefetcher)
+	if !ok {
+		return
+	}
+	r.treePacksMu.Lock()
+	_, seen := r.treePacks[pack]
+	if !seen {
+		if len(r.treePacks) >= maxTreePacks {
+			clear(r.treePacks)
+		}
+		r.treePacks[pack] = struct{}{}
+	}
+	r.treePacksMu.Unlock()
+	if !seen {
+		p.Prefetch(ctx, h)
+	}
+}
+
 func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []byte) ([]byte, error) {
 	h := backend.Handle{Type: backend.PackFile, Name: pb.PackID.String()}
+	if pb.Type == pack.TreeBlob {
+		r.prefetchTreePack(ctx, h, pb.PackID)
+	}
 	var sealed []byte
 	var err error
 	if rl, ok := r.be.(rangeLoader); ok {
