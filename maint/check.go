@@ -659,6 +659,12 @@ func (c *checker) checkPacks(ctx context.Context) error {
 	// workers verify them in the order they arrive (a large pack still
 	// being read holds up no worker). Reading and verifying overlap, and
 	// memory holds at most cap(free) packs.
+	var maxRead int64
+	for _, j := range jobs {
+		if j.read && j.size <= pack.MaxPackSize {
+			maxRead = max(maxRead, (j.size+4095)&^4095)
+		}
+	}
 	const readers = CheckReaders
 	free := make(chan []byte, c.opts.Workers+readers)
 	for range cap(free) {
@@ -686,6 +692,13 @@ func (c *checker) checkPacks(ctx context.Context) error {
 				case <-ctx.Done():
 					ready <- loadedPack{i: i, err: ctx.Err()}
 					continue
+				}
+				if buf == nil {
+					// Room for the largest pack at once: a buffer that
+					// grows pack by pack is garbage many times over. (Go
+					// aligns allocations this large to pages, as reads
+					// around the page cache want.)
+					buf = make([]byte, maxRead)
 				}
 				data, err := c.loadPack(ctx, jobs[i], buf)
 				ready <- loadedPack{i: i, data: data, buf: buf, err: err}
