@@ -246,6 +246,20 @@ func (t *Tree) Encode() ([]byte, error) {
 // each node carrying only what its type allows. Trees come from storage and
 // are treated as hostile.
 func Decode(b []byte) (*Tree, error) {
+	t, err := decodePlain(b)
+	if err != nil {
+		if t, err = decodeGeneral(b); err != nil {
+			return nil, err
+		}
+	}
+	if err := check(t); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// decodeGeneral parses a tree with a general JSON decoder.
+func decodeGeneral(b []byte) (*Tree, error) {
 	var w struct {
 		Nodes []*jsonNode `json:"nodes"`
 	}
@@ -261,25 +275,30 @@ func Decode(b []byte) (*Tree, error) {
 		nodes[i] = jn.node()
 		t.Nodes[i] = &nodes[i]
 	}
+	return &t, nil
+}
+
+// check validates a decoded tree (see Decode).
+func check(t *Tree) error {
 	for i, n := range t.Nodes {
 		if err := ValidName(n.Name); err != nil {
-			return nil, fmt.Errorf("decode tree: %w", err)
+			return fmt.Errorf("decode tree: %w", err)
 		}
 		if i > 0 && t.Nodes[i-1].Name >= n.Name {
-			return nil, fmt.Errorf("decode tree: nodes not sorted or duplicated at %q", n.Name)
+			return fmt.Errorf("decode tree: nodes not sorted or duplicated at %q", n.Name)
 		}
 		switch n.Type {
 		case Dir:
 			if n.Subtree == nil {
-				return nil, fmt.Errorf("decode tree: directory %q has no subtree", n.Name)
+				return fmt.Errorf("decode tree: directory %q has no subtree", n.Name)
 			}
 		case File, Symlink, Dev, CharDev, FIFO, Socket, Irregular:
 			if n.Subtree != nil {
-				return nil, fmt.Errorf("decode tree: %s %q has a subtree", n.Type, n.Name)
+				return fmt.Errorf("decode tree: %s %q has a subtree", n.Type, n.Name)
 			}
 		default:
-			return nil, fmt.Errorf("decode tree: node %q has unknown type %q", n.Name, n.Type)
+			return fmt.Errorf("decode tree: node %q has unknown type %q", n.Name, n.Type)
 		}
 	}
-	return &t, nil
+	return nil
 }
