@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -624,27 +625,35 @@ type prefetcher interface {
 // full it starts over.
 const maxTreePacks = 4096
 
-// prefetchTreePack asks the backend, once per pack, to start reading the
-// whole tree pack that holds a tree about to be loaded. Packs hold trees or
-// data, never both, and the trees of one snapshot sit together in a few
-// packs: a walk (find, tar, ls -R through a mount, restore, diff, check)
-// then reads each tree pack once, sequentially, instead of its trees one
-// by one in walk order with a disk round trip each.
+// treePackRefresh is how long a prefetched tree pack counts as cached: a
+// walk that outlasts it asks again, which costs the kernel only a look at
+// its page cache when the pack is still there and brings it back when
+// memory pressure (or drop_caches) took it.
+const treePackRefresh = 200 * time.Millisecond
+
+// prefetchTreePack asks the backend to start reading the whole tree pack
+// that holds a tree about to be loaded, once per treePackRefresh. Packs
+// hold trees or data, never both, and the trees of one snapshot sit
+// together in a few packs: a walk (find, tar, ls -R through a mount,
+// restore, diff, check) then reads each tree pack sequentially, instead
+// of its trees one by one in walk order with a disk round trip each.
 func (r *Repository) prefetchTreePack(ctx context.Context, h backend.Handle, pack crypto.ID) {
 	p, ok := r.be.(prefetcher)
 	if !ok {
 		return
 	}
+	now := time.Now()
 	r.treePacksMu.Lock()
-	_, seen := r.treePacks[pack]
-	if !seen {
+	last, seen := r.treePacks[pack]
+	due := !seen || now.Sub(last) > treePackRefresh
+	if due {
 		if len(r.treePacks) >= maxTreePacks {
 			clear(r.treePacks)
 		}
-		r.treePacks[pack] = struct{}{}
+		r.treePacks[pack] = now
 	}
 	r.treePacksMu.Unlock()
-	if !seen {
+	if due {
 		p.Prefetch(ctx, h)
 	}
 }

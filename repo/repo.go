@@ -20,6 +20,7 @@ import (
 	"os/user"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -91,7 +92,7 @@ type Repository struct {
 	// treePacks remembers the tree packs whose whole content the backend
 	// was asked to prefetch (see prefetchTreePack).
 	treePacksMu sync.Mutex
-	treePacks   map[crypto.ID]struct{}
+	treePacks   map[crypto.ID]time.Time // when each was last prefetched
 
 	packer *packer
 }
@@ -193,7 +194,7 @@ func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options
 		opts.KDF = &crypto.DefaultKDF
 	}
 	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, idx: index.New(), indexFiles: map[crypto.ID]*index.File{}, listedIndex: map[crypto.ID]bool{},
-		pending: index.New(), pendingMarks: map[crypto.ID]int64{}, bufPool: make(chan []byte, 3*runtime.GOMAXPROCS(0)+2), zeroIDs: map[int]crypto.ID{}, treePacks: map[crypto.ID]struct{}{}}
+		pending: index.New(), pendingMarks: map[crypto.ID]int64{}, bufPool: make(chan []byte, 3*runtime.GOMAXPROCS(0)+2), zeroIDs: map[int]crypto.ID{}, treePacks: map[crypto.ID]time.Time{}}
 	var err error
 	if level != 0 {
 		// No frame checksum: every blob is sealed and its plaintext hashed
