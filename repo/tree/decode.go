@@ -212,30 +212,24 @@ func (d *plainDecoder) bytes() ([]byte, error) {
 	return out[:n], nil
 }
 
-// object calls field for each key of an object; field consumes the value.
-func (d *plainDecoder) object(field func(key []byte) error) error {
-	if err := d.expect('{'); err != nil {
+// list calls item for each element of the array or object that open and
+// close delimit; item consumes the element.
+func (d *plainDecoder) list(open, close byte, item func() error) error {
+	if err := d.expect(open); err != nil {
 		return err
 	}
-	if d.next() == '}' {
+	if d.next() == close {
 		d.pos++
 		return nil
 	}
 	for {
-		key, err := d.key()
-		if err != nil {
-			return err
-		}
-		if err := d.expect(':'); err != nil {
-			return err
-		}
-		if err := field(key); err != nil {
+		if err := item(); err != nil {
 			return err
 		}
 		switch d.next() {
 		case ',':
 			d.pos++
-		case '}':
+		case close:
 			d.pos++
 			return nil
 		default:
@@ -244,29 +238,23 @@ func (d *plainDecoder) object(field func(key []byte) error) error {
 	}
 }
 
-// array calls elem for each element of an array; elem consumes it.
-func (d *plainDecoder) array(elem func() error) error {
-	if err := d.expect('['); err != nil {
-		return err
-	}
-	if d.next() == ']' {
-		d.pos++
-		return nil
-	}
-	for {
-		if err := elem(); err != nil {
+// object calls field for each key of an object; field consumes the value.
+func (d *plainDecoder) object(field func(key []byte) error) error {
+	return d.list('{', '}', func() error {
+		key, err := d.key()
+		if err != nil {
 			return err
 		}
-		switch d.next() {
-		case ',':
-			d.pos++
-		case ']':
-			d.pos++
-			return nil
-		default:
-			return errNotPlain
+		if err := d.expect(':'); err != nil {
+			return err
 		}
-	}
+		return field(key)
+	})
+}
+
+// array calls elem for each element of an array; elem consumes it.
+func (d *plainDecoder) array(elem func() error) error {
+	return d.list('[', ']', elem)
 }
 
 func (d *plainDecoder) tree() ([]Node, error) {
