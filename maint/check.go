@@ -636,6 +636,11 @@ func (c *checker) checkPacks(ctx context.Context) error {
 		for i := range jobs {
 			jobs[i].read = chosen[jobs[i].id]
 		}
+		// Largest packs first: the pass then ends on small ones, and no
+		// core waits alone on a large pack at the end.
+		sort.SliceStable(jobs, func(a, b int) bool {
+			return jobs[a].read && !jobs[b].read || jobs[a].read == jobs[b].read && jobs[a].size > jobs[b].size
+		})
 	}
 	var totalBytes int64
 	for _, j := range jobs {
