@@ -273,6 +273,9 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 // out: the kernel locks the pages a READ fills, and a store into them
 // before the reply would wait on itself.
 func (f *fileNode) storeChunk(c *chunkMap, i int, b []byte) {
+	if c.stored[i].Load() {
+		return // the common case on a random reader's later reads
+	}
 	if _, parent := f.Parent(); parent == nil {
 		return // not in a mounted tree (unit tests)
 	}
