@@ -16,6 +16,11 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Writer:               stdout,
 		ErrWriter:            stderr,
 		EnableBashCompletion: true,
+		// Flag values are never split at commas by the flag parser: an
+		// exclude pattern may hold a comma, and a --tag filter "a,b" means
+		// "both a and b" (restic's tag lists). Commands that take
+		// comma-separated lists split them themselves (splitTags).
+		DisableSliceFlagSeparator: true,
 		HideHelpCommand:      true,
 		Description: `dj backs up directories into a repository (a local directory, or a 'dj serve'
 REST server: -r rest:http://host:port/), deduplicated, compressed and encrypted,
