@@ -21,7 +21,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		// "both a and b" (restic's tag lists). Commands that take
 		// comma-separated lists split them themselves (splitTags).
 		DisableSliceFlagSeparator: true,
-		HideHelpCommand:      true,
+		HideHelpCommand:           true,
 		Description: `dj backs up directories into a repository (a local directory, or a 'dj serve'
 REST server: -r rest:http://host:port/), deduplicated, compressed and encrypted,
 and shows every snapshot as an ordinary directory tree with 'dj mount'.
