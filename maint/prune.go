@@ -38,8 +38,23 @@ package maint
 //     (a repacked P is marked only after its used blobs sit in new, indexed
 //     packs).
 // Packs that no index names (left by an interrupted backup, or uploaded by
-// a backup that is still running) are deleted only when older than
-// KeepDelete and no live writer lock is older than the pack.
+// a backup that is still running) are deleted when
+//
+//	(d) the pack was written more than ClockSkew before this prune listed
+//	    the locks, and
+//	(e) no live writer lock was created before the pack's time + ClockSkew.
+//
+// Why no running operation loses a pack it will publish. A writer takes its
+// lock before it writes any pack. If its lock was in the listing and live,
+// it was created before each of its packs, so (e) keeps them. If its lock
+// was not in the listing, it was created after the listing, so all its
+// packs are younger than the listing and (d) keeps them. If its lock was
+// listed but stale (not refreshed for LockStaleAfter), the writer has lost
+// its lock: a dj process whose lock went unrefreshed for longer than
+// LockStaleAfter - LockRefreshInterval refuses to write an index or a
+// snapshot (repo.ErrLockLost), so the packs it wrote are never named by
+// anything. Unindexed packs that are still too young are kept and reported
+// with the time from which a prune may delete them.
 //
 // Crash safety: every step writes before it deletes. New packs are uploaded
 // before the index that names them; the new index is written before the
@@ -106,7 +121,8 @@ type PrunePlan struct {
 	Resurrect                 []crypto.ID // pending packs a snapshot needs again
 	Unindexed                 []crypto.ID // packs no index names, old enough to delete
 	UnindexedBytes            int64
-	KeptPending               int // pending packs not yet old enough
+	UnindexedWaiting          []WaitingPack // packs no index names, too young to delete yet
+	KeptPending               int           // pending packs not yet old enough
 	FreedBytesNow, FreedLater int64
 	WaitingForWriter          bool
 	MissingBlobs              []BlobRef // used but not in any index: prune refuses
@@ -117,6 +133,17 @@ type PrunePlan struct {
 	packBlobs                 map[crypto.ID][]pack.Blob
 	pendingKeep               map[crypto.ID]int64
 	supersedes                []crypto.ID
+}
+
+// WaitingPack is a pack that prune leaves for now, with the earliest time
+// a later prune may delete it (zero when that depends on a running writer:
+// it becomes deletable once the writer is done).
+type WaitingPack struct {
+	ID          crypto.ID
+	Size        int64
+	DeletableAt time.Time
+	// Writer is true when a live writer lock older than the pack keeps it.
+	Writer bool
 }
 
 // ErrMissingBlobs means snapshots need blobs that no pack holds: the
@@ -333,11 +360,20 @@ func PlanPrune(ctx context.Context, r *repo.Repository, opts PruneOptions) (*Pru
 		if _, ok := marks[id]; ok {
 			return nil
 		}
-		// A pack of unknown age counts as young: it may be a running backup's.
-		old := !fi.ModTime.IsZero() && opts.Now.Sub(fi.ModTime) >= opts.KeepDelete && !writerBlocks(fi.ModTime)
-		if opts.InstantDelete || old {
+		// Rules (d) and (e) of the safety argument. opts.Now was taken
+		// before the locks were listed. A pack of unknown age counts as
+		// young: it may be a running backup's.
+		switch {
+		case opts.InstantDelete,
+			!fi.ModTime.IsZero() && opts.Now.Sub(fi.ModTime) >= opts.ClockSkew && !writerBlocks(fi.ModTime):
 			plan.Unindexed = append(plan.Unindexed, id)
 			plan.UnindexedBytes += fi.Size
+		default:
+			w := WaitingPack{ID: id, Size: fi.Size, Writer: writerBlocks(fi.ModTime)}
+			if !fi.ModTime.IsZero() && !w.Writer {
+				w.DeletableAt = fi.ModTime.Add(opts.ClockSkew)
+			}
+			plan.UnindexedWaiting = append(plan.UnindexedWaiting, w)
 		}
 		return nil
 	})
@@ -367,6 +403,9 @@ func PlanPrune(ctx context.Context, r *repo.Repository, opts PruneOptions) (*Pru
 	sortIDs(plan.Delete)
 	sortIDs(plan.Resurrect)
 	sortIDs(plan.Unindexed)
+	sort.Slice(plan.UnindexedWaiting, func(i, j int) bool {
+		return plan.UnindexedWaiting[i].ID.String() < plan.UnindexedWaiting[j].ID.String()
+	})
 	return plan, nil
 }
 
@@ -485,7 +524,11 @@ func (p *PrunePlan) Execute(ctx context.Context, r *repo.Repository, opts PruneO
 		}
 	}
 
-	// 3. Delete packs that no index needs any more.
+	// 3. Delete packs that no index needs any more; not if our own lock
+	// was lost meanwhile (another prune may be at work).
+	if err := r.CheckLocks(); err != nil {
+		return st, err
+	}
 	del := append(append([]crypto.ID(nil), p.Delete...), p.Unindexed...)
 	if opts.InstantDelete {
 		del = append(del, markNow...)

@@ -283,10 +283,19 @@ func TestPruneRefusesWhenBlobsAreMissing(t *testing.T) {
 	}
 }
 
-func TestPruneUnindexedPacksWaitForKeepDelete(t *testing.T) {
+// TestPruneUnindexedPacks: the packs of an interrupted backup (no index
+// names them, no lock covers them) are deleted by a plain prune once they
+// are older than the clock-skew margin, whatever --keep-delete says;
+// younger ones are kept and named with the time they become deletable.
+func TestPruneUnindexedPacks(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.snapshot(f.open(), f.blob(10<<10))
+	countPacks := func() (n int) {
+		f.be.List(ctx, backend.PackFile, func(backend.FileInfo) error { n++; return nil })
+		return n
+	}
+	before := countPacks()
 	// An interrupted backup: a pack without index.
 	r := f.open()
 	if _, err := r.LoadIndex(ctx, false); err != nil {
@@ -296,12 +305,52 @@ func TestPruneUnindexedPacksWaitForKeepDelete(t *testing.T) {
 	if _, err := r.FlushPacks(ctx); err != nil {
 		t.Fatal(err)
 	}
-	plan := prune(t, f.open(), maint.PruneOptions{KeepDelete: maint.DefaultKeepDelete})
+	written := time.Now()
+	plan := prune(t, f.open(), maint.PruneOptions{KeepDelete: maint.DefaultKeepDelete, DryRun: true})
 	if len(plan.Unindexed) != 0 {
-		t.Fatal("a young unindexed pack was deleted")
+		t.Fatal("a pack written seconds ago was deleted: it may be a running backup's")
 	}
-	plan = prune(t, f.open(), maint.PruneOptions{KeepDelete: maint.DefaultKeepDelete, Now: time.Now().Add(25 * time.Hour)})
-	if len(plan.Unindexed) != 1 {
-		t.Fatalf("old unindexed pack not deleted: %d", len(plan.Unindexed))
+	if len(plan.UnindexedWaiting) != 1 {
+		t.Fatalf("the young unindexed pack is not named: %+v", plan.UnindexedWaiting)
+	}
+	w := plan.UnindexedWaiting[0]
+	if w.Writer || w.DeletableAt.Before(written.Add(4*time.Minute)) || w.DeletableAt.After(written.Add(6*time.Minute)) {
+		t.Fatalf("deletable at %v, want about 5 minutes after %v", w.DeletableAt, written)
+	}
+	// Ten minutes later a plain prune (24h keep-delete) deletes it.
+	plan = prune(t, f.open(), maint.PruneOptions{KeepDelete: maint.DefaultKeepDelete, Now: time.Now().Add(10 * time.Minute)})
+	if len(plan.Unindexed) != 1 || len(plan.UnindexedWaiting) != 0 {
+		t.Fatalf("old unindexed pack not deleted: %d deleted, %d waiting", len(plan.Unindexed), len(plan.UnindexedWaiting))
+	}
+	if n := countPacks(); n != before {
+		t.Fatalf("%d packs left, want the snapshot's %d", n, before)
+	}
+}
+
+// TestPruneUnindexedPacksOfRunningBackup: a live writer lock older than an
+// unindexed pack keeps it, however old the pack is.
+func TestPruneUnindexedPacksOfRunningBackup(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.snapshot(f.open(), f.blob(10<<10))
+	r := f.open()
+	lock, err := r.Lock(ctx, repo.LockShared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Unlock(ctx)
+	if _, err := r.LoadIndex(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	r.SaveBlob(ctx, pack.DataBlob, f.blob(10<<10))
+	if _, err := r.FlushPacks(ctx); err != nil {
+		t.Fatal(err)
+	}
+	plan := prune(t, f.open(), maint.PruneOptions{KeepDelete: maint.DefaultKeepDelete, Now: time.Now().Add(20 * time.Minute)})
+	if len(plan.Unindexed) != 0 {
+		t.Fatal("the pack of a running backup was deleted")
+	}
+	if len(plan.UnindexedWaiting) != 1 || !plan.UnindexedWaiting[0].Writer {
+		t.Fatalf("the running backup's pack is not named as waiting for it: %+v", plan.UnindexedWaiting)
 	}
 }

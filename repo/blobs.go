@@ -402,6 +402,9 @@ func (r *Repository) Compress(plain []byte) ([]byte, bool) { return r.compress(p
 
 // SaveIndexFile writes an index file.
 func (r *Repository) SaveIndexFile(ctx context.Context, f *index.File) (crypto.ID, error) {
+	if err := r.locks.check(); err != nil {
+		return crypto.ID{}, err
+	}
 	id, err := r.SaveFile(ctx, backend.IndexFile, f.Encode())
 	if err != nil {
 		return id, fmt.Errorf("save index: %w", err)

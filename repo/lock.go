@@ -39,6 +39,19 @@ const (
 // ErrLocked means a conflicting lock is held.
 var ErrLocked = errors.New("repository is locked")
 
+// ErrLockLost means a held lock went unrefreshed for so long that other
+// processes may have taken it for stale (a suspended machine, a stopped
+// process, storage that was unreachable). A prune may then have deleted
+// packs this process wrote, so the process must not write an index or a
+// snapshot that could refer to them.
+var ErrLockLost = errors.New("the repository lock was lost (not refreshed in time); nothing more was written")
+
+// lockLostAfter is how long a lock may go without a successful refresh
+// before its holder treats it as lost: a refresh interval short of
+// LockStaleAfter, so the holder gives up before anyone else may call the
+// lock stale.
+const lockLostAfter = LockStaleAfter - LockRefreshInterval
+
 // LockInfo is the content of a lock file.
 type LockInfo struct {
 	Time      time.Time `json:"time"`    // last refresh
@@ -87,6 +100,31 @@ type Lock struct {
 	stop   chan struct{}
 	done   chan struct{}
 	failed error
+	// lastOK is the wall-clock time of the last lock file written
+	// successfully (monotonic reading stripped: a suspended machine's
+	// monotonic clock stands still, the wall clock does not).
+	lastOK time.Time
+	lost   bool
+}
+
+// Check returns ErrLockLost if the lock has, at any moment since it was
+// taken, gone longer than lockLostAfter without a successful refresh.
+// Once lost, a lock stays lost: a refresh that succeeds later cannot undo
+// what others did while it looked stale.
+func (l *Lock) Check() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.checkLocked(time.Now().Round(0))
+}
+
+func (l *Lock) checkLocked(now time.Time) error {
+	if !l.lost && now.Sub(l.lastOK) > lockLostAfter {
+		l.lost = true
+	}
+	if l.lost {
+		return fmt.Errorf("%w (lock %s, last refreshed %s)", ErrLockLost, l.id.Short(), l.lastOK.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // ListLocks loads every lock file; unreadable ones are skipped.
@@ -189,7 +227,8 @@ func (r *Repository) Lock(ctx context.Context, kind LockKind) (*Lock, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	l := &Lock{r: r, info: li, id: id, stop: make(chan struct{}), done: make(chan struct{})}
+	l := &Lock{r: r, info: li, id: id, stop: make(chan struct{}), done: make(chan struct{}), lastOK: now.Round(0)}
+	r.locks.add(l)
 	go l.refresh()
 	return l, nil
 }
@@ -207,11 +246,19 @@ func (l *Lock) refresh() {
 			l.mu.Lock()
 			info := l.info
 			info.Time = time.Now()
+			if l.checkLocked(info.Time.Round(0)) != nil {
+				// Lost: writing the lock again would make it look
+				// live to others although they may have acted on it.
+				l.mu.Unlock()
+				cancel()
+				return
+			}
 			old := l.id
 			id, err := l.r.writeLock(ctx, &info)
 			if err == nil {
 				l.id = id
 				l.info = info
+				l.lastOK = info.Time.Round(0)
 				_ = l.r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: old.String()})
 			} else {
 				l.failed = err
@@ -237,6 +284,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	}
 	close(l.stop)
 	<-l.done
+	l.r.locks.remove(l)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: l.id.String()})
@@ -260,3 +308,46 @@ func (r *Repository) RemoveLocks(ctx context.Context, all bool) (int, error) {
 	}
 	return n, nil
 }
+
+// heldLocks is the set of locks this repository handle holds; writes that
+// publish references to packs (index and snapshot files) check them first.
+type heldLocks struct {
+	mu  sync.Mutex
+	set map[*Lock]bool
+}
+
+func (h *heldLocks) add(l *Lock) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.set == nil {
+		h.set = map[*Lock]bool{}
+	}
+	h.set[l] = true
+}
+
+func (h *heldLocks) remove(l *Lock) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.set, l)
+}
+
+// check returns ErrLockLost if any held lock was lost.
+func (h *heldLocks) check() error {
+	h.mu.Lock()
+	locks := make([]*Lock, 0, len(h.set))
+	for l := range h.set {
+		locks = append(locks, l)
+	}
+	h.mu.Unlock()
+	for _, l := range locks {
+		if err := l.Check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CheckLocks returns ErrLockLost if a lock taken through this handle was
+// lost. Operations that delete or publish check it before each step that
+// others could have invalidated while the lock looked stale.
+func (r *Repository) CheckLocks() error { return r.locks.check() }

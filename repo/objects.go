@@ -42,6 +42,9 @@ func (r *Repository) SaveTree(ctx context.Context, t *tree.Tree) (crypto.ID, boo
 
 // SaveSnapshot writes a snapshot file and sets sn.ID.
 func (r *Repository) SaveSnapshot(ctx context.Context, sn *snapshot.Snapshot) error {
+	if err := r.locks.check(); err != nil {
+		return err
+	}
 	b, err := json.Marshal(sn)
 	if err != nil {
 		return err

@@ -95,6 +95,10 @@ type Repository struct {
 	treePacks   map[crypto.ID]time.Time // when each was last prefetched
 
 	packer *packer
+
+	// locks are the locks taken through this handle: SaveIndexFile and
+	// SaveSnapshot refuse to write once one of them is lost.
+	locks heldLocks
 }
 
 // Init creates a new repository in an empty backend with password as its

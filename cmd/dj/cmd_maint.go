@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -124,6 +125,7 @@ func runPrune(e *env, r *repo.Repository, opts maint.PruneOptions) error {
 			"packs_resurrected":  idStrings(plan.Resurrect), "packs_pending": plan.KeptPending,
 			"freed_bytes_now": plan.FreedBytesNow, "freed_bytes_later": plan.FreedLater,
 			"blobs_moved": stats.BlobsMoved, "packs_written": stats.PacksWritten,
+			"unindexed_packs_waiting": waitingJSON(plan.UnindexedWaiting),
 		})
 		return err
 	}
@@ -149,6 +151,35 @@ func runPrune(e *env, r *repo.Repository, opts maint.PruneOptions) error {
 		}
 		e.printf("%s stays in %d packs marked for deletion, to be freed by a prune %s\n", formatBytes(uint64(plan.FreedLater)), plan.KeptPending+len(plan.Mark)+len(plan.Repack), why)
 	}
+	if w := plan.UnindexedWaiting; len(w) > 0 {
+		var size int64
+		var latest time.Time
+		writer := false
+		for _, p := range w {
+			size += p.Size
+			writer = writer || p.Writer || p.DeletableAt.IsZero()
+			if p.DeletableAt.After(latest) {
+				latest = p.DeletableAt
+			}
+		}
+		when := "by a prune after " + latest.Local().Format("2006-01-02 15:04:05")
+		if writer {
+			when = "once the backups that may own them finish (or their locks go stale)"
+			if !latest.IsZero() {
+				when += ", the last after " + latest.Local().Format("2006-01-02 15:04:05")
+			}
+		}
+		e.printf("kept %d unindexed packs (%s) too young to delete (they may belong to a running backup): deletable %s\n", len(w), formatBytes(uint64(size)), when)
+		if e.verbose {
+			for _, p := range w {
+				at := "when the running backup is done"
+				if !p.DeletableAt.IsZero() {
+					at = "after " + p.DeletableAt.Local().Format("2006-01-02 15:04:05")
+				}
+				e.printf("  unindexed %s %s, deletable %s\n", p.ID, formatBytes(uint64(p.Size)), at)
+			}
+		}
+	}
 	if opts.DryRun && e.verbose {
 		for _, id := range plan.Mark {
 			e.printf("  mark    %s\n", id)
@@ -161,6 +192,19 @@ func runPrune(e *env, r *repo.Repository, opts maint.PruneOptions) error {
 		}
 	}
 	return err
+}
+
+// waitingJSON lists the unindexed packs prune left for later.
+func waitingJSON(w []maint.WaitingPack) []map[string]any {
+	out := make([]map[string]any, 0, len(w))
+	for _, p := range w {
+		m := map[string]any{"id": p.ID.String(), "size": p.Size, "waiting_for_writer": p.Writer}
+		if !p.DeletableAt.IsZero() {
+			m["deletable_at"] = p.DeletableAt
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 func forgetCommand() *cli.Command {
