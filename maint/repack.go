@@ -12,6 +12,7 @@ import (
 	"dj/repo"
 	"dj/repo/crypto"
 	"dj/repo/index"
+	"dj/repo/pack"
 )
 
 // RepackOptions tune Repack.
@@ -41,7 +42,8 @@ type RepackStats struct {
 	BlobsRecompressed int   `json:"blobs_recompressed"`
 	BytesBefore       int64 `json:"bytes_before"`
 	BytesAfter        int64 `json:"bytes_after"`
-	DryRun            bool  `json:"dry_run"`
+	DryRun            bool  `json:"dry_run"` // PacksWritten, PacksAfter and BytesAfter are estimates then
+
 }
 
 // Repack rewrites small packs into full ones (and, with Compression, every
@@ -80,9 +82,35 @@ func Repack(ctx context.Context, r *repo.Repository, opts RepackOptions) (Repack
 		st.BytesBefore += packBytes(packs[id])
 	}
 	st.PacksRewritten = len(chosen)
-	if opts.DryRun || len(chosen) == 0 {
+	if len(chosen) == 0 {
 		st.PacksAfter = st.PacksBefore
-		st.BytesAfter = st.BytesBefore
+		return st, nil
+	}
+	if opts.DryRun {
+		// The same plan as the real run below: the same packs, the same
+		// blobs (each once); only the number of new packs is an estimate,
+		// since the writer spreads blobs over several open packs at random.
+		bytesByType := map[pack.BlobType]int64{}
+		done := map[BlobRef]bool{}
+		for _, pid := range chosen {
+			for _, b := range packs[pid] {
+				ref := BlobRef{b.Type, b.ID}
+				if done[ref] {
+					continue
+				}
+				done[ref] = true
+				st.BlobsMoved++
+				if opts.Compression != "" {
+					st.BlobsRecompressed++
+				}
+				bytesByType[b.Type] += int64(b.Length)
+				st.BytesAfter += int64(b.Length)
+			}
+		}
+		for _, n := range bytesByType {
+			st.PacksWritten += int((n + int64(opts.PackSize) - 1) / int64(opts.PackSize))
+		}
+		st.PacksAfter = st.PacksBefore - len(chosen) + st.PacksWritten
 		return st, nil
 	}
 	r.SetPackSize(opts.PackSize)

@@ -599,12 +599,16 @@ Examples:
 			if err != nil {
 				return err
 			}
-			e.printf("packs: %d before, %d after (%d rewritten into %d)\n", st.PacksBefore, st.PacksAfter, st.PacksRewritten, st.PacksWritten)
-			e.printf("blobs moved: %d, recompressed: %d\n", st.BlobsMoved, st.BlobsRecompressed)
-			e.printf("stored bytes of rewritten packs: %s before, %s after (%s saved)\n",
-				formatBytes(uint64(st.BytesBefore)), formatBytes(uint64(st.BytesAfter)), formatBytes(uint64(max(0, st.BytesBefore-st.BytesAfter))))
+			about := ""
 			if opts.DryRun {
-				e.printf("dry run: nothing was written\n")
+				about = "about "
+			}
+			e.printf("packs: %d before, %s%d after (%d rewritten into %s%d)\n", st.PacksBefore, about, st.PacksAfter, st.PacksRewritten, about, st.PacksWritten)
+			e.printf("blobs moved: %d, recompressed: %d\n", st.BlobsMoved, st.BlobsRecompressed)
+			e.printf("stored bytes of rewritten packs: %s before, %s%s after (%s saved)\n",
+				formatBytes(uint64(st.BytesBefore)), about, formatBytes(uint64(st.BytesAfter)), formatBytes(uint64(max(0, st.BytesBefore-st.BytesAfter))))
+			if opts.DryRun {
+				e.printf("dry run: nothing was written (the new pack count and sizes are estimates)\n")
 			}
 			return nil
 		},
