@@ -151,7 +151,9 @@ func (r *CheckResult) OK() bool { return r.Errors == 0 }
 
 // Subset selects the packs that --read-data-subset reads: packs whose id's
 // first byte modulo M is N-1 ("n/m"), a random share of the packs ("x%"), or
-// random packs up to a total size ("5G").
+// random data packs until at least a total size is reached ("5G"; as in
+// restic, the size is a lower bound: a subset of 10M reads at least one data
+// pack whatever its size).
 type Subset struct {
 	N, M     int
 	Fraction float64
@@ -224,7 +226,8 @@ func (s *Subset) String() string {
 }
 
 // choose returns the packs of the subset.
-func (s *Subset) choose(ids []crypto.ID, sizes map[crypto.ID]int64) map[crypto.ID]bool {
+// isData tells data packs from tree packs.
+func (s *Subset) choose(ids []crypto.ID, sizes map[crypto.ID]int64, isData func(crypto.ID) bool) map[crypto.ID]bool {
 	out := map[crypto.ID]bool{}
 	if s == nil {
 		for _, id := range ids {
@@ -249,10 +252,13 @@ func (s *Subset) choose(ids []crypto.ID, sizes map[crypto.ID]int64) map[crypto.I
 		}
 		return out
 	}
+	// Data packs first (in random order): the size counts the data that is
+	// read; tree packs are read by every check's walk anyway.
+	sort.SliceStable(order, func(i, j int) bool { return isData(order[i]) && !isData(order[j]) })
 	var total int64
 	for _, id := range order {
-		if total+sizes[id] > s.Bytes {
-			continue
+		if total >= s.Bytes {
+			break
 		}
 		total += sizes[id]
 		out[id] = true
@@ -632,7 +638,10 @@ func (c *checker) checkPacks(ctx context.Context) error {
 				ids = append(ids, j.id)
 			}
 		}
-		chosen := c.opts.Subset.choose(ids, c.stored)
+		chosen := c.opts.Subset.choose(ids, c.stored, func(id crypto.ID) bool {
+			blobs := c.indexed[id]
+			return len(blobs) > 0 && blobs[0].Type == pack.DataBlob
+		})
 		for i := range jobs {
 			jobs[i].read = chosen[jobs[i].id]
 		}

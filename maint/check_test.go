@@ -728,10 +728,11 @@ func TestSubsetChoose(t *testing.T) {
 		ids = append(ids, id)
 		sizes[id] = 100
 	}
+	all := func(crypto.ID) bool { return true }
 	// n/m partitions the packs.
 	total := 0
 	for n := 1; n <= 3; n++ {
-		got := (&Subset{N: n, M: 3}).choose(ids, sizes)
+		got := (&Subset{N: n, M: 3}).choose(ids, sizes, all)
 		for id := range got {
 			if int(id[0])%3 != n-1 {
 				t.Fatalf("%s in bucket %d", id.Short(), n)
@@ -742,13 +743,34 @@ func TestSubsetChoose(t *testing.T) {
 	if total != len(ids) {
 		t.Fatalf("buckets cover %d of %d packs", total, len(ids))
 	}
-	if got := (&Subset{Fraction: 0.1}).choose(ids, sizes); len(got) != 52 {
+	if got := (&Subset{Fraction: 0.1}).choose(ids, sizes, all); len(got) != 52 {
 		t.Fatalf("10%% chose %d packs", len(got))
 	}
-	if got := (&Subset{Bytes: 1050}).choose(ids, sizes); len(got) != 10 {
+	// A size is a lower bound (restic's meaning): 1050 bytes of 100-byte
+	// packs read 11 of them.
+	if got := (&Subset{Bytes: 1050}).choose(ids, sizes, all); len(got) != 11 {
 		t.Fatalf("1050 bytes chose %d packs", len(got))
 	}
-	if got := (*Subset)(nil).choose(ids, sizes); len(got) != len(ids) {
+	// 10M of a repository whose data packs are 16 MiB each reads one data
+	// pack, never only the small tree packs.
+	big := map[crypto.ID]int64{}
+	isData := func(id crypto.ID) bool { return id[0]%8 == 0 }
+	for _, id := range ids {
+		big[id] = 2 << 10
+		if isData(id) {
+			big[id] = 16 << 20
+		}
+	}
+	got := (&Subset{Bytes: 10 << 20}).choose(ids, big, isData)
+	if len(got) != 1 {
+		t.Fatalf("10M of 16 MiB data packs chose %d packs", len(got))
+	}
+	for id := range got {
+		if !isData(id) {
+			t.Fatal("10M chose a tree pack instead of a data pack")
+		}
+	}
+	if got := (*Subset)(nil).choose(ids, sizes, all); len(got) != len(ids) {
 		t.Fatal("nil subset is not everything")
 	}
 }

@@ -25,7 +25,7 @@ tile the pack, and each blob are sealed, and each blob must hash to its id);
 --pack-hashes adds restic's comparison of each pack's SHA-256 with its name.
 --read-data-subset reads a part of them (n/m: the packs
 of bucket n of m, so m runs cover everything; x%: a random share; a size like 5G:
-random packs up to that size).
+random data packs until at least that much is read).
 
 Each problem names the pack and the blobs concerned and, for lost data, the files
 and directories of the snapshots that are affected. Packs that no index names
