@@ -5,9 +5,10 @@ GO        ?= go
 BIN       := bin/dj
 VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
-# Packages the tests need: FUSE, and rsync/attr/acl for the round-trip checks.
-TEST_DEBS := fuse3 rsync attr acl
-TEST_CMDS := fusermount3 rsync getfattr setfacl
+# Packages the tests need: FUSE, rsync/attr/acl for the round-trip checks,
+# and restic (0.14 on Debian 12) for the agreement tests.
+TEST_DEBS := fuse3 rsync attr acl restic
+TEST_CMDS := fusermount3 rsync getfattr setfacl restic
 BENCH_DEBS := restic time fio
 DEMO      := demo
 
