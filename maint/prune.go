@@ -41,7 +41,8 @@ package maint
 // a backup that is still running) are deleted when
 //
 //	(d) the pack was written more than ClockSkew before this prune listed
-//	    the locks, and
+//	    the locks (or KeepDelete, when that is shorter: whoever sets it
+//	    below the clock skew says the clocks agree), and
 //	(e) no live writer lock was created before the pack's time + ClockSkew.
 //
 // Why no running operation loses a pack it will publish. A writer takes its
@@ -348,7 +349,9 @@ func PlanPrune(ctx context.Context, r *repo.Repository, opts PruneOptions) (*Pru
 			plan.FreedLater += size
 		}
 	}
-	// Packs that no index names.
+	// Packs that no index names. A KeepDelete shorter than the clock skew
+	// shortens rule (d)'s margin too: the user says the clocks agree.
+	unindexedMargin := min(opts.ClockSkew, opts.KeepDelete)
 	err = r.Backend().List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
 		id, err := crypto.ParseID(fi.Name)
 		if err != nil {
@@ -365,13 +368,13 @@ func PlanPrune(ctx context.Context, r *repo.Repository, opts PruneOptions) (*Pru
 		// young: it may be a running backup's.
 		switch {
 		case opts.InstantDelete,
-			!fi.ModTime.IsZero() && opts.Now.Sub(fi.ModTime) >= opts.ClockSkew && !writerBlocks(fi.ModTime):
+			!fi.ModTime.IsZero() && opts.Now.Sub(fi.ModTime) >= unindexedMargin && !writerBlocks(fi.ModTime):
 			plan.Unindexed = append(plan.Unindexed, id)
 			plan.UnindexedBytes += fi.Size
 		default:
 			w := WaitingPack{ID: id, Size: fi.Size, Writer: writerBlocks(fi.ModTime)}
 			if !fi.ModTime.IsZero() && !w.Writer {
-				w.DeletableAt = fi.ModTime.Add(opts.ClockSkew)
+				w.DeletableAt = fi.ModTime.Add(unindexedMargin)
 			}
 			plan.UnindexedWaiting = append(plan.UnindexedWaiting, w)
 		}
