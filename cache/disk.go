@@ -104,3 +104,6 @@ func (d *Disk) Prune(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Unwrap returns the wrapped backend (see backend.As).
+func (d *Disk) Unwrap() backend.Backend { return d.Backend }

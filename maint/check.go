@@ -820,12 +820,6 @@ type loadedPack struct {
 	err  error
 }
 
-// uncachedLoader is implemented by backends that can read a file from the
-// storage itself, around the page cache (the local backend).
-type uncachedLoader interface {
-	LoadUncached(ctx context.Context, h backend.Handle, buf []byte) ([]byte, error)
-}
-
 // loadPack reads a whole pack, into buf's storage where it can. On local
 // disk it reads around the page cache: a check of stored data must see what
 // the disk holds, not a cached copy (and it spares the kernel a copy).
@@ -834,7 +828,7 @@ func (c *checker) loadPack(ctx context.Context, j packJob, buf []byte) ([]byte, 
 		return nil, fmt.Errorf("%w: %d bytes is larger than the maximum pack size", pack.ErrCorrupt, j.size)
 	}
 	h := backend.Handle{Type: backend.PackFile, Name: j.id.String()}
-	if ul, ok := c.r.Backend().(uncachedLoader); ok {
+	if ul, ok := backend.As[backend.UncachedLoader](c.r.Backend()); ok {
 		return ul.LoadUncached(ctx, h, buf)
 	}
 	return c.r.Backend().Load(ctx, h, 0, 0)

@@ -433,12 +433,6 @@ func sortIDs(ids []crypto.ID) {
 	sort.Slice(ids, func(i, j int) bool { return ids[i].String() < ids[j].String() })
 }
 
-// tempCleaner is implemented by backends that can remove the temporary
-// files of interrupted uploads (the local backend).
-type tempCleaner interface {
-	RemoveStaleTemp(ctx context.Context, age time.Duration) (int, error)
-}
-
 // PruneStats reports what Execute did.
 type PruneStats struct {
 	PacksMarked, PacksRepacked, PacksDeleted, PacksResurrected, PacksWritten int
@@ -521,7 +515,7 @@ func (p *PrunePlan) Execute(ctx context.Context, r *repo.Repository, opts PruneO
 
 	// Temporary files of uploads that were killed (by a crash, or a
 	// killed prune) go once they are as old as a pack would have to be.
-	if tc, ok := r.Backend().(tempCleaner); ok {
+	if tc, ok := backend.As[backend.TempCleaner](r.Backend()); ok {
 		if n, err := tc.RemoveStaleTemp(ctx, max(opts.KeepDelete, time.Hour)); err == nil {
 			st.TempFilesRemoved = n
 		}

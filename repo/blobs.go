@@ -30,7 +30,7 @@ const uploadsInFlight = 2
 //
 // Packs are written to temporary files as blobs arrive, never held in
 // memory: a backup's memory does not grow with the pack size, and on local
-// disk (a backend that implements stager) the temporary file is created
+// disk (a backend with the backend.Stager capability) the temporary file is created
 // inside the repository and renamed into place, so a pack's bytes are
 // written once and never copied.
 type packer struct {
@@ -49,7 +49,7 @@ type packer struct {
 // openPack is a pack being filled.
 type openPack struct {
 	f *os.File
-	// staged is true when f lives inside a local repository (stager).
+	// staged is true when f lives inside a local repository (backend.Stager).
 	staged bool
 
 	// reserved is the number of bytes promised to adds (under packer.mu).
@@ -60,13 +60,6 @@ type openPack struct {
 	mu  sync.Mutex // serialises writes to w
 	w   *pack.StreamWriter
 	err error // first write error
-}
-
-// stager is implemented by backends on local disk: a pack is written to a
-// temporary file inside the repository that SaveTemp renames into place.
-type stager interface {
-	CreateTemp(ctx context.Context, t backend.FileType) (*os.File, error)
-	SaveTemp(ctx context.Context, h backend.Handle, f *os.File) error
 }
 
 // discard removes the temporary file of a pack that will not be saved.
@@ -182,7 +175,7 @@ func (r *Repository) compress(plain []byte) ([]byte, bool) {
 func (p *packer) newOpenPack(ctx context.Context) (*openPack, error) {
 	op := &openPack{}
 	var err error
-	if st, ok := p.r.be.(stager); ok {
+	if st, ok := backend.As[backend.Stager](p.r.be); ok {
 		op.f, err = st.CreateTemp(ctx, backend.PackFile)
 		op.staged = true
 	} else {
@@ -282,7 +275,8 @@ func (p *packer) save(ctx context.Context, op *openPack) (crypto.ID, []pack.Blob
 	}
 	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
 	if op.staged {
-		err = p.r.be.(stager).SaveTemp(ctx, h, op.f)
+		st, _ := backend.As[backend.Stager](p.r.be)
+		err = st.SaveTemp(ctx, h, op.f)
 	} else {
 		data := make([]byte, size)
 		_, err = op.f.ReadAt(data, 0)
@@ -601,29 +595,6 @@ func (r *Repository) LoadTypedBlob(ctx context.Context, t pack.BlobType, id cryp
 // ErrBlobNotFound means the index does not know a blob.
 var ErrBlobNotFound = errors.New("blob not in index")
 
-// intoLoader is implemented by backends that can read into a caller's
-// buffer (the local backend); the read path then reuses buffers.
-type intoLoader interface {
-	LoadInto(ctx context.Context, h backend.Handle, offset int64, buf []byte) error
-}
-
-// rangeLoader is implemented by backends that read a range into a caller's
-// buffer or, for a read around the page cache that needs alignment, a part
-// of it (the local backend).
-type rangeLoader interface {
-	LoadRange(ctx context.Context, h backend.Handle, offset int64, length int, buf []byte) ([]byte, error)
-}
-
-// rangeSlack is the room a buffer for LoadRange needs beyond the range: a
-// read around the page cache widens it to 4096-byte boundaries.
-const rangeSlack = 2 * 4096
-
-// prefetcher is implemented by backends that can start reading a whole
-// file into a cache without waiting (the local backend: the page cache).
-type prefetcher interface {
-	Prefetch(ctx context.Context, h backend.Handle)
-}
-
 // maxTreePacks bounds the set of tree packs already prefetched; when it is
 // full it starts over.
 const maxTreePacks = 4096
@@ -641,7 +612,7 @@ const treePackRefresh = 200 * time.Millisecond
 // restore, diff, check) then reads each tree pack sequentially, instead
 // of its trees one by one in walk order with a disk round trip each.
 func (r *Repository) prefetchTreePack(ctx context.Context, h backend.Handle, pack crypto.ID) {
-	p, ok := r.be.(prefetcher)
+	p, ok := backend.As[backend.Prefetcher](r.be)
 	if !ok {
 		return
 	}
@@ -668,11 +639,11 @@ func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []
 	}
 	var sealed []byte
 	var err error
-	if rl, ok := r.be.(rangeLoader); ok {
-		b := r.getBuf(int(pb.Length) + rangeSlack)
+	if rl, ok := backend.As[backend.RangeLoader](r.be); ok {
+		b := r.getBuf(int(pb.Length) + backend.RangeSlack)
 		sealed, err = rl.LoadRange(ctx, h, int64(pb.Offset), int(pb.Length), b[:cap(b)])
 		defer r.putBuf(b)
-	} else if il, ok := r.be.(intoLoader); ok {
+	} else if il, ok := backend.As[backend.IntoLoader](r.be); ok {
 		sealed = r.getBuf(int(pb.Length))[:pb.Length]
 		err = il.LoadInto(ctx, h, int64(pb.Offset), sealed)
 		defer r.putBuf(sealed)

@@ -315,3 +315,8 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 	}
 	return fmt.Errorf("list %s: %w", t, r.Err)
 }
+
+// Unwrap returns the wrapped backend (see backend.As). Faults are injected
+// into the Backend methods only; a capability found through Unwrap reaches
+// the wrapped backend directly.
+func (b *Backend) Unwrap() backend.Backend { return b.be }

@@ -30,10 +30,6 @@ const (
 	dirMode  = 0o700
 	fileMode = 0o400
 
-	// tempMarker is part of the name of every temporary file; List skips
-	// such files, and they never collide with a valid file name.
-	tempMarker = "-tmp-"
-
 	// writeChunk is how much Save writes between checks of its context.
 	writeChunk = 4 << 20
 )
@@ -159,7 +155,7 @@ func (l *Local) configPath() string { return filepath.Join(l.dir, "config") }
 
 // path returns the file name of h after checking that h is well formed.
 func (l *Local) path(h backend.Handle) (string, error) {
-	if err := checkHandle(h); err != nil {
+	if err := h.Validate(); err != nil {
 		return "", err
 	}
 	switch h.Type {
@@ -170,40 +166,6 @@ func (l *Local) path(h backend.Handle) (string, error) {
 	default:
 		return filepath.Join(l.dir, string(h.Type), h.Name), nil
 	}
-}
-
-// checkHandle refuses handles that would name something outside the
-// repository layout.
-func checkHandle(h backend.Handle) error {
-	if !validType(h.Type) {
-		return fmt.Errorf("invalid file type %q: %w", h.Type, fs.ErrInvalid)
-	}
-	if h.Type == backend.ConfigFile {
-		if h.Name != "" {
-			return fmt.Errorf("invalid handle %q: config has no name: %w", h.Name, fs.ErrInvalid)
-		}
-		return nil
-	}
-	if !validName(h.Name) || (h.Type == backend.PackFile && len(h.Name) < 2) {
-		return fmt.Errorf("invalid %s file name %q: %w", h.Type, h.Name, fs.ErrInvalid)
-	}
-	return nil
-}
-
-func validType(t backend.FileType) bool {
-	for _, v := range backend.AllFileTypes {
-		if t == v {
-			return true
-		}
-	}
-	return false
-}
-
-// validName accepts names that are a single, visible path element and
-// cannot be mistaken for a temporary file.
-func validName(name string) bool {
-	return name != "" && len(name) <= 255 && !strings.HasPrefix(name, ".") &&
-		!strings.ContainsAny(name, "/\\\x00") && !strings.Contains(name, tempMarker)
 }
 
 // Save stores data under h atomically: it is written to a temporary file in
@@ -227,7 +189,7 @@ func (l *Local) Save(ctx context.Context, h backend.Handle, data []byte) error {
 
 func (l *Local) save(ctx context.Context, p string, data []byte) (err error) {
 	dir := filepath.Dir(p)
-	pattern := "." + filepath.Base(p) + tempMarker + "*"
+	pattern := "." + filepath.Base(p) + backend.TempMarker + "*"
 	f, err := l.createTemp(dir, pattern)
 	if errors.Is(err, fs.ErrNotExist) && dir != l.dir {
 		// A subdirectory is missing (a repository served before Init, or
@@ -410,16 +372,16 @@ func (l *Local) CreateTemp(ctx context.Context, t backend.FileType) (*os.File, e
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if !validType(t) || t == backend.ConfigFile {
+	if !t.Valid() || t == backend.ConfigFile {
 		return nil, fmt.Errorf("create temporary file: invalid file type %q: %w", t, fs.ErrInvalid)
 	}
 	dir := filepath.Join(l.dir, string(t))
-	f, err := os.CreateTemp(dir, ".new"+tempMarker+"*")
+	f, err := os.CreateTemp(dir, ".new"+backend.TempMarker+"*")
 	if errors.Is(err, fs.ErrNotExist) {
 		if mkErr := os.MkdirAll(dir, dirMode); mkErr != nil {
 			return nil, fmt.Errorf("create temporary file in %s: %w", dir, describe(mkErr))
 		}
-		f, err = os.CreateTemp(dir, ".new"+tempMarker+"*")
+		f, err = os.CreateTemp(dir, ".new"+backend.TempMarker+"*")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("create temporary file in %s: %w", dir, describe(err))
@@ -624,7 +586,7 @@ func (l *Local) List(ctx context.Context, t backend.FileType, fn func(backend.Fi
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if !validType(t) {
+	if !t.Valid() {
 		return fmt.Errorf("list: invalid file type %q: %w", t, fs.ErrInvalid)
 	}
 	if t == backend.ConfigFile {
@@ -672,7 +634,7 @@ func (l *Local) listDir(ctx context.Context, dir, prefix string, fn func(backend
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if !validName(e.Name()) || !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), prefix) {
+		if !backend.ValidName(e.Name()) || !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), prefix) {
 			continue
 		}
 		fi, err := e.Info()

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"dj/backend"
 )
 
 // RemoveStaleTemp removes temporary files (left by uploads that were
@@ -22,7 +24,7 @@ func (l *Local) RemoveStaleTemp(ctx context.Context, age time.Duration) (int, er
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if d.IsDir() || !strings.HasPrefix(d.Name(), ".") || !strings.Contains(d.Name(), tempMarker) {
+		if d.IsDir() || !strings.HasPrefix(d.Name(), ".") || !strings.Contains(d.Name(), backend.TempMarker) {
 			return nil
 		}
 		fi, err := d.Info()

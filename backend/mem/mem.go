@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"strings"
 	"sync"
 	"time"
 
@@ -46,7 +45,7 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := checkHandle(h); err != nil {
+	if err := h.Validate(); err != nil {
 		return fmt.Errorf("save: %w", err)
 	}
 	e := entry{data: append([]byte(nil), data...), modTime: time.Now()}
@@ -62,7 +61,7 @@ func (b *Backend) Load(ctx context.Context, h backend.Handle, offset int64, leng
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := checkHandle(h); err != nil {
+	if err := h.Validate(); err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
 	if offset < 0 || length < 0 {
@@ -92,7 +91,7 @@ func (b *Backend) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo,
 	if err := ctx.Err(); err != nil {
 		return backend.FileInfo{}, err
 	}
-	if err := checkHandle(h); err != nil {
+	if err := h.Validate(); err != nil {
 		return backend.FileInfo{}, fmt.Errorf("stat: %w", err)
 	}
 	b.mu.RLock()
@@ -110,7 +109,7 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if !validType(t) {
+	if !t.Valid() {
 		return fmt.Errorf("list: invalid file type %q: %w", t, fs.ErrInvalid)
 	}
 	var infos []backend.FileInfo
@@ -137,7 +136,7 @@ func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := checkHandle(h); err != nil {
+	if err := h.Validate(); err != nil {
 		return fmt.Errorf("remove: %w", err)
 	}
 	b.mu.Lock()
@@ -148,33 +147,4 @@ func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 		return fmt.Errorf("remove %v: %w", h, fs.ErrNotExist)
 	}
 	return nil
-}
-
-// checkHandle applies the rules of the on-disk backends, so a test against
-// mem fails where a real backend would.
-func checkHandle(h backend.Handle) error {
-	if !validType(h.Type) {
-		return fmt.Errorf("invalid file type %q: %w", h.Type, fs.ErrInvalid)
-	}
-	if h.Type == backend.ConfigFile {
-		if h.Name != "" {
-			return fmt.Errorf("invalid handle %q: config has no name: %w", h.Name, fs.ErrInvalid)
-		}
-		return nil
-	}
-	n := h.Name
-	if n == "" || len(n) > 255 || strings.HasPrefix(n, ".") || strings.ContainsAny(n, "/\\\x00") ||
-		strings.Contains(n, "-tmp-") || (h.Type == backend.PackFile && len(n) < 2) {
-		return fmt.Errorf("invalid %s file name %q: %w", h.Type, n, fs.ErrInvalid)
-	}
-	return nil
-}
-
-func validType(t backend.FileType) bool {
-	for _, v := range backend.AllFileTypes {
-		if t == v {
-			return true
-		}
-	}
-	return false
 }

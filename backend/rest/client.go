@@ -280,7 +280,7 @@ func transportError(ctx context.Context, err error) error {
 
 // fileURL returns the URL of h after checking that h is well formed.
 func (c *Client) fileURL(h backend.Handle) (*url.URL, error) {
-	if err := checkHandle(h); err != nil {
+	if err := h.Validate(); err != nil {
 		return nil, err
 	}
 	u := *c.base
@@ -511,7 +511,7 @@ func (c *Client) List(ctx context.Context, t backend.FileType, fn func(backend.F
 }
 
 func (c *Client) list(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
-	if !validType(t) {
+	if !t.Valid() {
 		return fmt.Errorf("invalid file type %q: %w", t, fs.ErrInvalid)
 	}
 	if t == backend.ConfigFile {
@@ -549,7 +549,7 @@ func (c *Client) list(ctx context.Context, t backend.FileType, fn func(backend.F
 			return fmt.Errorf("invalid listing from server: %w", err)
 		}
 		for _, e := range entries {
-			if checkHandle(backend.Handle{Type: t, Name: e.Name}) != nil || e.Size < 0 {
+			if (backend.Handle{Type: t, Name: e.Name}).Validate() != nil || e.Size < 0 {
 				continue
 			}
 			mt := now
@@ -567,7 +567,7 @@ func (c *Client) list(ctx context.Context, t backend.FileType, fn func(backend.F
 		}
 		for _, name := range names {
 			h := backend.Handle{Type: t, Name: name}
-			if checkHandle(h) != nil {
+			if h.Validate() != nil {
 				continue
 			}
 			fi, err := c.Stat(ctx, h)
@@ -589,33 +589,4 @@ func (c *Client) list(ctx context.Context, t backend.FileType, fn func(backend.F
 		}
 	}
 	return nil
-}
-
-// checkHandle refuses handles that do not name a file of the repository
-// layout, before they are put into a URL.
-func checkHandle(h backend.Handle) error {
-	if !validType(h.Type) {
-		return fmt.Errorf("invalid file type %q: %w", h.Type, fs.ErrInvalid)
-	}
-	if h.Type == backend.ConfigFile {
-		if h.Name != "" {
-			return fmt.Errorf("invalid handle %q: config has no name: %w", h.Name, fs.ErrInvalid)
-		}
-		return nil
-	}
-	n := h.Name
-	if n == "" || len(n) > 255 || strings.HasPrefix(n, ".") || strings.ContainsAny(n, "/\\\x00?#%") ||
-		strings.Contains(n, "-tmp-") || (h.Type == backend.PackFile && len(n) < 2) {
-		return fmt.Errorf("invalid %s file name %q: %w", h.Type, n, fs.ErrInvalid)
-	}
-	return nil
-}
-
-func validType(t backend.FileType) bool {
-	for _, v := range backend.AllFileTypes {
-		if t == v {
-			return true
-		}
-	}
-	return false
 }

@@ -197,3 +197,6 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 	}
 	return err
 }
+
+// Unwrap returns the wrapped backend (see backend.As).
+func (b *Backend) Unwrap() backend.Backend { return b.be }
