@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"dj/backend"
+	"dj/internal/directio"
 )
 
 // directMin is the smallest read of a pack that goes around the page cache
@@ -71,10 +71,10 @@ func (l *Local) loadDirect(ctx context.Context, h backend.Handle, off, n int64, 
 	if cf.direct == nil || cf.cached(off, n) {
 		return nil, false, nil
 	}
-	from := off &^ (directAlign - 1)
-	to := (off + n + directAlign - 1) &^ (directAlign - 1)
-	if int64(cap(buf)) < to-from || uintptr(unsafe.Pointer(unsafe.SliceData(buf)))%directAlign != 0 {
-		buf = alignedBuffer(int(to - from))
+	from := off &^ (directio.Align - 1)
+	to := (off + n + directio.Align - 1) &^ (directio.Align - 1)
+	if !directio.IsAligned(buf, to-from) {
+		buf = directio.AlignedBuffer(int(to - from))
 	}
 	buf = buf[:to-from]
 	need := off + n - from
@@ -126,9 +126,7 @@ func (cf *cachedFile) cached(off, n int64) bool {
 	for first < end {
 		last := min(end, first+int64(len(vec))*page, cf.size)
 		pages := (last - first + page - 1) / page
-		mem := cf.mapped[first:last]
-		_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)), uintptr(unsafe.Pointer(&vec[0])))
-		if errno != 0 {
+		if directio.Resident(cf.mapped[first:last], vec[:]) != nil {
 			return false
 		}
 		for _, v := range vec[:pages] {

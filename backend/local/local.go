@@ -19,11 +19,11 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"dj/backend"
+	"dj/internal/directio"
 )
 
 const (
@@ -253,9 +253,6 @@ func (l *Local) Prefetch(ctx context.Context, h backend.Handle) {
 	_ = f.Close()
 }
 
-// directAlign is the buffer, offset and length alignment O_DIRECT needs.
-const directAlign = 4096
-
 // directChunk is the size of each direct read: larger requests cost the
 // kernel more (it pins every page of the request) without reading faster.
 const directChunk = 2 << 20
@@ -291,9 +288,9 @@ func (l *Local) LoadUncached(ctx context.Context, h backend.Handle, buf []byte) 
 		return nil, fmt.Errorf("load %v: %w", h, err)
 	}
 	size := fi.Size()
-	room := (size + directAlign - 1) / directAlign * directAlign
-	if int64(cap(buf)) < room || uintptr(unsafe.Pointer(unsafe.SliceData(buf)))%directAlign != 0 {
-		buf = alignedBuffer(int(room))
+	room := (size + directio.Align - 1) / directio.Align * directio.Align
+	if !directio.IsAligned(buf, room) {
+		buf = directio.AlignedBuffer(int(room))
 	}
 	buf = buf[:room]
 	// Read the segments of the file at once: O_DIRECT gets no read-ahead,
@@ -352,16 +349,6 @@ func preadFull(ctx context.Context, f *os.File, buf []byte, off, want int64) err
 		n += int64(m)
 	}
 	return nil
-}
-
-// alignedBuffer returns n bytes starting at a directAlign boundary.
-func alignedBuffer(n int) []byte {
-	raw := make([]byte, n+directAlign)
-	shift := 0
-	if r := int(uintptr(unsafe.Pointer(&raw[0])) % directAlign); r != 0 {
-		shift = directAlign - r
-	}
-	return raw[shift : shift+n : shift+n]
 }
 
 // CreateTemp creates an empty temporary file in the directory of files of

@@ -4,7 +4,8 @@ import (
 	"errors"
 	"io"
 	"os"
-	"unsafe"
+
+	"dj/internal/directio"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,8 +21,6 @@ const (
 	// directBlock is the size of each direct read: a multiple of every
 	// logical block size, large enough to keep the disk streaming.
 	directBlock = 4 << 20
-	// directAlign is the buffer alignment O_DIRECT needs (at most a page).
-	directAlign = 4096
 	// residentSamples and residentWindow: how much of a file is probed
 	// with mincore to judge whether it is cached.
 	residentSamples = 8
@@ -55,7 +54,7 @@ type directBlockData struct {
 // nil when the file is small, mostly cached, or its file system does not
 // support O_DIRECT (f is then unchanged).
 func newDirectReader(f *os.File, size int64) *directReader {
-	if size < directMinSize || residentFraction(f, size) >= 0.5 {
+	if size < directMinSize || directio.ResidentFraction(f, size, residentSamples, residentWindow) >= 0.5 {
 		return nil
 	}
 	return startDirectReader(f)
@@ -64,30 +63,15 @@ func newDirectReader(f *os.File, size int64) *directReader {
 // startDirectReader switches f to O_DIRECT and starts reading it, or
 // returns nil when the file system does not support O_DIRECT.
 func startDirectReader(f *os.File) *directReader {
-	fd := uintptr(f.Fd())
-	flags, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
-	if err != nil {
-		return nil
-	}
-	if _, err := unix.FcntlInt(fd, unix.F_SETFL, flags|unix.O_DIRECT); err != nil {
+	if !directio.SetDirect(f, true) {
 		return nil
 	}
 	d := &directReader{f: f, full: make(chan directBlockData, 1), free: make(chan []byte, 2),
 		stop: make(chan struct{}), done: make(chan struct{})}
-	d.free <- alignedBuffer(directBlock)
-	d.free <- alignedBuffer(directBlock)
+	d.free <- directio.AlignedBuffer(directBlock)
+	d.free <- directio.AlignedBuffer(directBlock)
 	go d.readAhead()
 	return d
-}
-
-// alignedBuffer returns n bytes starting at a directAlign boundary.
-func alignedBuffer(n int) []byte {
-	raw := make([]byte, n+directAlign)
-	shift := 0
-	if r := int(uintptr(unsafe.Pointer(&raw[0])) % directAlign); r != 0 {
-		shift = directAlign - r
-	}
-	return raw[shift : shift+n]
 }
 
 // readAhead fills free buffers in file order until EOF, an error or Close.
@@ -103,10 +87,10 @@ func (d *directReader) readAhead() {
 		case <-d.stop:
 			return
 		}
-		if direct && off%directAlign != 0 {
+		if direct && off%directio.Align != 0 {
 			// After a short read the offset is unaligned: go on buffered.
 			direct = false
-			clearDirect(d.f)
+			directio.SetDirect(d.f, false)
 		}
 		var blk directBlockData
 		for {
@@ -116,7 +100,7 @@ func (d *directReader) readAhead() {
 			}
 			if errors.Is(err, unix.EINVAL) && direct {
 				direct = false
-				clearDirect(d.f)
+				directio.SetDirect(d.f, false)
 				continue
 			}
 			blk = directBlockData{buf: buf, n: max(n, 0)}
@@ -160,45 +144,4 @@ func (d *directReader) Read(p []byte) (int, error) {
 func (d *directReader) Close() {
 	close(d.stop)
 	<-d.done
-}
-
-func clearDirect(f *os.File) {
-	fd := uintptr(f.Fd())
-	if flags, err := unix.FcntlInt(fd, unix.F_GETFL, 0); err == nil {
-		_, _ = unix.FcntlInt(fd, unix.F_SETFL, flags&^unix.O_DIRECT)
-	}
-}
-
-// residentFraction estimates how much of a file is in the page cache, from
-// mincore on a few windows spread over it. Errors count as not cached.
-func residentFraction(f *os.File, size int64) float64 {
-	pageSize := int64(os.Getpagesize())
-	var resident, total int
-	vec := make([]byte, residentWindow/pageSize)
-	for i := int64(0); i < residentSamples; i++ {
-		off := size / residentSamples * i
-		off -= off % residentWindow // page aligned
-		n := min(int64(residentWindow), size-off)
-		if n <= 0 {
-			continue
-		}
-		m, err := unix.Mmap(int(f.Fd()), off, int(n), unix.PROT_READ, unix.MAP_SHARED)
-		if err != nil {
-			return 0
-		}
-		pages := int((n + pageSize - 1) / pageSize)
-		_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0])))
-		_ = unix.Munmap(m)
-		if errno != 0 {
-			return 0
-		}
-		for _, v := range vec[:pages] {
-			resident += int(v & 1)
-		}
-		total += pages
-	}
-	if total == 0 {
-		return 0
-	}
-	return float64(resident) / float64(total)
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"dj/internal/directio"
 )
 
 // TestDirectReader reads files of awkward sizes through O_DIRECT (where the
@@ -15,7 +17,7 @@ import (
 func TestDirectReader(t *testing.T) {
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, size := range []int{0, 1, directAlign - 1, directBlock, directBlock + 1, 2*directBlock + 12345} {
+	for _, size := range []int{0, 1, directio.Align - 1, directBlock, directBlock + 1, 2*directBlock + 12345} {
 		want := make([]byte, size)
 		for i := range want {
 			want[i] = byte(rng.Uint32())
@@ -78,24 +80,4 @@ func TestDirectReaderCloseEarly(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Close()
-}
-
-// TestResidentFraction: a file just read is cached, one dropped from the
-// cache is not.
-func TestResidentFraction(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "f")
-	if err := os.WriteFile(p, make([]byte, 8<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := io.Copy(io.Discard, f); err != nil {
-		t.Fatal(err)
-	}
-	if fr := residentFraction(f, 8<<20); fr < 0.9 {
-		t.Fatalf("a file just written and read is %.0f%% resident", 100*fr)
-	}
 }
