@@ -33,6 +33,9 @@ type dirNode struct {
 	// siblingsAhead is the index of the last entry whose content
 	// prefetchSiblings has asked for.
 	siblingsAhead atomic.Int64
+	// subtreesQueued is set once the directory's subtrees were queued for
+	// background loading.
+	subtreesQueued atomic.Bool
 }
 
 var (
@@ -103,18 +106,25 @@ func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandl
 	if e != 0 {
 		return nil, 0, e
 	}
-	d.m.prefetchSubtrees(t)
+	// Every READDIR request opens a handle; the subtrees are queued once.
+	if !d.subtreesQueued.Swap(true) {
+		d.m.prefetchSubtrees(t)
+	}
 	return &treeDirStream{d: d, t: t}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
-// treeDirStream lists a snapshot directory, making its entries only when a
-// read needs them: the kernel lists each directory twice, the second time
-// from past the last entry to learn that there are no more.
+// treeDirStream lists a snapshot directory. Its positions are positions
+// in the tree: entry k of ".", "..", node 0, node 1, ... has offset k+1,
+// whether or not a node is skipped for an invalid name, so a stream opened
+// for any READDIR request seeks to its offset in O(1) and makes only the
+// entries that request returns. (The kernel lists a directory in requests
+// of a few dozen entries, each on a new handle because directories need no
+// open: a stream that made the whole listing first was quadratic in the
+// directory's size.)
 type treeDirStream struct {
-	d       *dirNode
-	t       *tree.Tree
-	entries []fuse.DirEntry // made on the first read that needs them
-	idx     int
+	d   *dirNode
+	t   *tree.Tree
+	idx int // position of the next entry
 }
 
 var (
@@ -124,23 +134,20 @@ var (
 	_ fs.DirStream        = (*treeDirStream)(nil)
 )
 
-// pastEnd reports whether the position lies beyond every possible entry
-// (the tree's nodes plus "." and "..").
-func (s *treeDirStream) pastEnd() bool { return s.idx >= len(s.t.Nodes)+2 }
+// end is the position past the last entry.
+func (s *treeDirStream) end() int { return len(s.t.Nodes) + 2 }
 
-func (s *treeDirStream) load() {
-	if s.entries == nil {
-		s.entries = s.d.m.treeEntries(s.d.sn.ID, s.d.StableAttr().Ino, s.d.parentIno, s.t)
+// skipInvalid moves past nodes whose names the mount does not show.
+func (s *treeDirStream) skipInvalid() {
+	for s.idx >= 2 && s.idx < s.end() && tree.ValidName(s.t.Nodes[s.idx-2].Name) != nil {
+		s.idx++
 	}
 }
 
 // HasNext reports whether an entry follows.
 func (s *treeDirStream) HasNext() bool {
-	if s.pastEnd() {
-		return false
-	}
-	s.load()
-	return s.idx < len(s.entries)
+	s.skipInvalid()
+	return s.idx < s.end()
 }
 
 // Next returns the next entry.
@@ -148,7 +155,17 @@ func (s *treeDirStream) Next() (fuse.DirEntry, syscall.Errno) {
 	if !s.HasNext() {
 		return fuse.DirEntry{}, syscall.EINVAL
 	}
-	e := s.entries[s.idx]
+	d := s.d
+	var e fuse.DirEntry
+	switch s.idx {
+	case 0:
+		e = fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: d.StableAttr().Ino}
+	case 1:
+		e = fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: d.parentIno}
+	default:
+		n := s.t.Nodes[s.idx-2]
+		e = fuse.DirEntry{Name: n.Name, Mode: typeBits(n.Type), Ino: nodeIno(d.sn.ID, d.StableAttr().Ino, n.Name, n)}
+	}
 	s.idx++
 	e.Off = uint64(s.idx)
 	return e, 0
@@ -165,7 +182,7 @@ func (s *treeDirStream) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall
 
 // Seekdir moves to the entry after offset off.
 func (s *treeDirStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	if off > uint64(len(s.t.Nodes)+2) {
+	if off > uint64(s.end()) {
 		return syscall.EINVAL
 	}
 	s.idx = int(off)

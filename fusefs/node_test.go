@@ -5,6 +5,7 @@ package fusefs
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 
 	"dj/repo/crypto"
+	"dj/repo/snapshot"
 	"dj/repo/tree"
 )
 
@@ -221,5 +223,64 @@ func TestFileZeroChunks(t *testing.T) {
 	}
 	if n := r.blobLoads.Load(); n != 1 {
 		t.Errorf("%d blob loads, want 1 (the zero chunks are not loaded)", n)
+	}
+}
+
+// TestTreeDirStreamSeeks lists a directory the way the kernel does when
+// directories need no open: every request on a fresh stream that seeks to
+// the offset where the last request ended. The result is the whole
+// listing once, in order, without the invalid names; and a stream only
+// makes the entries a request returns.
+func TestTreeDirStreamSeeks(t *testing.T) {
+	tr := &tree.Tree{}
+	var want []string
+	for i := 0; i < 1000; i++ {
+		name := fmt.Sprintf("f%04d", i)
+		if i%97 == 5 {
+			name = "bad/name" // never shown
+		} else {
+			want = append(want, name)
+		}
+		tr.Nodes = append(tr.Nodes, &tree.Node{Name: name, Type: tree.File})
+	}
+	d := &dirNode{sn: &snapshot.Snapshot{}, parentIno: 7}
+	var got []string
+	seen := map[uint64]bool{}
+	var off uint64
+	for req := 0; ; req++ {
+		s := &treeDirStream{d: d, t: tr}
+		if errno := s.Seekdir(context.Background(), off); errno != 0 {
+			t.Fatalf("seek to %d: %v", off, errno)
+		}
+		n := 0
+		for ; n < 37; n++ {
+			e, errno := s.Readdirent(context.Background())
+			if errno != 0 {
+				t.Fatal(errno)
+			}
+			if e == nil {
+				break
+			}
+			if e.Off <= off || seen[e.Off] {
+				t.Fatalf("entry %q has offset %d after offset %d", e.Name, e.Off, off)
+			}
+			seen[e.Off] = true
+			off = e.Off
+			if e.Name != "." && e.Name != ".." {
+				got = append(got, e.Name)
+			}
+		}
+		if n == 0 {
+			break
+		}
+		if req > 100 {
+			t.Fatal("the listing does not end")
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("listing differs: got %d names, want %d", len(got), len(want))
+	}
+	if s := (&treeDirStream{d: d, t: tr}); s.Seekdir(context.Background(), uint64(len(tr.Nodes)+3)) == 0 {
+		t.Fatal("seek past the end accepted")
 	}
 }
