@@ -22,19 +22,29 @@ import (
 func dumpCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "dump",
-		Usage:     "write one file of a snapshot to standard output (a directory as tar)",
+		Usage:     "write one file of a snapshot to standard output (a directory as tar or zip)",
 		UsageText: "dj dump [options] SNAPSHOT PATH",
 		Description: `Streams the file at PATH to standard output, so a streamed backup can be piped
-back into the program that made it. A directory is written as a tar archive.
+back into the program that made it. A directory is written as an archive:
+tar (the default) keeps owners, extended attributes, hard links and special
+files; zip keeps content, modes, modification times and symlinks. Pass "/" as
+PATH for the whole snapshot.
 
 Examples:
    dj dump latest /mydb.sql | psql mydb
-   dj dump latest /home/ann/docs > docs.tar`,
-		Flags: filterFlags(),
+   dj dump latest /home/ann/docs > docs.tar
+   dj dump --archive zip latest /home/ann/docs > docs.zip`,
+		Flags: append(filterFlags(),
+			&cli.StringFlag{Name: "archive", Aliases: []string{"a"}, Value: "tar", Usage: "write directories as `FORMAT`: tar or zip"},
+		),
 		Action: func(c *cli.Context) error {
 			e := newEnv(c)
 			if c.NArg() != 2 {
 				return usageError("dump needs a snapshot ID and a path")
+			}
+			archive := c.String("archive")
+			if archive != "tar" && archive != "zip" {
+				return usageError("unknown archive format %q (want tar or zip)", archive)
 			}
 			r, closeRepo, err := e.openLocked(repo.LockRead, true, true)
 			if err != nil {
@@ -55,7 +65,11 @@ Examples:
 			case tree.File:
 				err = restorer.WriteFile(e.ctx, r, n, w)
 			case tree.Dir:
-				err = restorer.WriteTar(e.ctx, r, *n.Subtree, strings.TrimPrefix(p, "/"), w)
+				write := restorer.WriteTar
+				if archive == "zip" {
+					write = restorer.WriteZip
+				}
+				err = write(e.ctx, r, *n.Subtree, strings.TrimPrefix(p, "/"), w)
 			default:
 				return usageError("%s is a %s; only files and directories can be dumped", p, n.Type)
 			}

@@ -28,11 +28,14 @@ make the exit code 1; every intact file is still restored.
 
 Examples:
    dj restore latest --target /tmp/restore
-   dj restore 1a2b3c4d:/home/ann/docs --target ~/docs-back --include '*.odt'`,
+   dj restore 1a2b3c4d:/home/ann/docs --target ~/docs-back --include '*.odt'
+   dj restore latest --target /tmp/photos --iinclude '*.jpg'`,
 		Flags: append(filterFlags(),
 			&cli.StringFlag{Name: "target", Aliases: []string{"t"}, Usage: "restore into `DIR`", Required: true},
 			&cli.StringSliceFlag{Name: "include", Aliases: []string{"i"}, Usage: "restore only paths matching `PATTERN`"},
 			&cli.StringSliceFlag{Name: "exclude", Aliases: []string{"e"}, Usage: "do not restore paths matching `PATTERN`"},
+			&cli.StringSliceFlag{Name: "iinclude", Usage: "like --include, ignoring case: restore only paths matching `PATTERN`"},
+			&cli.StringSliceFlag{Name: "iexclude", Usage: "like --exclude, ignoring case: do not restore paths matching `PATTERN`"},
 			&cli.BoolFlag{Name: "verify", Usage: "read restored files back and check them against the snapshot"},
 			&cli.BoolFlag{Name: "sparse", Usage: "write all-zero chunks as holes in every file"},
 		),
@@ -73,6 +76,7 @@ func runRestore(c *cli.Context) error {
 	var mu sync.Mutex
 	opts := restorer.Options{
 		Target: target, Include: c.StringSlice("include"), Exclude: c.StringSlice("exclude"),
+		InsensitiveInclude: c.StringSlice("iinclude"), InsensitiveExclude: c.StringSlice("iexclude"),
 		Sparse: c.Bool("sparse"), Verify: c.Bool("verify"), Owner: os.Geteuid() == 0,
 		Warn: func(p string, err error) {
 			mu.Lock()

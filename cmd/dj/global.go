@@ -21,6 +21,7 @@ import (
 	"golang.org/x/term"
 
 	"dj/backend"
+	"dj/backend/limit"
 	"dj/backend/local"
 	"dj/backend/rest"
 	"dj/backend/retry"
@@ -44,6 +45,13 @@ func globalFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON"},
 		&cli.BoolFlag{Name: "no-lock", Usage: "do not lock the repository (read-only commands only)"},
 		&cli.DurationFlag{Name: "retry-lock", Usage: "when the repository is locked, retry for up to `DURATION` before giving up"},
+		&cli.BoolFlag{Name: "no-cache", Usage: "do not use the local cache of remote repositories"},
+		&cli.IntFlag{Name: "limit-upload", EnvVars: []string{"DJ_LIMIT_UPLOAD"}, Action: checkRate("limit-upload"), DefaultText: "unlimited", Usage: "limit uploads to `KiB/s`"},
+		&cli.IntFlag{Name: "limit-download", EnvVars: []string{"DJ_LIMIT_DOWNLOAD"}, Action: checkRate("limit-download"), DefaultText: "unlimited", Usage: "limit downloads to `KiB/s`"},
+		&cli.UintFlag{Name: "pack-size", EnvVars: []string{"DJ_PACK_SIZE"}, Action: checkPackSize, DefaultText: "the repository's, 16",
+			Usage: fmt.Sprintf("target pack size in `MiB`, %d to %d; packs may be larger", minPackSizeMiB, maxPackSizeMiB)},
+		&cli.StringSliceFlag{Name: "option", Aliases: []string{"o"}, Action: checkExtendedOptions,
+			Usage: "set extended option `KEY=VALUE`, repeatable; known: " + strings.Join(extendedOptionKeys(), ", ")},
 	}
 }
 
@@ -108,20 +116,30 @@ func (e *env) location() (string, error) {
 	return loc, nil
 }
 
-// openBackend opens (or, with create, creates) the storage at the location.
+// openBackend opens (or, with create, creates) the storage at the location,
+// with the -o options, the rate limits and, for a remote repository, the
+// on-disk cache unless --no-cache.
 func (e *env) openBackend(create bool) (backend.Backend, error) {
 	loc, err := e.location()
 	if err != nil {
 		return nil, err
 	}
+	opts, err := e.extendedOptions()
+	if err != nil {
+		return nil, err
+	}
+	rates := e.rates()
 	switch {
 	case strings.HasPrefix(loc, "rest:"):
 		u := strings.TrimPrefix(loc, "rest:")
+		// The limits pace the HTTP bodies as they stream (limit.Transport),
+		// not whole calls: a pack never goes out faster than the limit.
+		hc := restHTTPClient(opts, rates)
 		var be backend.Backend
 		if create {
-			be, err = rest.Create(e.ctx, u, nil)
+			be, err = rest.Create(e.ctx, u, hc)
 		} else {
-			be, err = rest.Open(e.ctx, u, nil)
+			be, err = rest.Open(e.ctx, u, hc)
 		}
 		if err != nil {
 			if !create && errors.Is(err, fs.ErrNotExist) {
@@ -134,7 +152,7 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 				e.warnf("retrying %s %s after error (attempt %d): %v\n", op, h, attempt, err)
 			}
 		}})
-		if dir := e.cacheDir(u); dir != "" {
+		if dir := e.cacheDir(u); dir != "" && !globals(e.c).Bool("no-cache") {
 			out = cache.NewDisk(out, dir)
 		}
 		return out, nil
@@ -144,14 +162,22 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 		scheme := loc[:strings.Index(loc, ":")]
 		return nil, fmt.Errorf("repository type %q is not supported (use a local directory or rest:URL)", scheme)
 	}
+	var be backend.Backend
 	if create {
-		return local.Create(e.ctx, loc)
+		be, err = local.Create(e.ctx, loc)
+	} else {
+		be, err = local.Open(e.ctx, loc)
 	}
-	be, err := local.Open(e.ctx, loc)
-	if err != nil && errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w (create one with `dj init`)", loc, repo.ErrNoRepository)
+	if err != nil {
+		if !create && errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %w (create one with `dj init`)", loc, repo.ErrNoRepository)
+		}
+		return nil, err
 	}
-	return be, err
+	if rates != (limit.Rates{}) {
+		be = limit.New(be, rates)
+	}
+	return be, nil
 }
 
 // cacheDir returns the on-disk cache directory for the remote repository
@@ -235,7 +261,7 @@ func firstLine(b []byte) string {
 }
 
 func (e *env) repoOptions() repo.Options {
-	opts := repo.Options{Compression: e.c.String("compression")}
+	opts := repo.Options{Compression: e.c.String("compression"), PackSize: e.packSize()}
 	if os.Getenv("DJ_INSECURE_TEST_KDF") == "1" {
 		opts.KDF = &crypto.TestKDF
 	}

@@ -2,11 +2,14 @@ package restorer
 
 import (
 	"archive/tar"
+	"archive/zip"
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
+	"github.com/klauspost/compress/flate"
 	"golang.org/x/sys/unix"
 
 	"dj/repo/crypto"
@@ -93,15 +96,24 @@ type tarDumper struct {
 }
 
 func (d *tarDumper) tree(ctx context.Context, id crypto.ID, prefix string) error {
-	if d.ancestors[id] {
+	return dumpTree(ctx, d.l, d.ancestors, id, prefix, d.node)
+}
+
+// dumpTree calls node for each entry of the tree id in order, with its
+// path below prefix, after checking its name; node descends into
+// directories by calling dumpTree again. ancestors holds the trees being
+// dumped, so a tree that contains itself is an error, not a loop.
+func dumpTree(ctx context.Context, l Loader, ancestors map[crypto.ID]bool, id crypto.ID, prefix string,
+	node func(ctx context.Context, n *tree.Node, name string) error) error {
+	if ancestors[id] {
 		return fmt.Errorf("%s: %w", prefix, ErrTreeCycle)
 	}
-	t, err := d.l.LoadTree(ctx, id)
+	t, err := l.LoadTree(ctx, id)
 	if err != nil {
 		return fmt.Errorf("%s: %w", prefix, err)
 	}
-	d.ancestors[id] = true
-	defer delete(d.ancestors, id)
+	ancestors[id] = true
+	defer delete(ancestors, id)
 	for _, n := range t.Nodes {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -116,7 +128,7 @@ func (d *tarDumper) tree(ctx context.Context, id crypto.ID, prefix string) error
 		if prefix != "" {
 			name = prefix + "/" + n.Name
 		}
-		if err := d.node(ctx, n, name); err != nil {
+		if err := node(ctx, n, name); err != nil {
 			return err
 		}
 	}
@@ -178,6 +190,74 @@ func (d *tarDumper) node(ctx context.Context, n *tree.Node, name string) error {
 	switch n.Type {
 	case tree.File:
 		return WriteFile(ctx, d.l, n, d.tw)
+	case tree.Dir:
+		return d.tree(ctx, *n.Subtree, name)
+	}
+	return nil
+}
+
+// zipLevel is the deflate level of WriteZip: a dump is for moving data,
+// so speed comes before size.
+const zipLevel = flate.BestSpeed
+
+// WriteZip writes the tree root as a zip archive, every path prefixed with
+// prefix as in WriteTar: directories, files with their content
+// (deflated), and symlinks with their target as content (as Info-ZIP
+// stores them), each with its Unix mode and modification time (to the
+// second, the resolution of zip). Zip has no hard links, owners, extended
+// attributes or special files: hard-linked files are stored once per
+// name; owners and extended attributes are left out, and so are device
+// nodes, fifos and sockets (use tar for those). Errors end the archive as
+// in WriteTar.
+func WriteZip(ctx context.Context, l Loader, root crypto.ID, prefix string, w io.Writer) error {
+	zw := zip.NewWriter(w)
+	zw.RegisterCompressor(zip.Deflate, func(w io.Writer) (io.WriteCloser, error) {
+		return flate.NewWriter(w, zipLevel)
+	})
+	d := &zipDumper{l: l, zw: zw, ancestors: map[crypto.ID]bool{}}
+	if err := d.tree(ctx, root, strings.Trim(prefix, "/")); err != nil {
+		return err
+	}
+	return zw.Close()
+}
+
+type zipDumper struct {
+	l         Loader
+	zw        *zip.Writer
+	ancestors map[crypto.ID]bool
+}
+
+func (d *zipDumper) tree(ctx context.Context, id crypto.ID, prefix string) error {
+	return dumpTree(ctx, d.l, d.ancestors, id, prefix, d.node)
+}
+
+func (d *zipDumper) node(ctx context.Context, n *tree.Node, name string) error {
+	hdr := &zip.FileHeader{Name: name, Modified: n.ModTime}
+	switch n.Type {
+	case tree.Dir:
+		if n.Subtree == nil {
+			return fmt.Errorf("%s: directory without a subtree", name)
+		}
+		hdr.Name += "/"
+		hdr.SetMode(n.Mode | os.ModeDir)
+	case tree.File:
+		hdr.Method = zip.Deflate
+		hdr.SetMode(n.Mode & ^os.ModeType)
+	case tree.Symlink:
+		hdr.SetMode(n.Mode | os.ModeSymlink)
+	default:
+		return nil // devices, fifos and sockets have no zip form
+	}
+	fw, err := d.zw.CreateHeader(hdr)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	switch n.Type {
+	case tree.File:
+		return WriteFile(ctx, d.l, n, fw)
+	case tree.Symlink:
+		_, err = io.WriteString(fw, n.LinkTarget)
+		return err
 	case tree.Dir:
 		return d.tree(ctx, *n.Subtree, name)
 	}

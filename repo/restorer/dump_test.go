@@ -2,13 +2,16 @@ package restorer
 
 import (
 	"archive/tar"
+	"archive/zip"
 	"bytes"
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -278,9 +281,12 @@ func TestWriteTarHostile(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFakeLoader()
-			err := WriteTar(context.Background(), f, tt.build(f), "p", io.Discard)
-			if !errors.Is(err, tt.wantErr) {
-				t.Errorf("err = %v, want %v", err, tt.wantErr)
+			root := tt.build(f)
+			if err := WriteTar(context.Background(), f, root, "p", io.Discard); !errors.Is(err, tt.wantErr) {
+				t.Errorf("tar: err = %v, want %v", err, tt.wantErr)
+			}
+			if err := WriteZip(context.Background(), f, root, "p", io.Discard); !errors.Is(err, tt.wantErr) {
+				t.Errorf("zip: err = %v, want %v", err, tt.wantErr)
 			}
 		})
 	}
@@ -357,4 +363,116 @@ func runTar(tarPath, dir string, in io.Reader) ([]byte, error) {
 	cmd := exec.Command(tarPath, "-x", "-p", "-f", "-", "-C", dir)
 	cmd.Stdin = in
 	return cmd.CombinedOutput()
+}
+
+// TestWriteZip dumps a source tree as zip, reads the archive back with
+// archive/zip and compares every entry with the source on disk: content,
+// mode and mtime (to the second). Special files are left out.
+func TestWriteZip(t *testing.T) {
+	src := t.TempDir()
+	makeSourceTree(t, src)
+	f := newFakeLoader()
+	root := snapshotDir(t, f, src)
+
+	var buf bytes.Buffer
+	must(t, WriteZip(context.Background(), f, root, "/home/ann/docs/", &buf))
+	zr, err := zip.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	must(t, err)
+	entries := map[string]*zip.File{}
+	for _, zf := range zr.File {
+		if _, dup := entries[zf.Name]; dup {
+			t.Errorf("%q twice in the zip", zf.Name)
+		}
+		entries[zf.Name] = zf
+	}
+
+	seen := 0
+	must(t, filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == src {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		name := "home/ann/docs/" + rel
+		fi, err := os.Lstat(p)
+		must(t, err)
+		if fi.IsDir() {
+			name += "/"
+		}
+		zf, ok := entries[name]
+		if fi.Mode()&(fs.ModeDevice|fs.ModeNamedPipe|fs.ModeSocket) != 0 {
+			if ok {
+				t.Errorf("special file %q in the zip", name)
+			}
+			return nil
+		}
+		if !ok {
+			t.Errorf("%q missing from the zip", name)
+			return nil
+		}
+		seen++
+		if zf.Mode() != fi.Mode() {
+			t.Errorf("%q: mode %v, want %v", name, zf.Mode(), fi.Mode())
+		}
+		if zf.Modified.Unix() != fi.ModTime().Unix() {
+			t.Errorf("%q: mtime %v, want %v", name, zf.Modified, fi.ModTime())
+		}
+		var want []byte
+		switch {
+		case fi.Mode().IsRegular():
+			want, err = os.ReadFile(p)
+			must(t, err)
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			must(t, err)
+			want = []byte(target)
+		}
+		rc, err := zf.Open()
+		must(t, err)
+		got, err := io.ReadAll(rc)
+		must(t, err)
+		rc.Close()
+		if !bytes.Equal(got, want) {
+			t.Errorf("%q: content differs: %d bytes, want %d", name, len(got), len(want))
+		}
+		return nil
+	}))
+	if seen != len(entries) {
+		t.Errorf("zip has %d entries, the source %d", len(entries), seen)
+	}
+	if zf := entries["home/ann/docs/big.bin"]; zf != nil && zf.Method != zip.Deflate {
+		t.Errorf("files stored with method %d, want deflate", zf.Method)
+	}
+}
+
+// TestWriteZipUnzip extracts a dump with Info-ZIP's unzip, when there is
+// one: the tool users meet keeps content, symlinks, modes and mtimes.
+func TestWriteZipUnzip(t *testing.T) {
+	unzip, err := exec.LookPath("unzip")
+	if err != nil {
+		t.Skip("no unzip:", err)
+	}
+	f := newFakeLoader()
+	content := randBytes(14, 3*testChunkSize)
+	a := f.fileNode("a", content)
+	a.ModTime = time.Unix(1_234_567_890, 0)
+	a.Mode = 0o640
+	root := f.addTree(a, &tree.Node{Name: "l", Type: tree.Symlink, Mode: os.ModeSymlink | 0o777, LinkTarget: "a", ModTime: time.Unix(5, 0)})
+	dir := t.TempDir()
+	zipPath := filepath.Join(dir, "out.zip")
+	var buf bytes.Buffer
+	must(t, WriteZip(context.Background(), f, root, "out", &buf))
+	must(t, os.WriteFile(zipPath, buf.Bytes(), 0o600))
+	if out, err := exec.Command(unzip, "-q", zipPath, "-d", dir).CombinedOutput(); err != nil {
+		t.Fatalf("unzip: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(dir + "/out/a")
+	must(t, err)
+	fi, err := os.Stat(dir + "/out/a")
+	must(t, err)
+	if !bytes.Equal(b, content) || fi.Mode().Perm() != 0o640 || !fi.ModTime().Equal(a.ModTime) {
+		t.Errorf("extracted a: %d bytes, mode %v, mtime %v", len(b), fi.Mode(), fi.ModTime())
+	}
+	if target, err := os.Readlink(dir + "/out/l"); err != nil || target != "a" {
+		t.Errorf("extracted l: %q %v", target, err)
+	}
 }

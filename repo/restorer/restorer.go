@@ -78,6 +78,10 @@ type Options struct {
 	// includes or excludes everything below it. Without Include,
 	// everything not excluded is restored.
 	Include, Exclude []string
+	// InsensitiveInclude and InsensitiveExclude are like Include and
+	// Exclude but ignore case (restic's --iinclude and --iexclude); they
+	// add to them.
+	InsensitiveInclude, InsensitiveExclude []string
 	// Sparse writes every all-zero block as a hole; without it only files
 	// that were sparse when backed up (tree.Node.IsSparse) get holes.
 	Sparse bool
@@ -191,6 +195,20 @@ type restorer struct {
 	total                      Progress
 }
 
+// compilePatterns compiles patterns that match case, then patterns that
+// ignore it, into one list.
+func compilePatterns(exact, fold []string) (pathmatch.List, error) {
+	l, err := pathmatch.CompileList(exact, false)
+	if err != nil {
+		return nil, err
+	}
+	lf, err := pathmatch.CompileList(fold, true)
+	if err != nil {
+		return nil, err
+	}
+	return append(l, lf...), nil
+}
+
 // Restore restores the tree rootTree so that its entries appear under
 // opts.Target. Problems with single items are collected in Stats.Errors
 // (and reported via Warn) and do not stop the restore; the returned error
@@ -203,11 +221,11 @@ func Restore(ctx context.Context, l Loader, rootTree crypto.ID, opts Options) (S
 	if !fi.IsDir() {
 		return Stats{}, fmt.Errorf("restore target %s is not a directory", opts.Target)
 	}
-	inc, err := pathmatch.CompileList(opts.Include, false)
+	inc, err := compilePatterns(opts.Include, opts.InsensitiveInclude)
 	if err != nil {
 		return Stats{}, fmt.Errorf("include: %w", err)
 	}
-	exc, err := pathmatch.CompileList(opts.Exclude, false)
+	exc, err := compilePatterns(opts.Exclude, opts.InsensitiveExclude)
 	if err != nil {
 		return Stats{}, fmt.Errorf("exclude: %w", err)
 	}

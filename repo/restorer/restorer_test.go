@@ -679,6 +679,61 @@ func TestRestoreIncludeExclude(t *testing.T) {
 	}
 }
 
+// TestRestoreInsensitivePatterns: InsensitiveInclude and
+// InsensitiveExclude ignore case and add to Include and Exclude.
+func TestRestoreInsensitivePatterns(t *testing.T) {
+	f := newFakeLoader()
+	docs := f.addTree(f.fileNode("A.ODT", []byte("a")), f.fileNode("b.txt", []byte("b")), f.fileNode("C.Txt", []byte("c")))
+	root := f.addTree(dirNode("Docs", docs), f.fileNode("top.odt", []byte("t")))
+
+	tests := []struct {
+		name               string
+		include, exclude   []string
+		iinclude, iexclude []string
+		want               []string
+	}{
+		{"include keeps case", []string{"*.odt"}, nil, nil, nil, []string{"top.odt"}},
+		{"iinclude ignores case", nil, nil, []string{"*.odt"}, nil, []string{"Docs/", "Docs/A.ODT", "top.odt"}},
+		{"iinclude dir", nil, nil, []string{"/docs"}, nil, []string{"Docs/", "Docs/A.ODT", "Docs/C.Txt", "Docs/b.txt"}},
+		{"include and iinclude add up", []string{"b.txt"}, nil, []string{"*.ODT"}, nil, []string{"Docs/", "Docs/A.ODT", "Docs/b.txt", "top.odt"}},
+		{"exclude keeps case", nil, []string{"*.txt"}, nil, nil, []string{"Docs/", "Docs/A.ODT", "Docs/C.Txt", "top.odt"}},
+		{"iexclude ignores case", nil, nil, nil, []string{"*.TXT"}, []string{"Docs/", "Docs/A.ODT", "top.odt"}},
+		{"exclude and iexclude add up", nil, []string{"top.odt"}, nil, []string{"/DOCS/*.txt"}, []string{"Docs/", "Docs/A.ODT"}},
+		{"iinclude with iexclude", nil, nil, []string{"/DOCS"}, []string{"a.odt"}, []string{"Docs/", "Docs/C.Txt", "Docs/b.txt"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			target := t.TempDir()
+			st, err := Restore(context.Background(), f, root, Options{Target: target, Include: tt.include, Exclude: tt.exclude,
+				InsensitiveInclude: tt.iinclude, InsensitiveExclude: tt.iexclude})
+			must(t, err)
+			if len(st.Errors) > 0 {
+				t.Fatal(st.Errors)
+			}
+			var got []string
+			must(t, filepath.WalkDir(target, func(p string, d fs.DirEntry, err error) error {
+				if p != target {
+					rel, _ := filepath.Rel(target, p)
+					if d.IsDir() {
+						rel += "/"
+					}
+					got = append(got, rel)
+				}
+				return err
+			}))
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("restored %q\n want %q", got, tt.want)
+			}
+		})
+	}
+	for _, o := range []Options{{InsensitiveInclude: []string{"[bad"}}, {InsensitiveExclude: []string{"[bad"}}} {
+		o.Target = t.TempDir()
+		if _, err := Restore(context.Background(), f, root, o); err == nil {
+			t.Errorf("no error for a bad pattern in %+v", o)
+		}
+	}
+}
+
 func TestRestoreTarget(t *testing.T) {
 	f := newFakeLoader()
 	root := f.addTree(f.fileNode("f", []byte("x")))
