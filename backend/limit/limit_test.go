@@ -15,6 +15,7 @@ import (
 	"dj/backend"
 	"dj/backend/conformance"
 	"dj/backend/fault"
+	"dj/backend/local"
 	"dj/backend/mem"
 	"dj/backend/rest"
 )
@@ -192,5 +193,44 @@ func TestTransport(t *testing.T) {
 	}
 	if rt := Transport(http.DefaultTransport, Rates{}); rt != http.DefaultTransport {
 		t.Error("an unlimited Transport should be the one passed in")
+	}
+}
+
+// TestWrapKeepsLocalFastPathsPaced: a rate limit around the local backend
+// keeps its capabilities (found first, on the limiter, by backend.As) and
+// paces the bytes they move.
+func TestWrapKeepsLocalFastPathsPaced(t *testing.T) {
+	ctx := context.Background()
+	l, err := local.Create(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 256<<10)
+	h := backend.Handle{Type: backend.PackFile, Name: "00aa"}
+	if err := l.Save(ctx, h, data); err != nil {
+		t.Fatal(err)
+	}
+	be := Wrap(l, Rates{Download: 512 << 10})
+	rl, ok := backend.As[backend.RangeLoader](be)
+	if !ok {
+		t.Fatal("the limiter hides the local backend's RangeLoader")
+	}
+	if _, isLocal := rl.(*local.Local); isLocal {
+		t.Fatal("backend.As reaches beneath the limiter: LoadRange would not be paced")
+	}
+	if _, ok := backend.As[backend.Stager](be); !ok {
+		t.Fatal("the limiter hides the local backend's Stager")
+	}
+	start := time.Now()
+	got, err := rl.LoadRange(ctx, h, 0, len(data), make([]byte, len(data)+backend.RangeSlack))
+	if err != nil || len(got) != len(data) {
+		t.Fatalf("LoadRange: %d bytes, %v", len(got), err)
+	}
+	if d := time.Since(start); d < 350*time.Millisecond {
+		t.Fatalf("256 KiB at 512 KiB/s through LoadRange took %v", d)
+	}
+	// Around a backend without them, Wrap offers none.
+	if _, ok := backend.As[backend.RangeLoader](Wrap(mem.New(), Rates{Download: 1 << 20})); ok {
+		t.Fatal("a limited mem backend claims RangeLoader")
 	}
 }

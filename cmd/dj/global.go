@@ -175,7 +175,7 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 		return nil, err
 	}
 	if rates != (limit.Rates{}) {
-		be = limit.New(be, rates)
+		be = limit.Wrap(be, rates)
 	}
 	return be, nil
 }

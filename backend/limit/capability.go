@@ -1,0 +1,107 @@
+package limit
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"dj/backend"
+)
+
+// capBackend is a Backend around a backend that has the local disk's
+// capabilities: it keeps them (so a rate limit does not turn the fast paths
+// off) and paces the bytes they move. backend.As finds these methods before
+// it looks beneath the limiter, so no transfer bypasses the limit.
+type capBackend struct {
+	*Backend
+	stager   backend.Stager
+	ranger   backend.RangeLoader
+	into     backend.IntoLoader
+	pre      backend.Prefetcher
+	uncached backend.UncachedLoader
+	cleaner  backend.TempCleaner
+}
+
+var (
+	_ backend.Stager         = (*capBackend)(nil)
+	_ backend.RangeLoader    = (*capBackend)(nil)
+	_ backend.IntoLoader     = (*capBackend)(nil)
+	_ backend.Prefetcher     = (*capBackend)(nil)
+	_ backend.UncachedLoader = (*capBackend)(nil)
+	_ backend.TempCleaner    = (*capBackend)(nil)
+)
+
+// Wrap is New for any backend: where be has every capability of the local
+// backend, the result keeps them, paced; otherwise it is New's Backend,
+// which offers none (the layers above then take their plain paths, which
+// the limiter paces).
+func Wrap(be backend.Backend, r Rates) backend.Backend {
+	b := New(be, r)
+	c := &capBackend{Backend: b}
+	var ok [6]bool
+	c.stager, ok[0] = backend.As[backend.Stager](be)
+	c.ranger, ok[1] = backend.As[backend.RangeLoader](be)
+	c.into, ok[2] = backend.As[backend.IntoLoader](be)
+	c.pre, ok[3] = backend.As[backend.Prefetcher](be)
+	c.uncached, ok[4] = backend.As[backend.UncachedLoader](be)
+	c.cleaner, ok[5] = backend.As[backend.TempCleaner](be)
+	for _, o := range ok {
+		if !o {
+			return b
+		}
+	}
+	return c
+}
+
+// CreateTemp creates a temporary file in the wrapped backend.
+func (c *capBackend) CreateTemp(ctx context.Context, t backend.FileType) (*os.File, error) {
+	return c.stager.CreateTemp(ctx, t)
+}
+
+// SaveTemp waits until the upload rate allows the file's size, then
+// publishes it.
+func (c *capBackend) SaveTemp(ctx context.Context, h backend.Handle, f *os.File) error {
+	if fi, err := f.Stat(); err == nil {
+		if err := c.up.wait(ctx, int(fi.Size())); err != nil {
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+			return err
+		}
+	}
+	return c.stager.SaveTemp(ctx, h, f)
+}
+
+// LoadRange reads a range, then waits until the download rate allows it.
+func (c *capBackend) LoadRange(ctx context.Context, h backend.Handle, offset int64, length int, buf []byte) ([]byte, error) {
+	b, err := c.ranger.LoadRange(ctx, h, offset, length, buf)
+	if err != nil {
+		return nil, err
+	}
+	return b, c.down.wait(ctx, len(b))
+}
+
+// LoadInto reads into buf, then waits until the download rate allows it.
+func (c *capBackend) LoadInto(ctx context.Context, h backend.Handle, offset int64, buf []byte) error {
+	if err := c.into.LoadInto(ctx, h, offset, buf); err != nil {
+		return err
+	}
+	return c.down.wait(ctx, len(buf))
+}
+
+// Prefetch passes the hint on; the bytes are paced when they are loaded.
+func (c *capBackend) Prefetch(ctx context.Context, h backend.Handle) { c.pre.Prefetch(ctx, h) }
+
+// LoadUncached reads a whole file, then waits until the download rate
+// allows it.
+func (c *capBackend) LoadUncached(ctx context.Context, h backend.Handle, buf []byte) ([]byte, error) {
+	b, err := c.uncached.LoadUncached(ctx, h, buf)
+	if err != nil {
+		return nil, err
+	}
+	return b, c.down.wait(ctx, len(b))
+}
+
+// RemoveStaleTemp removes stale temporary files of the wrapped backend.
+func (c *capBackend) RemoveStaleTemp(ctx context.Context, age time.Duration) (int, error) {
+	return c.cleaner.RemoveStaleTemp(ctx, age)
+}
