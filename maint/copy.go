@@ -665,4 +665,3 @@ func sameMetadata(a, b *tree.Node) bool {
 	by, err2 := y.MarshalJSON()
 	return err1 == nil && err2 == nil && string(bx) == string(by)
 }
-
