@@ -325,9 +325,9 @@ type treePair struct {
 	src, dst crypto.ID
 }
 
-// maxBlobMemo bounds the map of data blobs copied in this run; when it is
-// full it starts over (it only saves reading a blob twice).
-const maxBlobMemo = 1 << 20
+// maxMemo bounds the maps of the trees and data blobs copied in this run;
+// a full map starts over (they only save reading something twice).
+const maxMemo = 1 << 20
 
 type copier struct {
 	src  CopySource
@@ -537,6 +537,9 @@ nodes:
 		c.bytesAdded.Add(uint64(len(b)))
 	}
 	c.mu.Lock()
+	if len(c.trees) >= maxMemo {
+		clear(c.trees)
+	}
 	c.trees[id] = tid
 	c.mu.Unlock()
 	return tid, nil
@@ -593,7 +596,7 @@ func (c *copier) copyBlob(ctx context.Context, bid crypto.ID) (crypto.ID, error)
 		c.bytesAdded.Add(n)
 	}
 	c.mu.Lock()
-	if len(c.blobs) >= maxBlobMemo {
+	if len(c.blobs) >= maxMemo {
 		clear(c.blobs)
 	}
 	c.blobs[bid] = tid
