@@ -131,6 +131,14 @@ func TestCopyErrors(t *testing.T) {
 	if r := dst.run("copy", "deadbeef"); r.code == 0 || !strings.Contains(r.stderr, "deadbeef") {
 		t.Fatalf("unknown snapshot: exit %d\n%s", r.code, r.stderr)
 	}
+	// The source from --from-repository-file and --from-password-command.
+	locFile := filepath.Join(dst.dir, "source-location")
+	writeFile(t, locFile, []byte(e.repo+"\n"))
+	r := dst.runEnv([]string{"DJ_FROM_REPOSITORY=", "DJ_FROM_PASSWORD_FILE="}, "copy",
+		"--from-repository-file", locFile, "--from-password-command", "echo '"+e.password+"'")
+	if r.code != 0 {
+		t.Fatalf("copy with --from-repository-file and --from-password-command: exit %d\n%s", r.code, r.stderr)
+	}
 }
 
 // packFiles counts the packs stored in a local repository.
