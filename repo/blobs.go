@@ -347,13 +347,13 @@ func (r *Repository) FlushPacks(ctx context.Context) ([]index.FilePack, error) {
 	}
 	p.uploads.Wait()
 	p.mu.Lock()
-	err := p.err
+	defer p.mu.Unlock()
+	if p.err != nil {
+		// The packs that were saved stay listed, for IndexUploaded.
+		return nil, p.err
+	}
 	written := p.written
 	p.written = nil
-	p.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
 	return written, nil
 }
 

@@ -64,11 +64,32 @@ type env struct {
 	json    bool
 	quiet   bool
 	verbose bool
+	// rf names where the repository and its password come from: the
+	// main repository's flags, or copy's --from-* flags.
+	rf repoFlags
 }
 
 func newEnv(c *cli.Context) *env {
 	return &env{c: c, ctx: c.Context, stdout: c.App.Writer, stderr: c.App.ErrWriter,
-		json: c.Bool("json"), quiet: c.Bool("quiet"), verbose: c.Bool("verbose")}
+		json: c.Bool("json"), quiet: c.Bool("quiet"), verbose: c.Bool("verbose"), rf: mainRepoFlags()}
+}
+
+// repoFlags names the flags and the variable that locate a repository and
+// give its password, so that one set of functions opens both the main
+// repository and a second one (the source of `dj copy`).
+type repoFlags struct {
+	repo, repoFile, passwordFile, passwordCommand string // flag names
+	passwordEnv                                   string // variable holding the password
+	noRepo                                        string // how to name a location, for the error without one
+	noPassword                                    string // how to give a password, for the error without one
+	prompt                                        string
+}
+
+func mainRepoFlags() repoFlags {
+	return repoFlags{repo: "repo", repoFile: "repository-file", passwordFile: "password-file", passwordCommand: "password-command",
+		passwordEnv: "DJ_PASSWORD", noRepo: "use -r/--repo or set DJ_REPOSITORY",
+		noPassword: "use --password-file, DJ_PASSWORD, DJ_PASSWORD_FILE or --password-command",
+		prompt:     "enter password for repository: "}
 }
 
 // printf prints to stdout unless --quiet or --json.
@@ -102,16 +123,16 @@ func (e *env) progressWanted() bool {
 }
 
 func (e *env) location() (string, error) {
-	loc := e.c.String("repo")
-	if loc == "" && e.c.String("repository-file") != "" {
-		b, err := os.ReadFile(e.c.String("repository-file"))
+	loc := e.c.String(e.rf.repo)
+	if loc == "" && e.c.String(e.rf.repoFile) != "" {
+		b, err := os.ReadFile(e.c.String(e.rf.repoFile))
 		if err != nil {
 			return "", fmt.Errorf("read repository file: %w", err)
 		}
 		loc = strings.TrimSpace(string(b))
 	}
 	if loc == "" {
-		return "", usageError("no repository given: use -r/--repo or set DJ_REPOSITORY")
+		return "", usageError("no repository given: %s", e.rf.noRepo)
 	}
 	return loc, nil
 }
@@ -199,14 +220,14 @@ func (e *env) cacheDir(location string) string {
 // password returns the repository password from the flags, the
 // environment, or a prompt on the terminal.
 func (e *env) password(prompt string, confirm bool) (string, error) {
-	if f := e.c.String("password-file"); f != "" {
+	if f := e.c.String(e.rf.passwordFile); f != "" {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			return "", fmt.Errorf("read password file: %w", err)
 		}
 		return firstLine(b), nil
 	}
-	if cmdline := e.c.String("password-command"); cmdline != "" {
+	if cmdline := e.c.String(e.rf.passwordCommand); cmdline != "" {
 		cmd := exec.CommandContext(e.ctx, "sh", "-c", cmdline)
 		cmd.Stderr = e.stderr
 		out, err := cmd.Output()
@@ -215,7 +236,7 @@ func (e *env) password(prompt string, confirm bool) (string, error) {
 		}
 		return firstLine(out), nil
 	}
-	if pw, ok := os.LookupEnv("DJ_PASSWORD"); ok {
+	if pw, ok := os.LookupEnv(e.rf.passwordEnv); ok {
 		return pw, nil
 	}
 	return e.promptPassword(prompt, confirm)
@@ -224,7 +245,7 @@ func (e *env) password(prompt string, confirm bool) (string, error) {
 func (e *env) promptPassword(prompt string, confirm bool) (string, error) {
 	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
 	if err != nil || !term.IsTerminal(int(tty.Fd())) {
-		return "", usageError("no password given: use --password-file, DJ_PASSWORD, DJ_PASSWORD_FILE or --password-command")
+		return "", usageError("no password given: %s", e.rf.noPassword)
 	}
 	defer tty.Close()
 	read := func(p string) (string, error) {
@@ -274,7 +295,7 @@ func (e *env) openRepo(loadIndex bool) (*repo.Repository, error) {
 	if err != nil {
 		return nil, err
 	}
-	pw, err := e.password("enter password for repository: ", false)
+	pw, err := e.password(e.rf.prompt, false)
 	if err != nil {
 		be.Close()
 		return nil, err
