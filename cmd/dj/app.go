@@ -41,6 +41,8 @@ Example:
 		},
 	}
 	app.Commands = append(app.Commands, maintenanceCommands()...)
+	app.Commands = append(app.Commands, tagCommand())
+	app.Commands = append(app.Commands, rewriteCommand())
 	sort.Sort(cli.CommandsByName(app.Commands))
 	return app
 }
