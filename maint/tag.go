@@ -50,8 +50,9 @@ var ErrTagConflict = errors.New("--set and --add/--remove cannot be given at the
 
 // NewTags returns the tags of a snapshot tagged old after the change
 // opts describe, and whether they differ from old. Add appends tags not
-// present yet, Remove drops every copy of a tag; Set (with Replace)
-// replaces the list, without duplicates.
+// present yet, Remove drops every copy of a tag (moving the last tag into
+// its place, as restic does); Set (with Replace) replaces the list, without
+// duplicates.
 func NewTags(old []string, opts TagOptions) ([]string, bool) {
 	var out []string
 	has := func(t string) bool {
@@ -75,18 +76,17 @@ func NewTags(old []string, opts TagOptions) ([]string, bool) {
 				out = append(out, t)
 			}
 		}
-		if len(opts.Remove) > 0 {
-			kept := out[:0]
-			for _, t := range out {
-				drop := false
-				for _, r := range opts.Remove {
-					drop = drop || t == r
+		// A removed tag's place is taken by the last tag, as in restic,
+		// so that both leave the tags in the same order.
+		for _, r := range opts.Remove {
+			for i := 0; i < len(out); {
+				if out[i] != r {
+					i++
+					continue
 				}
-				if !drop {
-					kept = append(kept, t)
-				}
+				out[i] = out[len(out)-1]
+				out = out[:len(out)-1]
 			}
-			out = kept
 		}
 	}
 	if len(out) != len(old) {

@@ -23,6 +23,7 @@ func TestNewTags(t *testing.T) {
 		{"add present", []string{"a"}, TagOptions{Add: []string{"a"}}, "a", false},
 		{"add twice", []string{"x"}, TagOptions{Add: []string{"a", "a"}}, "x,a", true},
 		{"remove", []string{"a", "b", "a"}, TagOptions{Remove: []string{"a"}}, "b", true},
+		{"remove moves the last tag", []string{"a", "b", "c", "d"}, TagOptions{Remove: []string{"b"}}, "a,d,c", true},
 		{"remove absent", []string{"b"}, TagOptions{Remove: []string{"a"}}, "b", false},
 		{"add and remove", []string{"a"}, TagOptions{Add: []string{"b"}, Remove: []string{"a"}}, "b", true},
 		{"add then remove same", []string{"a"}, TagOptions{Add: []string{"b"}, Remove: []string{"b"}}, "a", false},
