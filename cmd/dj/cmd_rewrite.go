@@ -47,7 +47,7 @@ Examples:
 func excludePatternFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringSliceFlag{Name: "exclude", Aliases: []string{"e"}, Usage: "exclude paths matching `PATTERN` (repeatable)"},
-		&cli.StringSliceFlag{Name: "iexclude", Usage: "like --exclude, ignoring case"},
+		&cli.StringSliceFlag{Name: "iexclude", Usage: "like --exclude `PATTERN`, ignoring case (repeatable)"},
 		&cli.StringSliceFlag{Name: "exclude-file", Usage: "read exclude patterns from `FILE`"},
 		&cli.StringSliceFlag{Name: "iexclude-file", Usage: "read case-insensitive exclude patterns from `FILE`"},
 	}
