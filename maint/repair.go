@@ -496,7 +496,7 @@ func RepairSnapshots(ctx context.Context, r *repo.Repository, opts RepairSnapsho
 	}
 	res.Checked = len(snaps)
 
-	sr := &snapRepairer{r: r, stored: map[crypto.ID]bool{}, memo: map[crypto.ID]*treeFix{}, missing: BlobSet{}}
+	sr := &snapRepairer{r: r, stored: map[crypto.ID]bool{}, missing: BlobSet{}}
 	_, sr.pending = r.PendingPacks()
 	err = r.Backend().List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
 		if id, err := crypto.ParseID(fi.Name); err == nil {
@@ -507,15 +507,18 @@ func RepairSnapshots(ctx context.Context, r *repo.Repository, opts RepairSnapsho
 	if err != nil {
 		return nil, fmt.Errorf("list packs: %w", err)
 	}
+	tw := sr.rewriter()
 	logf("checking %d snapshots\n", len(snaps))
 	var damaged []*snapshot.Snapshot
+	var plans []*treePlan
 	for _, sn := range snaps {
-		fix, err := sr.plan(ctx, sn.Tree)
+		p, err := tw.plan(ctx, sn.Tree, "/")
 		if err != nil {
 			return nil, fmt.Errorf("snapshot %s: %w", sn.ID.Short(), err)
 		}
-		if fix.broken || fix.changed {
+		if p.changed {
 			damaged = append(damaged, sn)
+			plans = append(plans, p)
 		}
 	}
 	res.Intact = len(snaps) - len(damaged)
@@ -525,37 +528,24 @@ func RepairSnapshots(ctx context.Context, r *repo.Repository, opts RepairSnapsho
 		}
 	}
 
-	var emptyID crypto.ID
-	if !opts.DryRun && len(damaged) > 0 {
-		emptyID, _, err = r.SaveTree(ctx, &tree.Tree{})
-		if err != nil {
-			return nil, err
-		}
-		sr.empty = emptyID
-	}
 	newRoots := make([]crypto.ID, len(damaged))
 	for i, sn := range damaged {
-		fix := sr.memo[sn.Tree]
 		rs := RepairedSnapshot{Original: sn.ID}
-		if fix.broken {
-			rs.EmptiedDirs = []string{"/"}
-		} else {
-			for _, p := range fix.dropped {
-				rs.DroppedFiles = append(rs.DroppedFiles, "/"+p)
-			}
-			for _, p := range fix.emptied {
-				rs.EmptiedDirs = append(rs.EmptiedDirs, "/"+p)
+		for _, c := range plans[i].changes("/") {
+			switch {
+			case c.Kind == nodeDropped:
+				rs.DroppedFiles = append(rs.DroppedFiles, c.Path)
+			case c.Path == "/":
+				rs.EmptiedDirs = append(rs.EmptiedDirs, c.Path)
+			default:
+				rs.EmptiedDirs = append(rs.EmptiedDirs, c.Path+"/")
 			}
 		}
 		res.Repaired = append(res.Repaired, rs)
 		if opts.DryRun {
 			continue
 		}
-		if fix.broken {
-			newRoots[i] = emptyID
-			continue
-		}
-		if newRoots[i], err = sr.write(ctx, sn.Tree); err != nil {
+		if newRoots[i], err = tw.write(ctx, plans[i]); err != nil {
 			return nil, err
 		}
 	}
@@ -603,22 +593,11 @@ func RepairSnapshots(ctx context.Context, r *repo.Repository, opts RepairSnapsho
 	return res, nil
 }
 
-// treeFix is what repair must change in one tree.
-type treeFix struct {
-	broken  bool     // the tree cannot be loaded
-	changed bool     // something below must change
-	dropped []string // files dropped, relative to the tree
-	emptied []string // directories emptied, relative to the tree
-	written *crypto.ID
-}
-
 type snapRepairer struct {
 	r       *repo.Repository
 	pending *index.Index
 	stored  map[crypto.ID]bool
-	memo    map[crypto.ID]*treeFix
 	missing BlobSet
-	empty   crypto.ID
 }
 
 // available reports whether some indexed copy of a blob is in a stored
@@ -640,116 +619,35 @@ func isDamage(err error) bool {
 	return isCorruption(err) || errors.Is(err, repo.ErrBlobNotFound) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-func (s *snapRepairer) plan(ctx context.Context, id crypto.ID) (*treeFix, error) {
-	if f, ok := s.memo[id]; ok {
-		return f, nil
+// rewriter returns the tree rewriter of a repair: files whose data blobs
+// are missing are dropped, and directories whose tree is lost become empty
+// directories (a failing backend stops the repair instead).
+func (s *snapRepairer) rewriter() *treeRewriter {
+	tw := newTreeRewriter(s.r)
+	tw.pathIndependent = true
+	tw.keep = func(n *tree.Node, _ string) bool {
+		if n.Type != tree.File {
+			return true
+		}
+		ok := true
+		for _, b := range n.Content {
+			if !s.available(pack.DataBlob, b) {
+				s.missing[BlobRef{pack.DataBlob, b}] = struct{}{}
+				ok = false
+			}
+		}
+		return ok
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	fix := &treeFix{}
-	t, err := s.r.LoadTree(ctx, id)
-	if err != nil {
+	tw.loadFailed = func(_ string, id crypto.ID, err error) error {
 		if !isDamage(err) {
-			return nil, fmt.Errorf("tree %s: %w", id.Short(), err)
+			return fmt.Errorf("tree %s: %w", id.Short(), err)
 		}
 		if !s.available(pack.TreeBlob, id) {
 			s.missing[BlobRef{pack.TreeBlob, id}] = struct{}{}
 		}
-		fix.broken = true
-		s.memo[id] = fix
-		return fix, nil
+		return nil
 	}
-	for _, n := range t.Nodes {
-		switch n.Type {
-		case tree.File:
-			ok := true
-			for _, b := range n.Content {
-				if !s.available(pack.DataBlob, b) {
-					s.missing[BlobRef{pack.DataBlob, b}] = struct{}{}
-					ok = false
-				}
-			}
-			if !ok {
-				fix.changed = true
-				fix.dropped = append(fix.dropped, n.Name)
-			}
-		case tree.Dir:
-			if n.Subtree == nil {
-				continue
-			}
-			sub, err := s.plan(ctx, *n.Subtree)
-			if err != nil {
-				return nil, err
-			}
-			switch {
-			case sub.broken:
-				fix.changed = true
-				fix.emptied = append(fix.emptied, n.Name+"/")
-			case sub.changed:
-				fix.changed = true
-				for _, p := range sub.dropped {
-					fix.dropped = append(fix.dropped, n.Name+"/"+p)
-				}
-				for _, p := range sub.emptied {
-					fix.emptied = append(fix.emptied, n.Name+"/"+p)
-				}
-			}
-		}
-	}
-	s.memo[id] = fix
-	return fix, nil
-}
-
-// write stores the repaired version of a planned, changed tree.
-func (s *snapRepairer) write(ctx context.Context, id crypto.ID) (crypto.ID, error) {
-	fix := s.memo[id]
-	if fix == nil || !fix.changed {
-		return id, nil
-	}
-	if fix.written != nil {
-		return *fix.written, nil
-	}
-	t, err := s.r.LoadTree(ctx, id)
-	if err != nil {
-		return id, err
-	}
-	out := &tree.Tree{Nodes: make([]*tree.Node, 0, len(t.Nodes))}
-	for _, n := range t.Nodes {
-		switch {
-		case n.Type == tree.File:
-			ok := true
-			for _, b := range n.Content {
-				if _, gone := s.missing[BlobRef{pack.DataBlob, b}]; gone {
-					ok = false
-					break
-				}
-			}
-			if !ok {
-				continue
-			}
-		case n.Type == tree.Dir && n.Subtree != nil:
-			sub := s.memo[*n.Subtree]
-			if sub != nil && (sub.broken || sub.changed) {
-				nn := *n
-				newID := s.empty
-				if !sub.broken {
-					if newID, err = s.write(ctx, *n.Subtree); err != nil {
-						return id, err
-					}
-				}
-				nn.Subtree = &newID
-				n = &nn
-			}
-		}
-		out.Nodes = append(out.Nodes, n)
-	}
-	newID, _, err := s.r.SaveTree(ctx, out)
-	if err != nil {
-		return id, err
-	}
-	fix.written = &newID
-	return newID, nil
+	return tw
 }
 
 // checkUnreferenced reads the headers of packs no index names; if one of

@@ -1,0 +1,49 @@
+package maint
+
+import (
+	"dj/repo/crypto"
+	"dj/repo/snapshot"
+)
+
+// SelectSnapshots picks the snapshots a command acts on, as restic does:
+// with refs, each ref names one snapshot ("latest" is the newest snapshot
+// that passes filter; an id or unique id prefix is looked up among all
+// snapshots, the filter not applied), in the order given and without
+// duplicates; without refs, every snapshot that passes filter, in the
+// order of all.
+func SelectSnapshots(all []*snapshot.Snapshot, refs []string, filter snapshot.Filter) ([]*snapshot.Snapshot, error) {
+	if len(refs) == 0 {
+		return filter.Apply(all), nil
+	}
+	var out []*snapshot.Snapshot
+	seen := map[crypto.ID]bool{}
+	for _, ref := range refs {
+		list := all
+		if ref == "latest" {
+			list = filter.Apply(all)
+		}
+		sn, err := snapshot.Find(list, ref)
+		if err != nil {
+			return nil, err
+		}
+		if !seen[sn.ID] {
+			seen[sn.ID] = true
+			out = append(out, sn)
+		}
+	}
+	return out, nil
+}
+
+// FilterIgnored reports whether refs make SelectSnapshots ignore a
+// non-empty filter (no ref is "latest"), which restic warns about.
+func FilterIgnored(refs []string, filter snapshot.Filter) bool {
+	if len(refs) == 0 || (len(filter.Hosts) == 0 && len(filter.Tags) == 0 && len(filter.Paths) == 0) {
+		return false
+	}
+	for _, ref := range refs {
+		if ref == "latest" {
+			return false
+		}
+	}
+	return true
+}
