@@ -228,7 +228,7 @@ func Find(list []*Snapshot, ref string) (*Snapshot, error) {
 			}
 		}
 		if best == nil {
-			return nil, fmt.Errorf("%w: the repository has no snapshots", ErrNotFound)
+			return nil, fmt.Errorf("%w for \"latest\" (no snapshot to choose from)", ErrNotFound)
 		}
 		return best, nil
 	}
@@ -237,13 +237,13 @@ func Find(list []*Snapshot, ref string) (*Snapshot, error) {
 	for _, s := range list {
 		if strings.HasPrefix(s.ID.String(), ref) {
 			if found != nil && found.ID != s.ID {
-				return nil, fmt.Errorf("%w: %q", ErrAmbiguous, ref)
+				return nil, fmt.Errorf("%w: %q matches several snapshots", ErrAmbiguous, ref)
 			}
 			found = s
 		}
 	}
 	if found == nil {
-		return nil, fmt.Errorf("%w: %q", ErrNotFound, ref)
+		return nil, fmt.Errorf("%w for ID %q", ErrNotFound, ref)
 	}
 	return found, nil
 }
