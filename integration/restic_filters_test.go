@@ -248,3 +248,54 @@ func TestResticFiltersAgree(t *testing.T) {
 		t.Errorf("snapshots --host x ID latest ID: %s, want %s", g, w)
 	}
 }
+
+// TestSnapshotsGroupsAndCompactText checks the text of grouped and compact
+// listings (restic's shapes): a header per group that has a key, none for
+// the group of all snapshots, and no paths or size columns when compact.
+func TestSnapshotsGroupsAndCompactText(t *testing.T) {
+	e := newEnv(t)
+	e.must("init")
+	src := filepath.Join(e.dir, "src")
+	writeFile(t, filepath.Join(src, "f"), []byte("x"))
+	e.must("backup", "--quiet", "--host", "x", "--tag", "a,b", "--time", "2022-01-01 10:00:00", src)
+	e.must("backup", "--quiet", "--host", "y", "--time", "2022-01-02 10:00:00", src)
+	e.must("backup", "--quiet", "--host", "y", "--tag", "c", "--time", "2022-01-03 10:00:00", src)
+
+	out := e.must("snapshots", "--group-by", "host,tags", "--compact")
+	for _, want := range []string{"snapshots for (host [x], tags [a, b]):\n", "snapshots for (host [y], tags [c]):\n", "snapshots for (host [y]):\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("snapshots --group-by host,tags: no %q in\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "Paths") || strings.Contains(out, src) || strings.Count(out, "\nID ") != 3 {
+		t.Errorf("snapshots --compact --group-by: want 3 tables without paths:\n%s", out)
+	}
+	if !strings.Contains(out, "  a\n") || !strings.Contains(out, "  b\n") {
+		t.Errorf("snapshots --compact: want one tag a line:\n%s", out)
+	}
+
+	out = e.must("snapshots", "--group-by", "tags")
+	if strings.Contains(out, "snapshots for ()") || strings.Count(out, "snapshots for ") != 2 {
+		t.Errorf("snapshots --group-by tags: want headers for the two tagged groups only:\n%s", out)
+	}
+
+	for _, args := range [][]string{
+		{"forget", "--dry-run", "--group-by", "", "--keep-last", "1"},
+		{"forget", "--dry-run", "-g", "", "-l", "1", "--compact"},
+	} {
+		out := e.must(args...)
+		if strings.Contains(out, "snapshots for") {
+			t.Errorf("%s: a group header for the group of all snapshots:\n%s", strings.Join(args, " "), out)
+		}
+		if !strings.Contains(out, "keep 1 snapshots:\n") || !strings.Contains(out, "remove 2 snapshots:\n") {
+			t.Errorf("%s: want 1 kept and 2 removed:\n%s", strings.Join(args, " "), out)
+		}
+	}
+	out = e.must("forget", "--dry-run", "-l", "1", "--host", "y")
+	if !strings.Contains(out, "snapshots for (host [y], paths ["+src+"]):\n") || !strings.Contains(out, "last snapshot") {
+		t.Errorf("forget --host y: want the group's header and reasons:\n%s", out)
+	}
+	if r := e.run("forget", "--dry-run", "-l", "1", "-H", "y"); r.code == 0 {
+		t.Errorf("forget -H y: -H is --keep-hourly, so y is no count; exit 0:\n%s", r.stdout)
+	}
+}

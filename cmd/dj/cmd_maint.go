@@ -309,13 +309,12 @@ func runForget(c *cli.Context) error {
 	var remove []*snapshot.Snapshot
 	var groups []forgetGroupJSON
 	if len(ids) > 0 {
-		for _, ref := range ids {
-			sn, err := snapshot.Find(list, ref)
-			if err != nil {
-				unlock()
-				return err
-			}
-			remove = append(remove, sn)
+		// As in restic, "latest" is the newest snapshot the filters select.
+		var errs []error
+		remove, errs = snapshot.FindAll(list, ids, filterFromFlags(c))
+		if len(errs) > 0 {
+			unlock()
+			return errs[0]
 		}
 	} else {
 		filtered := filterFromFlags(c).Apply(list)
@@ -330,11 +329,11 @@ func runForget(c *cli.Context) error {
 			keep, rem, reasons := maint.ApplyPolicy(byGroup[k], p)
 			if len(keep) == 0 && !c.Bool("unsafe-allow-remove-all") {
 				unlock()
-				group := "of group " + groupHeader(keys[k])
-				if group == "of group " {
-					group = "selected"
+				which := "selected"
+				if h := groupHeader(keys[k]); h != "" {
+					which = "of the group " + h
 				}
-				return usageError("the policy would remove every snapshot %s; refusing (use --unsafe-allow-remove-all)", group)
+				return usageError("the policy would remove every snapshot %s; refusing (use --unsafe-allow-remove-all)", which)
 			}
 			g := forgetGroupJSON{Tags: keys[k].Tags, Host: keys[k].Hostname, Paths: keys[k].Paths}
 			matches := make([][]string, 0, len(reasons))
