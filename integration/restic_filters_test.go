@@ -221,6 +221,15 @@ func TestResticFiltersAgree(t *testing.T) {
 			}
 		}
 	}
+	for _, args := range [][]string{
+		{"snapshots", "--json", "--latest", "1", "--group-by", "tags"},
+		{"snapshots", "--json", "--latest", "2", "--tag", "a", "--tag", "b"},
+	} {
+		grouped := args[4] == "--group-by"
+		if got, want := rfNormGroups(t, "dj", e.must(args...), grouped), rfNormGroups(t, "restic", rr.run(args...), grouped); got != want {
+			t.Errorf("%s:\ndj:\n%s\nrestic:\n%s", strings.Join(args, " "), got, want)
+		}
+	}
 	for _, f := range [][]string{nil, {"--tag", "a,b", "--tag", ""}} {
 		for _, policy := range [][]string{
 			{"--group-by", "", "-l", "2"},
