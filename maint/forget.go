@@ -35,36 +35,13 @@ func ParseKeepCount(s string) (int, error) {
 }
 
 // TagList is one --keep-tag value: tags that must all be present on a
-// snapshot. A list holding the empty tag matches snapshots without any tag.
-type TagList []string
+// snapshot; a list holding the empty tag matches snapshots without any tag.
+// It is the tag list of snapshot filters, so --keep-tag and --tag agree.
+type TagList = snapshot.TagList
 
 // ParseTagList splits a comma-separated list of tags ("a,b"), trimming
 // white space around each tag, as restic does.
-func ParseTagList(s string) TagList {
-	var l TagList
-	for _, t := range strings.Split(s, ",") {
-		l = append(l, strings.TrimSpace(t))
-	}
-	return l
-}
-
-// String formats the list as restic does: "[a, b]".
-func (l TagList) String() string { return "[" + strings.Join(l, ", ") + "]" }
-
-// matches reports whether sn carries every tag of l (restic's HasTags): an
-// empty tag in the list matches a snapshot without tags, and an empty list
-// matches every snapshot.
-func (l TagList) matches(sn *snapshot.Snapshot) bool {
-	for _, tag := range l {
-		if tag == "" && len(sn.Tags) == 0 {
-			return true
-		}
-		if !sn.HasTag(tag) {
-			return false
-		}
-	}
-	return true
-}
+func ParseTagList(s string) TagList { return snapshot.ParseTagList(s) }
 
 // maxDurationValue bounds each number of a Duration, so that hours converted
 // to a time.Duration cannot overflow.
@@ -352,7 +329,7 @@ func applyPolicy(list []*snapshot.Snapshot, p ExpirePolicy, now time.Time) (keep
 		oldest := nr == len(sorted)-1
 
 		for _, l := range p.Tags {
-			if l.matches(sn) {
+			if l.Matches(sn) {
 				matches = append(matches, "has tags "+l.String())
 			}
 		}

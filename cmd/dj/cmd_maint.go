@@ -208,27 +208,35 @@ func waitingJSON(w []maint.WaitingPack) []map[string]any {
 }
 
 func forgetCommand() *cli.Command {
-	keep := func(name, usage string) cli.Flag {
-		return &cli.StringFlag{Name: "keep-" + name, Usage: usage}
+	keep := func(name, alias, usage string) cli.Flag {
+		return &cli.StringFlag{Name: "keep-" + name, Aliases: []string{alias}, Usage: usage}
 	}
 	within := func(name, usage string) cli.Flag {
 		return &cli.StringFlag{Name: "keep-within" + name, Usage: usage}
 	}
-	flags := append(filterFlags(),
-		keep("last", "keep the last `N` snapshots"),
-		keep("hourly", "keep the last `N` hourly snapshots"),
-		keep("daily", "keep the last `N` daily snapshots"),
-		keep("weekly", "keep the last `N` weekly snapshots"),
-		keep("monthly", "keep the last `N` monthly snapshots"),
-		keep("yearly", "keep the last `N` yearly snapshots"),
+	// As in restic, -H is --keep-hourly here, so --host has no short form.
+	flags := filterFlags()
+	for _, f := range flags {
+		if h, ok := f.(*cli.StringSliceFlag); ok && h.Name == "host" {
+			h.Aliases = nil
+		}
+	}
+	flags = append(flags,
+		keep("last", "l", "keep the last `N` snapshots"),
+		keep("hourly", "H", "keep the last `N` hourly snapshots"),
+		keep("daily", "d", "keep the last `N` daily snapshots"),
+		keep("weekly", "w", "keep the last `N` weekly snapshots"),
+		keep("monthly", "m", "keep the last `N` monthly snapshots"),
+		keep("yearly", "y", "keep the last `N` yearly snapshots"),
 		within("", "keep snapshots newer than `DURATION` (e.g. 1y5m7d2h) relative to the newest"),
 		within("-hourly", "keep hourly snapshots within `DURATION`"),
 		within("-daily", "keep daily snapshots within `DURATION`"),
 		within("-weekly", "keep weekly snapshots within `DURATION`"),
 		within("-monthly", "keep monthly snapshots within `DURATION`"),
 		within("-yearly", "keep yearly snapshots within `DURATION`"),
-		&cli.StringSliceFlag{Name: "keep-tag", Usage: "keep snapshots with `TAG[,TAG...]` (repeatable)"},
-		&cli.StringFlag{Name: "group-by", Value: "host,paths", Usage: "group snapshots by `FIELDS` (host, paths, tags)"},
+		&cli.StringSliceFlag{Name: "keep-tag", Usage: "keep snapshots with all of `TAG[,TAG...]` (repeatable: any of the lists)"},
+		&cli.StringFlag{Name: "group-by", Aliases: []string{"g"}, Value: "host,paths", Usage: "group snapshots by `FIELDS` (host, paths, tags; '' for one group)"},
+		&cli.BoolFlag{Name: "compact", Aliases: []string{"c"}, Usage: "compact tables: no paths and size columns, one tag a line"},
 		&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "only print what would be removed"},
 		&cli.BoolFlag{Name: "prune", Usage: "prune right after forgetting"},
 		&cli.BoolFlag{Name: "unsafe-allow-remove-all", Usage: "allow a policy that removes every snapshot"},
@@ -237,16 +245,24 @@ func forgetCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "forget",
 		Usage:     "remove snapshots by ID or by a retention policy",
-		UsageText: "dj forget [policy options] [--prune] [SNAPSHOT...]",
+		UsageText: "dj forget [policy options] [--host HOST] [--tag TAG[,TAG...]] [--path PATH] [--group-by FIELDS] [--prune] [SNAPSHOT...]",
 		Description: `Removes the given snapshots, or applies a retention policy to each group of
 snapshots (by default: same host and paths). The rules are restic's, so existing
 policies carry over; every kept snapshot says which rule kept it. Data is freed by
 prune (--prune runs it right after).
 
+--host, --tag and --path limit the policy to the snapshots they select, as in
+restic: --tag a,b selects snapshots with both tags, repeated --tag any of the
+lists, --tag '' untagged snapshots; snapshots not selected are kept. The short
+forms -l -H -d -w -m -y are restic's for --keep-last ... --keep-yearly (so --host
+has no short form here).
+
 Examples:
    dj forget 1a2b3c4d
    dj forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --prune
-   dj forget --keep-within 30d --dry-run --json`,
+   dj forget -d 7 -w 5 -m 12 --host laptop --tag daily
+   dj forget --keep-within 30d --dry-run --json
+   dj forget --keep-last 3 --group-by '' --compact --dry-run`,
 		Flags:  flags,
 		Action: runForget,
 	}
@@ -337,13 +353,12 @@ func runForget(c *cli.Context) error {
 	var remove []*snapshot.Snapshot
 	var groups []forgetGroupJSON
 	if len(ids) > 0 {
-		for _, ref := range ids {
-			sn, err := snapshot.Find(list, ref)
-			if err != nil {
-				unlock()
-				return err
-			}
-			remove = append(remove, sn)
+		// As in restic, "latest" is the newest snapshot the filters select.
+		var errs []error
+		remove, errs = snapshot.FindAll(list, ids, filterFromFlags(c))
+		if len(errs) > 0 {
+			unlock()
+			return errs[0]
 		}
 	} else {
 		filtered := filterFromFlags(c).Apply(list)
@@ -352,20 +367,23 @@ func runForget(c *cli.Context) error {
 			unlock()
 			return usageError("%v", err)
 		}
-		names := make([]string, 0, len(byGroup))
-		for k := range byGroup {
-			names = append(names, k)
-		}
-		sort.Strings(names)
+		e.printf("Applying Policy: %s\n", p)
+		names := sortedGroups(keys)
 		for _, k := range names {
 			keep, rem, reasons := maint.ApplyPolicy(byGroup[k], p)
 			if len(keep) == 0 && !c.Bool("unsafe-allow-remove-all") {
 				unlock()
-				return usageError("the policy would remove every snapshot of group %s; refusing (use --unsafe-allow-remove-all)", keys[k])
+				which := "selected"
+				if h := groupHeader(keys[k]); h != "" {
+					which = "of the group " + h
+				}
+				return usageError("the policy would remove every snapshot %s; refusing (use --unsafe-allow-remove-all)", which)
 			}
 			g := forgetGroupJSON{Tags: keys[k].Tags, Host: keys[k].Hostname, Paths: keys[k].Paths}
+			matches := make([][]string, 0, len(reasons))
 			for _, r := range reasons {
 				g.Reasons = append(g.Reasons, keepReasonJSON{Snapshot: toJSON(r.Snapshot), Matches: r.Matches, Counters: r.Counters})
+				matches = append(matches, r.Matches)
 			}
 			for _, s := range keep {
 				g.Keep = append(g.Keep, toJSON(s))
@@ -375,16 +393,25 @@ func runForget(c *cli.Context) error {
 			}
 			groups = append(groups, g)
 			remove = append(remove, rem...)
-			if !e.json {
-				e.printf("snapshots for %s:\n", keys[k])
+			if h := groupHeader(keys[k]); h != "" {
+				e.printf("snapshots for %s:\n", h)
+			}
+			// restic's order in the tables: oldest first.
+			if len(keep) > 0 {
 				e.printf("keep %d snapshots:\n", len(keep))
-				for i, s := range keep {
-					e.printf("  %s  %s  %s\n", s.ID.Short(), s.Time.Local().Format("2006-01-02 15:04:05"), strings.Join(reasons[i].Matches, ", "))
+				snaps, why := oldestFirst(keep, matches)
+				if !e.quiet && !e.json {
+					snapshotTable(snaps, c.Bool("compact"), why).write(e.stdout)
 				}
+				e.printf("%d snapshots\n\n", len(keep))
+			}
+			if len(rem) > 0 {
 				e.printf("remove %d snapshots:\n", len(rem))
-				for _, s := range rem {
-					e.printf("  %s  %s\n", s.ID.Short(), s.Time.Local().Format("2006-01-02 15:04:05"))
+				snaps, _ := oldestFirst(rem, nil)
+				if !e.quiet && !e.json {
+					snapshotTable(snaps, c.Bool("compact"), nil).write(e.stdout)
 				}
+				e.printf("%d snapshots\n\n", len(rem))
 			}
 		}
 	}
@@ -412,6 +439,23 @@ func runForget(c *cli.Context) error {
 		return runPrune(e, r, pruneOpts)
 	}
 	return nil
+}
+
+// oldestFirst returns list (newest first, as [maint.ApplyPolicy] gives it)
+// reversed, with reasons (one entry per snapshot, or nil) reversed alike.
+func oldestFirst(list []*snapshot.Snapshot, reasons [][]string) ([]*snapshot.Snapshot, [][]string) {
+	snaps := make([]*snapshot.Snapshot, len(list))
+	var why [][]string
+	if reasons != nil {
+		why = make([][]string, len(reasons))
+	}
+	for i := range list {
+		snaps[len(list)-1-i] = list[i]
+		if reasons != nil {
+			why[len(list)-1-i] = reasons[i]
+		}
+	}
+	return snaps, why
 }
 
 func diffCommand() *cli.Command {

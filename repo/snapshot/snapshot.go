@@ -80,39 +80,81 @@ func (s *Snapshot) HasPaths(paths []string) bool {
 	return true
 }
 
-// Filter selects snapshots. Empty fields match everything. Tags entries are
-// alternatives; each entry may be a comma-separated list of tags that must
-// all be present (restic's semantics).
+// TagList is a set of tags that must all be present on a snapshot, written
+// on the command line as "a,b" (restic's taglist). A list holding the empty
+// tag selects snapshots without any tag (an empty --tag value).
+type TagList []string
+
+// ParseTagList splits one option value such as "a,b" at commas, trimming
+// white space around each tag, as restic does. Empty tags are kept: the
+// empty string gives the list [""], which selects untagged snapshots.
+func ParseTagList(s string) TagList {
+	var l TagList
+	for _, t := range strings.Split(s, ",") {
+		l = append(l, strings.TrimSpace(t))
+	}
+	return l
+}
+
+// String formats the list as restic does: "[a, b]".
+func (l TagList) String() string { return "[" + strings.Join(l, ", ") + "]" }
+
+// Matches reports whether sn carries every tag of l, as restic's HasTags
+// decides it: the tags are looked at in order, an empty tag selects a
+// snapshot without tags (and nothing else), and an empty list selects every
+// snapshot.
+func (l TagList) Matches(sn *Snapshot) bool {
+	for _, tag := range l {
+		if tag == "" && len(sn.Tags) == 0 {
+			return true
+		}
+		if !sn.HasTag(tag) {
+			return false
+		}
+	}
+	return true
+}
+
+// Filter selects snapshots as restic's --host, --tag and --path options do.
+// An empty field selects every snapshot.
 type Filter struct {
+	// Hosts are alternatives: the snapshot's hostname must be one of them.
 	Hosts []string
-	Tags  []string
-	Paths []string // each must be among the snapshot's paths
+	// Tags are alternatives, each one --tag value as given on the command
+	// line: a comma-separated [TagList] whose tags must all be present
+	// ("a,b"). So {"a,b", "c"} selects snapshots that carry both a and b,
+	// or c; {""} selects snapshots without tags.
+	Tags []string
+	// Paths must all be among the snapshot's paths (compared after
+	// filepath.Clean).
+	Paths []string
+}
+
+// TagLists returns f.Tags parsed with [ParseTagList].
+func (f Filter) TagLists() []TagList {
+	var out []TagList
+	for _, t := range f.Tags {
+		out = append(out, ParseTagList(t))
+	}
+	return out
+}
+
+// Empty reports whether the filter selects every snapshot.
+func (f Filter) Empty() bool {
+	return len(f.Hosts) == 0 && len(f.Tags) == 0 && len(f.Paths) == 0
 }
 
 // Matches reports whether s passes the filter.
 func (f Filter) Matches(s *Snapshot) bool {
-	if len(f.Hosts) > 0 {
-		ok := false
-		for _, h := range f.Hosts {
-			if s.Hostname == h {
-				ok = true
-			}
-		}
-		if !ok {
-			return false
-		}
+	if len(f.Hosts) > 0 && !containsString(f.Hosts, s.Hostname) {
+		return false
 	}
 	if len(f.Tags) > 0 {
 		ok := false
 		for _, alt := range f.Tags {
-			all := true
-			for _, t := range strings.Split(alt, ",") {
-				if t != "" && !s.HasTag(t) {
-					all = false
-				}
-			}
-			if all {
+			if ParseTagList(alt).Matches(s) {
 				ok = true
+				break
 			}
 		}
 		if !ok {
@@ -124,6 +166,7 @@ func (f Filter) Matches(s *Snapshot) bool {
 		for _, sp := range s.Paths {
 			if filepath.Clean(sp) == filepath.Clean(p) {
 				found = true
+				break
 			}
 		}
 		if !found {
@@ -131,6 +174,15 @@ func (f Filter) Matches(s *Snapshot) bool {
 		}
 	}
 	return true
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }
 
 // Apply returns the snapshots that pass the filter, in the order given.
@@ -176,7 +228,7 @@ func Find(list []*Snapshot, ref string) (*Snapshot, error) {
 			}
 		}
 		if best == nil {
-			return nil, fmt.Errorf("%w: the repository has no snapshots", ErrNotFound)
+			return nil, fmt.Errorf("%w for \"latest\" (no snapshot to choose from)", ErrNotFound)
 		}
 		return best, nil
 	}
@@ -185,13 +237,39 @@ func Find(list []*Snapshot, ref string) (*Snapshot, error) {
 	for _, s := range list {
 		if strings.HasPrefix(s.ID.String(), ref) {
 			if found != nil && found.ID != s.ID {
-				return nil, fmt.Errorf("%w: %q", ErrAmbiguous, ref)
+				return nil, fmt.Errorf("%w: %q matches several snapshots", ErrAmbiguous, ref)
 			}
 			found = s
 		}
 	}
 	if found == nil {
-		return nil, fmt.Errorf("%w: %q", ErrNotFound, ref)
+		return nil, fmt.Errorf("%w for ID %q", ErrNotFound, ref)
 	}
 	return found, nil
+}
+
+// FindAll resolves refs as restic's commands that take snapshot IDs do:
+// "latest" is the newest snapshot that passes f, any other reference is a
+// full ID or a unique ID prefix among all of list (f does not apply to it).
+// Each snapshot is returned once, in the order of the first reference that
+// named it. A reference that resolves to nothing gives one error in errs
+// (wrapping [ErrNotFound] or [ErrAmbiguous]) and is otherwise skipped.
+func FindAll(list []*Snapshot, refs []string, f Filter) (found []*Snapshot, errs []error) {
+	seen := make(map[*Snapshot]bool)
+	for _, ref := range refs {
+		from := list
+		if ref == "latest" {
+			from = f.Apply(list)
+		}
+		sn, err := Find(from, ref)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !seen[sn] {
+			seen[sn] = true
+			found = append(found, sn)
+		}
+	}
+	return found, errs
 }
