@@ -266,7 +266,7 @@ func TestCLIList(t *testing.T) {
 	e.must("init")
 	e.must("backup", src)
 
-	filesIn := func(dir string) []string {
+	repoFiles := func(dir string) []string {
 		var names []string
 		filepath.WalkDir(filepath.Join(e.repo, dir), func(p string, d os.DirEntry, err error) error {
 			if err == nil && !d.IsDir() {
@@ -283,7 +283,7 @@ func TestCLIList(t *testing.T) {
 		return l
 	}
 	for kind, dir := range map[string]string{"packs": "data", "index": "index", "snapshots": "snapshots", "keys": "keys", "locks": "locks"} {
-		got, want := lines(e.must("list", kind)), filesIn(dir)
+		got, want := lines(e.must("list", kind)), repoFiles(dir)
 		if len(got) == 0 && len(want) == 0 {
 			continue
 		}
