@@ -111,6 +111,9 @@ func complete(app *cli.App, words []string, w io.Writer) {
 			}
 			continue
 		}
+		if cmd == nil && positionals == 0 && a == "help" {
+			continue // `dj help COMMAND...` completes like the command path
+		}
 		if positionals == 0 {
 			if c := findCommand(cmds, a); c != nil {
 				cmd, cmds = c, c.Subcommands

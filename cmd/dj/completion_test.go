@@ -42,6 +42,8 @@ func TestComplete(t *testing.T) {
 		{words: "bogus --x", empty: true},
 		{words: "backup -- --t", empty: true},
 		{words: "init", empty: true},
+		{words: "help", has: []string{"snapshots", "key"}},
+		{words: "help key", has: []string{"add", "list"}},
 	}
 	for _, c := range cases {
 		args := append(strings.Fields(c.words), "--generate-bash-completion")
