@@ -15,6 +15,14 @@ import (
 // maxKeyFileSize bounds a key file read from storage.
 const maxKeyFileSize = 64 << 10
 
+// ErrResticRepository is returned by Open for a repository made by restic:
+// its key files use scrypt, which dj never writes, and dj cannot read its
+// format.
+var ErrResticRepository = errors.New("this is a restic repository, not a dj repository; dj cannot read restic repositories (use restic to access it)")
+
+// resticKDF is the key derivation function of restic's key files.
+const resticKDF = "scrypt"
+
 // KeyInfo describes one key file.
 type KeyInfo struct {
 	ID       crypto.ID `json:"id"`
@@ -55,6 +63,7 @@ func openKey(ctx context.Context, be backend.Backend, password string) (*crypto.
 	}
 	sort.Strings(names)
 	var firstErr error
+	var restic, other int
 	for _, name := range names {
 		if err := ctx.Err(); err != nil {
 			return nil, crypto.ID{}, err
@@ -66,6 +75,11 @@ func openKey(ctx context.Context, be backend.Backend, password string) (*crypto.
 			}
 			continue
 		}
+		if kf.KDF == resticKDF {
+			restic++
+			continue
+		}
+		other++
 		key, err := kf.Open(password)
 		if err == nil {
 			id, _ := crypto.ParseID(name)
@@ -75,15 +89,32 @@ func openKey(ctx context.Context, be backend.Backend, password string) (*crypto.
 			firstErr = err
 		}
 	}
+	if restic > 0 && other == 0 {
+		return nil, crypto.ID{}, fmt.Errorf("%s: %w", be.Location(), ErrResticRepository)
+	}
 	if firstErr != nil {
 		return nil, crypto.ID{}, fmt.Errorf("%w (and a key file could not be read: %v)", crypto.ErrWrongPassword, firstErr)
 	}
 	return nil, crypto.ID{}, crypto.ErrWrongPassword
 }
 
-// AddKey stores a new key file that opens the master key with password.
+// AddKey stores a new key file that opens the master key with password,
+// recording the current user and host in it.
 func (r *Repository) AddKey(ctx context.Context, password string) (crypto.ID, error) {
-	kf, err := crypto.NewKeyFile(r.key, password, *r.opts.KDF, currentUser(), hostname())
+	return r.AddKeyAs(ctx, password, "", "")
+}
+
+// AddKeyAs is AddKey with the user and host names recorded in the key file
+// given (restic's `key add --user --host`); an empty name means the current
+// user or host.
+func (r *Repository) AddKeyAs(ctx context.Context, password, username, host string) (crypto.ID, error) {
+	if username == "" {
+		username = currentUser()
+	}
+	if host == "" {
+		host = hostname()
+	}
+	kf, err := crypto.NewKeyFile(r.key, password, *r.opts.KDF, username, host)
 	if err != nil {
 		return crypto.ID{}, err
 	}

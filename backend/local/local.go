@@ -83,6 +83,8 @@ func Create(ctx context.Context, dir string) (*Local, error) {
 	switch {
 	case err == nil:
 		return nil, fmt.Errorf("create repository at %s: config file already exists: %w", dir, fs.ErrExist)
+	case errors.Is(err, syscall.ENOTDIR):
+		return nil, fmt.Errorf("create repository at %s: %s", dir, notDirectory(dir))
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("create repository at %s: %w", dir, err)
 	}
@@ -105,12 +107,34 @@ func Open(ctx context.Context, dir string) (*Local, error) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("no repository at %s: %w", dir, fs.ErrNotExist)
 		}
+		if errors.Is(err, syscall.ENOTDIR) {
+			// dir, or a directory above it, is a file: no repository
+			// can be there.
+			return nil, fmt.Errorf("no repository at %s: %s: %w", dir, notDirectory(dir), fs.ErrNotExist)
+		}
 		return nil, fmt.Errorf("open repository at %s: %w", dir, err)
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("open repository at %s: config is not a regular file", dir)
 	}
 	return l, nil
+}
+
+// notDirectory names the part of dir that is not a directory, for the
+// error when a path to a repository runs through a file.
+func notDirectory(dir string) string {
+	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
+		if fi, err := os.Stat(p); err == nil {
+			if !fi.IsDir() {
+				return p + " is a file, not a directory"
+			}
+			break
+		}
+		if p == filepath.Dir(p) {
+			break
+		}
+	}
+	return "a part of the path is not a directory"
 }
 
 // Init creates the directory layout of a repository (dir itself, keys,

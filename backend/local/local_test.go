@@ -75,6 +75,26 @@ func TestCreateOpen(t *testing.T) {
 	}
 }
 
+// A path through a file holds no repository: Open says so (not "stat
+// .../config: not a directory"), and Create names the file.
+func TestOpenCreateThroughFile(t *testing.T) {
+	ctx := t.Context()
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{file, filepath.Join(file, "sub", "repo")} {
+		_, err := local.Open(ctx, dir)
+		if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "no repository at "+dir) || !strings.Contains(err.Error(), file+" is a file, not a directory") {
+			t.Errorf("Open(%s): %v, want fs.ErrNotExist naming the file", dir, err)
+		}
+		_, err = local.Create(ctx, dir)
+		if err == nil || !strings.Contains(err.Error(), file+" is a file, not a directory") {
+			t.Errorf("Create(%s): %v, want an error naming the file", dir, err)
+		}
+	}
+}
+
 func TestFilesAreReadOnlyAndOverwritable(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()

@@ -28,10 +28,14 @@ func interspersed(app *cli.App, args []string) []string {
 	}
 	cmds := app.Commands
 	var cmd *cli.Command
+	cmdStart := -1 // where the top-level command is in out
 	for i < len(args) {
 		cmd = findCommand(cmds, args[i])
 		if cmd == nil {
 			break
+		}
+		if cmdStart < 0 {
+			cmdStart = len(out)
 		}
 		out = append(out, args[i])
 		i++
@@ -42,10 +46,6 @@ func interspersed(app *cli.App, args []string) []string {
 	}
 	if cmd == nil || i >= len(args) {
 		return append(out, args[i:]...)
-	}
-	cmdStart := len(out) - 1
-	for cmdStart > 0 && findCommand(app.Commands, out[cmdStart]) == nil {
-		cmdStart--
 	}
 	valueFlags = takesValue(append(append([]cli.Flag{}, cmd.Flags...), app.Flags...))
 	cmdNames := flagNames(cmd.Flags)
@@ -130,4 +130,48 @@ func needsValue(arg string, valueFlags map[string]bool) bool {
 		return false
 	}
 	return valueFlags[name]
+}
+
+// danglingValueFlag returns the last argument when it is a flag of the
+// command that needs a value and has none ("dj restore latest --target"),
+// with the command's path ("restore"). Left to the reordering, such a flag
+// would take the positional argument before it as its value.
+func danglingValueFlag(app *cli.App, args []string) (flag, path string) {
+	if len(args) < 3 {
+		return "", ""
+	}
+	last := args[len(args)-1]
+	if !strings.HasPrefix(last, "-") || last == "-" || last == "--" {
+		return "", ""
+	}
+	cmds := app.Commands
+	var cmd *cli.Command
+	var names []string
+	valueFlags := takesValue(app.Flags)
+	for i := 1; i < len(args)-1; i++ {
+		a := args[i]
+		if a == "--" {
+			return "", ""
+		}
+		if strings.HasPrefix(a, "-") {
+			if needsValue(a, valueFlags) {
+				i++
+			}
+			continue
+		}
+		c := findCommand(cmds, a)
+		if c == nil {
+			if cmd == nil {
+				return "", ""
+			}
+			continue
+		}
+		cmd, cmds = c, c.Subcommands
+		names = append(names, c.Name)
+		valueFlags = takesValue(append(append([]cli.Flag{}, c.Flags...), app.Flags...))
+	}
+	if cmd == nil || !needsValue(last, valueFlags) {
+		return "", ""
+	}
+	return last, strings.Join(names, " ")
 }

@@ -18,6 +18,7 @@ func TestInterspersed(t *testing.T) {
 		{"dj snapshots", "dj snapshots"},
 		{"dj snapshots --json --latest 1", "dj --json snapshots --latest 1"},
 		{"dj key list --json", "dj --json key list"},
+		{"dj key add --json --user ann", "dj --json key add --user ann"},
 		{"dj backup -r /r /src --json -q", "dj -r /r --json -q backup /src"},
 		{"dj unknown a --b", "dj unknown a --b"},
 	}

@@ -16,7 +16,7 @@ func fromRepoFlags() repoFlags {
 	return repoFlags{repo: "from-repo", repoFile: "from-repository-file", passwordFile: "from-password-file",
 		passwordCommand: "from-password-command", passwordEnv: "DJ_FROM_PASSWORD",
 		noRepo:     "use --from-repo or set DJ_FROM_REPOSITORY",
-		noPassword: "use --from-password-file, DJ_FROM_PASSWORD, DJ_FROM_PASSWORD_FILE or --from-password-command",
+		noPassword: "use --from-password-file, DJ_FROM_PASSWORD, DJ_FROM_PASSWORD_FILE, --from-password-command",
 		prompt:     "enter password for source repository: "}
 }
 

@@ -73,7 +73,7 @@ Example:
 						return err
 					}
 					if e.json {
-						return e.printJSON(keys)
+						return e.printJSON(keyListJSON(keys))
 					}
 					t := newTable("ID", "User", "Host", "Created")
 					for _, k := range keys {
@@ -90,9 +90,13 @@ Example:
 				},
 			},
 			{
-				Name: "add", Usage: "add a password", UsageText: "dj key add [--new-password-file FILE]",
-				Description: "Adds a key file that opens the repository with another password.\n\nExample:\n   dj key add --new-password-file ~/.dj-password-2",
-				Flags:       []cli.Flag{&cli.StringFlag{Name: "new-password-file", Usage: "read the new password from `FILE`"}},
+				Name: "add", Usage: "add a password", UsageText: "dj key add [--new-password-file FILE] [--user NAME] [--host NAME]",
+				Description: "Adds a key file that opens the repository with another password. The key file\nrecords a user and host name (the current ones unless --user and --host say\notherwise), shown by `dj key list`.\n\nExamples:\n   dj key add --new-password-file ~/.dj-password-2\n   dj key add --user ann --host laptop",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "new-password-file", Usage: "read the new password from `FILE`"},
+					&cli.StringFlag{Name: "user", Usage: "record `NAME` as the user of the new key (default: the current user)"},
+					&cli.StringFlag{Name: "host", Usage: "record `NAME` as the host of the new key (default: this host)"},
+				},
 				Action: func(c *cli.Context) error {
 					e := newEnv(c)
 					r, err := e.openRepo(false)
@@ -104,7 +108,7 @@ Example:
 					if err != nil {
 						return err
 					}
-					id, err := r.AddKey(e.ctx, pw)
+					id, err := r.AddKeyAs(e.ctx, pw, c.String("user"), c.String("host"))
 					if err != nil {
 						return err
 					}
@@ -170,6 +174,26 @@ Example:
 			},
 		},
 	}
+}
+
+// keyJSON is one key in `key list --json`, shaped like restic's.
+type keyJSON struct {
+	Current  bool   `json:"current"`
+	ID       string `json:"id"`
+	UserName string `json:"userName"`
+	HostName string `json:"hostName"`
+	Created  string `json:"created"`
+}
+
+// keyListJSON shapes keys as restic's `key list --json` does: short ids
+// and the creation time in local time without a zone.
+func keyListJSON(keys []repo.KeyInfo) []keyJSON {
+	out := make([]keyJSON, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, keyJSON{Current: k.Current, ID: k.ID.Short(), UserName: k.Username, HostName: k.Hostname,
+			Created: k.Created.Local().Format("2006-01-02 15:04:05")})
+	}
+	return out
 }
 
 func newPassword(e *env, file string) (string, error) {

@@ -107,9 +107,7 @@ func runMount(c *cli.Context) error {
 		return err
 	}
 	defer closeRepo()
-	logf := func(format string, args ...any) {
-		fmt.Fprintf(e.stderr, "dj mount: "+strings.TrimSuffix(format, "\n")+"\n", args...)
-	}
+	logf := mountLogf(e.stderr)
 	opts := fusefs.Options{
 		Filter: filterFromFlags(c), PathTemplates: c.StringSlice("path-template"), TimeTemplate: c.String("time-template"),
 		CacheSize: cacheSize, Refresh: c.Duration("refresh"), AllowOther: c.Bool("allow-other"), OwnerRoot: c.Bool("owner-root"),

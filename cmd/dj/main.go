@@ -33,13 +33,14 @@ const (
 )
 
 func main() {
-	// -v is --verbose, as in restic; --version keeps its long name only.
-	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
 	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
 }
 
 // run executes the CLI and returns the exit code; no panic escapes it.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
+	// -v is --verbose, as in restic; --version keeps its long name only.
+	// (Set here rather than in main so that tests of run see the same CLI.)
+	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer func() {
@@ -67,6 +68,17 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 		}()
 	}
 	app := newApp(stdin, stdout, stderr)
+	if n := len(args); n > 1 && args[n-1] == completionFlag {
+		// The shell asks for completions: answer from the command tree,
+		// never run a command, never print an error.
+		complete(app, args[1:n-1], stdout)
+		return exitOK
+	}
+	guardUsage(app, args)
+	if flag, path := danglingValueFlag(app, args); flag != "" {
+		fmt.Fprintf(stderr, "dj: flag %s needs a value (see dj %s --help)\n", flag, path)
+		return exitError
+	}
 	err := app.RunContext(ctx, interspersed(app, args))
 	if err == nil {
 		return exitOK
