@@ -40,7 +40,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "cache-dir", EnvVars: []string{"DJ_CACHE_DIR"}, Usage: "keep the local cache of remote repositories (index and snapshot files) in `DIR`"},
 		&cli.StringFlag{Name: "compression", EnvVars: []string{"DJ_COMPRESSION"}, Value: "auto", Usage: "compression `MODE`: off, fastest, auto, better or best"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
-		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print more detail"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print more detail (-vv or --verbose=2 for even more)"},
 		&cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON"},
 		&cli.BoolFlag{Name: "no-lock", Usage: "do not lock the repository (read-only commands only)"},
 		&cli.DurationFlag{Name: "retry-lock", Usage: "when the repository is locked, retry for up to `DURATION` before giving up"},
@@ -56,11 +56,13 @@ type env struct {
 	json    bool
 	quiet   bool
 	verbose bool
+	// verbosity counts -v: 0 without it, 2 for -vv or --verbose=2.
+	verbosity int
 }
 
 func newEnv(c *cli.Context) *env {
 	return &env{c: c, ctx: c.Context, stdout: c.App.Writer, stderr: c.App.ErrWriter,
-		json: c.Bool("json"), quiet: c.Bool("quiet"), verbose: c.Bool("verbose")}
+		json: c.Bool("json"), quiet: c.Bool("quiet"), verbose: c.Bool("verbose"), verbosity: c.Count("verbose")}
 }
 
 // printf prints to stdout unless --quiet or --json.
