@@ -194,8 +194,10 @@ type archiver struct {
 	scanDone                            atomic.Bool
 	current                             atomic.Pointer[string]
 
-	// reading holds the paths of the files being read now (for Progress).
+	// reading holds the paths of the files being read now, queued counts
+	// the files queued for or being read (for Progress).
 	reading sync.Map
+	queued  atomic.Int64
 	// newBlobs holds, with ItemDone set, the data blobs this run added and
 	// no finished file has claimed yet, with their plaintext sizes.
 	newBlobs sync.Map // crypto.ID -> uint64
@@ -592,9 +594,11 @@ func (a *archiver) saveEntry(ctx context.Context, path string, fi os.FileInfo, p
 		}
 		f := &future{done: make(chan struct{})}
 		prefetch(path, node.Size)
+		a.queued.Add(1)
 		select {
 		case a.fileJobs <- fileJob{path: path, fi: fi, node: node, prev: prev, fut: f}:
 		case <-ctx.Done():
+			a.queued.Add(-1)
 			f.err = ctx.Err()
 			close(f.done)
 		}
@@ -713,6 +717,7 @@ func (a *archiver) saveFile(ctx context.Context, ch *chunker.Chunker, job fileJo
 	job.start = time.Now()
 	a.reading.Store(job.path, struct{}{})
 	defer a.reading.Delete(job.path)
+	defer a.queued.Add(-1)
 	st, _ := job.fi.Sys().(*syscall.Stat_t)
 	// Hard links: read the content once per run.
 	if st != nil && st.Nlink > 1 {
@@ -962,6 +967,9 @@ func (a *archiver) progress() Progress {
 	}
 	if c := a.current.Load(); c != nil {
 		p.Current = *c
+	}
+	if q := a.queued.Load(); q > 0 {
+		p.FilesDone -= min(p.FilesDone, uint64(q)) // the files done, not the files found
 	}
 	a.reading.Range(func(k, _ any) bool {
 		p.CurrentFiles = append(p.CurrentFiles, k.(string))
