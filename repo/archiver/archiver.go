@@ -753,6 +753,7 @@ func (a *archiver) saveFile(ctx context.Context, ch *chunker.Chunker, job fileJo
 			return
 		}
 		a.warn(job.path, err)
+		a.files.Add(^uint64(0)) // left out of the snapshot: not processed
 		return
 	}
 	n.Content = content
