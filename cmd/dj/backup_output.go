@@ -245,7 +245,7 @@ func (r *backupReport) summary(sn *snapshot.Snapshot, dryRun bool) {
 			DirsUnmodified: s.DirsUnmodified, DataBlobs: s.DataBlobs, TreeBlobs: s.TreeBlobs,
 			DataAdded: s.DataAdded, DataAddedPacked: s.DataAddedPacked, TotalFilesProcessed: s.TotalFilesProcessed,
 			TotalBytesProcessed: s.TotalBytesProcessed, TotalDuration: d.Seconds(), DryRun: dryRun}
-		if !dryRun {
+		if !dryRun && !sn.ID.IsNull() { // no snapshot written: no ID (as restic)
 			m.SnapshotID = sn.ID.Short()
 		}
 		r.writeJSON(r.stdoutJSON, m)
@@ -266,7 +266,11 @@ func (r *backupReport) summary(sn *snapshot.Snapshot, dryRun bool) {
 	e.printf("%s: %-5s (%-5s stored)\n", verb, formatBytes(s.DataAdded), formatBytes(s.DataAddedPacked))
 	e.printf("\n")
 	e.printf("processed %d files, %s in %s\n", s.TotalFilesProcessed, formatBytes(s.TotalBytesProcessed), formatElapsed(d))
-	if !dryRun {
+	switch {
+	case dryRun:
+	case sn.ID.IsNull(): // --skip-if-unchanged
+		e.printf("skipped creating snapshot: nothing changed since the parent snapshot\n")
+	default:
 		e.printf("snapshot %s saved\n", sn.ID.Short())
 	}
 }

@@ -255,6 +255,12 @@ snapshot af02203f saved
 	if strings.Contains(out.String(), "saved") {
 		t.Errorf("dry run says a snapshot was saved:\n%s", out.String())
 	}
+	out.Reset()
+	sn.ID = crypto.ID{} // not written (--skip-if-unchanged)
+	r.summary(sn, false)
+	if !strings.HasSuffix(out.String(), "\nskipped creating snapshot: nothing changed since the parent snapshot\n") {
+		t.Errorf("unwritten snapshot:\n%s", out.String())
+	}
 }
 
 func TestErrorLines(t *testing.T) {
