@@ -228,9 +228,52 @@ func TestBackupTextOutput(t *testing.T) {
 	if strings.Contains(out, "using parent") || !strings.HasSuffix(out, " saved\n") {
 		t.Errorf("first backup:\n%s", out)
 	}
-	out = e.must("backup", src)
-	if !strings.HasPrefix(out, "using parent snapshot ") || !strings.Contains(out, "0 new,     0 changed,     6 unmodified") {
-		t.Errorf("second backup:\n%s", out)
+	r := e.run("backup", src)
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "using parent snapshot ") || !strings.Contains(r.stdout, "0 new,     0 changed,     6 unmodified") {
+		t.Errorf("second backup: exit %d\n%s", r.code, r.stdout)
+	}
+	if r.stderr != "" {
+		t.Errorf("progress drawn although stderr is no terminal:\n%s", r.stderr)
+	}
+}
+
+// TestBackupProgressOnTerminal runs a backup on a pseudo-terminal (with
+// script(1)) and checks that the status is drawn, restic's way, and erased
+// before the summary.
+func TestBackupProgressOnTerminal(t *testing.T) {
+	script, err := exec.LookPath("script")
+	if err != nil {
+		t.Skip("script(1) is not installed")
+	}
+	e := newEnv(t)
+	src := filepath.Join(e.dir, "src")
+	outputTree(t, src)
+	e.must("init")
+	cmd := exec.Command(script, "-qec", "stty cols 200 rows 50; "+e.bin+" backup -v "+src, "/dev/null")
+	cmd.Env = append(cleanEnv(), e.extraEnv...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("backup on a terminal: %v\n%q", err, out)
+	}
+	text := strings.ReplaceAll(string(out), "\r\n", "\n")
+	// The last status drawn: all done, with the totals of the scan.
+	status := "[0:0"
+	i := strings.LastIndex(text, status)
+	if i < 0 {
+		t.Fatalf("no status line:\n%q", text)
+	}
+	line := text[i:]
+	line = line[:strings.IndexByte(line, '\n')]
+	if !strings.Contains(line, "100.00%  6 files 3.000 MiB, total 6 files 3.000 MiB, 0 errors") || !strings.Contains(line, "/s") {
+		t.Errorf("final status line %q", line)
+	}
+	// Erased (cursor up, clear to the end) before the summary.
+	rest := text[i:]
+	if j := strings.Index(rest, "\x1b[1A\r\x1b[J"); j < 0 || j > strings.Index(rest, "Files:") {
+		t.Errorf("status not erased before the summary:\n%q", rest)
+	}
+	if !strings.Contains(text, "new       "+filepath.Join(src, "big.bin")+", saved in ") {
+		t.Errorf("-v lines missing on the terminal:\n%q", text)
 	}
 }
 
