@@ -139,11 +139,19 @@ func (s *statusTerm) draw() {
 	_, _ = io.WriteString(s.out, b.String())
 }
 
-// clearTo writes what erases the status lines on the screen.
+// clearTo writes what erases the status lines on the screen to b.
 func (s *statusTerm) clearTo(b *strings.Builder) {
 	if s.shown > 0 {
 		fmt.Fprintf(b, "\x1b[%dA\r\x1b[J", s.shown)
 		s.shown = 0
+	}
+}
+
+// erase erases the status lines on the screen, if any.
+func (s *statusTerm) erase() {
+	var b strings.Builder
+	if s.clearTo(&b); b.Len() > 0 {
+		_, _ = io.WriteString(s.out, b.String())
 	}
 }
 
@@ -156,11 +164,9 @@ func (s *statusTerm) print(w io.Writer, text string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var b strings.Builder
 	if w == s.out || w == s.other {
-		s.clearTo(&b)
+		s.erase()
 	}
-	_, _ = io.WriteString(s.out, b.String())
 	_, _ = io.WriteString(w, text)
 }
 
@@ -168,9 +174,7 @@ func (s *statusTerm) print(w io.Writer, text string) {
 func (s *statusTerm) finish() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var b strings.Builder
-	s.clearTo(&b)
-	_, _ = io.WriteString(s.out, b.String())
+	s.erase()
 	s.lines = nil
 }
 
