@@ -152,7 +152,7 @@ func TestRoundTripRestore(t *testing.T) {
 	e.must("init")
 	out := e.must("backup", "--json", src)
 	var sum map[string]any
-	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+	if err := json.Unmarshal([]byte(lastLine(out)), &sum); err != nil { // status lines come first
 		t.Fatalf("backup --json: %v\n%s", err, out)
 	}
 	if sum["message_type"] != "summary" || sum["snapshot_id"] == "" {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -19,6 +21,11 @@ func interspersed(app *cli.App, args []string) []string {
 	// Global flags before the command.
 	valueFlags := takesValue(app.Flags)
 	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "--" {
+		if v, ok := verboseArgs(args[i]); ok {
+			out = append(out, v...)
+			i++
+			continue
+		}
 		out = append(out, args[i])
 		if needsValue(args[i], valueFlags) && i+1 < len(args) {
 			i++
@@ -56,6 +63,10 @@ func interspersed(app *cli.App, args []string) []string {
 		if a == "--" {
 			positional = append(positional, args[i:]...)
 			break
+		}
+		if v, ok := verboseArgs(a); ok && !cmdNames[flagName(a)] {
+			globals = append(globals, v...)
+			continue
 		}
 		if strings.HasPrefix(a, "-") && a != "-" {
 			dst := &flags
@@ -174,4 +185,35 @@ func danglingValueFlag(app *cli.App, args []string) (flag, path string) {
 		return "", ""
 	}
 	return last, strings.Join(names, " ")
+}
+
+// verboseArgs spells the counted global flag -v ("-vv", "--verbose=2",
+// "--verbose") as that many "-v", the one form urfave/cli counts (it
+// refuses two spellings of one flag in one command line); ok is false for
+// other arguments.
+func verboseArgs(arg string) (v []string, ok bool) {
+	if !strings.HasPrefix(arg, "-") {
+		return nil, false
+	}
+	name, val, hasVal := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+	n := 0
+	switch {
+	case (name == "verbose" || name == "v") && !hasVal:
+		n = 1
+	case name == "verbose" || name == "v":
+		if k, err := strconv.Atoi(val); err == nil && k >= 0 {
+			n = k
+		} else if b, err := strconv.ParseBool(val); err == nil {
+			if b {
+				n = 1
+			}
+		} else {
+			return nil, false
+		}
+	case !hasVal && !strings.HasPrefix(arg, "--") && name != "" && strings.Trim(name, "v") == "":
+		n = len(name)
+	default:
+		return nil, false
+	}
+	return slices.Repeat([]string{"-v"}, n), true
 }

@@ -11,7 +11,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -221,18 +220,9 @@ func runBackup(c *cli.Context) error {
 		}
 	}
 
-	var warnMu sync.Mutex
-	opts.Warn = func(path string, err error) {
-		warnMu.Lock()
-		defer warnMu.Unlock()
-		e.warnf("warning: %s: %v\n", path, unwrapPathError(err))
-	}
-	bar := newBackupProgress(e)
-	if bar != nil {
-		opts.Progress = bar.update
-		opts.ProgressInterval = 200 * time.Millisecond
-		opts.Scan = true
-	}
+	report := newBackupReport(e)
+	report.start(opts.Parent, paths)
+	report.setup(&opts)
 
 	var sn *snapshot.Snapshot
 	switch {
@@ -243,13 +233,11 @@ func runBackup(c *cli.Context) error {
 	default:
 		sn, err = archiver.Backup(e.ctx, r, paths, opts)
 	}
-	if bar != nil {
-		bar.finish()
-	}
+	report.finish()
 	if sn == nil {
 		return err
 	}
-	printBackupSummary(e, sn, opts.DryRun)
+	report.summary(sn, opts.DryRun)
 	return err
 }
 
@@ -307,30 +295,4 @@ func findParent(e *env, r *repo.Repository, ref, host string, paths []string) (*
 		}
 	}
 	return best, nil
-}
-
-func printBackupSummary(e *env, sn *snapshot.Snapshot, dryRun bool) {
-	s := sn.Summary
-	if e.json {
-		_ = e.printJSON(map[string]any{
-			"message_type": "summary", "files_new": s.FilesNew, "files_changed": s.FilesChanged,
-			"files_unmodified": s.FilesUnmodified, "dirs_new": s.DirsNew, "dirs_changed": s.DirsChanged,
-			"dirs_unmodified": s.DirsUnmodified, "data_blobs": s.DataBlobs, "tree_blobs": s.TreeBlobs,
-			"data_added": s.DataAdded, "total_files_processed": s.TotalFilesProcessed,
-			"total_bytes_processed": s.TotalBytesProcessed,
-			"total_duration":        s.BackupEnd.Sub(s.BackupStart).Seconds(), "snapshot_id": sn.ID.Short(),
-			"dry_run": dryRun,
-		})
-		return
-	}
-	e.printf("Files:       %5d new, %5d changed, %5d unmodified\n", s.FilesNew, s.FilesChanged, s.FilesUnmodified)
-	e.printf("Dirs:        %5d new, %5d changed, %5d unmodified\n", s.DirsNew, s.DirsChanged, s.DirsUnmodified)
-	e.printf("Added to the repository: %s\n", formatBytes(s.DataAdded))
-	d := s.BackupEnd.Sub(s.BackupStart)
-	e.printf("processed %d files, %s in %s\n", s.TotalFilesProcessed, formatBytes(s.TotalBytesProcessed), d.Round(time.Millisecond))
-	if dryRun {
-		e.printf("dry run: nothing was written\n")
-	} else {
-		e.printf("snapshot %s saved\n", sn.ID.Short())
-	}
 }

@@ -41,7 +41,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "cache-dir", EnvVars: []string{"DJ_CACHE_DIR"}, Usage: "keep the local cache of remote repositories (index and snapshot files) in `DIR`"},
 		&cli.StringFlag{Name: "compression", EnvVars: []string{"DJ_COMPRESSION"}, Value: "auto", Usage: "compression `MODE`: off, fastest, auto, better or best"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
-		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print more detail"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print more detail (-vv or --verbose=2 for even more)"},
 		&cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON"},
 		&cli.BoolFlag{Name: "no-lock", Usage: "do not lock the repository (read-only commands only)"},
 		&cli.DurationFlag{Name: "retry-lock", Usage: "when the repository is locked, retry for up to `DURATION` before giving up"},
@@ -67,11 +67,13 @@ type env struct {
 	// rf names where the repository and its password come from: the
 	// main repository's flags, or copy's --from-* flags.
 	rf repoFlags
+	// verbosity counts -v: 0 without it, 2 for -vv or --verbose=2.
+	verbosity int
 }
 
 func newEnv(c *cli.Context) *env {
 	return &env{c: c, ctx: c.Context, stdout: c.App.Writer, stderr: c.App.ErrWriter,
-		json: c.Bool("json"), quiet: c.Bool("quiet"), verbose: c.Bool("verbose"), rf: mainRepoFlags()}
+		json: c.Bool("json"), quiet: c.Bool("quiet"), verbose: c.Bool("verbose"), verbosity: c.Count("verbose"), rf: mainRepoFlags()}
 }
 
 // repoFlags names the flags and the variable that locate a repository and
@@ -242,7 +244,6 @@ func (e *env) password(prompt string, confirm bool) (string, error) {
 	return e.promptPassword(prompt, confirm)
 }
 
-
 // promptPassword asks for a password on the terminal. When standard input
 // is not a terminal and carries no data for the command, the password is
 // its next line instead, as restic does (`echo pw | dj snapshots`); a
@@ -299,9 +300,9 @@ func (e *env) promptPassword(prompt string, confirm bool) (string, error) {
 // maxPasswordLine bounds a password line read from standard input.
 const maxPasswordLine = 4096
 
-// isTerminal reports whether r is a terminal.
-func isTerminal(r io.Reader) bool {
-	f, ok := r.(*os.File)
+// isTerminal reports whether s (a reader or writer) is a terminal.
+func isTerminal(s any) bool {
+	f, ok := s.(*os.File)
 	return ok && f != nil && term.IsTerminal(int(f.Fd()))
 }
 

@@ -47,6 +47,9 @@ func BackupReader(ctx context.Context, repo Repository, r io.Reader, name string
 		ModTime: now, AccessTime: now, ChangeTime: now, Size: size, Blocks: (size + 511) / 512, Links: 1, Content: ids}
 	a.files.Add(1)
 	a.filesNew.Add(1)
+	if opts.ItemDone != nil {
+		opts.ItemDone(Item{Path: "/" + name, Action: ItemNew, Duration: time.Since(a.start), DataAdded: a.claimAdded(ids)})
+	}
 	root := &tree.Tree{Nodes: []*tree.Node{file}}
 	id, err := a.saveTree(ctx, root)
 	if err != nil {
