@@ -370,9 +370,9 @@ func TestBackupSkipIfUnchanged(t *testing.T) {
 	unchanged := func(run func() bool) {
 		t.Helper()
 		for try := 0; try < 5; try++ {
+			before := ancestorStamps(src)
 			e.must("backup", src)
 			n := count()
-			before := ancestorStamps(src)
 			skipped := run()
 			moved := strings.Join(ancestorStamps(src), " ") != strings.Join(before, " ")
 			switch {
