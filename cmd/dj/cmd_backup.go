@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -26,14 +25,27 @@ func backupCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "backup",
 		Usage:     "back up files and directories into a new snapshot",
-		UsageText: "dj backup [options] PATH...\n   dj backup --stdin --stdin-filename NAME < data\n   dj backup --stdin-from-command [--stdin-filename NAME] -- COMMAND [ARGS...]",
+		UsageText: "dj backup [options] PATH...\n   dj backup [options] --files-from LIST [PATH...]\n   dj backup --stdin --stdin-filename NAME < data\n   dj backup --stdin-from-command [--stdin-filename NAME] -- COMMAND [ARGS...]",
 		Description: `Saves the given paths as a new snapshot. Unchanged files (same size, mtime,
 ctime and inode as in the parent snapshot) are not read again. Files that cannot
 be read are reported; the snapshot is still written and the exit code is 3.
 
+The parents of each path are stored as directories, also where the path runs
+through a symlink; the path itself is stored as what it is. Excludes apply to
+the given paths too. Access times are stored only with --with-atime, so reading
+files does not change a snapshot's trees.
+
+--files-from reads one path or glob pattern per line (# comments and empty
+lines are ignored), --files-from-verbatim one path per line as it is,
+--files-from-raw NUL-terminated paths (find -print0); "-" reads standard input.
+Listed paths that do not exist are reported and skipped (exit code 3).
+
 Examples:
    dj backup ~/documents ~/photos
    dj backup --exclude '*.tmp' --exclude-caches --tag daily /home
+   find /srv -name '*.db' -print0 | dj backup --files-from-raw -
+   dj backup --files-from ~/backup.list --exclude-if-present .nobackup
+   dj backup --skip-if-unchanged /etc
    pg_dump mydb | dj backup --stdin --stdin-filename mydb.sql
    dj backup --stdin-from-command --stdin-filename vm.vma -- vzdump 100 --stdout`,
 		Flags: []cli.Flag{
@@ -41,14 +53,23 @@ Examples:
 			&cli.StringSliceFlag{Name: "iexclude", Usage: "like --exclude, ignoring case"},
 			&cli.StringSliceFlag{Name: "exclude-file", Usage: "read exclude patterns from `FILE`"},
 			&cli.StringSliceFlag{Name: "iexclude-file", Usage: "read case-insensitive exclude patterns from `FILE`"},
-			&cli.BoolFlag{Name: "exclude-caches", Usage: "exclude directories holding a valid CACHEDIR.TAG"},
+			&cli.BoolFlag{Name: "exclude-caches", Usage: "leave out the content of directories holding a valid CACHEDIR.TAG (the directory and the tag file are kept)"},
+			&cli.StringSliceFlag{Name: "exclude-if-present", Usage: "leave out the content of directories holding a tag file `FILE[:HEADER]` (named FILE, starting with HEADER when given), except the tag file (repeatable)"},
 			&cli.StringFlag{Name: "exclude-larger-than", Usage: "exclude files larger than `SIZE` (e.g. 1G)"},
 			&cli.BoolFlag{Name: "one-file-system", Aliases: []string{"x"}, Usage: "stay on the file systems of the given paths"},
+			&cli.StringSliceFlag{Name: "files-from", Usage: "back up the paths and glob patterns listed in `FILE`, one a line (repeatable; - is standard input)"},
+			&cli.StringSliceFlag{Name: "files-from-verbatim", Usage: "back up the paths listed in `FILE`, one a line, taken as they are (repeatable)"},
+			&cli.StringSliceFlag{Name: "files-from-raw", Usage: "back up the NUL-terminated paths listed in `FILE` (repeatable)"},
 			&cli.StringSliceFlag{Name: "tag", Usage: "add `TAG` to the snapshot (repeatable, or comma-separated)"},
 			&cli.StringFlag{Name: "host", EnvVars: []string{"DJ_HOST"}, Usage: "record `HOST` as the hostname"},
 			&cli.StringFlag{Name: "time", Usage: "record `TIME` (2006-01-02 15:04:05) as the snapshot time"},
 			&cli.StringFlag{Name: "parent", Usage: "use snapshot `ID` as the parent instead of the latest one of this host and paths"},
 			&cli.BoolFlag{Name: "force", Usage: "read every file, even unchanged ones"},
+			&cli.BoolFlag{Name: "ignore-inode", Usage: "ignore inode number changes when looking for modified files"},
+			&cli.BoolFlag{Name: "ignore-ctime", Usage: "ignore ctime changes when looking for modified files"},
+			&cli.BoolFlag{Name: "skip-if-unchanged", Usage: "write no snapshot when nothing changed since the parent snapshot"},
+			&cli.BoolFlag{Name: "with-atime", Usage: "store the access times of files and directories"},
+			&cli.UintFlag{Name: "read-concurrency", EnvVars: []string{"DJ_READ_CONCURRENCY"}, DefaultText: "2 per CPU", Usage: "read `N` files at once (each reader also chunks what it reads)"},
 			&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "read everything but write nothing"},
 			&cli.BoolFlag{Name: "stdin", Usage: "back up standard input as one file"},
 			&cli.StringFlag{Name: "stdin-filename", Value: "stdin", Usage: "`NAME` of the file made from standard input or the command's output"},
@@ -57,8 +78,6 @@ Examples:
 		Action: runBackup,
 	}
 }
-
-const cachedirSignature = "Signature: 8a477f597d28d172789f06886806bc55"
 
 // buildExclude turns the exclude flags into one predicate.
 func buildExclude(c *cli.Context) (func(string, os.FileInfo) bool, error) {
@@ -90,39 +109,36 @@ func buildExclude(c *cli.Context) (func(string, os.FileInfo) bool, error) {
 	if s := c.String("exclude-larger-than"); s != "" {
 		n, err := parseSize(s)
 		if err != nil {
-			return nil, usageError("--exclude-larger-than: %v", err)
+			return nil, usageError("--exclude-larger-than: invalid size %q (want a number with an optional K, M, G or T suffix)", s)
 		}
 		maxSize = n
 	}
-	caches := c.Bool("exclude-caches")
-	if len(ex) == 0 && len(iex) == 0 && maxSize < 0 && !caches {
+	if len(ex) == 0 && len(iex) == 0 && maxSize < 0 {
 		return nil, nil
 	}
 	return func(path string, fi os.FileInfo) bool {
 		if ex.Match(path) || iex.Match(path) {
 			return true
 		}
-		if maxSize >= 0 && fi.Mode().IsRegular() && fi.Size() > maxSize {
-			return true
-		}
-		if caches && fi.IsDir() {
-			if b, err := readHead(filepath.Join(path, "CACHEDIR.TAG"), len(cachedirSignature)); err == nil && string(b) == cachedirSignature {
-				return true
-			}
-		}
-		return false
+		return maxSize >= 0 && fi.Mode().IsRegular() && fi.Size() > maxSize
 	}, nil
 }
 
-func readHead(name string, n int) ([]byte, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, err
+// buildTagFiles turns --exclude-if-present and --exclude-caches into tag
+// files.
+func buildTagFiles(c *cli.Context) ([]archiver.TagFile, error) {
+	var tags []archiver.TagFile
+	for _, spec := range c.StringSlice("exclude-if-present") {
+		tf, err := archiver.ParseTagFile(spec)
+		if err != nil {
+			return nil, usageError("--exclude-if-present: %v", err)
+		}
+		tags = append(tags, tf)
 	}
-	defer f.Close()
-	b := make([]byte, n)
-	_, err = io.ReadFull(f, b)
-	return b, err
+	if c.Bool("exclude-caches") {
+		tags = append(tags, archiver.CacheDirTag)
+	}
+	return tags, nil
 }
 
 func readPatternFile(name string) ([]string, error) {
@@ -163,20 +179,36 @@ func runBackup(c *cli.Context) error {
 	if stdinMode && c.Bool("stdin") && c.NArg() > 0 {
 		return usageError("--stdin takes no paths")
 	}
-	if !stdinMode && c.NArg() == 0 {
-		return usageError("nothing to back up: give at least one path")
-	}
 	if c.Bool("stdin-from-command") && c.NArg() == 0 {
 		return usageError("--stdin-from-command needs a command after --")
+	}
+	for _, f := range []string{"files-from", "files-from-verbatim", "files-from-raw"} {
+		if stdinMode && c.IsSet(f) {
+			return usageError("--%s cannot be used with --stdin or --stdin-from-command", f)
+		}
 	}
 	exclude, err := buildExclude(c)
 	if err != nil {
 		return err
 	}
+	tagFiles, err := buildTagFiles(c)
+	if err != nil {
+		return err
+	}
+	var targets []string
+	missing := 0
+	if !stdinMode {
+		if targets, missing, err = backupTargets(e, c); err != nil {
+			return err
+		}
+	}
 	opts := archiver.Options{
-		Exclude: exclude, OneFileSystem: c.Bool("one-file-system"), Tags: splitTags(c.StringSlice("tag")),
+		Exclude: exclude, ExcludeIfPresent: tagFiles, OneFileSystem: c.Bool("one-file-system"), Tags: splitTags(c.StringSlice("tag")),
 		Hostname: c.String("host"), DryRun: c.Bool("dry-run"), ProgramVersion: "dj " + version,
 		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
+		IgnoreInode: c.Bool("ignore-inode"), IgnoreCtime: c.Bool("ignore-ctime"),
+		SkipIfUnchanged: c.Bool("skip-if-unchanged"), WithAtime: c.Bool("with-atime"),
+		FileWorkers: int(c.Uint("read-concurrency")),
 	}
 	if opts.Hostname == "" {
 		opts.Hostname, _ = os.Hostname()
@@ -205,12 +237,8 @@ func runBackup(c *cli.Context) error {
 
 	var paths []string
 	if !stdinMode {
-		for _, p := range c.Args().Slice() {
-			ap, err := filepath.Abs(p)
-			if err != nil {
-				return err
-			}
-			paths = append(paths, ap)
+		if paths, err = archiver.CleanPaths(targets); err != nil {
+			return err
 		}
 		if !c.Bool("force") {
 			opts.Parent, err = findParent(e, r, c.String("parent"), opts.Hostname, paths)
@@ -238,6 +266,9 @@ func runBackup(c *cli.Context) error {
 		return err
 	}
 	report.summary(sn, opts.DryRun)
+	if err == nil && missing > 0 {
+		err = fmt.Errorf("%w: %d listed path(s) do not exist", archiver.ErrIncomplete, missing)
+	}
 	return err
 }
 

@@ -25,7 +25,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,6 +35,7 @@ import (
 	"dj/repo/chunker"
 	"dj/repo/crypto"
 	"dj/repo/fsnode"
+	"dj/repo/index"
 	"dj/repo/pack"
 	"dj/repo/snapshot"
 	"dj/repo/tree"
@@ -47,7 +47,10 @@ type Repository interface {
 	BlobID(plain []byte) crypto.ID
 	HasBlob(t pack.BlobType, id crypto.ID) bool
 	LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error)
-	Flush(ctx context.Context) error
+	// FlushPacks uploads the packs being filled and returns the packs
+	// written since the last flush; SaveIndexFile then records them.
+	FlushPacks(ctx context.Context) ([]index.FilePack, error)
+	SaveIndexFile(ctx context.Context, f *index.File) (crypto.ID, error)
 	SaveSnapshot(ctx context.Context, sn *snapshot.Snapshot) error
 	Gear() *[256]uint64
 	ChunkerSizes() (min, avg, max int)
@@ -55,13 +58,30 @@ type Repository interface {
 
 // Options configure a backup run.
 type Options struct {
-	// Exclude reports whether a path (lstat'ed as fi) is left out.
+	// Exclude reports whether a path (lstat'ed as fi) is left out. It is
+	// asked about every entry and about the given paths themselves, never
+	// about the directories on the way to a given path.
 	Exclude func(path string, fi os.FileInfo) bool
+	// ExcludeIfPresent leaves out the content of every directory that
+	// holds one of these tag files, except the tag file itself (restic's
+	// --exclude-if-present; --exclude-caches is CacheDirTag).
+	ExcludeIfPresent []TagFile
 	// OneFileSystem keeps the walk on the file systems of the given paths.
 	OneFileSystem bool
 	// Parent is the snapshot whose unchanged files are reused without
 	// reading them (same type, size, mtime, ctime and inode).
 	Parent *snapshot.Snapshot
+	// IgnoreInode and IgnoreCtime leave the inode number and the change
+	// time out of the comparison with the parent: for file systems whose
+	// inode numbers or ctimes are not stable (network and FUSE mounts).
+	IgnoreInode, IgnoreCtime bool
+	// SkipIfUnchanged writes no snapshot when the new tree equals the
+	// parent's; Backup then returns the unsaved snapshot, whose ID is null.
+	SkipIfUnchanged bool
+	// WithAtime stores the access times of files and directories. Without
+	// it a node's atime is its mtime (restic's default), so that reading a
+	// directory, the backup's own reads included, does not change its tree.
+	WithAtime bool
 	// Snapshot metadata.
 	Hostname, Username string
 	UID, GID           uint32
@@ -79,7 +99,8 @@ type Options struct {
 	// snapshot is still written.
 	Warn func(path string, err error)
 	// FileWorkers and BlobWorkers size the pipeline (defaults: 2x and 1x
-	// GOMAXPROCS).
+	// GOMAXPROCS). FileWorkers is how many files are read at once
+	// (restic's --read-concurrency); each of them also chunks what it reads.
 	FileWorkers, BlobWorkers int
 	// ItemDone, when set, is called for every regular file and directory
 	// the backup has finished (from many goroutines at once), for verbose
@@ -132,6 +153,10 @@ type Progress struct {
 // ErrIncomplete is returned (wrapped) with a valid snapshot when some files
 // could not be read.
 var ErrIncomplete = errors.New("backup incomplete: some files could not be read")
+
+// ErrInvalidTree is returned (wrapped) when the backup made a tree that
+// the reader's decoder refuses; no such tree and no snapshot is written.
+var ErrInvalidTree = errors.New("refusing to write a tree that cannot be read back")
 
 type future struct {
 	done chan struct{}
@@ -187,6 +212,7 @@ type archiver struct {
 	hardlinks map[[2]uint64]*hardlinkEntry
 
 	files, dirs, bytes, added, errCount atomic.Uint64
+	addedPacked                         atomic.Uint64
 	filesNew, filesChanged, filesUnmod  atomic.Uint64
 	dirsNew, dirsChanged, dirsUnmod     atomic.Uint64
 	dataBlobs, treeBlobs                atomic.Uint64
@@ -216,7 +242,7 @@ func Backup(ctx context.Context, repo Repository, paths []string, opts Options) 
 	if len(paths) == 0 {
 		return nil, errors.New("no paths to back up")
 	}
-	abs, err := cleanPaths(paths)
+	abs, err := CleanPaths(paths)
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +260,7 @@ func Backup(ctx context.Context, repo Repository, paths []string, opts Options) 
 		}
 	}
 	if opts.Scan {
-		go a.scan(ctx, abs)
+		go a.scan(ctx, outermost(abs))
 	}
 	stopProgress := a.startProgress()
 
@@ -243,7 +269,7 @@ func Backup(ctx context.Context, repo Repository, paths []string, opts Options) 
 		id := opts.Parent.Tree
 		parentRoot = &id
 	}
-	rootFut := a.saveVirtual(ctx, "/", buildVirtual(abs), parentRoot)
+	rootFut := a.saveRoot(ctx, buildVirtual(abs), parentRoot)
 	<-rootFut.done
 	stop()
 	stopProgress()
@@ -386,6 +412,11 @@ func (a *archiver) saveTree(ctx context.Context, t *tree.Tree) (crypto.ID, error
 	if err != nil {
 		return crypto.ID{}, err
 	}
+	// Decode it as every reader will: a tree dj cannot read back must
+	// fail the backup, never become a snapshot.
+	if _, err := tree.Decode(b); err != nil {
+		return crypto.ID{}, fmt.Errorf("%w: %v", ErrInvalidTree, err)
+	}
 	if a.opts.DryRun {
 		return a.repo.BlobID(b), nil
 	}
@@ -402,64 +433,6 @@ func (a *archiver) warn(path string, err error) {
 	if a.opts.Warn != nil {
 		a.opts.Warn(path, err)
 	}
-}
-
-// cleanPaths makes paths absolute and clean, sorted, without duplicates and
-// without paths that lie inside another given path.
-func cleanPaths(paths []string) ([]string, error) {
-	var out []string
-	for _, p := range paths {
-		ap, err := filepath.Abs(p)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		if _, err := os.Lstat(ap); err != nil {
-			return nil, fmt.Errorf("cannot back up %s: %w", p, err)
-		}
-		out = append(out, ap)
-	}
-	sort.Strings(out)
-	var res []string
-	for _, p := range out {
-		if len(res) > 0 {
-			last := res[len(res)-1]
-			if p == last || last == "/" || strings.HasPrefix(p, last+"/") {
-				continue
-			}
-		}
-		res = append(res, p)
-	}
-	return res, nil
-}
-
-// virtual is a directory on the way to the given paths: its children are
-// either more virtual directories or real paths to back up whole.
-type virtual struct {
-	children map[string]*virtual
-	real     string // non-empty: back up this path whole
-}
-
-func buildVirtual(paths []string) *virtual {
-	root := &virtual{children: map[string]*virtual{}}
-	for _, p := range paths {
-		if p == "/" {
-			return &virtual{real: "/"}
-		}
-		cur := root
-		els := strings.Split(strings.TrimPrefix(p, "/"), "/")
-		for i, el := range els {
-			next, ok := cur.children[el]
-			if !ok {
-				next = &virtual{children: map[string]*virtual{}}
-				cur.children[el] = next
-			}
-			if i == len(els)-1 {
-				next.real = p
-			}
-			cur = next
-		}
-	}
-	return root
 }
 
 // loadPrev loads the parent's tree for a directory, or nil.
@@ -488,65 +461,6 @@ func subtreeOf(n *tree.Node) *crypto.ID {
 	return n.Subtree
 }
 
-// saveVirtual saves a directory that leads to the backed-up paths. Its
-// metadata comes from the real directory at path.
-func (a *archiver) saveVirtual(ctx context.Context, path string, v *virtual, prevID *crypto.ID) *future {
-	if v.real != "" {
-		// The whole path is backed up: treat it as a normal entry of its parent.
-		fi, err := os.Lstat(v.real)
-		if err != nil {
-			a.warn(v.real, err)
-			return doneFuture(nil)
-		}
-		var prev *tree.Node
-		if prevID != nil {
-			prev = &tree.Node{Type: tree.Dir, Subtree: prevID}
-		}
-		return a.saveEntry(ctx, v.real, fi, prev)
-	}
-	fi, err := os.Lstat(path)
-	if err != nil {
-		f := doneFuture(nil)
-		f.err = fmt.Errorf("%s: %w", path, err)
-		return f
-	}
-	node, warn, err := a.meta.Node(path, fi)
-	if err != nil {
-		f := doneFuture(nil)
-		f.err = err
-		return f
-	}
-	if warn != nil {
-		a.warn(path, warn)
-	}
-	if path == "/" {
-		node.Name = "/"
-	}
-	prev := a.loadPrev(ctx, prevID)
-	names := make([]string, 0, len(v.children))
-	for name := range v.children {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	var futs []*future
-	for _, name := range names {
-		child := v.children[name]
-		cpath := filepath.Join(path, name)
-		pc := prevChild(prev, name)
-		if child.real != "" {
-			fi, err := os.Lstat(child.real)
-			if err != nil {
-				a.warn(child.real, err)
-				continue
-			}
-			futs = append(futs, a.saveEntry(ctx, child.real, fi, pc))
-			continue
-		}
-		futs = append(futs, a.saveVirtual(ctx, cpath, child, subtreeOf(pc)))
-	}
-	return a.finishDir(ctx, path, node, futs, prev != nil, prevID)
-}
-
 // saveEntry starts saving one file system entry and returns its future.
 func (a *archiver) saveEntry(ctx context.Context, path string, fi os.FileInfo, prev *tree.Node) *future {
 	if err := ctx.Err(); err != nil {
@@ -554,7 +468,7 @@ func (a *archiver) saveEntry(ctx context.Context, path string, fi os.FileInfo, p
 		f.err = err
 		return f
 	}
-	node, warn, err := a.meta.Node(path, fi)
+	node, warn, err := a.node(path, fi)
 	if err != nil {
 		a.warn(path, err)
 		return doneFuture(nil)
@@ -583,7 +497,7 @@ func (a *archiver) saveEntry(ctx context.Context, path string, fi os.FileInfo, p
 		return f
 	case tree.File:
 		a.files.Add(1)
-		if prev != nil && unchanged(prev, node) && a.allKnown(prev.Content) {
+		if prev != nil && a.unchanged(prev, node) && a.allKnown(prev.Content) {
 			node.Content = prev.Content
 			a.bytes.Add(node.Size)
 			a.filesUnmod.Add(1)
@@ -610,11 +524,22 @@ func (a *archiver) saveEntry(ctx context.Context, path string, fi os.FileInfo, p
 	}
 }
 
+// node returns the metadata of the file at path; its atime is its mtime
+// unless WithAtime is set.
+func (a *archiver) node(path string, fi os.FileInfo) (*tree.Node, error, error) {
+	n, warn, err := a.meta.Node(path, fi)
+	if err == nil && !a.opts.WithAtime {
+		n.AccessTime = n.ModTime
+	}
+	return n, warn, err
+}
+
 // unchanged reports whether a file looks unmodified since the parent
 // snapshot, so its content can be reused without reading it.
-func unchanged(prev, cur *tree.Node) bool {
+func (a *archiver) unchanged(prev, cur *tree.Node) bool {
 	return prev.Type == tree.File && prev.Size == cur.Size && prev.ModTime.Equal(cur.ModTime) &&
-		prev.ChangeTime.Equal(cur.ChangeTime) && prev.Inode == cur.Inode
+		(a.opts.IgnoreCtime || prev.ChangeTime.Equal(cur.ChangeTime)) &&
+		(a.opts.IgnoreInode || prev.Inode == cur.Inode)
 }
 
 func (a *archiver) allKnown(ids []crypto.ID) bool {
@@ -638,8 +563,15 @@ func (a *archiver) saveDir(ctx context.Context, path string, fi os.FileInfo, nod
 		a.warn(path, err)
 	}
 	sort.Strings(names)
+	var tags []string
+	if len(a.opts.ExcludeIfPresent) > 0 {
+		tags = a.taggedBy(path)
+	}
 	var futs []*future
 	for _, name := range names {
+		if excludedByTag(tags, name) {
+			continue
+		}
 		cpath := filepath.Join(path, name)
 		cfi, err := os.Lstat(cpath)
 		if err != nil {
@@ -922,10 +854,26 @@ func waitAll(rs []*blobResult) {
 	}
 }
 
+// flush uploads the packs being filled, writes the index of the packs
+// this backup wrote and counts their blobs' stored bytes.
+func (a *archiver) flush(ctx context.Context) error {
+	written, err := a.repo.FlushPacks(ctx)
+	if err != nil || len(written) == 0 {
+		return err
+	}
+	for _, p := range written {
+		for _, b := range p.Blobs {
+			a.addedPacked.Add(uint64(b.Length))
+		}
+	}
+	_, err = a.repo.SaveIndexFile(ctx, &index.File{Packs: written})
+	return err
+}
+
 // finish flushes packs and index and writes the snapshot.
 func (a *archiver) finish(ctx context.Context, paths []string, root crypto.ID) (*snapshot.Snapshot, error) {
 	if !a.opts.DryRun {
-		if err := a.repo.Flush(ctx); err != nil {
+		if err := a.flush(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -939,7 +887,8 @@ func (a *archiver) finish(ctx context.Context, paths []string, root crypto.ID) (
 		id := a.opts.Parent.ID
 		sn.Parent = &id
 	}
-	if !a.opts.DryRun {
+	skip := a.opts.SkipIfUnchanged && a.opts.Parent != nil && a.opts.Parent.Tree == root
+	if !a.opts.DryRun && !skip {
 		if err := a.repo.SaveSnapshot(ctx, sn); err != nil {
 			return nil, err
 		}
@@ -956,6 +905,7 @@ func (a *archiver) summary(end time.Time) *snapshot.Summary {
 		FilesNew: a.filesNew.Load(), FilesChanged: a.filesChanged.Load(), FilesUnmodified: a.filesUnmod.Load(),
 		DirsNew: a.dirsNew.Load(), DirsChanged: a.dirsChanged.Load(), DirsUnmodified: a.dirsUnmod.Load(),
 		DataBlobs: a.dataBlobs.Load(), TreeBlobs: a.treeBlobs.Load(), DataAdded: a.added.Load(),
+		DataAddedPacked:     a.addedPacked.Load(),
 		TotalFilesProcessed: a.files.Load(), TotalBytesProcessed: a.bytes.Load(), Errors: a.errCount.Load(),
 	}
 }
@@ -1006,27 +956,40 @@ func (a *archiver) startProgress() func() {
 // scan counts the files and bytes to back up, for the progress ETA.
 func (a *archiver) scan(ctx context.Context, paths []string) {
 	for _, p := range paths {
-		_ = filepath.Walk(p, func(path string, fi os.FileInfo, err error) error {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if err != nil {
-				return nil
-			}
-			if path != p && a.opts.Exclude != nil && a.opts.Exclude(path, fi) {
-				if fi.IsDir() {
-					return filepath.SkipDir
-				}
-				return nil
-			}
-			if fi.Mode().IsRegular() { // counted as the backup counts files
-				a.totalFiles.Add(1)
-				a.totalBytes.Add(uint64(fi.Size()))
-			}
-			return nil
-		})
+		if fi, err := os.Lstat(p); err == nil && !a.excludedLeaf(p, fi) {
+			a.scanEntry(ctx, p, fi)
+		}
 	}
 	if ctx.Err() == nil { // a scan cut short has no totals
 		a.scanDone.Store(true)
+	}
+}
+
+func (a *archiver) scanEntry(ctx context.Context, path string, fi os.FileInfo) {
+	if ctx.Err() != nil {
+		return
+	}
+	if !fi.IsDir() {
+		if fi.Mode().IsRegular() { // counted as the backup counts files
+			a.totalFiles.Add(1)
+			a.totalBytes.Add(uint64(fi.Size()))
+		}
+		return
+	}
+	names, _ := readDirNames(path)
+	var tags []string
+	if len(a.opts.ExcludeIfPresent) > 0 {
+		tags = a.taggedBy(path)
+	}
+	for _, name := range names {
+		if excludedByTag(tags, name) {
+			continue
+		}
+		cpath := filepath.Join(path, name)
+		cfi, err := os.Lstat(cpath)
+		if err != nil || (a.opts.Exclude != nil && a.opts.Exclude(cpath, cfi)) {
+			continue
+		}
+		a.scanEntry(ctx, cpath, cfi)
 	}
 }
