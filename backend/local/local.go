@@ -84,7 +84,7 @@ func Create(ctx context.Context, dir string) (*Local, error) {
 	case err == nil:
 		return nil, fmt.Errorf("create repository at %s: config file already exists: %w", dir, fs.ErrExist)
 	case errors.Is(err, syscall.ENOTDIR):
-		return nil, fmt.Errorf("create repository at %s: %s", dir, notDirectory(dir))
+		return nil, fmt.Errorf("create repository at %s: %s", dir, NotDirectory(dir))
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("create repository at %s: %w", dir, err)
 	}
@@ -110,7 +110,7 @@ func Open(ctx context.Context, dir string) (*Local, error) {
 		if errors.Is(err, syscall.ENOTDIR) {
 			// dir, or a directory above it, is a file: no repository
 			// can be there.
-			return nil, fmt.Errorf("no repository at %s: %s: %w", dir, notDirectory(dir), fs.ErrNotExist)
+			return nil, fmt.Errorf("no repository at %s: %s: %w", dir, NotDirectory(dir), errNotDir)
 		}
 		return nil, fmt.Errorf("open repository at %s: %w", dir, err)
 	}
@@ -120,9 +120,20 @@ func Open(ctx context.Context, dir string) (*Local, error) {
 	return l, nil
 }
 
-// notDirectory names the part of dir that is not a directory, for the
+// errNotDir is both fs.ErrNotExist (no repository can be there) and
+// syscall.ENOTDIR (why).
+var errNotDir = notDirErr{}
+
+type notDirErr struct{}
+
+func (notDirErr) Error() string { return "not a directory" }
+func (notDirErr) Is(target error) bool {
+	return target == fs.ErrNotExist || target == syscall.ENOTDIR
+}
+
+// NotDirectory names the part of dir that is not a directory, for the
 // error when a path to a repository runs through a file.
-func notDirectory(dir string) string {
+func NotDirectory(dir string) string {
 	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
 		if fi, err := os.Stat(p); err == nil {
 			if !fi.IsDir() {

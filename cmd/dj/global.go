@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -193,6 +194,9 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 	}
 	if err != nil {
 		if !create && errors.Is(err, fs.ErrNotExist) {
+			if errors.Is(err, syscall.ENOTDIR) { // the path runs through a file: say which
+				return nil, fmt.Errorf("%s: %w: %s", loc, repo.ErrNoRepository, local.NotDirectory(loc))
+			}
 			return nil, fmt.Errorf("%s: %w (create one with `dj init`)", loc, repo.ErrNoRepository)
 		}
 		return nil, err
