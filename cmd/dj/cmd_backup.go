@@ -40,6 +40,11 @@ lines are ignored), --files-from-verbatim one path per line as it is,
 --files-from-raw NUL-terminated paths (find -print0); "-" reads standard input.
 Listed paths that do not exist are reported and skipped (exit code 3).
 
+Output: on a terminal, progress (files and bytes done of the total, rate, ETA,
+errors, the files being read); -v lists new and changed files, -vv every file
+and directory; --json prints restic's lines (status, verbose_status, error, and
+one summary at the end). DJ_PROGRESS_FPS sets how often progress is shown.
+
 Examples:
    dj backup ~/documents ~/photos
    dj backup --exclude '*.tmp' --exclude-caches --tag daily /home
