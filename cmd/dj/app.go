@@ -41,6 +41,7 @@ Example:
 		},
 	}
 	app.Commands = append(app.Commands, maintenanceCommands()...)
+	app.Commands = append(app.Commands, findFilesCommand())
 	sort.Sort(cli.CommandsByName(app.Commands))
 	return app
 }
