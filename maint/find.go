@@ -40,6 +40,10 @@ type FindOptions struct {
 	// not reported (as in restic).
 	Blobs, Trees []string
 
+	// PathsOnly leaves FindHit.Node nil: the search then keeps no node
+	// metadata in memory, only names.
+	PathsOnly bool
+
 	// Workers is the number of trees loaded at once (default 4 per core).
 	Workers int
 	// TreeError, when set, is called for every tree that cannot be
@@ -53,7 +57,7 @@ type FindHit struct {
 	// Path is the full path of the node in its snapshot, "/" separated.
 	Path string
 	// Node is the matching node of a pattern search, without its content
-	// list and extended attributes.
+	// list and extended attributes (nil with FindOptions.PathsOnly).
 	Node *tree.Node
 	// ObjectType is "blob" or "tree" in an object search, empty otherwise.
 	ObjectType string
@@ -94,7 +98,8 @@ func (o *FindOptions) compile() (m *findMatcher, blobs, trees *idSet, err error)
 
 // Find searches the snapshots and calls fn for every hit: snapshot by
 // snapshot in the order given, in path order (depth first, names sorted)
-// within a snapshot. It stops at the first error fn returns.
+// within a snapshot. It stops at the first error fn returns. The hit
+// passed to fn is reused after fn returns: fn copies what it keeps.
 //
 // Every tree is searched once however many snapshots share it: the hits
 // below a tree are remembered relative to it and reported again, under
@@ -133,11 +138,12 @@ func Find(ctx context.Context, l TreeLoader, snaps []*snapshot.Snapshot, opts Fi
 		return f.stats(), err
 	}
 	buf := make([]byte, 0, 4096)
+	var hit FindHit
 	for i, sn := range snaps {
 		if roots[i] == nil || !roots[i].hasHits() {
 			continue
 		}
-		if err := f.emit(ctx, sn, roots[i], buf[:0], fn); err != nil {
+		if err := f.emit(ctx, sn, roots[i], buf[:0], &hit, fn); err != nil {
 			return f.stats(), err
 		}
 	}
@@ -192,6 +198,8 @@ type finder struct {
 	blobs  *idSet
 	trees  *idSet
 	cancel context.CancelFunc
+	// pathHit is the hit of every match with PathsOnly (emit copies it).
+	pathHit FindHit
 
 	mu     sync.Mutex
 	cond   *sync.Cond
@@ -380,7 +388,11 @@ func (f *finder) search(key findKey, t *tree.Tree, s *searchScratch) ([]findEntr
 			}
 		}
 		var hit *FindHit
-		if matched && f.inTime(n) {
+		switch {
+		case !matched || !f.inTime(n):
+		case f.opts.PathsOnly:
+			hit = &f.pathHit
+		default:
 			c := *n
 			c.Content, c.Xattrs = nil, nil
 			hit = &FindHit{Node: &c}
@@ -419,8 +431,8 @@ func lower(s string) string {
 }
 
 // emit reports the hits of r (the root tree of sn, or a subtree at the
-// path in buf) in path order.
-func (f *finder) emit(ctx context.Context, sn *snapshot.Snapshot, r *findResult, buf []byte,
+// path in buf) in path order, each through h.
+func (f *finder) emit(ctx context.Context, sn *snapshot.Snapshot, r *findResult, buf []byte, h *FindHit,
 	fn func(*snapshot.Snapshot, *FindHit) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -429,14 +441,14 @@ func (f *finder) emit(ctx context.Context, sn *snapshot.Snapshot, r *findResult,
 		e := &r.entries[i]
 		p := append(append(buf, '/'), e.name...)
 		if e.hit != nil {
-			h := *e.hit
+			*h = *e.hit
 			h.Path = string(p)
-			if err := fn(sn, &h); err != nil {
+			if err := fn(sn, h); err != nil {
 				return err
 			}
 		}
 		if e.child != nil && e.child.hasHits() {
-			if err := f.emit(ctx, sn, e.child, p, fn); err != nil {
+			if err := f.emit(ctx, sn, e.child, p, h, fn); err != nil {
 				return err
 			}
 		}

@@ -309,6 +309,24 @@ func TestFindEverything(t *testing.T) {
 	}
 }
 
+func TestFindPathsOnly(t *testing.T) {
+	f, snaps := findFixture(t)
+	for _, pathsOnly := range []bool{false, true} {
+		n := 0
+		_, err := Find(context.Background(), f, snaps, FindOptions{Patterns: []string{"*.go"}, PathsOnly: pathsOnly, Oldest: findTime},
+			func(sn *snapshot.Snapshot, h *FindHit) error {
+				n++
+				if (h.Node == nil) != pathsOnly || (h.Node != nil && (h.Node.Content != nil || !strings.HasSuffix(h.Path, "/"+h.Node.Name))) {
+					t.Errorf("PathsOnly %v: hit %+v", pathsOnly, h)
+				}
+				return nil
+			})
+		if err != nil || n != 5 {
+			t.Errorf("PathsOnly %v: %d hits, %v", pathsOnly, n, err)
+		}
+	}
+}
+
 func TestFindTimeBounds(t *testing.T) {
 	f, snaps := findFixture(t)
 	later := findTime.Add(24 * time.Hour)

@@ -108,6 +108,8 @@ func runFind(c *cli.Context) error {
 		}
 	}
 	opts.IgnoreCase = c.Bool("ignore-case")
+	// Plain paths need no node metadata: the search then keeps none.
+	opts.PathsOnly = !e.json && !c.Bool("long")
 	for _, b := range []struct {
 		flag string
 		t    *time.Time
