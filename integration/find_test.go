@@ -339,6 +339,29 @@ func TestFindOutputShapes(t *testing.T) {
 	}
 }
 
+// TestFindReportsUnreadableTrees: a tree that cannot be loaded is named on
+// stderr, the rest is still searched, and the exit code is 1.
+func TestFindReportsUnreadableTrees(t *testing.T) {
+	e := newEnv(t)
+	e.must("init")
+	src := filepath.Join(e.dir, "src")
+	writeFile(t, filepath.Join(src, "a.txt"), []byte("a"))
+	e.must("backup", "--quiet", src)
+	for _, p := range e.packs(t) {
+		matches, _ := filepath.Glob(filepath.Join(e.repo, "data", "*", p))
+		for _, m := range matches {
+			if err := os.Remove(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	r := e.run("find", "a.txt")
+	if r.code != 1 || !strings.Contains(r.stderr, "tree ") || !strings.Contains(r.stderr, " at / cannot be loaded") ||
+		!strings.Contains(r.stderr, "could not be loaded, the results are incomplete") {
+		t.Errorf("find with its trees gone: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
 // treeAt returns the tree id of the directory at path (no leading '/')
 // below the tree root, through `dj cat tree`.
 func (e *env) treeAt(t *testing.T, root, path string) string {
