@@ -41,7 +41,7 @@ Example:
 		},
 	}
 	app.Commands = append(app.Commands, maintenanceCommands()...)
-	app.Commands = append(app.Commands, copyCommand(), tagCommand(), rewriteCommand(), listCommand())
+	app.Commands = append(app.Commands, copyCommand(), tagCommand(), rewriteCommand(), listCommand(), findFilesCommand())
 	sort.Sort(cli.CommandsByName(app.Commands))
 	return app
 }
