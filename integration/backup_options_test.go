@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,25 +86,6 @@ func backupSummary(t *testing.T, e *env, args ...string) summary {
 		}
 	}
 	return s
-}
-
-// runStdin runs dj with stdin as its standard input.
-func (e *env) runStdin(stdin string, args ...string) result {
-	e.t.Helper()
-	cmd := exec.Command(e.bin, args...)
-	cmd.Env = append(cleanEnv(), e.extraEnv...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
-	res := result{stdout: so.String(), stderr: se.String()}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		res.code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatal(err)
-	}
-	return res
 }
 
 // resticRepo is a restic repository for agreement tests.
@@ -220,7 +200,7 @@ func TestBackupFilesFrom(t *testing.T) {
 	writeFile(t, raw, []byte(weird+"\x00"+root+"/dir/x.txt\x00"))
 	raw2 := filepath.Join(e.dir, "raw2")
 	writeFile(t, raw2, []byte(root+"/b.txt\x00"))
-	r = e.runStdin(root+"/c.*\n", "backup", "--files-from-raw", raw, "--files-from-raw", raw2, "--files-from", "-", root+"/a.txt")
+	r = e.runStdin(root+"/c.*\n", nil, "backup", "--files-from-raw", raw, "--files-from-raw", raw2, "--files-from", "-", root+"/a.txt")
 	if r.code != 0 {
 		t.Fatalf("backup --files-from-raw x2 --files-from - PATH: exit %d\n%s", r.code, r.stderr)
 	}
