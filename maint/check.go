@@ -190,6 +190,7 @@ func ParseSubset(s string) (*Subset, error) {
 // ParseSize parses a byte size like 100, 10K, 5M, 1G or 2T (binary units;
 // a trailing B or iB is allowed), as the command line takes them.
 func ParseSize(s string) (int64, error) {
+	given := s
 	s = strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "IB"), "B")
 	mult := int64(1)
 	if s != "" {
@@ -209,7 +210,7 @@ func ParseSize(s string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n < 0 || n > math.MaxInt64/mult {
-		return 0, fmt.Errorf("invalid size %q", s)
+		return 0, fmt.Errorf("invalid size %q", given)
 	}
 	return n * mult, nil
 }

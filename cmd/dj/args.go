@@ -84,6 +84,7 @@ func interspersed(app *cli.App, args []string) []string {
 		}
 		positional = append(positional, a)
 	}
+	unifySpellings(flags, valueFlags, cmd.Flags, app.Flags)
 	res := append(append(append([]string{}, out[:cmdStart]...), globals...), out[cmdStart:]...)
 	res = append(res, flags...)
 	return append(res, positional...)
@@ -95,6 +96,62 @@ func flagName(arg string) string {
 		return k
 	}
 	return name
+}
+
+// unifySpellings rewrites, in args (flags and their values), every flag
+// given in more than one spelling by its name: urfave/cli refuses a command
+// line that uses two spellings of one flag ("-e a --exclude b"), restic
+// accepts it.
+func unifySpellings(args []string, valueFlags map[string]bool, sets ...[]cli.Flag) {
+	spellings := map[string]map[string]bool{}
+	var at []int // indexes of flags (not of their values)
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			continue
+		}
+		at = append(at, i)
+		c := flagName(canonicalFlag(a, sets...))
+		if spellings[c] == nil {
+			spellings[c] = map[string]bool{}
+		}
+		spellings[c][flagName(a)] = true
+		if needsValue(a, valueFlags) {
+			i++
+		}
+	}
+	for _, i := range at {
+		c := canonicalFlag(args[i], sets...)
+		if len(spellings[flagName(c)]) > 1 {
+			args[i] = c
+		}
+	}
+}
+
+// canonicalFlag spells a flag given by an alias ("-e PATTERN") by its
+// name ("--exclude PATTERN"): urfave/cli refuses a command line that uses
+// two spellings of one flag ("-e a --exclude b"), restic accepts it. The
+// first flag set that knows the name wins (the command's before the
+// global ones).
+func canonicalFlag(arg string, sets ...[]cli.Flag) string {
+	name := flagName(arg)
+	for _, flags := range sets {
+		for _, f := range flags {
+			names := f.Names()
+			if !slices.Contains(names, name) {
+				continue
+			}
+			if names[0] == name {
+				return arg
+			}
+			rest := ""
+			if _, v, ok := strings.Cut(strings.TrimLeft(arg, "-"), "="); ok {
+				rest = "=" + v
+			}
+			return "--" + names[0] + rest
+		}
+	}
+	return arg
 }
 
 func flagNames(flags []cli.Flag) map[string]bool {

@@ -23,6 +23,10 @@ func TestInterspersed(t *testing.T) {
 		{"dj key add --json --user ann", "dj --json key add --user ann"},
 		{"dj backup -r /r /src --json -q", "dj -r /r --json -q backup /src"},
 		{"dj unknown a --b", "dj unknown a --b"},
+		// Two spellings of one flag become one (urfave/cli refuses mixed ones).
+		{"dj backup -e a /src --exclude b", "dj backup --exclude a --exclude b /src"},
+		{"dj backup -e a -e b /src", "dj backup -e a -e b /src"},
+		{"dj restore latest -t /x --exclude=a -e b", "dj restore -t /x --exclude=a --exclude b latest"},
 	}
 	for _, c := range cases {
 		got := interspersed(app, strings.Fields(c.in))
