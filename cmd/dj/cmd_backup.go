@@ -17,7 +17,6 @@ import (
 	"dj/maint"
 	"dj/repo"
 	"dj/repo/archiver"
-	"dj/repo/pathmatch"
 	"dj/repo/snapshot"
 )
 
@@ -86,29 +85,9 @@ Examples:
 
 // buildExclude turns the exclude flags into one predicate.
 func buildExclude(c *cli.Context) (func(string, os.FileInfo) bool, error) {
-	patterns := c.StringSlice("exclude")
-	ipatterns := c.StringSlice("iexclude")
-	for _, f := range c.StringSlice("exclude-file") {
-		lines, err := readPatternFile(f)
-		if err != nil {
-			return nil, err
-		}
-		patterns = append(patterns, lines...)
-	}
-	for _, f := range c.StringSlice("iexclude-file") {
-		lines, err := readPatternFile(f)
-		if err != nil {
-			return nil, err
-		}
-		ipatterns = append(ipatterns, lines...)
-	}
-	ex, err := pathmatch.CompileList(patterns, false)
+	exclude, err := excludePatterns(c)
 	if err != nil {
-		return nil, usageError("%v", err)
-	}
-	iex, err := pathmatch.CompileList(ipatterns, true)
-	if err != nil {
-		return nil, usageError("%v", err)
+		return nil, err
 	}
 	var maxSize int64 = -1
 	if s := c.String("exclude-larger-than"); s != "" {
@@ -118,11 +97,11 @@ func buildExclude(c *cli.Context) (func(string, os.FileInfo) bool, error) {
 		}
 		maxSize = n
 	}
-	if len(ex) == 0 && len(iex) == 0 && maxSize < 0 {
+	if len(exclude) == 0 && maxSize < 0 {
 		return nil, nil
 	}
 	return func(path string, fi os.FileInfo) bool {
-		if ex.Match(path) || iex.Match(path) {
+		if exclude.Match(path) {
 			return true
 		}
 		return maxSize >= 0 && fi.Mode().IsRegular() && fi.Size() > maxSize
