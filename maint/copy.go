@@ -225,26 +225,11 @@ func Copy(ctx context.Context, src CopySource, dst CopyTarget, opts CopyOptions)
 // none) and orders the result oldest first, so that each copy can learn
 // from the copy of its predecessor.
 func selectSnapshots(all []*snapshot.Snapshot, refs []string, f snapshot.Filter) ([]*snapshot.Snapshot, error) {
-	var out []*snapshot.Snapshot
-	if len(refs) == 0 {
-		out = f.Apply(all)
-	} else {
-		seen := map[crypto.ID]bool{}
-		for _, ref := range refs {
-			list := all
-			if ref == "latest" {
-				list = f.Apply(all)
-			}
-			sn, err := snapshot.Find(list, ref)
-			if err != nil {
-				return nil, err
-			}
-			if !seen[sn.ID] {
-				seen[sn.ID] = true
-				out = append(out, sn)
-			}
-		}
+	out, err := SelectSnapshots(all, refs, f)
+	if err != nil {
+		return nil, err
 	}
+	out = append([]*snapshot.Snapshot(nil), out...)
 	snapshot.SortByTime(out)
 	return out, nil
 }

@@ -1,7 +1,6 @@
 package maint
 
 import (
-	"dj/repo/crypto"
 	"dj/repo/snapshot"
 )
 
@@ -15,21 +14,9 @@ func SelectSnapshots(all []*snapshot.Snapshot, refs []string, filter snapshot.Fi
 	if len(refs) == 0 {
 		return filter.Apply(all), nil
 	}
-	var out []*snapshot.Snapshot
-	seen := map[crypto.ID]bool{}
-	for _, ref := range refs {
-		list := all
-		if ref == "latest" {
-			list = filter.Apply(all)
-		}
-		sn, err := snapshot.Find(list, ref)
-		if err != nil {
-			return nil, err
-		}
-		if !seen[sn.ID] {
-			seen[sn.ID] = true
-			out = append(out, sn)
-		}
+	out, errs := snapshot.FindAll(all, refs, filter)
+	if len(errs) > 0 {
+		return nil, errs[0]
 	}
 	return out, nil
 }
