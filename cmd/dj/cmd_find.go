@@ -182,12 +182,9 @@ func runFind(c *cli.Context) error {
 // and the filters apply only to "latest"), or else every snapshot that
 // passes the filters, oldest first.
 func findSelectSnapshots(e *env, r *repo.Repository, c *cli.Context) ([]*snapshot.Snapshot, error) {
-	all, problems, err := r.Snapshots(e.ctx)
+	all, err := e.snapshots(r)
 	if err != nil {
 		return nil, err
-	}
-	for _, p := range problems {
-		e.warnf("warning: snapshot %s cannot be read: %v\n", p.ID.Short(), p.Err)
 	}
 	refs := c.StringSlice("snapshot")
 	if len(refs) == 0 {

@@ -347,9 +347,7 @@ func runForget(c *cli.Context) error {
 		unlock()
 		return err
 	}
-	for _, pr := range problems {
-		e.warnf("warning: snapshot %s cannot be read: %v\n", pr.ID.Short(), pr.Err)
-	}
+	e.warnUnreadable(problems)
 	var remove []*snapshot.Snapshot
 	var groups []forgetGroupJSON
 	if len(ids) > 0 {

@@ -120,9 +120,7 @@ func runRewrite(c *cli.Context) error {
 	if res == nil {
 		return err
 	}
-	for _, p := range res.Unreadable {
-		e.warnf("warning: snapshot %s cannot be read: %v\n", p.ID.Short(), p.Err)
-	}
+	e.warnUnreadable(res.Unreadable)
 	// restic's rewrite prints text even with --json.
 	printf := func(format string, a ...any) {
 		if !e.quiet {

@@ -106,12 +106,9 @@ func runSnapshots(c *cli.Context) error {
 		return err
 	}
 	defer unlock()
-	list, problems, err := r.Snapshots(e.ctx)
+	list, err := e.snapshots(r)
 	if err != nil {
 		return err
-	}
-	for _, p := range problems {
-		e.warnf("warning: snapshot %s cannot be read: %v\n", p.ID.Short(), p.Err)
 	}
 	f := filterFromFlags(c)
 	if refs := c.Args().Slice(); len(refs) > 0 {

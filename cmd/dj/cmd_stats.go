@@ -61,12 +61,9 @@ func runStats(c *cli.Context) error {
 	defer unlock()
 	// The snapshot list first, then the index, so every listed snapshot
 	// finds its blobs.
-	list, problems, err := r.Snapshots(e.ctx)
+	list, err := e.snapshots(r)
 	if err != nil {
 		return err
-	}
-	for _, p := range problems {
-		e.warnf("warning: snapshot %s cannot be read: %v\n", p.ID.Short(), p.Err)
 	}
 	if _, err := r.LoadIndex(e.ctx, false); err != nil {
 		return err

@@ -88,9 +88,7 @@ func runTag(c *cli.Context) error {
 	if res == nil {
 		return err
 	}
-	for _, p := range res.Unreadable {
-		e.warnf("warning: snapshot %s cannot be read: %v\n", p.ID.Short(), p.Err)
-	}
+	e.warnUnreadable(res.Unreadable)
 	if e.json {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetEscapeHTML(false)

@@ -460,6 +460,24 @@ func (e *env) lock(r *repo.Repository, kind repo.LockKind, readOnly bool) (func(
 	return func() { _ = l.Unlock(context.Background()) }, nil
 }
 
+// snapshots loads the snapshot list and warns, on stderr, about each
+// snapshot file that cannot be read.
+func (e *env) snapshots(r *repo.Repository) ([]*snapshot.Snapshot, error) {
+	list, problems, err := r.Snapshots(e.ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.warnUnreadable(problems)
+	return list, nil
+}
+
+// warnUnreadable warns about snapshot files that cannot be read.
+func (e *env) warnUnreadable(problems []repo.SnapshotProblem) {
+	for _, p := range problems {
+		e.warnf("warning: snapshot %s cannot be read: %v\n", p.ID.Short(), p.Err)
+	}
+}
+
 // findSnapshot resolves "latest", an ID or an ID prefix.
 func findSnapshot(ctx context.Context, r *repo.Repository, ref string, f snapshot.Filter) (*snapshot.Snapshot, error) {
 	list, _, err := r.Snapshots(ctx)
