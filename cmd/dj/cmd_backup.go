@@ -83,6 +83,11 @@ Examples:
 	}
 }
 
+// maxReadConcurrency caps --read-concurrency: each reader holds up to
+// about 2 MiB of chunks in flight, and more readers than this never help a
+// disk.
+const maxReadConcurrency = 64
+
 // buildExclude turns the exclude flags into one predicate.
 func buildExclude(c *cli.Context) (func(string, os.FileInfo) bool, error) {
 	exclude, err := excludePatterns(c)
@@ -192,7 +197,7 @@ func runBackup(c *cli.Context) error {
 		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
 		IgnoreInode: c.Bool("ignore-inode"), IgnoreCtime: c.Bool("ignore-ctime"),
 		SkipIfUnchanged: c.Bool("skip-if-unchanged"), WithAtime: c.Bool("with-atime"),
-		FileWorkers: int(c.Uint("read-concurrency")),
+		FileWorkers: int(min(c.Uint("read-concurrency"), maxReadConcurrency)),
 	}
 	if opts.Hostname == "" {
 		opts.Hostname, _ = os.Hostname()

@@ -8,8 +8,6 @@ import (
 
 	"dj/maint"
 	"dj/repo"
-	"dj/repo/crypto"
-	"dj/repo/snapshot"
 )
 
 func statsCommand() *cli.Command {
@@ -68,22 +66,11 @@ func runStats(c *cli.Context) error {
 	if _, err := r.LoadIndex(e.ctx, false); err != nil {
 		return err
 	}
-	list = filterFromFlags(c).Apply(list)
-	var snaps []*snapshot.Snapshot
-	if c.NArg() > 0 {
-		seen := map[crypto.ID]bool{}
-		for _, ref := range c.Args().Slice() {
-			sn, err := snapshot.Find(list, ref)
-			if err != nil {
-				return err
-			}
-			if !seen[sn.ID] {
-				seen[sn.ID] = true
-				snaps = append(snaps, sn)
-			}
-		}
-	} else {
-		snaps = list
+	// Explicit IDs are taken among all snapshots (the filters choose only
+	// "latest"), as in restic and every other command.
+	snaps, err := maint.SelectSnapshots(list, c.Args().Slice(), filterFromFlags(c))
+	if err != nil {
+		return err
 	}
 	st, err := maint.ComputeStats(e.ctx, r, snaps, mode)
 	if err != nil {
