@@ -688,38 +688,6 @@ func countKind(res *CheckResult, k ProblemKind) int {
 	return n
 }
 
-func TestParseSubset(t *testing.T) {
-	tests := []struct {
-		in   string
-		want Subset
-		err  bool
-	}{
-		{"1/5", Subset{N: 1, M: 5}, false},
-		{"5/5", Subset{N: 5, M: 5}, false},
-		{"0/5", Subset{}, true},
-		{"6/5", Subset{}, true},
-		{"1/257", Subset{}, true},
-		{"10%", Subset{Fraction: 0.1}, false},
-		{"0%", Subset{}, true},
-		{"101%", Subset{}, true},
-		{"5G", Subset{Bytes: 5 << 30}, false},
-		{"100M", Subset{Bytes: 100 << 20}, false},
-		{"1024", Subset{Bytes: 1024}, false},
-		{"x", Subset{}, true},
-		{"", Subset{}, true},
-	}
-	for _, tt := range tests {
-		got, err := ParseSubset(tt.in)
-		if (err != nil) != tt.err {
-			t.Errorf("%q: err %v", tt.in, err)
-			continue
-		}
-		if err == nil && *got != tt.want {
-			t.Errorf("%q: %+v, want %+v", tt.in, *got, tt.want)
-		}
-	}
-}
-
 func TestSubsetChoose(t *testing.T) {
 	var ids []crypto.ID
 	sizes := map[crypto.ID]int64{}
@@ -777,7 +745,7 @@ func TestSubsetChoose(t *testing.T) {
 
 func TestCheckReadDataSubset(t *testing.T) {
 	f := newChkFixture(t)
-	s, _ := ParseSubset("1/2")
+	s := &Subset{N: 1, M: 2}
 	res := f.check(t, CheckOptions{ReadData: true, Subset: s})
 	if !res.OK() || res.PacksRead == 0 || res.PacksRead >= res.Packs {
 		t.Fatalf("subset 1/2 read %d of %d packs", res.PacksRead, res.Packs)

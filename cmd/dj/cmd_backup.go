@@ -14,7 +14,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"dj/maint"
 	"dj/repo"
 	"dj/repo/archiver"
 	"dj/repo/snapshot"
@@ -148,7 +147,6 @@ func readPatternFile(name string) ([]string, error) {
 }
 
 // parseSize parses sizes like 100, 10K, 5M, 1G, 2T (binary units).
-func parseSize(s string) (int64, error) { return maint.ParseSize(s) }
 
 func splitTags(in []string) []string {
 	var out []string

@@ -64,7 +64,7 @@ func runCheck(c *cli.Context) error {
 	opts := maint.CheckOptions{ReadData: c.Bool("read-data") || c.Bool("pack-hashes"), PackHashes: c.Bool("pack-hashes")}
 	opts.Workers = ioThreads(maint.CheckReaders)
 	if s := c.String("read-data-subset"); s != "" {
-		sub, err := maint.ParseSubset(s)
+		sub, err := parseSubset(s)
 		if err != nil {
 			return usageError("--read-data-subset: %v", err)
 		}
