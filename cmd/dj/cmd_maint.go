@@ -430,6 +430,10 @@ func runForget(c *cli.Context) error {
 			e.printf("removed %d snapshots\n", len(remove))
 		}
 	} else if !e.json {
+		if len(ids) > 0 && len(remove) > 0 {
+			// restic's line for a dry run with explicit IDs.
+			e.printf("Would have removed the following snapshots:\n{%s}\n\n", strings.Join(shortIDs(remove), " "))
+		}
 		e.printf("dry run: would remove %d snapshots\n", len(remove))
 	}
 	unlock()
@@ -437,6 +441,15 @@ func runForget(c *cli.Context) error {
 		return runPrune(e, r, pruneOpts)
 	}
 	return nil
+}
+
+// shortIDs returns the short IDs of list.
+func shortIDs(list []*snapshot.Snapshot) []string {
+	out := make([]string, len(list))
+	for i, s := range list {
+		out[i] = s.ID.Short()
+	}
+	return out
 }
 
 // oldestFirst returns list (newest first, as [maint.ApplyPolicy] gives it)
