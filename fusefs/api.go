@@ -29,6 +29,33 @@
 // loaded to the page cache the same way (storeChunk): a reader that seeks
 // pays for one blob, not for one blob per page it later reads in it.
 //
+// The layers a read(2) passes through, top down:
+//
+//  1. The kernel's caches. Page cache (file data, kept across opens because
+//     files need no open), dentry and attribute caches (long timeouts inside
+//     snapshots, short ones for the changing snapshot lists), and the
+//     readdir cache (directories need no open either; layout directories
+//     change their mtime with the snapshot set). Most reads of a warm mount
+//     end here and never reach the daemon. The daemon fills the page cache
+//     ahead of time with FUSE_NOTIFY_STORE (one-chunk sibling files, the
+//     whole chunk of a random read).
+//  2. The mount's caches, bounded together by Options.CacheSize: decoded
+//     blobs (cache.BlobCache, single-flight, 7/8 of the size) and decoded
+//     trees (an LRU, 1/8). A read finds the chunk that holds its offset
+//     (binary search over cumulative chunk sizes) and takes the blob from
+//     here, loading it once however many readers ask.
+//  3. The repository and the backend: index lookup, one ranged read of the
+//     blob, open, decompress, verify the id. What the backend does below
+//     that (the local backend's page-cache checks, O_DIRECT for large
+//     uncached ranges, pack read-ahead) stays in the backend, behind the
+//     capabilities of package backend.
+//
+// The daemon's own prefetching (sequential read-ahead per file, sibling
+// files of a directory being read, subtrees of a listed directory) has its
+// own limits today: readAheadMount background blob loads per mount,
+// readAheadPerHandle per file, treePrefetch workers for trees. Moving these
+// policies into one scheduler that owns one limit is open work.
+//
 // Mounting works on Linux; elsewhere Mount returns ErrNoFUSE.
 package fusefs
 
