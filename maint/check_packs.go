@@ -101,6 +101,24 @@ type packResult struct {
 // checkPacks compares storage with the index, then checks the header of
 // every pack (and with ReadData, its content) in parallel.
 func (c *checker) checkPacks(ctx context.Context) error {
+	if err := c.listStoredPacks(ctx); err != nil {
+		return err
+	}
+	jobs := c.packJobs()
+	if c.opts.ReadData {
+		c.chooseReads(jobs)
+	}
+	results, err := c.runPackJobs(ctx, jobs)
+	if err != nil {
+		return err
+	}
+	c.collectPackResults(jobs, results)
+	return nil
+}
+
+// listStoredPacks records the packs in storage and their sizes, and
+// reports pack files whose names are not ids.
+func (c *checker) listStoredPacks(ctx context.Context) error {
 	c.stored = map[crypto.ID]int64{}
 	var odd []string
 	err := c.r.Backend().List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
@@ -119,6 +137,13 @@ func (c *checker) checkPacks(ctx context.Context) error {
 		c.add(&Problem{Severity: SeverityWarning, Kind: KindInvalidName, File: string(backend.PackFile) + "/" + name,
 			Message: fmt.Sprintf("pack file %s is not named by an id; dj ignores it", name)})
 	}
+	return nil
+}
+
+// packJobs returns a job for every stored pack: the indexed and pending
+// ones in id order, then the unreferenced ones. Indexed packs missing
+// from storage are reported here and get no job.
+func (c *checker) packJobs() []packJob {
 	var jobs []packJob
 	var indexedIDs []crypto.ID
 	for id := range c.indexed {
@@ -168,26 +193,40 @@ func (c *checker) checkPacks(ctx context.Context) error {
 	for _, id := range unref {
 		jobs = append(jobs, packJob{id: id, size: c.stored[id], unref: true})
 	}
-	if c.opts.ReadData {
-		var ids []crypto.ID
-		for _, j := range jobs {
-			if !j.unref {
-				ids = append(ids, j.id)
-			}
+	return jobs
+}
+
+// chooseReads marks the jobs whose packs --read-data reads (the Subset),
+// and orders the jobs for the pass.
+func (c *checker) chooseReads(jobs []packJob) {
+	var ids []crypto.ID
+	for _, j := range jobs {
+		if !j.unref {
+			ids = append(ids, j.id)
 		}
-		chosen := c.opts.Subset.choose(ids, c.stored, func(id crypto.ID) bool {
-			blobs := c.indexed[id]
-			return len(blobs) > 0 && blobs[0].Type == pack.DataBlob
-		})
-		for i := range jobs {
-			jobs[i].read = chosen[jobs[i].id]
-		}
-		// Largest packs first: the pass then ends on small ones, and no
-		// core waits alone on a large pack at the end.
-		sort.SliceStable(jobs, func(a, b int) bool {
-			return jobs[a].read && !jobs[b].read || jobs[a].read == jobs[b].read && jobs[a].size > jobs[b].size
-		})
 	}
+	chosen := c.opts.Subset.choose(ids, c.stored, func(id crypto.ID) bool {
+		blobs := c.indexed[id]
+		return len(blobs) > 0 && blobs[0].Type == pack.DataBlob
+	})
+	for i := range jobs {
+		jobs[i].read = chosen[jobs[i].id]
+	}
+	// Largest packs first: the pass then ends on small ones, and no
+	// core waits alone on a large pack at the end.
+	sort.SliceStable(jobs, func(a, b int) bool {
+		return jobs[a].read && !jobs[b].read || jobs[a].read == jobs[b].read && jobs[a].size > jobs[b].size
+	})
+}
+
+// runPackJobs checks every pack in parallel and returns the results in
+// job order.
+//
+// Readers load the packs to read, in job order, into a few buffers;
+// workers verify them in the order they arrive (a large pack still being
+// read holds up no worker). Reading and verifying overlap, and memory
+// holds at most cap(free) packs.
+func (c *checker) runPackJobs(ctx context.Context, jobs []packJob) ([]packResult, error) {
 	var totalBytes int64
 	for _, j := range jobs {
 		if j.read {
@@ -206,25 +245,64 @@ func (c *checker) checkPacks(ctx context.Context) error {
 		wg        sync.WaitGroup
 	)
 	c.progress(CheckProgress{Phase: phase, Total: int64(len(jobs)), TotalBytes: totalBytes})
-	// Readers load the packs to read, in job order, into a few buffers;
-	// workers verify them in the order they arrive (a large pack still
-	// being read holds up no worker). Reading and verifying overlap, and
-	// memory holds at most cap(free) packs.
+	free := make(chan []byte, c.opts.Workers+CheckReaders)
+	for range cap(free) {
+		free <- nil
+	}
+	ready := c.startPackReaders(ctx, jobs, free)
+	for w := 0; w < c.opts.Workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var plain []byte
+			for lp := range ready {
+				i := lp.i
+				if ctx.Err() == nil {
+					results[i], plain = c.checkPack(ctx, jobs[i], lp, plain)
+				}
+				if jobs[i].read {
+					if lp.data != nil {
+						lp.buf = lp.data[:cap(lp.data)]
+					}
+					free <- lp.buf // never blocks: buffers go back where they came from
+				}
+				if ctx.Err() != nil {
+					continue // let the readers run out
+				}
+				if jobs[i].pending {
+					downgradePending(results[i].problems)
+				}
+				wmu.Lock()
+				done++
+				bytesDone += results[i].bytes
+				p := CheckProgress{Phase: phase, Done: done, Total: int64(len(jobs)), Bytes: bytesDone, TotalBytes: totalBytes}
+				wmu.Unlock()
+				c.progress(p)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+// startPackReaders starts the CheckReaders goroutines. They take the jobs
+// in order and send every one to the returned channel, which they close
+// when done: a pack to read is loaded into a buffer from free (nil: not
+// yet allocated), other jobs go through as they are.
+func (c *checker) startPackReaders(ctx context.Context, jobs []packJob, free chan []byte) <-chan loadedPack {
 	var maxRead int64
 	for _, j := range jobs {
 		if j.read && j.size <= pack.MaxPackSize {
 			maxRead = max(maxRead, (j.size+4095)&^4095)
 		}
 	}
-	const readers = CheckReaders
-	free := make(chan []byte, c.opts.Workers+readers)
-	for range cap(free) {
-		free <- nil
-	}
 	ready := make(chan loadedPack, len(jobs))
 	var nextRead atomic.Int64
 	var rg sync.WaitGroup
-	for range readers {
+	for range CheckReaders {
 		rg.Add(1)
 		go func() {
 			defer rg.Done()
@@ -260,49 +338,25 @@ func (c *checker) checkPacks(ctx context.Context) error {
 		rg.Wait()
 		close(ready)
 	}()
-	for w := 0; w < c.opts.Workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var plain []byte
-			for lp := range ready {
-				i := lp.i
-				if ctx.Err() == nil {
-					results[i], plain = c.checkPack(ctx, jobs[i], lp, plain)
-				}
-				if jobs[i].read {
-					if lp.data != nil {
-						lp.buf = lp.data[:cap(lp.data)]
-					}
-					free <- lp.buf // never blocks: buffers go back where they came from
-				}
-				if ctx.Err() != nil {
-					continue // let the readers run out
-				}
-				if jobs[i].pending {
-					// Damage in a pack marked for deletion costs nothing
-					// unless a snapshot still needs its blobs, which the
-					// tree walk reports as missing.
-					for _, p := range results[i].problems {
-						if p.Severity == SeverityError {
-							p.Severity = SeverityWarning
-							p.Message += " (the pack is marked for deletion)"
-						}
-					}
-				}
-				wmu.Lock()
-				done++
-				bytesDone += results[i].bytes
-				p := CheckProgress{Phase: phase, Done: done, Total: int64(len(jobs)), Bytes: bytesDone, TotalBytes: totalBytes}
-				wmu.Unlock()
-				c.progress(p)
-			}
-		}()
+	return ready
+}
+
+// downgradePending turns the errors found in a pack marked for deletion
+// into warnings: damage there costs nothing unless a snapshot still needs
+// its blobs, which the tree walk reports as missing.
+func downgradePending(problems []*Problem) {
+	for _, p := range problems {
+		if p.Severity == SeverityError {
+			p.Severity = SeverityWarning
+			p.Message += " (the pack is marked for deletion)"
+		}
 	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
+}
+
+// collectPackResults adds the pack checks' problems in job order, counts
+// what was read, records the blobs of unreferenced packs and the copies
+// that cannot be used.
+func (c *checker) collectPackResults(jobs []packJob, results []packResult) {
 	for i, j := range jobs {
 		res := results[i]
 		if j.read {
@@ -326,7 +380,6 @@ func (c *checker) checkPacks(ctx context.Context) error {
 			c.add(p)
 		}
 	}
-	return nil
 }
 
 // CheckReaders is the number of goroutines that read packs for
