@@ -605,5 +605,3 @@ func (c *checker) usable(ref BlobRef, pending bool) bool {
 	}
 	return false
 }
-
-// checkTrees loads every tree of every snapshot once and checks that the

@@ -109,6 +109,7 @@ func refsOf(blobs []pack.Blob) []BlobRef {
 	return out
 }
 
+// findLost decides, for the pack-level problems, which blobs have no
 // intact copy left, and records them for mapAffected.
 func (c *checker) findLost(context.Context) error {
 	for i, p := range c.res.Problems {

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"dj/backend"
 	"dj/repo"
@@ -15,8 +14,10 @@ import (
 	"dj/repo/index"
 	"dj/repo/pack"
 	"dj/repo/tree"
+	"dj/repo/walk"
 )
 
+// checkTrees loads every tree of every snapshot once and checks that the
 // blobs they name are indexed and that file sizes add up.
 func (c *checker) checkTrees(ctx context.Context) error {
 	roots := make([]crypto.ID, 0, len(c.snaps))
@@ -24,7 +25,7 @@ func (c *checker) checkTrees(ctx context.Context) error {
 		roots = append(roots, sn.Tree)
 	}
 	var trees int64
-	err := walkTrees(ctx, summaryLoader{c}, roots, 4*c.opts.Workers, func(id crypto.ID, t *tree.Tree, err error) {
+	err := walk.Trees(ctx, summaryLoader{c}, roots, 4*c.opts.Workers, func(_ int, id crypto.ID, t *tree.Tree, err error) {
 		c.mu.Lock()
 		trees++
 		n := trees
@@ -236,73 +237,4 @@ func (c *checker) verifyCopy(ctx context.Context, pb index.PackedBlob) error {
 	}
 	_, err = c.r.OpenPacked(pb, sealed, nil)
 	return err
-}
-
-// findLost decides, for the pack-level problems, which blobs have no
-// walkTrees loads every tree reachable from roots once, with a fixed number
-// of workers, and calls fn (concurrently) for each, with the load error if
-// it failed. Subtrees of trees that loaded are visited too. Memory is
-// bounded by the queue of tree ids, not by goroutines.
-func walkTrees(ctx context.Context, l TreeLoader, roots []crypto.ID, workers int, fn func(id crypto.ID, t *tree.Tree, err error)) error {
-	if workers < 1 {
-		workers = 1
-	}
-	var (
-		mu     sync.Mutex
-		cond   = sync.NewCond(&mu)
-		queue  []crypto.ID
-		seen   = map[crypto.ID]bool{}
-		active int
-	)
-	for _, id := range roots {
-		if !seen[id] {
-			seen[id] = true
-			queue = append(queue, id)
-		}
-	}
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				mu.Lock()
-				for len(queue) == 0 && active > 0 {
-					cond.Wait()
-				}
-				if len(queue) == 0 {
-					mu.Unlock()
-					cond.Broadcast()
-					return
-				}
-				id := queue[len(queue)-1]
-				queue = queue[:len(queue)-1]
-				active++
-				mu.Unlock()
-
-				var t *tree.Tree
-				var err error
-				if ctx.Err() == nil {
-					t, err = l.LoadTree(ctx, id)
-					if ctx.Err() == nil {
-						fn(id, t, err)
-					}
-				}
-				mu.Lock()
-				if err == nil && t != nil && ctx.Err() == nil {
-					for _, n := range t.Nodes {
-						if n.Type == tree.Dir && n.Subtree != nil && !seen[*n.Subtree] {
-							seen[*n.Subtree] = true
-							queue = append(queue, *n.Subtree)
-						}
-					}
-				}
-				active--
-				mu.Unlock()
-				cond.Broadcast()
-			}
-		}()
-	}
-	wg.Wait()
-	return ctx.Err()
 }
