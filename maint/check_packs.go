@@ -490,17 +490,30 @@ func (c *checker) checkPack(ctx context.Context, j packJob, lp loadedPack, buf [
 		return res, buf
 	}
 	// Verify every blob: the header's when it parsed, else the index's.
-	inIndex := make(map[pack.Blob]bool, len(j.blobs))
-	for _, b := range j.blobs {
-		inIndex[b] = true
-	}
 	toVerify := header
 	if err != nil {
 		toVerify = j.blobs
 	}
+	var problems []*Problem
+	problems, buf = c.verifyBlobs(j, data, toVerify, buf)
+	res.problems = append(res.problems, problems...)
+	return res, buf
+}
+
+// verifyBlobs decrypts and verifies the blobs of pack j, whose bytes data
+// holds, and keeps the summaries of its indexed trees for the tree walk.
+// buf is scratch for plaintext, returned for reuse.
+func (c *checker) verifyBlobs(j packJob, data []byte, blobs []pack.Blob, buf []byte) ([]*Problem, []byte) {
+	id := j.id
+	file := packFile(id)
+	inIndex := make(map[pack.Blob]bool, len(j.blobs))
+	for _, b := range j.blobs {
+		inIndex[b] = true
+	}
+	var problems []*Problem
 	var damagedIndexed, damagedExtra []BlobRef
 	var firstErr error
-	for _, b := range toVerify {
+	for _, b := range blobs {
 		if b.Type == pack.PaddingBlob {
 			continue
 		}
@@ -527,16 +540,16 @@ func (c *checker) checkPack(ctx context.Context, j packJob, lp loadedPack, buf [
 		}
 	}
 	if len(damagedIndexed) > 0 {
-		res.problems = append(res.problems, &Problem{Severity: SeverityError, Kind: KindBlobDamaged, Pack: idPtr(id), File: file,
+		problems = append(problems, &Problem{Severity: SeverityError, Kind: KindBlobDamaged, Pack: idPtr(id), File: file,
 			Blobs: problemBlobs(damagedIndexed), candidates: damagedIndexed,
 			Message: fmt.Sprintf("pack %s: %d blob(s) are damaged, first: %v", id.Short(), len(damagedIndexed), firstErr)})
 	}
 	if len(damagedExtra) > 0 {
-		res.problems = append(res.problems, &Problem{Severity: SeverityWarning, Kind: KindBlobDamaged, Pack: idPtr(id), File: file,
+		problems = append(problems, &Problem{Severity: SeverityWarning, Kind: KindBlobDamaged, Pack: idPtr(id), File: file,
 			Blobs:   problemBlobs(damagedExtra),
 			Message: fmt.Sprintf("pack %s: %d damaged blob(s) that no index lists (nothing needs them)", id.Short(), len(damagedExtra))})
 	}
-	return res, buf
+	return problems, buf
 }
 
 // hasPadding reports whether a pack header lists padding, whose bytes no
