@@ -96,6 +96,15 @@ const maxKeyFileSize = 64 << 10
 // checked while loading.
 func (c *checker) checkKeysAndNames(ctx context.Context) error {
 	c.progress(CheckProgress{Phase: "keys"})
+	if err := c.reportInvalidNames(ctx); err != nil {
+		return err
+	}
+	return c.checkKeyFiles(ctx)
+}
+
+// reportInvalidNames reports key, index and snapshot files whose names are
+// not ids.
+func (c *checker) reportInvalidNames(ctx context.Context) error {
 	be := c.r.Backend()
 	for _, t := range []backend.FileType{backend.KeyFile, backend.IndexFile, backend.SnapshotFile} {
 		var odd []string
@@ -114,6 +123,13 @@ func (c *checker) checkKeysAndNames(ctx context.Context) error {
 				Message: fmt.Sprintf("%s/%s is not named by an id; dj ignores it", t, name)})
 		}
 	}
+	return nil
+}
+
+// checkKeyFiles checks that every key file's content matches its name and
+// parses as a key file.
+func (c *checker) checkKeyFiles(ctx context.Context) error {
+	be := c.r.Backend()
 	ids, err := c.r.ListFiles(ctx, backend.KeyFile)
 	if err != nil {
 		return err
