@@ -143,82 +143,22 @@ func (c *checker) mapAffected(ctx context.Context) error {
 		return nil
 	}
 	c.progress(CheckProgress{Phase: "affected"})
-	memo := map[crypto.ID][]affectedHit{}
-	var walk func(id crypto.ID) ([]affectedHit, error)
-	walk = func(id crypto.ID) ([]affectedHit, error) {
-		if hits, ok := memo[id]; ok {
-			return hits, nil
-		}
-		memo[id] = nil // cycles cannot occur (ids are hashes), but be safe
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		t, err := c.r.LoadTree(ctx, id)
-		if err != nil {
-			return nil, nil // reported where it is referenced
-		}
-		var hits []affectedHit
-		for _, n := range t.Nodes {
-			switch {
-			case n.Type == tree.Dir && n.Subtree != nil:
-				if ps := c.badBlob[BlobRef{pack.TreeBlob, *n.Subtree}]; len(ps) > 0 {
-					hits = append(hits, affectedHit{n.Name + "/", ps})
-					continue
-				}
-				sub, err := walk(*n.Subtree)
-				if err != nil {
-					return nil, err
-				}
-				for _, h := range sub {
-					hits = append(hits, affectedHit{n.Name + "/" + h.path, h.problems})
-				}
-			case n.Type == tree.File:
-				var ps []int
-				for _, b := range n.Content {
-					ps = append(ps, c.badBlob[BlobRef{pack.DataBlob, b}]...)
-				}
-				ps = append(ps, c.badNode[nodeKey{id, n.Name}]...)
-				if len(ps) > 0 {
-					hits = append(hits, affectedHit{n.Name, uniqueInts(ps)})
-				}
-			}
-		}
-		memo[id] = hits
-		return hits, nil
-	}
-	type pk struct {
-		problem int
-		path    string
-	}
-	where := map[pk]int{} // -> index into the problem's Affected
-	addHit := func(i int, path string, sn crypto.ID) {
-		p := c.res.Problems[i]
-		k := pk{i, path}
-		j, ok := where[k]
-		if !ok {
-			j = len(p.Affected)
-			where[k] = j
-			p.Affected = append(p.Affected, AffectedPath{Path: path})
-		}
-		a := &p.Affected[j]
-		if n := len(a.Snapshots); n == 0 || a.Snapshots[n-1] != sn {
-			a.Snapshots = append(a.Snapshots, sn)
-		}
-	}
+	w := &affectedWalk{c: c, memo: map[crypto.ID][]affectedHit{}}
+	a := &affectedList{problems: c.res.Problems, where: map[problemPath]int{}}
 	for _, sn := range c.snaps {
 		if ps := c.badBlob[BlobRef{pack.TreeBlob, sn.Tree}]; len(ps) > 0 {
 			for _, i := range ps {
-				addHit(i, "/", sn.ID)
+				a.add(i, "/", sn.ID)
 			}
 			continue
 		}
-		hits, err := walk(sn.Tree)
+		hits, err := w.hits(ctx, sn.Tree)
 		if err != nil {
 			return err
 		}
 		for _, h := range hits {
 			for _, i := range h.problems {
-				addHit(i, "/"+h.path, sn.ID)
+				a.add(i, "/"+h.path, sn.ID)
 			}
 		}
 	}
@@ -226,6 +166,86 @@ func (c *checker) mapAffected(ctx context.Context) error {
 		sort.Slice(p.Affected, func(i, j int) bool { return p.Affected[i].Path < p.Affected[j].Path })
 	}
 	return nil
+}
+
+// affectedWalk finds the paths below trees that use lost blobs, loading
+// each tree once.
+type affectedWalk struct {
+	c    *checker
+	memo map[crypto.ID][]affectedHit
+}
+
+// hits returns the files and directories below tree id that use lost
+// blobs. A lost subtree is a hit itself, and is not entered.
+func (w *affectedWalk) hits(ctx context.Context, id crypto.ID) ([]affectedHit, error) {
+	c := w.c
+	if hits, ok := w.memo[id]; ok {
+		return hits, nil
+	}
+	w.memo[id] = nil // cycles cannot occur (ids are hashes), but be safe
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	t, err := c.r.LoadTree(ctx, id)
+	if err != nil {
+		return nil, nil // reported where it is referenced
+	}
+	var hits []affectedHit
+	for _, n := range t.Nodes {
+		switch {
+		case n.Type == tree.Dir && n.Subtree != nil:
+			if ps := c.badBlob[BlobRef{pack.TreeBlob, *n.Subtree}]; len(ps) > 0 {
+				hits = append(hits, affectedHit{n.Name + "/", ps})
+				continue
+			}
+			sub, err := w.hits(ctx, *n.Subtree)
+			if err != nil {
+				return nil, err
+			}
+			for _, h := range sub {
+				hits = append(hits, affectedHit{n.Name + "/" + h.path, h.problems})
+			}
+		case n.Type == tree.File:
+			var ps []int
+			for _, b := range n.Content {
+				ps = append(ps, c.badBlob[BlobRef{pack.DataBlob, b}]...)
+			}
+			ps = append(ps, c.badNode[nodeKey{id, n.Name}]...)
+			if len(ps) > 0 {
+				hits = append(hits, affectedHit{n.Name, uniqueInts(ps)})
+			}
+		}
+	}
+	w.memo[id] = hits
+	return hits, nil
+}
+
+type problemPath struct {
+	problem int
+	path    string
+}
+
+// affectedList attaches affected paths to problems, each path once per
+// problem with the snapshots that have it.
+type affectedList struct {
+	problems []*Problem
+	where    map[problemPath]int // -> index into the problem's Affected
+}
+
+// add records that snapshot sn loses path through problem i.
+func (a *affectedList) add(i int, path string, sn crypto.ID) {
+	p := a.problems[i]
+	k := problemPath{i, path}
+	j, ok := a.where[k]
+	if !ok {
+		j = len(p.Affected)
+		a.where[k] = j
+		p.Affected = append(p.Affected, AffectedPath{Path: path})
+	}
+	af := &p.Affected[j]
+	if n := len(af.Snapshots); n == 0 || af.Snapshots[n-1] != sn {
+		af.Snapshots = append(af.Snapshots, sn)
+	}
 }
 
 func uniqueInts(xs []int) []int {
