@@ -1,6 +1,6 @@
 // Check's entry point: options, result, and the steps it runs in order.
-// The steps live by job in check_files.go, check_packs.go, check_trees.go
-// and check_report.go.
+// The steps live by job in check_files.go, check_packs.go (and
+// check_subset.go), check_trees.go and check_report.go.
 
 package maint
 
