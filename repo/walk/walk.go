@@ -6,6 +6,7 @@ package walk
 import (
 	"context"
 	"path"
+	"runtime"
 	"sync"
 
 	"dj/repo/crypto"
@@ -106,6 +107,11 @@ type NodeFunc func(p string, n *tree.Node) error
 // leading to it. depth is how many levels of trees are loaded (1: only
 // the nodes of id; -1: all). It stops at the first error, of a load or of
 // fn, and returns it. A tree met at several paths is visited at each.
+//
+// fn is called from the caller's goroutine, one node at a time, while the
+// next subtrees load in the background: up to prefetch subtrees ahead on
+// each level of the path being listed, with at most 4×GOMAXPROCS loads at
+// once. Nodes returns only when every load it started has ended.
 func Nodes(ctx context.Context, l Loader, id crypto.ID, prefix string, depth int, fn NodeFunc) error {
 	if depth == 0 {
 		return nil
@@ -114,15 +120,89 @@ func Nodes(ctx context.Context, l Loader, id crypto.ID, prefix string, depth int
 	if err != nil {
 		return err
 	}
-	for _, n := range t.Nodes {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &nodeWalk{ctx: ctx, l: l, fn: fn, sem: make(chan struct{}, 4*runtime.GOMAXPROCS(0))}
+	err = w.visit(t, prefix, depth)
+	cancel()
+	w.wg.Wait()
+	return err
+}
+
+// prefetch is how many subtrees of one tree Nodes loads ahead.
+const prefetch = 8
+
+// nodeWalk is the state of one Nodes call.
+type nodeWalk struct {
+	ctx context.Context
+	l   Loader
+	fn  NodeFunc
+	sem chan struct{} // bounds the loads running at once
+	wg  sync.WaitGroup
+}
+
+// pendingTree is a tree loading in the background; done closes when t or
+// err is set.
+type pendingTree struct {
+	done chan struct{}
+	t    *tree.Tree
+	err  error
+}
+
+// load starts loading a tree in the background.
+func (w *nodeWalk) load(id crypto.ID) *pendingTree {
+	p := &pendingTree{done: make(chan struct{})}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		defer close(p.done)
+		select {
+		case w.sem <- struct{}{}:
+		case <-w.ctx.Done():
+			p.err = w.ctx.Err()
+			return
+		}
+		p.t, p.err = w.l.LoadTree(w.ctx, id)
+		<-w.sem
+	}()
+	return p
+}
+
+// visit calls fn for the nodes of t and below; depth counts t's level.
+func (w *nodeWalk) visit(t *tree.Tree, prefix string, depth int) error {
+	var dirs []int // nodes whose subtrees are listed too
+	if depth != 1 {
+		for i, n := range t.Nodes {
+			if n.Type == tree.Dir && n.Subtree != nil {
+				dirs = append(dirs, i)
+			}
+		}
+	}
+	loads := make([]*pendingTree, len(dirs))
+	for k := range min(prefetch, len(dirs)) {
+		loads[k] = w.load(*t.Nodes[dirs[k]].Subtree)
+	}
+	next := 0 // index into dirs of the next directory node
+	for i, n := range t.Nodes {
 		p := path.Join(prefix, n.Name)
-		if err := fn(p, n); err != nil {
+		if err := w.fn(p, n); err != nil {
 			return err
 		}
-		if n.Type == tree.Dir && n.Subtree != nil {
-			if err := Nodes(ctx, l, *n.Subtree, p, depth-1, fn); err != nil {
-				return err
-			}
+		if next == len(dirs) || dirs[next] != i {
+			continue
+		}
+		k := next
+		next++
+		if k+prefetch < len(dirs) {
+			loads[k+prefetch] = w.load(*t.Nodes[dirs[k+prefetch]].Subtree)
+		}
+		pt := loads[k]
+		loads[k] = nil
+		<-pt.done
+		if pt.err != nil {
+			return pt.err
+		}
+		if err := w.visit(pt.t, p, depth-1); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"dj/repo/crypto"
 	"dj/repo/tree"
@@ -171,5 +174,93 @@ func TestNodesStopsAtFirstError(t *testing.T) {
 	})
 	if !errors.Is(err, stop) || len(got) != 2 {
 		t.Errorf("err = %v after %v, want stop after 2 nodes", err, got)
+	}
+}
+
+// slowLoader delays every load a little, so background loads end out of
+// order, and counts the loads running.
+type slowLoader struct {
+	l       Loader
+	running atomic.Int64
+	maxRun  atomic.Int64
+}
+
+func (s *slowLoader) LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error) {
+	n := s.running.Add(1)
+	defer s.running.Add(-1)
+	for {
+		m := s.maxRun.Load()
+		if n <= m || s.maxRun.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	time.Sleep(time.Duration(id[0]%4) * time.Millisecond)
+	return s.l.LoadTree(ctx, id)
+}
+
+// wideTrees builds a tree of fanout directories per level, depth levels
+// deep, with a file beside each directory, and the paths Nodes must give.
+func wideTrees(fanout, depth int) (*mapLoader, crypto.ID, []string) {
+	l := &mapLoader{loads: map[crypto.ID]int{}, trees: map[crypto.ID]*tree.Tree{}}
+	var build func(name string, level int) crypto.ID
+	build = func(name string, level int) crypto.ID {
+		tid := id(name)
+		t := &tree.Tree{}
+		for i := range fanout {
+			if level < depth {
+				t.Nodes = append(t.Nodes, dir(fmt.Sprintf("d%d", i), build(fmt.Sprintf("%s/d%d", name, i), level+1)))
+			}
+			t.Nodes = append(t.Nodes, file(fmt.Sprintf("f%d", i)))
+		}
+		sort.Slice(t.Nodes, func(a, b int) bool { return t.Nodes[a].Name < t.Nodes[b].Name })
+		l.trees[tid] = t
+		return tid
+	}
+	root := build("", 1)
+	var want []string
+	var list func(prefix string, tid crypto.ID)
+	list = func(prefix string, tid crypto.ID) {
+		for _, n := range l.trees[tid].Nodes {
+			want = append(want, prefix+"/"+n.Name)
+			if n.Subtree != nil {
+				list(prefix+"/"+n.Name, *n.Subtree)
+			}
+		}
+	}
+	list("", root)
+	return l, root, want
+}
+
+func TestNodesOrderWithBackgroundLoads(t *testing.T) {
+	ml, root, want := wideTrees(12, 3)
+	sl := &slowLoader{l: ml}
+	var got []string
+	err := Nodes(context.Background(), sl, root, "/", -1, func(p string, n *tree.Node) error {
+		got = append(got, p)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %d paths, want %d in path order", len(got), len(want))
+	}
+	if max := int64(4 * runtime.GOMAXPROCS(0)); sl.maxRun.Load() > max {
+		t.Errorf("%d loads at once, want at most %d", sl.maxRun.Load(), max)
+	}
+
+	// Stopping early: no load runs once Nodes returns.
+	stop := errors.New("stop")
+	err = Nodes(context.Background(), sl, root, "/", -1, func(p string, n *tree.Node) error {
+		if p == "/d1/d0" {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) {
+		t.Fatalf("err = %v, want stop", err)
+	}
+	if n := sl.running.Load(); n != 0 {
+		t.Errorf("%d loads still running after Nodes returned", n)
 	}
 }
