@@ -10,6 +10,7 @@ import (
 	"dj/repo/pack"
 	"dj/repo/snapshot"
 	"dj/repo/tree"
+	"dj/repo/walk"
 )
 
 // BlobRef names a blob of either type.
@@ -38,65 +39,32 @@ func UsedBlobs(ctx context.Context, l TreeLoader, snapshots []*snapshot.Snapshot
 	var (
 		mu       sync.Mutex
 		firstErr error
-		wg       sync.WaitGroup
 	)
-	sem := make(chan struct{}, 4*runtime.GOMAXPROCS(0))
-	fail := func(err error) {
-		mu.Lock()
-		if firstErr == nil {
-			firstErr = err
-		}
-		mu.Unlock()
-		cancel()
+	roots := make([]crypto.ID, len(snapshots))
+	for i, sn := range snapshots {
+		roots[i] = sn.Tree
 	}
-	// visit claims a tree id and loads it in a new goroutine; the semaphore
-	// is taken inside that goroutine, so visiting never blocks the caller.
-	var visit func(id crypto.ID, where string)
-	visit = func(id crypto.ID, where string) {
+	err := walk.Trees(ctx, l, roots, 4*runtime.GOMAXPROCS(0), func(root int, id crypto.ID, t *tree.Tree, err error) {
 		mu.Lock()
-		ref := BlobRef{pack.TreeBlob, id}
-		if _, seen := used[ref]; seen {
-			mu.Unlock()
+		defer mu.Unlock()
+		if err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("tree %s (snapshot %s): %w", id.Short(), snapshots[root].ID.Short(), err)
+			}
+			cancel()
 			return
 		}
-		used[ref] = struct{}{}
-		mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return
+		used[BlobRef{pack.TreeBlob, id}] = struct{}{}
+		for _, n := range t.Nodes {
+			for _, c := range n.Content {
+				used[BlobRef{pack.DataBlob, c}] = struct{}{}
 			}
-			t, err := l.LoadTree(ctx, id)
-			<-sem
-			if err != nil {
-				fail(fmt.Errorf("tree %s (%s): %w", id.Short(), where, err))
-				return
-			}
-			mu.Lock()
-			for _, n := range t.Nodes {
-				for _, c := range n.Content {
-					used[BlobRef{pack.DataBlob, c}] = struct{}{}
-				}
-			}
-			mu.Unlock()
-			for _, n := range t.Nodes {
-				if n.Type == tree.Dir && n.Subtree != nil {
-					visit(*n.Subtree, where)
-				}
-			}
-		}()
-	}
-	for _, sn := range snapshots {
-		visit(sn.Tree, "snapshot "+sn.ID.Short())
-	}
-	wg.Wait()
+		}
+	})
 	if firstErr != nil {
 		return nil, firstErr
 	}
-	if err := ctx.Err(); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	return used, nil

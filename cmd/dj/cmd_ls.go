@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io/fs"
 
@@ -12,8 +11,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"dj/repo"
-	"dj/repo/crypto"
 	"dj/repo/tree"
+	"dj/repo/walk"
 )
 
 func lsCommand() *cli.Command {
@@ -92,7 +91,7 @@ func runLs(c *cli.Context) error {
 	}
 	dirs := c.Args().Slice()[1:]
 	if len(dirs) == 0 {
-		return walkTree(e.ctx, r, sn.Tree, "/", -1, emit)
+		return walk.Nodes(e.ctx, r, sn.Tree, "/", -1, emit)
 	}
 	for _, d := range dirs {
 		d = path.Clean("/" + d)
@@ -110,32 +109,8 @@ func runLs(c *cli.Context) error {
 		if c.Bool("recursive") {
 			depth = -1
 		}
-		if err := walkTree(e.ctx, r, *n.Subtree, d, depth, emit); err != nil {
+		if err := walk.Nodes(e.ctx, r, *n.Subtree, d, depth, emit); err != nil {
 			return err
-		}
-	}
-	return nil
-}
-
-// walkTree calls fn for every node below the tree id (depth -1 = unlimited)
-// in path order.
-func walkTree(ctx context.Context, r *repo.Repository, id crypto.ID, prefix string, depth int, fn func(string, *tree.Node) error) error {
-	if depth == 0 {
-		return nil
-	}
-	t, err := r.LoadTree(ctx, id)
-	if err != nil {
-		return err
-	}
-	for _, n := range t.Nodes {
-		p := path.Join(prefix, n.Name)
-		if err := fn(p, n); err != nil {
-			return err
-		}
-		if n.Type == tree.Dir && n.Subtree != nil {
-			if err := walkTree(ctx, r, *n.Subtree, p, depth-1, fn); err != nil {
-				return err
-			}
 		}
 	}
 	return nil
