@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 
@@ -11,6 +12,25 @@ import (
 	"dj/repo/crypto"
 	"dj/repo/index"
 )
+
+// indexSet is the bookkeeping of index files: which ones this handle loaded
+// or wrote, which ones it saw listed, and the packs that prune marked for
+// deletion. Its lock guards only this bookkeeping; the index itself
+// (Repository.idx) and the pending index have their own.
+type indexSet struct {
+	mu     sync.Mutex
+	files  map[crypto.ID]*index.File // loaded or written by this handle
+	listed map[crypto.ID]bool        // every index file seen, superseded ones too
+	marks  map[crypto.ID]int64       // pending pack -> when it was marked (Unix ns)
+
+	// pending holds the blobs of packs marked for deletion: a read-only
+	// fallback for loads, never used for deduplication. Set once.
+	pending *index.Index
+}
+
+func newIndexSet() indexSet {
+	return indexSet{files: map[crypto.ID]*index.File{}, listed: map[crypto.ID]bool{}, marks: map[crypto.ID]int64{}, pending: index.New()}
+}
 
 // SaveIndexFile writes an index file.
 func (r *Repository) SaveIndexFile(ctx context.Context, f *index.File) (crypto.ID, error) {
@@ -21,18 +41,18 @@ func (r *Repository) SaveIndexFile(ctx context.Context, f *index.File) (crypto.I
 	if err != nil {
 		return id, fmt.Errorf("save index: %w", err)
 	}
-	r.packer.mu.Lock()
-	r.indexFiles[id] = f
-	r.packer.mu.Unlock()
+	r.ixs.mu.Lock()
+	r.ixs.files[id] = f
+	r.ixs.mu.Unlock()
 	return id, nil
 }
 
 // IndexFiles returns the index files loaded or written by this handle.
 func (r *Repository) IndexFiles() map[crypto.ID]*index.File {
-	r.packer.mu.Lock()
-	defer r.packer.mu.Unlock()
-	out := make(map[crypto.ID]*index.File, len(r.indexFiles))
-	for k, v := range r.indexFiles {
+	r.ixs.mu.Lock()
+	defer r.ixs.mu.Unlock()
+	out := make(map[crypto.ID]*index.File, len(r.ixs.files))
+	for k, v := range r.ixs.files {
 		out[k] = v
 	}
 	return out
@@ -44,10 +64,10 @@ func (r *Repository) IndexFiles() map[crypto.ID]*index.File {
 // only the loaded ones would bring an old, skipped file back to life once
 // the file that superseded it is gone.
 func (r *Repository) ListedIndexFiles() []crypto.ID {
-	r.packer.mu.Lock()
-	defer r.packer.mu.Unlock()
-	out := make([]crypto.ID, 0, len(r.listedIndex))
-	for id := range r.listedIndex {
+	r.ixs.mu.Lock()
+	defer r.ixs.mu.Unlock()
+	out := make([]crypto.ID, 0, len(r.ixs.listed))
+	for id := range r.ixs.listed {
 		out = append(out, id)
 	}
 	return out
@@ -62,18 +82,18 @@ type IndexProblem struct {
 // addIndexFile adds a loaded index file: its packs to the index, its
 // pending packs to the read-only fallback index.
 func (r *Repository) addIndexFile(id crypto.ID, f *index.File) {
-	r.packer.mu.Lock()
-	r.indexFiles[id] = f
-	r.listedIndex[id] = true
+	r.ixs.mu.Lock()
+	r.ixs.files[id] = f
+	r.ixs.listed[id] = true
 	for _, p := range f.Pending {
-		if old, ok := r.pendingMarks[p.ID]; !ok || p.MarkedAt < old {
-			r.pendingMarks[p.ID] = p.MarkedAt
+		if old, ok := r.ixs.marks[p.ID]; !ok || p.MarkedAt < old {
+			r.ixs.marks[p.ID] = p.MarkedAt
 		}
 	}
-	r.packer.mu.Unlock()
+	r.ixs.mu.Unlock()
 	r.idx.AddFile(f)
 	for _, p := range f.Pending {
-		r.pending.AddPack(p.ID, p.Blobs)
+		r.ixs.pending.AddPack(p.ID, p.Blobs)
 	}
 }
 
@@ -81,13 +101,13 @@ func (r *Repository) addIndexFile(id crypto.ID, f *index.File) {
 // time (Unix ns) they were marked. Their blobs are readable but are not
 // used for deduplication.
 func (r *Repository) PendingPacks() (map[crypto.ID]int64, *index.Index) {
-	r.packer.mu.Lock()
-	defer r.packer.mu.Unlock()
-	out := make(map[crypto.ID]int64, len(r.pendingMarks))
-	for k, v := range r.pendingMarks {
+	r.ixs.mu.Lock()
+	defer r.ixs.mu.Unlock()
+	out := make(map[crypto.ID]int64, len(r.ixs.marks))
+	for k, v := range r.ixs.marks {
 		out[k] = v
 	}
-	return out, r.pending
+	return out, r.ixs.pending
 }
 
 // RefreshIndex loads index files written since the index was loaded (by
@@ -100,9 +120,9 @@ func (r *Repository) RefreshIndex(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for _, id := range ids {
-		r.packer.mu.Lock()
-		_, known := r.indexFiles[id]
-		r.packer.mu.Unlock()
+		r.ixs.mu.Lock()
+		_, known := r.ixs.files[id]
+		r.ixs.mu.Unlock()
 		if known {
 			continue
 		}
@@ -151,11 +171,11 @@ func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProbl
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	r.packer.mu.Lock()
+	r.ixs.mu.Lock()
 	for _, id := range ids {
-		r.listedIndex[id] = true
+		r.ixs.listed[id] = true
 	}
-	r.packer.mu.Unlock()
+	r.ixs.mu.Unlock()
 	superseded := map[crypto.ID]bool{}
 	var problems []IndexProblem
 	for i, f := range files {
@@ -174,7 +194,7 @@ func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProbl
 		r.addIndexFile(ids[i], f)
 	}
 	r.idx.Compact()
-	r.pending.Compact()
+	r.ixs.pending.Compact()
 	if len(problems) > 0 && !tolerate {
 		return problems, fmt.Errorf("%d index file(s) could not be loaded, first: %w (run `dj repair index`)", len(problems), problems[0].Err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"dj/backend"
@@ -20,7 +21,7 @@ func (r *Repository) LoadTypedBlob(ctx context.Context, t pack.BlobType, id cryp
 	if len(locs) == 0 {
 		// A blob only in a pack that prune marked for deletion is still
 		// readable until the pack is really gone.
-		locs = r.pending.Lookup(t, id)
+		locs = r.ixs.pending.Lookup(t, id)
 	}
 	if len(locs) == 0 {
 		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), ErrBlobNotFound)
@@ -54,6 +55,29 @@ const maxTreePacks = 4096
 // memory pressure (or drop_caches) took it.
 const treePackRefresh = 200 * time.Millisecond
 
+// treePackCache remembers when each tree pack was last prefetched; its lock
+// guards only that.
+type treePackCache struct {
+	mu   sync.Mutex
+	last map[crypto.ID]time.Time
+}
+
+// due reports whether pack should be prefetched at now, and if so records
+// that it is.
+func (c *treePackCache) due(pack crypto.ID, now time.Time) bool {
+	c.mu.Lock()
+	last, seen := c.last[pack]
+	due := !seen || now.Sub(last) > treePackRefresh
+	if due {
+		if len(c.last) >= maxTreePacks {
+			clear(c.last)
+		}
+		c.last[pack] = now
+	}
+	c.mu.Unlock()
+	return due
+}
+
 // prefetchTreePack asks the backend to start reading the whole tree pack
 // that holds a tree about to be loaded, once per treePackRefresh. Packs
 // hold trees or data, never both, and the trees of one snapshot sit
@@ -65,18 +89,7 @@ func (r *Repository) prefetchTreePack(ctx context.Context, h backend.Handle, pac
 	if !ok {
 		return
 	}
-	now := time.Now()
-	r.treePacksMu.Lock()
-	last, seen := r.treePacks[pack]
-	due := !seen || now.Sub(last) > treePackRefresh
-	if due {
-		if len(r.treePacks) >= maxTreePacks {
-			clear(r.treePacks)
-		}
-		r.treePacks[pack] = now
-	}
-	r.treePacksMu.Unlock()
-	if due {
+	if r.treePacks.due(pack, time.Now()) {
 		p.Prefetch(ctx, h)
 	}
 }

@@ -31,6 +31,8 @@ const uploadsInFlight = 2
 type packer struct {
 	r *Repository
 
+	// mu guards the packer's own state below and r.opts.PackSize (the
+	// target pack size, read when a blob is added); nothing else.
 	mu       sync.Mutex
 	open     map[pack.BlobType][]*openPack
 	inflight map[blobKey]struct{} // blobs added to an open or uploading pack

@@ -72,11 +72,9 @@ type Repository struct {
 	opts  Options
 	keyID crypto.ID
 
-	idx          *index.Index
-	indexFiles   map[crypto.ID]*index.File
-	listedIndex  map[crypto.ID]bool  // every index file seen, superseded ones too
-	pending      *index.Index        // blobs of packs marked for deletion: read-only fallback
-	pendingMarks map[crypto.ID]int64 // pending pack -> when it was marked (Unix ns)
+	idx *index.Index
+	// ixs is the bookkeeping of index files (indexset.go).
+	ixs indexSet
 
 	enc *zstd.Encoder
 	dec *zstd.Decoder
@@ -90,9 +88,8 @@ type Repository struct {
 	zeroIDs map[int]crypto.ID
 
 	// treePacks remembers the tree packs whose whole content the backend
-	// was asked to prefetch (see prefetchTreePack).
-	treePacksMu sync.Mutex
-	treePacks   map[crypto.ID]time.Time // when each was last prefetched
+	// was asked to prefetch (load.go).
+	treePacks treePackCache
 
 	packer *packer
 
@@ -197,8 +194,8 @@ func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options
 	if opts.KDF == nil {
 		opts.KDF = &crypto.DefaultKDF
 	}
-	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, idx: index.New(), indexFiles: map[crypto.ID]*index.File{}, listedIndex: map[crypto.ID]bool{},
-		pending: index.New(), pendingMarks: map[crypto.ID]int64{}, bufPool: make(chan []byte, 3*runtime.GOMAXPROCS(0)+2), zeroIDs: map[int]crypto.ID{}, treePacks: map[crypto.ID]time.Time{}}
+	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, idx: index.New(), ixs: newIndexSet(),
+		bufPool: make(chan []byte, 3*runtime.GOMAXPROCS(0)+2), zeroIDs: map[int]crypto.ID{}, treePacks: treePackCache{last: map[crypto.ID]time.Time{}}}
 	var err error
 	if level != 0 {
 		// No frame checksum: every blob is sealed and its plaintext hashed
