@@ -90,29 +90,39 @@ func (r *Repository) saveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 		return false, fmt.Errorf("blob of %d bytes is larger than the maximum %d", len(plain), pack.MaxBlobSize)
 	}
 	p := r.packer
-	k := blobKey{t, id}
 	if r.idx.Has(t, id) {
 		return false, nil
 	}
+	if ok, err := p.reserve(t, id, true); !ok {
+		return false, err
+	}
+	sealed, compressed := r.compressAndSeal(t, id, plain)
+	err := p.add(ctx, t, id, sealed, compressed, len(plain))
+	r.putBuf(sealed) // add has written it to the pack
+	return true, err
+}
+
+// reserve marks a blob as being written and reports whether the caller
+// should write it: false when an open or uploading pack already holds it,
+// or, with dedup, when the index knows it. It returns the first upload
+// error instead, once there is one. The index is checked under p.mu
+// because an upload moves blobs from inflight to the index while holding
+// it.
+func (p *packer) reserve(t pack.BlobType, id crypto.ID, dedup bool) (bool, error) {
+	k := blobKey{t, id}
 	p.mu.Lock()
 	if p.err != nil {
 		err := p.err
 		p.mu.Unlock()
 		return false, err
 	}
-	// Check the index again under the lock: an upload moves blobs from
-	// inflight to the index while holding it.
-	if _, ok := p.inflight[k]; ok || r.idx.Has(t, id) {
+	if _, ok := p.inflight[k]; ok || (dedup && p.r.idx.Has(t, id)) {
 		p.mu.Unlock()
 		return false, nil
 	}
 	p.inflight[k] = struct{}{}
 	p.mu.Unlock()
-
-	sealed, compressed := r.compressAndSeal(t, id, plain)
-	err := p.add(ctx, t, id, sealed, compressed, len(plain))
-	r.putBuf(sealed) // add has written it to the pack
-	return true, err
+	return true, nil
 }
 
 // newOpenPack creates the temporary file of a new pack.
@@ -307,19 +317,9 @@ func (r *Repository) FlushPacks(ctx context.Context) ([]index.FilePack, error) {
 // bound into the ciphertext, so moving it cannot change what it opens to.
 func (r *Repository) CopySealedBlob(ctx context.Context, b pack.Blob, sealed []byte) error {
 	p := r.packer
-	k := blobKey{b.Type, b.ID}
-	p.mu.Lock()
-	if p.err != nil {
-		err := p.err
-		p.mu.Unlock()
+	if ok, err := p.reserve(b.Type, b.ID, false); !ok {
 		return err
 	}
-	if _, ok := p.inflight[k]; ok {
-		p.mu.Unlock()
-		return nil
-	}
-	p.inflight[k] = struct{}{}
-	p.mu.Unlock()
 	return p.add(ctx, b.Type, b.ID, append([]byte(nil), sealed...), b.Compressed, int(b.PlainLength))
 }
 
@@ -328,14 +328,9 @@ func (r *Repository) CopySealedBlob(ctx context.Context, b pack.Blob, sealed []b
 // with recompression).
 func (r *Repository) RewriteBlob(ctx context.Context, t pack.BlobType, id crypto.ID, plain []byte) (int, error) {
 	p := r.packer
-	k := blobKey{t, id}
-	p.mu.Lock()
-	if _, ok := p.inflight[k]; ok {
-		p.mu.Unlock()
-		return 0, nil
+	if ok, err := p.reserve(t, id, false); !ok {
+		return 0, err
 	}
-	p.inflight[k] = struct{}{}
-	p.mu.Unlock()
 	content, compressed := r.compress(plain)
 	sealed := pack.SealBlob(r.key, make([]byte, 0, len(content)+crypto.Overhead), t, id, content)
 	return len(sealed), p.add(ctx, t, id, sealed, compressed, len(plain))
