@@ -174,19 +174,9 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 }
 
 func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options) (*Repository, error) {
-	level := zstd.SpeedDefault
-	switch opts.Compression {
-	case "", "auto", "default":
-	case "off":
-		level = 0
-	case "fastest":
-		level = zstd.SpeedFastest
-	case "better":
-		level = zstd.SpeedBetterCompression
-	case "best", "max":
-		level = zstd.SpeedBestCompression
-	default:
-		return nil, fmt.Errorf("unknown compression %q (want off, fastest, default, better or best)", opts.Compression)
+	enc, err := newEncoder(opts.Compression)
+	if err != nil {
+		return nil, err
 	}
 	if opts.PackSize == 0 {
 		opts.PackSize = cfg.PackSize
@@ -196,16 +186,7 @@ func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options
 	}
 	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, idx: index.New(), ixs: newIndexSet(),
 		bufPool: make(chan []byte, 3*runtime.GOMAXPROCS(0)+2), zeroIDs: map[int]crypto.ID{}, treePacks: treePackCache{last: map[crypto.ID]time.Time{}}}
-	var err error
-	if level != 0 {
-		// No frame checksum: every blob is sealed and its plaintext hashed
-		// to its id, so zstd's own checksum would only cost time.
-		r.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
-			zstd.WithZeroFrames(true), zstd.WithLowerEncoderMem(true), zstd.WithEncoderCRC(false))
-		if err != nil {
-			return nil, err
-		}
-	}
+	r.enc = enc
 	r.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(256<<20))
 	if err != nil {
 		return nil, err

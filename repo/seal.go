@@ -3,6 +3,10 @@ package repo
 import (
 	"dj/repo/crypto"
 	"dj/repo/pack"
+	"fmt"
+	"runtime"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // compressAndSeal returns the stored form of a blob in one pooled buffer:
@@ -59,14 +63,40 @@ func (r *Repository) compress(plain []byte) ([]byte, bool) {
 }
 
 // SetCompression changes the zstd level for blobs saved from now on
-// ("fastest", "default", "better", "best").
+// ("off", "fastest", "default", "better", "best"). It must not run while
+// blobs or files are being saved.
 func (r *Repository) SetCompression(level string) error {
-	nr, err := newRepository(r.be, r.key, r.cfg, Options{Compression: level, PackSize: r.opts.PackSize, KDF: r.opts.KDF})
+	enc, err := newEncoder(level)
 	if err != nil {
 		return err
 	}
-	r.enc = nr.enc
+	if r.enc != nil {
+		r.enc.Close()
+	}
+	r.enc = enc
 	return nil
+}
+
+// newEncoder returns the zstd encoder for a level name, or nil for "off".
+func newEncoder(name string) (*zstd.Encoder, error) {
+	level := zstd.SpeedDefault
+	switch name {
+	case "", "auto", "default":
+	case "off":
+		return nil, nil
+	case "fastest":
+		level = zstd.SpeedFastest
+	case "better":
+		level = zstd.SpeedBetterCompression
+	case "best", "max":
+		level = zstd.SpeedBestCompression
+	default:
+		return nil, fmt.Errorf("unknown compression %q (want off, fastest, default, better or best)", name)
+	}
+	// No frame checksum: every blob is sealed and its plaintext hashed to
+	// its id, so zstd's own checksum would only cost time.
+	return zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithZeroFrames(true), zstd.WithLowerEncoderMem(true), zstd.WithEncoderCRC(false))
 }
 
 // Compress returns the zstd encoding of plain when that is smaller, with the
