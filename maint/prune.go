@@ -442,9 +442,6 @@ type PruneStats struct {
 	TempFilesRemoved                                                         int
 }
 
-// maxBlobsPerIndexFile keeps index files small enough to load quickly.
-const maxBlobsPerIndexFile = 100_000
-
 // Execute carries out the plan: repack, write the new index, remove the
 // superseded index files, then delete packs, in that order (see the safety
 // argument at the top of this file).
@@ -499,7 +496,7 @@ func (p *PrunePlan) Execute(ctx context.Context, r *repo.Repository, opts PruneO
 			pending = append(pending, index.FilePack{ID: pid, Blobs: p.packBlobs[pid], MarkedAt: now})
 		}
 	}
-	written, err := writeIndex(ctx, r, packs, pending, p.supersedes)
+	written, err := r.WriteIndex(ctx, packs, pending, p.supersedes)
 	if err != nil {
 		return st, err
 	}
@@ -580,44 +577,4 @@ func repackOne(ctx context.Context, r *repo.Repository, pid crypto.ID, blobs []p
 		n++
 	}
 	return n, nil
-}
-
-// writeIndex stores packs and pending packs in index files of bounded size;
-// the first file lists the superseded index files.
-func writeIndex(ctx context.Context, r *repo.Repository, packs, pending []index.FilePack, supersedes []crypto.ID) (int, error) {
-	sort.Slice(packs, func(i, j int) bool { return packs[i].ID.String() < packs[j].ID.String() })
-	sort.Slice(pending, func(i, j int) bool { return pending[i].ID.String() < pending[j].ID.String() })
-	var files []*index.File
-	cur := &index.File{}
-	n := 0
-	flush := func() {
-		files = append(files, cur)
-		cur = &index.File{}
-		n = 0
-	}
-	for _, p := range packs {
-		if n > 0 && n+len(p.Blobs) > maxBlobsPerIndexFile {
-			flush()
-		}
-		cur.Packs = append(cur.Packs, p)
-		n += len(p.Blobs)
-	}
-	for _, p := range pending {
-		if n > 0 && n+len(p.Blobs) > maxBlobsPerIndexFile {
-			flush()
-		}
-		cur.Pending = append(cur.Pending, p)
-		n += len(p.Blobs)
-	}
-	flush()
-	// Only the last file supersedes the old ones: a reader that lists the
-	// index while the files are written sees either some new files and all
-	// old ones (their union is complete), or every new file.
-	files[len(files)-1].Supersedes = supersedes
-	for _, f := range files {
-		if _, err := r.SaveIndexFile(ctx, f); err != nil {
-			return 0, err
-		}
-	}
-	return len(files), nil
 }

@@ -184,7 +184,7 @@ func Repack(ctx context.Context, r *repo.Repository, opts RepackOptions) (Repack
 		}
 	}
 	sort.Slice(keep, func(i, j int) bool { return keep[i].ID.String() < keep[j].ID.String() })
-	if _, err := writeIndex(ctx, r, keep, pending, supersedes); err != nil {
+	if _, err := r.WriteIndex(ctx, keep, pending, supersedes); err != nil {
 		return st, err
 	}
 	for _, id := range supersedes {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"sort"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
@@ -199,4 +200,51 @@ func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProbl
 		return problems, fmt.Errorf("%d index file(s) could not be loaded, first: %w (run `dj repair index`)", len(problems), problems[0].Err)
 	}
 	return problems, nil
+}
+
+// maxBlobsPerIndexFile keeps index files small enough to load quickly.
+const maxBlobsPerIndexFile = 100_000
+
+// WriteIndex stores packs and pending packs (with their MarkedAt) in new
+// index files of bounded size. The last file written lists supersedes, so
+// a reader that lists the index while the files are written sees either
+// the old files and some new ones (their union is complete) or every new
+// file. The caller removes the superseded files afterwards. It returns how
+// many files were written.
+func (r *Repository) WriteIndex(ctx context.Context, packs, pending []index.FilePack, supersedes []crypto.ID) (int, error) {
+	sort.Slice(packs, func(i, j int) bool { return packs[i].ID.String() < packs[j].ID.String() })
+	sort.Slice(pending, func(i, j int) bool { return pending[i].ID.String() < pending[j].ID.String() })
+	var files []*index.File
+	cur := &index.File{}
+	n := 0
+	flush := func() {
+		files = append(files, cur)
+		cur = &index.File{}
+		n = 0
+	}
+	for _, p := range packs {
+		if n > 0 && n+len(p.Blobs) > maxBlobsPerIndexFile {
+			flush()
+		}
+		cur.Packs = append(cur.Packs, p)
+		n += len(p.Blobs)
+	}
+	for _, p := range pending {
+		if n > 0 && n+len(p.Blobs) > maxBlobsPerIndexFile {
+			flush()
+		}
+		cur.Pending = append(cur.Pending, p)
+		n += len(p.Blobs)
+	}
+	flush()
+	// Only the last file supersedes the old ones: a reader that lists the
+	// index while the files are written sees either some new files and all
+	// old ones (their union is complete), or every new file.
+	files[len(files)-1].Supersedes = supersedes
+	for _, f := range files {
+		if _, err := r.SaveIndexFile(ctx, f); err != nil {
+			return 0, err
+		}
+	}
+	return len(files), nil
 }
