@@ -552,29 +552,28 @@ func (p *PrunePlan) Execute(ctx context.Context, r *repo.Repository, opts PruneO
 // kept pack into the packs being written. It loads the pack once.
 func repackOne(ctx context.Context, r *repo.Repository, pid crypto.ID, blobs []pack.Blob, used BlobSet,
 	copied map[BlobRef]bool, keep map[crypto.ID]bool, chosen map[BlobRef]crypto.ID) (int, error) {
-	data, err := r.Backend().Load(ctx, backend.Handle{Type: backend.PackFile, Name: pid.String()}, 0, 0)
-	if err != nil {
-		return 0, fmt.Errorf("repack: load pack %s: %w", pid.Short(), err)
-	}
-	n := 0
-	for _, b := range blobs {
+	n, err := r.CopyBlobs(ctx, pid, blobs, func(b pack.Blob) bool {
 		ref := BlobRef{b.Type, b.ID}
 		if _, ok := used[ref]; !ok || copied[ref] || keep[chosen[ref]] {
-			continue
-		}
-		end := int64(b.Offset) + int64(b.Length)
-		if end > int64(len(data)) {
-			return n, fmt.Errorf("repack: pack %s is shorter than its index says; nothing was deleted (run `dj check`)", pid.Short())
-		}
-		sealed := data[b.Offset:end]
-		if _, err := r.OpenPacked(index.PackedBlob{Blob: b, PackID: pid}, sealed, nil); err != nil {
-			return n, fmt.Errorf("repack: %w; nothing was deleted (run `dj check` and `dj repair`)", err)
-		}
-		if err := r.CopySealedBlob(ctx, b, sealed); err != nil {
-			return n, err
+			return false
 		}
 		copied[ref] = true
-		n++
+		return true
+	}, repo.CopyBlobsOptions{})
+	if err != nil {
+		return n, fmt.Errorf("repack: %w", copyFailed(err))
 	}
 	return n, nil
+}
+
+// copyFailed adds to an error of repo.CopyBlobs what the user should do
+// next, when the pack is damaged.
+func copyFailed(err error) error {
+	switch {
+	case errors.Is(err, repo.ErrPackShort):
+		return fmt.Errorf("%w; nothing was deleted (run `dj check`)", err)
+	case errors.Is(err, repo.ErrCorrupt):
+		return fmt.Errorf("%w; nothing was deleted (run `dj check` and `dj repair`)", err)
+	}
+	return err
 }
