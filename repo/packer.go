@@ -31,9 +31,9 @@ const uploadsInFlight = 2
 type packer struct {
 	r *Repository
 
-	// mu guards the packer's own state below and r.opts.PackSize (the
-	// target pack size, read when a blob is added); nothing else.
+	// mu guards the packer's own state below, nothing else.
 	mu       sync.Mutex
+	packSize int // target pack size
 	open     map[pack.BlobType][]*openPack
 	inflight map[blobKey]struct{} // blobs added to an open or uploading pack
 	written  []index.FilePack     // packs saved since the last index file
@@ -72,7 +72,7 @@ type blobKey struct {
 }
 
 func newPacker(r *Repository) *packer {
-	return &packer{r: r, open: map[pack.BlobType][]*openPack{}, inflight: map[blobKey]struct{}{}, sem: make(chan struct{}, uploadsInFlight)}
+	return &packer{r: r, packSize: r.opts.PackSize, open: map[pack.BlobType][]*openPack{}, inflight: map[blobKey]struct{}{}, sem: make(chan struct{}, uploadsInFlight)}
 }
 
 // SaveBlob stores a blob unless the repository already has it and returns
@@ -157,7 +157,7 @@ func (p *packer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed 
 	op := ops[i]
 	op.reserved += int64(len(sealed))
 	op.writers.Add(1)
-	full := op.reserved >= int64(p.r.opts.PackSize)
+	full := op.reserved >= int64(p.packSize)
 	if full {
 		ops = append(ops[:i], ops[i+1:]...)
 	}
@@ -339,7 +339,7 @@ func (r *Repository) RewriteBlob(ctx context.Context, t pack.BlobType, id crypto
 // SetPackSize changes the target size of packs written from now on.
 func (r *Repository) SetPackSize(n int) {
 	r.packer.mu.Lock()
-	r.opts.PackSize = n
+	r.packer.packSize = n
 	r.packer.mu.Unlock()
 }
 
@@ -347,5 +347,5 @@ func (r *Repository) SetPackSize(n int) {
 func (r *Repository) PackSize() int {
 	r.packer.mu.Lock()
 	defer r.packer.mu.Unlock()
-	return r.opts.PackSize
+	return r.packer.packSize
 }

@@ -170,6 +170,7 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 	if r.opts.PackSize <= 0 {
 		r.opts.PackSize = 16 << 20
 	}
+	r.packer.packSize = r.opts.PackSize
 	return r, nil
 }
 
