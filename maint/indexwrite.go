@@ -8,12 +8,9 @@ import (
 	"dj/repo/index"
 )
 
-// WriteIndex stores packs and pending packs (with their MarkedAt) in new
-// index files of bounded size. The last file written lists supersedes, so
-// a reader that lists the index while the files are written sees either
-// the old files and some new ones (their union is complete) or every new
-// file. The caller removes the superseded files afterwards. It returns how
-// many files were written.
+// WriteIndex stores packs and pending packs in new index files of bounded
+// size, the last one superseding supersedes; it is r.WriteIndex, kept for
+// callers that hold the repository as an argument.
 func WriteIndex(ctx context.Context, r *repo.Repository, packs, pending []index.FilePack, supersedes []crypto.ID) (int, error) {
-	return writeIndex(ctx, r, packs, pending, supersedes)
+	return r.WriteIndex(ctx, packs, pending, supersedes)
 }

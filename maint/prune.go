@@ -442,9 +442,6 @@ type PruneStats struct {
 	TempFilesRemoved                                                         int
 }
 
-// maxBlobsPerIndexFile keeps index files small enough to load quickly.
-const maxBlobsPerIndexFile = 100_000
-
 // Execute carries out the plan: repack, write the new index, remove the
 // superseded index files, then delete packs, in that order (see the safety
 // argument at the top of this file).
@@ -499,7 +496,7 @@ func (p *PrunePlan) Execute(ctx context.Context, r *repo.Repository, opts PruneO
 			pending = append(pending, index.FilePack{ID: pid, Blobs: p.packBlobs[pid], MarkedAt: now})
 		}
 	}
-	written, err := writeIndex(ctx, r, packs, pending, p.supersedes)
+	written, err := r.WriteIndex(ctx, packs, pending, p.supersedes)
 	if err != nil {
 		return st, err
 	}
@@ -555,69 +552,28 @@ func (p *PrunePlan) Execute(ctx context.Context, r *repo.Repository, opts PruneO
 // kept pack into the packs being written. It loads the pack once.
 func repackOne(ctx context.Context, r *repo.Repository, pid crypto.ID, blobs []pack.Blob, used BlobSet,
 	copied map[BlobRef]bool, keep map[crypto.ID]bool, chosen map[BlobRef]crypto.ID) (int, error) {
-	data, err := r.Backend().Load(ctx, backend.Handle{Type: backend.PackFile, Name: pid.String()}, 0, 0)
-	if err != nil {
-		return 0, fmt.Errorf("repack: load pack %s: %w", pid.Short(), err)
-	}
-	n := 0
-	for _, b := range blobs {
+	n, err := r.CopyBlobs(ctx, pid, blobs, func(b pack.Blob) bool {
 		ref := BlobRef{b.Type, b.ID}
 		if _, ok := used[ref]; !ok || copied[ref] || keep[chosen[ref]] {
-			continue
-		}
-		end := int64(b.Offset) + int64(b.Length)
-		if end > int64(len(data)) {
-			return n, fmt.Errorf("repack: pack %s is shorter than its index says; nothing was deleted (run `dj check`)", pid.Short())
-		}
-		sealed := data[b.Offset:end]
-		if _, err := r.OpenPacked(index.PackedBlob{Blob: b, PackID: pid}, sealed, nil); err != nil {
-			return n, fmt.Errorf("repack: %w; nothing was deleted (run `dj check` and `dj repair`)", err)
-		}
-		if err := r.CopySealedBlob(ctx, b, sealed); err != nil {
-			return n, err
+			return false
 		}
 		copied[ref] = true
-		n++
+		return true
+	}, repo.CopyBlobsOptions{})
+	if err != nil {
+		return n, fmt.Errorf("repack: %w", copyFailed(err))
 	}
 	return n, nil
 }
 
-// writeIndex stores packs and pending packs in index files of bounded size;
-// the first file lists the superseded index files.
-func writeIndex(ctx context.Context, r *repo.Repository, packs, pending []index.FilePack, supersedes []crypto.ID) (int, error) {
-	sort.Slice(packs, func(i, j int) bool { return packs[i].ID.String() < packs[j].ID.String() })
-	sort.Slice(pending, func(i, j int) bool { return pending[i].ID.String() < pending[j].ID.String() })
-	var files []*index.File
-	cur := &index.File{}
-	n := 0
-	flush := func() {
-		files = append(files, cur)
-		cur = &index.File{}
-		n = 0
+// copyFailed adds to an error of repo.CopyBlobs what the user should do
+// next, when the pack is damaged.
+func copyFailed(err error) error {
+	switch {
+	case errors.Is(err, repo.ErrPackShort):
+		return fmt.Errorf("%w; nothing was deleted (run `dj check`)", err)
+	case errors.Is(err, repo.ErrCorrupt):
+		return fmt.Errorf("%w; nothing was deleted (run `dj check` and `dj repair`)", err)
 	}
-	for _, p := range packs {
-		if n > 0 && n+len(p.Blobs) > maxBlobsPerIndexFile {
-			flush()
-		}
-		cur.Packs = append(cur.Packs, p)
-		n += len(p.Blobs)
-	}
-	for _, p := range pending {
-		if n > 0 && n+len(p.Blobs) > maxBlobsPerIndexFile {
-			flush()
-		}
-		cur.Pending = append(cur.Pending, p)
-		n += len(p.Blobs)
-	}
-	flush()
-	// Only the last file supersedes the old ones: a reader that lists the
-	// index while the files are written sees either some new files and all
-	// old ones (their union is complete), or every new file.
-	files[len(files)-1].Supersedes = supersedes
-	for _, f := range files {
-		if _, err := r.SaveIndexFile(ctx, f); err != nil {
-			return 0, err
-		}
-	}
-	return len(files), nil
+	return err
 }

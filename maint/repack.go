@@ -123,34 +123,20 @@ func Repack(ctx context.Context, r *repo.Repository, opts RepackOptions) (Repack
 	done := map[BlobRef]bool{}
 	for i, pid := range chosen {
 		opts.Logf("repacking pack %d of %d\n", i+1, len(chosen))
-		data, err := r.Backend().Load(ctx, backend.Handle{Type: backend.PackFile, Name: pid.String()}, 0, 0)
-		if err != nil {
-			return st, fmt.Errorf("load pack %s: %w", pid.Short(), err)
-		}
-		for _, b := range packs[pid] {
+		n, err := r.CopyBlobs(ctx, pid, packs[pid], func(b pack.Blob) bool {
 			ref := BlobRef{b.Type, b.ID}
 			if done[ref] {
-				continue
-			}
-			end := int64(b.Offset) + int64(b.Length)
-			if end > int64(len(data)) {
-				return st, fmt.Errorf("pack %s is shorter than its index says; nothing was deleted (run `dj check`)", pid.Short())
-			}
-			sealed := data[b.Offset:end]
-			plain, err := r.OpenPacked(index.PackedBlob{Blob: b, PackID: pid}, sealed, nil)
-			if err != nil {
-				return st, fmt.Errorf("%w; nothing was deleted (run `dj check` and `dj repair`)", err)
-			}
-			if opts.Compression != "" {
-				if _, err := r.RewriteBlob(ctx, b.Type, b.ID, plain); err != nil {
-					return st, err
-				}
-				st.BlobsRecompressed++
-			} else if err := r.CopySealedBlob(ctx, b, sealed); err != nil {
-				return st, err
+				return false
 			}
 			done[ref] = true
-			st.BlobsMoved++
+			return true
+		}, repo.CopyBlobsOptions{Recompress: opts.Compression != ""})
+		st.BlobsMoved += n
+		if opts.Compression != "" {
+			st.BlobsRecompressed += n
+		}
+		if err != nil {
+			return st, copyFailed(err)
 		}
 	}
 	newPacks, err := r.FlushPacks(ctx)
@@ -184,7 +170,7 @@ func Repack(ctx context.Context, r *repo.Repository, opts RepackOptions) (Repack
 		}
 	}
 	sort.Slice(keep, func(i, j int) bool { return keep[i].ID.String() < keep[j].ID.String() })
-	if _, err := writeIndex(ctx, r, keep, pending, supersedes); err != nil {
+	if _, err := r.WriteIndex(ctx, keep, pending, supersedes); err != nil {
 		return st, err
 	}
 	for _, id := range supersedes {

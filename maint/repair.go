@@ -220,25 +220,21 @@ func RepairIndex(ctx context.Context, r *repo.Repository, opts RepairIndexOption
 		}
 	}
 	for i, o := range results {
-		for _, b := range o.salvage {
+		_, err := r.CopyBlobs(ctx, ids[i], o.salvage, func(b pack.Blob) bool {
 			ref := BlobRef{b.Type, b.ID}
 			if have[ref] {
-				continue
-			}
-			pb := index.PackedBlob{Blob: b, PackID: ids[i]}
-			sealed, err := r.Backend().Load(ctx, backend.Handle{Type: backend.PackFile, Name: ids[i].String()}, int64(b.Offset), int(b.Length))
-			if err != nil {
-				return nil, fmt.Errorf("repair index stopped, nothing was removed: %w", err)
-			}
-			if _, err := r.OpenPacked(pb, sealed, nil); err != nil {
-				o.broken.Salvaged--
-				o.broken.Lost++
-				continue
-			}
-			if err := r.CopySealedBlob(ctx, b, sealed); err != nil {
-				return nil, err
+				return false
 			}
 			have[ref] = true
+			return true
+		}, repo.CopyBlobsOptions{Damaged: func(b pack.Blob, _ error) {
+			// Another damaged pack may hold an intact copy.
+			delete(have, BlobRef{b.Type, b.ID})
+			o.broken.Salvaged--
+			o.broken.Lost++
+		}})
+		if err != nil {
+			return nil, fmt.Errorf("repair index stopped, nothing was removed: %w", err)
 		}
 	}
 	salvaged, err := r.FlushPacks(ctx)

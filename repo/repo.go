@@ -72,11 +72,9 @@ type Repository struct {
 	opts  Options
 	keyID crypto.ID
 
-	idx          *index.Index
-	indexFiles   map[crypto.ID]*index.File
-	listedIndex  map[crypto.ID]bool  // every index file seen, superseded ones too
-	pending      *index.Index        // blobs of packs marked for deletion: read-only fallback
-	pendingMarks map[crypto.ID]int64 // pending pack -> when it was marked (Unix ns)
+	idx *index.Index
+	// ixs is the bookkeeping of index files (indexset.go).
+	ixs indexSet
 
 	enc *zstd.Encoder
 	dec *zstd.Decoder
@@ -90,9 +88,8 @@ type Repository struct {
 	zeroIDs map[int]crypto.ID
 
 	// treePacks remembers the tree packs whose whole content the backend
-	// was asked to prefetch (see prefetchTreePack).
-	treePacksMu sync.Mutex
-	treePacks   map[crypto.ID]time.Time // when each was last prefetched
+	// was asked to prefetch (load.go).
+	treePacks treePackCache
 
 	packer *packer
 
@@ -173,23 +170,14 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 	if r.opts.PackSize <= 0 {
 		r.opts.PackSize = 16 << 20
 	}
+	r.packer.packSize = r.opts.PackSize
 	return r, nil
 }
 
 func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options) (*Repository, error) {
-	level := zstd.SpeedDefault
-	switch opts.Compression {
-	case "", "auto", "default":
-	case "off":
-		level = 0
-	case "fastest":
-		level = zstd.SpeedFastest
-	case "better":
-		level = zstd.SpeedBetterCompression
-	case "best", "max":
-		level = zstd.SpeedBestCompression
-	default:
-		return nil, fmt.Errorf("unknown compression %q (want off, fastest, default, better or best)", opts.Compression)
+	enc, err := newEncoder(opts.Compression)
+	if err != nil {
+		return nil, err
 	}
 	if opts.PackSize == 0 {
 		opts.PackSize = cfg.PackSize
@@ -197,18 +185,9 @@ func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options
 	if opts.KDF == nil {
 		opts.KDF = &crypto.DefaultKDF
 	}
-	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, idx: index.New(), indexFiles: map[crypto.ID]*index.File{}, listedIndex: map[crypto.ID]bool{},
-		pending: index.New(), pendingMarks: map[crypto.ID]int64{}, bufPool: make(chan []byte, 3*runtime.GOMAXPROCS(0)+2), zeroIDs: map[int]crypto.ID{}, treePacks: map[crypto.ID]time.Time{}}
-	var err error
-	if level != 0 {
-		// No frame checksum: every blob is sealed and its plaintext hashed
-		// to its id, so zstd's own checksum would only cost time.
-		r.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
-			zstd.WithZeroFrames(true), zstd.WithLowerEncoderMem(true), zstd.WithEncoderCRC(false))
-		if err != nil {
-			return nil, err
-		}
-	}
+	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, idx: index.New(), ixs: newIndexSet(),
+		bufPool: make(chan []byte, 3*runtime.GOMAXPROCS(0)+2), zeroIDs: map[int]crypto.ID{}, treePacks: treePackCache{last: map[crypto.ID]time.Time{}}}
+	r.enc = enc
 	r.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(256<<20))
 	if err != nil {
 		return nil, err

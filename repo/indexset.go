@@ -1,0 +1,250 @@
+package repo
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sort"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"dj/backend"
+	"dj/repo/crypto"
+	"dj/repo/index"
+)
+
+// indexSet is the bookkeeping of index files: which ones this handle loaded
+// or wrote, which ones it saw listed, and the packs that prune marked for
+// deletion. Its lock guards only this bookkeeping; the index itself
+// (Repository.idx) and the pending index have their own.
+type indexSet struct {
+	mu     sync.Mutex
+	files  map[crypto.ID]*index.File // loaded or written by this handle
+	listed map[crypto.ID]bool        // every index file seen, superseded ones too
+	marks  map[crypto.ID]int64       // pending pack -> when it was marked (Unix ns)
+
+	// pending holds the blobs of packs marked for deletion: a read-only
+	// fallback for loads, never used for deduplication. Set once.
+	pending *index.Index
+}
+
+func newIndexSet() indexSet {
+	return indexSet{files: map[crypto.ID]*index.File{}, listed: map[crypto.ID]bool{}, marks: map[crypto.ID]int64{}, pending: index.New()}
+}
+
+// SaveIndexFile writes an index file.
+func (r *Repository) SaveIndexFile(ctx context.Context, f *index.File) (crypto.ID, error) {
+	if err := r.locks.check(); err != nil {
+		return crypto.ID{}, err
+	}
+	id, err := r.SaveFile(ctx, backend.IndexFile, f.Encode())
+	if err != nil {
+		return id, fmt.Errorf("save index: %w", err)
+	}
+	r.ixs.mu.Lock()
+	r.ixs.files[id] = f
+	r.ixs.mu.Unlock()
+	return id, nil
+}
+
+// IndexFiles returns the index files loaded or written by this handle.
+func (r *Repository) IndexFiles() map[crypto.ID]*index.File {
+	r.ixs.mu.Lock()
+	defer r.ixs.mu.Unlock()
+	out := make(map[crypto.ID]*index.File, len(r.ixs.files))
+	for k, v := range r.ixs.files {
+		out[k] = v
+	}
+	return out
+}
+
+// ListedIndexFiles returns every index file seen when the index was
+// loaded or refreshed, including the superseded ones that were skipped.
+// Whoever rewrites the whole index must supersede all of them: superseding
+// only the loaded ones would bring an old, skipped file back to life once
+// the file that superseded it is gone.
+func (r *Repository) ListedIndexFiles() []crypto.ID {
+	r.ixs.mu.Lock()
+	defer r.ixs.mu.Unlock()
+	out := make([]crypto.ID, 0, len(r.ixs.listed))
+	for id := range r.ixs.listed {
+		out = append(out, id)
+	}
+	return out
+}
+
+// IndexProblem is an index file that could not be loaded.
+type IndexProblem struct {
+	ID  crypto.ID
+	Err error
+}
+
+// addIndexFile adds a loaded index file: its packs to the index, its
+// pending packs to the read-only fallback index.
+func (r *Repository) addIndexFile(id crypto.ID, f *index.File) {
+	r.ixs.mu.Lock()
+	r.ixs.files[id] = f
+	r.ixs.listed[id] = true
+	for _, p := range f.Pending {
+		if old, ok := r.ixs.marks[p.ID]; !ok || p.MarkedAt < old {
+			r.ixs.marks[p.ID] = p.MarkedAt
+		}
+	}
+	r.ixs.mu.Unlock()
+	r.idx.AddFile(f)
+	for _, p := range f.Pending {
+		r.ixs.pending.AddPack(p.ID, p.Blobs)
+	}
+}
+
+// PendingPacks returns the packs marked for deletion by prune, with the
+// time (Unix ns) they were marked. Their blobs are readable but are not
+// used for deduplication.
+func (r *Repository) PendingPacks() (map[crypto.ID]int64, *index.Index) {
+	r.ixs.mu.Lock()
+	defer r.ixs.mu.Unlock()
+	out := make(map[crypto.ID]int64, len(r.ixs.marks))
+	for k, v := range r.ixs.marks {
+		out[k] = v
+	}
+	return out, r.ixs.pending
+}
+
+// RefreshIndex loads index files written since the index was loaded (by
+// other processes: a backup that finished while a mount runs) and returns
+// how many it added.
+func (r *Repository) RefreshIndex(ctx context.Context) (int, error) {
+	ids, err := r.ListFiles(ctx, backend.IndexFile)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, id := range ids {
+		r.ixs.mu.Lock()
+		_, known := r.ixs.files[id]
+		r.ixs.mu.Unlock()
+		if known {
+			continue
+		}
+		body, err := r.LoadFile(ctx, backend.IndexFile, id)
+		if err != nil {
+			return n, err
+		}
+		f, err := index.DecodeFile(body)
+		if err != nil {
+			return n, fmt.Errorf("%w: index/%s: %w", ErrCorrupt, id, err)
+		}
+		r.addIndexFile(id, f)
+		n++
+	}
+	if n > 0 {
+		r.idx.Compact()
+	}
+	return n, nil
+}
+
+// LoadIndex reads every index file into memory. Index files that fail to
+// load are returned as problems (and make the returned error non-nil unless
+// tolerate is set); superseded files are skipped.
+func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProblem, error) {
+	ids, err := r.ListFiles(ctx, backend.IndexFile)
+	if err != nil {
+		return nil, err
+	}
+	files := make([]*index.File, len(ids))
+	errs := make([]error, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0) * 2)
+	for i, id := range ids {
+		g.Go(func() error {
+			body, err := r.LoadFile(gctx, backend.IndexFile, id)
+			if err == nil {
+				files[i], err = index.DecodeFile(body)
+				if err != nil {
+					err = fmt.Errorf("%w: index/%s: %w", ErrCorrupt, id, err)
+				}
+			}
+			errs[i] = err
+			return gctx.Err()
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	r.ixs.mu.Lock()
+	for _, id := range ids {
+		r.ixs.listed[id] = true
+	}
+	r.ixs.mu.Unlock()
+	superseded := map[crypto.ID]bool{}
+	var problems []IndexProblem
+	for i, f := range files {
+		if errs[i] != nil {
+			problems = append(problems, IndexProblem{ids[i], errs[i]})
+			continue
+		}
+		for _, s := range f.Supersedes {
+			superseded[s] = true
+		}
+	}
+	for i, f := range files {
+		if f == nil || superseded[ids[i]] {
+			continue
+		}
+		r.addIndexFile(ids[i], f)
+	}
+	r.idx.Compact()
+	r.ixs.pending.Compact()
+	if len(problems) > 0 && !tolerate {
+		return problems, fmt.Errorf("%d index file(s) could not be loaded, first: %w (run `dj repair index`)", len(problems), problems[0].Err)
+	}
+	return problems, nil
+}
+
+// maxBlobsPerIndexFile keeps index files small enough to load quickly.
+const maxBlobsPerIndexFile = 100_000
+
+// WriteIndex stores packs and pending packs (with their MarkedAt) in new
+// index files of bounded size. The last file written lists supersedes, so
+// a reader that lists the index while the files are written sees either
+// the old files and some new ones (their union is complete) or every new
+// file. The caller removes the superseded files afterwards. It returns how
+// many files were written.
+func (r *Repository) WriteIndex(ctx context.Context, packs, pending []index.FilePack, supersedes []crypto.ID) (int, error) {
+	sort.Slice(packs, func(i, j int) bool { return packs[i].ID.String() < packs[j].ID.String() })
+	sort.Slice(pending, func(i, j int) bool { return pending[i].ID.String() < pending[j].ID.String() })
+	var files []*index.File
+	cur := &index.File{}
+	n := 0
+	flush := func() {
+		files = append(files, cur)
+		cur = &index.File{}
+		n = 0
+	}
+	for _, p := range packs {
+		if n > 0 && n+len(p.Blobs) > maxBlobsPerIndexFile {
+			flush()
+		}
+		cur.Packs = append(cur.Packs, p)
+		n += len(p.Blobs)
+	}
+	for _, p := range pending {
+		if n > 0 && n+len(p.Blobs) > maxBlobsPerIndexFile {
+			flush()
+		}
+		cur.Pending = append(cur.Pending, p)
+		n += len(p.Blobs)
+	}
+	flush()
+	// Only the last file supersedes the old ones: a reader that lists the
+	// index while the files are written sees either some new files and all
+	// old ones (their union is complete), or every new file.
+	files[len(files)-1].Supersedes = supersedes
+	for _, f := range files {
+		if _, err := r.SaveIndexFile(ctx, f); err != nil {
+			return 0, err
+		}
+	}
+	return len(files), nil
+}

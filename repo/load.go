@@ -1,0 +1,227 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"dj/backend"
+	"dj/repo/crypto"
+	"dj/repo/index"
+	"dj/repo/pack"
+)
+
+// LoadTypedBlob returns the plaintext of a blob, appended to buf[:0] when it
+// fits. The plaintext is verified against id; a blob stored twice is read
+// from the second copy if the first is damaged.
+func (r *Repository) LoadTypedBlob(ctx context.Context, t pack.BlobType, id crypto.ID, buf []byte) ([]byte, error) {
+	locs := r.idx.Lookup(t, id)
+	if len(locs) == 0 {
+		// A blob only in a pack that prune marked for deletion is still
+		// readable until the pack is really gone.
+		locs = r.ixs.pending.Lookup(t, id)
+	}
+	if len(locs) == 0 {
+		return nil, fmt.Errorf("%s blob %s: %w", t, id.Short(), ErrBlobNotFound)
+	}
+	var firstErr error
+	for _, pb := range locs {
+		out, err := r.loadPacked(ctx, pb, buf)
+		if err == nil {
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return nil, firstErr
+}
+
+// ErrBlobNotFound means the index does not know a blob.
+var ErrBlobNotFound = errors.New("blob not in index")
+
+// maxTreePacks bounds the set of tree packs already prefetched; when it is
+// full it starts over.
+const maxTreePacks = 4096
+
+// treePackRefresh is how long a prefetched tree pack counts as cached: a
+// walk that outlasts it asks again, which costs the kernel only a look at
+// its page cache when the pack is still there and brings it back when
+// memory pressure (or drop_caches) took it.
+const treePackRefresh = 200 * time.Millisecond
+
+// treePackCache remembers when each tree pack was last prefetched; its lock
+// guards only that.
+type treePackCache struct {
+	mu   sync.Mutex
+	last map[crypto.ID]time.Time
+}
+
+// due reports whether pack should be prefetched at now, and if so records
+// that it is.
+func (c *treePackCache) due(pack crypto.ID, now time.Time) bool {
+	c.mu.Lock()
+	last, seen := c.last[pack]
+	due := !seen || now.Sub(last) > treePackRefresh
+	if due {
+		if len(c.last) >= maxTreePacks {
+			clear(c.last)
+		}
+		c.last[pack] = now
+	}
+	c.mu.Unlock()
+	return due
+}
+
+// prefetchTreePack asks the backend to start reading the whole tree pack
+// that holds a tree about to be loaded, once per treePackRefresh. Packs
+// hold trees or data, never both, and the trees of one snapshot sit
+// together in a few packs: a walk (find, tar, ls -R through a mount,
+// restore, diff, check) then reads each tree pack sequentially, instead
+// of its trees one by one in walk order with a disk round trip each.
+func (r *Repository) prefetchTreePack(ctx context.Context, h backend.Handle, pack crypto.ID) {
+	p, ok := backend.As[backend.Prefetcher](r.be)
+	if !ok {
+		return
+	}
+	if r.treePacks.due(pack, time.Now()) {
+		p.Prefetch(ctx, h)
+	}
+}
+
+func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []byte) ([]byte, error) {
+	h := backend.Handle{Type: backend.PackFile, Name: pb.PackID.String()}
+	if pb.Type == pack.TreeBlob {
+		r.prefetchTreePack(ctx, h, pb.PackID)
+	}
+	var sealed []byte
+	var err error
+	if rl, ok := backend.As[backend.RangeLoader](r.be); ok {
+		b := r.getBuf(int(pb.Length) + backend.RangeSlack)
+		sealed, err = rl.LoadRange(ctx, h, int64(pb.Offset), int(pb.Length), b[:cap(b)])
+		defer r.putBuf(b)
+	} else if il, ok := backend.As[backend.IntoLoader](r.be); ok {
+		sealed = r.getBuf(int(pb.Length))[:pb.Length]
+		err = il.LoadInto(ctx, h, int64(pb.Offset), sealed)
+		defer r.putBuf(sealed)
+	} else {
+		sealed, err = r.be.Load(ctx, h, int64(pb.Offset), int(pb.Length))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s blob %s in pack %s: %w", pb.Type, pb.ID.Short(), pb.PackID.Short(), err)
+	}
+	return r.OpenPacked(pb, sealed, buf)
+}
+
+// OpenPacked decrypts, decompresses and verifies the stored bytes of a blob.
+func (r *Repository) OpenPacked(pb index.PackedBlob, sealed []byte, buf []byte) ([]byte, error) {
+	fail := func(err error) error {
+		return fmt.Errorf("%w: %s blob %s in pack %s: %w", ErrCorrupt, pb.Type, pb.ID.Short(), pb.PackID.Short(), err)
+	}
+	if pb.Compressed {
+		content, err := pack.OpenBlob(r.key, r.getBuf(len(sealed)), pb.Type, pb.ID, sealed)
+		if err != nil {
+			return nil, fail(err)
+		}
+		defer r.putBuf(content)
+		if cap(buf) < int(pb.PlainLength) {
+			buf = make([]byte, 0, pb.PlainLength)
+		}
+		plain, err := r.dec.DecodeAll(content, buf[:0])
+		if err != nil {
+			return nil, fail(err)
+		}
+		if len(plain) != int(pb.PlainLength) {
+			return nil, fail(fmt.Errorf("length %d, index says %d", len(plain), pb.PlainLength))
+		}
+		if r.key.BlobID(plain) != pb.ID {
+			return nil, fail(errors.New("content does not match its id"))
+		}
+		return plain, nil
+	}
+	plain, err := pack.OpenBlob(r.key, buf[:0], pb.Type, pb.ID, sealed)
+	if err != nil {
+		return nil, fail(err)
+	}
+	if r.key.BlobID(plain) != pb.ID {
+		return nil, fail(errors.New("content does not match its id"))
+	}
+	return plain, nil
+}
+
+// BlobSize returns the plaintext length of a data blob from the index.
+func (r *Repository) BlobSize(id crypto.ID) (int, bool) {
+	return r.idx.PlainLength(pack.DataBlob, id)
+}
+
+// maxZeroSizes bounds the cache of zero-blob ids by size.
+const maxZeroSizes = 64
+
+// IsZeroBlob reports whether a data blob's plaintext is all zeros, using
+// only the index: it compares id with the id of that many zero bytes.
+func (r *Repository) IsZeroBlob(id crypto.ID) bool {
+	n, ok := r.BlobSize(id)
+	if !ok {
+		return false
+	}
+	r.zeroMu.Lock()
+	zid, ok := r.zeroIDs[n]
+	full := len(r.zeroIDs) >= maxZeroSizes
+	r.zeroMu.Unlock()
+	if !ok && full && n != r.cfg.ChunkerMax {
+		// Runs of zeros are cut at the maximum chunk size; other sizes are
+		// rare, and hashing zeros for each would cost more than it saves.
+		return false
+	}
+	if !ok {
+		zid = r.key.BlobID(make([]byte, n))
+		r.zeroMu.Lock()
+		r.zeroIDs[n] = zid
+		r.zeroMu.Unlock()
+	}
+	return zid == id
+}
+
+// LoadBlob is LoadTypedBlob for data blobs (the shape the restorer and the
+// mount need).
+func (r *Repository) LoadBlob(ctx context.Context, id crypto.ID, buf []byte) ([]byte, error) {
+	return r.LoadTypedBlob(ctx, pack.DataBlob, id, buf)
+}
+
+// ReadPackHeader loads and parses the header of a stored pack.
+func (r *Repository) ReadPackHeader(ctx context.Context, id crypto.ID, size int64) ([]pack.Blob, error) {
+	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
+	n := int64(pack.EagerTail)
+	if n > size {
+		n = size
+	}
+	tail, err := r.be.Load(ctx, h, size-n, int(n))
+	if err != nil {
+		return nil, fmt.Errorf("load header of %s: %w", h, err)
+	}
+	if len(tail) >= 4 {
+		hl, err := pack.HeaderLength(tail[len(tail)-4:], size)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", h, err)
+		}
+		if hl+4 > len(tail) {
+			tail, err = r.be.Load(ctx, h, size-int64(hl)-4, hl+4)
+			if err != nil {
+				return nil, fmt.Errorf("load header of %s: %w", h, err)
+			}
+		}
+	}
+	blobs, err := pack.ParseTail(r.key, tail, size)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", h, err)
+	}
+	return blobs, nil
+}
+
+// HasBlob reports whether the index knows a blob.
+func (r *Repository) HasBlob(t pack.BlobType, id crypto.ID) bool { return r.idx.Has(t, id) }
