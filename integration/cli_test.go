@@ -2,9 +2,7 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,31 +11,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 )
-
-// runStdin runs dj with stdin as its standard input.
-func (e *env) runStdin(stdin string, extra []string, args ...string) result {
-	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, e.bin, args...)
-	cmd.Env = append(append(cleanEnv(), e.extraEnv...), extra...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
-	res := result{stdout: so.String(), stderr: se.String()}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &ee):
-		res.code = ee.ExitCode()
-	default:
-		e.t.Fatalf("run dj %v: %v", args, err)
-	}
-	return res
-}
 
 // requireRestic skips a test that compares with restic when restic is
 // not installed or the run is short.

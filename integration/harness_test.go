@@ -84,10 +84,20 @@ func (e *env) run(args ...string) result {
 
 func (e *env) runEnv(extra []string, args ...string) result {
 	e.t.Helper()
+	return e.runStdin("", extra, args...)
+}
+
+// runStdin runs dj with stdin as its standard input and extra added to its
+// environment.
+func (e *env) runStdin(stdin string, extra []string, args ...string) result {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e.bin, args...)
 	cmd.Env = append(append(cleanEnv(), e.extraEnv...), extra...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()

@@ -70,16 +70,11 @@ func runCheck(c *cli.Context) error {
 		}
 		opts.ReadData, opts.Subset = true, sub
 	}
-	r, err := e.openRepo(false)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, false)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	unlock, err := e.lock(r, repo.LockRead, true)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	defer closeRepo()
 
 	if bar := newByteProgress(e, "checking"); bar != nil {
 		var lastBytes, lastTotal int64

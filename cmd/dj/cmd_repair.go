@@ -49,16 +49,11 @@ Examples:
 
 func runRepairIndex(c *cli.Context) error {
 	e := newEnv(c)
-	r, err := e.openRepo(false)
+	r, closeRepo, err := e.openLocked(repo.LockMaintenance, false, false)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	unlock, err := e.lock(r, repo.LockMaintenance, false)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	defer closeRepo()
 	opts := maint.RepairIndexOptions{ReadAllPacks: c.Bool("read-all-packs")}
 	if bar := newByteProgress(e, "reading packs"); bar != nil {
 		opts.Progress = func(done, total int, bytes int64) {
@@ -136,16 +131,11 @@ Examples:
 
 func runRepairSnapshots(c *cli.Context) error {
 	e := newEnv(c)
-	r, err := e.openRepo(false)
+	r, closeRepo, err := e.openLocked(repo.LockMaintenance, false, false)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	unlock, err := e.lock(r, repo.LockMaintenance, false)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	defer closeRepo()
 	opts := maint.RepairSnapshotsOptions{Snapshots: c.Args().Slice(), Filter: filterFromFlags(c), Forget: c.Bool("forget"), DryRun: c.Bool("dry-run")}
 	if e.verbose {
 		opts.Logf = func(f string, a ...any) { e.printf(f, a...) }

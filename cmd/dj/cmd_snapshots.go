@@ -96,16 +96,11 @@ type snapshotGroupJSON struct {
 
 func runSnapshots(c *cli.Context) error {
 	e := newEnv(c)
-	r, err := e.openRepo(false)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, false)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	unlock, err := e.lock(r, repo.LockRead, true)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	defer closeRepo()
 	list, err := e.snapshots(r)
 	if err != nil {
 		return err

@@ -47,16 +47,11 @@ func runStats(c *cli.Context) error {
 	if err != nil {
 		return usageError("--mode: %v", err)
 	}
-	r, err := e.openRepo(false)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, false)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	unlock, err := e.lock(r, repo.LockRead, true)
-	if err != nil {
-		return err
-	}
-	defer unlock()
+	defer closeRepo()
 	// The snapshot list first, then the index, so every listed snapshot
 	// finds its blobs.
 	list, err := e.snapshots(r)

@@ -72,18 +72,13 @@ func runTag(c *cli.Context) error {
 	if e.verbose {
 		opts.Logf = func(f string, a ...any) { e.printf(f, a...) }
 	}
-	r, err := e.openRepo(false)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
 	// A maintenance lock: tag replaces snapshot files, so it must not run
 	// beside another tag, rewrite, repair or prune; backups and mounts go on.
-	unlock, err := e.lock(r, repo.LockMaintenance, false)
+	r, closeRepo, err := e.openLocked(repo.LockMaintenance, false, false)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer closeRepo()
 	res, err := maint.ChangeTags(e.ctx, r, opts)
 	if res == nil {
 		return err
