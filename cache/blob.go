@@ -32,6 +32,10 @@ func (c *BlobCache) Get(ctx context.Context, id crypto.ID, load func(ctx context
 // Remove drops a blob from the cache; slices already handed out stay valid.
 func (c *BlobCache) Remove(id crypto.ID) { c.lru.Remove(id) }
 
+// Demote makes a blob the first to be evicted: its reader is done with it,
+// but another file that shares the blob may still ask for it.
+func (c *BlobCache) Demote(id crypto.ID) { c.lru.Demote(id) }
+
 // Contains reports whether blob id is cached.
 func (c *BlobCache) Contains(id crypto.ID) bool { return c.lru.Contains(id) }
 

@@ -4,12 +4,10 @@
 package cache
 
 import (
+	"container/list"
 	"context"
 	"fmt"
-	"math"
 	"sync"
-
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // LRU is a byte-bounded least-recently-used cache with single-flight
@@ -23,10 +21,19 @@ type LRU[K comparable, V any] struct {
 	maxBytes int64
 	size     func(V) int64
 
-	mu       sync.Mutex
-	lru      *simplelru.LRU[K, V]
+	mu sync.Mutex
+	// order holds the entries, most recently used at the front; items
+	// maps each key to its element.
+	order    list.List
+	items    map[K]*list.Element
 	bytes    int64
 	inflight map[K]*call[V]
+}
+
+// entry is one cached value.
+type entry[K comparable, V any] struct {
+	key K
+	val V
 }
 
 // call is one running load, shared by every caller waiting for its key.
@@ -42,18 +49,12 @@ type call[V any] struct {
 // measured by size. A value larger than maxBytes is returned to its callers
 // but not kept.
 func NewLRU[K comparable, V any](maxBytes int64, size func(V) int64) *LRU[K, V] {
-	c := &LRU[K, V]{
+	return &LRU[K, V]{
 		maxBytes: maxBytes,
 		size:     size,
+		items:    make(map[K]*list.Element),
 		inflight: make(map[K]*call[V]),
 	}
-	// The entry count is unbounded; the byte bound is enforced in add.
-	l, err := simplelru.NewLRU[K, V](math.MaxInt, func(_ K, v V) { c.bytes -= c.size(v) })
-	if err != nil {
-		panic(err) // unreachable: the size is positive
-	}
-	c.lru = l
-	return c
 }
 
 // Get returns the value for key, calling load on a miss. Concurrent misses
@@ -63,9 +64,10 @@ func NewLRU[K comparable, V any](maxBytes int64, size func(V) int64) *LRU[K, V] 
 // for the others. The value is cached only when load succeeds.
 func (c *LRU[K, V]) Get(ctx context.Context, key K, load func(ctx context.Context) (V, error)) (V, error) {
 	c.mu.Lock()
-	if v, ok := c.lru.Get(key); ok {
+	if el, ok := c.items[key]; ok {
+		c.order.MoveToFront(el)
 		c.mu.Unlock()
-		return v, nil
+		return el.Value.(*entry[K, V]).val, nil
 	}
 	if err := ctx.Err(); err != nil {
 		c.mu.Unlock()
@@ -143,23 +145,45 @@ func (c *LRU[K, V]) add(key K, v V) {
 	if n > c.maxBytes {
 		return
 	}
-	if old, ok := c.lru.Peek(key); ok {
-		c.bytes -= c.size(old)
-	}
-	c.lru.Add(key, v)
+	c.remove(key)
+	c.items[key] = c.order.PushFront(&entry[K, V]{key: key, val: v})
 	c.bytes += n
 	for c.bytes > c.maxBytes {
-		if _, _, ok := c.lru.RemoveOldest(); !ok {
+		el := c.order.Back()
+		if el == nil {
 			break
 		}
+		c.remove(el.Value.(*entry[K, V]).key)
 	}
+}
+
+// remove drops key, if cached. c.mu must be held.
+func (c *LRU[K, V]) remove(key K) {
+	el, ok := c.items[key]
+	if !ok {
+		return
+	}
+	c.order.Remove(el)
+	delete(c.items, key)
+	c.bytes -= c.size(el.Value.(*entry[K, V]).val)
 }
 
 // Remove drops key from the cache (a load in flight is not affected).
 func (c *LRU[K, V]) Remove(key K) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.lru.Remove(key)
+	c.remove(key)
+}
+
+// Demote makes key the first value to be evicted, without dropping it: a
+// caller done with a value says so, and a value another caller still wants
+// stays until the room is needed (and moves up again when it is asked for).
+func (c *LRU[K, V]) Demote(key K) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[key]; ok {
+		c.order.MoveToBack(el)
+	}
 }
 
 // Peek returns the cached value for key without loading it or changing its
@@ -167,21 +191,26 @@ func (c *LRU[K, V]) Remove(key K) {
 func (c *LRU[K, V]) Peek(key K) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.lru.Peek(key)
+	if el, ok := c.items[key]; ok {
+		return el.Value.(*entry[K, V]).val, true
+	}
+	var zero V
+	return zero, false
 }
 
 // Contains reports whether key is cached.
 func (c *LRU[K, V]) Contains(key K) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.lru.Contains(key)
+	_, ok := c.items[key]
+	return ok
 }
 
 // Stats returns the number of cached values and their total size.
 func (c *LRU[K, V]) Stats() (entries int, bytes int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.lru.Len(), c.bytes
+	return len(c.items), c.bytes
 }
 
 // MaxBytes returns the byte bound given to NewLRU.

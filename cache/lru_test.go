@@ -343,3 +343,33 @@ func TestBlobCacheHammer(t *testing.T) {
 		t.Fatal("no loads")
 	}
 }
+
+// TestLRUDemote shows that a demoted value is evicted first, and that asking
+// for it again keeps it.
+func TestLRUDemote(t *testing.T) {
+	ctx := context.Background()
+	c := NewLRU[string, int](3, func(int) int64 { return 1 })
+	get := func(k string) {
+		if _, err := c.Get(ctx, k, func(context.Context) (int, error) { return 1, nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get("a")
+	get("b")
+	get("c")
+	c.Demote("c") // c is now the oldest, although used last
+	get("d")
+	if c.Contains("c") || !c.Contains("a") || !c.Contains("b") || !c.Contains("d") {
+		t.Fatalf("after demoting c and adding d: a=%v b=%v c=%v d=%v", c.Contains("a"), c.Contains("b"), c.Contains("c"), c.Contains("d"))
+	}
+	c.Demote("b")
+	get("b") // asked for again: most recent
+	get("e")
+	if !c.Contains("b") || c.Contains("a") {
+		t.Fatalf("a demoted value asked for again was evicted (b=%v a=%v)", c.Contains("b"), c.Contains("a"))
+	}
+	c.Demote("missing") // no effect
+	if n, bytes := c.Stats(); n != 3 || bytes != 3 {
+		t.Fatalf("stats %d %d, want 3 3", n, bytes)
+	}
+}
