@@ -22,12 +22,7 @@
 // default, and sends no OPEN, FLUSH, RELEASE, OPENDIR or RELEASEDIR. A walk
 // that copies a tree costs one READ per small file and two READDIRPLUS per
 // directory. Read-ahead state therefore belongs to the file, not to an open
-// handle. Reading a file also loads the next files of its directory and
-// stores those of one chunk straight into the kernel's page cache
-// (prefetchSiblings), so tar, cp -r and rsync find most files cached.
-// A random read (not following the previous one) hands the whole chunk it
-// loaded to the page cache the same way (storeChunk): a reader that seeks
-// pays for one blob, not for one blob per page it later reads in it.
+// handle.
 //
 // The layers a read(2) passes through, top down:
 //
@@ -50,11 +45,28 @@
 //     uncached ranges, pack read-ahead) stays in the backend, behind the
 //     capabilities of package backend.
 //
-// The daemon's own prefetching (sequential read-ahead per file, sibling
-// files of a directory being read, subtrees of a listed directory) has its
-// own limits today: readAheadMount background blob loads per mount,
-// readAheadPerHandle per file, treePrefetch workers for trees. Moving these
-// policies into one scheduler that owns one limit is open work.
+// A READ is served in three steps (fileNode.Read): locate the chunks that
+// hold the range (binary search over cumulative chunk sizes), ensure (the
+// read-ahead scheduler's policies for this read), assemble the reply (a
+// slice of one cached blob, or a copy of several; chunks of zeros are never
+// loaded).
+//
+// Everything the daemon loads before a request asks for it goes through one
+// scheduler, readAhead (readahead.go), under one limit of concurrent
+// background loads per mount: a sequential reader's next chunks; the later
+// chunks of a read spanning several; the first chunk of the files that follow
+// a file being read from its start, stored straight into the kernel's page
+// cache when that is the whole file (tar, cp -r and rsync then find most
+// files cached); the whole chunk of a random read, stored into the page cache
+// (a reader that seeks pays for one blob, not one per page); and the subtrees
+// of a listed directory, down the tree (find, du). Blobs a sequential reader
+// has passed are demoted in the blob cache, not removed: another file may
+// share them.
+//
+// The files: mount.go mounts and unmounts (plumbing), mountfs.go holds the
+// state every node shares, layout.go, meta.go and versions.go the
+// synthesized directories, dir.go and file.go the nodes of a snapshot's
+// trees, readahead.go the scheduler, noopendir.go the no-open protocol.
 //
 // Mounting works on Linux; elsewhere Mount returns ErrNoFUSE.
 package fusefs

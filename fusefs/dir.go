@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"sort"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -31,7 +30,7 @@ type dirNode struct {
 	parentIno uint64
 
 	// siblingsAhead is the index of the last entry whose content
-	// prefetchSiblings has asked for.
+	// readAhead.siblings has asked for.
 	siblingsAhead atomic.Int64
 	// subtreesQueued is set once the directory's subtrees were queued for
 	// background loading.
@@ -108,7 +107,7 @@ func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandl
 	}
 	// Every READDIR request opens a handle; the subtrees are queued once.
 	if !d.subtreesQueued.Swap(true) {
-		d.m.prefetchSubtrees(t)
+		d.m.ra.subtrees(t)
 	}
 	return &treeDirStream{d: d, t: t}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
@@ -284,52 +283,4 @@ func (m *mountFS) subRoot(ctx context.Context, r *SubRoot) (fs.InodeEmbedder, er
 		root = &dirNode{m: m, sn: sn, subtree: *n.Subtree, node: n, parentIno: fuse.FUSE_ROOT_ID}
 	}
 	return root, nil
-}
-
-// prefetchSiblings starts loading, in the background, the first blob of the
-// files that follow name in the directory, when a reader starts on a file:
-// programs that copy a tree (tar, cp -r, rsync) read its files one after
-// another in directory order, each waiting for its blob, and this gives
-// them the next ones decoded. It never blocks: when the loaders are busy it
-// stops.
-func (d *dirNode) prefetchSiblings(name string) {
-	t, ok := d.m.trees.Peek(d.subtree)
-	if !ok || t == nil {
-		return
-	}
-	i := sort.Search(len(t.Nodes), func(i int) bool { return t.Nodes[i].Name >= name })
-	if i >= len(t.Nodes) || t.Nodes[i].Name != name {
-		return
-	}
-	end := int64(min(i+siblingsAhead, len(t.Nodes)-1))
-	for {
-		done := d.siblingsAhead.Load()
-		if done >= end || end-done < siblingsAhead/2 && done > int64(i) {
-			return
-		}
-		if d.siblingsAhead.CompareAndSwap(done, end) {
-			for j := max(int64(i)+1, done+1); j <= end; j++ {
-				n := t.Nodes[j]
-				if n.Type != tree.File || len(n.Content) == 0 {
-					continue
-				}
-				// A file of one chunk goes straight into the kernel's page
-				// cache too: its reader then finds it there and sends no
-				// READ at all.
-				var store func([]byte)
-				if child := d.GetChild(n.Name); child != nil && len(n.Content) == 1 {
-					size := int(n.Size)
-					store = func(b []byte) {
-						if len(b) == size {
-							_ = child.WriteCache(0, b)
-						}
-					}
-				}
-				if !d.m.prefetchBlob(n.Content[0], store) {
-					return
-				}
-			}
-			return
-		}
-	}
 }

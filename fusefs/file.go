@@ -5,7 +5,6 @@ package fusefs
 import (
 	"context"
 	"fmt"
-	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -63,6 +62,9 @@ type chunkMap struct {
 	// after a random read (see storeChunk).
 	stored []atomic.Bool
 }
+
+// size returns the length of chunk i (one of the known chunks).
+func (c *chunkMap) size(i int) int64 { return c.starts[i+1] - c.starts[i] }
 
 // isZero reports whether chunk i of content is all zeros.
 func (c *chunkMap) isZero(repo Repository, content []crypto.ID, i int) bool {
@@ -124,17 +126,6 @@ func (f *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.
 	return listxattr(f.node.Xattrs, dest)
 }
 
-// readerState tracks a file's reader for read-ahead; reads need no lock.
-type readerState struct {
-	// next is where the previous read ended.
-	next atomic.Int64
-	// ahead is the next chunk to load ahead of the reader, target the
-	// chunk where read-ahead stops.
-	ahead, target atomic.Int64
-	// running counts this file's read-ahead workers.
-	running atomic.Int32
-}
-
 // Open tells the kernel that files need no opening (ENOSYS): from then on it
 // opens and closes files of this mount without asking, which saves three of
 // the four requests a small file costs (OPEN, FLUSH, RELEASE; READ is
@@ -160,146 +151,111 @@ func (f *fileNode) reader() *readerState {
 	if h := f.readState.Load(); h != nil {
 		return h
 	}
-	h := &readerState{}
-	h.next.Store(math.MinInt64 / 2) // the first read is not sequential
+	h := newReaderState()
 	if f.readState.CompareAndSwap(nil, h) {
 		return h
 	}
 	return f.readState.Load()
 }
 
-// Read serves a read. Concurrent reads of one file are fine: the chunk map
-// is immutable and the blob cache locks itself.
+// Read serves a read in three steps: locate the chunks that hold [off,
+// off+len(dest)), ensure (the read-ahead scheduler's policies for this
+// read), assemble the reply. Concurrent reads of one file are fine: the
+// chunk map is immutable and the blob cache locks itself.
 func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	c := f.chunkMap()
+	first, last, end, e := f.locate(c, off, len(dest))
+	if e != 0 || first < 0 {
+		return fuse.ReadResultData(nil), e
+	}
+	random := f.m.ra.ensure(f, c, off, end, first, last)
+	return f.assemble(ctx, c, dest, off, end, first, last, random)
+}
+
+// locate returns the chunks first..last that hold the read of n bytes at
+// off, and where the read ends (at most the file's size). first is -1 for a
+// read that returns no bytes (at or past the end of the file).
+func (f *fileNode) locate(c *chunkMap, off int64, n int) (first, last int, end int64, e syscall.Errno) {
 	if off < 0 {
-		return nil, syscall.EINVAL
+		return -1, -1, 0, syscall.EINVAL
 	}
 	size := int64(f.node.Size)
-	if off >= size || len(dest) == 0 {
-		return fuse.ReadResultData(nil), 0
+	if off >= size || n == 0 {
+		return -1, -1, 0, 0
 	}
-	end := min(off+int64(len(dest)), size)
-	if off == 0 {
-		if name, parent := f.Parent(); parent != nil {
-			if d, ok := parent.Operations().(*dirNode); ok {
-				d.prefetchSiblings(name)
-			}
-		}
-	}
-	c := f.chunkMap()
+	end = min(off+int64(n), size)
 	if end > c.starts[c.known] {
-		if c.warnedShort.Swap(true) {
-			return nil, syscall.EIO
+		if !c.warnedShort.Swap(true) {
+			f.m.opts.Logf("dj mount: read %s [%d, %d): beyond the content known to the index (%d bytes); returning EIO", f.path(), off, end, c.starts[c.known])
 		}
-		f.m.opts.Logf("dj mount: read %s [%d, %d): beyond the content known to the index (%d bytes); returning EIO", f.path(), off, end, c.starts[c.known])
-		return nil, syscall.EIO
+		return -1, -1, 0, syscall.EIO
 	}
 	// The chunk holding off: the first whose end lies beyond off.
-	first := sort.Search(c.known, func(i int) bool { return c.starts[i+1] > off })
-	last := first
+	first = sort.Search(c.known, func(i int) bool { return c.starts[i+1] > off })
+	last = first
 	for c.starts[last+1] < end {
 		last++
 	}
-	random := false
-	if c.known > 1 {
-		seq := f.readAhead(f.reader(), c, off, end, last)
-		random = !seq
-		if seq && first > 2 {
-			// A sequential reader is done with the chunk three before this
-			// one (the kernel's requests arrive slightly out of order, so
-			// the previous ones may still be asked for), and the kernel
-			// keeps what it read in the page cache (FOPEN_KEEP_CACHE):
-			// keeping it here too would only grow the heap, and fresh
-			// memory costs page faults on every blob.
-			f.m.blobs.Remove(f.node.Content[first-3])
-		}
-	}
+	return first, last, end, 0
+}
 
+// assemble builds the reply to the read [off, end) from chunks first..last.
+// A read within one chunk is answered with a slice of the cached blob (or of
+// the mount's zeros), without copying; a read that spans chunks is copied
+// into dest. After a random read, the chunks it loaded go to the kernel's
+// page cache whole (readAhead.storeChunk).
+func (f *fileNode) assemble(ctx context.Context, c *chunkMap, dest []byte, off, end int64, first, last int, random bool) (fuse.ReadResult, syscall.Errno) {
 	if first == last {
-		start := c.starts[first]
-		n := int(end - off)
-		if c.isZero(f.m.repo, f.node.Content, first) {
-			if n <= len(f.m.zeros) {
-				return fuse.ReadResultData(f.m.zeros[:n]), 0
-			}
-			clear(dest[:n])
-			return fuse.ReadResultData(dest[:n]), 0
-		}
-		b, e := f.blob(ctx, c, first)
+		b, e := f.chunk(ctx, c, first, random)
 		if e != 0 {
 			return nil, e
 		}
-		if random {
-			f.storeChunk(c, first, b)
+		start := c.starts[first]
+		if b == nil { // all zeros
+			if n := int(end - off); n <= len(f.m.zeros) {
+				return fuse.ReadResultData(f.m.zeros[:n]), 0
+			}
+			clear(dest[:end-off])
+			return fuse.ReadResultData(dest[:end-off]), 0
 		}
 		return fuse.ReadResultData(b[off-start : end-start]), 0
-	}
-
-	// The read spans chunks: load the later ones while waiting for the first.
-	for i := first + 1; i <= last; i++ {
-		if id := f.node.Content[i]; !f.m.blobs.Contains(id) && !c.isZero(f.m.repo, f.node.Content, i) {
-			loader := f.m.blobLoader(id, c.starts[i+1]-c.starts[i])
-			go func() { _, _ = f.m.blobs.Get(f.m.bgctx, id, loader) }()
-		}
 	}
 	pos := off
 	for i := first; i <= last; i++ {
 		start, stop := c.starts[i], min(c.starts[i+1], end)
-		d := dest[pos-off : stop-off]
-		if c.isZero(f.m.repo, f.node.Content, i) {
+		b, e := f.chunk(ctx, c, i, random)
+		if e != 0 {
+			return nil, e
+		}
+		if d := dest[pos-off : stop-off]; b == nil {
 			clear(d)
 		} else {
-			b, e := f.blob(ctx, c, i)
-			if e != 0 {
-				return nil, e
-			}
 			copy(d, b[pos-start:stop-start])
-			if random {
-				f.storeChunk(c, i, b)
-			}
 		}
 		pos = stop
 	}
 	return fuse.ReadResultData(dest[:end-off]), 0
 }
 
-// storeChunk hands the whole plaintext b of chunk i to the kernel's page
-// cache (FUSE NOTIFY_STORE), once per chunk, in the background. A random
-// reader (a database, fio, a video player seeking) pays for a whole blob to
-// read a page of it; storing the rest makes its next reads anywhere in that
-// blob page-cache hits that never reach the daemon, and the kernel, not this
-// process's heap, holds the bytes (it drops them under memory pressure and
-// the next read comes back here). It runs after the read's reply has gone
-// out: the kernel locks the pages a READ fills, and a store into them
-// before the reply would wait on itself.
-func (f *fileNode) storeChunk(c *chunkMap, i int, b []byte) {
-	if c.stored[i].Load() {
-		return // the common case on a random reader's later reads
+// chunk returns the plaintext of chunk i, nil for a chunk of zeros (the one
+// place that tells them apart: they are never loaded), or the errno to reply
+// with. After a random read the chunk goes to the kernel's page cache.
+func (f *fileNode) chunk(ctx context.Context, c *chunkMap, i int, random bool) ([]byte, syscall.Errno) {
+	if c.isZero(f.m.repo, f.node.Content, i) {
+		return nil, 0
 	}
-	if _, parent := f.Parent(); parent == nil {
-		return // not in a mounted tree (unit tests)
+	b, e := f.blob(ctx, c, i)
+	if e == 0 && random {
+		f.m.ra.storeChunk(f, c, i, b)
 	}
-	if c.stored[i].Swap(true) {
-		return
-	}
-	off := c.starts[i]
-	if size := int64(f.node.Size); off+int64(len(b)) > size {
-		// Content longer than the file's size (a damaged tree): a store
-		// past the end would make the kernel grow the file.
-		if off >= size {
-			return
-		}
-		b = b[:size-off]
-	}
-	go func() { _ = f.WriteCache(off, b) }()
+	return b, e
 }
 
 // blob returns the plaintext of chunk i through the blob cache, or the
 // errno to reply with.
 func (f *fileNode) blob(ctx context.Context, c *chunkMap, i int) ([]byte, syscall.Errno) {
 	id := f.node.Content[i]
-	want := c.starts[i+1] - c.starts[i]
-	b, err := f.m.blobs.Get(ctx, id, f.m.blobLoader(id, want))
+	b, err := f.m.blobs.Get(ctx, id, f.m.blobLoader(id, c.size(i)))
 	if err != nil {
 		e := errno(ctx, err)
 		if e == syscall.EIO {
@@ -321,107 +277,6 @@ func (m *mountFS) blobLoader(id crypto.ID, want int64) func(ctx context.Context)
 			return nil, fmt.Errorf("blob is %d bytes, the index says %d", len(b), want)
 		}
 		return b, nil
-	}
-}
-
-// seqSlack is how many read lengths a read may start from where the
-// previous one ended and still count as sequential: the kernel's read-ahead
-// requests arrive slightly out of order.
-const seqSlack = 4
-
-// readAhead keeps up to readAheadBlobs chunks after last loading into the
-// cache in the background while the file is read sequentially, and
-// reports whether the read was sequential.
-func (f *fileNode) readAhead(h *readerState, c *chunkMap, off, end int64, last int) bool {
-	prev := h.next.Swap(end)
-	if w := seqSlack * (end - off); off < prev-w || off > prev+w {
-		// Not sequential: stop reading ahead.
-		h.target.Store(int64(last + 1))
-		h.ahead.Store(int64(last + 1))
-		return false
-	}
-	advance(&h.ahead, int64(last+1))
-	advance(&h.target, int64(min(last+1+readAheadBlobs, c.known)))
-	for h.ahead.Load() < h.target.Load() {
-		n := h.running.Load()
-		if n >= readAheadPerHandle {
-			return true
-		}
-		if h.running.CompareAndSwap(n, n+1) {
-			go f.readAheadWorker(h, c)
-		}
-	}
-	return true
-}
-
-// readAheadWorker loads the chunks between h.ahead and h.target, one at a
-// time, until there are none left.
-func (f *fileNode) readAheadWorker(h *readerState, c *chunkMap) {
-	m := f.m
-	for {
-		if m.bgctx.Err() != nil {
-			h.running.Add(-1)
-			return
-		}
-		k, ok := claimChunk(h)
-		if !ok {
-			h.running.Add(-1)
-			// A read may have raised the target after the claim failed
-			// and, seeing this worker still running, started none.
-			if h.ahead.Load() >= h.target.Load() {
-				return
-			}
-			if h.running.Add(1) > readAheadPerHandle {
-				h.running.Add(-1)
-				return
-			}
-			continue
-		}
-		id := f.node.Content[k]
-		if m.blobs.Contains(id) || c.isZero(m.repo, f.node.Content, k) {
-			continue
-		}
-		select {
-		case m.prefetchSem <- struct{}{}:
-		case <-m.bgctx.Done():
-			h.running.Add(-1)
-			return
-		}
-		// A chunk the reader has passed meanwhile needs no loading: it may
-		// even have been evicted behind the reader.
-		if c.starts[k+1] <= h.next.Load() {
-			<-m.prefetchSem
-			continue
-		}
-		// Errors are left to the read that needs the blob.
-		_, _ = m.blobs.Get(m.bgctx, id, m.blobLoader(id, c.starts[k+1]-c.starts[k]))
-		<-m.prefetchSem
-	}
-}
-
-// claimChunk takes the next chunk to read ahead, if any is left.
-func claimChunk(h *readerState) (int, bool) {
-	for {
-		k := h.ahead.Load()
-		if k >= h.target.Load() {
-			return 0, false
-		}
-		if h.ahead.CompareAndSwap(k, k+1) {
-			return int(k), true
-		}
-	}
-}
-
-// advance raises v to at least to; it reports whether it did.
-func advance(v *atomic.Int64, to int64) bool {
-	for {
-		cur := v.Load()
-		if cur >= to {
-			return false
-		}
-		if v.CompareAndSwap(cur, to) {
-			return true
-		}
 	}
 }
 

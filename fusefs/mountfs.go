@@ -1,0 +1,123 @@
+//go:build linux
+
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"syscall"
+
+	"dj/cache"
+	"dj/repo/crypto"
+	"dj/repo/tree"
+)
+
+// mountFS is the state shared by every node of one mount.
+type mountFS struct {
+	bgctx context.Context // lives as long as the mount; for read-ahead
+	repo  Repository
+	opts  Options
+	uid   uint32 // owner of the synthesized directories
+	gid   uint32
+
+	blobs *cache.BlobCache
+	trees *cache.LRU[crypto.ID, *tree.Tree]
+
+	snaps *snapshotList // nil for a SubRoot mount
+
+	// zeros serves reads of all-zero chunks; it is never written.
+	zeros []byte
+	// ra is the mount's read-ahead scheduler (readahead.go).
+	ra *readAhead
+	// reported remembers blobs whose failure has been logged, so that a
+	// broken blob read through many requests logs once.
+	reportedMu sync.Mutex
+	reported   map[crypto.ID]struct{}
+}
+
+// maxReported bounds the blobs whose failure is remembered as logged.
+const maxReported = 4096
+
+func newMountFS(bgctx context.Context, repo Repository, opts Options) *mountFS {
+	treeBytes := opts.CacheSize / 8
+	if treeBytes < 4<<20 {
+		treeBytes = 4 << 20
+	}
+	blobBytes := opts.CacheSize - treeBytes
+	if blobBytes < 16<<20 {
+		blobBytes = 16 << 20
+	}
+	m := &mountFS{
+		bgctx:    bgctx,
+		repo:     repo,
+		opts:     opts,
+		uid:      uint32(os.Getuid()),
+		gid:      uint32(os.Getgid()),
+		blobs:    cache.NewBlobCache(blobBytes),
+		trees:    cache.NewLRU[crypto.ID, *tree.Tree](treeBytes, treeMemory),
+		zeros:    make([]byte, 1<<20),
+		reported: make(map[crypto.ID]struct{}),
+	}
+	if opts.OwnerRoot {
+		m.uid, m.gid = 0, 0
+	}
+	m.ra = &readAhead{
+		ctx:       bgctx,
+		repo:      repo,
+		blobs:     m.blobs,
+		loadBlob:  m.blobLoader,
+		loadTree:  m.loadTree,
+		hasTree:   m.trees.Contains,
+		slots:     make(chan struct{}, readAheadSlots),
+		treeQueue: make(chan crypto.ID, treeQueueLen),
+	}
+	m.ra.start()
+	return m
+}
+
+// logBlobError logs the failure to load a blob, once per blob.
+func (m *mountFS) logBlobError(path string, id crypto.ID, err error) {
+	m.reportedMu.Lock()
+	_, seen := m.reported[id]
+	if !seen && len(m.reported) < maxReported {
+		m.reported[id] = struct{}{}
+	}
+	m.reportedMu.Unlock()
+	if !seen {
+		m.opts.Logf("dj mount: read %s: blob %s: %v (returning EIO)", path, id.Short(), err)
+	}
+}
+
+// loadTree returns a tree through the tree cache.
+func (m *mountFS) loadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error) {
+	return m.trees.Get(ctx, id, func(ctx context.Context) (*tree.Tree, error) {
+		t, err := m.repo.LoadTree(ctx, id)
+		if err == nil && t == nil {
+			err = errors.New("repository returned no tree")
+		}
+		return t, err
+	})
+}
+
+// treeMemory estimates the memory a decoded tree takes.
+func treeMemory(t *tree.Tree) int64 {
+	n := int64(64 + 8*len(t.Nodes))
+	for _, nd := range t.Nodes {
+		n += 320 + int64(len(nd.Name)+len(nd.LinkTarget)+len(nd.User)+len(nd.Group)) + int64(crypto.IDSize*len(nd.Content))
+		for _, x := range nd.Xattrs {
+			n += 48 + int64(len(x.Name)+len(x.Value))
+		}
+	}
+	return n
+}
+
+// errno maps an error from a load to the errno of a FUSE reply: EINTR when
+// the request was interrupted, EIO otherwise.
+func errno(ctx context.Context, err error) syscall.Errno {
+	if ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return syscall.EINTR
+	}
+	return syscall.EIO
+}
