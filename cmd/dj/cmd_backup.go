@@ -213,14 +213,14 @@ func runBackup(c *cli.Context) error {
 		opts.Time = ts
 	}
 
-	// A backup holds about 100 MiB: two packs being filled, two uploading,
-	// and the chunks in flight.
-	setMemoryLimit(128 << 20)
 	r, closeRepo, err := e.openLocked(repo.LockShared, false, true)
 	if err != nil {
 		return err
 	}
 	defer closeRepo()
+	// Beyond the index, a backup holds about 100 MiB: two packs being
+	// filled, two uploading, and the chunks in flight.
+	setMemoryLimit(128 << 20)
 
 	var paths []string
 	if !stdinMode {

@@ -93,8 +93,6 @@ func runMount(c *cli.Context) error {
 	if err != nil || cacheSize < 1<<20 {
 		return usageError("--cache-size: want a size of at least 1M, got %q", c.String("cache-size"))
 	}
-	// The cache is the mount's memory; leave room for trees and the index.
-	setMemoryLimit(cacheSize + 32<<20)
 	loc, err := e.location()
 	if err != nil {
 		return err
@@ -107,6 +105,9 @@ func runMount(c *cli.Context) error {
 		return err
 	}
 	defer closeRepo()
+	// The cache is the mount's memory, with room for the loads in flight
+	// and the inodes of what the kernel has looked up.
+	setMemoryLimit(cacheSize + 64<<20)
 	logf := mountLogf(e.stderr)
 	opts := fusefs.Options{
 		Filter: filterFromFlags(c), PathTemplates: c.StringSlice("path-template"), TimeTemplate: c.String("time-template"),

@@ -127,12 +127,21 @@ func ioThreads(n int) (cores int) {
 	return cores
 }
 
-// setMemoryLimit sets the Go runtime's soft memory limit to what a command
-// really holds (packs being filled and chunks in flight for a backup; the
-// cache for a mount), so garbage does not double the footprint. GOMEMLIMIT
-// in the environment wins.
-func setMemoryLimit(bytes int64) {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(bytes)
+// setMemoryLimit sets the Go runtime's soft memory limit to what the
+// process holds now (after a collection: the repository's index, once
+// loaded) plus work, what the command itself needs (packs being filled and
+// chunks in flight for a backup; the cache and the loads in flight for a
+// mount), so garbage does not double the footprint. Call it once the index
+// is loaded: a fixed limit below the live heap makes the collector run
+// without pause (a mount of a repository with a 30 MiB index and a 64 MiB
+// cache under a 96 MiB limit read 3x slower). GOMEMLIMIT in the environment
+// wins.
+func setMemoryLimit(work int64) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
 	}
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	debug.SetMemoryLimit(int64(ms.HeapAlloc) + work)
 }
