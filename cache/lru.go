@@ -28,12 +28,19 @@ type LRU[K comparable, V any] struct {
 	items    map[K]*list.Element
 	bytes    int64
 	inflight map[K]*call[V]
+	// demoted holds the keys of demoted values in the order of demotion;
+	// demotedBytes is their size, at most demotedMax (see Demote).
+	demoted      list.List
+	demotedBytes int64
+	demotedMax   int64
 }
 
 // entry is one cached value.
 type entry[K comparable, V any] struct {
 	key K
 	val V
+	// dem is the entry's element in LRU.demoted, nil unless demoted.
+	dem *list.Element
 }
 
 // call is one running load, shared by every caller waiting for its key.
@@ -50,10 +57,11 @@ type call[V any] struct {
 // but not kept.
 func NewLRU[K comparable, V any](maxBytes int64, size func(V) int64) *LRU[K, V] {
 	return &LRU[K, V]{
-		maxBytes: maxBytes,
-		size:     size,
-		items:    make(map[K]*list.Element),
-		inflight: make(map[K]*call[V]),
+		maxBytes:   maxBytes,
+		size:       size,
+		items:      make(map[K]*list.Element),
+		inflight:   make(map[K]*call[V]),
+		demotedMax: maxBytes / demotedShare,
 	}
 }
 
@@ -66,8 +74,10 @@ func (c *LRU[K, V]) Get(ctx context.Context, key K, load func(ctx context.Contex
 	c.mu.Lock()
 	if el, ok := c.items[key]; ok {
 		c.order.MoveToFront(el)
+		e := el.Value.(*entry[K, V])
+		c.undemote(e)
 		c.mu.Unlock()
-		return el.Value.(*entry[K, V]).val, nil
+		return e.val, nil
 	}
 	if err := ctx.Err(); err != nil {
 		c.mu.Unlock()
@@ -163,9 +173,21 @@ func (c *LRU[K, V]) remove(key K) {
 	if !ok {
 		return
 	}
+	e := el.Value.(*entry[K, V])
+	c.undemote(e)
 	c.order.Remove(el)
 	delete(c.items, key)
-	c.bytes -= c.size(el.Value.(*entry[K, V]).val)
+	c.bytes -= c.size(e.val)
+}
+
+// undemote takes e off the demoted list, if it is on it. c.mu must be held.
+func (c *LRU[K, V]) undemote(e *entry[K, V]) {
+	if e.dem == nil {
+		return
+	}
+	c.demoted.Remove(e.dem)
+	e.dem = nil
+	c.demotedBytes -= c.size(e.val)
 }
 
 // Remove drops key from the cache (a load in flight is not affected).
@@ -175,14 +197,33 @@ func (c *LRU[K, V]) Remove(key K) {
 	c.remove(key)
 }
 
-// Demote makes key the first value to be evicted, without dropping it: a
-// caller done with a value says so, and a value another caller still wants
-// stays until the room is needed (and moves up again when it is asked for).
+// demotedShare is the share of the cache demoted values may hold: 1/16.
+const demotedShare = 16
+
+// Demote makes key the first value to be evicted, without dropping it at
+// once: a caller done with a value says so, and a value another caller
+// still wants stays for a while (and moves up again when it is asked for).
+// Demoted values are dropped, oldest demotion first, as soon as together
+// they exceed 1/16 of the cache, even when the cache has room: a stream
+// of values read once (a file read from start to end) then keeps the heap
+// small, and the memory they held is reused instead of fresh memory being
+// faulted in for every new value.
 func (c *LRU[K, V]) Demote(key K) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if el, ok := c.items[key]; ok {
-		c.order.MoveToBack(el)
+	el, ok := c.items[key]
+	if !ok {
+		return
+	}
+	c.order.MoveToBack(el)
+	e := el.Value.(*entry[K, V])
+	if e.dem != nil {
+		return
+	}
+	e.dem = c.demoted.PushBack(key)
+	c.demotedBytes += c.size(e.val)
+	for c.demotedBytes > c.demotedMax {
+		c.remove(c.demoted.Front().Value.(K))
 	}
 }
 

@@ -344,32 +344,41 @@ func TestBlobCacheHammer(t *testing.T) {
 	}
 }
 
-// TestLRUDemote shows that a demoted value is evicted first, and that asking
-// for it again keeps it.
+// TestLRUDemote shows that a demoted value is evicted first, stays while the
+// demoted values fit in their share, and is kept when asked for again.
 func TestLRUDemote(t *testing.T) {
 	ctx := context.Background()
-	c := NewLRU[string, int](3, func(int) int64 { return 1 })
-	get := func(k string) {
-		if _, err := c.Get(ctx, k, func(context.Context) (int, error) { return 1, nil }); err != nil {
+	c := NewLRU[int, int](32, func(int) int64 { return 1 }) // demoted share: 2
+	get := func(k int) {
+		if _, err := c.Get(ctx, k, func(context.Context) (int, error) { return k, nil }); err != nil {
 			t.Fatal(err)
 		}
 	}
-	get("a")
-	get("b")
-	get("c")
-	c.Demote("c") // c is now the oldest, although used last
-	get("d")
-	if c.Contains("c") || !c.Contains("a") || !c.Contains("b") || !c.Contains("d") {
-		t.Fatalf("after demoting c and adding d: a=%v b=%v c=%v d=%v", c.Contains("a"), c.Contains("b"), c.Contains("c"), c.Contains("d"))
+	for k := range 32 {
+		get(k)
 	}
-	c.Demote("b")
-	get("b") // asked for again: most recent
-	get("e")
-	if !c.Contains("b") || c.Contains("a") {
-		t.Fatalf("a demoted value asked for again was evicted (b=%v a=%v)", c.Contains("b"), c.Contains("a"))
+	c.Demote(31) // used last, but now the first to go
+	get(100)
+	if c.Contains(31) || !c.Contains(0) {
+		t.Fatalf("after demoting 31 and adding 100: 31 cached %v, 0 cached %v", c.Contains(31), c.Contains(0))
 	}
-	c.Demote("missing") // no effect
-	if n, bytes := c.Stats(); n != 3 || bytes != 3 {
-		t.Fatalf("stats %d %d, want 3 3", n, bytes)
+	c.Demote(5)
+	c.Demote(6)
+	if !c.Contains(5) || !c.Contains(6) {
+		t.Fatal("demoted values within their share were dropped")
+	}
+	c.Demote(7) // the share is 2: the oldest demotion goes
+	if c.Contains(5) || !c.Contains(6) || !c.Contains(7) {
+		t.Fatalf("over the demoted share: 5 %v 6 %v 7 %v, want false true true", c.Contains(5), c.Contains(6), c.Contains(7))
+	}
+	get(6) // asked for again: no longer demoted
+	c.Demote(8)
+	c.Demote(9)
+	if !c.Contains(6) || c.Contains(7) || !c.Contains(8) || !c.Contains(9) {
+		t.Fatalf("after promoting 6: 6 %v 7 %v 8 %v 9 %v, want true false true true", c.Contains(6), c.Contains(7), c.Contains(8), c.Contains(9))
+	}
+	c.Demote(1000) // not cached: no effect
+	if n, bytes := c.Stats(); n != 30 || bytes != 30 {
+		t.Fatalf("stats %d %d, want 30 30", n, bytes)
 	}
 }
