@@ -1,6 +1,11 @@
 // Package cache holds the in-memory caches of decoded repository data: a
 // byte-bounded least-recently-used cache with single-flight loading, and the
 // blob cache built on it that serves the read path of a mount.
+//
+// DESIGN.md names golang-lru/v2 for the LRU; the cache keeps its own list
+// (container/list) instead, because the mount's read-ahead demotes values
+// (LRU.Demote: evict first, keep while wanted), which golang-lru's simplelru
+// cannot do.
 package cache
 
 import (
