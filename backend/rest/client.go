@@ -358,7 +358,16 @@ func (c *Client) load(ctx context.Context, h backend.Handle, offset int64, lengt
 		}
 		return cut(data, offset, length)
 	case http.StatusPartialContent:
-		first, _, _, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		cr := resp.Header.Get("Content-Range")
+		if size, ok := emptyRange(cr, offset); ok {
+			// rclone's server answers a range at or past the end with an
+			// empty 206 ("bytes SIZE-(SIZE-1)/SIZE") instead of 416.
+			if length == 0 && offset == size {
+				return []byte{}, nil
+			}
+			return nil, fmt.Errorf("range %d+%d beyond the end of the file: %w", offset, length, io.ErrUnexpectedEOF)
+		}
+		first, _, _, ok := parseContentRange(cr)
 		if !ok || first != offset {
 			return nil, fmt.Errorf("server sent range %q for a request from offset %d", resp.Header.Get("Content-Range"), offset)
 		}
@@ -391,6 +400,16 @@ func cut(data []byte, offset int64, length int) ([]byte, error) {
 		return data[offset:], nil
 	}
 	return data[offset : offset+int64(length)], nil
+}
+
+// emptyRange reports whether a Content-Range is an empty range "bytes
+// F-L/SIZE" with L < F and F = offset, and returns SIZE.
+func emptyRange(s string, offset int64) (size int64, ok bool) {
+	var first, last int64
+	if n, err := fmt.Sscanf(s, "bytes %d-%d/%d", &first, &last, &size); n != 3 || err != nil {
+		return 0, false
+	}
+	return size, first == offset && last < first && size >= 0
 }
 
 // parseContentRange parses "bytes FIRST-LAST/SIZE" and "bytes */SIZE"
