@@ -440,6 +440,25 @@ type PruneStats struct {
 	BytesDeleted                                                             int64
 	IndexFilesWritten, IndexFilesRemoved                                     int
 	TempFilesRemoved                                                         int
+	// PacksRetained counts packs (BytesRetained their bytes) the storage
+	// refused to delete because they are under retention (S3 Object
+	// Lock): no index lists them any more, and a prune after RetainedUntil
+	// deletes them (they are then unindexed packs older than the margin).
+	PacksRetained int
+	BytesRetained int64
+	// IndexFilesRetained counts superseded index files kept the same way;
+	// loading skips them, because the new index supersedes them.
+	IndexFilesRetained int
+	// RetainedUntil is the latest end of those retentions the storage
+	// reported (zero when it said none).
+	RetainedUntil time.Time
+}
+
+// retained notes a file the storage refused to remove under retention.
+func (st *PruneStats) retained(err error) {
+	if t, ok := backend.RetainedUntil(err); ok && t.After(st.RetainedUntil) {
+		st.RetainedUntil = t
+	}
 }
 
 // Execute carries out the plan: repack, write the new index, remove the
@@ -504,7 +523,13 @@ func (p *PrunePlan) Execute(ctx context.Context, r *repo.Repository, opts PruneO
 	st.PacksMarked = len(p.Mark)
 	st.PacksResurrected = len(p.Resurrect)
 	for _, id := range p.supersedes {
-		if err := r.Backend().Remove(ctx, backend.Handle{Type: backend.IndexFile, Name: id.String()}); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		err := r.Backend().Remove(ctx, backend.Handle{Type: backend.IndexFile, Name: id.String()})
+		switch {
+		case errors.Is(err, backend.ErrRetained):
+			st.IndexFilesRetained++
+			st.retained(err)
+			continue
+		case err != nil && !errors.Is(err, fs.ErrNotExist):
 			return st, fmt.Errorf("remove superseded index %s: %w", id.Short(), err)
 		}
 		st.IndexFilesRemoved++
@@ -539,7 +564,14 @@ func (p *PrunePlan) Execute(ctx context.Context, r *repo.Repository, opts PruneO
 		if err != nil {
 			return st, err
 		}
-		if err := r.Backend().Remove(ctx, h); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		err = r.Backend().Remove(ctx, h)
+		switch {
+		case errors.Is(err, backend.ErrRetained):
+			st.PacksRetained++
+			st.BytesRetained += fi.Size
+			st.retained(err)
+			continue
+		case err != nil && !errors.Is(err, fs.ErrNotExist):
 			return st, fmt.Errorf("delete pack %s: %w", pid.Short(), err)
 		}
 		st.PacksDeleted++
