@@ -41,6 +41,9 @@ type CheckOptions struct {
 	Workers int
 	// Progress, when set, is called (never concurrently) as Check advances.
 	Progress func(CheckProgress)
+	// IndexLoaded, when set, is called once the index is in memory (the
+	// CLI sets its memory limit above it then).
+	IndexLoaded func()
 }
 
 // CheckResult is what Check found.

@@ -42,6 +42,9 @@ func (c *checker) loadIndex(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if c.opts.IndexLoaded != nil {
+		c.opts.IndexLoaded()
+	}
 	bad := map[crypto.ID]bool{}
 	for _, p := range problems {
 		bad[p.ID] = true

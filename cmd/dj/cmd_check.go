@@ -58,10 +58,10 @@ type checkSummaryJSON struct {
 }
 
 func runCheck(c *cli.Context) error {
-	// Packs are read whole, one per worker; keep garbage from doubling that.
-	setMemoryLimit(maintMemoryLimit)
 	e := newEnv(c)
 	opts := maint.CheckOptions{ReadData: c.Bool("read-data") || c.Bool("pack-hashes"), PackHashes: c.Bool("pack-hashes")}
+	// Packs are read whole, one per worker; keep garbage from doubling that.
+	opts.IndexLoaded = func() { setMemoryLimit(maintMemoryLimit) }
 	opts.Workers = ioThreads(maint.CheckReaders)
 	if s := c.String("read-data-subset"); s != "" {
 		sub, err := parseSubset(s)
