@@ -118,10 +118,7 @@ type CopyResult struct {
 // the copy stops, so an interrupted copy leaves data the next run reuses
 // and never a snapshot whose data is missing.
 func Copy(ctx context.Context, src CopySource, dst CopyTarget, opts CopyOptions) (res *CopyResult, err error) {
-	logf := opts.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
+	logf := logfOrDiscard(opts.Logf)
 	srcAll, problems, err := src.Snapshots(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("source: %w", err)

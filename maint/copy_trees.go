@@ -95,40 +95,32 @@ func (c *copier) background(ctx context.Context) func() {
 	if checkpoint <= 0 {
 		checkpoint = 2 * time.Minute
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(checkpoint)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				// An error here is the packer's: the copy sees it too.
-				_, _ = c.dst.IndexUploaded(ctx, false)
-			case <-done:
-				return
-			}
-		}
-	}()
-	if c.opts.Progress != nil {
-		interval := c.opts.ProgressInterval
-		if interval <= 0 {
-			interval = time.Second
-		}
+	every := func(d time.Duration, f func()) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			t := time.NewTicker(interval)
+			t := time.NewTicker(d)
 			defer t.Stop()
 			for {
 				select {
 				case <-t.C:
-					c.report()
+					f()
 				case <-done:
 					return
 				}
 			}
 		}()
+	}
+	every(checkpoint, func() {
+		// An error here is the packer's: the copy sees it too.
+		_, _ = c.dst.IndexUploaded(ctx, false)
+	})
+	if c.opts.Progress != nil {
+		interval := c.opts.ProgressInterval
+		if interval <= 0 {
+			interval = time.Second
+		}
+		every(interval, c.report)
 	}
 	return func() {
 		close(done)

@@ -78,11 +78,9 @@ func RepairIndex(ctx context.Context, r *repo.Repository, opts RepairIndexOption
 	if opts.Workers <= 0 {
 		opts.Workers = runtime.GOMAXPROCS(0)
 	}
-	logf := opts.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
-	res := &RepairIndexResult{}
+	logf := logfOrDiscard(opts.Logf)
+	// Empty lists, not nil ones: the JSON output shows [].
+	res := &RepairIndexResult{PacksAdded: []crypto.ID{}, PacksDropped: []crypto.ID{}, BrokenPacks: []BrokenPack{}}
 	// Index files first, packs second: a pack named by an index file we
 	// supersede was stored before that file, so the pack listing has it.
 	oldFiles, err := r.ListFiles(ctx, backend.IndexFile)

@@ -79,11 +79,8 @@ const RepairTag = "repaired"
 //
 // r must be opened without loading the index.
 func RepairSnapshots(ctx context.Context, r *repo.Repository, opts RepairSnapshotsOptions) (*RepairSnapshotsResult, error) {
-	logf := opts.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
-	res := &RepairSnapshotsResult{DryRun: opts.DryRun, Repaired: []RepairedSnapshot{}}
+	logf := logfOrDiscard(opts.Logf)
+	res := &RepairSnapshotsResult{DryRun: opts.DryRun, Repaired: []RepairedSnapshot{}, Unreadable: []crypto.ID{}, RemovedUnreadable: []crypto.ID{}}
 	all, snapProblems, err := r.Snapshots(ctx)
 	if err != nil {
 		return nil, err

@@ -197,23 +197,8 @@ func runForget(c *cli.Context) error {
 			if h := groupHeader(keys[k]); h != "" {
 				e.printf("snapshots for %s:\n", h)
 			}
-			// restic's order in the tables: oldest first.
-			if len(keep) > 0 {
-				e.printf("keep %d snapshots:\n", len(keep))
-				snaps, why := oldestFirst(keep, matches)
-				if !e.quiet && !e.json {
-					snapshotTable(snaps, c.Bool("compact"), why).write(e.stdout)
-				}
-				e.printf("%d snapshots\n\n", len(keep))
-			}
-			if len(rem) > 0 {
-				e.printf("remove %d snapshots:\n", len(rem))
-				snaps, _ := oldestFirst(rem, nil)
-				if !e.quiet && !e.json {
-					snapshotTable(snaps, c.Bool("compact"), nil).write(e.stdout)
-				}
-				e.printf("%d snapshots\n\n", len(rem))
-			}
+			printForgetTable(e, "keep", keep, matches, c.Bool("compact"))
+			printForgetTable(e, "remove", rem, nil, c.Bool("compact"))
 		}
 	}
 	if e.json && len(ids) == 0 {
@@ -253,6 +238,21 @@ func shortIDs(list []*snapshot.Snapshot) []string {
 		out[i] = s.ID.Short()
 	}
 	return out
+}
+
+// printForgetTable prints the snapshots forget keeps or removes (what) as
+// restic does, oldest first, with the reasons for keeping them (one entry
+// per snapshot, or nil); nothing when list is empty.
+func printForgetTable(e *env, what string, list []*snapshot.Snapshot, reasons [][]string, compact bool) {
+	if len(list) == 0 {
+		return
+	}
+	e.printf("%s %d snapshots:\n", what, len(list))
+	snaps, why := oldestFirst(list, reasons)
+	if !e.quiet && !e.json {
+		snapshotTable(snaps, compact, why).write(e.stdout)
+	}
+	e.printf("%d snapshots\n\n", len(list))
 }
 
 // oldestFirst returns list (newest first, as [maint.ApplyPolicy] gives it)

@@ -13,3 +13,12 @@ func maintenanceCommands() []*cli.Command {
 // maintMemoryLimit is the soft memory limit of check, prune and repack:
 // they hold a few whole packs at a time, and the index.
 const maintMemoryLimit = 160 << 20
+
+// verboseLogf is the Logf of maint's options: the lines are printed with
+// --verbose and dropped without.
+func (e *env) verboseLogf() func(format string, args ...any) {
+	if !e.verbose {
+		return nil
+	}
+	return e.printf
+}

@@ -50,9 +50,7 @@ func pruneOptions(c *cli.Context, e *env) (maint.PruneOptions, error) {
 		}
 		opts.MaxRepackBytes = n
 	}
-	if e.verbose {
-		opts.Logf = func(f string, a ...any) { e.printf(f, a...) }
-	}
+	opts.Logf = e.verboseLogf()
 	return opts, nil
 }
 

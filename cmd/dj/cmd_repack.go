@@ -38,9 +38,7 @@ Examples:
 				}
 				opts.PackSize = int(n)
 			}
-			if e.verbose {
-				opts.Logf = func(f string, a ...any) { e.printf(f, a...) }
-			}
+			opts.Logf = e.verboseLogf()
 			setMemoryLimit(maintMemoryLimit)
 			kind := repo.LockMaintenance
 			if opts.InstantDelete {
