@@ -255,10 +255,7 @@ func (l *Local) List(ctx context.Context, t backend.FileType, fn func(backend.Fi
 	if t != backend.PackFile {
 		return l.listDir(ctx, dir, "", fn)
 	}
-	subdirs, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
+	subdirs, err := readDirIfPresent(dir)
 	if err != nil {
 		return fmt.Errorf("list %s: %w", t, err)
 	}
@@ -275,10 +272,7 @@ func (l *Local) List(ctx context.Context, t backend.FileType, fn func(backend.Fi
 
 // listDir lists the regular files in dir whose names begin with prefix.
 func (l *Local) listDir(ctx context.Context, dir, prefix string, fn func(backend.FileInfo) error) error {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
+	entries, err := readDirIfPresent(dir)
 	if err != nil {
 		return fmt.Errorf("list %s: %w", dir, err)
 	}
@@ -301,4 +295,13 @@ func (l *Local) listDir(ctx context.Context, dir, prefix string, fn func(backend
 		}
 	}
 	return nil
+}
+
+// readDirIfPresent reads the entries of dir; a missing directory has none.
+func readDirIfPresent(dir string) ([]os.DirEntry, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return entries, err
 }

@@ -206,19 +206,25 @@ func (c *Client) fileURL(h backend.Handle) (*url.URL, error) {
 
 // Save uploads data to h.
 func (c *Client) Save(ctx context.Context, h backend.Handle, data []byte) error {
-	u, err := c.fileURL(h)
-	if err != nil {
-		return fmt.Errorf("save: %w", err)
-	}
 	if data == nil {
 		data = []byte{}
 	}
-	resp, err := c.do(ctx, http.MethodPost, u, data, nil)
+	return c.send(ctx, "save", http.MethodPost, h, data)
+}
+
+// send sends a request whose answer has no body to read (save, remove)
+// and checks its status; op names the operation in errors.
+func (c *Client) send(ctx context.Context, op, method string, h backend.Handle, body []byte) error {
+	u, err := c.fileURL(h)
 	if err != nil {
-		return fmt.Errorf("save %v: %w", h, err)
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	resp, err := c.do(ctx, method, u, body, nil)
+	if err != nil {
+		return fmt.Errorf("%s %v: %w", op, h, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("save %v: %w", h, fail(resp, h))
+		return fmt.Errorf("%s %v: %w", op, h, fail(resp, h))
 	}
 	discard(resp)
 	return nil
@@ -396,19 +402,7 @@ func lastModified(resp *http.Response) time.Time {
 
 // Remove deletes h.
 func (c *Client) Remove(ctx context.Context, h backend.Handle) error {
-	u, err := c.fileURL(h)
-	if err != nil {
-		return fmt.Errorf("remove: %w", err)
-	}
-	resp, err := c.do(ctx, http.MethodDelete, u, nil, nil)
-	if err != nil {
-		return fmt.Errorf("remove %v: %w", h, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("remove %v: %w", h, fail(resp, h))
-	}
-	discard(resp)
-	return nil
+	return c.send(ctx, "remove", http.MethodDelete, h, nil)
 }
 
 // List calls fn for every file of type t, from one version 2 listing
@@ -492,13 +486,5 @@ func (c *Client) list(ctx context.Context, t backend.FileType, fn func(backend.F
 			infos = append(infos, fi)
 		}
 	}
-	for _, fi := range infos {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := fn(fi); err != nil {
-			return err
-		}
-	}
-	return nil
+	return backend.ListInfos(ctx, infos, fn)
 }
