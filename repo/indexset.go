@@ -7,8 +7,6 @@ import (
 	"sort"
 	"sync"
 
-	"golang.org/x/sync/errgroup"
-
 	"dj/backend"
 	"dj/repo/crypto"
 	"dj/repo/index"
@@ -152,24 +150,18 @@ func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProbl
 	if err != nil {
 		return nil, err
 	}
-	files := make([]*index.File, len(ids))
-	errs := make([]error, len(ids))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0) * 2)
-	for i, id := range ids {
-		g.Go(func() error {
-			body, err := r.LoadFile(gctx, backend.IndexFile, id)
-			if err == nil {
-				files[i], err = index.DecodeFile(body)
-				if err != nil {
-					err = fmt.Errorf("%w: index/%s: %w", ErrCorrupt, id, err)
-				}
-			}
-			errs[i] = err
-			return gctx.Err()
-		})
-	}
-	if err := g.Wait(); err != nil {
+	files, errs, err := loadEach(ctx, ids, runtime.GOMAXPROCS(0)*2, func(ctx context.Context, id crypto.ID) (*index.File, error) {
+		body, err := r.LoadFile(ctx, backend.IndexFile, id)
+		if err != nil {
+			return nil, err
+		}
+		f, err := index.DecodeFile(body)
+		if err != nil {
+			return nil, fmt.Errorf("%w: index/%s: %w", ErrCorrupt, id, err)
+		}
+		return f, nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	r.ixs.mu.Lock()
