@@ -135,6 +135,17 @@ func (c *copier) knownTree(id crypto.ID) (crypto.ID, bool) {
 	return t, ok
 }
 
+// memo remembers src -> dst in m (c.trees or c.blobs), starting m over
+// when it is full.
+func (c *copier) memo(m map[crypto.ID]crypto.ID, src, dst crypto.ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(m) >= maxMemo {
+		clear(m)
+	}
+	m[src] = dst
+}
+
 // copyTree copies the tree id (at path, for messages) and everything below
 // it, and returns the id of its rewritten copy in the target. hint, when
 // set, is an earlier copy of the same directory.
@@ -227,12 +238,7 @@ nodes:
 		c.treesAdded.Add(1)
 		c.bytesAdded.Add(uint64(len(b)))
 	}
-	c.mu.Lock()
-	if len(c.trees) >= maxMemo {
-		clear(c.trees)
-	}
-	c.trees[id] = tid
-	c.mu.Unlock()
+	c.memo(c.trees, id, tid)
 	return tid, nil
 }
 
@@ -286,12 +292,7 @@ func (c *copier) copyBlob(ctx context.Context, bid crypto.ID) (crypto.ID, error)
 		c.dataAdded.Add(1)
 		c.bytesAdded.Add(n)
 	}
-	c.mu.Lock()
-	if len(c.blobs) >= maxMemo {
-		clear(c.blobs)
-	}
-	c.blobs[bid] = tid
-	c.mu.Unlock()
+	c.memo(c.blobs, bid, tid)
 	return tid, nil
 }
 

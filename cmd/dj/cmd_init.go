@@ -63,15 +63,11 @@ Example:
 				Description: "Lists the key files; the one in use is marked with *.\n\nExample:\n   dj key list --json",
 				Action: func(c *cli.Context) error {
 					e := newEnv(c)
-					r, err := e.openRepo(false)
+					r, keys, err := openKeys(e)
 					if err != nil {
 						return err
 					}
 					defer r.Close()
-					keys, err := r.ListKeys(e.ctx)
-					if err != nil {
-						return err
-					}
 					if e.json {
 						return e.printJSON(keyListJSON(keys))
 					}
@@ -109,15 +105,11 @@ Example:
 					if c.NArg() != 1 {
 						return usageError("key remove needs exactly one key ID")
 					}
-					r, err := e.openRepo(false)
+					r, keys, err := openKeys(e)
 					if err != nil {
 						return err
 					}
 					defer r.Close()
-					keys, err := r.ListKeys(e.ctx)
-					if err != nil {
-						return err
-					}
 					var match []crypto.ID
 					for _, k := range keys {
 						if len(c.Args().First()) >= 4 && strings.HasPrefix(k.ID.String(), strings.ToLower(c.Args().First())) {
@@ -164,6 +156,20 @@ func keyListJSON(keys []repo.KeyInfo) []keyJSON {
 			Created: k.Created.Local().Format("2006-01-02 15:04:05")})
 	}
 	return out
+}
+
+// openKeys opens the repository and lists its keys; the caller closes r.
+func openKeys(e *env) (*repo.Repository, []repo.KeyInfo, error) {
+	r, err := e.openRepo(false)
+	if err != nil {
+		return nil, nil, err
+	}
+	keys, err := r.ListKeys(e.ctx)
+	if err != nil {
+		r.Close()
+		return nil, nil, err
+	}
+	return r, keys, nil
 }
 
 // newKeyAction is the action of a key command that stores a key for a new
