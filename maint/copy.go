@@ -3,6 +3,7 @@ package maint
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"dj/repo"
@@ -239,21 +240,8 @@ func persistentID(sn *snapshot.Snapshot) crypto.ID {
 // the parent, the original and the tree (its id depends on the
 // repository) matches.
 func similarSnapshots(a, b *snapshot.Snapshot) bool {
-	if !a.Time.Equal(b.Time) || a.Hostname != b.Hostname || a.Username != b.Username ||
-		a.UID != b.UID || a.GID != b.GID || len(a.Paths) != len(b.Paths) || len(a.Tags) != len(b.Tags) {
-		return false
-	}
-	for i := range a.Paths {
-		if a.Paths[i] != b.Paths[i] {
-			return false
-		}
-	}
-	for i := range a.Tags {
-		if a.Tags[i] != b.Tags[i] {
-			return false
-		}
-	}
-	return true
+	return a.Time.Equal(b.Time) && a.Hostname == b.Hostname && a.Username == b.Username &&
+		a.UID == b.UID && a.GID == b.GID && slices.Equal(a.Paths, b.Paths) && slices.Equal(a.Tags, b.Tags)
 }
 
 // findCopy returns the copy of sn among the target snapshots with its
