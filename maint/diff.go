@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -370,7 +371,7 @@ func modifier(a, b *tree.Node, metadata bool) string {
 	switch {
 	case a.Type != b.Type:
 		return ModType
-	case a.Type == tree.File && (a.Size != b.Size || !sameIDs(a.Content, b.Content)):
+	case a.Type == tree.File && (a.Size != b.Size || !slices.Equal(a.Content, b.Content)):
 		return ModModified
 	case a.Type == tree.Symlink && a.LinkTarget != b.LinkTarget:
 		return ModModified
@@ -380,18 +381,6 @@ func modifier(a, b *tree.Node, metadata bool) string {
 	return ""
 }
 
-func sameIDs(a, b []crypto.ID) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // sameNode reports whether two nodes agree in everything stored about them.
 func sameNode(a, b *tree.Node) bool {
 	if a.Name != b.Name || a.Type != b.Type || a.Mode != b.Mode ||
@@ -399,7 +388,7 @@ func sameNode(a, b *tree.Node) bool {
 		!a.ModTime.Equal(b.ModTime) || !a.AccessTime.Equal(b.AccessTime) || !a.ChangeTime.Equal(b.ChangeTime) ||
 		a.Size != b.Size || a.Blocks != b.Blocks || a.Links != b.Links || a.Inode != b.Inode ||
 		a.DeviceID != b.DeviceID || a.Rdev != b.Rdev || a.LinkTarget != b.LinkTarget ||
-		!sameIDs(a.Content, b.Content) || !sameXattrs(a.Xattrs, b.Xattrs) {
+		!slices.Equal(a.Content, b.Content) || !sameXattrs(a.Xattrs, b.Xattrs) {
 		return false
 	}
 	if (a.Subtree == nil) != (b.Subtree == nil) {

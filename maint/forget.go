@@ -296,32 +296,28 @@ func applyPolicy(list []*snapshot.Snapshot, p ExpirePolicy, now time.Time) (keep
 	}
 
 	type counted struct {
-		count   int
-		key     bucketKey
-		last    int
-		reason  string
+		count int
+		bucket
 		counter string
 	}
 	buckets := [...]counted{
-		{p.Last, byPosition, -1, "last snapshot", "last"},
-		{p.Hourly, byHour, -1, "hourly snapshot", "hourly"},
-		{p.Daily, byDay, -1, "daily snapshot", "daily"},
-		{p.Weekly, byWeek, -1, "weekly snapshot", "weekly"},
-		{p.Monthly, byMonth, -1, "monthly snapshot", "monthly"},
-		{p.Yearly, byYear, -1, "yearly snapshot", "yearly"},
+		{p.Last, bucket{byPosition, -1, "last snapshot"}, "last"},
+		{p.Hourly, bucket{byHour, -1, "hourly snapshot"}, "hourly"},
+		{p.Daily, bucket{byDay, -1, "daily snapshot"}, "daily"},
+		{p.Weekly, bucket{byWeek, -1, "weekly snapshot"}, "weekly"},
+		{p.Monthly, bucket{byMonth, -1, "monthly snapshot"}, "monthly"},
+		{p.Yearly, bucket{byYear, -1, "yearly snapshot"}, "yearly"},
 	}
 	type within struct {
-		d      Duration
-		key    bucketKey
-		last   int
-		reason string
+		d Duration
+		bucket
 	}
 	withins := [...]within{
-		{p.WithinHourly, byHour, -1, "hourly within"},
-		{p.WithinDaily, byDay, -1, "daily within"},
-		{p.WithinWeekly, byWeek, -1, "weekly within"},
-		{p.WithinMonthly, byMonth, -1, "monthly within"},
-		{p.WithinYearly, byYear, -1, "yearly within"},
+		{p.WithinHourly, bucket{byHour, -1, "hourly within"}},
+		{p.WithinDaily, bucket{byDay, -1, "daily within"}},
+		{p.WithinWeekly, bucket{byWeek, -1, "weekly within"}},
+		{p.WithinMonthly, bucket{byMonth, -1, "monthly within"}},
+		{p.WithinYearly, bucket{byYear, -1, "yearly within"}},
 	}
 
 	for nr, sn := range sorted {
@@ -341,15 +337,10 @@ func applyPolicy(list []*snapshot.Snapshot, p ExpirePolicy, now time.Time) (keep
 			if b.count <= 0 && b.count != Unlimited {
 				continue
 			}
-			v := b.key(sn.Time, nr)
-			if v == b.last && !oldest {
+			reason, ok := b.take(sn.Time, nr, oldest)
+			if !ok {
 				continue
 			}
-			reason := b.reason
-			if v == b.last {
-				reason = "oldest " + reason
-			}
-			b.last = v
 			if b.count > 0 {
 				b.count--
 			}
@@ -360,15 +351,10 @@ func applyPolicy(list []*snapshot.Snapshot, p ExpirePolicy, now time.Time) (keep
 			if w.d.Zero() || !sn.Time.After(w.d.before(latest)) {
 				continue
 			}
-			v := w.key(sn.Time, nr)
-			if v == w.last && !oldest {
+			reason, ok := w.take(sn.Time, nr, oldest)
+			if !ok {
 				continue
 			}
-			reason := w.reason
-			if v == w.last {
-				reason = "oldest " + reason
-			}
-			w.last = v
 			matches = append(matches, reason+" "+w.d.String())
 		}
 
@@ -386,6 +372,31 @@ func applyPolicy(list []*snapshot.Snapshot, p ExpirePolicy, now time.Time) (keep
 		reasons = append(reasons, KeepReason{Snapshot: sn, Matches: matches, Counters: counters})
 	}
 	return keep, remove, reasons
+}
+
+// bucket follows one rule of a policy over the snapshots, newest first:
+// each snapshot that opens a new bucket (hour, day, ..., or position) is
+// kept for reason.
+type bucket struct {
+	key    bucketKey
+	last   int // the bucket of the snapshot kept last; -1 before the first
+	reason string
+}
+
+// take reports whether the snapshot at time t and position nr opens a new
+// bucket, and why it is kept. The oldest snapshot is kept even in the
+// bucket of the one before ("oldest" and the reason).
+func (b *bucket) take(t time.Time, nr int, oldest bool) (string, bool) {
+	v := b.key(t, nr)
+	if v == b.last && !oldest {
+		return "", false
+	}
+	reason := b.reason
+	if v == b.last {
+		reason = "oldest " + reason
+	}
+	b.last = v
+	return reason, true
 }
 
 // newestFirst returns a copy of list sorted newest first; equal times are

@@ -161,9 +161,7 @@ func (o *PruneOptions) defaults() {
 	if o.Now.IsZero() {
 		o.Now = time.Now()
 	}
-	if o.Logf == nil {
-		o.Logf = func(string, ...any) {}
-	}
+	o.Logf = logfOrDiscard(o.Logf)
 }
 
 // PlanPrune decides what to prune. r must be opened without loading the

@@ -58,9 +58,7 @@ func Repack(ctx context.Context, r *repo.Repository, opts RepackOptions) (Repack
 	if opts.MinFill == 0 {
 		opts.MinFill = 0.5
 	}
-	if opts.Logf == nil {
-		opts.Logf = func(string, ...any) {}
-	}
+	opts.Logf = logfOrDiscard(opts.Logf)
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
 	}

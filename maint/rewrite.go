@@ -73,15 +73,8 @@ type RewriteResult struct {
 //
 // r must have its index loaded.
 func Rewrite(ctx context.Context, r *repo.Repository, opts RewriteOptions) (*RewriteResult, error) {
-	logf := opts.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
-	all, problems, err := r.Snapshots(ctx)
-	if err != nil {
-		return nil, err
-	}
-	snaps, err := SelectSnapshots(all, opts.Snapshots, opts.Filter)
+	logf := logfOrDiscard(opts.Logf)
+	snaps, problems, err := loadSelected(ctx, r, opts.Snapshots, opts.Filter)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,9 @@
 package maint
 
 import (
+	"context"
+
+	"dj/repo"
 	"dj/repo/snapshot"
 )
 
@@ -19,6 +22,26 @@ func SelectSnapshots(all []*snapshot.Snapshot, refs []string, filter snapshot.Fi
 		return nil, errs[0]
 	}
 	return out, nil
+}
+
+// snapshotLister lists the snapshots of a repository (*repo.Repository).
+type snapshotLister interface {
+	Snapshots(ctx context.Context) ([]*snapshot.Snapshot, []repo.SnapshotProblem, error)
+}
+
+// loadSelected lists the snapshots of r and picks those that refs and
+// filter select (SelectSnapshots); problems are the snapshot files that
+// could not be read.
+func loadSelected(ctx context.Context, r snapshotLister, refs []string, filter snapshot.Filter) (selected []*snapshot.Snapshot, problems []repo.SnapshotProblem, err error) {
+	all, problems, err := r.Snapshots(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	selected, err = SelectSnapshots(all, refs, filter)
+	if err != nil {
+		return nil, nil, err
+	}
+	return selected, problems, nil
 }
 
 // FilterIgnored reports whether refs make SelectSnapshots ignore a

@@ -113,15 +113,8 @@ func ChangeTags(ctx context.Context, r *repo.Repository, opts TagOptions) (*TagR
 	if !opts.Replace && len(opts.Add) == 0 && len(opts.Remove) == 0 {
 		return nil, ErrNoTagChange
 	}
-	logf := opts.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
-	all, problems, err := r.Snapshots(ctx)
-	if err != nil {
-		return nil, err
-	}
-	snaps, err := SelectSnapshots(all, opts.Snapshots, opts.Filter)
+	logf := logfOrDiscard(opts.Logf)
+	snaps, problems, err := loadSelected(ctx, r, opts.Snapshots, opts.Filter)
 	if err != nil {
 		return nil, err
 	}

@@ -7,8 +7,6 @@ import (
 	"sort"
 	"sync"
 
-	"golang.org/x/sync/errgroup"
-
 	"dj/backend"
 	"dj/repo/crypto"
 	"dj/repo/index"
@@ -127,13 +125,9 @@ func (r *Repository) RefreshIndex(ctx context.Context) (int, error) {
 		if known {
 			continue
 		}
-		body, err := r.LoadFile(ctx, backend.IndexFile, id)
+		f, err := r.loadIndexFile(ctx, id)
 		if err != nil {
 			return n, err
-		}
-		f, err := index.DecodeFile(body)
-		if err != nil {
-			return n, fmt.Errorf("%w: index/%s: %w", ErrCorrupt, id, err)
 		}
 		r.addIndexFile(id, f)
 		n++
@@ -144,6 +138,19 @@ func (r *Repository) RefreshIndex(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// loadIndexFile loads and decodes one index file.
+func (r *Repository) loadIndexFile(ctx context.Context, id crypto.ID) (*index.File, error) {
+	body, err := r.LoadFile(ctx, backend.IndexFile, id)
+	if err != nil {
+		return nil, err
+	}
+	f, err := index.DecodeFile(body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: index/%s: %w", ErrCorrupt, id, err)
+	}
+	return f, nil
+}
+
 // LoadIndex reads every index file into memory. Index files that fail to
 // load are returned as problems (and make the returned error non-nil unless
 // tolerate is set); superseded files are skipped.
@@ -152,24 +159,8 @@ func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProbl
 	if err != nil {
 		return nil, err
 	}
-	files := make([]*index.File, len(ids))
-	errs := make([]error, len(ids))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0) * 2)
-	for i, id := range ids {
-		g.Go(func() error {
-			body, err := r.LoadFile(gctx, backend.IndexFile, id)
-			if err == nil {
-				files[i], err = index.DecodeFile(body)
-				if err != nil {
-					err = fmt.Errorf("%w: index/%s: %w", ErrCorrupt, id, err)
-				}
-			}
-			errs[i] = err
-			return gctx.Err()
-		})
-	}
-	if err := g.Wait(); err != nil {
+	files, errs, err := loadEach(ctx, ids, runtime.GOMAXPROCS(0)*2, r.loadIndexFile)
+	if err != nil {
 		return nil, err
 	}
 	r.ixs.mu.Lock()

@@ -9,8 +9,6 @@ import (
 	"runtime"
 	"strings"
 
-	"golang.org/x/sync/errgroup"
-
 	"dj/backend"
 	"dj/repo/crypto"
 	"dj/repo/pack"
@@ -84,17 +82,8 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*snapshot.Snapshot, []Sna
 	if err != nil {
 		return nil, nil, err
 	}
-	sns := make([]*snapshot.Snapshot, len(ids))
-	errs := make([]error, len(ids))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0) * 4)
-	for i, id := range ids {
-		g.Go(func() error {
-			sns[i], errs[i] = r.LoadSnapshot(gctx, id)
-			return gctx.Err()
-		})
-	}
-	if err := g.Wait(); err != nil {
+	sns, errs, err := loadEach(ctx, ids, runtime.GOMAXPROCS(0)*4, r.LoadSnapshot)
+	if err != nil {
 		return nil, nil, err
 	}
 	var out []*snapshot.Snapshot

@@ -347,20 +347,34 @@ func testMissing(t *testing.T, be backend.Backend) {
 	ctx := context.Background()
 	for i, typ := range backend.AllFileTypes {
 		h := handle(typ, randomData(uint64(400+i), 10))
-		if _, err := be.Load(ctx, h, 0, 0); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("Load %v: %v, want fs.ErrNotExist", h, err)
-		}
-		if _, err := be.Load(ctx, h, 5, 3); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("Load %v with range: %v, want fs.ErrNotExist", h, err)
-		}
-		if _, err := be.Stat(ctx, h); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("Stat %v: %v, want fs.ErrNotExist", h, err)
-		}
-		if err := be.Remove(ctx, h); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("Remove %v: %v, want fs.ErrNotExist", h, err)
-		}
+		_, rangeErr := be.Load(ctx, h, 5, 3)
+		wantErrs(t, h, fs.ErrNotExist, loadStatRemove(ctx, be, h), call{"Load with range", rangeErr})
 		if got := listAll(t, be, typ); len(got) != 0 {
 			t.Errorf("List %s of an empty repository: %v", typ, got)
+		}
+	}
+}
+
+// call is the outcome of one backend call.
+type call struct {
+	name string
+	err  error
+}
+
+// loadStatRemove loads, stats and removes h.
+func loadStatRemove(ctx context.Context, be backend.Backend, h backend.Handle) []call {
+	_, loadErr := be.Load(ctx, h, 0, 0)
+	_, statErr := be.Stat(ctx, h)
+	return []call{{"Load", loadErr}, {"Stat", statErr}, {"Remove", be.Remove(ctx, h)}}
+}
+
+// wantErrs reports every call on h whose error does not satisfy
+// errors.Is(err, want).
+func wantErrs(t *testing.T, h backend.Handle, want error, calls []call, more ...call) {
+	t.Helper()
+	for _, c := range append(calls, more...) {
+		if !errors.Is(c.err, want) {
+			t.Errorf("%s %+v: %v, want %v", c.name, h, c.err, want)
 		}
 	}
 }
@@ -401,18 +415,7 @@ func testInvalidHandles(t *testing.T, be backend.Backend) {
 		{Type: "data/..", Name: "config"},
 	}
 	for _, h := range bad {
-		if err := be.Save(ctx, h, []byte("x")); !errors.Is(err, fs.ErrInvalid) {
-			t.Errorf("Save %+v: %v, want fs.ErrInvalid", h, err)
-		}
-		if _, err := be.Load(ctx, h, 0, 0); !errors.Is(err, fs.ErrInvalid) {
-			t.Errorf("Load %+v: %v, want fs.ErrInvalid", h, err)
-		}
-		if _, err := be.Stat(ctx, h); !errors.Is(err, fs.ErrInvalid) {
-			t.Errorf("Stat %+v: %v, want fs.ErrInvalid", h, err)
-		}
-		if err := be.Remove(ctx, h); !errors.Is(err, fs.ErrInvalid) {
-			t.Errorf("Remove %+v: %v, want fs.ErrInvalid", h, err)
-		}
+		wantErrs(t, h, fs.ErrInvalid, loadStatRemove(ctx, be, h), call{"Save", be.Save(ctx, h, []byte("x"))})
 	}
 	if err := be.List(ctx, "bogus", func(backend.FileInfo) error { return nil }); !errors.Is(err, fs.ErrInvalid) {
 		t.Errorf("List of an invalid type: %v, want fs.ErrInvalid", err)

@@ -120,15 +120,7 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 		}
 	}
 	b.mu.RUnlock()
-	for _, fi := range infos {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := fn(fi); err != nil {
-			return err
-		}
-	}
-	return nil
+	return backend.ListInfos(ctx, infos, fn)
 }
 
 // Remove deletes h.

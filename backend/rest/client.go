@@ -32,7 +32,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"dj/backend"
@@ -161,79 +160,6 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// StatusError is an unexpected HTTP answer. It unwraps to fs.ErrNotExist
-// for 404, io.ErrUnexpectedEOF for 416, fs.ErrPermission for 401 and 403,
-// and syscall.ENOSPC for 507 (the server's disk is full).
-type StatusError struct {
-	Handle backend.Handle
-	Code   int    // HTTP status code
-	Text   string // the start of the response body
-}
-
-func (e *StatusError) Error() string {
-	msg := fmt.Sprintf("server answered %d %s", e.Code, http.StatusText(e.Code))
-	switch e.Code {
-	case http.StatusUnauthorized:
-		msg += " (check the user and password in the repository URL)"
-	case http.StatusForbidden:
-		msg += " (the server may be append-only)"
-	case http.StatusInsufficientStorage:
-		msg += " (the server's disk is full)"
-	}
-	if t := strings.TrimSpace(e.Text); t != "" && t != http.StatusText(e.Code) {
-		msg += ": " + t
-	}
-	return msg
-}
-
-// Unwrap maps the status to the error the backend.Backend contract and
-// callers test for.
-func (e *StatusError) Unwrap() error {
-	switch e.Code {
-	case http.StatusNotFound:
-		return fs.ErrNotExist
-	case http.StatusRequestedRangeNotSatisfiable:
-		return io.ErrUnexpectedEOF
-	case http.StatusUnauthorized, http.StatusForbidden:
-		return fs.ErrPermission
-	case http.StatusInsufficientStorage:
-		return syscall.ENOSPC
-	}
-	return nil
-}
-
-// Permanent reports whether retrying the request cannot help: every 4xx
-// status except 408 (timeout) and 429 (too many requests), and 507.
-func (e *StatusError) Permanent() bool {
-	switch {
-	case e.Code == http.StatusRequestTimeout, e.Code == http.StatusTooManyRequests:
-		return false
-	case e.Code >= 400 && e.Code < 500, e.Code == http.StatusInsufficientStorage:
-		return true
-	}
-	return false
-}
-
-// errorText reads the start of an error response's body.
-func errorText(resp *http.Response) string {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
-	return strings.ToValidUTF8(strings.TrimSpace(string(b)), "?")
-}
-
-// fail turns a non-success response into a StatusError and closes it.
-func fail(resp *http.Response, h backend.Handle) error {
-	err := &StatusError{Handle: h, Code: resp.StatusCode, Text: errorText(resp)}
-	discard(resp)
-	return err
-}
-
-// discard drains a little of the body, so that the connection can be
-// reused, and closes it.
-func discard(resp *http.Response) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	_ = resp.Body.Close()
-}
-
 // do sends one request with the client's credentials.
 func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte, header http.Header) (*http.Response, error) {
 	if err := ctx.Err(); err != nil {
@@ -264,20 +190,6 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte,
 	return resp, nil
 }
 
-// transportError wraps a failure to exchange a request with the server.
-// A lost connection shows up as io.ErrUnexpectedEOF inside net/http; it is
-// kept out of the chain, because callers read that error as "range past
-// the end of the file", which a retry cannot fix.
-func transportError(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("%w (%v)", ctx.Err(), err)
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		return fmt.Errorf("connection lost: %s", err.Error())
-	}
-	return err
-}
-
 // fileURL returns the URL of h after checking that h is well formed.
 func (c *Client) fileURL(h backend.Handle) (*url.URL, error) {
 	if err := h.Validate(); err != nil {
@@ -294,19 +206,25 @@ func (c *Client) fileURL(h backend.Handle) (*url.URL, error) {
 
 // Save uploads data to h.
 func (c *Client) Save(ctx context.Context, h backend.Handle, data []byte) error {
-	u, err := c.fileURL(h)
-	if err != nil {
-		return fmt.Errorf("save: %w", err)
-	}
 	if data == nil {
 		data = []byte{}
 	}
-	resp, err := c.do(ctx, http.MethodPost, u, data, nil)
+	return c.send(ctx, "save", http.MethodPost, h, data)
+}
+
+// send sends a request whose answer has no body to read (save, remove)
+// and checks its status; op names the operation in errors.
+func (c *Client) send(ctx context.Context, op, method string, h backend.Handle, body []byte) error {
+	u, err := c.fileURL(h)
 	if err != nil {
-		return fmt.Errorf("save %v: %w", h, err)
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	resp, err := c.do(ctx, method, u, body, nil)
+	if err != nil {
+		return fmt.Errorf("%s %v: %w", op, h, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("save %v: %w", h, fail(resp, h))
+		return fmt.Errorf("%s %v: %w", op, h, fail(resp, h))
 	}
 	discard(resp)
 	return nil
@@ -503,19 +421,7 @@ func lastModified(resp *http.Response) time.Time {
 
 // Remove deletes h.
 func (c *Client) Remove(ctx context.Context, h backend.Handle) error {
-	u, err := c.fileURL(h)
-	if err != nil {
-		return fmt.Errorf("remove: %w", err)
-	}
-	resp, err := c.do(ctx, http.MethodDelete, u, nil, nil)
-	if err != nil {
-		return fmt.Errorf("remove %v: %w", h, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("remove %v: %w", h, fail(resp, h))
-	}
-	discard(resp)
-	return nil
+	return c.send(ctx, "remove", http.MethodDelete, h, nil)
 }
 
 // List calls fn for every file of type t, from one version 2 listing
@@ -599,13 +505,5 @@ func (c *Client) list(ctx context.Context, t backend.FileType, fn func(backend.F
 			infos = append(infos, fi)
 		}
 	}
-	for _, fi := range infos {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := fn(fi); err != nil {
-			return err
-		}
-	}
-	return nil
+	return backend.ListInfos(ctx, infos, fn)
 }

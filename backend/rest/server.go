@@ -1,13 +1,9 @@
 package rest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha1"
 	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -16,10 +12,8 @@ import (
 	"io/fs"
 	"log"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -466,135 +460,4 @@ func setLastModified(w http.ResponseWriter, t time.Time) {
 	if !t.IsZero() {
 		w.Header().Set("Last-Modified", t.UTC().Format(http.TimeFormat))
 	}
-}
-
-// authCache remembers recently verified credentials, so that bcrypt, which
-// is slow on purpose, runs once per client rather than once per request.
-type authCache struct {
-	mu sync.Mutex
-	ok map[[32]byte]time.Time // SHA-256 of user, NUL, password -> verified at
-
-	dummyOnce sync.Once
-	dummyCost int    // highest bcrypt cost among the users; 0: none uses bcrypt
-	dummy     []byte // bcrypt hash of that cost, compared for unknown users
-}
-
-const (
-	authCacheTTL = 5 * time.Minute
-	authCacheMax = 1024
-)
-
-func (s *server) authorized(r *http.Request) bool {
-	user, pass, ok := r.BasicAuth()
-	if !ok {
-		return false
-	}
-	want, known := s.opts.Users[user]
-	key := sha256.Sum256([]byte(user + "\x00" + pass + "\x00" + want))
-	now := time.Now()
-	s.auth.mu.Lock()
-	at, cached := s.auth.ok[key]
-	s.auth.mu.Unlock()
-	if cached && now.Sub(at) < authCacheTTL {
-		return known
-	}
-	if !known {
-		// Spend about as long as for a known user, so that a client
-		// cannot tell which user names exist.
-		if s.auth.dummyCost > 0 {
-			s.auth.dummyOnce.Do(func() {
-				s.auth.dummy, _ = bcrypt.GenerateFromPassword([]byte(strconv.FormatInt(now.UnixNano(), 36)), s.auth.dummyCost)
-			})
-			_ = bcrypt.CompareHashAndPassword(s.auth.dummy, []byte(pass))
-		}
-		return false
-	}
-	if !checkPassword(want, pass) {
-		return false
-	}
-	s.auth.mu.Lock()
-	if len(s.auth.ok) >= authCacheMax {
-		clear(s.auth.ok)
-	}
-	s.auth.ok[key] = now
-	s.auth.mu.Unlock()
-	return true
-}
-
-// checkPassword compares pass with a stored password in one of the forms
-// ServerOptions.Users accepts.
-func checkPassword(stored, pass string) bool {
-	switch {
-	case isBcrypt(stored):
-		return bcrypt.CompareHashAndPassword([]byte(stored), []byte(pass)) == nil
-	case strings.HasPrefix(stored, "{SHA}"):
-		sum := sha1.Sum([]byte(pass))
-		return subtle.ConstantTimeCompare([]byte(stored[5:]), []byte(base64.StdEncoding.EncodeToString(sum[:]))) == 1
-	default:
-		a, b := sha256.Sum256([]byte(stored)), sha256.Sum256([]byte(pass))
-		return subtle.ConstantTimeCompare(a[:], b[:]) == 1
-	}
-}
-
-func isBcrypt(s string) bool {
-	return strings.HasPrefix(s, "$2a$") || strings.HasPrefix(s, "$2b$") || strings.HasPrefix(s, "$2y$")
-}
-
-// ReadHtpasswd parses an htpasswd file: one "user:password" per line,
-// where password is a bcrypt hash, "{SHA}" and a base64 SHA-1, or plain
-// text. Blank lines and lines starting with # are skipped. Other hash
-// schemes of Apache's htpasswd (MD5 "$apr1$", crypt) are refused, as are
-// empty passwords, empty or duplicate user names and names containing "/".
-func ReadHtpasswd(r io.Reader) (map[string]string, error) {
-	users := make(map[string]string)
-	sc := bufio.NewScanner(r)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimRight(sc.Text(), "\r")
-		if strings.TrimSpace(line) == "" || strings.HasPrefix(strings.TrimSpace(line), "#") {
-			continue
-		}
-		user, pass, ok := strings.Cut(line, ":")
-		switch {
-		case !ok:
-			return nil, fmt.Errorf("htpasswd line %d: no colon between user and password", n)
-		case user == "" || strings.ContainsAny(user, "/\x00"):
-			return nil, fmt.Errorf("htpasswd line %d: invalid user name %q", n, user)
-		case pass == "":
-			return nil, fmt.Errorf("htpasswd line %d: empty password for %q", n, user)
-		case strings.HasPrefix(pass, "$apr1$") || strings.HasPrefix(pass, "$1$") ||
-			strings.HasPrefix(pass, "$5$") || strings.HasPrefix(pass, "$6$"):
-			return nil, fmt.Errorf("htpasswd line %d: unsupported password hash for %q (use bcrypt: htpasswd -B)", n, user)
-		case isBcrypt(pass):
-			if _, err := bcrypt.Cost([]byte(pass)); err != nil {
-				return nil, fmt.Errorf("htpasswd line %d: invalid bcrypt hash for %q: %w", n, user, err)
-			}
-		}
-		if _, dup := users[user]; dup {
-			return nil, fmt.Errorf("htpasswd line %d: user %q listed twice", n, user)
-		}
-		users[user] = pass
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read htpasswd: %w", err)
-	}
-	return users, nil
-}
-
-// LoadHtpasswd reads the htpasswd file at path (see ReadHtpasswd). It
-// refuses a file that holds no user, so a mistake cannot switch
-// authentication off.
-func LoadHtpasswd(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("open htpasswd file: %w", err)
-	}
-	defer f.Close()
-	users, err := ReadHtpasswd(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(users) == 0 {
-		return nil, fmt.Errorf("%s: htpasswd file lists no user", path)
-	}
-	return users, nil
 }

@@ -63,15 +63,11 @@ Example:
 				Description: "Lists the key files; the one in use is marked with *.\n\nExample:\n   dj key list --json",
 				Action: func(c *cli.Context) error {
 					e := newEnv(c)
-					r, err := e.openRepo(false)
+					r, keys, err := openKeys(e)
 					if err != nil {
 						return err
 					}
 					defer r.Close()
-					keys, err := r.ListKeys(e.ctx)
-					if err != nil {
-						return err
-					}
 					if e.json {
 						return e.printJSON(keyListJSON(keys))
 					}
@@ -97,24 +93,9 @@ Example:
 					&cli.StringFlag{Name: "user", Usage: "record `NAME` as the user of the new key (default: the current user)"},
 					&cli.StringFlag{Name: "host", Usage: "record `NAME` as the host of the new key (default: this host)"},
 				},
-				Action: func(c *cli.Context) error {
-					e := newEnv(c)
-					r, err := e.openRepo(false)
-					if err != nil {
-						return err
-					}
-					defer r.Close()
-					pw, err := newPassword(e, c.String("new-password-file"))
-					if err != nil {
-						return err
-					}
-					id, err := r.AddKeyAs(e.ctx, pw, c.String("user"), c.String("host"))
-					if err != nil {
-						return err
-					}
-					e.printf("saved new key as %s\n", id.Short())
-					return nil
-				},
+				Action: newKeyAction(func(e *env, r *repo.Repository, pw string) (crypto.ID, error) {
+					return r.AddKeyAs(e.ctx, pw, e.c.String("user"), e.c.String("host"))
+				}, "saved new key as %s\n"),
 			},
 			{
 				Name: "remove", Usage: "remove a key", UsageText: "dj key remove ID",
@@ -124,15 +105,11 @@ Example:
 					if c.NArg() != 1 {
 						return usageError("key remove needs exactly one key ID")
 					}
-					r, err := e.openRepo(false)
+					r, keys, err := openKeys(e)
 					if err != nil {
 						return err
 					}
 					defer r.Close()
-					keys, err := r.ListKeys(e.ctx)
-					if err != nil {
-						return err
-					}
 					var match []crypto.ID
 					for _, k := range keys {
 						if len(c.Args().First()) >= 4 && strings.HasPrefix(k.ID.String(), strings.ToLower(c.Args().First())) {
@@ -153,24 +130,9 @@ Example:
 				Name: "passwd", Usage: "change the password of the key in use", UsageText: "dj key passwd [--new-password-file FILE]",
 				Description: "Replaces the key in use by one for a new password.\n\nExample:\n   dj key passwd --new-password-file ~/.dj-new-password",
 				Flags:       []cli.Flag{&cli.StringFlag{Name: "new-password-file", Usage: "read the new password from `FILE`"}},
-				Action: func(c *cli.Context) error {
-					e := newEnv(c)
-					r, err := e.openRepo(false)
-					if err != nil {
-						return err
-					}
-					defer r.Close()
-					pw, err := newPassword(e, c.String("new-password-file"))
-					if err != nil {
-						return err
-					}
-					id, err := r.ChangePassword(e.ctx, pw)
-					if err != nil {
-						return err
-					}
-					e.printf("saved new key as %s, removed the old one\n", id.Short())
-					return nil
-				},
+				Action: newKeyAction(func(e *env, r *repo.Repository, pw string) (crypto.ID, error) {
+					return r.ChangePassword(e.ctx, pw)
+				}, "saved new key as %s, removed the old one\n"),
 			},
 		},
 	}
@@ -194,6 +156,44 @@ func keyListJSON(keys []repo.KeyInfo) []keyJSON {
 			Created: k.Created.Local().Format("2006-01-02 15:04:05")})
 	}
 	return out
+}
+
+// openKeys opens the repository and lists its keys; the caller closes r.
+func openKeys(e *env) (*repo.Repository, []repo.KeyInfo, error) {
+	r, err := e.openRepo(false)
+	if err != nil {
+		return nil, nil, err
+	}
+	keys, err := r.ListKeys(e.ctx)
+	if err != nil {
+		r.Close()
+		return nil, nil, err
+	}
+	return r, keys, nil
+}
+
+// newKeyAction is the action of a key command that stores a key for a new
+// password (read from --new-password-file or asked for): save stores it,
+// and done, with the new key's short id, tells the user.
+func newKeyAction(save func(e *env, r *repo.Repository, pw string) (crypto.ID, error), done string) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		e := newEnv(c)
+		r, err := e.openRepo(false)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		pw, err := newPassword(e, c.String("new-password-file"))
+		if err != nil {
+			return err
+		}
+		id, err := save(e, r, pw)
+		if err != nil {
+			return err
+		}
+		e.printf(done, id.Short())
+		return nil
+	}
 }
 
 func newPassword(e *env, file string) (string, error) {

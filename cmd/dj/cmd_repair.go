@@ -7,7 +7,6 @@ import (
 
 	"dj/maint"
 	"dj/repo"
-	"dj/repo/crypto"
 )
 
 func repairCommand() *cli.Command {
@@ -61,23 +60,12 @@ func runRepairIndex(c *cli.Context) error {
 		}
 		defer bar.finish()
 	}
-	if e.verbose {
-		opts.Logf = func(f string, a ...any) { e.printf(f, a...) }
-	}
+	opts.Logf = e.verboseLogf()
 	res, err := maint.RepairIndex(e.ctx, r, opts)
 	if err != nil {
 		return err
 	}
 	if e.json {
-		if res.PacksAdded == nil {
-			res.PacksAdded = []crypto.ID{}
-		}
-		if res.PacksDropped == nil {
-			res.PacksDropped = []crypto.ID{}
-		}
-		if res.BrokenPacks == nil {
-			res.BrokenPacks = []maint.BrokenPack{}
-		}
 		return e.printJSON(res)
 	}
 	if res.OldIndexProblems > 0 {
@@ -137,20 +125,12 @@ func runRepairSnapshots(c *cli.Context) error {
 	}
 	defer closeRepo()
 	opts := maint.RepairSnapshotsOptions{Snapshots: c.Args().Slice(), Filter: filterFromFlags(c), Forget: c.Bool("forget"), DryRun: c.Bool("dry-run")}
-	if e.verbose {
-		opts.Logf = func(f string, a ...any) { e.printf(f, a...) }
-	}
+	opts.Logf = e.verboseLogf()
 	res, err := maint.RepairSnapshots(e.ctx, r, opts)
 	if err != nil {
 		return err
 	}
 	if e.json {
-		if res.Unreadable == nil {
-			res.Unreadable = []crypto.ID{}
-		}
-		if res.RemovedUnreadable == nil {
-			res.RemovedUnreadable = []crypto.ID{}
-		}
 		return e.printJSON(res)
 	}
 	for _, rs := range res.Repaired {

@@ -4,7 +4,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -31,28 +30,16 @@ func filterFromFlags(c *cli.Context) snapshot.Filter {
 	return snapshot.Filter{Hosts: c.StringSlice("host"), Tags: c.StringSlice("tag"), Paths: c.StringSlice("path")}
 }
 
-// snapshotJSON is restic's JSON shape of a snapshot.
+// snapshotJSON is restic's JSON shape of a snapshot: its encoding, then
+// its id and short id.
 type snapshotJSON struct {
-	Time           time.Time         `json:"time"`
-	Parent         *crypto.ID        `json:"parent,omitempty"`
-	Tree           crypto.ID         `json:"tree"`
-	Paths          []string          `json:"paths"`
-	Hostname       string            `json:"hostname,omitempty"`
-	Username       string            `json:"username,omitempty"`
-	UID            uint32            `json:"uid,omitempty"`
-	GID            uint32            `json:"gid,omitempty"`
-	Tags           []string          `json:"tags,omitempty"`
-	Original       *crypto.ID        `json:"original,omitempty"`
-	ProgramVersion string            `json:"program_version,omitempty"`
-	Summary        *snapshot.Summary `json:"summary,omitempty"`
-	ID             crypto.ID         `json:"id"`
-	ShortID        string            `json:"short_id"`
+	snapshot.Snapshot
+	ID      crypto.ID `json:"id"`
+	ShortID string    `json:"short_id"`
 }
 
 func toJSON(s *snapshot.Snapshot) snapshotJSON {
-	return snapshotJSON{Time: s.Time, Parent: s.Parent, Tree: s.Tree, Paths: s.Paths, Hostname: s.Hostname,
-		Username: s.Username, UID: s.UID, GID: s.GID, Tags: s.Tags, Original: s.Original, ProgramVersion: s.ProgramVersion,
-		Summary: s.Summary, ID: s.ID, ShortID: s.ID.Short()}
+	return snapshotJSON{Snapshot: *s, ID: s.ID, ShortID: s.ID.Short()}
 }
 
 func snapshotsCommand() *cli.Command {

@@ -69,9 +69,7 @@ func runTag(c *cli.Context) error {
 	if maint.FilterIgnored(opts.Snapshots, opts.Filter) {
 		e.warnf("warning: ignoring --host, --tag and --path: snapshot IDs were given\n")
 	}
-	if e.verbose {
-		opts.Logf = func(f string, a ...any) { e.printf(f, a...) }
-	}
+	opts.Logf = e.verboseLogf()
 	// A maintenance lock: tag replaces snapshot files, so it must not run
 	// beside another tag, rewrite, repair or prune; backups and mounts go on.
 	r, closeRepo, err := e.openLocked(repo.LockMaintenance, false, false)

@@ -52,31 +52,34 @@ func NewReader() *Reader {
 
 // userName returns the name of uid, or "" when it has none.
 func (r *Reader) userName(uid uint32) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if n, ok := r.users[uid]; ok {
-		return n
-	}
-	n := ""
-	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
-		n = u.Username
-	}
-	r.users[uid] = n
-	return n
+	return r.name(r.users, uid, func(id string) string {
+		if u, err := user.LookupId(id); err == nil {
+			return u.Username
+		}
+		return ""
+	})
 }
 
 // groupName returns the name of gid, or "" when it has none.
 func (r *Reader) groupName(gid uint32) string {
+	return r.name(r.groups, gid, func(id string) string {
+		if g, err := user.LookupGroupId(id); err == nil {
+			return g.Name
+		}
+		return ""
+	})
+}
+
+// name returns the name of id from cache, or looks it up (lookup gets id
+// in decimal and returns "" for an id without a name) and remembers it.
+func (r *Reader) name(cache map[uint32]string, id uint32, lookup func(id string) string) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if n, ok := r.groups[gid]; ok {
+	if n, ok := cache[id]; ok {
 		return n
 	}
-	n := ""
-	if g, err := user.LookupGroupId(strconv.FormatUint(uint64(gid), 10)); err == nil {
-		n = g.Name
-	}
-	r.groups[gid] = n
+	n := lookup(strconv.FormatUint(uint64(id), 10))
+	cache[id] = n
 	return n
 }
 
@@ -158,16 +161,23 @@ func fileMode(m uint32) os.FileMode {
 	default:
 		mode |= os.ModeIrregular
 	}
-	if m&syscall.S_ISUID != 0 {
-		mode |= os.ModeSetuid
-	}
-	if m&syscall.S_ISGID != 0 {
-		mode |= os.ModeSetgid
-	}
-	if m&syscall.S_ISVTX != 0 {
-		mode |= os.ModeSticky
+	for _, b := range specialBits {
+		if m&b.unix != 0 {
+			mode |= b.mode
+		}
 	}
 	return mode
+}
+
+// specialBits pairs the setuid, setgid and sticky bits of stat(2) with
+// those of a Go file mode.
+var specialBits = [...]struct {
+	unix uint32
+	mode os.FileMode
+}{
+	{unix.S_ISUID, os.ModeSetuid},
+	{unix.S_ISGID, os.ModeSetgid},
+	{unix.S_ISVTX, os.ModeSticky},
 }
 
 // readlink reads a symlink target as raw bytes; size is the lstat size, a
@@ -467,14 +477,10 @@ func timespec(t time.Time) unix.Timespec {
 // setuid, setgid and sticky.
 func unixMode(m os.FileMode) uint32 {
 	mode := uint32(m.Perm())
-	if m&os.ModeSetuid != 0 {
-		mode |= unix.S_ISUID
-	}
-	if m&os.ModeSetgid != 0 {
-		mode |= unix.S_ISGID
-	}
-	if m&os.ModeSticky != 0 {
-		mode |= unix.S_ISVTX
+	for _, b := range specialBits {
+		if m&b.mode != 0 {
+			mode |= b.unix
+		}
 	}
 	return mode
 }

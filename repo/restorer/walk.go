@@ -1,0 +1,260 @@
+// The walk of the trees: directories, special files and hard links in tree
+// order, and the count of what a restore will write.
+
+package restorer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sync/atomic"
+
+	"dj/repo/crypto"
+	"dj/repo/fsnode"
+	"dj/repo/tree"
+)
+
+// dirState follows a directory whose metadata is applied once everything
+// below it is done.
+type dirState struct {
+	path    string // in the file system
+	rel     string // in the snapshot
+	node    *tree.Node
+	parent  *dirState
+	created bool         // set by the walker only
+	pending atomic.Int64 // the walk of the directory, subdirectories and files in flight
+}
+
+// linkKey identifies the inode of a hard-linked node.
+type linkKey struct {
+	dev, ino uint64
+	typ      tree.NodeType
+}
+
+// count walks the trees for the progress totals, skipping what the walk
+// would refuse; the bytes of a hard-linked file count once.
+func (r *restorer) count(ctx context.Context, t *tree.Tree, rel string, ancestors map[crypto.ID]bool, links map[linkKey]bool) Progress {
+	var p Progress
+	for _, n := range t.Nodes {
+		if ctx.Err() != nil {
+			return p
+		}
+		if n == nil || tree.ValidName(n.Name) != nil {
+			continue
+		}
+		crel := path.Join(rel, n.Name)
+		switch {
+		case n.Type == tree.Dir && n.Subtree != nil && !ancestors[*n.Subtree] && r.descend(crel):
+			sub, err := r.l.LoadTree(ctx, *n.Subtree)
+			if err != nil {
+				continue
+			}
+			ancestors[*n.Subtree] = true
+			c := r.count(ctx, sub, crel, ancestors, links)
+			delete(ancestors, *n.Subtree)
+			p.FilesTotal += c.FilesTotal
+			p.BytesTotal += c.BytesTotal
+		case n.Type == tree.File && r.selected(crel):
+			p.FilesTotal++
+			if n.Links > 1 {
+				key := linkKey{n.DeviceID, n.Inode, n.Type}
+				if links[key] {
+					continue
+				}
+				links[key] = true
+			}
+			p.BytesTotal += n.Size
+		}
+	}
+	return p
+}
+
+// ensureDir creates d and its parents the first time something is restored
+// inside it (with Include, directories on the way are created on demand).
+func (r *restorer) ensureDir(d *dirState) error {
+	if d.created {
+		return nil
+	}
+	if d.parent != nil {
+		if err := r.ensureDir(d.parent); err != nil {
+			return err
+		}
+	}
+	if err := makeDir(d.path); err != nil {
+		return err
+	}
+	d.created = true
+	return nil
+}
+
+// makeDir makes p a directory: an existing directory is kept, anything
+// else there (a planted symlink, say) is removed first.
+func makeDir(p string) error {
+	fi, err := os.Lstat(p)
+	switch {
+	case err == nil && fi.IsDir():
+		return nil
+	case err == nil:
+		if err := os.Remove(p); err != nil {
+			return err
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return err
+	}
+	if err := os.Mkdir(p, 0o700); err != nil {
+		return err
+	}
+	return nil
+}
+
+// clearPath removes whatever is at p, not following a symlink.
+func clearPath(p string) error {
+	fi, err := os.Lstat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return os.RemoveAll(p)
+	}
+	return os.Remove(p)
+}
+
+// walk restores the entries of t into d. ancestors holds the trees on the
+// way from the root, to refuse cycles.
+func (r *restorer) walk(ctx context.Context, d *dirState, t *tree.Tree, ancestors map[crypto.ID]bool) {
+	seen := make(map[string]struct{}, len(t.Nodes))
+	for _, n := range t.Nodes {
+		if ctx.Err() != nil {
+			return
+		}
+		if n == nil {
+			r.fail(d.rel, errors.New("tree has a null node"))
+			continue
+		}
+		if err := tree.ValidName(n.Name); err != nil {
+			r.fail(path.Join(d.rel, fmt.Sprintf("%q", n.Name)), err)
+			continue
+		}
+		rel := path.Join(d.rel, n.Name)
+		if _, dup := seen[n.Name]; dup {
+			r.fail(rel, ErrDuplicateName)
+			continue
+		}
+		seen[n.Name] = struct{}{}
+		fsPath := filepath.Join(d.path, n.Name)
+
+		if n.Type == tree.Dir {
+			r.walkDir(ctx, d, n, fsPath, rel, ancestors)
+			continue
+		}
+		if !r.selected(rel) {
+			continue
+		}
+		if err := r.ensureDir(d); err != nil {
+			r.fail(rel, err)
+			continue
+		}
+		if err := clearPath(fsPath); err != nil {
+			r.fail(rel, err)
+			continue
+		}
+		if r.link(fsPath, rel, n) {
+			continue
+		}
+		switch n.Type {
+		case tree.File:
+			r.startFile(ctx, d, fsPath, rel, n)
+		case tree.Irregular:
+			r.warn(rel, fmt.Errorf("%s file not restored", n.Type))
+		default:
+			if err := fsnode.CreateSpecial(fsPath, n); err != nil {
+				r.fail(rel, err)
+				continue
+			}
+			r.others.Add(1)
+			r.applyMeta(fsPath, rel, n, true)
+		}
+	}
+}
+
+// walkDir restores directory n of d.
+func (r *restorer) walkDir(ctx context.Context, d *dirState, n *tree.Node, fsPath, rel string, ancestors map[crypto.ID]bool) {
+	if !r.descend(rel) {
+		return
+	}
+	if n.Subtree == nil {
+		r.fail(rel, errors.New("directory without a subtree"))
+		return
+	}
+	if ancestors[*n.Subtree] {
+		r.fail(rel, ErrTreeCycle)
+		return
+	}
+	child := &dirState{path: fsPath, rel: rel, node: n, parent: d}
+	if r.selected(rel) {
+		if err := r.ensureDir(child); err != nil {
+			r.fail(rel, err)
+			return
+		}
+	}
+	child.pending.Store(1)
+	d.pending.Add(1)
+	defer r.dirDone(ctx, child)
+	t, err := r.l.LoadTree(ctx, *n.Subtree)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.fail(rel, fmt.Errorf("directory could not be read: %w", err))
+		}
+		return
+	}
+	ancestors[*n.Subtree] = true
+	r.walk(ctx, child, t, ancestors)
+	delete(ancestors, *n.Subtree)
+}
+
+// dirDone drops one count on d; the last one applies d's metadata and
+// passes on to the parent.
+func (r *restorer) dirDone(ctx context.Context, d *dirState) {
+	for ; d != nil; d = d.parent {
+		if d.pending.Add(-1) != 0 {
+			return
+		}
+		if d.node != nil && d.created && ctx.Err() == nil {
+			r.dirs.Add(1)
+			r.applyMeta(d.path, d.rel, d.node, true)
+		}
+	}
+}
+
+// link makes fsPath a hard link to an earlier restored copy of the same
+// inode and reports whether it did (or failed trying). The first copy of an
+// inode is remembered.
+func (r *restorer) link(fsPath, rel string, n *tree.Node) bool {
+	if n.Links < 2 {
+		return false
+	}
+	key := linkKey{n.DeviceID, n.Inode, n.Type}
+	first, ok := r.links[key]
+	if !ok {
+		r.links[key] = fsPath
+		return false
+	}
+	// link(2) never follows a symlink, and first is a path this restore
+	// created inside the target.
+	if err := os.Link(first, fsPath); err != nil {
+		r.fail(rel, fmt.Errorf("hard link: %w", err))
+		return true
+	}
+	if n.Type == tree.File {
+		r.files.Add(1)
+	} else {
+		r.others.Add(1)
+	}
+	return true
+}
