@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"dj/backend"
 	"dj/maint"
 	"dj/repo"
 	"dj/repo/snapshot"
@@ -208,14 +210,27 @@ func runForget(c *cli.Context) error {
 		_ = e.printJSON(groups)
 	}
 	if !c.Bool("dry-run") {
+		removed, retained := 0, 0
 		for _, s := range remove {
-			if err := r.RemoveSnapshot(e.ctx, s.ID); err != nil {
+			err := r.RemoveSnapshot(e.ctx, s.ID)
+			if errors.Is(err, backend.ErrRetained) {
+				// Object lock: the snapshot stays until its retention
+				// ends; say so, and go on with the others.
+				retained++
+				e.warnf("snapshot %s stays: %v; forget it again after that\n", s.ID.Short(), err)
+				continue
+			}
+			if err != nil {
 				unlock()
 				return err
 			}
+			removed++
 		}
 		if !e.json {
-			e.printf("removed %d snapshots\n", len(remove))
+			e.printf("removed %d snapshots\n", removed)
+			if retained > 0 {
+				e.printf("%d snapshots stay under the storage's retention (object lock)\n", retained)
+			}
 		}
 	} else if !e.json {
 		if len(ids) > 0 && len(remove) > 0 {

@@ -86,7 +86,6 @@ Examples:
 }
 
 func runPrune(e *env, r *repo.Repository, opts maint.PruneOptions) error {
-	setMemoryLimit(maintMemoryLimit)
 	kind := repo.LockMaintenance
 	if opts.InstantDelete {
 		kind = repo.LockExclusive
@@ -100,6 +99,8 @@ func runPrune(e *env, r *repo.Repository, opts maint.PruneOptions) error {
 	if err != nil {
 		return err
 	}
+	// Beyond the index and the plan, prune holds a few whole packs.
+	setMemoryLimit(maintMemoryLimit)
 	stats, err := plan.Execute(e.ctx, r, opts)
 	if e.json {
 		_ = e.printJSON(map[string]any{
@@ -113,6 +114,8 @@ func runPrune(e *env, r *repo.Repository, opts maint.PruneOptions) error {
 			"freed_bytes_now": plan.FreedBytesNow, "freed_bytes_later": plan.FreedLater,
 			"blobs_moved": stats.BlobsMoved, "packs_written": stats.PacksWritten,
 			"unindexed_packs_waiting": waitingJSON(plan.UnindexedWaiting),
+			"packs_retained":          stats.PacksRetained, "bytes_retained": stats.BytesRetained,
+			"index_files_retained": stats.IndexFilesRetained, "retained_until": retainedUntilJSON(stats.RetainedUntil),
 		})
 		return err
 	}
@@ -137,6 +140,14 @@ func runPrune(e *env, r *repo.Repository, opts maint.PruneOptions) error {
 			why += " and once running backups finish"
 		}
 		e.printf("%s stays in %d packs marked for deletion, to be freed by a prune %s\n", formatBytes(uint64(plan.FreedLater)), plan.KeptPending+len(plan.Mark)+len(plan.Repack), why)
+	}
+	if stats.PacksRetained > 0 || stats.IndexFilesRetained > 0 {
+		until := "its retention ends"
+		if !stats.RetainedUntil.IsZero() {
+			until = stats.RetainedUntil.Local().Format("2006-01-02 15:04:05")
+		}
+		e.printf("the storage keeps %d packs (%s) and %d index files under retention (object lock) until %s; no index needs them, and a prune after that deletes them\n",
+			stats.PacksRetained, formatBytes(uint64(stats.BytesRetained)), stats.IndexFilesRetained, until)
 	}
 	if w := plan.UnindexedWaiting; len(w) > 0 {
 		var size int64
@@ -210,4 +221,12 @@ func idStrings(ids []crypto.ID) []string {
 		out = append(out, id.String())
 	}
 	return out
+}
+
+// retainedUntilJSON is the end of a retention as JSON: RFC 3339, or null.
+func retainedUntilJSON(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format(time.RFC3339)
 }
