@@ -55,7 +55,8 @@ func (e *Error) Error() string {
 func (e *Error) denied() bool {
 	switch e.Code {
 	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
-		"InvalidToken", "ExpiredToken", "Forbidden", "AccountProblem":
+		"InvalidToken", "ExpiredToken", "Forbidden", "AccountProblem",
+		"XAdminUserNotFound": // versitygw's answer (404) to an unknown access key
 		return true
 	}
 	return e.Status == http.StatusForbidden || e.Status == http.StatusUnauthorized
@@ -66,12 +67,12 @@ func (e *Error) Unwrap() error {
 	switch {
 	case e.Code == "NoSuchBucket":
 		return ErrNoBucket
+	case e.denied():
+		return fs.ErrPermission
 	case e.Code == "NoSuchKey", e.Code == "NotFound", e.Status == http.StatusNotFound:
 		return fs.ErrNotExist
 	case e.Code == "InvalidRange", e.Status == http.StatusRequestedRangeNotSatisfiable:
 		return io.ErrUnexpectedEOF
-	case e.denied():
-		return fs.ErrPermission
 	}
 	return nil
 }
@@ -109,7 +110,7 @@ func convert(ctx context.Context, err error) error {
 		return fmt.Errorf("%w (%v)", ctx.Err(), short(err))
 	}
 	var re *awshttp.ResponseError
-	if errors.As(err, &re) && re.Response != nil {
+	if errors.As(err, &re) && re.Response != nil && re.HTTPStatusCode() > 0 {
 		e := &Error{Status: re.HTTPStatusCode()}
 		var api smithy.APIError
 		if errors.As(err, &api) {

@@ -28,6 +28,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -57,8 +58,10 @@ const (
 // concurrent use.
 type Backend struct {
 	cfg       Config
-	client    *s3.Client
-	transport *http.Transport
+	client *s3.Client
+	// transports are those the SDK built for the client, to close.
+	mu         sync.Mutex
+	transports []*http.Transport
 	// lockedBucket is true when the bucket has object lock, and so
 	// versioning: Remove deletes every version of a file, not just hides
 	// it behind a delete marker.
@@ -136,17 +139,21 @@ func newBackend(ctx context.Context, cfg Config) (*Backend, error) {
 		cfg.ObjectLockMode = LockGovernance
 	}
 	b := &Backend{cfg: cfg, now: time.Now}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
-	tr.MaxIdleConnsPerHost = 64
-	tr.ResponseHeaderTimeout = responseHeaderTimeout
-	tr.TLSHandshakeTimeout = dialTimeout
-	tr.ExpectContinueTimeout = 0
-	b.transport = tr
+	// A buildable client: the SDK adds the CA bundle of AWS_CA_BUNDLE to it.
+	hc := awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) { d.Timeout = dialTimeout }).
+		WithTransportOptions(func(tr *http.Transport) {
+			tr.MaxIdleConnsPerHost = 64
+			tr.ResponseHeaderTimeout = responseHeaderTimeout
+			tr.TLSHandshakeTimeout = dialTimeout
+			b.mu.Lock()
+			b.transports = append(b.transports, tr)
+			b.mu.Unlock()
+		})
 
 	isAWS, hostRegion := cfg.isAWS()
 	opts := []func(*awsconfig.LoadOptions) error{
-		awsconfig.WithHTTPClient(&http.Client{Transport: tr}),
+		awsconfig.WithHTTPClient(hc),
 		awsconfig.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
 		awsconfig.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
 		awsconfig.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
@@ -215,12 +222,20 @@ func checkCredentials(ctx context.Context, awsCfg aws.Config) error {
 // to the bucket's region when no region was configured, and learns
 // whether the bucket has object lock.
 func (b *Backend) checkBucket(ctx context.Context) error {
-	_, err := b.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(b.cfg.Bucket)})
+	// A listing, not HeadBucket: the answer to a HEAD has no body, and so
+	// no error code to tell a missing bucket from a denied request.
+	list := func() error {
+		_, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
+			Bucket: aws.String(b.cfg.Bucket), Prefix: aws.String(b.join("config")), MaxKeys: aws.Int32(1),
+		})
+		return err
+	}
+	err := list()
 	if region := bucketRegion(err); region != "" && region != b.client.Options().Region {
 		opts := b.client.Options()
 		opts.Region = region
 		b.client = s3.New(opts)
-		_, err = b.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(b.cfg.Bucket)})
+		err = list()
 	}
 	if err != nil {
 		return b.bucketError(ctx, err)
@@ -304,7 +319,11 @@ func (b *Backend) Location() string { return b.cfg.Location() }
 
 // Close releases idle connections.
 func (b *Backend) Close() error {
-	b.transport.CloseIdleConnections()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, tr := range b.transports {
+		tr.CloseIdleConnections()
+	}
 	return nil
 }
 
