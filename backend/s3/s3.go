@@ -57,7 +57,7 @@ const (
 // Backend is a backend.Backend in an S3 bucket. Its methods are safe for
 // concurrent use.
 type Backend struct {
-	cfg       Config
+	cfg    Config
 	client *s3.Client
 	// transports are those the SDK built for the client, to close.
 	mu         sync.Mutex
