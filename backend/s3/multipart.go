@@ -34,7 +34,7 @@ func (b *Backend) saveMultipart(ctx context.Context, h backend.Handle, key strin
 			in.SSEKMSKeyId = aws.String(b.cfg.SSEKMSKeyID)
 		}
 	}
-	if until := b.retainUntil(); until != nil {
+	if until := b.retainUntil(h); until != nil {
 		in.ObjectLockMode = types.ObjectLockMode(b.cfg.ObjectLockMode)
 		in.ObjectLockRetainUntilDate = until
 	}
@@ -59,7 +59,7 @@ func (b *Backend) saveMultipart(ctx context.Context, h backend.Handle, key strin
 				PartNumber:    aws.Int32(num),
 				Body:          bytes.NewReader(part),
 				ContentLength: aws.Int64(int64(len(part))),
-				ContentMD5:    b.contentMD5(part),
+				ContentMD5:    b.contentMD5(h, part),
 			}
 			pin.SSECustomerAlgorithm, pin.SSECustomerKey, pin.SSECustomerKeyMD5 = b.sseC()
 			out, err := b.client.UploadPart(gctx, pin)

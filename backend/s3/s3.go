@@ -367,9 +367,12 @@ func (b *Backend) sseC() (alg, key, keyMD5 *string) {
 		aws.String(base64.StdEncoding.EncodeToString(sum[:]))
 }
 
-// retainUntil returns the end of the retention of a file written now.
-func (b *Backend) retainUntil() *time.Time {
-	if b.cfg.ObjectLockDays == 0 {
+// retainUntil returns the end of the retention of h written now, nil for
+// none. Lock files are never retained: a command removes its lock when it
+// ends and replaces it every few minutes while it runs, and a lock that
+// cannot be removed would stand in the way of every later command.
+func (b *Backend) retainUntil(h backend.Handle) *time.Time {
+	if b.cfg.ObjectLockDays == 0 || h.Type == backend.LockFile {
 		return nil
 	}
 	t := b.now().Add(time.Duration(b.cfg.ObjectLockDays) * 24 * time.Hour).UTC().Truncate(time.Second)
@@ -378,8 +381,8 @@ func (b *Backend) retainUntil() *time.Time {
 
 // contentMD5 returns the Content-MD5 header S3 requires of writes under
 // object lock (nil otherwise: no checksum unless an operation needs one).
-func (b *Backend) contentMD5(data []byte) *string {
-	if b.cfg.ObjectLockDays == 0 {
+func (b *Backend) contentMD5(h backend.Handle, data []byte) *string {
+	if b.retainUntil(h) == nil {
 		return nil
 	}
 	sum := md5.Sum(data)
@@ -414,7 +417,7 @@ func (b *Backend) put(ctx context.Context, h backend.Handle, key string, data []
 		Body:          bytes.NewReader(data),
 		ContentLength: aws.Int64(int64(len(data))),
 		ContentType:   aws.String("application/octet-stream"),
-		ContentMD5:    b.contentMD5(data),
+		ContentMD5:    b.contentMD5(h, data),
 		StorageClass:  b.storageClass(ctx, h),
 	}
 	in.SSECustomerAlgorithm, in.SSECustomerKey, in.SSECustomerKeyMD5 = b.sseC()
@@ -427,7 +430,7 @@ func (b *Backend) put(ctx context.Context, h backend.Handle, key string, data []
 			in.SSEKMSKeyId = aws.String(b.cfg.SSEKMSKeyID)
 		}
 	}
-	if until := b.retainUntil(); until != nil {
+	if until := b.retainUntil(h); until != nil {
 		in.ObjectLockMode = types.ObjectLockMode(b.cfg.ObjectLockMode)
 		in.ObjectLockRetainUntilDate = until
 	}

@@ -560,7 +560,20 @@ func TestObjectLock(t *testing.T) {
 		}
 	}
 
-	// A file written with retention 0 days (an earlier run without the
+	// Lock files are never retained: a command removes its own.
+	lock := random(t, 200)
+	hl := handleOf(backend.LockFile, lock)
+	if err := be.Save(ctx, hl, lock); err != nil {
+		t.Fatal(err)
+	}
+	if head := headObject(t, srv, be, hl); head.ObjectLockRetainUntilDate != nil {
+		t.Errorf("lock file retained until %v", head.ObjectLockRetainUntilDate)
+	}
+	if err := be.Remove(ctx, hl); err != nil {
+		t.Errorf("Remove of a lock file under -o s3.object-lock: %v", err)
+	}
+
+	// A file written without retention (an earlier run without the
 	// option) in the same bucket is removed with every version.
 	plainCfg := cfg
 	plainCfg.ObjectLockDays, plainCfg.ObjectLockMode = 0, ""
@@ -570,7 +583,7 @@ func TestObjectLock(t *testing.T) {
 	}
 	defer plain.Close()
 	free := random(t, 300)
-	hf := handleOf(backend.LockFile, free)
+	hf := handleOf(backend.SnapshotFile, free)
 	for i := 0; i < 2; i++ { // two versions
 		if err := plain.Save(ctx, hf, free); err != nil {
 			t.Fatal(err)
