@@ -1,0 +1,728 @@
+// Package s3 stores a repository in a bucket of Amazon S3 or of an
+// S3-compatible server (MinIO, Ceph RGW, SeaweedFS, Garage, versitygw,
+// Wasabi, Backblaze B2, Cloudflare R2), with aws-sdk-go-v2.
+//
+// The layout under the location's prefix is the repository's own:
+// config, keys/ID, data/XX/ID, index/ID, snapshots/ID, locks/ID.
+// Credentials and the region come from the standard AWS environment
+// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION,
+// AWS_PROFILE, ~/.aws/config and ~/.aws/credentials, SSO, web identity,
+// the instance's role). Request checksums are sent only where an operation
+// requires them: the SDK's default CRC32 headers break Ceph, B2 and other
+// servers.
+//
+// The SDK does not retry: the retry decorator (backend/retry) that wraps
+// every remote backend does, and errors a retry cannot cure say so
+// (Permanent).
+package s3
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"dj/backend"
+)
+
+const (
+	// maxFileSize bounds what Load accepts for one file.
+	maxFileSize = 4 << 30
+	// dialTimeout bounds connecting to the endpoint.
+	dialTimeout = 30 * time.Second
+	// responseHeaderTimeout bounds waiting for an answer to a request that
+	// was sent whole.
+	responseHeaderTimeout = 5 * time.Minute
+	// credentialsTimeout bounds finding credentials when opening.
+	credentialsTimeout = 30 * time.Second
+	// partsInFlight is how many parts of one multipart upload go at once.
+	partsInFlight = 4
+)
+
+// Backend is a backend.Backend in an S3 bucket. Its methods are safe for
+// concurrent use.
+type Backend struct {
+	cfg    Config
+	client *s3.Client
+	// transports are those the SDK built for the client, to close.
+	mu         sync.Mutex
+	transports []*http.Transport
+	// lockedBucket is true when the bucket has object lock, and so
+	// versioning: Remove deletes every version of a file, not just hides
+	// it behind a delete marker.
+	lockedBucket bool
+	now          func() time.Time
+}
+
+var (
+	_ backend.Backend     = (*Backend)(nil)
+	_ backend.RangeLoader = (*Backend)(nil)
+	_ backend.IntoLoader  = (*Backend)(nil)
+)
+
+// Open connects to the repository of cfg. The bucket must exist and hold
+// a config file; if it holds none the error says "no repository at
+// s3:..." and satisfies errors.Is(err, fs.ErrNotExist).
+func Open(ctx context.Context, cfg Config) (*Backend, error) {
+	b, err := newBackend(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.checkBucket(ctx); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if _, err := b.Stat(ctx, backend.Handle{Type: backend.ConfigFile}); err != nil {
+		b.Close()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("no repository at %s: %w", b.Location(), fs.ErrNotExist)
+		}
+		return nil, fmt.Errorf("open repository at %s: %w", b.Location(), err)
+	}
+	return b, nil
+}
+
+// Create prepares cfg's location for a new repository: it creates the
+// bucket when it is missing (with object lock when cfg asks for it) and
+// refuses, with an error satisfying errors.Is(err, fs.ErrExist), a
+// location that already holds a config file. The config file itself is
+// saved by the repository layer.
+func Create(ctx context.Context, cfg Config) (*Backend, error) {
+	b, err := newBackend(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	err = b.checkBucket(ctx)
+	if errors.Is(err, ErrNoBucket) {
+		err = b.createBucket(ctx)
+	}
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	_, err = b.Stat(ctx, backend.Handle{Type: backend.ConfigFile})
+	switch {
+	case err == nil:
+		b.Close()
+		return nil, fmt.Errorf("create repository at %s: config file already exists: %w", b.Location(), fs.ErrExist)
+	case !errors.Is(err, fs.ErrNotExist):
+		b.Close()
+		return nil, fmt.Errorf("create repository at %s: %w", b.Location(), err)
+	}
+	return b, nil
+}
+
+// newBackend builds the client of cfg and makes sure it has credentials.
+func newBackend(ctx context.Context, cfg Config) (*Backend, error) {
+	if cfg.PartSize == 0 {
+		cfg.PartSize = DefaultPartSize
+	}
+	if cfg.BucketLookup == "" {
+		cfg.BucketLookup = LookupAuto
+	}
+	if cfg.ObjectLockDays > 0 && cfg.ObjectLockMode == "" {
+		cfg.ObjectLockMode = LockGovernance
+	}
+	b := &Backend{cfg: cfg, now: time.Now}
+	// A buildable client: the SDK adds the CA bundle of AWS_CA_BUNDLE to it.
+	hc := awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) { d.Timeout = dialTimeout }).
+		WithTransportOptions(func(tr *http.Transport) {
+			tr.MaxIdleConnsPerHost = 64
+			tr.ResponseHeaderTimeout = responseHeaderTimeout
+			tr.TLSHandshakeTimeout = dialTimeout
+			b.mu.Lock()
+			b.transports = append(b.transports, tr)
+			b.mu.Unlock()
+		})
+
+	isAWS, hostRegion := cfg.isAWS()
+	opts := []func(*awsconfig.LoadOptions) error{
+		awsconfig.WithHTTPClient(hc),
+		awsconfig.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
+		awsconfig.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
+		awsconfig.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
+	}
+	switch {
+	case cfg.Region != "":
+		opts = append(opts, awsconfig.WithRegion(cfg.Region))
+	case hostRegion != "":
+		opts = append(opts, awsconfig.WithRegion(hostRegion))
+	}
+	if cfg.Profile != "" {
+		opts = append(opts, awsconfig.WithSharedConfigProfile(cfg.Profile))
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: AWS configuration: %v", cfg.Location(), err)
+	}
+	if awsCfg.Region == "" {
+		awsCfg.Region = "us-east-1" // what S3-compatible servers expect unless told otherwise
+	}
+	if err := checkCredentials(ctx, awsCfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.Location(), err)
+	}
+	b.client = b.newClient(awsCfg, isAWS)
+	return b, nil
+}
+
+// newClient returns the S3 client for awsCfg.
+func (b *Backend) newClient(awsCfg aws.Config, isAWS bool) *s3.Client {
+	return s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		o.UsePathStyle = b.cfg.pathStyle()
+		if !isAWS {
+			scheme := "https://"
+			if b.cfg.Insecure {
+				scheme = "http://"
+			}
+			o.BaseEndpoint = aws.String(scheme + b.cfg.Endpoint)
+		} else if b.cfg.Insecure {
+			o.EndpointOptions.DisableHTTPS = true
+		}
+	})
+}
+
+// checkCredentials makes sure the AWS environment has credentials.
+func checkCredentials(ctx context.Context, awsCfg aws.Config) error {
+	const hint = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (or -o s3.profile) to a profile of ~/.aws/credentials"
+	if awsCfg.Credentials == nil {
+		return fmt.Errorf("%w: %s", ErrNoCredentials, hint)
+	}
+	cctx, cancel := context.WithTimeout(ctx, credentialsTimeout)
+	defer cancel()
+	creds, err := awsCfg.Credentials.Retrieve(cctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w (%s): %s", ErrNoCredentials, short(err), hint)
+	}
+	if creds.AccessKeyID == "" {
+		return fmt.Errorf("%w: %s", ErrNoCredentials, hint)
+	}
+	return nil
+}
+
+// checkBucket makes sure the bucket exists and can be reached, follows AWS
+// to the bucket's region when no region was configured, and learns
+// whether the bucket has object lock.
+func (b *Backend) checkBucket(ctx context.Context) error {
+	// A listing, not HeadBucket: the answer to a HEAD has no body, and so
+	// no error code to tell a missing bucket from a denied request.
+	list := func() error {
+		_, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
+			Bucket: aws.String(b.cfg.Bucket), Prefix: aws.String(b.join("config")), MaxKeys: aws.Int32(1),
+		})
+		return err
+	}
+	err := list()
+	if region := bucketRegion(err); region != "" && region != b.client.Options().Region {
+		opts := b.client.Options()
+		opts.Region = region
+		b.client = s3.New(opts)
+		err = list()
+	}
+	if err != nil {
+		return b.bucketError(ctx, err)
+	}
+	return b.checkLock(ctx)
+}
+
+// bucketRegion returns the region AWS names in an answer to a request
+// sent to the wrong one.
+func bucketRegion(err error) string {
+	var re *awshttp.ResponseError
+	if err == nil || !errors.As(err, &re) || re.Response == nil {
+		return ""
+	}
+	return re.Response.Header.Get("X-Amz-Bucket-Region")
+}
+
+// bucketError turns the failure of a request on the bucket into one line
+// that names the location and what to do.
+func (b *Backend) bucketError(ctx context.Context, err error) error {
+	err = convert(ctx, err)
+	loc := b.Location()
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, ErrNoBucket):
+		return fmt.Errorf("%s: bucket %q does not exist (dj init creates it): %w", loc, b.cfg.Bucket, ErrNoBucket)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%s: access denied to bucket %q: %w", loc, b.cfg.Bucket, err)
+	case errors.Is(err, ErrUnreachable):
+		return fmt.Errorf("%s: cannot reach %s: %w", loc, b.cfg.Endpoint, err)
+	}
+	return fmt.Errorf("%s: %w", loc, err)
+}
+
+// checkLock learns whether the bucket has object lock, and refuses to
+// write under retention into a bucket without it.
+func (b *Backend) checkLock(ctx context.Context) error {
+	out, err := b.client.GetObjectLockConfiguration(ctx, &s3.GetObjectLockConfigurationInput{Bucket: aws.String(b.cfg.Bucket)})
+	if err == nil && out.ObjectLockConfiguration != nil &&
+		out.ObjectLockConfiguration.ObjectLockEnabled == types.ObjectLockEnabledEnabled {
+		b.lockedBucket = true
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if b.cfg.ObjectLockDays > 0 {
+		why := "it has no object lock"
+		if err != nil {
+			why = "its object lock configuration cannot be read: " + convert(ctx, err).Error()
+		}
+		return fmt.Errorf("%s: -o s3.object-lock needs a bucket with object lock, and %s (dj init with -o s3.object-lock creates a new bucket with it)", b.Location(), why)
+	}
+	return nil
+}
+
+// createBucket creates the bucket, with object lock when writes are to be
+// retained.
+func (b *Backend) createBucket(ctx context.Context) error {
+	in := &s3.CreateBucketInput{Bucket: aws.String(b.cfg.Bucket)}
+	if region := b.client.Options().Region; region != "us-east-1" {
+		if isAWS, _ := b.cfg.isAWS(); isAWS {
+			in.CreateBucketConfiguration = &types.CreateBucketConfiguration{LocationConstraint: types.BucketLocationConstraint(region)}
+		}
+	}
+	if b.cfg.ObjectLockDays > 0 {
+		in.ObjectLockEnabledForBucket = aws.Bool(true)
+	}
+	if _, err := b.client.CreateBucket(ctx, in); err != nil {
+		var e *Error
+		if cerr := convert(ctx, err); errors.As(cerr, &e) && e.Code == "BucketAlreadyOwnedByYou" {
+			return b.checkLock(ctx)
+		}
+		return fmt.Errorf("%s: create bucket %q: %w", b.Location(), b.cfg.Bucket, convert(ctx, err))
+	}
+	return b.checkLock(ctx)
+}
+
+// Location returns the location, "s3:" and the endpoint's URL with the
+// bucket and prefix.
+func (b *Backend) Location() string { return b.cfg.Location() }
+
+// Close releases idle connections.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, tr := range b.transports {
+		tr.CloseIdleConnections()
+	}
+	return nil
+}
+
+// key returns the object key of h after checking that h is well formed.
+func (b *Backend) key(h backend.Handle) (string, error) {
+	if err := h.Validate(); err != nil {
+		return "", err
+	}
+	return b.join(h.String()), nil
+}
+
+func (b *Backend) join(p string) string {
+	if b.cfg.Prefix == "" {
+		return p
+	}
+	return b.cfg.Prefix + "/" + p
+}
+
+// storageClass returns the storage class of a file: the configured one
+// for data packs, which the writer marks (backend.WithPackKind), and
+// STANDARD for everything else a command reads often or small: config,
+// keys, indexes, snapshots, locks and tree packs.
+func (b *Backend) storageClass(ctx context.Context, h backend.Handle) types.StorageClass {
+	if b.cfg.StorageClass == "" {
+		return ""
+	}
+	if h.Type == backend.PackFile && backend.PackKindFrom(ctx) == backend.DataPack {
+		return types.StorageClass(b.cfg.StorageClass)
+	}
+	return types.StorageClassStandard
+}
+
+// sseC returns the SSE-C algorithm, key and key MD5 headers (all nil
+// without SSE-C).
+func (b *Backend) sseC() (alg, key, keyMD5 *string) {
+	if b.cfg.SSE != SSEC {
+		return nil, nil, nil
+	}
+	sum := md5.Sum(b.cfg.SSECKey)
+	return aws.String("AES256"), aws.String(base64.StdEncoding.EncodeToString(b.cfg.SSECKey)),
+		aws.String(base64.StdEncoding.EncodeToString(sum[:]))
+}
+
+// retainUntil returns the end of the retention of h written now, nil for
+// none. Lock files are never retained: a command removes its lock when it
+// ends and replaces it every few minutes while it runs, and a lock that
+// cannot be removed would stand in the way of every later command.
+func (b *Backend) retainUntil(h backend.Handle) *time.Time {
+	if b.cfg.ObjectLockDays == 0 || h.Type == backend.LockFile {
+		return nil
+	}
+	t := b.now().Add(time.Duration(b.cfg.ObjectLockDays) * 24 * time.Hour).UTC().Truncate(time.Second)
+	return &t
+}
+
+// contentMD5 returns the Content-MD5 header S3 requires of writes under
+// object lock (nil otherwise: no checksum unless an operation needs one).
+func (b *Backend) contentMD5(h backend.Handle, data []byte) *string {
+	if b.retainUntil(h) == nil {
+		return nil
+	}
+	sum := md5.Sum(data)
+	return aws.String(base64.StdEncoding.EncodeToString(sum[:]))
+}
+
+// Save uploads data to h: in one request, or in parts of the part size,
+// several at once, when it is larger.
+func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error {
+	key, err := b.key(h)
+	if err != nil {
+		return fmt.Errorf("save: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("save %v: %w", h, err)
+	}
+	if int64(len(data)) > b.cfg.PartSize {
+		err = b.saveMultipart(ctx, h, key, data)
+	} else {
+		err = b.put(ctx, h, key, data)
+	}
+	if err != nil {
+		return fmt.Errorf("save %v: %w", h, err)
+	}
+	return nil
+}
+
+func (b *Backend) put(ctx context.Context, h backend.Handle, key string, data []byte) error {
+	in := &s3.PutObjectInput{
+		Bucket:        aws.String(b.cfg.Bucket),
+		Key:           aws.String(key),
+		Body:          bytes.NewReader(data),
+		ContentLength: aws.Int64(int64(len(data))),
+		ContentType:   aws.String("application/octet-stream"),
+		ContentMD5:    b.contentMD5(h, data),
+		StorageClass:  b.storageClass(ctx, h),
+	}
+	in.SSECustomerAlgorithm, in.SSECustomerKey, in.SSECustomerKeyMD5 = b.sseC()
+	switch b.cfg.SSE {
+	case SSES3:
+		in.ServerSideEncryption = types.ServerSideEncryptionAes256
+	case SSEKMS:
+		in.ServerSideEncryption = types.ServerSideEncryptionAwsKms
+		if b.cfg.SSEKMSKeyID != "" {
+			in.SSEKMSKeyId = aws.String(b.cfg.SSEKMSKeyID)
+		}
+	}
+	if until := b.retainUntil(h); until != nil {
+		in.ObjectLockMode = types.ObjectLockMode(b.cfg.ObjectLockMode)
+		in.ObjectLockRetainUntilDate = until
+	}
+	_, err := b.client.PutObject(ctx, in)
+	return convert(ctx, err)
+}
+
+// Load downloads length bytes of h from offset on (to the end when length
+// is 0) with one ranged GET.
+func (b *Backend) Load(ctx context.Context, h backend.Handle, offset int64, length int) ([]byte, error) {
+	data, err := b.get(ctx, h, offset, length, nil)
+	if err != nil {
+		return nil, fmt.Errorf("load %v: %w", h, err)
+	}
+	return data, nil
+}
+
+// LoadRange reads a range into buf when it has room for it (see
+// backend.RangeLoader).
+func (b *Backend) LoadRange(ctx context.Context, h backend.Handle, offset int64, length int, buf []byte) ([]byte, error) {
+	if length == 0 {
+		buf = nil
+	}
+	data, err := b.get(ctx, h, offset, length, buf)
+	if err != nil {
+		return nil, fmt.Errorf("load %v: %w", h, err)
+	}
+	return data, nil
+}
+
+// LoadInto reads exactly len(buf) bytes at offset into buf (see
+// backend.IntoLoader).
+func (b *Backend) LoadInto(ctx context.Context, h backend.Handle, offset int64, buf []byte) error {
+	if len(buf) == 0 {
+		_, err := b.key(h)
+		return err
+	}
+	if _, err := b.get(ctx, h, offset, len(buf), buf); err != nil {
+		return fmt.Errorf("load %v: %w", h, err)
+	}
+	return nil
+}
+
+// get reads a range of h, into buf when length > 0 and buf has room.
+func (b *Backend) get(ctx context.Context, h backend.Handle, offset int64, length int, buf []byte) ([]byte, error) {
+	key, err := b.key(h)
+	if err != nil {
+		return nil, err
+	}
+	if offset < 0 || length < 0 {
+		return nil, fmt.Errorf("invalid range offset %d length %d: %w", offset, length, fs.ErrInvalid)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	in := &s3.GetObjectInput{Bucket: aws.String(b.cfg.Bucket), Key: aws.String(key)}
+	switch {
+	case length > 0:
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", offset, offset+int64(length)-1))
+	case offset > 0:
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-", offset))
+	}
+	in.SSECustomerAlgorithm, in.SSECustomerKey, in.SSECustomerKeyMD5 = b.sseC()
+	out, err := b.client.GetObject(ctx, in)
+	if err != nil {
+		err = convert(ctx, err)
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			// HTTP cannot ask for an empty range: "bytes=SIZE-" is refused.
+			if length == 0 {
+				if fi, serr := b.Stat(ctx, h); serr == nil && fi.Size == offset {
+					return []byte{}, nil
+				}
+			}
+			return nil, fmt.Errorf("range %d+%d beyond the end of the file: %w", offset, length, io.ErrUnexpectedEOF)
+		}
+		return nil, err
+	}
+	defer out.Body.Close()
+	size := aws.ToInt64(out.ContentLength)
+	whole := in.Range != nil && out.ContentRange == nil // a server that ignored Range
+	limit := int64(maxFileSize)
+	if length > 0 && !whole {
+		limit = int64(length)
+	}
+	if out.ContentLength == nil || size < 0 {
+		return nil, errors.New("server sent no Content-Length")
+	}
+	if size > limit {
+		return nil, fmt.Errorf("server sent %d bytes, more than the %d asked for", size, limit)
+	}
+	var dst []byte
+	if !whole && length > 0 && cap(buf) >= length {
+		dst = buf[:size]
+	} else {
+		dst = make([]byte, size)
+	}
+	if _, err := io.ReadFull(out.Body, dst); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: reading the answer: %s", ErrUnreachable, strings.ReplaceAll(err.Error(), io.ErrUnexpectedEOF.Error(), "connection lost"))
+	}
+	if whole {
+		end := size
+		if length > 0 {
+			end = offset + int64(length)
+		}
+		if offset > size || end > size {
+			return nil, fmt.Errorf("range %d+%d beyond size %d: %w", offset, length, size, io.ErrUnexpectedEOF)
+		}
+		return dst[offset:end], nil
+	}
+	if length > 0 && size < int64(length) {
+		return nil, fmt.Errorf("range %d+%d beyond the end of the file: %w", offset, length, io.ErrUnexpectedEOF)
+	}
+	return dst, nil
+}
+
+// Stat returns the size and modification time of h.
+func (b *Backend) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {
+	key, err := b.key(h)
+	if err != nil {
+		return backend.FileInfo{}, fmt.Errorf("stat: %w", err)
+	}
+	out, err := b.head(ctx, key)
+	if err != nil {
+		return backend.FileInfo{}, fmt.Errorf("stat %v: %w", h, err)
+	}
+	return backend.FileInfo{Name: h.Name, Size: aws.ToInt64(out.ContentLength), ModTime: modTime(out.LastModified)}, nil
+}
+
+func (b *Backend) head(ctx context.Context, key string) (*s3.HeadObjectOutput, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	in := &s3.HeadObjectInput{Bucket: aws.String(b.cfg.Bucket), Key: aws.String(key)}
+	in.SSECustomerAlgorithm, in.SSECustomerKey, in.SSECustomerKeyMD5 = b.sseC()
+	out, err := b.client.HeadObject(ctx, in)
+	return out, convert(ctx, err)
+}
+
+// modTime returns t, or now when the server sent none, so that age-based
+// safety margins err on the side of keeping files.
+func modTime(t *time.Time) time.Time {
+	if t == nil {
+		return time.Now()
+	}
+	return *t
+}
+
+// List calls fn for every file of type t, page by page of the listing.
+func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
+	if err := b.list(ctx, t, fn); err != nil {
+		return fmt.Errorf("list %s: %w", t, err)
+	}
+	return nil
+}
+
+func (b *Backend) list(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
+	if !t.Valid() {
+		return fmt.Errorf("invalid file type %q: %w", t, fs.ErrInvalid)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if t == backend.ConfigFile {
+		fi, err := b.Stat(ctx, backend.Handle{Type: t})
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return fn(fi)
+	}
+	prefix := b.join(string(t) + "/")
+	p := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{
+		Bucket: aws.String(b.cfg.Bucket),
+		Prefix: aws.String(prefix),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return convert(ctx, err)
+		}
+		infos := make([]backend.FileInfo, 0, len(page.Contents))
+		for _, obj := range page.Contents {
+			name, ok := fileName(t, strings.TrimPrefix(aws.ToString(obj.Key), prefix))
+			if !ok || aws.ToInt64(obj.Size) < 0 {
+				continue
+			}
+			infos = append(infos, backend.FileInfo{Name: name, Size: aws.ToInt64(obj.Size), ModTime: modTime(obj.LastModified)})
+		}
+		if err := backend.ListInfos(ctx, infos, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fileName returns the name of a file of type t from its key below the
+// type's directory (XX/NAME for packs, NAME for the others), and whether
+// the key is one of the repository's files.
+func fileName(t backend.FileType, rel string) (string, bool) {
+	name := rel
+	if t == backend.PackFile {
+		dir, n, ok := strings.Cut(rel, "/")
+		if !ok || len(dir) != 2 || !strings.HasPrefix(n, dir) {
+			return "", false
+		}
+		name = n
+	}
+	if (backend.Handle{Type: t, Name: name}).Validate() != nil {
+		return "", false
+	}
+	return name, true
+}
+
+// Remove deletes h. A file under object lock is not deleted: the error is
+// a *backend.RetentionError (errors.Is(err, backend.ErrRetained)) that says
+// until when, and that a retry cannot cure. In a bucket with object lock
+// every version of the file is deleted, so that nothing is kept behind a
+// delete marker.
+func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
+	key, err := b.key(h)
+	if err != nil {
+		return fmt.Errorf("remove: %w", err)
+	}
+	if err := b.remove(ctx, h, key); err != nil {
+		return fmt.Errorf("remove %v: %w", h, err)
+	}
+	return nil
+}
+
+func (b *Backend) remove(ctx context.Context, h backend.Handle, key string) error {
+	// S3 answers a delete of a missing key with success; the contract
+	// wants fs.ErrNotExist, and the retention is in the head.
+	head, err := b.head(ctx, key)
+	if err != nil {
+		return err
+	}
+	if until := head.ObjectLockRetainUntilDate; until != nil && until.After(b.now()) {
+		return permanentError{&backend.RetentionError{Handle: h, Until: *until}}
+	}
+	if head.ObjectLockLegalHoldStatus == types.ObjectLockLegalHoldStatusOn {
+		return permanentError{&backend.RetentionError{Handle: h}}
+	}
+	if !b.lockedBucket {
+		_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.cfg.Bucket), Key: aws.String(key)})
+		return convert(ctx, err)
+	}
+	return b.removeVersions(ctx, h, key)
+}
+
+// removeVersions deletes every version and delete marker of key.
+func (b *Backend) removeVersions(ctx context.Context, h backend.Handle, key string) error {
+	p := s3.NewListObjectVersionsPaginator(b.client, &s3.ListObjectVersionsInput{
+		Bucket: aws.String(b.cfg.Bucket),
+		Prefix: aws.String(key),
+	})
+	var versions []*string
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return convert(ctx, err)
+		}
+		for _, v := range page.Versions {
+			if aws.ToString(v.Key) == key {
+				versions = append(versions, v.VersionId)
+			}
+		}
+		for _, m := range page.DeleteMarkers {
+			if aws.ToString(m.Key) == key {
+				versions = append(versions, m.VersionId)
+			}
+		}
+	}
+	if len(versions) == 0 { // a server that lists no versions
+		_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.cfg.Bucket), Key: aws.String(key)})
+		return convert(ctx, err)
+	}
+	for _, v := range versions {
+		_, err := b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.cfg.Bucket), Key: aws.String(key), VersionId: v})
+		if err = convert(ctx, err); err != nil {
+			if errors.Is(err, fs.ErrPermission) {
+				// An older version still under retention.
+				return permanentError{fmt.Errorf("%w (%v)", &backend.RetentionError{Handle: h}, err)}
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
+}
