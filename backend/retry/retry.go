@@ -77,7 +77,7 @@ func New(b backend.Backend, opts Options) *Backend {
 // answers).
 func Permanent(err error) bool {
 	for _, target := range []error{
-		fs.ErrNotExist, fs.ErrExist, fs.ErrPermission, fs.ErrInvalid, io.ErrUnexpectedEOF,
+		fs.ErrNotExist, fs.ErrExist, fs.ErrPermission, fs.ErrInvalid, io.ErrUnexpectedEOF, backend.ErrRetained,
 		context.Canceled, context.DeadlineExceeded,
 		syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS,
 	} {
