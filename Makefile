@@ -44,6 +44,9 @@ vet:
 # Every test: unit tests (with the race detector on the concurrent
 # packages), then the end-to-end tests of the built binary.
 test: test-deps vet
+	# The test servers built from source (versitygw for S3, restic's
+	# rest-server) are built once here, with time to spare, and cached.
+	$(GO) test -count=1 -timeout 30m -run 'TestS3Server' ./internal/testserver/
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -race ./cache/... ./fusefs/... ./repo/... ./backend/... ./maint/...
 
