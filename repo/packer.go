@@ -18,16 +18,30 @@ import (
 // cannot be read off the pack layout.
 const openPacksPerType = 2
 
-// uploadsInFlight bounds the finished packs being uploaded at once.
+// uploadsInFlight bounds the packs being saved to the backend at once.
 const uploadsInFlight = 2
+
+// uploadQueue is how many finished packs may wait for an upload slot
+// besides those being saved. Only when this many wait does the blob
+// stage block (back-pressure, which bounds memory); otherwise handing a
+// full pack over costs the sealing goroutine nothing.
+const uploadQueue = 2
 
 // packer collects sealed blobs into packs and uploads finished packs.
 //
-// Packs are written to temporary files as blobs arrive, never held in
-// memory: a backup's memory does not grow with the pack size, and on local
-// disk (a backend with the backend.Stager capability) the temporary file is created
-// inside the repository and renamed into place, so a pack's bytes are
-// written once and never copied.
+// The blob stage (the goroutines calling SaveBlob: hashing, compressing,
+// sealing) and the upload stage are separate: a blob is written into one
+// of the packs being filled, and a pack that is full is queued for the
+// upload stage, which waits for the adds still writing into it, finishes
+// it and saves it with at most uploadsInFlight saves at once. A SaveBlob
+// never waits for an upload unless uploadQueue packs are already queued.
+//
+// On local disk (a backend with the backend.Stager capability) a pack is
+// written into a temporary file inside the repository as blobs arrive and
+// published by a rename, so its bytes are written once and never copied,
+// and memory does not grow with the pack size. Other backends take a pack
+// as bytes: it is filled in memory (never staged in a temporary file and
+// read back) and handed to Save as it is.
 type packer struct {
 	r *Repository
 
@@ -39,15 +53,22 @@ type packer struct {
 	written  []index.FilePack     // packs saved since the last index file
 	err      error                // first upload error
 
+	// uploads counts the packs handed to the upload stage and not yet
+	// saved or dropped; queued bounds them (uploadsInFlight+uploadQueue),
+	// sem bounds those being saved.
 	uploads sync.WaitGroup
+	queued  chan struct{}
 	sem     chan struct{}
+	// bufs holds the buffers of saved in-memory packs for reuse.
+	bufs chan []byte
 }
 
 // openPack is a pack being filled.
 type openPack struct {
-	f *os.File
-	// staged is true when f lives inside a local repository (backend.Stager).
-	staged bool
+	// f is the pack's temporary file in a local repository
+	// (backend.Stager); nil for a pack filled in memory (mem).
+	f   *os.File
+	mem *memPack
 
 	// reserved is the number of bytes promised to adds (under packer.mu).
 	reserved int64
@@ -59,11 +80,36 @@ type openPack struct {
 	err error // first write error
 }
 
-// discard removes the temporary file of a pack that will not be saved.
-func (op *openPack) discard() {
-	name := op.f.Name()
-	_ = op.f.Close()
-	_ = os.Remove(name)
+// memPack is the io.Writer of a pack filled in memory.
+type memPack struct{ b []byte }
+
+func (m *memPack) Write(p []byte) (int, error) {
+	m.b = append(m.b, p...)
+	return len(p), nil
+}
+
+// discard drops a pack that will not be saved: its temporary file is
+// removed, its memory returned to the pool.
+func (p *packer) discard(op *openPack) {
+	if op.f != nil {
+		name := op.f.Name()
+		_ = op.f.Close()
+		_ = os.Remove(name)
+		return
+	}
+	p.putPackBuf(op.mem.b)
+	op.mem.b = nil
+}
+
+// putPackBuf keeps the buffer of an in-memory pack for the next one.
+func (p *packer) putPackBuf(b []byte) {
+	if b == nil {
+		return
+	}
+	select {
+	case p.bufs <- b[:0]:
+	default:
+	}
 }
 
 type blobKey struct {
@@ -72,7 +118,9 @@ type blobKey struct {
 }
 
 func newPacker(r *Repository) *packer {
-	return &packer{r: r, packSize: r.opts.PackSize, open: map[pack.BlobType][]*openPack{}, inflight: map[blobKey]struct{}{}, sem: make(chan struct{}, uploadsInFlight)}
+	return &packer{r: r, packSize: r.opts.PackSize, open: map[pack.BlobType][]*openPack{}, inflight: map[blobKey]struct{}{},
+		queued: make(chan struct{}, uploadsInFlight+uploadQueue), sem: make(chan struct{}, uploadsInFlight),
+		bufs: make(chan []byte, 2*openPacksPerType+uploadsInFlight+uploadQueue)}
 }
 
 // SaveBlob stores a blob unless the repository already has it and returns
@@ -125,20 +173,26 @@ func (p *packer) reserve(t pack.BlobType, id crypto.ID, dedup bool) (bool, error
 	return true, nil
 }
 
-// newOpenPack creates the temporary file of a new pack.
+// newOpenPack starts a new pack: a temporary file in a local repository,
+// a buffer in memory otherwise.
 func (p *packer) newOpenPack(ctx context.Context) (*openPack, error) {
 	op := &openPack{}
-	var err error
 	if st, ok := backend.As[backend.Stager](p.r.be); ok {
-		op.f, err = st.CreateTemp(ctx, backend.PackFile)
-		op.staged = true
-	} else {
-		op.f, err = os.CreateTemp("", "dj-pack-*")
+		f, err := st.CreateTemp(ctx, backend.PackFile)
+		if err != nil {
+			return nil, fmt.Errorf("create pack file: %w", err)
+		}
+		op.f = f
+		op.w = pack.NewStreamWriter(p.r.key, f)
+		return op, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("create pack file: %w", err)
+	var b []byte
+	select {
+	case b = <-p.bufs:
+	default:
 	}
-	op.w = pack.NewStreamWriter(p.r.key, op.f)
+	op.mem = &memPack{b: b}
+	op.w = pack.NewStreamWriter(p.r.key, op.mem)
 	return op, nil
 }
 
@@ -175,8 +229,8 @@ func (p *packer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed 
 	op.mu.Unlock()
 	op.writers.Done()
 	if full {
-		// No add can reserve room in op any more; wait for those that did.
-		op.writers.Wait()
+		// No add can reserve room in op any more; the upload stage waits
+		// for those that did.
 		if uerr := p.upload(ctx, op); err == nil {
 			err = uerr
 		}
@@ -184,28 +238,36 @@ func (p *packer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed 
 	return err
 }
 
-// upload finishes a pack and saves it in the background; it blocks while
-// uploadsInFlight packs are already uploading.
+// upload hands a full pack to the upload stage. It returns at once unless
+// uploadQueue packs already wait for an upload slot.
 func (p *packer) upload(ctx context.Context, op *openPack) error {
 	select {
-	case p.sem <- struct{}{}:
+	case p.queued <- struct{}{}:
 	case <-ctx.Done():
-		op.discard()
+		op.writers.Wait()
+		p.discard(op)
 		return ctx.Err()
 	}
 	p.uploads.Add(1)
 	go func() {
 		defer p.uploads.Done()
-		defer func() { <-p.sem }()
-		id, blobs, err := p.save(ctx, op)
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if err != nil {
-			if p.err == nil {
-				p.err = err
-			}
+		defer func() { <-p.queued }()
+		op.writers.Wait()
+		select {
+		case p.sem <- struct{}{}:
+		case <-ctx.Done():
+			p.discard(op)
+			p.fail(ctx.Err())
 			return
 		}
+		id, blobs, err := p.save(ctx, op)
+		<-p.sem
+		if err != nil {
+			p.fail(err)
+			return
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
 		p.r.idx.AddPack(id, blobs)
 		p.written = append(p.written, index.FilePack{ID: id, Blobs: blobs})
 		for _, b := range blobs {
@@ -215,29 +277,34 @@ func (p *packer) upload(ctx context.Context, op *openPack) error {
 	return nil
 }
 
+// fail records the first upload error; later adds and FlushPacks return it.
+func (p *packer) fail(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.mu.Unlock()
+}
+
 // save writes the header of a filled pack and stores it in the backend; the
-// temporary file is gone afterwards whatever happens.
+// pack's temporary file or buffer is gone afterwards whatever happens.
 func (p *packer) save(ctx context.Context, op *openPack) (crypto.ID, []pack.Blob, error) {
 	if op.err != nil {
-		op.discard()
+		p.discard(op)
 		return crypto.ID{}, nil, op.err
 	}
-	id, size, blobs, err := op.w.Finish()
+	id, _, blobs, err := op.w.Finish()
 	if err != nil {
-		op.discard()
+		p.discard(op)
 		return id, nil, fmt.Errorf("write pack: %w", err)
 	}
 	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
-	if op.staged {
+	if op.f != nil {
 		st, _ := backend.As[backend.Stager](p.r.be)
 		err = st.SaveTemp(ctx, h, op.f)
 	} else {
-		data := make([]byte, size)
-		_, err = op.f.ReadAt(data, 0)
-		op.discard()
-		if err == nil {
-			err = p.r.be.Save(ctx, h, data)
-		}
+		err = p.r.be.Save(ctx, h, op.mem.b)
+		p.discard(op)
 	}
 	if err != nil {
 		return id, nil, fmt.Errorf("save pack %s: %w", id.Short(), err)
@@ -263,7 +330,7 @@ func (p *packer) takeOpen() []*openPack {
 func (p *packer) discardOpen() {
 	for _, op := range p.takeOpen() {
 		op.writers.Wait()
-		op.discard()
+		p.discard(op)
 	}
 }
 
@@ -287,13 +354,13 @@ func (r *Repository) FlushPacks(ctx context.Context) ([]index.FilePack, error) {
 	for i, op := range ops {
 		op.writers.Wait()
 		if op.w.Count() == 0 && op.err == nil {
-			op.discard()
+			p.discard(op)
 			continue
 		}
 		if err := p.upload(ctx, op); err != nil {
 			for _, rest := range ops[i+1:] {
 				rest.writers.Wait()
-				rest.discard()
+				p.discard(rest)
 			}
 			p.uploads.Wait()
 			return nil, err

@@ -113,3 +113,15 @@ func (r *Repository) Gear() *[256]uint64 { return r.key.Gear() }
 func (r *Repository) ChunkerSizes() (min, avg, max int) {
 	return r.cfg.ChunkerMin, r.cfg.ChunkerAvg, r.cfg.ChunkerMax
 }
+
+// SealedForm returns the bytes SaveBlob would write into a pack for plain
+// with id: compressed when that is smaller, then sealed; and whether it is
+// compressed. It saves nothing. The result lies in a pooled buffer, which
+// the caller may hand back with ReleaseSealed once it is done with it.
+// (The bench's backup ceiling measures the blob stage with it.)
+func (r *Repository) SealedForm(t pack.BlobType, id crypto.ID, plain []byte) ([]byte, bool) {
+	return r.compressAndSeal(t, id, plain)
+}
+
+// ReleaseSealed returns a buffer from SealedForm to the pool.
+func (r *Repository) ReleaseSealed(b []byte) { r.putBuf(b) }
