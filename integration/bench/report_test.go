@@ -3,6 +3,8 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -43,15 +45,18 @@ func TestCellSummary(t *testing.T) {
 
 func TestTargets(t *testing.T) {
 	r := &report{byKey: map[string]*figure{}}
-	r.fig("wall", "wall", "s", false, atLeastTimes(2, "dj", "restic", "≥2×"), below(1, "dj", "< 1 s"))
+	r.fig("wall", "wall", "s", false, atLeastTimes(2, "dj", "restic", "≥2×"), below(1, "dj", "< 1 s"),
+		withinTimesOfFigure(1.5, "dj", "ceil", "dj", "≤1.5× ceiling"), withinTimesOfFigure(1.2, "dj", "ceil", "dj", "≤1.2× ceiling"))
+	r.fig("ceil", "ceiling", "s", false)
 	r.fig("mbs", "speed", "MB/s", true, atLeastTimes(2, "dj", "restic", "≥2×"), fractionOf(0.85, "dj", "ceiling", "≥85%"))
 	r.add("wall", "dj", 1.5)
 	r.add("wall", "restic", 3)
+	r.add("ceil", "dj", 1)
 	r.add("mbs", "dj", 300)
 	r.add("mbs", "restic", 200)
 	r.add("mbs", "ceiling", 400)
 	r.finish(nil)
-	want := map[string][]bool{"wall": {true, false}, "mbs": {false, false}}
+	want := map[string][]bool{"wall": {true, false, true, false}, "mbs": {false, false}}
 	for _, f := range r.Figures {
 		for i, tr := range f.Targets {
 			if tr.Pass == nil || *tr.Pass != want[f.Key][i] {
@@ -84,5 +89,28 @@ func TestParsers(t *testing.T) {
 	}
 	if got := unescapeMount(`/a\040b`); got != "/a b" {
 		t.Errorf("unescapeMount = %q", got)
+	}
+}
+
+func TestBackupCeiling(t *testing.T) {
+	dir := t.TempDir()
+	g := newGenRand(1)
+	var want int64
+	for i, size := range []int64{3 << 20, 100 << 10, 0, 5000} {
+		p := filepath.Join(dir, fmt.Sprintf("f%d", i))
+		if err := g.writeRandomFile(p, size); err != nil {
+			t.Fatal(err)
+		}
+		want += size
+	}
+	if err := os.Symlink("f0", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	sec, n, err := backupCeiling(context.Background(), dir, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != want || sec <= 0 {
+		t.Fatalf("backupCeiling = %v s, %d bytes; want > 0 s, %d bytes", sec, n, want)
 	}
 }
