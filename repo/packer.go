@@ -27,14 +27,20 @@ const uploadsInFlight = 2
 // full pack over costs the sealing goroutine nothing.
 const uploadQueue = 2
 
+// blobsQueued is how many sealed blobs may wait for the writer of one pack.
+const blobsQueued = 4
+
 // packer collects sealed blobs into packs and uploads finished packs.
 //
-// The blob stage (the goroutines calling SaveBlob: hashing, compressing,
-// sealing) and the upload stage are separate: a blob is written into one
-// of the packs being filled, and a pack that is full is queued for the
-// upload stage, which waits for the adds still writing into it, finishes
-// it and saves it with at most uploadsInFlight saves at once. A SaveBlob
-// never waits for an upload unless uploadQueue packs are already queued.
+// Three stages, each with a bounded queue, so that none waits for
+// another's I/O while its queue has room: the blob stage (the goroutines
+// calling SaveBlob: hashing, compressing, sealing) hands each sealed blob
+// to one of the packs being filled; each such pack has a writer goroutine
+// that appends the blobs (and hashes the pack's bytes, for its name); a
+// pack that is full is queued for the upload stage, which waits for its
+// writer, finishes it and saves it, at most uploadsInFlight at once. A
+// SaveBlob waits only when the chosen pack's writer has blobsQueued blobs
+// queued, or uploadQueue full packs already wait for an upload.
 //
 // On local disk (a backend with the backend.Stager capability) a pack is
 // written into a temporary file inside the repository as blobs arrive and
@@ -72,12 +78,49 @@ type openPack struct {
 
 	// reserved is the number of bytes promised to adds (under packer.mu).
 	reserved int64
-	// writers counts adds that reserved room and have not yet written.
-	writers sync.WaitGroup
+	// adds counts adds that reserved room and have not yet queued their
+	// blob.
+	adds sync.WaitGroup
+	// blobs is the queue of the pack's writer goroutine (write), which
+	// alone touches w and err until done is closed.
+	blobs chan sealedBlob
+	done  chan struct{}
+	close sync.Once
+	w     *pack.StreamWriter
+	err   error // first write error
+}
 
-	mu  sync.Mutex // serialises writes to w
-	w   *pack.StreamWriter
-	err error // first write error
+// sealedBlob is a blob on its way into a pack; the pack's writer hands
+// the buffer to the repository's pool once it is written.
+type sealedBlob struct {
+	t          pack.BlobType
+	id         crypto.ID
+	sealed     []byte
+	compressed bool
+	plainLen   int
+}
+
+// write appends the queued blobs to the pack until the queue is closed.
+func (op *openPack) write(r *Repository) {
+	defer close(op.done)
+	for b := range op.blobs {
+		if op.err == nil {
+			if err := op.w.Add(b.t, b.id, b.sealed, b.compressed, b.plainLen); err != nil {
+				op.err = fmt.Errorf("write pack: %w", err)
+			}
+		}
+		r.putBuf(b.sealed)
+	}
+}
+
+// drain waits until every add that reserved room in the pack has queued
+// its blob and the writer has written them all. No add may reserve room
+// in op any more (it is no longer among the open packs); drain may be
+// called more than once.
+func (op *openPack) drain() {
+	op.adds.Wait()
+	op.close.Do(func() { close(op.blobs) })
+	<-op.done
 }
 
 // memPack is the io.Writer of a pack filled in memory.
@@ -88,9 +131,10 @@ func (m *memPack) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// discard drops a pack that will not be saved: its temporary file is
-// removed, its memory returned to the pool.
+// discard drops a pack that will not be saved, once its writer is done:
+// its temporary file is removed, its memory returned to the pool.
 func (p *packer) discard(op *openPack) {
+	op.drain()
 	if op.f != nil {
 		name := op.f.Name()
 		_ = op.f.Close()
@@ -145,9 +189,7 @@ func (r *Repository) saveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 		return false, err
 	}
 	sealed, compressed := r.compressAndSeal(t, id, plain)
-	err := p.add(ctx, t, id, sealed, compressed, len(plain))
-	r.putBuf(sealed) // add has written it to the pack
-	return true, err
+	return true, p.add(ctx, t, id, sealed, compressed, len(plain))
 }
 
 // reserve marks a blob as being written and reports whether the caller
@@ -176,7 +218,7 @@ func (p *packer) reserve(t pack.BlobType, id crypto.ID, dedup bool) (bool, error
 // newOpenPack starts a new pack: a temporary file in a local repository,
 // a buffer in memory otherwise.
 func (p *packer) newOpenPack(ctx context.Context) (*openPack, error) {
-	op := &openPack{}
+	op := &openPack{blobs: make(chan sealedBlob, blobsQueued), done: make(chan struct{})}
 	if st, ok := backend.As[backend.Stager](p.r.be); ok {
 		f, err := st.CreateTemp(ctx, backend.PackFile)
 		if err != nil {
@@ -184,25 +226,32 @@ func (p *packer) newOpenPack(ctx context.Context) (*openPack, error) {
 		}
 		op.f = f
 		op.w = pack.NewStreamWriter(p.r.key, f)
-		return op, nil
+	} else {
+		var b []byte
+		select {
+		case b = <-p.bufs:
+		default:
+		}
+		op.mem = &memPack{b: b}
+		op.w = pack.NewStreamWriter(p.r.key, op.mem)
 	}
-	var b []byte
-	select {
-	case b = <-p.bufs:
-	default:
-	}
-	op.mem = &memPack{b: b}
-	op.w = pack.NewStreamWriter(p.r.key, op.mem)
+	go op.write(p.r)
 	return op, nil
 }
 
+// add queues a sealed blob for one of the open packs of its type, chosen at
+// random, and hands the pack to the upload stage when it is full. add owns
+// sealed from then on: it goes back to the repository's buffer pool once
+// written. Write errors surface through the upload of the pack (p.err).
 func (p *packer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed []byte, compressed bool, plainLen int) error {
 	p.mu.Lock()
 	ops := p.open[t]
 	for len(ops) < openPacksPerType {
 		op, err := p.newOpenPack(ctx)
 		if err != nil {
+			p.open[t] = ops
 			p.mu.Unlock()
+			p.r.putBuf(sealed)
 			return err
 		}
 		ops = append(ops, op)
@@ -210,7 +259,7 @@ func (p *packer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed 
 	i := rand.IntN(len(ops))
 	op := ops[i]
 	op.reserved += int64(len(sealed))
-	op.writers.Add(1)
+	op.adds.Add(1)
 	full := op.reserved >= int64(p.packSize)
 	if full {
 		ops = append(ops[:i], ops[i+1:]...)
@@ -218,24 +267,14 @@ func (p *packer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed 
 	p.open[t] = ops
 	p.mu.Unlock()
 
-	op.mu.Lock()
-	var err error
-	if op.err == nil {
-		if err = op.w.Add(t, id, sealed, compressed, plainLen); err != nil {
-			op.err = fmt.Errorf("write pack: %w", err)
-			err = op.err
-		}
-	}
-	op.mu.Unlock()
-	op.writers.Done()
+	op.blobs <- sealedBlob{t: t, id: id, sealed: sealed, compressed: compressed, plainLen: plainLen}
+	op.adds.Done()
 	if full {
 		// No add can reserve room in op any more; the upload stage waits
-		// for those that did.
-		if uerr := p.upload(ctx, op); err == nil {
-			err = uerr
-		}
+		// for those that did and for the pack's writer.
+		return p.upload(ctx, op)
 	}
-	return err
+	return nil
 }
 
 // upload hands a full pack to the upload stage. It returns at once unless
@@ -244,7 +283,6 @@ func (p *packer) upload(ctx context.Context, op *openPack) error {
 	select {
 	case p.queued <- struct{}{}:
 	case <-ctx.Done():
-		op.writers.Wait()
 		p.discard(op)
 		return ctx.Err()
 	}
@@ -252,7 +290,7 @@ func (p *packer) upload(ctx context.Context, op *openPack) error {
 	go func() {
 		defer p.uploads.Done()
 		defer func() { <-p.queued }()
-		op.writers.Wait()
+		op.drain()
 		select {
 		case p.sem <- struct{}{}:
 		case <-ctx.Done():
@@ -289,6 +327,7 @@ func (p *packer) fail(err error) {
 // save writes the header of a filled pack and stores it in the backend; the
 // pack's temporary file or buffer is gone afterwards whatever happens.
 func (p *packer) save(ctx context.Context, op *openPack) (crypto.ID, []pack.Blob, error) {
+	op.drain()
 	if op.err != nil {
 		p.discard(op)
 		return crypto.ID{}, nil, op.err
@@ -313,7 +352,8 @@ func (p *packer) save(ctx context.Context, op *openPack) (crypto.ID, []pack.Blob
 }
 
 // takeOpen removes the packs being filled from the packer and returns them;
-// adds that reserved room in them may still be writing (op.writers).
+// adds that reserved room in them may still be queuing (op.adds), their
+// writers still writing.
 func (p *packer) takeOpen() []*openPack {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -329,7 +369,6 @@ func (p *packer) takeOpen() []*openPack {
 // backup that failed or was cancelled).
 func (p *packer) discardOpen() {
 	for _, op := range p.takeOpen() {
-		op.writers.Wait()
 		p.discard(op)
 	}
 }
@@ -352,14 +391,13 @@ func (r *Repository) FlushPacks(ctx context.Context) ([]index.FilePack, error) {
 	p := r.packer
 	ops := p.takeOpen()
 	for i, op := range ops {
-		op.writers.Wait()
+		op.drain()
 		if op.w.Count() == 0 && op.err == nil {
 			p.discard(op)
 			continue
 		}
 		if err := p.upload(ctx, op); err != nil {
 			for _, rest := range ops[i+1:] {
-				rest.writers.Wait()
 				p.discard(rest)
 			}
 			p.uploads.Wait()
