@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"sync"
 
 	"dj/backend"
@@ -28,7 +29,7 @@ const uploadsInFlight = 2
 const uploadQueue = 2
 
 // blobsQueued is how many sealed blobs may wait for the writer of one pack.
-const blobsQueued = 4
+const blobsQueued = 2
 
 // packer collects sealed blobs into packs and uploads finished packs.
 //
@@ -67,6 +68,9 @@ type packer struct {
 	sem     chan struct{}
 	// bufs holds the buffers of saved in-memory packs for reuse.
 	bufs chan []byte
+	// sealBufs holds buffers for sealed blobs (seal.go): as many as can be
+	// in flight at once, sealing or queued for a pack's writer.
+	sealBufs chan []byte
 }
 
 // openPack is a pack being filled.
@@ -109,7 +113,7 @@ func (op *openPack) write(r *Repository) {
 				op.err = fmt.Errorf("write pack: %w", err)
 			}
 		}
-		r.putBuf(b.sealed)
+		r.putSealBuf(b.sealed)
 	}
 }
 
@@ -164,7 +168,8 @@ type blobKey struct {
 func newPacker(r *Repository) *packer {
 	return &packer{r: r, packSize: r.opts.PackSize, open: map[pack.BlobType][]*openPack{}, inflight: map[blobKey]struct{}{},
 		queued: make(chan struct{}, uploadsInFlight+uploadQueue), sem: make(chan struct{}, uploadsInFlight),
-		bufs: make(chan []byte, 2*openPacksPerType+uploadsInFlight+uploadQueue)}
+		bufs:     make(chan []byte, 2*openPacksPerType+uploadsInFlight+uploadQueue),
+		sealBufs: make(chan []byte, 3*runtime.GOMAXPROCS(0)+2*openPacksPerType*(blobsQueued+1))}
 }
 
 // SaveBlob stores a blob unless the repository already has it and returns
@@ -251,7 +256,7 @@ func (p *packer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed 
 		if err != nil {
 			p.open[t] = ops
 			p.mu.Unlock()
-			p.r.putBuf(sealed)
+			p.r.putSealBuf(sealed)
 			return err
 		}
 		ops = append(ops, op)

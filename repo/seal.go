@@ -16,7 +16,7 @@ import (
 // sealed in place; incompressible content is sealed from plain directly.
 // Content that looks random (incompressible) is not given to zstd at all.
 func (r *Repository) compressAndSeal(t pack.BlobType, id crypto.ID, plain []byte) ([]byte, bool) {
-	buf := r.getBuf(len(plain) + crypto.Overhead)
+	buf := r.getSealBuf(len(plain) + crypto.Overhead)
 	if r.enc != nil && len(plain) >= 64 && !looksRandom(plain) {
 		c := r.enc.EncodeAll(plain, buf[:crypto.NonceSize])
 		if len(c)-crypto.NonceSize < len(plain) {
@@ -78,6 +78,46 @@ func byteEntropy(b []byte) float64 {
 		}
 	}
 	return h
+}
+
+// sealBufMin is the smallest blob whose sealed form gets a pooled buffer;
+// smaller ones (trees, small files) get one of their own size.
+const sealBufMin = 64 << 10
+
+// sealBufSize is the capacity of every pooled buffer for sealed blobs:
+// twice the average chunk size holds all but a few percent of chunks, and
+// one size for all means that no pooled buffer is ever too small.
+func (r *Repository) sealBufSize() int {
+	const step = 1 << 20
+	n := 2*max(r.cfg.ChunkerAvg, 1<<20) + crypto.Overhead
+	return (n + step - 1) / step * step
+}
+
+// getSealBuf returns an empty buffer with room for n bytes for a sealed
+// blob, from the packer's pool when n fits the pooled size.
+func (r *Repository) getSealBuf(n int) []byte {
+	size := r.sealBufSize()
+	if n < sealBufMin || n > size {
+		return make([]byte, 0, n)
+	}
+	select {
+	case b := <-r.packer.sealBufs:
+		return b
+	default:
+		return make([]byte, 0, size)
+	}
+}
+
+// putSealBuf returns a buffer from getSealBuf to the pool once the
+// sealed blob in it is written; other buffers are left to the collector.
+func (r *Repository) putSealBuf(b []byte) {
+	if cap(b) != r.sealBufSize() {
+		return
+	}
+	select {
+	case r.packer.sealBufs <- b[:0]:
+	default:
+	}
 }
 
 // getBuf returns an empty buffer with room for n bytes from the pool.
@@ -180,4 +220,4 @@ func (r *Repository) SealedForm(t pack.BlobType, id crypto.ID, plain []byte) ([]
 }
 
 // ReleaseSealed returns a buffer from SealedForm to the pool.
-func (r *Repository) ReleaseSealed(b []byte) { r.putBuf(b) }
+func (r *Repository) ReleaseSealed(b []byte) { r.putSealBuf(b) }
