@@ -2,13 +2,16 @@ package repo_test
 
 import (
 	"context"
+	"errors"
 	"math/rand"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"dj/backend"
+	"dj/backend/fault"
 	"dj/backend/mem"
 	"dj/repo"
 	"dj/repo/pack"
@@ -102,5 +105,35 @@ func TestSaveBlobDoesNotWaitForUploads(t *testing.T) {
 	}
 	if n := g.saved.Load(); int(n) < len(blobs) {
 		t.Fatalf("%d packs saved, want at least %d", n, len(blobs))
+	}
+}
+
+// TestUploadErrorStopsTheBackup: a pack that cannot be saved fails the
+// flush (no index file names it), and the SaveBlob calls after it learn
+// of it too.
+func TestUploadErrorStopsTheBackup(t *testing.T) {
+	ctx := context.Background()
+	f := fault.New(mem.New())
+	f.FailNth(fault.Save, backend.PackFile, 1, syscall.ENOSPC)
+	r := repo.TestRepository(t, nopClose{f})
+	r.SetPackSize(4 << 10)
+	rng := rand.New(rand.NewSource(3))
+	var saveErr error
+	for i := 0; i < 50 && saveErr == nil; i++ {
+		b := make([]byte, 5000)
+		rng.Read(b)
+		_, _, saveErr = r.SaveBlob(ctx, pack.DataBlob, b)
+		time.Sleep(time.Millisecond) // let the uploads run
+	}
+	if !errors.Is(saveErr, syscall.ENOSPC) {
+		t.Errorf("SaveBlob after a failed upload: %v, want ENOSPC", saveErr)
+	}
+	if err := r.Flush(ctx); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Flush: %v, want ENOSPC", err)
+	}
+	n := 0
+	_ = f.List(ctx, backend.IndexFile, func(backend.FileInfo) error { n++; return nil })
+	if n != 0 {
+		t.Fatalf("%d index files written after a failed upload", n)
 	}
 }
