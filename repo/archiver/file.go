@@ -26,6 +26,9 @@ type fileJob struct {
 	prev  *tree.Node
 	fut   *future
 	start time.Time // set by saveFile
+	// fd is the file, opened by openAhead, or -1 (never left at 0, which
+	// is standard input); saveFile closes it.
+	fd int
 }
 
 type hardlinkEntry struct {
@@ -41,24 +44,71 @@ const prefetchAhead = 64
 // prefetchBytes is how much of a file prefetch asks the kernel to read.
 const prefetchBytes = 1 << 20
 
-// prefetch asks the kernel to start reading the beginning of a file into
-// the page cache without waiting for it. On a cold cache, small files are
-// otherwise read one at a time per worker, and the disk idles while the
-// workers compress. Errors are ignored: the worker's own read reports them.
-func prefetch(path string, size uint64) {
-	if size == 0 {
-		return
-	}
-	const flags = unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
-	fd, err := unix.Open(path, flags|unix.O_NOATIME, 0)
-	if err == unix.EPERM { // O_NOATIME needs the file's owner or CAP_FOWNER
-		fd, err = unix.Open(path, flags, 0)
-	}
+// openAhead opens a file for its file worker, and asks the kernel to start
+// reading its beginning into the page cache without waiting for it
+// (prefetch). On a cold cache, small files are otherwise read one at a time
+// per worker, and the disk idles while the workers compress. It returns the
+// file descriptor, which the worker reads and closes (so the file is opened
+// once), or -1 when the file cannot be opened: the worker then opens it
+// itself and reports the error.
+func openAhead(path string, size uint64) int {
+	fd, err := openForReading(path)
 	if err != nil {
-		return
+		return -1
 	}
-	_ = unix.Fadvise(fd, 0, int64(min(size, prefetchBytes)), unix.FADV_WILLNEED)
-	_ = unix.Close(fd)
+	if size > 0 {
+		_ = unix.Fadvise(fd, 0, int64(min(size, prefetchBytes)), unix.FADV_WILLNEED)
+	}
+	return fd
+}
+
+// openForReading opens a file read-only without following a symbolic link,
+// without updating its access time where the caller may ask that, and
+// without blocking should it have been replaced by a FIFO. Its errors read
+// as those of os.Open.
+func openForReading(path string) (int, error) {
+	const flags = unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
+	for {
+		fd, err := unix.Open(path, flags|unix.O_NOATIME, 0)
+		if err == unix.EPERM { // O_NOATIME needs the file's owner or CAP_FOWNER
+			fd, err = unix.Open(path, flags, 0)
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return fd, nil
+	}
+}
+
+// fdReader reads a file descriptor; its errors read as those of os.File.
+// A file worker reads small files through it: an os.File would cost a few
+// system calls more per file (the poller's set-up) for nothing.
+type fdReader struct {
+	fd   int
+	path string
+}
+
+// Read implements io.Reader.
+func (r fdReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		n, err := unix.Read(r.fd, p)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0, &os.PathError{Op: "read", Path: r.path, Err: err}
+		}
+		if n == 0 {
+			return 0, io.EOF
+		}
+		return n, nil
+	}
 }
 
 // saveFile reads, chunks and saves one file (run by a file worker).
@@ -70,6 +120,12 @@ func (a *archiver) saveFile(ctx context.Context, ch *chunker.Chunker, job fileJo
 	a.reading.Store(job.path, struct{}{})
 	defer a.reading.Delete(job.path)
 	defer a.queued.Add(-1)
+	fd := job.fd // readContent takes it over; closed here if it is not read
+	defer func() {
+		if fd >= 0 {
+			_ = unix.Close(fd)
+		}
+	}()
 	st, _ := job.fi.Sys().(*syscall.Stat_t)
 	// Hard links: read the content once per run.
 	if st != nil && st.Nlink > 1 {
@@ -98,7 +154,8 @@ func (a *archiver) saveFile(ctx context.Context, ch *chunker.Chunker, job fileJo
 			}()
 		}
 	}
-	content, err := a.readContent(ctx, ch, job.path, n)
+	content, err := a.readContent(ctx, ch, job.path, n, fd)
+	fd = -1
 	if err != nil {
 		if ctx.Err() != nil {
 			job.fut.err = ctx.Err()
@@ -157,26 +214,35 @@ func sameContent(a, b []crypto.ID) bool {
 // errChanged is wrapped into warnings for files modified during reading.
 var errChanged = errors.New("file changed while it was read")
 
-func (a *archiver) readContent(ctx context.Context, ch *chunker.Chunker, path string, n *tree.Node) ([]crypto.ID, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NOATIME, 0)
-	if err != nil && errors.Is(err, syscall.EPERM) {
-		f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+// readContent reads, chunks and saves the file at path (lstat'ed as n),
+// from fd when it is open already (openAhead; readContent closes it),
+// and returns its blob ids.
+func (a *archiver) readContent(ctx context.Context, ch *chunker.Chunker, path string, n *tree.Node, fd int) ([]crypto.ID, error) {
+	if fd < 0 {
+		var err error
+		if fd, err = openForReading(path); err != nil {
+			return nil, err
+		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var r io.Reader = f
-	if dr := newDirectReader(f, int64(n.Size)); dr != nil {
-		defer dr.Close()
-		r = dr
+	var r io.Reader = fdReader{fd: fd, path: path}
+	if int64(n.Size) >= directMinSize {
+		// Large files may be read with O_DIRECT, which takes an os.File.
+		f := os.NewFile(uintptr(fd), path)
+		defer f.Close()
+		r = f
+		if dr := newDirectReader(f, int64(n.Size)); dr != nil {
+			defer dr.Close()
+			r = dr
+		}
+	} else {
+		defer unix.Close(fd)
 	}
 	ids, size, err := a.chunkStream(ctx, ch, r)
 	if err != nil {
 		return nil, err
 	}
 	var st syscall.Stat_t
-	if err := syscall.Fstat(int(f.Fd()), &st); err == nil {
+	if err := syscall.Fstat(fd, &st); err == nil {
 		if uint64(st.Size) != n.Size || st.Mtim != timespec(n.ModTime) || size != n.Size {
 			n.Size = size
 			a.warn(path, errChanged)

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"dj/repo/crypto"
 	"dj/repo/pack"
 	"dj/repo/tree"
@@ -128,11 +130,14 @@ func (a *archiver) saveEntry(ctx context.Context, path string, fi os.FileInfo, p
 			return doneFuture(node)
 		}
 		f := &future{done: make(chan struct{})}
-		prefetch(path, node.Size)
+		fd := openAhead(path, node.Size)
 		a.queued.Add(1)
 		select {
-		case a.fileJobs <- fileJob{path: path, fi: fi, node: node, prev: prev, fut: f}:
+		case a.fileJobs <- fileJob{path: path, fi: fi, node: node, prev: prev, fut: f, fd: fd}:
 		case <-ctx.Done():
+			if fd >= 0 {
+				_ = unix.Close(fd)
+			}
 			a.queued.Add(-1)
 			f.err = ctx.Err()
 			close(f.done)
