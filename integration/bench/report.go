@@ -260,19 +260,6 @@ func fractionOfFigure(x float64, col, refKey, refCol, desc string) targetSpec {
 	}}
 }
 
-// withinTimesOfFigure: the median of column col takes at most x times the
-// median of column refCol of figure refKey (lower is better: times).
-func withinTimesOfFigure(x float64, col, refKey, refCol, desc string) targetSpec {
-	return targetSpec{desc: desc, eval: func(f *figure, r *report) (string, bool, bool) {
-		a, oka := r.median(f.Key, col)
-		b, okb := r.median(refKey, refCol)
-		if !oka || !okb || b <= 0 {
-			return "", false, false
-		}
-		return fmt.Sprintf("%.2f×", a/b), a/b <= x*(1+1e-9), true
-	}}
-}
-
 // below: the median of column col is under x.
 func below(x float64, col, desc string) targetSpec {
 	return targetSpec{desc: desc, eval: func(f *figure, r *report) (string, bool, bool) {
