@@ -24,6 +24,11 @@ func TestLooksRandom(t *testing.T) {
 	for i := range seven {
 		seven[i] &= 0x7f
 	}
+	// A little text anywhere in random bytes (a small file in a tar).
+	island := random(1 << 20)
+	copy(island[300<<10:], text[:40<<10])
+	tail := random(1<<20 + 1000)
+	copy(tail[len(tail)-40<<10:], text)
 	for _, tc := range []struct {
 		name string
 		b    []byte
@@ -35,6 +40,8 @@ func TestLooksRandom(t *testing.T) {
 		{"text", text, false},
 		{"zeros", make([]byte, 1<<20), false},
 		{"half random, half text", halves, false},
+		{"random with 40 KiB of text inside", island, false},
+		{"random with 40 KiB of text at the end", tail, false},
 		{"7 bits per byte", seven, false},
 	} {
 		if got := looksRandom(tc.b); got != tc.want {
