@@ -87,11 +87,11 @@ type openPack struct {
 	adds sync.WaitGroup
 	// blobs is the queue of the pack's writer goroutine (write), which
 	// alone touches w and err until done is closed.
-	blobs chan sealedBlob
-	done  chan struct{}
-	close sync.Once
-	w     *pack.StreamWriter
-	err   error // first write error
+	blobs  chan sealedBlob
+	done   chan struct{}
+	closed sync.Once
+	w      *pack.StreamWriter
+	err    error // first write error
 }
 
 // sealedBlob is a blob on its way into a pack; the pack's writer hands
@@ -123,13 +123,14 @@ func (op *openPack) write(r *Repository) {
 // called more than once.
 func (op *openPack) drain() {
 	op.adds.Wait()
-	op.close.Do(func() { close(op.blobs) })
+	op.closed.Do(func() { close(op.blobs) })
 	<-op.done
 }
 
 // memPack is the io.Writer of a pack filled in memory.
 type memPack struct{ b []byte }
 
+// Write appends p to the pack.
 func (m *memPack) Write(p []byte) (int, error) {
 	m.b = append(m.b, p...)
 	return len(p), nil
