@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"sync"
 
 	"dj/backend"
@@ -18,16 +19,36 @@ import (
 // cannot be read off the pack layout.
 const openPacksPerType = 2
 
-// uploadsInFlight bounds the finished packs being uploaded at once.
+// uploadsInFlight bounds the packs being saved to the backend at once.
 const uploadsInFlight = 2
+
+// uploadQueue is how many finished packs may wait for an upload slot
+// besides those being saved. Only when this many wait does the blob
+// stage block (back-pressure, which bounds memory); otherwise handing a
+// full pack over costs the sealing goroutine nothing.
+const uploadQueue = 2
+
+// blobsQueued is how many sealed blobs may wait for the writer of one pack.
+const blobsQueued = 2
 
 // packer collects sealed blobs into packs and uploads finished packs.
 //
-// Packs are written to temporary files as blobs arrive, never held in
-// memory: a backup's memory does not grow with the pack size, and on local
-// disk (a backend with the backend.Stager capability) the temporary file is created
-// inside the repository and renamed into place, so a pack's bytes are
-// written once and never copied.
+// Three stages, each with a bounded queue, so that none waits for
+// another's I/O while its queue has room: the blob stage (the goroutines
+// calling SaveBlob: hashing, compressing, sealing) hands each sealed blob
+// to one of the packs being filled; each such pack has a writer goroutine
+// that appends the blobs (and hashes the pack's bytes, for its name); a
+// pack that is full is queued for the upload stage, which waits for its
+// writer, finishes it and saves it, at most uploadsInFlight at once. A
+// SaveBlob waits only when the chosen pack's writer has blobsQueued blobs
+// queued, or uploadQueue full packs already wait for an upload.
+//
+// On local disk (a backend with the backend.Stager capability) a pack is
+// written into a temporary file inside the repository as blobs arrive and
+// published by a rename, so its bytes are written once and never copied,
+// and memory does not grow with the pack size. Other backends take a pack
+// as bytes: it is filled in memory (never staged in a temporary file and
+// read back) and handed to Save as it is.
 type packer struct {
 	r *Repository
 
@@ -39,31 +60,105 @@ type packer struct {
 	written  []index.FilePack     // packs saved since the last index file
 	err      error                // first upload error
 
+	// uploads counts the packs handed to the upload stage and not yet
+	// saved or dropped; queued bounds them (uploadsInFlight+uploadQueue),
+	// sem bounds those being saved.
 	uploads sync.WaitGroup
+	queued  chan struct{}
 	sem     chan struct{}
+	// bufs holds the buffers of saved in-memory packs for reuse.
+	bufs chan []byte
+	// sealBufs holds buffers for sealed blobs (seal.go): as many as can be
+	// in flight at once, sealing or queued for a pack's writer.
+	sealBufs chan []byte
 }
 
 // openPack is a pack being filled.
 type openPack struct {
-	f *os.File
-	// staged is true when f lives inside a local repository (backend.Stager).
-	staged bool
+	// f is the pack's temporary file in a local repository
+	// (backend.Stager); nil for a pack filled in memory (mem).
+	f   *os.File
+	mem *memPack
 
 	// reserved is the number of bytes promised to adds (under packer.mu).
 	reserved int64
-	// writers counts adds that reserved room and have not yet written.
-	writers sync.WaitGroup
-
-	mu  sync.Mutex // serialises writes to w
-	w   *pack.StreamWriter
-	err error // first write error
+	// adds counts adds that reserved room and have not yet queued their
+	// blob.
+	adds sync.WaitGroup
+	// blobs is the queue of the pack's writer goroutine (write), which
+	// alone touches w and err until done is closed.
+	blobs  chan sealedBlob
+	done   chan struct{}
+	closed sync.Once
+	w      *pack.StreamWriter
+	err    error // first write error
 }
 
-// discard removes the temporary file of a pack that will not be saved.
-func (op *openPack) discard() {
-	name := op.f.Name()
-	_ = op.f.Close()
-	_ = os.Remove(name)
+// sealedBlob is a blob on its way into a pack; the pack's writer hands
+// the buffer to the repository's pool once it is written.
+type sealedBlob struct {
+	t          pack.BlobType
+	id         crypto.ID
+	sealed     []byte
+	compressed bool
+	plainLen   int
+}
+
+// write appends the queued blobs to the pack until the queue is closed.
+func (op *openPack) write(r *Repository) {
+	defer close(op.done)
+	for b := range op.blobs {
+		if op.err == nil {
+			if err := op.w.Add(b.t, b.id, b.sealed, b.compressed, b.plainLen); err != nil {
+				op.err = fmt.Errorf("write pack: %w", err)
+			}
+		}
+		r.putSealBuf(b.sealed)
+	}
+}
+
+// drain waits until every add that reserved room in the pack has queued
+// its blob and the writer has written them all. No add may reserve room
+// in op any more (it is no longer among the open packs); drain may be
+// called more than once.
+func (op *openPack) drain() {
+	op.adds.Wait()
+	op.closed.Do(func() { close(op.blobs) })
+	<-op.done
+}
+
+// memPack is the io.Writer of a pack filled in memory.
+type memPack struct{ b []byte }
+
+// Write appends p to the pack.
+func (m *memPack) Write(p []byte) (int, error) {
+	m.b = append(m.b, p...)
+	return len(p), nil
+}
+
+// discard drops a pack that will not be saved, once its writer is done:
+// its temporary file is removed, its memory returned to the pool.
+func (p *packer) discard(op *openPack) {
+	op.drain()
+	if op.f != nil {
+		name := op.f.Name()
+		_ = op.f.Close()
+		_ = os.Remove(name)
+		return
+	}
+	p.putPackBuf(op.mem.b)
+	op.mem.b = nil
+}
+
+// putPackBuf keeps the buffer of an in-memory pack for the next one.
+func (p *packer) putPackBuf(b []byte) {
+	if b == nil {
+		return
+	}
+	select {
+	case p.bufs <- b[:0]:
+	default:
+	}
 }
 
 type blobKey struct {
@@ -72,7 +167,10 @@ type blobKey struct {
 }
 
 func newPacker(r *Repository) *packer {
-	return &packer{r: r, packSize: r.opts.PackSize, open: map[pack.BlobType][]*openPack{}, inflight: map[blobKey]struct{}{}, sem: make(chan struct{}, uploadsInFlight)}
+	return &packer{r: r, packSize: r.opts.PackSize, open: map[pack.BlobType][]*openPack{}, inflight: map[blobKey]struct{}{},
+		queued: make(chan struct{}, uploadsInFlight+uploadQueue), sem: make(chan struct{}, uploadsInFlight),
+		bufs:     make(chan []byte, 2*openPacksPerType+uploadsInFlight+uploadQueue),
+		sealBufs: make(chan []byte, 3*runtime.GOMAXPROCS(0)+2*openPacksPerType*(blobsQueued+1))}
 }
 
 // SaveBlob stores a blob unless the repository already has it and returns
@@ -97,9 +195,7 @@ func (r *Repository) saveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 		return false, err
 	}
 	sealed, compressed := r.compressAndSeal(t, id, plain)
-	err := p.add(ctx, t, id, sealed, compressed, len(plain))
-	r.putBuf(sealed) // add has written it to the pack
-	return true, err
+	return true, p.add(ctx, t, id, sealed, compressed, len(plain))
 }
 
 // reserve marks a blob as being written and reports whether the caller
@@ -125,30 +221,43 @@ func (p *packer) reserve(t pack.BlobType, id crypto.ID, dedup bool) (bool, error
 	return true, nil
 }
 
-// newOpenPack creates the temporary file of a new pack.
+// newOpenPack starts a new pack: a temporary file in a local repository,
+// a buffer in memory otherwise.
 func (p *packer) newOpenPack(ctx context.Context) (*openPack, error) {
-	op := &openPack{}
-	var err error
+	op := &openPack{blobs: make(chan sealedBlob, blobsQueued), done: make(chan struct{})}
 	if st, ok := backend.As[backend.Stager](p.r.be); ok {
-		op.f, err = st.CreateTemp(ctx, backend.PackFile)
-		op.staged = true
+		f, err := st.CreateTemp(ctx, backend.PackFile)
+		if err != nil {
+			return nil, fmt.Errorf("create pack file: %w", err)
+		}
+		op.f = f
+		op.w = pack.NewStreamWriter(p.r.key, f)
 	} else {
-		op.f, err = os.CreateTemp("", "dj-pack-*")
+		var b []byte
+		select {
+		case b = <-p.bufs:
+		default:
+		}
+		op.mem = &memPack{b: b}
+		op.w = pack.NewStreamWriter(p.r.key, op.mem)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("create pack file: %w", err)
-	}
-	op.w = pack.NewStreamWriter(p.r.key, op.f)
+	go op.write(p.r)
 	return op, nil
 }
 
+// add queues a sealed blob for one of the open packs of its type, chosen at
+// random, and hands the pack to the upload stage when it is full. add owns
+// sealed from then on: it goes back to the repository's buffer pool once
+// written. Write errors surface through the upload of the pack (p.err).
 func (p *packer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed []byte, compressed bool, plainLen int) error {
 	p.mu.Lock()
 	ops := p.open[t]
 	for len(ops) < openPacksPerType {
 		op, err := p.newOpenPack(ctx)
 		if err != nil {
+			p.open[t] = ops
 			p.mu.Unlock()
+			p.r.putSealBuf(sealed)
 			return err
 		}
 		ops = append(ops, op)
@@ -156,7 +265,7 @@ func (p *packer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed 
 	i := rand.IntN(len(ops))
 	op := ops[i]
 	op.reserved += int64(len(sealed))
-	op.writers.Add(1)
+	op.adds.Add(1)
 	full := op.reserved >= int64(p.packSize)
 	if full {
 		ops = append(ops[:i], ops[i+1:]...)
@@ -164,48 +273,45 @@ func (p *packer) add(ctx context.Context, t pack.BlobType, id crypto.ID, sealed 
 	p.open[t] = ops
 	p.mu.Unlock()
 
-	op.mu.Lock()
-	var err error
-	if op.err == nil {
-		if err = op.w.Add(t, id, sealed, compressed, plainLen); err != nil {
-			op.err = fmt.Errorf("write pack: %w", err)
-			err = op.err
-		}
-	}
-	op.mu.Unlock()
-	op.writers.Done()
+	op.blobs <- sealedBlob{t: t, id: id, sealed: sealed, compressed: compressed, plainLen: plainLen}
+	op.adds.Done()
 	if full {
-		// No add can reserve room in op any more; wait for those that did.
-		op.writers.Wait()
-		if uerr := p.upload(ctx, op); err == nil {
-			err = uerr
-		}
+		// No add can reserve room in op any more; the upload stage waits
+		// for those that did and for the pack's writer.
+		return p.upload(ctx, op)
 	}
-	return err
+	return nil
 }
 
-// upload finishes a pack and saves it in the background; it blocks while
-// uploadsInFlight packs are already uploading.
+// upload hands a full pack to the upload stage. It returns at once unless
+// uploadQueue packs already wait for an upload slot.
 func (p *packer) upload(ctx context.Context, op *openPack) error {
 	select {
-	case p.sem <- struct{}{}:
+	case p.queued <- struct{}{}:
 	case <-ctx.Done():
-		op.discard()
+		p.discard(op)
 		return ctx.Err()
 	}
 	p.uploads.Add(1)
 	go func() {
 		defer p.uploads.Done()
-		defer func() { <-p.sem }()
-		id, blobs, err := p.save(ctx, op)
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if err != nil {
-			if p.err == nil {
-				p.err = err
-			}
+		defer func() { <-p.queued }()
+		op.drain()
+		select {
+		case p.sem <- struct{}{}:
+		case <-ctx.Done():
+			p.discard(op)
+			p.fail(ctx.Err())
 			return
 		}
+		id, blobs, err := p.save(ctx, op)
+		<-p.sem
+		if err != nil {
+			p.fail(err)
+			return
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
 		p.r.idx.AddPack(id, blobs)
 		p.written = append(p.written, index.FilePack{ID: id, Blobs: blobs})
 		for _, b := range blobs {
@@ -215,29 +321,35 @@ func (p *packer) upload(ctx context.Context, op *openPack) error {
 	return nil
 }
 
+// fail records the first upload error; later adds and FlushPacks return it.
+func (p *packer) fail(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.mu.Unlock()
+}
+
 // save writes the header of a filled pack and stores it in the backend; the
-// temporary file is gone afterwards whatever happens.
+// pack's temporary file or buffer is gone afterwards whatever happens.
 func (p *packer) save(ctx context.Context, op *openPack) (crypto.ID, []pack.Blob, error) {
+	op.drain()
 	if op.err != nil {
-		op.discard()
+		p.discard(op)
 		return crypto.ID{}, nil, op.err
 	}
-	id, size, blobs, err := op.w.Finish()
+	id, _, blobs, err := op.w.Finish()
 	if err != nil {
-		op.discard()
+		p.discard(op)
 		return id, nil, fmt.Errorf("write pack: %w", err)
 	}
 	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
-	if op.staged {
+	if op.f != nil {
 		st, _ := backend.As[backend.Stager](p.r.be)
 		err = st.SaveTemp(ctx, h, op.f)
 	} else {
-		data := make([]byte, size)
-		_, err = op.f.ReadAt(data, 0)
-		op.discard()
-		if err == nil {
-			err = p.r.be.Save(ctx, h, data)
-		}
+		err = p.r.be.Save(ctx, h, op.mem.b)
+		p.discard(op)
 	}
 	if err != nil {
 		return id, nil, fmt.Errorf("save pack %s: %w", id.Short(), err)
@@ -246,7 +358,8 @@ func (p *packer) save(ctx context.Context, op *openPack) (crypto.ID, []pack.Blob
 }
 
 // takeOpen removes the packs being filled from the packer and returns them;
-// adds that reserved room in them may still be writing (op.writers).
+// adds that reserved room in them may still be queuing (op.adds), their
+// writers still writing.
 func (p *packer) takeOpen() []*openPack {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -262,8 +375,7 @@ func (p *packer) takeOpen() []*openPack {
 // backup that failed or was cancelled).
 func (p *packer) discardOpen() {
 	for _, op := range p.takeOpen() {
-		op.writers.Wait()
-		op.discard()
+		p.discard(op)
 	}
 }
 
@@ -285,15 +397,14 @@ func (r *Repository) FlushPacks(ctx context.Context) ([]index.FilePack, error) {
 	p := r.packer
 	ops := p.takeOpen()
 	for i, op := range ops {
-		op.writers.Wait()
+		op.drain()
 		if op.w.Count() == 0 && op.err == nil {
-			op.discard()
+			p.discard(op)
 			continue
 		}
 		if err := p.upload(ctx, op); err != nil {
 			for _, rest := range ops[i+1:] {
-				rest.writers.Wait()
-				rest.discard()
+				p.discard(rest)
 			}
 			p.uploads.Wait()
 			return nil, err

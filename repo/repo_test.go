@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"math/rand"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"dj/backend"
+	"dj/backend/local"
 	"dj/backend/mem"
 	"dj/repo"
 	"dj/repo/crypto"
@@ -23,6 +27,9 @@ import (
 type nopClose struct{ backend.Backend }
 
 func (nopClose) Close() error { return nil }
+
+// Unwrap lets backend.As find the capabilities of the wrapped backend.
+func (n nopClose) Unwrap() backend.Backend { return n.Backend }
 
 func TestInitOpenWrongPassword(t *testing.T) {
 	ctx := context.Background()
@@ -275,32 +282,63 @@ func TestConcurrentSaveBlob(t *testing.T) {
 }
 
 // TestUnflushedPacksLeaveNoFiles closes a repository with packs still being
-// filled (a backup that failed or was cancelled): their temporary files are
-// removed, and nothing reaches the backend.
+// filled (a backup that failed or was cancelled): the temporary files of a
+// local repository's packs are removed, a pack filled in memory (any other
+// backend) never had one, and nothing reaches the backend.
 func TestUnflushedPacksLeaveNoFiles(t *testing.T) {
-	tmp := t.TempDir()
-	t.Setenv("TMPDIR", tmp)
-	ctx := context.Background()
-	be := mem.New()
-	r := repo.TestRepository(t, nopClose{be})
-	for i := 0; i < 20; i++ {
-		if _, _, err := r.SaveBlob(ctx, pack.DataBlob, bytes.Repeat([]byte{byte(i)}, 1000+i)); err != nil {
-			t.Fatal(err)
-		}
+	for _, tc := range []struct {
+		name  string
+		local bool // packs are staged in temporary files in the repository
+	}{{"local", true}, {"mem", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			t.Setenv("TMPDIR", tmp)
+			ctx := context.Background()
+			var be backend.Backend = mem.New()
+			dir := filepath.Join(t.TempDir(), "repo")
+			if tc.local {
+				l, err := local.Create(ctx, dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				be = l
+			}
+			r := repo.TestRepository(t, nopClose{be})
+			for i := 0; i < 20; i++ {
+				if _, _, err := r.SaveBlob(ctx, pack.DataBlob, bytes.Repeat([]byte{byte(i)}, 1000+i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := tempFiles(t, dir); tc.local && n == 0 {
+				t.Fatal("no temporary pack files in the repository while packs are being filled")
+			}
+			if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+				t.Fatalf("%d temporary files in TMPDIR: packs are staged there and read back", len(entries))
+			}
+			if err := r.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if n := tempFiles(t, dir); n != 0 {
+				t.Fatalf("%d temporary files left after Close", n)
+			}
+			n := 0
+			_ = be.List(ctx, backend.PackFile, func(backend.FileInfo) error { n++; return nil })
+			if n != 0 {
+				t.Fatalf("%d packs saved without a flush", n)
+			}
+		})
 	}
-	entries, _ := os.ReadDir(tmp)
-	if len(entries) == 0 {
-		t.Fatal("no temporary pack files while packs are being filled")
-	}
-	if err := r.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
-		t.Fatalf("%d temporary files left after Close", len(entries))
-	}
+}
+
+// tempFiles counts the temporary files under dir (none when it is missing).
+func tempFiles(t *testing.T, dir string) int {
+	t.Helper()
 	n := 0
-	_ = be.List(ctx, backend.PackFile, func(backend.FileInfo) error { n++; return nil })
-	if n != 0 {
-		t.Fatalf("%d packs saved without a flush", n)
-	}
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.Contains(d.Name(), backend.TempMarker) {
+			n++
+		}
+		return nil
+	})
+	return n
 }

@@ -3,6 +3,8 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -84,5 +86,28 @@ func TestParsers(t *testing.T) {
 	}
 	if got := unescapeMount(`/a\040b`); got != "/a b" {
 		t.Errorf("unescapeMount = %q", got)
+	}
+}
+
+func TestBackupCeiling(t *testing.T) {
+	dir := t.TempDir()
+	g := newGenRand(1)
+	var want int64
+	for i, size := range []int64{3 << 20, 100 << 10, 0, 5000} {
+		p := filepath.Join(dir, fmt.Sprintf("f%d", i))
+		if err := g.writeRandomFile(p, size); err != nil {
+			t.Fatal(err)
+		}
+		want += size
+	}
+	if err := os.Symlink("f0", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	sec, n, err := backupCeiling(context.Background(), dir, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != want || sec <= 0 {
+		t.Fatalf("backupCeiling = %v s, %d bytes; want > 0 s, %d bytes", sec, n, want)
 	}
 }
