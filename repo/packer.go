@@ -344,6 +344,9 @@ func (p *packer) save(ctx context.Context, op *openPack) (crypto.ID, []pack.Blob
 		return id, nil, fmt.Errorf("write pack: %w", err)
 	}
 	h := backend.Handle{Type: backend.PackFile, Name: id.String()}
+	// Packs hold trees or data, never both: tell the backend which (S3
+	// keeps tree packs in the standard storage class).
+	ctx = backend.WithPackKind(ctx, packKind(blobs))
 	if op.f != nil {
 		st, _ := backend.As[backend.Stager](p.r.be)
 		err = st.SaveTemp(ctx, h, op.f)
@@ -459,4 +462,14 @@ func (r *Repository) PackSize() int {
 	r.packer.mu.Lock()
 	defer r.packer.mu.Unlock()
 	return r.packer.packSize
+}
+
+// packKind says whether the blobs of a pack are trees or data.
+func packKind(blobs []pack.Blob) backend.PackKind {
+	for _, b := range blobs {
+		if b.Type == pack.TreeBlob {
+			return backend.TreePack
+		}
+	}
+	return backend.DataPack
 }
