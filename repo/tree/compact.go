@@ -110,8 +110,9 @@ func decodePlainCompact(b []byte) (*Compact, error) {
 	return bld.finish(), nil
 }
 
-// NewCompact returns the compact form of t, whose nodes must be sorted by
-// name and of known types (as Decode returns them). Times must be
+// NewCompact returns the compact form of t, whose nodes must be of known
+// types, and sorted by name for Search to find them (Decode returns them
+// so; NewCompact does not check the order). Times must be
 // representable as nanoseconds since 1970 (as every decoded time is).
 // Xattr values are shared with t, not copied.
 func NewCompact(t *Tree) (*Compact, error) {
@@ -121,12 +122,9 @@ func NewCompact(t *Tree) (*Compact, error) {
 		names += len(n.Name)
 	}
 	bld.init(len(t.Nodes), names)
-	for i, n := range t.Nodes {
+	for _, n := range t.Nodes {
 		if n == nil {
 			return nil, errors.New("compact tree: nil node")
-		}
-		if i > 0 && t.Nodes[i-1].Name >= n.Name {
-			return nil, fmt.Errorf("compact tree: nodes not sorted or duplicated at %q", n.Name)
 		}
 		if err := bld.add(n); err != nil {
 			return nil, err
