@@ -48,6 +48,7 @@ type treeCache struct {
 	bigID   crypto.ID
 	bigUsed time.Time
 	bigTime *time.Timer
+	idle    time.Duration // how long big is kept after its last use
 }
 
 // bigIdle is how long an uncacheable tree is kept after its last use.
@@ -72,6 +73,7 @@ func newTreeCache(repo Repository, total int64) (*treeCache, *cache.BlobCache) {
 		share:    share,
 		minBlobs: min(blobMax, max(total/2, minBlobBytes)),
 		blobMax:  blobMax,
+		idle:     bigIdle,
 	}
 	return c, c.blobs
 }
@@ -145,21 +147,21 @@ func (c *treeCache) keepBig(id crypto.ID, t *tree.Compact) {
 	defer c.mu.Unlock()
 	c.big, c.bigID, c.bigUsed = t, id, time.Now()
 	if c.bigTime == nil {
-		c.bigTime = time.AfterFunc(bigIdle, c.dropBig)
+		c.bigTime = time.AfterFunc(c.idle, c.dropBig)
 	} else {
-		c.bigTime.Reset(bigIdle)
+		c.bigTime.Reset(c.idle)
 	}
 }
 
-// dropBig drops the tree kept aside once it has not been used for bigIdle.
+// dropBig drops the tree kept aside once it has not been used for c.idle.
 func (c *treeCache) dropBig() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.big == nil {
 		return
 	}
-	if idle := time.Since(c.bigUsed); idle < bigIdle {
-		c.bigTime.Reset(bigIdle - idle)
+	if idle := time.Since(c.bigUsed); idle < c.idle {
+		c.bigTime.Reset(c.idle - idle)
 		return
 	}
 	c.big = nil
