@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/klauspost/compress/zstd"
+
 	"dj/repo/crypto"
 	"dj/repo/pack"
 	"dj/repo/tree"
@@ -22,4 +24,26 @@ func (r *Repository) LoadCompactTree(ctx context.Context, id crypto.ID) (*tree.C
 		return nil, fmt.Errorf("%w: tree %s: %w", ErrCorrupt, id.Short(), err)
 	}
 	return c, nil
+}
+
+// bigPlain is the plaintext length from which a blob is decompressed by a
+// decoder of its own.
+const bigPlain = 16 << 20
+
+// decompress appends the zstd decoding of content to dst. The shared
+// decoder (r.dec) keeps the last output of each of its block decoders
+// until that block decoder is used again (klauspost/compress v1.20.3): a
+// 64 MB tree blob stayed on the heap after its tree was decoded and
+// dropped, up to one such blob per core. Blobs of plain bytes from
+// bigPlain on (huge trees) get a decoder of their own, dropped with them.
+func (r *Repository) decompress(content, dst []byte, plain int) ([]byte, error) {
+	if plain < bigPlain {
+		return r.dec.DecodeAll(content, dst)
+	}
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(256<<20))
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.DecodeAll(content, dst)
 }
