@@ -91,6 +91,9 @@ func (c *treeCache) get(ctx context.Context, id crypto.ID) (*tree.Compact, error
 		return t, err
 	})
 	if err == nil {
+		// Cheap (two uncontended locks); after a load in flight for
+		// another caller, the first get to see its tree counted moves the
+		// bound.
 		c.rebalance()
 	}
 	return t, err
