@@ -5,6 +5,8 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"math"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -33,7 +35,11 @@ type compactLoader interface {
 // is kept aside (big) while it is in use, and dropped bigIdle after its last
 // use: a listing or walk of a huge directory asks for its tree in every
 // request, and decoding it each time made listing quadratic. Its memory is
-// then above the budget, by no more than the tree's own load costs anyway.
+// then above the budget, by no more than the tree's own load costs anyway;
+// and the Go runtime's soft memory limit (which dj mount sets to the cache
+// size and a margin) is raised by the tree's size while it is kept: with a
+// live heap above the limit the garbage collector ran without pause, and a
+// listing of a million files took five times as long.
 type treeCache struct {
 	lru   *cache.LRU[crypto.ID, *tree.Compact]
 	blobs *cache.BlobCache
@@ -49,6 +55,8 @@ type treeCache struct {
 	bigUsed time.Time
 	bigTime *time.Timer
 	idle    time.Duration // how long big is kept after its last use
+	// bigLimit is what the runtime's memory limit was raised by for big.
+	bigLimit int64
 }
 
 // bigIdle is how long an uncacheable tree is kept after its last use.
@@ -149,6 +157,7 @@ func (c *treeCache) keepBig(id crypto.ID, t *tree.Compact) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.big, c.bigID, c.bigUsed = t, id, time.Now()
+	c.raiseLimit(t.Memory())
 	if c.bigTime == nil {
 		c.bigTime = time.AfterFunc(c.idle, c.dropBig)
 	} else {
@@ -168,6 +177,19 @@ func (c *treeCache) dropBig() {
 		return
 	}
 	c.big = nil
+	c.raiseLimit(0)
+}
+
+// raiseLimit sets what the runtime's soft memory limit is raised by for
+// the tree kept aside to n bytes (when a limit is set at all). c.mu must be
+// held.
+func (c *treeCache) raiseLimit(n int64) {
+	cur := debug.SetMemoryLimit(-1)
+	if cur == math.MaxInt64 {
+		return
+	}
+	debug.SetMemoryLimit(max(cur-c.bigLimit+n, 1))
+	c.bigLimit = n
 }
 
 // rebalance gives the blob cache what the trees leave of the budget.

@@ -5,6 +5,7 @@ package fusefs
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -79,7 +80,13 @@ func TestTreeCacheKeepsBigTree(t *testing.T) {
 	c, blobs := newTreeCache(r, total)
 	c.idle = 200 * time.Millisecond
 	blobMax := blobs.MaxBytes()
+	const limit = 1 << 30
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(limit))
 	lookups(t, c, id, n, 500)
+	kept, _ := c.peek(id)
+	if got := debug.SetMemoryLimit(-1); got != limit+kept.Memory() {
+		t.Errorf("memory limit %d while the big tree is kept, want %d + %d", got, limit, kept.Memory())
+	}
 	if got := r.treeLoads.Load(); got != 1 {
 		t.Fatalf("500 lookups loaded the tree %d times, want once", got)
 	}
@@ -94,6 +101,9 @@ func TestTreeCacheKeepsBigTree(t *testing.T) {
 	time.Sleep(3 * c.idle)
 	if c.contains(id) {
 		t.Fatal("the big tree is still kept after being idle")
+	}
+	if got := debug.SetMemoryLimit(-1); got != limit {
+		t.Errorf("memory limit %d after the big tree was dropped, want %d", got, limit)
 	}
 	lookups(t, c, id, n, 10)
 	if got := r.treeLoads.Load(); got != 3 {
