@@ -15,15 +15,21 @@ import (
 // form a long-lived cache keeps (tree.Compact): the tree is decoded node by
 // node, never whole, so a huge tree costs its plaintext and its Compact.
 func (r *Repository) LoadCompactTree(ctx context.Context, id crypto.ID) (*tree.Compact, error) {
+	return loadTree(ctx, r, id, tree.DecodeCompact)
+}
+
+// loadTree loads and verifies a tree blob and decodes it with decode.
+func loadTree[T any](ctx context.Context, r *Repository, id crypto.ID, decode func([]byte) (T, error)) (T, error) {
+	var zero T
 	b, err := r.LoadTypedBlob(ctx, pack.TreeBlob, id, nil)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
-	c, err := tree.DecodeCompact(b)
+	t, err := decode(b)
 	if err != nil {
-		return nil, fmt.Errorf("%w: tree %s: %w", ErrCorrupt, id.Short(), err)
+		return zero, fmt.Errorf("%w: tree %s: %w", ErrCorrupt, id.Short(), err)
 	}
-	return c, nil
+	return t, nil
 }
 
 // bigPlain is the plaintext length from which a blob is decompressed by a
