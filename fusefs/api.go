@@ -154,7 +154,9 @@ type Options struct {
 	TimeTemplate string
 
 	// CacheSize bounds the memory of decoded blobs and trees (bytes);
-	// 0 means DefaultCacheSize.
+	// 0 means DefaultCacheSize. One tree larger than half of it (a
+	// directory of about 1.6 million files with the default) is kept
+	// beyond the bound while it is in use (treecache.go).
 	CacheSize int64
 	// Refresh is how often the snapshot list may be re-read; 0 means
 	// DefaultRefresh.
