@@ -163,13 +163,7 @@ func (c *LRU[K, V]) add(key K, v V) {
 	c.remove(key)
 	c.items[key] = c.order.PushFront(&entry[K, V]{key: key, val: v})
 	c.bytes += n
-	for c.bytes > c.maxBytes {
-		el := c.order.Back()
-		if el == nil {
-			break
-		}
-		c.remove(el.Value.(*entry[K, V]).key)
-	}
+	c.evict()
 }
 
 // remove drops key, if cached. c.mu must be held.
@@ -259,5 +253,9 @@ func (c *LRU[K, V]) Stats() (entries int, bytes int64) {
 	return len(c.items), c.bytes
 }
 
-// MaxBytes returns the byte bound given to NewLRU.
-func (c *LRU[K, V]) MaxBytes() int64 { return c.maxBytes }
+// MaxBytes returns the byte bound (given to NewLRU, or SetMaxBytes).
+func (c *LRU[K, V]) MaxBytes() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.maxBytes
+}

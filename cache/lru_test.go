@@ -382,3 +382,24 @@ func TestLRUDemote(t *testing.T) {
 		t.Fatalf("stats %d %d, want 30 30", n, bytes)
 	}
 }
+
+func TestLRUSetMaxBytes(t *testing.T) {
+	c := NewLRU[int, []byte](100, func(b []byte) int64 { return int64(len(b)) })
+	ctx := context.Background()
+	for k := 0; k < 5; k++ {
+		if _, err := c.Get(ctx, k, func(context.Context) ([]byte, error) { return make([]byte, 20), nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.SetMaxBytes(50)
+	if n, b := c.Stats(); n != 2 || b != 40 || c.MaxBytes() != 50 {
+		t.Fatalf("after shrinking: %d values, %d bytes, bound %d", n, b, c.MaxBytes())
+	}
+	if !c.Contains(4) || !c.Contains(3) || c.Contains(2) {
+		t.Fatal("shrinking did not evict the least recently used values")
+	}
+	c.SetMaxBytes(200)
+	if _, err := c.Get(ctx, 9, func(context.Context) ([]byte, error) { return make([]byte, 150), nil }); err != nil || !c.Contains(9) {
+		t.Fatalf("after growing, a value of 150 bytes is not kept (%v)", err)
+	}
+}

@@ -36,9 +36,11 @@
 //     whole chunk of a random read).
 //  2. The mount's caches, bounded together by Options.CacheSize: decoded
 //     blobs (cache.BlobCache, single-flight, 7/8 of the size) and decoded
-//     trees (an LRU, 1/8). A read finds the chunk that holds its offset
-//     (binary search over cumulative chunk sizes) and takes the blob from
-//     here, loading it once however many readers ask.
+//     trees in their compact form (treecache.go: an eighth, growing to half
+//     when a huge directory needs it, the blob cache giving up that room).
+//     A read finds the chunk that holds its offset (binary search over
+//     cumulative chunk sizes) and takes the blob from here, loading it once
+//     however many readers ask.
 //  3. The repository and the backend: index lookup, one ranged read of the
 //     blob, open, decompress, verify the id. What the backend does below
 //     that (the local backend's page-cache checks, O_DIRECT for large
@@ -64,9 +66,10 @@
 // share them.
 //
 // The files: mount.go mounts and unmounts (plumbing), mountfs.go holds the
-// state every node shares, layout.go, meta.go and versions.go the
-// synthesized directories, dir.go and file.go the nodes of a snapshot's
-// trees, readahead.go the scheduler, noopendir.go the no-open protocol.
+// state every node shares, treecache.go the tree cache, layout.go, meta.go
+// and versions.go the synthesized directories, dir.go and file.go the nodes
+// of a snapshot's trees, readahead.go the scheduler, noopendir.go the
+// no-open protocol.
 //
 // Mounting works on Linux; elsewhere Mount returns ErrNoFUSE.
 package fusefs
@@ -151,7 +154,9 @@ type Options struct {
 	TimeTemplate string
 
 	// CacheSize bounds the memory of decoded blobs and trees (bytes);
-	// 0 means DefaultCacheSize.
+	// 0 means DefaultCacheSize. One tree larger than half of it (a
+	// directory of about 1.6 million files with the default) is kept
+	// beyond the bound while it is in use (treecache.go).
 	CacheSize int64
 	// Refresh is how often the snapshot list may be re-read; 0 means
 	// DefaultRefresh.

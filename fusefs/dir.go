@@ -71,8 +71,8 @@ func (d *dirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOu
 }
 
 // tree returns the directory's tree, or the errno to reply with.
-func (d *dirNode) tree(ctx context.Context) (*tree.Tree, syscall.Errno) {
-	t, err := d.m.loadTree(ctx, d.subtree)
+func (d *dirNode) tree(ctx context.Context) (*tree.Compact, syscall.Errno) {
+	t, err := d.m.compactTree(ctx, d.subtree)
 	if err != nil {
 		e := errno(ctx, err)
 		if e == syscall.EIO {
@@ -91,11 +91,12 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if e != 0 {
 		return nil, e
 	}
-	n := t.Find(name)
-	if n == nil {
+	i, ok := t.Search(name)
+	if !ok {
 		return nil, syscall.ENOENT
 	}
-	return d.m.newTreeChild(ctx, &d.Inode, d.sn, d.StableAttr().Ino, name, n, out), 0
+	// The node is a copy: an inode the kernel keeps must not keep the tree.
+	return d.m.newTreeChild(ctx, &d.Inode, d.sn, d.StableAttr().Ino, name, t.Node(i), out), 0
 }
 
 // OpendirHandle lists the directory. Its content never changes, so the
@@ -112,6 +113,15 @@ func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandl
 	return &treeDirStream{d: d, t: t}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
+// plusEntries is the size of the largest directory whose READDIRPLUS
+// replies carry the entries' attributes. Each such entry becomes an inode
+// here and in the kernel, kept until the kernel forgets it (about 1 KiB a
+// file in this process: go-fuse's inode, the node, its tree.Node); a
+// directory of a million files listed that way held a gigabyte. Larger
+// directories are listed with names and types alone, as READDIR does: ls -f
+// and find need no more, and what is stat'ed is looked up one by one.
+const plusEntries = 1 << 14
+
 // treeDirStream lists a snapshot directory. Its positions are positions
 // in the tree: entry k of ".", "..", node 0, node 1, ... has offset k+1,
 // whether or not a node is skipped for an invalid name, so a stream opened
@@ -121,12 +131,14 @@ func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandl
 // open: a stream that made the whole listing first was quadratic in the
 // directory's size.)
 type treeDirStream struct {
-	d   *dirNode
-	t   *tree.Tree
-	idx int // position of the next entry
+	d    *dirNode
+	t    *tree.Compact
+	idx  int    // position of the next entry
+	name string // the name of the node at idx, once skipInvalid has read it
 }
 
 var (
+	_ fs.FileLookuper     = (*treeDirStream)(nil)
 	_ fs.FileReaddirenter = (*treeDirStream)(nil)
 	_ fs.FileSeekdirer    = (*treeDirStream)(nil)
 	_ fs.FileReleasedirer = (*treeDirStream)(nil)
@@ -134,12 +146,20 @@ var (
 )
 
 // end is the position past the last entry.
-func (s *treeDirStream) end() int { return len(s.t.Nodes) + 2 }
+func (s *treeDirStream) end() int { return s.t.Len() + 2 }
 
-// skipInvalid moves past nodes whose names the mount does not show.
+// skipInvalid moves past nodes whose names the mount does not show, and
+// reads the name of the next node.
 func (s *treeDirStream) skipInvalid() {
-	for s.idx >= 2 && s.idx < s.end() && tree.ValidName(s.t.Nodes[s.idx-2].Name) != nil {
+	for s.idx >= 2 && s.idx < s.end() {
+		if s.name == "" {
+			s.name = s.t.Name(s.idx - 2)
+		}
+		if tree.ValidName(s.name) == nil {
+			return
+		}
 		s.idx++
+		s.name = ""
 	}
 }
 
@@ -162,10 +182,11 @@ func (s *treeDirStream) Next() (fuse.DirEntry, syscall.Errno) {
 	case 1:
 		e = fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: d.parentIno}
 	default:
-		n := s.t.Nodes[s.idx-2]
-		e = fuse.DirEntry{Name: n.Name, Mode: typeBits(n.Type), Ino: nodeIno(d.sn.ID, d.StableAttr().Ino, n.Name, n)}
+		h := s.t.Head(s.idx - 2)
+		e = fuse.DirEntry{Name: s.name, Mode: typeBits(h.Type), Ino: nodeIno(d.sn.ID, d.StableAttr().Ino, s.name, &h)}
 	}
 	s.idx++
+	s.name = ""
 	e.Off = uint64(s.idx)
 	return e, 0
 }
@@ -185,7 +206,28 @@ func (s *treeDirStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 		return syscall.EINVAL
 	}
 	s.idx = int(off)
+	s.name = ""
 	return 0
+}
+
+// Lookup makes the inode of the entry a READDIRPLUS reply has just listed
+// (go-fuse calls it for each), or, in a directory of more than plusEntries,
+// declines: the entry then goes out with its name and type alone (node id
+// 0, which the kernel takes as "no attributes", not as a missing entry).
+func (s *treeDirStream) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if child := s.d.GetChild(name); child != nil {
+		if ga, ok := child.Operations().(fs.NodeGetattrer); ok {
+			var a fuse.AttrOut
+			if e := ga.Getattr(ctx, nil, &a); e == 0 {
+				out.Attr = a.Attr
+			}
+		}
+		return child, 0
+	}
+	if s.t.Len() > plusEntries {
+		return nil, syscall.ENOENT
+	}
+	return s.d.Lookup(ctx, name, out)
 }
 
 // Close does nothing: the stream holds no resources.
@@ -220,16 +262,18 @@ func (d *dirNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.E
 
 // treeEntries returns the listing of a tree: ".", ".." and the valid names
 // in the tree's (sorted) order.
-func (m *mountFS) treeEntries(snID crypto.ID, ino, parentIno uint64, t *tree.Tree) []fuse.DirEntry {
-	entries := make([]fuse.DirEntry, 0, len(t.Nodes)+2)
+func (m *mountFS) treeEntries(snID crypto.ID, ino, parentIno uint64, t *tree.Compact) []fuse.DirEntry {
+	entries := make([]fuse.DirEntry, 0, t.Len()+2)
 	entries = append(entries,
 		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: ino},
 		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno})
-	for _, n := range t.Nodes {
-		if tree.ValidName(n.Name) != nil {
+	for i := range t.Len() {
+		name := t.Name(i)
+		if tree.ValidName(name) != nil {
 			continue
 		}
-		entries = append(entries, fuse.DirEntry{Name: n.Name, Mode: typeBits(n.Type), Ino: nodeIno(snID, ino, n.Name, n)})
+		h := t.Head(i)
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: typeBits(h.Type), Ino: nodeIno(snID, ino, name, &h)})
 	}
 	return entries
 }
@@ -269,11 +313,14 @@ func (m *mountFS) subRoot(ctx context.Context, r *SubRoot) (fs.InodeEmbedder, er
 	walked := ""
 	for _, elem := range strings.Split(p, "/") {
 		walked += "/" + elem
-		t, err := m.loadTree(ctx, root.subtree)
+		t, err := m.compactTree(ctx, root.subtree)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot %s: load %s: %w", sn.ID.Short(), path.Dir(walked), err)
 		}
-		n := t.Find(elem)
+		var n *tree.Node
+		if i, ok := t.Search(elem); ok {
+			n = t.Node(i)
+		}
 		switch {
 		case n == nil:
 			return nil, fmt.Errorf("snapshot %s has no %s", sn.ID.Short(), walked)

@@ -1258,3 +1258,60 @@ func TestMountRandomReadStoresChunk(t *testing.T) {
 		t.Fatal("the page cache holds other bytes than the chunk's")
 	}
 }
+
+// TestMountBigDir lists, walks and stats a directory of 100k files through
+// a mount whose tree cache is smaller than the directory's tree: ls -f and
+// find see every entry, stat finds any name, and the tree is decoded once,
+// not once per request.
+func TestMountBigDir(t *testing.T) {
+	const n = 100_000
+	r := newFakeRepo()
+	big := bigDir(r, n)
+	root := r.addTree(&tree.Tree{Nodes: []*tree.Node{{Name: "big", Type: tree.Dir, Mode: 0o755 | os.ModeDir, Subtree: &big}}})
+	sn := &snapshot.Snapshot{Time: t0, Hostname: "big", Tree: root}
+	r.addSnapshot(sn)
+	// 32 MiB: the trees' share is 4 MiB, the tree (16 MB) fits in half.
+	mnt, _, _ := mountTest(t, r, Options{CacheSize: 32 << 20})
+	dir := filepath.Join(mnt, "ids", sn.ID.Short(), "big")
+
+	count := func(name string, args ...string) {
+		t.Helper()
+		start := time.Now()
+		out, err := exec.Command(name, args...).Output()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		lines := strings.Count(string(out), "\n")
+		t.Logf("%s %v: %d lines in %v", name, args, lines, time.Since(start))
+		want := n + 2 // ls -f lists . and ..
+		if name == "find" {
+			want = n + 1
+		}
+		if lines != want {
+			t.Errorf("%s %v: %d lines, want %d", name, args, lines, want)
+		}
+	}
+	count("ls", "-f", dir)
+	count("find", dir)
+	start := time.Now()
+	const stats = 2000
+	for j := 0; j < stats; j++ {
+		i := (j * 7919) % n
+		fi, err := os.Lstat(filepath.Join(dir, fmt.Sprintf("file-%07d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); fi.Size() != 1 || st.Ino == 0 {
+			t.Fatalf("stat %s: size %d", fi.Name(), fi.Size())
+		}
+	}
+	t.Logf("%d stats in %v", stats, time.Since(start))
+	if _, err := os.Lstat(filepath.Join(dir, "file-x")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("stat of a missing name: %v", err)
+	}
+	// The root tree, the directory's tree; the snapshot list may be read
+	// again but no tree more than once.
+	if got := r.treeLoads.Load(); got > 2 {
+		t.Errorf("the trees were loaded %d times, want 2", got)
+	}
+}

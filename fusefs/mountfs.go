@@ -11,7 +11,6 @@ import (
 
 	"dj/cache"
 	"dj/repo/crypto"
-	"dj/repo/tree"
 )
 
 // mountFS is the state shared by every node of one mount.
@@ -23,7 +22,7 @@ type mountFS struct {
 	gid   uint32
 
 	blobs *cache.BlobCache
-	trees *cache.LRU[crypto.ID, *tree.Tree]
+	trees *treeCache // shares one budget with blobs (treecache.go)
 
 	snaps *snapshotList // nil for a SubRoot mount
 
@@ -41,22 +40,15 @@ type mountFS struct {
 const maxReported = 4096
 
 func newMountFS(bgctx context.Context, repo Repository, opts Options) *mountFS {
-	treeBytes := opts.CacheSize / 8
-	if treeBytes < 4<<20 {
-		treeBytes = 4 << 20
-	}
-	blobBytes := opts.CacheSize - treeBytes
-	if blobBytes < 16<<20 {
-		blobBytes = 16 << 20
-	}
+	trees, blobs := newTreeCache(repo, opts.CacheSize)
 	m := &mountFS{
 		bgctx:    bgctx,
 		repo:     repo,
 		opts:     opts,
 		uid:      uint32(os.Getuid()),
 		gid:      uint32(os.Getgid()),
-		blobs:    cache.NewBlobCache(blobBytes),
-		trees:    cache.NewLRU[crypto.ID, *tree.Tree](treeBytes, treeMemory),
+		blobs:    blobs,
+		trees:    trees,
 		zeros:    make([]byte, 1<<20),
 		reported: make(map[crypto.ID]struct{}),
 	}
@@ -68,8 +60,8 @@ func newMountFS(bgctx context.Context, repo Repository, opts Options) *mountFS {
 		repo:      repo,
 		blobs:     m.blobs,
 		loadBlob:  m.blobLoader,
-		loadTree:  m.loadTree,
-		hasTree:   m.trees.Contains,
+		loadTree:  m.compactTree,
+		hasTree:   m.trees.contains,
 		slots:     make(chan struct{}, readAheadSlots),
 		treeQueue: make(chan crypto.ID, treeQueueLen),
 	}
@@ -88,29 +80,6 @@ func (m *mountFS) logBlobError(path string, id crypto.ID, err error) {
 	if !seen {
 		m.opts.Logf("dj mount: read %s: blob %s: %v (returning EIO)", path, id.Short(), err)
 	}
-}
-
-// loadTree returns a tree through the tree cache.
-func (m *mountFS) loadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error) {
-	return m.trees.Get(ctx, id, func(ctx context.Context) (*tree.Tree, error) {
-		t, err := m.repo.LoadTree(ctx, id)
-		if err == nil && t == nil {
-			err = errors.New("repository returned no tree")
-		}
-		return t, err
-	})
-}
-
-// treeMemory estimates the memory a decoded tree takes.
-func treeMemory(t *tree.Tree) int64 {
-	n := int64(64 + 8*len(t.Nodes))
-	for _, nd := range t.Nodes {
-		n += 320 + int64(len(nd.Name)+len(nd.LinkTarget)+len(nd.User)+len(nd.Group)) + int64(crypto.IDSize*len(nd.Content))
-		for _, x := range nd.Xattrs {
-			n += 48 + int64(len(x.Name)+len(x.Value))
-		}
-	}
-	return n
 }
 
 // errno maps an error from a load to the errno of a FUSE reply: EINTR when

@@ -243,12 +243,16 @@ func TestTreeDirStreamSeeks(t *testing.T) {
 		}
 		tr.Nodes = append(tr.Nodes, &tree.Node{Name: name, Type: tree.File})
 	}
+	ct, err := tree.NewCompact(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	d := &dirNode{sn: &snapshot.Snapshot{}, parentIno: 7}
 	var got []string
 	seen := map[uint64]bool{}
 	var off uint64
 	for req := 0; ; req++ {
-		s := &treeDirStream{d: d, t: tr}
+		s := &treeDirStream{d: d, t: ct}
 		if errno := s.Seekdir(context.Background(), off); errno != 0 {
 			t.Fatalf("seek to %d: %v", off, errno)
 		}
@@ -280,7 +284,7 @@ func TestTreeDirStreamSeeks(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("listing differs: got %d names, want %d", len(got), len(want))
 	}
-	if s := (&treeDirStream{d: d, t: tr}); s.Seekdir(context.Background(), uint64(len(tr.Nodes)+3)) == 0 {
+	if s := (&treeDirStream{d: d, t: ct}); s.Seekdir(context.Background(), uint64(len(tr.Nodes)+3)) == 0 {
 		t.Fatal("seek past the end accepted")
 	}
 }

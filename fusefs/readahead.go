@@ -5,7 +5,6 @@ package fusefs
 import (
 	"context"
 	"math"
-	"sort"
 	"sync/atomic"
 
 	"dj/cache"
@@ -37,7 +36,7 @@ type readAhead struct {
 	loadBlob func(id crypto.ID, want int64) func(ctx context.Context) ([]byte, error)
 	// loadTree loads a tree through the tree cache; hasTree reports whether
 	// it is cached.
-	loadTree func(ctx context.Context, id crypto.ID) (*tree.Tree, error)
+	loadTree func(ctx context.Context, id crypto.ID) (*tree.Compact, error)
 	hasTree  func(id crypto.ID) bool
 
 	// slots bounds the background loads of the whole mount, blobs and
@@ -298,15 +297,15 @@ func (ra *readAhead) storeChunk(f *fileNode, c *chunkMap, i int, b []byte) {
 // file of one chunk goes straight into the kernel's page cache too: its
 // reader then finds it there and sends no READ at all.
 func (ra *readAhead) siblings(d *dirNode, name string) {
-	t, ok := d.m.trees.Peek(d.subtree)
+	t, ok := d.m.trees.peek(d.subtree)
 	if !ok || t == nil {
 		return
 	}
-	i := sort.Search(len(t.Nodes), func(i int) bool { return t.Nodes[i].Name >= name })
-	if i >= len(t.Nodes) || t.Nodes[i].Name != name {
+	i, ok := t.Search(name)
+	if !ok {
 		return
 	}
-	end := int64(min(i+siblingsAhead, len(t.Nodes)-1))
+	end := int64(min(i+siblingsAhead, t.Len()-1))
 	for {
 		done := d.siblingsAhead.Load()
 		if done >= end || end-done < siblingsAhead/2 && done > int64(i) {
@@ -317,24 +316,24 @@ func (ra *readAhead) siblings(d *dirNode, name string) {
 		}
 	}
 	for j := i + 1; j <= int(end); j++ {
-		n := t.Nodes[j]
-		if n.Type != tree.File || len(n.Content) == 0 {
+		content := t.Content(j)
+		if t.Type(j) != tree.File || len(content) == 0 {
 			continue
 		}
-		want, ok := ra.repo.BlobSize(n.Content[0])
+		want, ok := ra.repo.BlobSize(content[0])
 		if !ok || want < 0 {
 			continue // the read reports it
 		}
 		var store func([]byte)
-		if child := d.GetChild(n.Name); child != nil && len(n.Content) == 1 {
-			size := int(n.Size)
+		if child := d.GetChild(t.Name(j)); child != nil && len(content) == 1 {
+			size := int(t.Size(j))
 			store = func(b []byte) {
 				if len(b) == size {
 					_ = child.WriteCache(0, b)
 				}
 			}
 		}
-		if !ra.blob(n.Content[0], int64(want), store) {
+		if !ra.blob(content[0], int64(want), store) {
 			return
 		}
 	}
@@ -345,13 +344,14 @@ func (ra *readAhead) siblings(d *dirNode, name string) {
 // tar, rsync, du) finds them decoded when it gets there instead of loading
 // one tree at a time. It never blocks: when the queue is full the walk loads
 // the rest itself.
-func (ra *readAhead) subtrees(t *tree.Tree) {
-	for _, n := range t.Nodes {
-		if n.Type != tree.Dir || n.Subtree == nil || ra.hasTree(*n.Subtree) {
+func (ra *readAhead) subtrees(t *tree.Compact) {
+	for i := range t.Len() {
+		id, ok := t.Subtree(i)
+		if !ok || ra.hasTree(id) {
 			continue
 		}
 		select {
-		case ra.treeQueue <- *n.Subtree:
+		case ra.treeQueue <- id:
 		default:
 			return
 		}

@@ -132,7 +132,7 @@ func (r *Repository) OpenPacked(pb index.PackedBlob, sealed []byte, buf []byte) 
 		if cap(buf) < int(pb.PlainLength) {
 			buf = make([]byte, 0, pb.PlainLength)
 		}
-		plain, err := r.dec.DecodeAll(content, buf[:0])
+		plain, err := r.decompress(content, buf[:0], int(pb.PlainLength))
 		if err != nil {
 			return nil, fail(err)
 		}

@@ -18,15 +18,7 @@ import (
 
 // LoadTree loads, verifies and decodes a tree blob.
 func (r *Repository) LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error) {
-	b, err := r.LoadTypedBlob(ctx, pack.TreeBlob, id, nil)
-	if err != nil {
-		return nil, err
-	}
-	t, err := tree.Decode(b)
-	if err != nil {
-		return nil, fmt.Errorf("%w: tree %s: %w", ErrCorrupt, id.Short(), err)
-	}
-	return t, nil
+	return loadTree(ctx, r, id, tree.Decode)
 }
 
 // SaveTree encodes and saves a tree blob and returns its id.

@@ -43,7 +43,7 @@ type config struct {
 	smallFiles int             // files in the small-file tree for diff
 }
 
-var allSections = []string{"backup", "mount", "maint", "find"}
+var allSections = []string{"backup", "mount", "maint", "find", "bigdir"}
 
 func loadConfig() (*config, error) {
 	c := &config{
@@ -92,7 +92,7 @@ func loadConfig() (*config, error) {
 				continue
 			}
 			if !contains(allSections, s) {
-				return nil, fmt.Errorf("BENCH=%q: unknown section %q (want backup, mount, maint, find or all)", sections, s)
+				return nil, fmt.Errorf("BENCH=%q: unknown section %q (want backup, mount, maint, find, bigdir or all)", sections, s)
 			}
 			want[s] = true
 		}
@@ -259,6 +259,8 @@ func (h *harness) run(ctx context.Context) int {
 			rep = h.maintSection(ctx)
 		case "find":
 			rep = h.findSection(ctx)
+		case "bigdir":
+			rep = h.bigdirSection(ctx)
 		}
 		h.cleanupMounts()
 		if ctx.Err() != nil {

@@ -259,28 +259,40 @@ func (d *plainDecoder) array(elem func() error) error {
 
 func (d *plainDecoder) tree() ([]Node, error) {
 	var nodes []Node
+	err := d.top(func() {
+		// Each node is an object; so is each xattr, and a name may hold
+		// a brace, but few do.
+		nodes = make([]Node, 0, bytes.Count(d.b, []byte{'{'}))
+	}, func() error {
+		nodes = append(nodes, Node{})
+		return d.node(&nodes[len(nodes)-1])
+	})
+	if err != nil {
+		return nil, err
+	}
+	return nodes[:len(nodes):len(nodes)], nil
+}
+
+// top parses the whole tree, {"nodes": [...]}: it calls start once the
+// array begins and elem for each element, which elem consumes.
+func (d *plainDecoder) top(start func(), elem func() error) error {
 	seen := false
 	err := d.object(func(key []byte) error {
 		if string(key) != "nodes" || seen {
 			return errNotPlain
 		}
 		seen = true
-		// Each node is an object; so is each xattr, and a name may hold
-		// a brace, but few do.
-		nodes = make([]Node, 0, bytes.Count(d.b, []byte{'{'}))
-		return d.array(func() error {
-			nodes = append(nodes, Node{})
-			return d.node(&nodes[len(nodes)-1])
-		})
+		start()
+		return d.array(elem)
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	d.space()
 	if d.pos != len(d.b) || !seen {
-		return nil, errNotPlain
+		return errNotPlain
 	}
-	return nodes[:len(nodes):len(nodes)], nil
+	return nil
 }
 
 // node decodes one node. Each key may appear once; name and name_raw (and

@@ -281,24 +281,37 @@ func decodeGeneral(b []byte) (*Tree, error) {
 // check validates a decoded tree (see Decode).
 func check(t *Tree) error {
 	for i, n := range t.Nodes {
-		if err := ValidName(n.Name); err != nil {
-			return fmt.Errorf("decode tree: %w", err)
+		prev := ""
+		if i > 0 {
+			prev = t.Nodes[i-1].Name
 		}
-		if i > 0 && t.Nodes[i-1].Name >= n.Name {
-			return fmt.Errorf("decode tree: nodes not sorted or duplicated at %q", n.Name)
+		if err := checkNode(n, i > 0, prev); err != nil {
+			return err
 		}
-		switch n.Type {
-		case Dir:
-			if n.Subtree == nil {
-				return fmt.Errorf("decode tree: directory %q has no subtree", n.Name)
-			}
-		case File, Symlink, Dev, CharDev, FIFO, Socket, Irregular:
-			if n.Subtree != nil {
-				return fmt.Errorf("decode tree: %s %q has a subtree", n.Type, n.Name)
-			}
-		default:
-			return fmt.Errorf("decode tree: node %q has unknown type %q", n.Name, n.Type)
+	}
+	return nil
+}
+
+// checkNode validates one node of a tree being decoded, given the name of
+// the node before it (when there is one).
+func checkNode(n *Node, hasPrev bool, prev string) error {
+	if err := ValidName(n.Name); err != nil {
+		return fmt.Errorf("decode tree: %w", err)
+	}
+	if hasPrev && prev >= n.Name {
+		return fmt.Errorf("decode tree: nodes not sorted or duplicated at %q", n.Name)
+	}
+	switch n.Type {
+	case Dir:
+		if n.Subtree == nil {
+			return fmt.Errorf("decode tree: directory %q has no subtree", n.Name)
 		}
+	case File, Symlink, Dev, CharDev, FIFO, Socket, Irregular:
+		if n.Subtree != nil {
+			return fmt.Errorf("decode tree: %s %q has a subtree", n.Type, n.Name)
+		}
+	default:
+		return fmt.Errorf("decode tree: node %q has unknown type %q", n.Name, n.Type)
 	}
 	return nil
 }
