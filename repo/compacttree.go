@@ -46,7 +46,7 @@ func (r *Repository) decompress(content, dst []byte, plain int) ([]byte, error) 
 	if plain < bigPlain {
 		return r.dec.DecodeAll(content, dst)
 	}
-	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(256<<20))
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(pack.MaxBlobSize))
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,7 @@ import (
 	"dj/backend"
 	"dj/repo/crypto"
 	"dj/repo/index"
+	"dj/repo/pack"
 )
 
 // Errors that callers map to exit codes.
@@ -188,7 +189,7 @@ func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options
 	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, idx: index.New(), ixs: newIndexSet(),
 		bufPool: make(chan []byte, 3*runtime.GOMAXPROCS(0)+2), zeroIDs: map[int]crypto.ID{}, treePacks: treePackCache{last: map[crypto.ID]time.Time{}}}
 	r.enc = enc
-	r.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(256<<20))
+	r.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(pack.MaxBlobSize))
 	if err != nil {
 		return nil, err
 	}

@@ -56,8 +56,10 @@ const (
 	// MaxPackSize bounds the packs dj reads, so a hostile length cannot make
 	// it allocate without limit.
 	MaxPackSize = 1 << 30
-	// MaxBlobSize bounds a blob's plaintext length.
-	MaxBlobSize   = 64 << 20
+	// MaxBlobSize bounds a blob's plaintext length. Data blobs are at most
+	// the chunker's 8 MiB; trees grow with their directory (a directory of
+	// a million files is a tree of about 330 MB).
+	MaxBlobSize   = 512 << 20
 	headerAD      = "dj pack header v1"
 	flagCompressd = 1
 )
