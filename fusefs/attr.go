@@ -210,3 +210,20 @@ func (roNode) Access(ctx context.Context, mask uint32) syscall.Errno {
 	}
 	return 0
 }
+
+// nodeGetxattr serves getxattr of a tree node; a directory without one (a
+// snapshot's root) has no attributes.
+func nodeGetxattr(n *tree.Node, attr string, dest []byte) (uint32, syscall.Errno) {
+	if n == nil {
+		return 0, syscall.ENODATA
+	}
+	return getxattr(n.Xattrs, attr, dest)
+}
+
+// nodeListxattr serves listxattr of a tree node, or of none (no attributes).
+func nodeListxattr(n *tree.Node, dest []byte) (uint32, syscall.Errno) {
+	if n == nil {
+		return 0, 0
+	}
+	return listxattr(n.Xattrs, dest)
+}

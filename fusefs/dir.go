@@ -247,17 +247,11 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 }
 
 func (d *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if d.node == nil {
-		return 0, syscall.ENODATA
-	}
-	return getxattr(d.node.Xattrs, attr, dest)
+	return nodeGetxattr(d.node, attr, dest)
 }
 
 func (d *dirNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	if d.node == nil {
-		return 0, 0
-	}
-	return listxattr(d.node.Xattrs, dest)
+	return nodeListxattr(d.node, dest)
 }
 
 // treeEntries returns the listing of a tree: ".", ".." and the valid names

@@ -95,17 +95,11 @@ func (v *versionsDir) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.At
 }
 
 func (v *versionsDir) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if v.node == nil {
-		return 0, syscall.ENODATA
-	}
-	return getxattr(v.node.Xattrs, attr, dest)
+	return nodeGetxattr(v.node, attr, dest)
 }
 
 func (v *versionsDir) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	if v.node == nil {
-		return 0, 0
-	}
-	return listxattr(v.node.Xattrs, dest)
+	return nodeListxattr(v.node, dest)
 }
 
 // getListing returns the directory's listing, building it on first use.
