@@ -201,7 +201,7 @@ func TestConnectErrors(t *testing.T) {
 
 	tests := []struct {
 		name, opt, val, want string
-		permanent           bool
+		permanent            bool
 	}{
 		{"unreachable", sftp.OptionArgs, "-F " + s.ConfigFile + " -o Port=1", "the host is unreachable", false},
 		{"auth", sftp.OptionCommand, strings.Replace(s.Command(), s.KeyFile, other, 1), "authentication failed", true},
