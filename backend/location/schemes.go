@@ -43,7 +43,9 @@ func Local() Scheme {
 	return Define(Scheme{Name: "local", Usage: "a local directory"},
 		func(loc string, _ Params) (string, error) { return strings.TrimPrefix(loc, "local:"), nil },
 		func(ctx context.Context, dir string) (backend.Backend, error) { return nilIfErr(local.Open(ctx, dir)) },
-		func(ctx context.Context, dir string) (backend.Backend, error) { return nilIfErr(local.Create(ctx, dir)) })
+		func(ctx context.Context, dir string) (backend.Backend, error) {
+			return nilIfErr(local.Create(ctx, dir))
+		})
 }
 
 // OptionRESTConnections bounds the connections to a REST server.
@@ -62,8 +64,12 @@ func REST() Scheme {
 		func(loc string, p Params) (restConfig, error) {
 			return restConfig{url: strings.TrimPrefix(loc, "rest:"), hc: restHTTPClient(p.Options, p.Rates)}, nil
 		},
-		func(ctx context.Context, c restConfig) (backend.Backend, error) { return nilIfErr(rest.Open(ctx, c.url, c.hc)) },
-		func(ctx context.Context, c restConfig) (backend.Backend, error) { return nilIfErr(rest.Create(ctx, c.url, c.hc)) })
+		func(ctx context.Context, c restConfig) (backend.Backend, error) {
+			return nilIfErr(rest.Open(ctx, c.url, c.hc))
+		},
+		func(ctx context.Context, c restConfig) (backend.Backend, error) {
+			return nilIfErr(rest.Create(ctx, c.url, c.hc))
+		})
 }
 
 // restHTTPClient returns the HTTP client for a REST repository: with
@@ -101,7 +107,9 @@ func SFTP() Scheme {
 			return cfg, err
 		},
 		func(ctx context.Context, c sftp.Config) (backend.Backend, error) { return nilIfErr(sftp.Open(ctx, c)) },
-		func(ctx context.Context, c sftp.Config) (backend.Backend, error) { return nilIfErr(sftp.Create(ctx, c)) })
+		func(ctx context.Context, c sftp.Config) (backend.Backend, error) {
+			return nilIfErr(sftp.Create(ctx, c))
+		})
 }
 
 // nilIfErr turns a typed result into a backend.Backend that is nil (not

@@ -113,4 +113,3 @@ func TestGlobalsBeneathCommandFlag(t *testing.T) {
 		t.Errorf("global %d, local %q; want 32 and 8M", global, local)
 	}
 }
-
