@@ -43,10 +43,11 @@ type SSHD struct {
 	// the host SSHHost is this server with KeyFile and KnownHosts.
 	ConfigFile string
 
+	log *syncBuffer
+
+	mu      sync.Mutex // guards cmd and stopped across Stop and Restart
 	cmd     *exec.Cmd
-	log     *syncBuffer
 	stopped chan struct{}
-	stop    sync.Once
 }
 
 // syncBuffer is a bytes.Buffer safe for the server's output goroutine and
@@ -103,7 +104,7 @@ func StartSSHD(t testing.TB) *SSHD {
 	}
 	s := &SSHD{Dir: dir, User: "root", KeyFile: filepath.Join(dir, "id_ed25519"),
 		KnownHosts: filepath.Join(dir, "known_hosts"), ConfigFile: filepath.Join(dir, "ssh_config"),
-		log: &syncBuffer{}, stopped: make(chan struct{})}
+		log: &syncBuffer{}}
 	hostKey := filepath.Join(dir, "host_ed25519")
 	for _, k := range []string{s.KeyFile, hostKey} {
 		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dj-test", "-f", k).CombinedOutput(); err != nil {
@@ -190,6 +191,8 @@ Subsystem sftp internal-sftp
 // start runs sshd in the foreground (-D) and waits until it accepts
 // connections.
 func (s *SSHD) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	cmd := exec.Command(SSHDPath, "-D", "-e", "-f", filepath.Join(s.Dir, "sshd_config"))
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	if err := cmd.Start(); err != nil {
@@ -202,8 +205,9 @@ func (s *SSHD) start() error {
 		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)), time.Second)
 		if err == nil {
 			c.Close()
-			s.cmd = cmd
-			go func() { <-exited; close(s.stopped) }()
+			stopped := make(chan struct{})
+			s.cmd, s.stopped = cmd, stopped
+			go func() { <-exited; close(stopped) }()
 			return nil
 		}
 		select {
@@ -236,40 +240,89 @@ func (s *SSHD) Log() string { return s.log.String() }
 // Sessions returns the process ids of the server's per-connection
 // processes: the children of the listening sshd.
 func (s *SSHD) Sessions() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.cmd == nil {
 		return nil
 	}
 	return children(s.cmd.Process.Pid)
 }
 
-// KillSessions kills every connection's server process, as a dropped
-// network connection would end them, and keeps the server listening. It
-// returns how many it killed.
+// KillSessions kills every connection's server processes (each child of
+// the listening sshd with everything it started), as a dropped network
+// connection would end them, and keeps the server listening. It returns
+// how many connections it killed.
 func (s *SSHD) KillSessions() int {
 	n := 0
 	for _, pid := range s.Sessions() {
-		if syscall.Kill(pid, syscall.SIGKILL) == nil {
+		tree := append(descendants(pid), pid)
+		killed := false
+		for _, p := range tree {
+			if syscall.Kill(p, syscall.SIGKILL) == nil {
+				killed = true
+			}
+		}
+		if killed {
 			n++
 		}
 	}
 	return n
 }
 
-// Stop kills the server and its sessions and waits for it to exit.
+// SessionCommands returns the command names (as /proc/PID/comm has them)
+// of every process the server runs for its connections.
+func (s *SSHD) SessionCommands() []string {
+	var names []string
+	for _, pid := range s.Sessions() {
+		for _, p := range append(descendants(pid), pid) {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p)); err == nil {
+				names = append(names, strings.TrimSpace(string(b)))
+			}
+		}
+	}
+	return names
+}
+
+// descendants returns the ids of every process below pid.
+func descendants(pid int) []int {
+	var out []int
+	for _, c := range children(pid) {
+		out = append(out, c)
+		out = append(out, descendants(c)...)
+	}
+	return out
+}
+
+// Stop kills the server and its sessions and waits for it to exit, as a
+// crash of the server machine would end them. Stopping a stopped server
+// does nothing.
 func (s *SSHD) Stop() {
-	s.stop.Do(func() {
-		if s.cmd == nil {
-			return
-		}
-		s.KillSessions()
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.stopped:
-		case <-time.After(5 * time.Second):
-			_ = s.cmd.Process.Kill()
-			<-s.stopped
-		}
-	})
+	s.KillSessions()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.stopped:
+	case <-time.After(5 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.stopped
+	}
+	s.cmd = nil
+}
+
+// Restart starts a stopped server again on the same port with the same
+// keys.
+func (s *SSHD) Restart() error {
+	s.mu.Lock()
+	running := s.cmd != nil
+	s.mu.Unlock()
+	if running {
+		return errors.New("sshd is running")
+	}
+	return s.start()
 }
 
 // children returns the ids of the processes whose parent is pid.

@@ -2,6 +2,7 @@ package testserver
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func TestSSHD(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for len(s.Sessions()) == 0 && time.Now().Before(deadline) {
+	for !slices.Contains(s.SessionCommands(), "sleep") && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if n := s.KillSessions(); n == 0 {
@@ -46,5 +47,11 @@ func TestSSHD(t *testing.T) {
 	s.Stop()
 	if err := exec.Command("ssh", "-F", s.ConfigFile, SSHHost, "true").Run(); err == nil {
 		t.Fatal("ssh reached a stopped server")
+	}
+	if err := s.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("ssh", "-F", s.ConfigFile, SSHHost, "true").CombinedOutput(); err != nil {
+		t.Fatalf("ssh after Restart: %v\n%s", err, out)
 	}
 }
