@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"dj/backend/limit"
 )
@@ -34,7 +35,17 @@ type Config struct {
 	// Stderr, if not nil, receives what ssh prints on its standard error
 	// besides the error messages dj reports itself.
 	Stderr io.Writer
+	// StallTimeout ends a connection on which requests wait and nothing
+	// has arrived for this long (a server or network that hangs without
+	// closing the connection); the calls fail with a ConnectionLostError
+	// and are retried. 0 means DefaultStallTimeout.
+	StallTimeout time.Duration
 }
+
+// DefaultStallTimeout is the StallTimeout used when the Config does not
+// say. Every answer counts as progress (a large upload gets one for each
+// 255 KiB written), so only a connection that hangs reaches it.
+const DefaultStallTimeout = 2 * time.Minute
 
 // DefaultConnections is the number of SSH connections used when the
 // Config does not say.

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,6 +41,60 @@ type conn struct {
 	done chan struct{}
 	// posixRename and fsync report the OpenSSH extensions the server has.
 	posixRename, fsync bool
+
+	// The watchdog's state: calls running on the connection, and the
+	// time (UnixNano) of the last byte received or of the start of a
+	// call on an idle connection.
+	calls        atomic.Int32
+	lastActivity atomic.Int64
+	stalled      atomic.Bool
+	stall        time.Duration
+}
+
+// begin and end bracket a call on the connection, for the watchdog.
+func (c *conn) begin() {
+	if c.calls.Add(1) == 1 {
+		c.lastActivity.Store(time.Now().UnixNano())
+	}
+}
+
+func (c *conn) end() { c.calls.Add(-1) }
+
+// activity records that bytes arrived.
+type activity struct {
+	r io.Reader
+	c *conn
+}
+
+func (a activity) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if n > 0 {
+		a.c.lastActivity.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// watch kills the ssh process when calls wait and nothing has arrived
+// for stall, so that a hung server or network ends the connection (and
+// its calls fail and are retried) instead of hanging dj. It returns when
+// the session ends.
+func (c *conn) watch() {
+	stall := c.stall
+	tick := time.NewTicker(max(stall/8, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-tick.C:
+			last := time.Unix(0, c.lastActivity.Load())
+			if c.calls.Load() > 0 && time.Since(last) > stall {
+				c.stalled.Store(true)
+				_ = c.cmd.Process.Kill()
+				return
+			}
+		}
+	}
 }
 
 // alive reports whether the session still runs.
@@ -52,9 +107,18 @@ func (c *conn) alive() bool {
 	}
 }
 
-// close ends the session and the ssh process.
+// close ends the session and the ssh process; a process that does not
+// end within closeWait (a hung server) is killed.
 func (c *conn) close() error {
-	err := c.client.Close()
+	errc := make(chan error, 1)
+	go func() { errc <- c.client.Close() }()
+	var err error
+	select {
+	case err = <-errc:
+	case <-time.After(closeWait):
+		_ = c.cmd.Process.Kill()
+		err = <-errc
+	}
 	exited := make(chan struct{})
 	go func() {
 		_ = c.cmd.Wait()
@@ -97,6 +161,7 @@ func dial(ctx context.Context, cfg Config, pacer *limit.Pacer) (*conn, error) {
 			Hint: fmt.Sprintf("cannot run %q; install OpenSSH's client or set -o %s", argv[0], OptionCommand)}
 	}
 	c := &conn{cmd: cmd, stderr: st, done: make(chan struct{})}
+	c.lastActivity.Store(time.Now().UnixNano())
 
 	type result struct {
 		client *sftp.Client
@@ -104,7 +169,7 @@ func dial(ctx context.Context, cfg Config, pacer *limit.Pacer) (*conn, error) {
 	}
 	res := make(chan result, 1)
 	go func() {
-		cl, err := sftp.NewClientPipe(pacer.Download(stdout), pacer.Upload(stdin),
+		cl, err := sftp.NewClientPipe(activity{pacer.Download(stdout), c}, pacer.Upload(stdin),
 			sftp.MaxPacketUnchecked(maxPacket),
 			sftp.MaxConcurrentRequestsPerFile(requestsPerFile),
 			sftp.UseConcurrentWrites(true),
@@ -149,6 +214,11 @@ func dial(ctx context.Context, cfg Config, pacer *limit.Pacer) (*conn, error) {
 		_ = r.client.Wait()
 		close(c.done)
 	}()
+	c.stall = cfg.StallTimeout
+	if c.stall <= 0 {
+		c.stall = DefaultStallTimeout
+	}
+	go c.watch()
 	return c, nil
 }
 

@@ -323,9 +323,14 @@ func (b *Backend) do(ctx context.Context, f func(c *conn) error) error {
 	done := make(chan error, 1)
 	go func() {
 		defer b.release(s)
+		c.begin()
+		defer c.end()
 		err := f(c)
 		if isConnectionError(c, err) && ctx.Err() == nil {
 			b.drop(s, c)
+			if c.stalled.Load() {
+				err = fmt.Errorf("no answer from the server for %v: %w", c.stall, err)
+			}
 			err = &ConnectionLostError{Location: b.cfg.Location, Err: err}
 		}
 		done <- err

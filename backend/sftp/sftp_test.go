@@ -247,3 +247,51 @@ func runCmd(name string, args ...string) error {
 	}
 	return nil
 }
+
+// TestStall pauses the server's side of the connection: the watchdog ends
+// the connection after StallTimeout, the call fails with a
+// ConnectionLostError instead of hanging, and the next call connects
+// again.
+func TestStall(t *testing.T) {
+	s := testserver.StartSSHD(t)
+	cfg, _ := newRepo(t, s)
+	cfg.StallTimeout = time.Second
+	ctx := context.Background()
+	be, err := sftp.Create(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	h := backend.Handle{Type: backend.SnapshotFile, Name: strings.Repeat("02", 32)}
+	if err := be.Save(ctx, h, []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	if s.PauseSessions() == 0 {
+		t.Fatal("no session to pause")
+	}
+	defer s.ResumeSessions()
+	start := time.Now()
+	_, err = be.Load(ctx, h, 0, 0)
+	var lost *sftp.ConnectionLostError
+	if !errors.As(err, &lost) || !strings.Contains(err.Error(), "no answer from the server") {
+		t.Fatalf("Load from a hung server: %v, want a ConnectionLostError", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the watchdog took %v", d)
+	}
+	got, err := be.Load(ctx, h, 0, 0)
+	if err != nil || string(got) != "two" {
+		t.Fatalf("Load on a new connection: %q, %v", got, err)
+	}
+
+	// Close does not hang on a connection whose server hangs.
+	if _, err := be.Stat(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	s.PauseSessions()
+	start = time.Now()
+	be.Close()
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("Close took %v", d)
+	}
+}

@@ -269,6 +269,26 @@ func (s *SSHD) KillSessions() int {
 	return n
 }
 
+// PauseSessions stops (SIGSTOP) every connection's server processes: the
+// connections stay open and nothing answers, as with a server or network
+// that hangs. The listening server still accepts new connections.
+func (s *SSHD) PauseSessions() int { return s.signalSessions(syscall.SIGSTOP) }
+
+// ResumeSessions continues (SIGCONT) paused connections.
+func (s *SSHD) ResumeSessions() int { return s.signalSessions(syscall.SIGCONT) }
+
+func (s *SSHD) signalSessions(sig syscall.Signal) int {
+	n := 0
+	for _, pid := range s.Sessions() {
+		for _, p := range append(descendants(pid), pid) {
+			if syscall.Kill(p, sig) == nil {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // SessionCommands returns the command names (as /proc/PID/comm has them)
 // of every process the server runs for its connections.
 func (s *SSHD) SessionCommands() []string {
