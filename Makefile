@@ -6,9 +6,10 @@ BIN       := bin/dj
 VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 # Packages the tests need: FUSE, rsync/attr/acl for the round-trip checks,
-# and restic (0.14 on Debian 12) for the agreement tests.
-TEST_DEBS := fuse3 rsync attr acl restic rclone
-TEST_CMDS := fusermount3 rsync getfattr setfacl restic rclone
+# restic (0.14 on Debian 12) for the agreement tests, OpenSSH's server and
+# client for the SFTP tests, and rclone for its backend.
+TEST_DEBS := fuse3 rsync attr acl restic openssh-server openssh-client rclone
+TEST_CMDS := fusermount3 rsync getfattr setfacl restic sshd ssh ssh-keygen rclone
 BENCH_DEBS := restic time fio
 DEMO      := demo
 

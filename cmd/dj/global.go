@@ -22,9 +22,8 @@ import (
 	"golang.org/x/term"
 
 	"dj/backend"
-	"dj/backend/limit"
 	"dj/backend/local"
-	"dj/backend/rest"
+	"dj/backend/location"
 	"dj/backend/retry"
 	"dj/cache"
 	"dj/repo"
@@ -35,7 +34,7 @@ import (
 
 func globalFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"DJ_REPOSITORY"}, Usage: "repository `LOCATION`: a directory, or rest:http://host:port/ for `dj serve`"},
+		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"DJ_REPOSITORY"}, Usage: "repository `LOCATION`: a directory, rest:http://host:port/ for `dj serve`, or sftp:[user@]host:/path"},
 		&cli.StringFlag{Name: "repository-file", EnvVars: []string{"DJ_REPOSITORY_FILE"}, Usage: "read the repository location from `FILE`"},
 		&cli.StringFlag{Name: "password-file", Aliases: []string{"p"}, EnvVars: []string{"DJ_PASSWORD_FILE"}, Usage: "read the password from `FILE`"},
 		&cli.StringFlag{Name: "password-command", EnvVars: []string{"DJ_PASSWORD_COMMAND"}, Usage: "run `COMMAND` and use its output as the password"},
@@ -140,9 +139,14 @@ func (e *env) location() (string, error) {
 	return loc, nil
 }
 
-// openBackend opens (or, with create, creates) the storage at the location,
-// with the -o options, the rate limits and, for a remote repository, the
-// on-disk cache unless --no-cache.
+// locations is the registry of repository location schemes; it is built
+// once and never changed.
+var locations = location.NewBuiltin()
+
+// openBackend opens (or, with create, creates) the storage at the location
+// through the location registry, with the -o options, the rate limits,
+// the retry layer for a remote repository and, for a remote repository,
+// the on-disk cache unless --no-cache.
 func (e *env) openBackend(create bool) (backend.Backend, error) {
 	loc, err := e.location()
 	if err != nil {
@@ -152,57 +156,33 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	rates := e.rates()
-	switch {
-	case strings.HasPrefix(loc, "rest:"):
-		u := strings.TrimPrefix(loc, "rest:")
-		// The limits pace the HTTP bodies as they stream (limit.Transport),
-		// not whole calls: a pack never goes out faster than the limit.
-		hc := restHTTPClient(opts, rates)
-		var be backend.Backend
-		if create {
-			be, err = rest.Create(e.ctx, u, hc)
-		} else {
-			be, err = rest.Open(e.ctx, u, hc)
-		}
-		if err != nil {
-			if !create && errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("%s: %w (create one with `dj init`)", loc, repo.ErrNoRepository)
-			}
-			return nil, err
-		}
-		var out backend.Backend = retry.New(be, retry.Options{Notify: func(op string, h backend.Handle, attempt int, err error, wait time.Duration) {
+	p := location.Params{Options: opts, Rates: e.rates(),
+		Retry: retry.Options{Notify: func(op string, h backend.Handle, attempt int, err error, wait time.Duration) {
 			if e.verbose {
 				e.warnf("retrying %s %s after error (attempt %d): %v\n", op, h, attempt, err)
 			}
-		}})
-		if dir := e.cacheDir(u); dir != "" && !globals(e.c).Bool("no-cache") {
-			out = cache.NewDisk(out, dir)
-		}
-		return out, nil
-	case strings.HasPrefix(loc, "local:"):
-		loc = strings.TrimPrefix(loc, "local:")
-	case strings.Contains(loc, ":") && !strings.HasPrefix(loc, "/") && !strings.HasPrefix(loc, "."):
-		scheme := loc[:strings.Index(loc, ":")]
-		return nil, fmt.Errorf("repository type %q is not supported (use a local directory or rest:URL)", scheme)
+		}}}
+	if e.verbose {
+		p.Stderr = e.stderr
 	}
-	var be backend.Backend
-	if create {
-		be, err = local.Create(e.ctx, loc)
-	} else {
-		be, err = local.Open(e.ctx, loc)
-	}
+	be, scheme, err := locations.Open(e.ctx, loc, p, create)
 	if err != nil {
 		if !create && errors.Is(err, fs.ErrNotExist) {
 			if errors.Is(err, syscall.ENOTDIR) { // the path runs through a file: say which
-				return nil, fmt.Errorf("%s: %w: %s", loc, repo.ErrNoRepository, local.NotDirectory(loc))
+				dir := strings.TrimPrefix(loc, "local:")
+				return nil, fmt.Errorf("%s: %w: %s", dir, repo.ErrNoRepository, local.NotDirectory(dir))
+			}
+			if scheme.Name == "local" {
+				loc = strings.TrimPrefix(loc, "local:")
 			}
 			return nil, fmt.Errorf("%s: %w (create one with `dj init`)", loc, repo.ErrNoRepository)
 		}
 		return nil, err
 	}
-	if rates != (limit.Rates{}) {
-		be = limit.Wrap(be, rates)
+	if scheme.Remote {
+		if dir := e.cacheDir(strings.TrimPrefix(loc, scheme.Name+":")); dir != "" && !globals(e.c).Bool("no-cache") {
+			be = cache.NewDisk(be, dir)
+		}
 	}
 	return be, nil
 }

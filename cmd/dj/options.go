@@ -2,10 +2,8 @@ package main
 
 import (
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -27,12 +25,19 @@ type extendedOption struct {
 	check func(value string) error
 }
 
-// extendedOptions lists the options dj knows. Keep it to tunables that
-// exist: each must change what the backend does.
+// extendedOptions lists the options dj knows: those of the location
+// registry's schemes. Keep it to tunables that exist: each must change
+// what the backend does.
 func extendedOptions() []extendedOption {
-	return []extendedOption{
-		{key: "rest.connections", help: "most connections to a REST server at once (default: unlimited)", check: checkPositiveInt},
+	var opts []extendedOption
+	for _, o := range locations.Options() {
+		check := o.Check
+		if check == nil {
+			check = func(string) error { return nil }
+		}
+		opts = append(opts, extendedOption{key: o.Key, help: o.Help, check: check})
 	}
+	return opts
 }
 
 // extendedOptionKeys returns the known option keys, for messages.
@@ -131,24 +136,4 @@ func (e *env) rates() limit.Rates {
 // packSize returns --pack-size in bytes; 0 means the repository's.
 func (e *env) packSize() int {
 	return int(globals(e.c).Uint("pack-size")) << 20
-}
-
-// restHTTPClient returns the HTTP client for a REST repository: with the
-// rest.* options and the rate limits applied to its transport, so that
-// uploads and downloads are paced as they stream. It returns nil, the
-// REST backend's own client, when nothing asks for another.
-func restHTTPClient(opts map[string]string, rates limit.Rates) *http.Client {
-	conns, _ := strconv.Atoi(opts["rest.connections"])
-	if conns <= 0 && rates == (limit.Rates{}) {
-		return nil
-	}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	// As the REST backend's own client.
-	t.MaxIdleConnsPerHost = 64
-	t.ResponseHeaderTimeout = 5 * time.Minute
-	if conns > 0 {
-		t.MaxConnsPerHost = conns
-		t.MaxIdleConnsPerHost = conns
-	}
-	return &http.Client{Transport: limit.Transport(t, rates)}
 }

@@ -2,19 +2,11 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"io"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/urfave/cli/v2"
-
-	"dj/backend/limit"
 )
 
 func TestParseExtendedOptions(t *testing.T) {
@@ -26,7 +18,10 @@ func TestParseExtendedOptions(t *testing.T) {
 		{nil, map[string]string{}, ""},
 		{[]string{"rest.connections=4"}, map[string]string{"rest.connections": "4"}, ""},
 		{[]string{"rest.connections=4", "rest.connections=2"}, map[string]string{"rest.connections": "2"}, ""},
-		{[]string{"foo.bar=1"}, nil, `unknown option "foo.bar" (known options: rest.connections)`},
+		{[]string{"foo.bar=1"}, nil, `unknown option "foo.bar" (known options: connections, rest.connections, sftp.args, sftp.command, sftp.connections)`},
+		{[]string{"sftp.connections=0"}, nil, `option sftp.connections: want a positive whole number`},
+		{[]string{"connections=x"}, nil, `option connections: want a positive whole number`},
+		{[]string{"connections=3", "sftp.args=-F /x/ssh config"}, map[string]string{"connections": "3", "sftp.args": "-F /x/ssh config"}, ""},
 		{[]string{"rest.connections"}, nil, `option "rest.connections": want KEY=VALUE`},
 		{[]string{"=4"}, nil, "want KEY=VALUE"},
 		{[]string{"rest.connections=0"}, nil, `option rest.connections: want a positive whole number, got "0"`},
@@ -116,55 +111,5 @@ func TestGlobalsBeneathCommandFlag(t *testing.T) {
 	}
 	if global != 32 || local != "8M" {
 		t.Errorf("global %d, local %q; want 32 and 8M", global, local)
-	}
-}
-
-// TestRESTConnections sends many requests at once through the client
-// that -o rest.connections=2 gives and counts the server's connections.
-func TestRESTConnections(t *testing.T) {
-	if restHTTPClient(map[string]string{}, limit.Rates{}) != nil {
-		t.Error("without options the REST backend's own client should be used")
-	}
-	var mu sync.Mutex
-	active, most := 0, 0
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(20 * time.Millisecond)
-		io.WriteString(w, "ok")
-	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch s {
-		case http.StateNew:
-			active++
-			most = max(most, active)
-		case http.StateClosed, http.StateHijacked:
-			active--
-		}
-	}
-	srv.Start()
-	defer srv.Close()
-
-	hc := restHTTPClient(map[string]string{"rest.connections": "2"}, limit.Rates{})
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, srv.URL, nil)
-			resp, err := hc.Do(req)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}()
-	}
-	wg.Wait()
-	mu.Lock()
-	defer mu.Unlock()
-	if most > 2 || most == 0 {
-		t.Errorf("%d connections at once, want at most 2", most)
 	}
 }

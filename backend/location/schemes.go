@@ -1,0 +1,122 @@
+package location
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"dj/backend"
+	"dj/backend/limit"
+	"dj/backend/local"
+	"dj/backend/rest"
+	"dj/backend/sftp"
+)
+
+// Builtin returns the schemes dj has: local directories (the fallback,
+// also written "local:/path"), dj serve or rest-server over "rest:", and
+// SFTP over the user's ssh. New schemes (s3, rclone) are added here.
+func Builtin() []Scheme {
+	return []Scheme{
+		Local(),
+		REST(),
+		SFTP(),
+		// S3: Define(Scheme{Name: "s3", Usage: "s3:https://host/bucket", Remote: true, Options: ...},
+		//	parse (wrapping s3.ParseLocation), s3.Open, s3.Create).
+		// rclone: Define(Scheme{Name: "rclone", Usage: "rclone:remote:path", Remote: true, ...}, ...).
+	}
+}
+
+// NewBuiltin returns a registry of the Builtin schemes with local as the
+// fallback.
+func NewBuiltin() *Registry {
+	r, err := New("local", Builtin()...)
+	if err != nil {
+		panic(err) // the built-in schemes are consistent
+	}
+	return r
+}
+
+// Local is the scheme of a directory on this machine.
+func Local() Scheme {
+	return Define(Scheme{Name: "local", Usage: "a local directory"},
+		func(loc string, _ Params) (string, error) { return strings.TrimPrefix(loc, "local:"), nil },
+		func(ctx context.Context, dir string) (backend.Backend, error) { return nilIfErr(local.Open(ctx, dir)) },
+		func(ctx context.Context, dir string) (backend.Backend, error) {
+			return nilIfErr(local.Create(ctx, dir))
+		})
+}
+
+// OptionRESTConnections bounds the connections to a REST server.
+const OptionRESTConnections = "rest.connections"
+
+type restConfig struct {
+	url string
+	hc  *http.Client
+}
+
+// REST is the scheme of a REST server: `dj serve` or restic's
+// rest-server. The rate limits pace the HTTP bodies as they stream.
+func REST() Scheme {
+	return Define(Scheme{Name: "rest", Usage: "rest:URL", Remote: true, PacesItself: true,
+		Options: []Option{{Key: OptionRESTConnections, Help: "most connections to a REST server at once (default: unlimited)", Check: CheckPositiveInt}}},
+		func(loc string, p Params) (restConfig, error) {
+			return restConfig{url: strings.TrimPrefix(loc, "rest:"), hc: restHTTPClient(p.Options, p.Rates)}, nil
+		},
+		func(ctx context.Context, c restConfig) (backend.Backend, error) {
+			return nilIfErr(rest.Open(ctx, c.url, c.hc))
+		},
+		func(ctx context.Context, c restConfig) (backend.Backend, error) {
+			return nilIfErr(rest.Create(ctx, c.url, c.hc))
+		})
+}
+
+// restHTTPClient returns the HTTP client for a REST repository: with
+// rest.connections and the rate limits applied to its transport, so that
+// uploads and downloads are paced as they stream. It returns nil, the
+// REST backend's own client, when nothing asks for another.
+func restHTTPClient(opts map[string]string, rates limit.Rates) *http.Client {
+	conns, _ := strconv.Atoi(opts[OptionRESTConnections])
+	if conns <= 0 && rates == (limit.Rates{}) {
+		return nil
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	// As the REST backend's own client.
+	t.MaxIdleConnsPerHost = 64
+	t.ResponseHeaderTimeout = 5 * time.Minute
+	if conns > 0 {
+		t.MaxConnsPerHost = conns
+		t.MaxIdleConnsPerHost = conns
+	}
+	return &http.Client{Transport: limit.Transport(t, rates)}
+}
+
+// SFTP is the scheme of an SFTP server reached through ssh. The rate
+// limits pace the pipes to ssh.
+func SFTP() Scheme {
+	return Define(Scheme{Name: "sftp", Usage: "sftp:[user@]host:/path", Remote: true, PacesItself: true,
+		Options: []Option{
+			{Key: sftp.OptionCommand, Help: "command that opens an SFTP session, replacing `ssh [-p port] [user@]host -s sftp`"},
+			{Key: sftp.OptionArgs, Help: "more arguments for ssh, such as \"-F FILE\" or \"-i KEY\""},
+			{Key: sftp.OptionConnections, Help: "most SSH connections at once (default: " + strconv.Itoa(sftp.DefaultConnections) + ")", Check: CheckPositiveInt},
+		}},
+		func(loc string, p Params) (sftp.Config, error) {
+			cfg, err := sftp.ParseLocation(loc, p.Options)
+			cfg.Rates, cfg.Stderr = p.Rates, p.Stderr
+			return cfg, err
+		},
+		func(ctx context.Context, c sftp.Config) (backend.Backend, error) { return nilIfErr(sftp.Open(ctx, c)) },
+		func(ctx context.Context, c sftp.Config) (backend.Backend, error) {
+			return nilIfErr(sftp.Create(ctx, c))
+		})
+}
+
+// nilIfErr turns a typed result into a backend.Backend that is nil (not
+// a typed nil) when err is set.
+func nilIfErr[B backend.Backend](b B, err error) (backend.Backend, error) {
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}

@@ -1,0 +1,717 @@
+// Package sftp stores a repository on an SFTP server, reached through the
+// user's own ssh (`ssh [-p port] [user@]host -s sftp`, as restic does), so
+// that ~/.ssh/config, the agent, known_hosts, ProxyJump and ControlMaster
+// work unchanged.
+//
+// Files are written to a temporary name beside their final one and
+// renamed into place, read-only; directories are created 0700. Requests
+// use large packets with many in flight per file, over up to
+// Config.Connections SSH connections. A connection that ends is dropped
+// and opened again by the next call; the call that saw it end fails with
+// a ConnectionLostError, which the retry layer retries.
+package sftp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pkg/sftp"
+
+	"dj/backend"
+	"dj/backend/limit"
+)
+
+// Modes of what the backend creates.
+const (
+	dirMode  = 0o700
+	fileMode = 0o400
+)
+
+// Backend is a backend.Backend on an SFTP server. Its methods are safe for
+// concurrent use.
+type Backend struct {
+	cfg   Config
+	pacer *limit.Pacer
+
+	mu     sync.Mutex
+	slots  []*slot
+	closed bool
+}
+
+// slot is one place for a connection; it is dialled when first needed
+// and again after its connection ended.
+type slot struct {
+	dial sync.Mutex // held while dialling
+	c    *conn      // guarded by Backend.mu
+	busy int        // calls using the slot; guarded by Backend.mu
+}
+
+var (
+	_ backend.Backend     = (*Backend)(nil)
+	_ backend.RangeLoader = (*Backend)(nil)
+	_ backend.TempCleaner = (*Backend)(nil)
+)
+
+func newBackend(cfg Config) *Backend {
+	n := cfg.Connections
+	if n <= 0 {
+		n = DefaultConnections
+	}
+	b := &Backend{cfg: cfg, pacer: limit.NewPacer(cfg.Rates)}
+	for i := 0; i < n; i++ {
+		b.slots = append(b.slots, &slot{})
+	}
+	return b
+}
+
+// Open connects and returns a Backend for the existing repository at
+// cfg.Path. When there is no config file there, the error says "no
+// repository at LOCATION" and satisfies errors.Is(err, fs.ErrNotExist).
+func Open(ctx context.Context, cfg Config) (*Backend, error) {
+	b := newBackend(cfg)
+	fi, err := b.stat(ctx, b.configPath())
+	if err != nil {
+		b.Close()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("no repository at %s: %w", cfg.Location, fs.ErrNotExist)
+		}
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		b.Close()
+		return nil, fmt.Errorf("open repository at %s: config is not a regular file", cfg.Location)
+	}
+	return b, nil
+}
+
+// Create connects and lays out a new repository at cfg.Path (creating
+// the directory and its parents 0700 if needed). It refuses, with an
+// error satisfying errors.Is(err, fs.ErrExist), when a config file is
+// already there. The config file itself is not written.
+func Create(ctx context.Context, cfg Config) (*Backend, error) {
+	b := newBackend(cfg)
+	_, err := b.stat(ctx, b.configPath())
+	switch {
+	case err == nil:
+		b.Close()
+		return nil, fmt.Errorf("create repository at %s: config file already exists: %w", cfg.Location, fs.ErrExist)
+	case !errors.Is(err, fs.ErrNotExist):
+		b.Close()
+		return nil, err
+	}
+	if err := b.init(ctx); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("create repository at %s: %w", cfg.Location, err)
+	}
+	return b, nil
+}
+
+// init creates the repository's directories: the path and its parents,
+// keys, index, snapshots, locks, data and data/00..data/ff.
+func (b *Backend) init(ctx context.Context) error {
+	return b.do(ctx, func(c *conn) error {
+		if err := mkdirAll(c.client, b.cfg.Path); err != nil {
+			return err
+		}
+		var dirs []string
+		for _, t := range backend.AllFileTypes {
+			if t != backend.ConfigFile {
+				dirs = append(dirs, path.Join(b.cfg.Path, string(t)))
+			}
+		}
+		if err := mkdirs(ctx, c.client, dirs); err != nil {
+			return err
+		}
+		dirs = dirs[:0]
+		for i := 0; i < 256; i++ {
+			dirs = append(dirs, path.Join(b.cfg.Path, string(backend.PackFile), fmt.Sprintf("%02x", i)))
+		}
+		return mkdirs(ctx, c.client, dirs)
+	})
+}
+
+// mkdirs creates the directories, whose parents exist, all requests in
+// flight at once.
+func mkdirs(ctx context.Context, cl *sftp.Client, dirs []string) error {
+	errs := make(chan error, len(dirs))
+	for _, d := range dirs {
+		go func() { errs <- mkdir(cl, d) }()
+	}
+	var first error
+	for range dirs {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		first = ctx.Err()
+	}
+	return first
+}
+
+// mkdir creates dir with mode 0700; an existing directory is fine.
+func mkdir(cl *sftp.Client, dir string) error {
+	if err := cl.Mkdir(dir); err != nil {
+		if fi, serr := cl.Stat(dir); serr == nil && fi.IsDir() {
+			return nil
+		}
+		return fmt.Errorf("mkdir %s: %w", dir, err)
+	}
+	if err := cl.Chmod(dir, dirMode); err != nil {
+		return fmt.Errorf("chmod %s: %w", dir, err)
+	}
+	return nil
+}
+
+// mkdirAll creates dir and its missing parents with mode 0700.
+func mkdirAll(cl *sftp.Client, dir string) error {
+	fi, err := cl.Stat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("stat %s: %w", dir, err)
+	}
+	if parent := path.Dir(dir); parent != dir && parent != "." && parent != "/" {
+		if err := mkdirAll(cl, parent); err != nil {
+			return err
+		}
+	}
+	return mkdir(cl, dir)
+}
+
+// Location returns the location as the user gave it.
+func (b *Backend) Location() string { return b.cfg.Location }
+
+// Close ends every SSH connection.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	var conns []*conn
+	for _, s := range b.slots {
+		if s.c != nil {
+			conns = append(conns, s.c)
+			s.c = nil
+		}
+	}
+	b.mu.Unlock()
+	var first error
+	for _, c := range conns {
+		if err := c.close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// errClosed is returned by calls after Close.
+var errClosed = errors.New("sftp backend is closed")
+
+// acquire picks a slot for a call: an idle live connection, else a slot
+// to dial (a new connection, or one that ended), else the least busy
+// live one. It returns the slot's connection, dialling it when needed.
+func (b *Backend) acquire(ctx context.Context) (*slot, *conn, error) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, nil, errClosed
+	}
+	var pick *slot
+	for _, s := range b.slots {
+		if s.c != nil && s.busy == 0 && s.c.alive() {
+			pick = s
+			break
+		}
+	}
+	if pick == nil {
+		for _, s := range b.slots {
+			if s.c == nil || !s.c.alive() {
+				pick = s
+				break
+			}
+		}
+	}
+	if pick == nil {
+		for _, s := range b.slots {
+			if pick == nil || s.busy < pick.busy {
+				pick = s
+			}
+		}
+	}
+	pick.busy++
+	b.mu.Unlock()
+
+	c, err := b.connect(ctx, pick)
+	if err != nil {
+		b.release(pick)
+		return nil, nil, err
+	}
+	return pick, c, nil
+}
+
+// connect returns the slot's live connection, dialling a new one when it
+// has none or its connection ended.
+func (b *Backend) connect(ctx context.Context, s *slot) (*conn, error) {
+	s.dial.Lock()
+	defer s.dial.Unlock()
+	b.mu.Lock()
+	c := s.c
+	b.mu.Unlock()
+	if c != nil && c.alive() {
+		return c, nil
+	}
+	if c != nil {
+		b.drop(s, c)
+	}
+	c, err := dial(ctx, b.cfg, b.pacer)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		_ = c.close()
+		return nil, errClosed
+	}
+	s.c = c
+	b.mu.Unlock()
+	return c, nil
+}
+
+func (b *Backend) release(s *slot) {
+	b.mu.Lock()
+	s.busy--
+	b.mu.Unlock()
+}
+
+// drop closes c and takes it out of s, unless s already holds another.
+func (b *Backend) drop(s *slot, c *conn) {
+	b.mu.Lock()
+	if s.c == c {
+		s.c = nil
+	}
+	b.mu.Unlock()
+	go func() { _ = c.close() }()
+}
+
+// do runs f with a connection. A canceled ctx returns at once (f goes on
+// in the background until its requests are answered, and must check ctx
+// before it makes anything visible). When f fails because the connection
+// ended, the connection is dropped and the error is a
+// ConnectionLostError.
+func (b *Backend) do(ctx context.Context, f func(c *conn) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s, c, err := b.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer b.release(s)
+		c.begin()
+		defer c.end()
+		err := f(c)
+		if isConnectionError(c, err) && ctx.Err() == nil {
+			b.drop(s, c)
+			if c.stalled.Load() {
+				err = fmt.Errorf("no answer from the server for %v: %w", c.stall, err)
+			}
+			err = &ConnectionLostError{Location: b.cfg.Location, Err: err}
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if cerr := ctx.Err(); cerr != nil && err != nil {
+			return cerr
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (b *Backend) configPath() string { return path.Join(b.cfg.Path, "config") }
+
+// filePath returns the path of h after checking that h is well formed.
+func (b *Backend) filePath(h backend.Handle) (string, error) {
+	if err := h.Validate(); err != nil {
+		return "", err
+	}
+	switch h.Type {
+	case backend.ConfigFile:
+		return b.configPath(), nil
+	case backend.PackFile:
+		return path.Join(b.cfg.Path, string(h.Type), h.Name[:2], h.Name), nil
+	default:
+		return path.Join(b.cfg.Path, string(h.Type), h.Name), nil
+	}
+}
+
+func (b *Backend) stat(ctx context.Context, p string) (fs.FileInfo, error) {
+	var fi fs.FileInfo
+	err := b.do(ctx, func(c *conn) error {
+		var err error
+		fi, err = c.client.Stat(p)
+		return err
+	})
+	return fi, err
+}
+
+// tempName returns a fresh temporary name beside p.
+func tempName(p string) string {
+	var r [8]byte
+	_, _ = rand.Read(r[:])
+	return p + backend.TempMarker + hex.EncodeToString(r[:])
+}
+
+// Save writes data to a temporary file beside the final name, makes it
+// read-only, syncs it where the server can (fsync@openssh.com) and renames
+// it into place, replacing an existing file.
+func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error {
+	p, err := b.filePath(h)
+	if err != nil {
+		return err
+	}
+	err = b.do(ctx, func(c *conn) error {
+		tmp := tempName(p)
+		f, err := c.client.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+		if errors.Is(err, fs.ErrNotExist) {
+			// A repository laid out by another program may lack
+			// data/XX or another directory: create it.
+			if err := mkdirAll(c.client, path.Dir(p)); err != nil {
+				return err
+			}
+			f, err = c.client.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+		}
+		if err != nil {
+			return fmt.Errorf("create %s: %w", tmp, err)
+		}
+		err = writeFile(ctx, c, f, data)
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("close %s: %w", tmp, cerr)
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+		if err == nil {
+			err = rename(c, tmp, p)
+		}
+		if err != nil {
+			if !isConnectionError(c, err) {
+				_ = c.client.Remove(tmp)
+			}
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("save %s: %w", h, err)
+	}
+	return nil
+}
+
+// writeFile writes data with many requests in flight, makes the file
+// read-only and syncs it.
+func writeFile(ctx context.Context, c *conn, f *sftp.File, data []byte) error {
+	if len(data) > 0 {
+		n, err := f.WriteAt(data, 0)
+		if err != nil {
+			return fmt.Errorf("write %s: %w", f.Name(), err)
+		}
+		if n != len(data) {
+			return fmt.Errorf("write %s: %w", f.Name(), io.ErrShortWrite)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := f.Chmod(fileMode); err != nil {
+		return fmt.Errorf("chmod %s: %w", f.Name(), err)
+	}
+	if c.fsync {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("sync %s: %w", f.Name(), err)
+		}
+	}
+	return nil
+}
+
+// rename moves tmp to p, replacing p: atomically with OpenSSH's
+// posix-rename extension, else by removing p first.
+func rename(c *conn, tmp, p string) error {
+	if c.posixRename {
+		if err := c.client.PosixRename(tmp, p); err != nil {
+			return fmt.Errorf("rename %s: %w", tmp, err)
+		}
+		return nil
+	}
+	if err := c.client.Rename(tmp, p); err != nil {
+		if _, serr := c.client.Stat(p); serr != nil {
+			return fmt.Errorf("rename %s: %w", tmp, err)
+		}
+		if err := c.client.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("replace %s: %w", p, err)
+		}
+		if err := c.client.Rename(tmp, p); err != nil {
+			return fmt.Errorf("rename %s: %w", tmp, err)
+		}
+	}
+	return nil
+}
+
+// Load reads length bytes of h from offset (to the end when length is 0).
+func (b *Backend) Load(ctx context.Context, h backend.Handle, offset int64, length int) ([]byte, error) {
+	return b.LoadRange(ctx, h, offset, length, nil)
+}
+
+// LoadRange reads length bytes of h from offset into buf when it has room
+// (to the end of the file when length is 0), with many requests in
+// flight.
+func (b *Backend) LoadRange(ctx context.Context, h backend.Handle, offset int64, length int, buf []byte) ([]byte, error) {
+	p, err := b.filePath(h)
+	if err != nil {
+		return nil, err
+	}
+	if offset < 0 || length < 0 {
+		return nil, fmt.Errorf("load %s: negative range (%d, %d): %w", h, offset, length, fs.ErrInvalid)
+	}
+	var out []byte
+	err = b.do(ctx, func(c *conn) error {
+		f, err := c.client.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		n := length
+		if n == 0 {
+			fi, err := f.Stat()
+			if err != nil {
+				return err
+			}
+			if offset > fi.Size() {
+				return fmt.Errorf("offset %d past the end (%d bytes): %w", offset, fi.Size(), io.ErrUnexpectedEOF)
+			}
+			n = int(fi.Size() - offset)
+		}
+		if buf != nil && cap(buf) >= n {
+			out = buf[:n]
+		} else {
+			out = make([]byte, n)
+		}
+		if n == 0 {
+			return nil
+		}
+		got, err := f.ReadAt(out, offset)
+		if got == n {
+			return nil
+		}
+		if err == nil || errors.Is(err, io.EOF) {
+			return fmt.Errorf("range (%d, %d) past the end (read %d bytes): %w", offset, n, got, io.ErrUnexpectedEOF)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", h, err)
+	}
+	return out, nil
+}
+
+// Stat returns the size and modification time of h.
+func (b *Backend) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {
+	p, err := b.filePath(h)
+	if err != nil {
+		return backend.FileInfo{}, err
+	}
+	fi, err := b.stat(ctx, p)
+	if err != nil {
+		return backend.FileInfo{}, fmt.Errorf("stat %s: %w", h, err)
+	}
+	return backend.FileInfo{Name: h.Name, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// Remove deletes h.
+func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
+	p, err := b.filePath(h)
+	if err != nil {
+		return err
+	}
+	err = b.do(ctx, func(c *conn) error { return c.client.Remove(p) })
+	if err != nil {
+		return fmt.Errorf("remove %s: %w", h, err)
+	}
+	return nil
+}
+
+// listParallel is how many directories of data/ are read at once.
+const listParallel = 8
+
+// List calls fn for every file of type t.
+func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
+	if !t.Valid() {
+		return fmt.Errorf("list: invalid file type %q: %w", t, fs.ErrInvalid)
+	}
+	if t == backend.ConfigFile {
+		fi, err := b.stat(ctx, b.configPath())
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("list config: %w", err)
+		}
+		return fn(backend.FileInfo{Size: fi.Size(), ModTime: fi.ModTime()})
+	}
+	dir := path.Join(b.cfg.Path, string(t))
+	if t != backend.PackFile {
+		entries, err := b.readDir(ctx, dir)
+		if err != nil {
+			return err
+		}
+		return emit(ctx, entries, fn)
+	}
+	subs, err := b.readDir(ctx, dir)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type listing struct {
+		entries []fs.FileInfo
+		err     error
+	}
+	work := make(chan string)
+	results := make(chan listing)
+	var wg sync.WaitGroup
+	for i := 0; i < listParallel; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range work {
+				entries, err := b.readDir(ctx, d)
+				select {
+				case results <- listing{entries, err}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	go func() {
+		defer close(work)
+		for _, s := range subs {
+			if !s.IsDir() || len(s.Name()) != 2 {
+				continue
+			}
+			select {
+			case work <- path.Join(dir, s.Name()):
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	go func() { wg.Wait(); close(results) }()
+	for r := range results {
+		err := r.err
+		if err == nil {
+			err = emit(ctx, r.entries, fn)
+		}
+		if err != nil {
+			cancel()
+			for range results { // let the workers end
+			}
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// readDir lists dir; a missing directory is empty.
+func (b *Backend) readDir(ctx context.Context, dir string) ([]fs.FileInfo, error) {
+	var entries []fs.FileInfo
+	err := b.do(ctx, func(c *conn) error {
+		var err error
+		entries, err = c.client.ReadDirContext(ctx, dir)
+		return err
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", dir, err)
+	}
+	return entries, nil
+}
+
+// emit calls fn for the regular files among entries that may be
+// repository files.
+func emit(ctx context.Context, entries []fs.FileInfo, fn func(backend.FileInfo) error) error {
+	for _, e := range entries {
+		if !e.Mode().IsRegular() || !backend.ValidName(e.Name()) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(backend.FileInfo{Name: e.Name(), Size: e.Size(), ModTime: e.ModTime()}); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// RemoveStaleTemp removes temporary files older than age that uploads
+// left behind (a killed process, a dropped connection).
+func (b *Backend) RemoveStaleTemp(ctx context.Context, age time.Duration) (int, error) {
+	dirs := []string{b.cfg.Path}
+	for _, t := range backend.AllFileTypes {
+		if t != backend.ConfigFile && t != backend.PackFile {
+			dirs = append(dirs, path.Join(b.cfg.Path, string(t)))
+		}
+	}
+	subs, err := b.readDir(ctx, path.Join(b.cfg.Path, string(backend.PackFile)))
+	if err != nil {
+		return 0, err
+	}
+	for _, s := range subs {
+		if s.IsDir() {
+			dirs = append(dirs, path.Join(b.cfg.Path, string(backend.PackFile), s.Name()))
+		}
+	}
+	cutoff := time.Now().Add(-age)
+	removed := 0
+	for _, d := range dirs {
+		entries, err := b.readDir(ctx, d)
+		if err != nil {
+			return removed, err
+		}
+		for _, e := range entries {
+			if !e.Mode().IsRegular() || !strings.Contains(e.Name(), backend.TempMarker) || e.ModTime().After(cutoff) {
+				continue
+			}
+			p := path.Join(d, e.Name())
+			err := b.do(ctx, func(c *conn) error { return c.client.Remove(p) })
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return removed, fmt.Errorf("remove %s: %w", p, err)
+			}
+			if err == nil {
+				removed++
+			}
+		}
+	}
+	return removed, nil
+}

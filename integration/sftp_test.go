@@ -1,0 +1,241 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"dj/internal/testserver"
+)
+
+// sftpEnv is a test environment whose repository lives on a real OpenSSH
+// server on 127.0.0.1, reached as sftp:djtest:DIR through the ssh client
+// configuration the server helper writes (-o sftp.args=-F FILE).
+type sftpEnv struct {
+	*env
+	sshd    *testserver.SSHD
+	repoDir string // the repository's directory on the server (this machine)
+	opt     string // the -o value that reaches the server
+}
+
+func newSFTPEnv(t *testing.T) *sftpEnv {
+	t.Helper()
+	s := testserver.StartSSHD(t)
+	e := newEnv(t)
+	se := &sftpEnv{env: e, sshd: s, repoDir: filepath.Join(s.Dir, "srv", "repo"), opt: "sftp.args=" + s.SSHArgs()}
+	e.extraEnv = append(e.extraEnv, "DJ_REPOSITORY=sftp:"+testserver.SSHHost+":"+se.repoDir, "DJ_CACHE_DIR="+filepath.Join(e.dir, "cache"))
+	return se
+}
+
+// args puts the -o option that reaches the server in front of args.
+func (s *sftpEnv) args(args ...string) []string {
+	return append([]string{"-o", s.opt}, args...)
+}
+
+func (s *sftpEnv) must(args ...string) string { return s.env.must(s.args(args...)...) }
+func (s *sftpEnv) run(args ...string) result  { return s.env.run(s.args(args...)...) }
+
+func snapshotCount(t *testing.T, out string) int {
+	t.Helper()
+	var list []map[string]any
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("snapshots --json: %v\n%s", err, out)
+	}
+	return len(list)
+}
+
+// TestSFTPEndToEnd runs the commands a user runs on a repository on an
+// SFTP server: init, backup, snapshots, restore, mount and read, check
+// --read-data, forget --prune; and checks the layout the server holds.
+func TestSFTPEndToEnd(t *testing.T) {
+	s := newSFTPEnv(t)
+	src := filepath.Join(s.dir, "src")
+	big := randomData(11, 6<<20)
+	writeFile(t, filepath.Join(src, "big.bin"), big)
+	writeFile(t, filepath.Join(src, "dir", "small.txt"), []byte("hello over sftp\n"))
+	writeFile(t, filepath.Join(src, "dir", "other.txt"), []byte("second file\n"))
+
+	r := s.run("snapshots")
+	if r.code != 10 || !strings.Contains(r.stderr, "create one with `dj init`") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Fatalf("snapshots before init: exit %d, want 10 and one line\n%s", r.code, r.stderr)
+	}
+	s.must("init")
+	if r := s.run("init"); r.code == 0 {
+		t.Fatalf("a second init succeeded")
+	}
+	s.must("backup", src)
+	writeFile(t, filepath.Join(src, "dir", "new.txt"), []byte("added later\n"))
+	s.must("backup", src)
+	if n := snapshotCount(t, s.must("snapshots", "--json")); n != 2 {
+		t.Fatalf("%d snapshots, want 2", n)
+	}
+
+	// The server's side: directories 0700, files read-only, no
+	// temporary files left.
+	err := filepath.WalkDir(s.repoDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir() && fi.Mode().Perm() != 0o700:
+			t.Errorf("directory %s has mode %v, want 0700", p, fi.Mode().Perm())
+		case !d.IsDir() && fi.Mode().Perm() != 0o400:
+			t.Errorf("file %s has mode %v, want 0400", p, fi.Mode().Perm())
+		case strings.Contains(d.Name(), "-tmp-"):
+			t.Errorf("temporary file left: %s", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	target := filepath.Join(s.dir, "restored")
+	s.must("restore", "latest", "--target", target)
+	if out, err := exec.Command("diff", "-r", src, filepath.Join(target, src)).CombinedOutput(); err != nil {
+		t.Fatalf("restore differs from the source: %v\n%s", err, out)
+	}
+
+	// The mount reads a file over SFTP.
+	m := s.env.mount(s.args()...)
+	got, err := os.ReadFile(filepath.Join(m.dir, "snapshots", "latest") + filepath.Join(src, "big.bin"))
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("read through the mount: %v (%d bytes)\n%s", err, len(got), m.log.String())
+	}
+	m.stop()
+
+	s.must("check", "--read-data")
+	s.must("forget", "--keep-last", "1", "--prune")
+	if n := snapshotCount(t, s.must("snapshots", "--json")); n != 1 {
+		t.Fatalf("%d snapshots after forget --keep-last 1, want 1", n)
+	}
+	s.must("check", "--read-data")
+
+	// The URL form with sftp.args that name the key and port, without a
+	// configuration file; and sftp.command replacing ssh's command line.
+	url := fmt.Sprintf("sftp://%s@127.0.0.1:%d/%s", s.sshd.User, s.sshd.Port, s.repoDir)
+	args := "-i " + s.sshd.KeyFile + " -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+	out := s.env.must("-r", url, "-o", "sftp.args="+args, "-o", "sftp.connections=2", "snapshots", "--json")
+	if n := snapshotCount(t, out); n != 1 {
+		t.Fatalf("URL form: %d snapshots, want 1", n)
+	}
+	out = s.env.must("-r", "sftp:ignored:"+s.repoDir, "-o", "sftp.command="+s.sshd.Command(), "-o", "connections=2", "snapshots", "--json")
+	if n := snapshotCount(t, out); n != 1 {
+		t.Fatalf("sftp.command: %d snapshots, want 1", n)
+	}
+}
+
+// TestSFTPErrors: an unreachable host, refused authentication and a
+// missing path each give one line that names the location.
+func TestSFTPErrors(t *testing.T) {
+	s := newSFTPEnv(t)
+	loc := "sftp:" + testserver.SSHHost + ":" + s.repoDir
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unreachable", []string{"-o", s.opt + " -o Port=1"}, 1, "the host is unreachable"},
+		{"auth", []string{"-o", "sftp.command=" + strings.Replace(s.sshd.Command(), "-i "+s.sshd.KeyFile, "-i /dev/null", 1)}, 1, "authentication failed"},
+		{"missing path", []string{"-o", s.opt}, 10, "create one with `dj init`"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			r := s.env.run(append(tc.args, "snapshots")...)
+			msg := strings.TrimSpace(r.stderr)
+			if r.code != tc.code || !strings.Contains(msg, tc.want) || !strings.Contains(msg, loc) || strings.Contains(msg, "\n") {
+				t.Errorf("exit %d, stderr %q; want exit %d and one line naming %s with %q", r.code, r.stderr, tc.code, loc, tc.want)
+			}
+			if d := time.Since(start); d > 20*time.Second {
+				t.Errorf("took %v", d)
+			}
+		})
+	}
+}
+
+// TestSFTPDroppedConnection kills the server's side of every connection
+// in the middle of a backup, and later stops the whole server and starts
+// it again during another: the retry layer connects again, the backups
+// complete, and check --read-data passes.
+func TestSFTPDroppedConnection(t *testing.T) {
+	s := newSFTPEnv(t)
+	src := filepath.Join(s.dir, "src")
+	for i := 0; i < 6; i++ {
+		writeFile(t, filepath.Join(src, fmt.Sprintf("f%d.bin", i)), randomData(uint64(20+i), 8<<20))
+	}
+	s.must("init")
+
+	// packsSaved counts the pack files on the server.
+	packsSaved := func() int {
+		n := 0
+		filepath.WalkDir(filepath.Join(s.repoDir, "data"), func(p string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && !strings.Contains(d.Name(), "-tmp-") {
+				n++
+			}
+			return nil
+		})
+		return n
+	}
+	// during runs a backup with -v (which reports retries) and calls
+	// interrupt once the first pack is on the server.
+	during := func(interrupt func()) result {
+		t.Helper()
+		before := packsSaved()
+		done := make(chan result, 1)
+		go func() { done <- s.env.run(s.args("-v", "backup", src)...) }()
+		deadline := time.Now().Add(60 * time.Second)
+		for packsSaved() == before && time.Now().Before(deadline) {
+			select {
+			case r := <-done:
+				t.Fatalf("backup ended before a pack was saved: exit %d\n%s", r.code, r.stderr)
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		interrupt()
+		return <-done
+	}
+
+	r := during(func() {
+		if s.sshd.KillSessions() == 0 {
+			t.Error("no session to kill")
+		}
+	})
+	if r.code != 0 || !strings.Contains(r.stderr, "retrying") {
+		t.Fatalf("backup with its connections killed: exit %d, want 0 and a retry\n%s", r.code, r.stderr)
+	}
+
+	writeFile(t, filepath.Join(src, "more.bin"), randomData(99, 8<<20))
+	r = during(func() {
+		s.sshd.Stop()
+		time.Sleep(500 * time.Millisecond)
+		if err := s.sshd.Restart(); err != nil {
+			t.Error(err)
+		}
+	})
+	if r.code != 0 || !strings.Contains(r.stderr, "retrying") {
+		t.Fatalf("backup across a restart of sshd: exit %d, want 0 and a retry\n%s", r.code, r.stderr)
+	}
+
+	s.must("check", "--read-data")
+	if n := snapshotCount(t, s.must("snapshots", "--json")); n != 2 {
+		t.Fatalf("%d snapshots, want 2", n)
+	}
+	target := filepath.Join(s.dir, "restored")
+	s.must("restore", "latest", "--target", target)
+	if out, err := exec.Command("diff", "-r", src, filepath.Join(target, src)).CombinedOutput(); err != nil {
+		t.Fatalf("restore differs from the source: %v\n%s", err, out)
+	}
+}
