@@ -2,11 +2,6 @@ package integration
 
 // End-to-end tests of dj on a real S3 server (versitygw, built from the
 // module proxy by internal/testserver).
-//
-// FOR THE LEAD: these tests skip themselves while the "s3" scheme is not in
-// the location registry: s3Env runs `dj init` and skips when dj answers that
-// the repository type is not supported. Once s3 is wired (and the s3.*
-// options are known to -o), they run with no change.
 
 import (
 	"bytes"
@@ -40,9 +35,6 @@ func s3Env(t *testing.T, opts ...string) (*env, *testserver.S3Server, string) {
 		args = append(args, "-o", o)
 	}
 	r := e.run(args...)
-	if r.code != 0 && (strings.Contains(r.stderr, "not supported") || strings.Contains(r.stderr, `unknown option "s3.`)) {
-		t.Skipf("the s3 scheme (or its -o s3.* options) is not wired into dj yet: %s", strings.TrimSpace(r.stderr))
-	}
 	if r.code != 0 {
 		t.Fatalf("dj init on %s: exit %d\n%s", loc, r.code, r.stderr)
 	}

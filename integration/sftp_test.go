@@ -225,8 +225,10 @@ func TestSFTPDroppedConnection(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	if r.code != 0 || !strings.Contains(r.stderr, "retrying") {
-		t.Fatalf("backup across a restart of sshd: exit %d, want 0 and a retry\n%s", r.code, r.stderr)
+	// The restart may fall between two requests (then nothing needs a
+	// retry): what matters is that the backup completes and checks.
+	if r.code != 0 {
+		t.Fatalf("backup across a restart of sshd: exit %d, want 0\n%s", r.code, r.stderr)
 	}
 
 	s.must("check", "--read-data")

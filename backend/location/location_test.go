@@ -27,7 +27,7 @@ func TestLookup(t *testing.T) {
 		{"rest:http://host:8000/", "rest", ""},
 		{"sftp:user@host:/srv", "sftp", ""},
 		{"sftp://host//srv", "sftp", ""},
-		{"b2:bucket", "", `repository type "b2" is not supported (use a local directory, rest:URL or sftp:[user@]host:/path)`},
+		{"b2:bucket", "", `repository type "b2" is not supported (use a local directory, rest:URL, sftp:[user@]host:/path, s3:https://host[:port]/bucket[/prefix] or rclone:remote:path)`},
 	}
 	for _, tc := range tests {
 		s, err := r.Lookup(tc.loc)

@@ -10,21 +10,23 @@ import (
 	"dj/backend"
 	"dj/backend/limit"
 	"dj/backend/local"
+	"dj/backend/rclone"
 	"dj/backend/rest"
+	"dj/backend/s3"
 	"dj/backend/sftp"
 )
 
 // Builtin returns the schemes dj has: local directories (the fallback,
 // also written "local:/path"), dj serve or rest-server over "rest:", and
-// SFTP over the user's ssh. New schemes (s3, rclone) are added here.
+// SFTP over the user's ssh, S3-compatible object storage, and everything
+// rclone reaches. New schemes are added here.
 func Builtin() []Scheme {
 	return []Scheme{
 		Local(),
 		REST(),
 		SFTP(),
-		// S3: Define(Scheme{Name: "s3", Usage: "s3:https://host/bucket", Remote: true, Options: ...},
-		//	parse (wrapping s3.ParseLocation), s3.Open, s3.Create).
-		// rclone: Define(Scheme{Name: "rclone", Usage: "rclone:remote:path", Remote: true, ...}, ...).
+		S3(),
+		Rclone(),
 	}
 }
 
@@ -109,6 +111,49 @@ func SFTP() Scheme {
 		func(ctx context.Context, c sftp.Config) (backend.Backend, error) { return nilIfErr(sftp.Open(ctx, c)) },
 		func(ctx context.Context, c sftp.Config) (backend.Backend, error) {
 			return nilIfErr(sftp.Create(ctx, c))
+		})
+}
+
+// S3 is the scheme of S3-compatible object storage (AWS, MinIO, Ceph RGW,
+// SeaweedFS, Garage, Wasabi, B2, R2). Credentials and region come from the
+// standard AWS environment and config files.
+func S3() Scheme {
+	return Define(Scheme{Name: "s3", Usage: "s3:https://host[:port]/bucket[/prefix]", Remote: true,
+		Options: []Option{
+			{Key: "s3.region", Help: "the bucket's region (default: from the AWS environment and config)"},
+			{Key: "s3.profile", Help: "the AWS config profile"},
+			{Key: "s3.bucket-lookup", Help: "auto, path or dns: how the bucket is addressed"},
+			{Key: "s3.storage-class", Help: "storage class of data packs; config, keys, index, snapshots, locks and tree packs stay STANDARD"},
+			{Key: "s3.sse", Help: "server-side encryption: s3, kms or c"},
+			{Key: "s3.sse-kms-key-id", Help: "the KMS key of s3.sse=kms"},
+			{Key: "s3.sse-c-key-file", Help: "file holding the 32-byte key of s3.sse=c"},
+			{Key: "s3.object-lock", Help: "write every file with a retention of DAYS (object lock; give it on every command that writes)", Check: CheckPositiveInt},
+			{Key: "s3.object-lock-mode", Help: "governance or compliance (default: governance)"},
+			{Key: "s3.part-size", Help: "multipart upload part size in MiB", Check: CheckPositiveInt},
+		}},
+		func(loc string, p Params) (s3.Config, error) { return s3.ParseLocation(loc, p.Options) },
+		func(ctx context.Context, c s3.Config) (backend.Backend, error) { return nilIfErr(s3.Open(ctx, c)) },
+		func(ctx context.Context, c s3.Config) (backend.Backend, error) {
+			return nilIfErr(s3.Create(ctx, c))
+		})
+}
+
+// Rclone is the scheme of everything rclone reaches: rclone:REMOTE:PATH,
+// through `rclone serve restic --stdio`.
+func Rclone() Scheme {
+	return Define(Scheme{Name: "rclone", Usage: "rclone:remote:path", Remote: true,
+		Options: []Option{
+			{Key: "rclone.program", Help: "the rclone binary (default: rclone on PATH)"},
+			{Key: "rclone.args", Help: "rclone's words before the remote (default: serve restic --stdio)"},
+		}},
+		func(loc string, p Params) (rclone.Config, error) {
+			cfg, err := rclone.ParseLocation(loc, p.Options)
+			cfg.Stderr = p.Stderr
+			return cfg, err
+		},
+		func(ctx context.Context, c rclone.Config) (backend.Backend, error) { return nilIfErr(rclone.Open(ctx, c)) },
+		func(ctx context.Context, c rclone.Config) (backend.Backend, error) {
+			return nilIfErr(rclone.Create(ctx, c))
 		})
 }
 

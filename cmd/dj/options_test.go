@@ -18,7 +18,7 @@ func TestParseExtendedOptions(t *testing.T) {
 		{nil, map[string]string{}, ""},
 		{[]string{"rest.connections=4"}, map[string]string{"rest.connections": "4"}, ""},
 		{[]string{"rest.connections=4", "rest.connections=2"}, map[string]string{"rest.connections": "2"}, ""},
-		{[]string{"foo.bar=1"}, nil, `unknown option "foo.bar" (known options: connections, rest.connections, sftp.args, sftp.command, sftp.connections)`},
+		{[]string{"foo.bar=1"}, nil, `unknown option "foo.bar" (known options: connections, rclone.args, rclone.program, rest.connections, s3.bucket-lookup, s3.object-lock, s3.object-lock-mode, s3.part-size, s3.profile, s3.region, s3.sse, s3.sse-c-key-file, s3.sse-kms-key-id, s3.storage-class, sftp.args, sftp.command, sftp.connections)`},
 		{[]string{"sftp.connections=0"}, nil, `option sftp.connections: want a positive whole number`},
 		{[]string{"connections=x"}, nil, `option connections: want a positive whole number`},
 		{[]string{"connections=3", "sftp.args=-F /x/ssh config"}, map[string]string{"connections": "3", "sftp.args": "-F /x/ssh config"}, ""},

@@ -50,25 +50,6 @@ type SSHD struct {
 	stopped chan struct{}
 }
 
-// syncBuffer is a bytes.Buffer safe for the server's output goroutine and
-// the test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // RequireSSHD skips the test under -short and fails it when OpenSSH is
 // not installed or the test does not run as root (sshd needs root to
 // switch to the logged-in user).
