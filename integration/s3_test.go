@@ -46,40 +46,7 @@ func s3Env(t *testing.T, opts ...string) (*env, *testserver.S3Server, string) {
 // --prune, and a look behind dj at the bucket's layout.
 func TestS3EndToEnd(t *testing.T) {
 	e, srv, loc := s3Env(t)
-	src := filepath.Join(e.dir, "src")
-	big := bytes.Repeat([]byte("s3 backend "), 2_000_000) // 22 MB: several packs
-	writeFile(t, filepath.Join(src, "big"), big)
-	writeFile(t, filepath.Join(src, "d", "small"), []byte("small"))
-	e.must("backup", src)
-	writeFile(t, filepath.Join(src, "d", "new"), []byte("second"))
-	e.must("backup", src)
-	if out := e.must("snapshots", "--json"); strings.Count(out, `"tree"`) != 2 {
-		t.Fatalf("snapshots: %s", out)
-	}
-	target := filepath.Join(e.dir, "restored")
-	e.must("restore", "latest", "--target", target)
-	for name, want := range map[string][]byte{"big": big, "d/small": []byte("small"), "d/new": []byte("second")} {
-		got, err := os.ReadFile(filepath.Join(target, src, name))
-		if err != nil || !bytes.Equal(got, want) {
-			t.Fatalf("restored %s: %d bytes, %v", name, len(got), err)
-		}
-	}
-	if os.Geteuid() == 0 {
-		if _, err := os.Stat("/dev/fuse"); err == nil {
-			m := e.mount()
-			got, err := os.ReadFile(filepath.Join(m.dir, "snapshots", "latest", src, "big"))
-			if err != nil || !bytes.Equal(got, big) {
-				t.Errorf("read through the mount: %d bytes, %v", len(got), err)
-			}
-			m.stop()
-		}
-	}
-	e.must("check", "--read-data")
-	e.must("forget", "--keep-last", "1", "--prune")
-	e.must("check", "--read-data")
-	if out := e.must("snapshots", "--json"); strings.Count(out, `"tree"`) != 1 {
-		t.Fatalf("after forget --keep-last 1: %s", out)
-	}
+	repositoryLife(t, e, 22_000_000) // several packs
 	// The repository's layout in the bucket, as restic's.
 	bucket := strings.Split(strings.TrimPrefix(loc, "s3:"+srv.URL+"/"), "/")[0]
 	root := filepath.Join(srv.Dir, bucket, "repo")
