@@ -25,19 +25,8 @@ func (b *Backend) saveMultipart(ctx context.Context, h backend.Handle, key strin
 		StorageClass: b.storageClass(ctx, h),
 	}
 	in.SSECustomerAlgorithm, in.SSECustomerKey, in.SSECustomerKeyMD5 = b.sseC()
-	switch b.cfg.SSE {
-	case SSES3:
-		in.ServerSideEncryption = types.ServerSideEncryptionAes256
-	case SSEKMS:
-		in.ServerSideEncryption = types.ServerSideEncryptionAwsKms
-		if b.cfg.SSEKMSKeyID != "" {
-			in.SSEKMSKeyId = aws.String(b.cfg.SSEKMSKeyID)
-		}
-	}
-	if until := b.retainUntil(h); until != nil {
-		in.ObjectLockMode = types.ObjectLockMode(b.cfg.ObjectLockMode)
-		in.ObjectLockRetainUntilDate = until
-	}
+	in.ServerSideEncryption, in.SSEKMSKeyId = b.sse()
+	in.ObjectLockMode, in.ObjectLockRetainUntilDate = b.objectLock(h)
 	up, err := b.client.CreateMultipartUpload(ctx, in)
 	if err != nil {
 		return fmt.Errorf("start multipart upload: %w", convert(ctx, err))

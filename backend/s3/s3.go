@@ -365,6 +365,31 @@ func (b *Backend) sseC() (alg, key, keyMD5 *string) {
 		aws.String(base64.StdEncoding.EncodeToString(sum[:]))
 }
 
+// sse returns the server-side encryption headers of an upload (empty
+// without SSE-S3 or SSE-KMS; SSE-C goes through sseC).
+func (b *Backend) sse() (types.ServerSideEncryption, *string) {
+	switch b.cfg.SSE {
+	case SSES3:
+		return types.ServerSideEncryptionAes256, nil
+	case SSEKMS:
+		if b.cfg.SSEKMSKeyID != "" {
+			return types.ServerSideEncryptionAwsKms, aws.String(b.cfg.SSEKMSKeyID)
+		}
+		return types.ServerSideEncryptionAwsKms, nil
+	}
+	return "", nil
+}
+
+// objectLock returns the object lock headers of an upload of h (empty
+// when it is not retained).
+func (b *Backend) objectLock(h backend.Handle) (types.ObjectLockMode, *time.Time) {
+	until := b.retainUntil(h)
+	if until == nil {
+		return "", nil
+	}
+	return types.ObjectLockMode(b.cfg.ObjectLockMode), until
+}
+
 // retainUntil returns the end of the retention of h written now, nil for
 // none. Lock files are never retained: a command removes its lock when it
 // ends and replaces it every few minutes while it runs, and a lock that
@@ -419,19 +444,8 @@ func (b *Backend) put(ctx context.Context, h backend.Handle, key string, data []
 		StorageClass:  b.storageClass(ctx, h),
 	}
 	in.SSECustomerAlgorithm, in.SSECustomerKey, in.SSECustomerKeyMD5 = b.sseC()
-	switch b.cfg.SSE {
-	case SSES3:
-		in.ServerSideEncryption = types.ServerSideEncryptionAes256
-	case SSEKMS:
-		in.ServerSideEncryption = types.ServerSideEncryptionAwsKms
-		if b.cfg.SSEKMSKeyID != "" {
-			in.SSEKMSKeyId = aws.String(b.cfg.SSEKMSKeyID)
-		}
-	}
-	if until := b.retainUntil(h); until != nil {
-		in.ObjectLockMode = types.ObjectLockMode(b.cfg.ObjectLockMode)
-		in.ObjectLockRetainUntilDate = until
-	}
+	in.ServerSideEncryption, in.SSEKMSKeyId = b.sse()
+	in.ObjectLockMode, in.ObjectLockRetainUntilDate = b.objectLock(h)
 	_, err := b.client.PutObject(ctx, in)
 	return convert(ctx, err)
 }
