@@ -4,7 +4,6 @@ package fusefs
 
 import (
 	"context"
-	"math"
 	"sync/atomic"
 
 	"dj/cache"
@@ -162,9 +161,9 @@ type readerState struct {
 
 // newReaderState returns the state of a file not read yet.
 func newReaderState() *readerState {
-	h := &readerState{}
-	h.next.Store(math.MinInt64 / 2) // the first read is not sequential
-	return h
+	// A read from the start of a file counts as sequential (cat, cp, tar
+	// and rsync start there); a first read anywhere else does not.
+	return &readerState{}
 }
 
 // sequential keeps up to readAheadBlobs chunks after last loading into the
@@ -286,6 +285,11 @@ func (ra *readAhead) storeChunk(f *fileNode, c *chunkMap, i int, b []byte) {
 			return
 		}
 		b = b[:size-off]
+	}
+	// The kernel now holds the chunk: a sequential reader's next READ
+	// starts at its end, and must count as sequential.
+	if h := f.reader(); h.next.Load() < off+int64(len(b)) && h.next.Load() >= off {
+		h.next.Store(off + int64(len(b)))
 	}
 	go func() { _ = f.WriteCache(off, b) }()
 }
