@@ -295,3 +295,56 @@ func TestStall(t *testing.T) {
 		t.Errorf("Close took %v", d)
 	}
 }
+
+// TestConnectionsAndRates: at most Config.Connections ssh sessions carry
+// many concurrent calls, and the upload rate paces the pipes.
+func TestConnectionsAndRates(t *testing.T) {
+	s := testserver.StartSSHD(t)
+	cfg, _ := newRepo(t, s)
+	cfg.Connections = 2
+	ctx := context.Background()
+	be, err := sftp.Create(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	data := make([]byte, 4<<20)
+	h := backend.Handle{Type: backend.PackFile, Name: strings.Repeat("aa", 32)}
+	if err := be.Save(ctx, h, data); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 16)
+	for i := 0; i < 16; i++ {
+		go func() {
+			_, err := be.Load(ctx, h, 0, 0)
+			errc <- err
+		}()
+	}
+	most := 0
+	for i := 0; i < 16; i++ {
+		most = max(most, len(s.Sessions()))
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(s.Sessions()); n != 2 || most > 2 {
+		t.Errorf("%d sessions after 16 concurrent loads (at most %d seen), want 2", n, most)
+	}
+
+	cfg2, _ := newRepo(t, s)
+	cfg2.Location += "-paced"
+	cfg2.Path += "-paced"
+	cfg2.Rates.Upload = 1 << 20
+	paced, err := sftp.Create(ctx, cfg2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer paced.Close()
+	start := time.Now()
+	if err := paced.Save(ctx, h, make([]byte, 2<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 1500*time.Millisecond {
+		t.Errorf("2 MiB at 1 MiB/s took %v", d)
+	}
+}
