@@ -146,7 +146,7 @@ func TestCLIExtendedOptions(t *testing.T) {
 	e.must("-o", "rest.connections=1", "backup", src)
 
 	r := e.run("-o", "rest.conections=1", "snapshots")
-	if r.code != 1 || strings.TrimSpace(r.stderr) != `dj: unknown option "rest.conections" (known options: connections, rest.connections, sftp.args, sftp.command, sftp.connections)` {
+	if r.code != 1 || strings.TrimSpace(r.stderr) != `dj: unknown option "rest.conections" (known options: connections, rclone.args, rclone.program, rest.connections, s3.bucket-lookup, s3.object-lock, s3.object-lock-mode, s3.part-size, s3.profile, s3.region, s3.sse, s3.sse-c-key-file, s3.sse-kms-key-id, s3.storage-class, sftp.args, sftp.command, sftp.connections)` {
 		t.Errorf("unknown option: exit %d, stderr %q", r.code, r.stderr)
 	}
 	r = e.run("snapshots", "--option", "rest.connections=none")
