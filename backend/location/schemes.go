@@ -139,16 +139,16 @@ func S3() Scheme {
 }
 
 // Rclone is the scheme of everything rclone reaches: rclone:REMOTE:PATH,
-// through `rclone serve restic --stdio`.
+// through `rclone serve restic --stdio`. The rate limits pace the pipes.
 func Rclone() Scheme {
-	return Define(Scheme{Name: "rclone", Usage: "rclone:remote:path", Remote: true,
+	return Define(Scheme{Name: "rclone", Usage: "rclone:remote:path", Remote: true, PacesItself: true,
 		Options: []Option{
 			{Key: "rclone.program", Help: "the rclone binary (default: rclone on PATH)"},
 			{Key: "rclone.args", Help: "rclone's words before the remote (default: serve restic --stdio)"},
 		}},
 		func(loc string, p Params) (rclone.Config, error) {
 			cfg, err := rclone.ParseLocation(loc, p.Options)
-			cfg.Stderr = p.Stderr
+			cfg.Stderr, cfg.Rates = p.Stderr, p.Rates
 			return cfg, err
 		},
 		func(ctx context.Context, c rclone.Config) (backend.Backend, error) { return nilIfErr(rclone.Open(ctx, c)) },

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"dj/backend"
+	"dj/backend/limit"
 	"dj/backend/rest"
 )
 
@@ -42,6 +43,9 @@ type Config struct {
 	Args []string
 	// Stderr receives rclone's own messages; nil means os.Stderr.
 	Stderr io.Writer
+	// Rates pace the pipes to rclone (--limit-upload, --limit-download):
+	// every request shares them, so they are paced as streams.
+	Rates limit.Rates
 }
 
 // DefaultArgs are the words of rclone's command line before the remote.
@@ -180,6 +184,7 @@ type process struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	stdout io.ReadCloser
+	pacer  *limit.Pacer  // nil without rate limits
 	done   chan struct{} // closed when the process has exited
 	err    error         // its exit status, set before done closes
 
@@ -219,7 +224,7 @@ func startProcess(cfg Config) (*process, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", path, err)
 	}
-	p := &process{cmd: cmd, stdin: stdin, stdout: stdout, done: make(chan struct{})}
+	p := &process{cmd: cmd, stdin: stdin, stdout: stdout, pacer: limit.NewPacer(cfg.Rates), done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -239,7 +244,7 @@ func (p *process) conn() (net.Conn, error) {
 		return nil, errGone
 	}
 	p.dialed = true
-	return &pipeConn{r: p.stdout, w: p.stdin}, nil
+	return &pipeConn{r: io.NopCloser(p.pacer.Download(p.stdout)), w: p.pacer.Upload(p.stdin), closeR: p.stdout}, nil
 }
 
 // exitMessage describes how rclone ended, if it has ended on its own
@@ -271,15 +276,16 @@ func (p *process) stop() error {
 
 // pipeConn is a net.Conn over a pair of pipes.
 type pipeConn struct {
-	r io.ReadCloser
-	w io.WriteCloser
+	r      io.ReadCloser
+	w      io.WriteCloser
+	closeR io.Closer // the pipe under r
 }
 
 func (c *pipeConn) Read(b []byte) (int, error)  { return c.r.Read(b) }
 func (c *pipeConn) Write(b []byte) (int, error) { return c.w.Write(b) }
 func (c *pipeConn) Close() error {
 	err := c.w.Close()
-	if rerr := c.r.Close(); err == nil {
+	if rerr := c.closeR.Close(); err == nil {
 		err = rerr
 	}
 	return err

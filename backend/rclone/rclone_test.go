@@ -8,9 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"dj/backend"
 	"dj/backend/conformance"
+	"dj/backend/limit"
 	"dj/backend/rclone"
 )
 
@@ -82,5 +84,38 @@ func TestParseLocation(t *testing.T) {
 		if err == nil && (got.Remote != c.want.Remote || got.Program != c.want.Program || strings.Join(got.Args, " ") != strings.Join(c.want.Args, " ")) {
 			t.Errorf("%s: %+v, want %+v", c.loc, got, c.want)
 		}
+	}
+}
+
+// TestRatesPaceThePipes shows that --limit-download paces what comes back
+// from rclone: 2 MiB at 1 MiB/s take at least a second.
+func TestRatesPaceThePipes(t *testing.T) {
+	needRclone(t)
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "repo")
+	b, err := rclone.Create(ctx, rclone.Config{Remote: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 2<<20)
+	h := backend.Handle{Type: backend.PackFile, Name: strings.Repeat("ab", 32)}
+	if err := b.Save(ctx, h, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Save(ctx, backend.Handle{Type: backend.ConfigFile}, []byte("config")); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	slow, err := rclone.Open(ctx, rclone.Config{Remote: dir, Rates: limit.Rates{Download: 1 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	start := time.Now()
+	if _, err := slow.Load(ctx, h, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 900*time.Millisecond {
+		t.Fatalf("2 MiB at 1 MiB/s took %v", d)
 	}
 }
