@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,6 +44,18 @@ func (s *sftpEnv) args(args ...string) []string {
 
 func (s *sftpEnv) must(args ...string) string { return s.env.must(s.args(args...)...) }
 func (s *sftpEnv) run(args ...string) result  { return s.env.run(s.args(args...)...) }
+
+// packsSaved counts the pack files on the server.
+func (s *sftpEnv) packsSaved() int {
+	n := 0
+	filepath.WalkDir(filepath.Join(s.repoDir, "data"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && !strings.Contains(d.Name(), "-tmp-") {
+			n++
+		}
+		return nil
+	})
+	return n
+}
 
 func snapshotCount(t *testing.T, out string) int {
 	t.Helper()
@@ -177,18 +192,7 @@ func TestSFTPDroppedConnection(t *testing.T) {
 		writeFile(t, filepath.Join(src, fmt.Sprintf("f%d.bin", i)), randomData(uint64(20+i), 8<<20))
 	}
 	s.must("init")
-
-	// packsSaved counts the pack files on the server.
-	packsSaved := func() int {
-		n := 0
-		filepath.WalkDir(filepath.Join(s.repoDir, "data"), func(p string, d fs.DirEntry, err error) error {
-			if err == nil && !d.IsDir() && !strings.Contains(d.Name(), "-tmp-") {
-				n++
-			}
-			return nil
-		})
-		return n
-	}
+	packsSaved := s.packsSaved
 	// during runs a backup with -v (which reports retries) and calls
 	// interrupt once the first pack is on the server.
 	during := func(interrupt func()) result {
@@ -239,5 +243,145 @@ func TestSFTPDroppedConnection(t *testing.T) {
 	s.must("restore", "latest", "--target", target)
 	if out, err := exec.Command("diff", "-r", src, filepath.Join(target, src)).CombinedOutput(); err != nil {
 		t.Fatalf("restore differs from the source: %v\n%s", err, out)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that a running dj writes to while the
+// test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestSFTPServerKilled stops the SSH server in the middle of a backup and
+// leaves it down: the backup retries (and says so under -v) instead of
+// failing at once or hanging, and ends on Ctrl-C. With the server back,
+// check --read-data passes, the unfinished snapshot is absent, and the
+// backup run again completes and restores byte for byte.
+func TestSFTPServerKilled(t *testing.T) {
+	s := newSFTPEnv(t)
+	src := filepath.Join(s.dir, "src")
+	for i := 0; i < 6; i++ {
+		writeFile(t, filepath.Join(src, fmt.Sprintf("f%d.bin", i)), randomData(uint64(40+i), 8<<20))
+	}
+	s.must("init")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, s.bin, s.args("-v", "backup", src)...)
+	cmd.Env = append(cleanEnv(), s.extraEnv...)
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	// waitFor polls cond until it holds; the backup must not end first.
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !cond() {
+			select {
+			case <-done:
+				t.Fatalf("backup ended before %s: exit %d\n%s", what, cmd.ProcessState.ExitCode(), out.String())
+			case <-time.After(5 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("no %s within a minute\n%s", what, out.String())
+			}
+		}
+	}
+	waitFor("a pack on the server", func() bool { return s.packsSaved() > 0 })
+	s.sshd.Stop()
+	waitFor("a retry", func() bool { return strings.Contains(out.String(), "retrying") })
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("backup did not end within 30 s of Ctrl-C\n%s", out.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 130 {
+		t.Fatalf("interrupted backup: exit %d, want 130\n%s", code, out.String())
+	}
+
+	if err := s.sshd.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	s.must("check", "--read-data")
+	if n := snapshotCount(t, s.must("snapshots", "--json")); n != 0 {
+		t.Fatalf("%d snapshots after the interrupted backup, want 0", n)
+	}
+	s.must("backup", src)
+	s.must("check", "--read-data")
+	if n := snapshotCount(t, s.must("snapshots", "--json")); n != 1 {
+		t.Fatalf("%d snapshots, want 1", n)
+	}
+	target := filepath.Join(s.dir, "restored")
+	s.must("restore", "latest", "--target", target)
+	if out, err := exec.Command("diff", "-r", src, filepath.Join(target, src)).CombinedOutput(); err != nil {
+		t.Fatalf("restore differs from the source: %v\n%s", err, out)
+	}
+}
+
+// TestSFTPRepackAndCopy runs repack on a repository on the SFTP server,
+// copies its snapshots to a local repository and from there to a second
+// repository on the server; every copy checks and restores byte for byte.
+func TestSFTPRepackAndCopy(t *testing.T) {
+	s := newSFTPEnv(t)
+	src := filepath.Join(s.dir, "src")
+	writeFile(t, filepath.Join(src, "big.bin"), randomData(7, 3<<20))
+	s.must("init")
+	for i := 0; i < 3; i++ {
+		writeFile(t, filepath.Join(src, "dir", fmt.Sprintf("small%d.txt", i)), []byte(fmt.Sprintf("small file %d\n", i)))
+		s.must("backup", src)
+	}
+	packs := s.packsSaved()
+	s.must("repack", "--instant-delete")
+	if n := s.packsSaved(); n >= packs {
+		t.Errorf("repack left %d packs of %d", n, packs)
+	}
+	s.must("check", "--read-data")
+
+	pw := filepath.Join(s.dir, "password")
+	local := filepath.Join(s.dir, "local-copy")
+	second := "sftp:" + testserver.SSHHost + ":" + filepath.Join(s.sshd.Dir, "srv", "second")
+	for _, step := range []struct{ from, to string }{
+		{"sftp:" + testserver.SSHHost + ":" + s.repoDir, local},
+		{local, second},
+	} {
+		extra := []string{"DJ_REPOSITORY=" + step.to, "DJ_FROM_REPOSITORY=" + step.from, "DJ_FROM_PASSWORD_FILE=" + pw}
+		for _, args := range [][]string{{"init"}, {"copy"}, {"check", "--read-data"}} {
+			if r := s.env.runEnv(extra, s.args(args...)...); r.code != 0 {
+				t.Fatalf("%s -> %s: dj %v: exit %d\n%s%s", step.from, step.to, args, r.code, r.stdout, r.stderr)
+			}
+		}
+		r := s.env.runEnv(extra, s.args("snapshots", "--json")...)
+		if n := snapshotCount(t, r.stdout); n != 3 {
+			t.Fatalf("%s holds %d snapshots, want 3", step.to, n)
+		}
+		target := filepath.Join(s.dir, "restored-"+filepath.Base(step.to))
+		if r := s.env.runEnv(extra, s.args("restore", "latest", "--target", target)...); r.code != 0 {
+			t.Fatalf("restore from %s: exit %d\n%s", step.to, r.code, r.stderr)
+		}
+		if out, err := exec.Command("diff", "-r", src, filepath.Join(target, src)).CombinedOutput(); err != nil {
+			t.Fatalf("restore from %s differs from the source: %v\n%s", step.to, err, out)
+		}
 	}
 }

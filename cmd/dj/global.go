@@ -437,7 +437,22 @@ func (e *env) lock(r *repo.Repository, kind repo.LockKind, readOnly bool) (func(
 	if err != nil {
 		return nil, err
 	}
-	return func() { _ = l.Unlock(context.Background()) }, nil
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout(e.ctx))
+		defer cancel()
+		_ = l.Unlock(ctx)
+	}, nil
+}
+
+// unlockTimeout bounds the removal of a lock file, retries included: a
+// user who pressed Ctrl-C must not wait for the retry layer to give up on
+// an unreachable server. A lock left behind goes stale (its process is
+// gone) and the next command removes it.
+func unlockTimeout(ctx context.Context) time.Duration {
+	if ctx.Err() != nil {
+		return 5 * time.Second
+	}
+	return time.Minute
 }
 
 // snapshots loads the snapshot list and warns, on stderr, about each
