@@ -151,11 +151,22 @@ func TestSFTPEndToEnd(t *testing.T) {
 	}
 }
 
-// TestSFTPErrors: an unreachable host, refused authentication and a
-// missing path each give one line that names the location.
+// TestSFTPErrors: an unreachable host, refused authentication, a wrong
+// host key and a missing path each give one line that names the location.
 func TestSFTPErrors(t *testing.T) {
 	s := newSFTPEnv(t)
 	loc := "sftp:" + testserver.SSHHost + ":" + s.repoDir
+	// A known_hosts that holds another key for the server.
+	other := filepath.Join(s.dir, "other_key")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	pub, err := os.ReadFile(other + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongKnown := filepath.Join(s.dir, "known_hosts_wrong")
+	writeFile(t, wrongKnown, []byte(fmt.Sprintf("[127.0.0.1]:%d %s", s.sshd.Port, pub)))
 	tests := []struct {
 		name string
 		args []string
@@ -164,6 +175,7 @@ func TestSFTPErrors(t *testing.T) {
 	}{
 		{"unreachable", []string{"-o", s.opt + " -o Port=1"}, 1, "the host is unreachable"},
 		{"auth", []string{"-o", "sftp.command=" + strings.Replace(s.sshd.Command(), "-i "+s.sshd.KeyFile, "-i /dev/null", 1)}, 1, "authentication failed"},
+		{"host key", []string{"-o", s.opt + " -o UserKnownHostsFile=" + wrongKnown}, 1, "host key is not the one in known_hosts"},
 		{"missing path", []string{"-o", s.opt}, 10, "create one with `dj init`"},
 	}
 	for _, tc := range tests {
