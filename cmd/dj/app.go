@@ -42,6 +42,7 @@ Example:
 	}
 	app.Commands = append(app.Commands, maintenanceCommands()...)
 	app.Commands = append(app.Commands, copyCommand(), tagCommand(), rewriteCommand(), listCommand(), findFilesCommand())
+	app.Commands = append(app.Commands, optionsCommand())
 	sort.Sort(cli.CommandsByName(app.Commands))
 	return app
 }

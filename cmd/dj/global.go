@@ -51,7 +51,7 @@ func globalFlags() []cli.Flag {
 		&cli.UintFlag{Name: "pack-size", EnvVars: []string{"DJ_PACK_SIZE"}, Action: checkPackSize, DefaultText: "the repository's, 16",
 			Usage: fmt.Sprintf("target pack size in `MiB`, %d to %d; packs may be larger", minPackSizeMiB, maxPackSizeMiB)},
 		&cli.StringSliceFlag{Name: "option", Aliases: []string{"o"}, Action: checkExtendedOptions,
-			Usage: "set extended option `KEY=VALUE`, repeatable; known: " + strings.Join(extendedOptionKeys(), ", ")},
+			Usage: "set extended option `KEY=VALUE`, repeatable (`dj options` says what each does); known: " + strings.Join(extendedOptionKeys(), ", ")},
 	}
 }
 
