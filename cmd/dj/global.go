@@ -446,8 +446,8 @@ func (e *env) lock(r *repo.Repository, kind repo.LockKind, readOnly bool) (func(
 
 // unlockTimeout bounds the removal of a lock file, retries included: a
 // user who pressed Ctrl-C must not wait for the retry layer to give up on
-// an unreachable server. A lock left behind goes stale (its process is
-// gone) and the next command removes it.
+// an unreachable server. A lock left behind is stale once its process is
+// gone: other commands ignore it and `dj unlock` removes it.
 func unlockTimeout(ctx context.Context) time.Duration {
 	if ctx.Err() != nil {
 		return 5 * time.Second
