@@ -57,6 +57,18 @@ func (s *sftpEnv) packsSaved() int {
 	return n
 }
 
+// tempFiles returns the temporary files of uploads on the server.
+func (s *sftpEnv) tempFiles() []string {
+	var temps []string
+	filepath.WalkDir(s.repoDir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.Contains(d.Name(), "-tmp-") {
+			temps = append(temps, p)
+		}
+		return nil
+	})
+	return temps
+}
+
 func snapshotCount(t *testing.T, out string) int {
 	t.Helper()
 	var list []map[string]any
@@ -339,6 +351,22 @@ func TestSFTPServerKilled(t *testing.T) {
 	s.must("check", "--read-data")
 	if n := snapshotCount(t, s.must("snapshots", "--json")); n != 0 {
 		t.Fatalf("%d snapshots after the interrupted backup, want 0", n)
+	}
+
+	// The uploads the dropped connections cut short left temporary files;
+	// once they are a day old, prune removes them through every layer
+	// (cache, retry, connection limit) down to the SFTP backend.
+	temps := s.tempFiles()
+	t.Logf("%d temporary files left by the interrupted backup", len(temps))
+	old := time.Now().Add(-25 * time.Hour) // older than prune's default wait for deletions, 24 h
+	for _, p := range temps {
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.must("prune")
+	if left := s.tempFiles(); len(left) != 0 {
+		t.Errorf("prune left temporary files: %v", left)
 	}
 	s.must("backup", src)
 	s.must("check", "--read-data")
