@@ -151,7 +151,9 @@ func Rclone() Scheme {
 			cfg.Stderr, cfg.Rates = p.Stderr, p.Rates
 			return cfg, err
 		},
-		func(ctx context.Context, c rclone.Config) (backend.Backend, error) { return nilIfErr(rclone.Open(ctx, c)) },
+		func(ctx context.Context, c rclone.Config) (backend.Backend, error) {
+			return nilIfErr(rclone.Open(ctx, c))
+		},
 		func(ctx context.Context, c rclone.Config) (backend.Backend, error) {
 			return nilIfErr(rclone.Create(ctx, c))
 		})
