@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -270,25 +269,6 @@ func TestSFTPDroppedConnection(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer that a running dj writes to while the
-// test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestSFTPServerKilled stops the SSH server in the middle of a backup and
 // leaves it down: the backup retries (and says so under -v) instead of
 // failing at once or hanging, and ends on Ctrl-C. With the server back,
@@ -306,7 +286,7 @@ func TestSFTPServerKilled(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, s.bin, s.args("-v", "backup", src)...)
 	cmd.Env = append(cleanEnv(), s.extraEnv...)
-	var out lockedBuffer
+	var out testserver.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

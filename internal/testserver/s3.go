@@ -86,7 +86,7 @@ type S3Server struct {
 	Dir string
 
 	cmd      *exec.Cmd
-	log      *syncBuffer
+	log      *SyncBuffer
 	stopOnce sync.Once
 }
 
@@ -102,7 +102,7 @@ func StartS3Server(t testing.TB) *S3Server {
 		SecretKey: "djtestsecret-0123456789",
 		Region:    "us-east-1",
 		Dir:       filepath.Join(dir, "buckets"),
-		log:       &syncBuffer{},
+		log:       &SyncBuffer{},
 	}
 	s.URL = "http://" + s.Addr
 	versions := filepath.Join(dir, "versions")
@@ -179,20 +179,20 @@ func (s *S3Server) SetEnv(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the writes of a process's output
+// SyncBuffer is a bytes.Buffer safe for the writes of a process's output
 // and reads of a test.
-type syncBuffer struct {
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()

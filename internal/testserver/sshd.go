@@ -43,7 +43,7 @@ type SSHD struct {
 	// the host SSHHost is this server with KeyFile and KnownHosts.
 	ConfigFile string
 
-	log *syncBuffer
+	log *SyncBuffer
 
 	mu      sync.Mutex // guards cmd and stopped across Stop and Restart
 	cmd     *exec.Cmd
@@ -85,7 +85,7 @@ func StartSSHD(t testing.TB) *SSHD {
 	}
 	s := &SSHD{Dir: dir, User: "root", KeyFile: filepath.Join(dir, "id_ed25519"),
 		KnownHosts: filepath.Join(dir, "known_hosts"), ConfigFile: filepath.Join(dir, "ssh_config"),
-		log: &syncBuffer{}}
+		log: &SyncBuffer{}}
 	hostKey := filepath.Join(dir, "host_ed25519")
 	for _, k := range []string{s.KeyFile, hostKey} {
 		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dj-test", "-f", k).CombinedOutput(); err != nil {
