@@ -217,7 +217,7 @@ func TestRewriteSelectionAndSummary(t *testing.T) {
 	r := f.openIndexed(t)
 	// A third snapshot with a summary and a tag, of the first one's tree.
 	third := &snapshot.Snapshot{Time: f.snaps[1].Time.Add(3600e9), Tree: f.snaps[0].Tree, Paths: []string{"/data"}, Hostname: "other",
-		Tags: []string{"keep"}, Summary: &snapshot.Summary{FilesNew: 5, TotalFilesProcessed: 5, TotalBytesProcessed: 1}}
+		Tags: []string{"keep"}, Summary: &snapshot.Summary{Counts: snapshot.Counts{FilesNew: 5, TotalFilesProcessed: 5, TotalBytesProcessed: 1}}}
 	if err := r.SaveSnapshot(ctx, third); err != nil {
 		t.Fatal(err)
 	}

@@ -111,22 +111,11 @@ type jsonError struct {
 // and order; data_added_packed is the stored size of what was added
 // (restic prints it from 0.15 on).
 type jsonSummary struct {
-	MessageType         string  `json:"message_type"`
-	FilesNew            uint64  `json:"files_new"`
-	FilesChanged        uint64  `json:"files_changed"`
-	FilesUnmodified     uint64  `json:"files_unmodified"`
-	DirsNew             uint64  `json:"dirs_new"`
-	DirsChanged         uint64  `json:"dirs_changed"`
-	DirsUnmodified      uint64  `json:"dirs_unmodified"`
-	DataBlobs           uint64  `json:"data_blobs"`
-	TreeBlobs           uint64  `json:"tree_blobs"`
-	DataAdded           uint64  `json:"data_added"`
-	DataAddedPacked     uint64  `json:"data_added_packed"`
-	TotalFilesProcessed uint64  `json:"total_files_processed"`
-	TotalBytesProcessed uint64  `json:"total_bytes_processed"`
-	TotalDuration       float64 `json:"total_duration"`
-	SnapshotID          string  `json:"snapshot_id,omitempty"`
-	DryRun              bool    `json:"dry_run,omitempty"`
+	MessageType string `json:"message_type"`
+	snapshot.Counts
+	TotalDuration float64 `json:"total_duration"`
+	SnapshotID    string  `json:"snapshot_id,omitempty"`
+	DryRun        bool    `json:"dry_run,omitempty"`
 }
 
 // progress shows the backup's progress (called by the archiver's ticker).
@@ -240,11 +229,7 @@ func (r *backupReport) summary(sn *snapshot.Snapshot, dryRun bool) {
 	s := sn.Summary
 	d := s.BackupEnd.Sub(s.BackupStart)
 	if r.e.json {
-		m := jsonSummary{MessageType: "summary", FilesNew: s.FilesNew, FilesChanged: s.FilesChanged,
-			FilesUnmodified: s.FilesUnmodified, DirsNew: s.DirsNew, DirsChanged: s.DirsChanged,
-			DirsUnmodified: s.DirsUnmodified, DataBlobs: s.DataBlobs, TreeBlobs: s.TreeBlobs,
-			DataAdded: s.DataAdded, DataAddedPacked: s.DataAddedPacked, TotalFilesProcessed: s.TotalFilesProcessed,
-			TotalBytesProcessed: s.TotalBytesProcessed, TotalDuration: d.Seconds(), DryRun: dryRun}
+		m := jsonSummary{MessageType: "summary", Counts: s.Counts, TotalDuration: d.Seconds(), DryRun: dryRun}
 		if !dryRun && !sn.ID.IsNull() { // no snapshot written: no ID (as restic)
 			m.SnapshotID = sn.ID.Short()
 		}

@@ -33,7 +33,7 @@ func TestGroupHeader(t *testing.T) {
 
 func TestSnapshotTable(t *testing.T) {
 	s := &snapshot.Snapshot{ID: crypto.ID{0xab, 0xcd, 0xef, 0x01}, Time: time.Date(2022, 1, 2, 3, 4, 5, 0, time.Local),
-		Hostname: "x", Tags: []string{"a", "b"}, Paths: []string{"/p", "/q"}, Summary: &snapshot.Summary{TotalBytesProcessed: 3}}
+		Hostname: "x", Tags: []string{"a", "b"}, Paths: []string{"/p", "/q"}, Summary: &snapshot.Summary{Counts: snapshot.Counts{TotalBytesProcessed: 3}}}
 	cases := []struct {
 		compact bool
 		reasons [][]string

@@ -204,8 +204,8 @@ func testSnapshot() *snapshot.Snapshot {
 	start := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
 	return &snapshot.Snapshot{ID: crypto.ID{0xaf, 0x02, 0x20, 0x3f}, Summary: &snapshot.Summary{
 		BackupStart: start, BackupEnd: start.Add(1500 * time.Millisecond),
-		FilesNew: 2, FilesChanged: 1, FilesUnmodified: 3, DirsNew: 4, DirsChanged: 5, DirsUnmodified: 6,
-		DataBlobs: 7, TreeBlobs: 8, DataAdded: 2420, DataAddedPacked: 1210, TotalFilesProcessed: 6, TotalBytesProcessed: 3 << 20,
+		Counts: snapshot.Counts{FilesNew: 2, FilesChanged: 1, FilesUnmodified: 3, DirsNew: 4, DirsChanged: 5, DirsUnmodified: 6,
+			DataBlobs: 7, TreeBlobs: 8, DataAdded: 2420, DataAddedPacked: 1210, TotalFilesProcessed: 6, TotalBytesProcessed: 3 << 20},
 	}}
 }
 

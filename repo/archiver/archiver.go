@@ -315,11 +315,11 @@ func (a *archiver) finish(ctx context.Context, paths []string, root crypto.ID) (
 
 func (a *archiver) summary(end time.Time) *snapshot.Summary {
 	return &snapshot.Summary{
-		BackupStart: a.start, BackupEnd: end,
-		FilesNew: a.filesNew.Load(), FilesChanged: a.filesChanged.Load(), FilesUnmodified: a.filesUnmod.Load(),
-		DirsNew: a.dirsNew.Load(), DirsChanged: a.dirsChanged.Load(), DirsUnmodified: a.dirsUnmod.Load(),
-		DataBlobs: a.dataBlobs.Load(), TreeBlobs: a.treeBlobs.Load(), DataAdded: a.added.Load(),
-		DataAddedPacked:     a.addedPacked.Load(),
-		TotalFilesProcessed: a.files.Load(), TotalBytesProcessed: a.bytes.Load(), Errors: a.errCount.Load(),
+		BackupStart: a.start, BackupEnd: end, Errors: a.errCount.Load(),
+		Counts: snapshot.Counts{FilesNew: a.filesNew.Load(), FilesChanged: a.filesChanged.Load(), FilesUnmodified: a.filesUnmod.Load(),
+			DirsNew: a.dirsNew.Load(), DirsChanged: a.dirsChanged.Load(), DirsUnmodified: a.dirsUnmod.Load(),
+			DataBlobs: a.dataBlobs.Load(), TreeBlobs: a.treeBlobs.Load(), DataAdded: a.added.Load(),
+			DataAddedPacked:     a.addedPacked.Load(),
+			TotalFilesProcessed: a.files.Load(), TotalBytesProcessed: a.bytes.Load()},
 	}
 }

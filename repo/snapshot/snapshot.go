@@ -16,21 +16,28 @@ import (
 
 // Summary holds the statistics of the backup run that made a snapshot.
 type Summary struct {
-	BackupStart         time.Time `json:"backup_start"`
-	BackupEnd           time.Time `json:"backup_end"`
-	FilesNew            uint64    `json:"files_new"`
-	FilesChanged        uint64    `json:"files_changed"`
-	FilesUnmodified     uint64    `json:"files_unmodified"`
-	DirsNew             uint64    `json:"dirs_new"`
-	DirsChanged         uint64    `json:"dirs_changed"`
-	DirsUnmodified      uint64    `json:"dirs_unmodified"`
-	DataBlobs           uint64    `json:"data_blobs"`
-	TreeBlobs           uint64    `json:"tree_blobs"`
-	DataAdded           uint64    `json:"data_added"`        // plaintext bytes of new blobs
-	DataAddedPacked     uint64    `json:"data_added_packed"` // stored bytes of new blobs
-	TotalFilesProcessed uint64    `json:"total_files_processed"`
-	TotalBytesProcessed uint64    `json:"total_bytes_processed"`
-	Errors              uint64    `json:"errors,omitempty"`
+	BackupStart time.Time `json:"backup_start"`
+	BackupEnd   time.Time `json:"backup_end"`
+	Counts
+	Errors uint64 `json:"errors,omitempty"`
+}
+
+// Counts are a backup run's counts of files, directories, blobs and bytes,
+// with restic's JSON names and order: the snapshot's summary and the
+// backup command's JSON summary message both carry them.
+type Counts struct {
+	FilesNew            uint64 `json:"files_new"`
+	FilesChanged        uint64 `json:"files_changed"`
+	FilesUnmodified     uint64 `json:"files_unmodified"`
+	DirsNew             uint64 `json:"dirs_new"`
+	DirsChanged         uint64 `json:"dirs_changed"`
+	DirsUnmodified      uint64 `json:"dirs_unmodified"`
+	DataBlobs           uint64 `json:"data_blobs"`
+	TreeBlobs           uint64 `json:"tree_blobs"`
+	DataAdded           uint64 `json:"data_added"`        // plaintext bytes of new blobs
+	DataAddedPacked     uint64 `json:"data_added_packed"` // stored bytes of new blobs
+	TotalFilesProcessed uint64 `json:"total_files_processed"`
+	TotalBytesProcessed uint64 `json:"total_bytes_processed"`
 }
 
 // Snapshot is the record of one backup.
