@@ -118,6 +118,14 @@ func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []
 	return r.OpenPacked(pb, sealed, buf)
 }
 
+// decodeSlack is the spare capacity a decompression buffer gets past the
+// blob's plain length: with at least 16 bytes to spare, klauspost/compress
+// (v1.20.3) decodes every block with its wide copies; a buffer of the
+// exact length makes it use the byte-exact ("safe") copies for a blob's
+// last block, which is every block of a blob under 128 KiB. A test of the
+// Go tree's files decoded about 15% faster with the slack.
+const decodeSlack = 64
+
 // OpenPacked decrypts, decompresses and verifies the stored bytes of a blob.
 func (r *Repository) OpenPacked(pb index.PackedBlob, sealed []byte, buf []byte) ([]byte, error) {
 	fail := func(err error) error {
@@ -129,8 +137,8 @@ func (r *Repository) OpenPacked(pb index.PackedBlob, sealed []byte, buf []byte) 
 			return nil, fail(err)
 		}
 		defer r.putBuf(content)
-		if cap(buf) < int(pb.PlainLength) {
-			buf = make([]byte, 0, pb.PlainLength)
+		if cap(buf) < int(pb.PlainLength)+decodeSlack {
+			buf = make([]byte, 0, int(pb.PlainLength)+decodeSlack)
 		}
 		plain, err := r.decompress(content, buf[:0], int(pb.PlainLength))
 		if err != nil {

@@ -84,6 +84,8 @@ type Repository struct {
 	// bounded channel, not a sync.Pool: the garbage collector empties a
 	// sync.Pool, and a backup under a memory limit collects often.
 	bufPool chan []byte
+	// smallBufPool holds the buffers of at most smallBuf bytes (seal.go).
+	smallBufPool chan []byte
 
 	zeroMu  sync.Mutex
 	zeroIDs map[int]crypto.ID
@@ -187,7 +189,7 @@ func newRepository(be backend.Backend, key *crypto.Key, cfg Config, opts Options
 		opts.KDF = &crypto.DefaultKDF
 	}
 	r := &Repository{be: be, key: key, cfg: cfg, opts: opts, idx: index.New(), ixs: newIndexSet(),
-		bufPool: make(chan []byte, 3*runtime.GOMAXPROCS(0)+2), zeroIDs: map[int]crypto.ID{}, treePacks: treePackCache{last: map[crypto.ID]time.Time{}}}
+		bufPool: make(chan []byte, 3*runtime.GOMAXPROCS(0)+2), smallBufPool: make(chan []byte, 32), zeroIDs: map[int]crypto.ID{}, treePacks: treePackCache{last: map[crypto.ID]time.Time{}}}
 	r.enc = enc
 	r.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithDecoderMaxMemory(pack.MaxBlobSize))
 	if err != nil {

@@ -129,10 +129,20 @@ func (r *Repository) putSealBuf(b []byte) {
 	}
 }
 
+// smallBuf is the capacity of the pooled buffers for small blobs (most
+// files of a source tree): they come from a pool of their own, so that
+// they neither take the large buffers nor cost a 1 MiB allocation (and
+// its zeroing) each when the large pool runs dry.
+const smallBuf = 64 << 10
+
 // getBuf returns an empty buffer with room for n bytes from the pool.
 func (r *Repository) getBuf(n int) []byte {
+	pool, step := r.bufPool, 1<<20
+	if n <= smallBuf {
+		pool, step = r.smallBufPool, smallBuf
+	}
 	select {
-	case b := <-r.bufPool:
+	case b := <-pool:
 		if cap(b) >= n {
 			return b[:0]
 		}
@@ -140,7 +150,6 @@ func (r *Repository) getBuf(n int) []byte {
 	}
 	// Round up so that the buffer serves later, larger requests too: the
 	// pool then settles on a few buffers instead of churning the heap.
-	const step = 1 << 20
 	return make([]byte, 0, (n+step-1)/step*step)
 }
 
@@ -149,8 +158,12 @@ func (r *Repository) putBuf(b []byte) {
 	if b == nil || cap(b) > 16<<20 {
 		return
 	}
+	pool := r.bufPool
+	if cap(b) <= smallBuf {
+		pool = r.smallBufPool
+	}
 	select {
-	case r.bufPool <- b[:0]:
+	case pool <- b[:0]:
 	default:
 	}
 }
