@@ -338,6 +338,9 @@ func (ra *readAhead) siblings(d *dirNode, name string) {
 			}
 		}
 		if !ra.blob(content[0], int64(want), store) {
+			// Every slot is busy: the next file read from its start asks
+			// again from here.
+			d.siblingsAhead.CompareAndSwap(end, int64(j-1))
 			return
 		}
 	}
