@@ -27,6 +27,7 @@ type Mounted struct {
 	cancel     context.CancelFunc // stops background work (read-ahead)
 	done       chan struct{}      // closed when the server has stopped
 	unmountMu  sync.Mutex
+	fs         *mountFS // for tests in this package
 }
 
 // Mountpoint returns the absolute path the file system is mounted on.
@@ -94,7 +95,7 @@ func Mount(ctx context.Context, mountpoint string, repo Repository, opts Options
 		cancel()
 		return nil, err
 	}
-	m := &Mounted{server: server, mountpoint: abs, cancel: cancel, done: make(chan struct{})}
+	m := &Mounted{server: server, mountpoint: abs, cancel: cancel, done: make(chan struct{}), fs: mfs}
 	go func() {
 		server.Wait()
 		cancel()

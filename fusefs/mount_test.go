@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"dj/repo/crypto"
 	"dj/repo/snapshot"
 	"dj/repo/tree"
 )
@@ -1313,5 +1314,57 @@ func TestMountBigDir(t *testing.T) {
 	// again but no tree more than once.
 	if got := r.treeLoads.Load(); got > 2 {
 		t.Errorf("the trees were loaded %d times, want 2", got)
+	}
+}
+
+// TestMountSiblingsAfterBusySlots: a tree copier reads a directory's files
+// one after another, and the mount loads the next ones ahead of it. When
+// the read-ahead slots were busy as it started, the files that could not be
+// asked for then are asked for at its next file, not skipped for good.
+func TestMountSiblingsAfterBusySlots(t *testing.T) {
+	r := newFakeRepo()
+	var entries []fentry
+	ids := make([]crypto.ID, 40)
+	for i := range ids {
+		data := []byte(fmt.Sprintf("file number %d\n", i))
+		ids[i] = crypto.Hash(data)
+		entries = append(entries, fentry{path: fmt.Sprintf("d/f%02d", i), data: data, node: tree.Node{Mode: 0o644}})
+	}
+	sn := &snapshot.Snapshot{Time: t0, Hostname: "h", Tree: r.build(entries), Paths: []string{"/"}}
+	r.addSnapshot(sn)
+	mnt, m, _ := mountTest(t, r, Options{})
+	dir := filepath.Join(mnt, "snapshots", timeName(sn), "d")
+	if _, err := os.ReadDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	waitLoaded := func(id crypto.ID) bool {
+		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if r.loadCount(id) > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	// All slots but four are busy as the copier starts on f00.
+	busy := readAheadSlots - 4
+	for range busy {
+		m.fs.ra.slots <- struct{}{}
+	}
+	if _, err := os.ReadFile(filepath.Join(dir, "f00")); err != nil {
+		t.Fatal(err)
+	}
+	if !waitLoaded(ids[4]) {
+		t.Fatal("f04 was not loaded ahead with four slots free")
+	}
+	time.Sleep(50 * time.Millisecond) // the four loads give their slots back
+	for range busy {
+		<-m.fs.ra.slots
+	}
+	// f01..f04 are in the page cache: the copier's next READ is f05's.
+	if _, err := os.ReadFile(filepath.Join(dir, "f05")); err != nil {
+		t.Fatal(err)
+	}
+	if !waitLoaded(ids[12]) {
+		t.Fatal("f12, skipped while the slots were busy, was never loaded ahead of the copier")
 	}
 }
