@@ -81,6 +81,13 @@ type IndexProblem struct {
 // addIndexFile adds a loaded index file: its packs to the index, its
 // pending packs to the read-only fallback index.
 func (r *Repository) addIndexFile(id crypto.ID, f *index.File) {
+	r.noteIndexFile(id, f)
+	r.idx.AddFile(f)
+}
+
+// noteIndexFile records an index file and its packs marked for deletion;
+// its packs go into the index separately.
+func (r *Repository) noteIndexFile(id crypto.ID, f *index.File) {
 	r.ixs.mu.Lock()
 	r.ixs.files[id] = f
 	r.ixs.listed[id] = true
@@ -90,7 +97,6 @@ func (r *Repository) addIndexFile(id crypto.ID, f *index.File) {
 		}
 	}
 	r.ixs.mu.Unlock()
-	r.idx.AddFile(f)
 	for _, p := range f.Pending {
 		r.ixs.pending.AddPack(p.ID, p.Blobs)
 	}
@@ -179,13 +185,15 @@ func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProbl
 			superseded[s] = true
 		}
 	}
+	var live []*index.File
 	for i, f := range files {
 		if f == nil || superseded[ids[i]] {
 			continue
 		}
-		r.addIndexFile(ids[i], f)
+		r.noteIndexFile(ids[i], f)
+		live = append(live, f)
 	}
-	r.idx.Compact()
+	r.idx.AddFiles(live)
 	r.ixs.pending.Compact()
 	if len(problems) > 0 && !tolerate {
 		return problems, fmt.Errorf("%d index file(s) could not be loaded, first: %w (run `dj repair index`)", len(problems), problems[0].Err)

@@ -12,6 +12,7 @@ package index
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"sort"
 	"sync"
 
@@ -58,16 +59,22 @@ func New() *Index {
 	return &Index{pending: make(map[blobKey][]entry), packIdx: make(map[crypto.ID]uint32)}
 }
 
-// AddPack records the blobs of a pack.
-func (x *Index) AddPack(packID crypto.ID, blobs []pack.Blob) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
+// packIndexLocked returns the number of packID in x.packs, adding it.
+func (x *Index) packIndexLocked(packID crypto.ID) uint32 {
 	pi, ok := x.packIdx[packID]
 	if !ok {
 		pi = uint32(len(x.packs))
 		x.packs = append(x.packs, packID)
 		x.packIdx[packID] = pi
 	}
+	return pi
+}
+
+// AddPack records the blobs of a pack.
+func (x *Index) AddPack(packID crypto.ID, blobs []pack.Blob) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	pi := x.packIndexLocked(packID)
 	for _, b := range blobs {
 		e := entry{id: b.ID, packIdx: pi, offset: b.Offset, length: b.Length, plainLength: b.PlainLength, typ: b.Type, compressed: b.Compressed}
 		k := blobKey{b.Type, b.ID}
@@ -96,7 +103,27 @@ func (x *Index) compactLocked() {
 		x.sorted = append(x.sorted, es...)
 	}
 	x.pending = make(map[blobKey][]entry)
-	sort.Slice(x.sorted, func(i, j int) bool { return less(&x.sorted[i], &x.sorted[j]) })
+	x.sortLocked()
+}
+
+// sortLocked sorts the table and makes its bucket starts.
+func (x *Index) sortLocked() {
+	slices.SortFunc(x.sorted, func(a, b entry) int {
+		// The first 8 bytes as one integer decide almost every comparison.
+		if ka, kb := binary.BigEndian.Uint64(a.id[:8]), binary.BigEndian.Uint64(b.id[:8]); ka != kb {
+			if ka < kb {
+				return -1
+			}
+			return 1
+		}
+		switch {
+		case less(&a, &b):
+			return -1
+		case less(&b, &a):
+			return 1
+		}
+		return 0
+	})
 	x.buildStarts()
 }
 

@@ -1,9 +1,11 @@
 package index
 
 import (
+	"bytes"
 	"errors"
 	"math/rand"
 	"reflect"
+	"slices"
 	"testing"
 
 	"dj/repo/crypto"
@@ -166,6 +168,60 @@ func BenchmarkIndexHas(b *testing.B) {
 		id := ids[i%len(ids)]
 		if !x.Has(pack.DataBlob, id) && !x.Has(pack.TreeBlob, id) {
 			b.Fatal("not found")
+		}
+	}
+}
+
+// TestAddFilesEqualsAddFile: loading index files at once gives the same
+// index as adding them one by one, duplicates and pending entries included.
+func TestAddFilesEqualsAddFile(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	ids := make([]crypto.ID, 500)
+	for i := range ids {
+		for j := range ids[i] {
+			ids[i][j] = byte(rng.Uint32())
+		}
+	}
+	var files []*File
+	for f := 0; f < 5; f++ {
+		file := &File{}
+		for p := 0; p < 4; p++ {
+			pk := FilePack{ID: ids[rng.Intn(len(ids))]}
+			for b := 0; b < 50; b++ {
+				typ := pack.DataBlob
+				if b%7 == 0 {
+					typ = pack.TreeBlob
+				}
+				pk.Blobs = append(pk.Blobs, pack.Blob{ID: ids[rng.Intn(len(ids))], Type: typ, Offset: uint32(b * 10), Length: 10, PlainLength: uint32(b)})
+			}
+			file.Packs = append(file.Packs, pk)
+		}
+		files = append(files, file)
+	}
+	one, all := New(), New()
+	extra := []pack.Blob{{ID: ids[0], Type: pack.DataBlob, Length: 3}}
+	one.AddPack(ids[1], extra) // a pending entry before the load
+	all.AddPack(ids[1], extra)
+	for _, f := range files {
+		one.AddFile(f)
+	}
+	one.Compact()
+	all.AddFiles(files)
+	for _, id := range ids {
+		for _, typ := range []pack.BlobType{pack.DataBlob, pack.TreeBlob} {
+			a, b := one.Lookup(typ, id), all.Lookup(typ, id)
+			// Two copies in one pack may come in either order.
+			byPlace := func(x, y PackedBlob) int {
+				if c := bytes.Compare(x.PackID[:], y.PackID[:]); c != 0 {
+					return c
+				}
+				return int(x.Offset) - int(y.Offset)
+			}
+			slices.SortFunc(a, byPlace)
+			slices.SortFunc(b, byPlace)
+			if !slices.Equal(a, b) {
+				t.Fatalf("%v %s: one by one %v, at once %v", typ, id.Short(), a, b)
+			}
 		}
 	}
 }
