@@ -134,3 +134,40 @@ func (t FileType) Valid() bool {
 	}
 	return false
 }
+
+// Local is a backend with every capability of a local disk.
+type Local interface {
+	Backend
+	Stager
+	RangeLoader
+	IntoLoader
+	Prefetcher
+	UncachedLoader
+	TempCleaner
+}
+
+// LocalCapabilities are a local disk's capabilities as found beneath a
+// backend with As. A decorator that keeps them while it wraps the calls
+// that move data (a connection limit, a rate limit) embeds them and
+// overrides those calls.
+type LocalCapabilities struct {
+	Stager   Stager
+	Ranger   RangeLoader
+	Into     IntoLoader
+	Pre      Prefetcher
+	Uncached UncachedLoader
+	Cleaner  TempCleaner
+}
+
+// FindLocalCapabilities returns the capabilities beneath be; complete
+// reports whether be has every one of them.
+func FindLocalCapabilities(be Backend) (c LocalCapabilities, complete bool) {
+	var ok [6]bool
+	c.Stager, ok[0] = As[Stager](be)
+	c.Ranger, ok[1] = As[RangeLoader](be)
+	c.Into, ok[2] = As[IntoLoader](be)
+	c.Pre, ok[3] = As[Prefetcher](be)
+	c.Uncached, ok[4] = As[UncachedLoader](be)
+	c.Cleaner, ok[5] = As[TempCleaner](be)
+	return c, ok == [6]bool{true, true, true, true, true, true}
+}

@@ -33,20 +33,12 @@ func Wrap(be backend.Backend, n int) backend.Backend {
 		return be
 	}
 	b := New(be, n)
-	var c localCaps
-	var ok [6]bool
-	c.stager, ok[0] = backend.As[backend.Stager](be)
-	c.ranger, ok[1] = backend.As[backend.RangeLoader](be)
-	c.into, ok[2] = backend.As[backend.IntoLoader](be)
-	c.pre, ok[3] = backend.As[backend.Prefetcher](be)
-	c.uncached, ok[4] = backend.As[backend.UncachedLoader](be)
-	c.cleaner, ok[5] = backend.As[backend.TempCleaner](be)
-	if ok == [6]bool{true, true, true, true, true, true} {
-		c.Backend = b
-		return &c
+	caps, complete := backend.FindLocalCapabilities(be)
+	if complete {
+		return &localCaps{Backend: b, caps: caps}
 	}
-	if ok[1] {
-		return &rangeBackend{Backend: b, ranger: c.ranger}
+	if caps.Ranger != nil {
+		return &rangeBackend{Backend: b, ranger: caps.Ranger}
 	}
 	return b
 }
@@ -136,26 +128,14 @@ func (r *rangeBackend) LoadRange(ctx context.Context, h backend.Handle, offset i
 // file, a prefetch hint and cleaning take no place.
 type localCaps struct {
 	*Backend
-	stager   backend.Stager
-	ranger   backend.RangeLoader
-	into     backend.IntoLoader
-	pre      backend.Prefetcher
-	uncached backend.UncachedLoader
-	cleaner  backend.TempCleaner
+	caps backend.LocalCapabilities
 }
 
-var (
-	_ backend.Stager         = (*localCaps)(nil)
-	_ backend.RangeLoader    = (*localCaps)(nil)
-	_ backend.IntoLoader     = (*localCaps)(nil)
-	_ backend.Prefetcher     = (*localCaps)(nil)
-	_ backend.UncachedLoader = (*localCaps)(nil)
-	_ backend.TempCleaner    = (*localCaps)(nil)
-)
+var _ backend.Local = (*localCaps)(nil)
 
 // CreateTemp creates a temporary file in the wrapped backend.
 func (c *localCaps) CreateTemp(ctx context.Context, t backend.FileType) (*os.File, error) {
-	return c.stager.CreateTemp(ctx, t)
+	return c.caps.Stager.CreateTemp(ctx, t)
 }
 
 // SaveTemp publishes f once a place is free.
@@ -166,7 +146,7 @@ func (c *localCaps) SaveTemp(ctx context.Context, h backend.Handle, f *os.File) 
 		return err
 	}
 	defer c.release()
-	return c.stager.SaveTemp(ctx, h, f)
+	return c.caps.Stager.SaveTemp(ctx, h, f)
 }
 
 // LoadRange reads a range into buf once a place is free.
@@ -175,7 +155,7 @@ func (c *localCaps) LoadRange(ctx context.Context, h backend.Handle, offset int6
 		return nil, err
 	}
 	defer c.release()
-	return c.ranger.LoadRange(ctx, h, offset, length, buf)
+	return c.caps.Ranger.LoadRange(ctx, h, offset, length, buf)
 }
 
 // LoadInto reads into buf once a place is free.
@@ -184,11 +164,11 @@ func (c *localCaps) LoadInto(ctx context.Context, h backend.Handle, offset int64
 		return err
 	}
 	defer c.release()
-	return c.into.LoadInto(ctx, h, offset, buf)
+	return c.caps.Into.LoadInto(ctx, h, offset, buf)
 }
 
 // Prefetch passes the hint on.
-func (c *localCaps) Prefetch(ctx context.Context, h backend.Handle) { c.pre.Prefetch(ctx, h) }
+func (c *localCaps) Prefetch(ctx context.Context, h backend.Handle) { c.caps.Pre.Prefetch(ctx, h) }
 
 // LoadUncached reads a whole file once a place is free.
 func (c *localCaps) LoadUncached(ctx context.Context, h backend.Handle, buf []byte) ([]byte, error) {
@@ -196,10 +176,10 @@ func (c *localCaps) LoadUncached(ctx context.Context, h backend.Handle, buf []by
 		return nil, err
 	}
 	defer c.release()
-	return c.uncached.LoadUncached(ctx, h, buf)
+	return c.caps.Uncached.LoadUncached(ctx, h, buf)
 }
 
 // RemoveStaleTemp cleans temporary files in the wrapped backend.
 func (c *localCaps) RemoveStaleTemp(ctx context.Context, age time.Duration) (int, error) {
-	return c.cleaner.RemoveStaleTemp(ctx, age)
+	return c.caps.Cleaner.RemoveStaleTemp(ctx, age)
 }

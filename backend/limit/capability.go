@@ -14,22 +14,10 @@ import (
 // it looks beneath the limiter, so no transfer bypasses the limit.
 type capBackend struct {
 	*Backend
-	stager   backend.Stager
-	ranger   backend.RangeLoader
-	into     backend.IntoLoader
-	pre      backend.Prefetcher
-	uncached backend.UncachedLoader
-	cleaner  backend.TempCleaner
+	caps backend.LocalCapabilities
 }
 
-var (
-	_ backend.Stager         = (*capBackend)(nil)
-	_ backend.RangeLoader    = (*capBackend)(nil)
-	_ backend.IntoLoader     = (*capBackend)(nil)
-	_ backend.Prefetcher     = (*capBackend)(nil)
-	_ backend.UncachedLoader = (*capBackend)(nil)
-	_ backend.TempCleaner    = (*capBackend)(nil)
-)
+var _ backend.Local = (*capBackend)(nil)
 
 // Wrap is New for any backend: where be has every capability of the local
 // backend, the result keeps them, paced; otherwise it is New's Backend,
@@ -37,25 +25,16 @@ var (
 // the limiter paces).
 func Wrap(be backend.Backend, r Rates) backend.Backend {
 	b := New(be, r)
-	c := &capBackend{Backend: b}
-	var ok [6]bool
-	c.stager, ok[0] = backend.As[backend.Stager](be)
-	c.ranger, ok[1] = backend.As[backend.RangeLoader](be)
-	c.into, ok[2] = backend.As[backend.IntoLoader](be)
-	c.pre, ok[3] = backend.As[backend.Prefetcher](be)
-	c.uncached, ok[4] = backend.As[backend.UncachedLoader](be)
-	c.cleaner, ok[5] = backend.As[backend.TempCleaner](be)
-	for _, o := range ok {
-		if !o {
-			return b
-		}
+	caps, complete := backend.FindLocalCapabilities(be)
+	if !complete {
+		return b
 	}
-	return c
+	return &capBackend{Backend: b, caps: caps}
 }
 
 // CreateTemp creates a temporary file in the wrapped backend.
 func (c *capBackend) CreateTemp(ctx context.Context, t backend.FileType) (*os.File, error) {
-	return c.stager.CreateTemp(ctx, t)
+	return c.caps.Stager.CreateTemp(ctx, t)
 }
 
 // SaveTemp waits until the upload rate allows the file's size, then
@@ -68,12 +47,12 @@ func (c *capBackend) SaveTemp(ctx context.Context, h backend.Handle, f *os.File)
 			return err
 		}
 	}
-	return c.stager.SaveTemp(ctx, h, f)
+	return c.caps.Stager.SaveTemp(ctx, h, f)
 }
 
 // LoadRange reads a range, then waits until the download rate allows it.
 func (c *capBackend) LoadRange(ctx context.Context, h backend.Handle, offset int64, length int, buf []byte) ([]byte, error) {
-	b, err := c.ranger.LoadRange(ctx, h, offset, length, buf)
+	b, err := c.caps.Ranger.LoadRange(ctx, h, offset, length, buf)
 	if err != nil {
 		return nil, err
 	}
@@ -82,19 +61,19 @@ func (c *capBackend) LoadRange(ctx context.Context, h backend.Handle, offset int
 
 // LoadInto reads into buf, then waits until the download rate allows it.
 func (c *capBackend) LoadInto(ctx context.Context, h backend.Handle, offset int64, buf []byte) error {
-	if err := c.into.LoadInto(ctx, h, offset, buf); err != nil {
+	if err := c.caps.Into.LoadInto(ctx, h, offset, buf); err != nil {
 		return err
 	}
 	return c.down.wait(ctx, len(buf))
 }
 
 // Prefetch passes the hint on; the bytes are paced when they are loaded.
-func (c *capBackend) Prefetch(ctx context.Context, h backend.Handle) { c.pre.Prefetch(ctx, h) }
+func (c *capBackend) Prefetch(ctx context.Context, h backend.Handle) { c.caps.Pre.Prefetch(ctx, h) }
 
 // LoadUncached reads a whole file, then waits until the download rate
 // allows it.
 func (c *capBackend) LoadUncached(ctx context.Context, h backend.Handle, buf []byte) ([]byte, error) {
-	b, err := c.uncached.LoadUncached(ctx, h, buf)
+	b, err := c.caps.Uncached.LoadUncached(ctx, h, buf)
 	if err != nil {
 		return nil, err
 	}
@@ -103,5 +82,5 @@ func (c *capBackend) LoadUncached(ctx context.Context, h backend.Handle, buf []b
 
 // RemoveStaleTemp removes stale temporary files of the wrapped backend.
 func (c *capBackend) RemoveStaleTemp(ctx context.Context, age time.Duration) (int, error) {
-	return c.cleaner.RemoveStaleTemp(ctx, age)
+	return c.caps.Cleaner.RemoveStaleTemp(ctx, age)
 }
