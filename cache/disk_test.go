@@ -13,6 +13,8 @@ import (
 	"dj/backend/mem"
 )
 
+const testID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
 func TestDiskCache(t *testing.T) {
 	ctx := context.Background()
 	be := mem.New()
@@ -22,8 +24,10 @@ func TestDiskCache(t *testing.T) {
 	if err := be.Save(ctx, h, data); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	d := NewDisk(be, dir)
+	base := t.TempDir()
+	d := NewDisk(be, base, 0)
+	d.SetRepositoryID(testID)
+	dir := filepath.Join(base, testID)
 	if b, err := d.Load(ctx, h, 0, 0); err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("first load: %v", err)
 	}
