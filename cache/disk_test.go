@@ -13,7 +13,7 @@ import (
 	"dj/backend/mem"
 )
 
-const testID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+const testRepoID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 func TestDiskCache(t *testing.T) {
 	ctx := context.Background()
@@ -26,8 +26,8 @@ func TestDiskCache(t *testing.T) {
 	}
 	base := t.TempDir()
 	d := NewDisk(be, base, 0)
-	d.SetRepositoryID(testID)
-	dir := filepath.Join(base, testID)
+	d.SetRepositoryID(testRepoID)
+	dir := filepath.Join(base, testRepoID)
 	if b, err := d.Load(ctx, h, 0, 0); err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("first load: %v", err)
 	}
