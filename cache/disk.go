@@ -186,8 +186,8 @@ func (d *Disk) LoadTreePack(ctx context.Context, h backend.Handle, offset int64,
 	if p == "" || h.Type != backend.PackFile {
 		return d.Backend.Load(ctx, h, offset, length)
 	}
-	if b, ok := d.readCached(p, h.Name, offset, length); ok {
-		return b, nil
+	if b, ok, err := d.readCached(p, h, offset, length); ok {
+		return b, err
 	}
 	data, err := d.fetchPack(ctx, h, p)
 	if err != nil {
@@ -205,42 +205,45 @@ func (d *Disk) LoadTreePack(ctx context.Context, h backend.Handle, offset int64,
 // readCached reads a range of a cached tree pack, checking the whole pack
 // against its name on its first use in this process; false means it is not
 // there (or was damaged and is gone now).
-func (d *Disk) readCached(p, name string, offset int64, length int) ([]byte, bool) {
+func (d *Disk) readCached(p string, h backend.Handle, offset int64, length int) ([]byte, bool, error) {
 	d.mu.Lock()
-	ok := d.verified[name]
+	ok := d.verified[h.Name]
 	d.mu.Unlock()
 	if !ok {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			return nil, false
+			return nil, false, nil
 		}
-		if sumName(b) != name {
+		if sumName(b) != h.Name {
 			_ = os.Remove(p)
 			d.forgetSize()
-			return nil, false
+			return nil, false, nil
 		}
 		d.mu.Lock()
-		d.verified[name] = true
+		d.verified[h.Name] = true
 		d.mu.Unlock()
 	}
-	d.touch(p, name)
 	f, err := os.Open(p)
 	if err != nil {
-		return nil, false
+		return nil, false, nil
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, false, nil
+	}
+	d.touch(p, h.Name)
 	if length == 0 {
-		fi, err := f.Stat()
-		if err != nil || fi.Size() < offset {
-			return nil, false
-		}
 		length = int(fi.Size() - offset)
+	}
+	if offset < 0 || length < 0 || offset+int64(length) > fi.Size() {
+		return nil, true, fmt.Errorf("load %s at %d, %d bytes: beyond its %d bytes: %w", h, offset, length, fi.Size(), io.ErrUnexpectedEOF)
 	}
 	buf := make([]byte, length)
 	if _, err := f.ReadAt(buf, offset); err != nil {
-		return nil, false
+		return nil, false, nil
 	}
-	return buf, true
+	return buf, true, nil
 }
 
 // fetchPack downloads the whole pack h once for all concurrent callers and
