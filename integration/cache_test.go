@@ -169,13 +169,15 @@ func TestCacheRemoteWarmCommandsReadNoData(t *testing.T) {
 	if got := e.must("ls", "latest"); got != want {
 		t.Errorf("ls over a damaged cache:\n%s\nwant:\n%s", got, want)
 	}
+	e.must("ls", snapIDs(t, e)[0]) // reads the other tree packs
 	if len(dataReads(counter.take())) == 0 {
 		t.Error("damaged cached packs were not fetched again")
 	}
 	for _, p := range append(packs, indexes...) {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			continue // not needed by ls: fetched when it is
+			t.Errorf("%s: %v", p, err)
+			continue
 		}
 		sum := sha256.Sum256(b)
 		if hex.EncodeToString(sum[:]) != filepath.Base(p) {
@@ -183,8 +185,15 @@ func TestCacheRemoteWarmCommandsReadNoData(t *testing.T) {
 		}
 	}
 	e.must("ls", "latest")
+	e.must("ls", snapIDs(t, e)[0])
 	if rs := counter.take(); len(rs) != 0 {
 		t.Errorf("ls after the repair read from the server: %v", rs)
+	}
+
+	// check reads what the server holds, never the cache.
+	e.must("check")
+	if len(dataReads(counter.take())) == 0 {
+		t.Error("check read no pack from the server")
 	}
 
 	// --no-cache reads from the server.

@@ -130,7 +130,6 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 	if _, err := r.SaveFile(ctx, backend.ConfigFile, body); err != nil {
 		return nil, fmt.Errorf("save config: %w", err)
 	}
-	announceID(be, cfg.ID)
 	return r, nil
 }
 

@@ -145,7 +145,8 @@ var locations = location.NewBuiltin()
 // openBackend opens (or, with create, creates) the storage at the location
 // through the location registry, with the -o options, the rate limits,
 // the retry layer for a remote repository and, for a remote repository,
-// the on-disk cache unless --no-cache.
+// the on-disk cache (cache.Disk, keyed by the repository id that repo.Open
+// announces to it) unless --no-cache or the command is check.
 func (e *env) openBackend(create bool) (backend.Backend, error) {
 	loc, err := e.location()
 	if err != nil {
@@ -178,7 +179,9 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 		}
 		return nil, err
 	}
-	if scheme.Remote && !globals(e.c).Bool("no-cache") {
+	// check reads what the server holds, not a local copy of it (restic's
+	// check does the same with a new temporary cache).
+	if scheme.Remote && !globals(e.c).Bool("no-cache") && (e.c.Command == nil || e.c.Command.Name != "check") {
 		if dir := e.cacheDir(); dir != "" {
 			max, err := parseSize(e.c.String("cache-max-size"))
 			if err != nil || max <= 0 {
