@@ -37,7 +37,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "password-file", Aliases: []string{"p"}, EnvVars: []string{"DJ_PASSWORD_FILE"}, Usage: "read the password from `FILE`"},
 		&cli.StringFlag{Name: "password-command", EnvVars: []string{"DJ_PASSWORD_COMMAND"}, Usage: "run `COMMAND` and use its output as the password"},
 		&cli.StringFlag{Name: "cache-dir", EnvVars: []string{"DJ_CACHE_DIR"}, Usage: "keep the local cache of remote repositories (index, snapshot and tree-pack files, one directory per repository id) under `DIR` (default $XDG_CACHE_HOME/dj or ~/.cache/dj)"},
-		&cli.StringFlag{Name: "cache-max-size", EnvVars: []string{"DJ_CACHE_MAX_SIZE"}, Value: "4G", Usage: "keep at most `SIZE` of tree packs in a repository's local cache (K, M, G, T); the least recently used are removed first"},
+		&cli.StringFlag{Name: "cache-max-size", EnvVars: []string{"DJ_CACHE_MAX_SIZE"}, Value: "4G", Action: checkCacheMaxSize, Usage: "keep at most `SIZE` of tree packs in a repository's local cache (K, M, G, T); the least recently used are removed first"},
 		&cli.StringFlag{Name: "compression", EnvVars: []string{"DJ_COMPRESSION"}, Value: "auto", Usage: "compression `MODE`: off, fastest, auto, better or best"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print more detail (-vv or --verbose=2 for even more)"},
@@ -183,15 +183,24 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 	// check does the same with a new temporary cache).
 	if scheme.Remote && !globals(e.c).Bool("no-cache") && (e.c.Command == nil || e.c.Command.Name != "check") {
 		if dir := e.cacheDir(); dir != "" {
-			max, err := parseSize(e.c.String("cache-max-size"))
+			max, err := parseSize(globals(e.c).String("cache-max-size"))
 			if err != nil || max <= 0 {
 				be.Close()
-				return nil, usageError("invalid --cache-max-size %q: want a size like 500M or 4G", e.c.String("cache-max-size"))
+				return nil, checkCacheMaxSize(e.c, globals(e.c).String("cache-max-size"))
 			}
 			be = cache.NewDisk(be, dir, max)
 		}
 	}
 	return be, nil
+}
+
+// checkCacheMaxSize refuses a --cache-max-size that is not a positive
+// size.
+func checkCacheMaxSize(_ *cli.Context, s string) error {
+	if n, err := parseSize(s); err != nil || n <= 0 {
+		return usageError("invalid --cache-max-size %q: want a size like 500M or 4G", s)
+	}
+	return nil
 }
 
 // cacheDir returns the base directory of the on-disk caches of remote
