@@ -391,6 +391,35 @@ func (d *Disk) Remove(ctx context.Context, h backend.Handle) error {
 	return d.Backend.Remove(ctx, h)
 }
 
+// List lists the files of type t. A complete listing of index or
+// snapshot files also drops the cached copies of those the repository no
+// longer has (removed by another machine's forget or prune).
+func (d *Disk) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
+	dir := d.Dir()
+	if !cachedTypes[t] || dir == "" {
+		return d.Backend.List(ctx, t, fn)
+	}
+	live := map[string]bool{}
+	err := d.Backend.List(ctx, t, func(fi backend.FileInfo) error {
+		live[fi.Name] = true
+		return fn(fi)
+	})
+	if err == nil {
+		dropStale(filepath.Join(dir, string(t)), live)
+	}
+	return err
+}
+
+// dropStale removes the files in dir whose names are not in live.
+func dropStale(dir string, live map[string]bool) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !live[e.Name()] {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
 // Prune removes cached files that the repository no longer has.
 func (d *Disk) Prune(ctx context.Context) error {
 	dir := d.Dir()
@@ -402,12 +431,7 @@ func (d *Disk) Prune(ctx context.Context) error {
 		if err := d.Backend.List(ctx, t, func(fi backend.FileInfo) error { live[fi.Name] = true; return nil }); err != nil {
 			return err
 		}
-		entries, _ := os.ReadDir(filepath.Join(dir, string(t)))
-		for _, e := range entries {
-			if !live[e.Name()] {
-				_ = os.Remove(filepath.Join(dir, string(t), e.Name()))
-			}
-		}
+		dropStale(filepath.Join(dir, string(t)), live)
 	}
 	return nil
 }

@@ -235,15 +235,16 @@ func TestDiskUnderRepository(t *testing.T) {
 	ctx := context.Background()
 	be := newCounting(mem.New())
 	base := t.TempDir()
-	id, cfgID := writeTestTree(t, NewDisk(be, base, 0))
-	if _, err := os.Stat(filepath.Join(base, cfgID)); err != nil {
-		t.Fatalf("no cache dir named by the repository id: %v", err)
-	}
-	os.RemoveAll(filepath.Join(base, cfgID)) // start cold
+	id, cfgID := writeTestTree(t, be)
+	be.take(backend.PackFile)
+	be.take(backend.IndexFile)
 	for round := 0; round < 2; round++ {
 		r := openTestRepo(t, NewDisk(be, base, 0))
 		if _, err := r.LoadTree(ctx, id); err != nil {
 			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(base, cfgID)); err != nil {
+			t.Fatalf("no cache dir named by the repository id: %v", err)
 		}
 		packs, idx := be.take(backend.PackFile), be.take(backend.IndexFile)
 		if round == 0 && (packs != 1 || idx == 0) {
