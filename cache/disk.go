@@ -250,14 +250,22 @@ func (d *Disk) readCached(p string, h backend.Handle, offset int64, length int) 
 // keeps it in the cache when it matches its name.
 func (d *Disk) fetchPack(ctx context.Context, h backend.Handle, p string) ([]byte, error) {
 	d.mu.Lock()
-	if f, ok := d.inflight[h.Name]; ok {
+	for {
+		f, ok := d.inflight[h.Name]
+		if !ok {
+			break
+		}
 		d.mu.Unlock()
 		select {
 		case <-f.done:
-			return f.data, f.err
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+		// The fetch of a caller that gave up is no answer for the others.
+		if f.err == nil || !errors.Is(f.err, context.Canceled) && !errors.Is(f.err, context.DeadlineExceeded) {
+			return f.data, f.err
+		}
+		d.mu.Lock()
 	}
 	f := &fetch{done: make(chan struct{})}
 	d.inflight[h.Name] = f

@@ -255,3 +255,53 @@ func TestDiskUnderRepository(t *testing.T) {
 		}
 	}
 }
+
+// gated is a backend whose pack loads wait for release (or their context).
+type gated struct {
+	backend.Backend
+	started chan struct{}
+	release chan struct{}
+}
+
+func (g *gated) Load(ctx context.Context, h backend.Handle, offset int64, length int) ([]byte, error) {
+	if h.Type == backend.PackFile {
+		g.started <- struct{}{}
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return g.Backend.Load(ctx, h, offset, length)
+}
+
+// TestDiskFetchOfCancelledCallerIsRetried: when the caller whose fetch
+// others wait for gives up, a waiter fetches the pack itself.
+func TestDiskFetchOfCancelledCallerIsRetried(t *testing.T) {
+	g := &gated{Backend: mem.New(), started: make(chan struct{}, 2), release: make(chan struct{})}
+	h := savePack(t, g.Backend, []byte("tree pack bytes"))
+	d := NewDisk(g, t.TempDir(), 0)
+	d.SetRepositoryID(testRepoID)
+	ctx1, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { _, err := d.LoadTreePack(ctx1, h, 0, 4); errc <- err }()
+	<-g.started
+	got := make(chan string, 1)
+	go func() {
+		b, err := d.LoadTreePack(context.Background(), h, 5, 4)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- string(b)
+	}()
+	time.Sleep(20 * time.Millisecond) // let the second caller wait
+	cancel()
+	if err := <-errc; err == nil {
+		t.Error("cancelled caller got no error")
+	}
+	<-g.started
+	close(g.release)
+	if s := <-got; s != "pack" {
+		t.Errorf("waiter got %q", s)
+	}
+}
