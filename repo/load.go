@@ -108,8 +108,11 @@ func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []
 	}
 	var sealed []byte
 	var err error
-	tl, treeCached := backend.As[treePackLoader](r.be)
-	if treeCached && pb.Type == pack.TreeBlob {
+	var tl treePackLoader
+	if pb.Type == pack.TreeBlob {
+		tl, _ = backend.As[treePackLoader](r.be)
+	}
+	if tl != nil {
 		sealed, err = tl.LoadTreePack(ctx, h, int64(pb.Offset), int(pb.Length))
 	} else if rl, ok := backend.As[backend.RangeLoader](r.be); ok {
 		b := r.getBuf(int(pb.Length) + backend.RangeSlack)
