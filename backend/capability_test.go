@@ -24,7 +24,7 @@ func wrapped(t *testing.T) (backend.Backend, *local.Local) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return retry.New(fault.New(cache.NewDisk(l, t.TempDir())), retry.Options{}), l
+	return retry.New(fault.New(cache.NewDisk(l, t.TempDir(), 0)), retry.Options{}), l
 }
 
 // TestAsFindsCapabilitiesThroughDecorators: every capability the local

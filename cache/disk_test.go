@@ -13,6 +13,8 @@ import (
 	"dj/backend/mem"
 )
 
+const testRepoID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
 func TestDiskCache(t *testing.T) {
 	ctx := context.Background()
 	be := mem.New()
@@ -22,8 +24,10 @@ func TestDiskCache(t *testing.T) {
 	if err := be.Save(ctx, h, data); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	d := NewDisk(be, dir)
+	base := t.TempDir()
+	d := NewDisk(be, base, 0)
+	d.SetRepositoryID(testRepoID)
+	dir := filepath.Join(base, testRepoID)
 	if b, err := d.Load(ctx, h, 0, 0); err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("first load: %v", err)
 	}
@@ -46,5 +50,34 @@ func TestDiskCache(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "index", h.Name)); !os.IsNotExist(err) {
 		t.Fatal("pruned file still cached")
+	}
+}
+
+func TestDiskListDropsStaleCopies(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	base := t.TempDir()
+	d := NewDisk(be, base, 0)
+	d.SetRepositoryID(testRepoID)
+	keep, gone := []byte("kept snapshot"), []byte("forgotten snapshot")
+	var hs []backend.Handle
+	for _, b := range [][]byte{keep, gone} {
+		sum := sha256.Sum256(b)
+		h := backend.Handle{Type: backend.SnapshotFile, Name: hex.EncodeToString(sum[:])}
+		if err := d.Save(ctx, h, b); err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
+	}
+	be.Remove(ctx, hs[1]) // another machine forgot it
+	n := 0
+	if err := d.List(ctx, backend.SnapshotFile, func(backend.FileInfo) error { n++; return nil }); err != nil || n != 1 {
+		t.Fatalf("List: %d files, %v", n, err)
+	}
+	for i, want := range []bool{true, false} {
+		_, err := os.Stat(filepath.Join(base, testRepoID, "snapshots", hs[i].Name))
+		if got := err == nil; got != want {
+			t.Errorf("snapshot %d cached: %v, want %v", i, got, want)
+		}
 	}
 }

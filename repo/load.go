@@ -94,6 +94,13 @@ func (r *Repository) prefetchTreePack(ctx context.Context, h backend.Handle, pac
 	}
 }
 
+// treePackLoader is implemented by the on-disk cache of a remote
+// repository: it reads a range of a pack that holds trees from its local
+// copy of the whole pack, fetching the pack once.
+type treePackLoader interface {
+	LoadTreePack(ctx context.Context, h backend.Handle, offset int64, length int) ([]byte, error)
+}
+
 func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []byte) ([]byte, error) {
 	h := backend.Handle{Type: backend.PackFile, Name: pb.PackID.String()}
 	if pb.Type == pack.TreeBlob {
@@ -101,7 +108,13 @@ func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []
 	}
 	var sealed []byte
 	var err error
-	if rl, ok := backend.As[backend.RangeLoader](r.be); ok {
+	var tl treePackLoader
+	if pb.Type == pack.TreeBlob {
+		tl, _ = backend.As[treePackLoader](r.be)
+	}
+	if tl != nil {
+		sealed, err = tl.LoadTreePack(ctx, h, int64(pb.Offset), int(pb.Length))
+	} else if rl, ok := backend.As[backend.RangeLoader](r.be); ok {
 		b := r.getBuf(int(pb.Length) + backend.RangeSlack)
 		sealed, err = rl.LoadRange(ctx, h, int64(pb.Offset), int(pb.Length), b[:cap(b)])
 		defer r.putBuf(b)

@@ -43,6 +43,7 @@ Example:
 	app.Commands = append(app.Commands, maintenanceCommands()...)
 	app.Commands = append(app.Commands, copyCommand(), tagCommand(), rewriteCommand(), listCommand(), findFilesCommand())
 	app.Commands = append(app.Commands, optionsCommand())
+	app.Commands = append(app.Commands, cacheCommand())
 	sort.Sort(cli.CommandsByName(app.Commands))
 	return app
 }

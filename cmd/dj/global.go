@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,7 +36,8 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "repository-file", EnvVars: []string{"DJ_REPOSITORY_FILE"}, Usage: "read the repository location from `FILE`"},
 		&cli.StringFlag{Name: "password-file", Aliases: []string{"p"}, EnvVars: []string{"DJ_PASSWORD_FILE"}, Usage: "read the password from `FILE`"},
 		&cli.StringFlag{Name: "password-command", EnvVars: []string{"DJ_PASSWORD_COMMAND"}, Usage: "run `COMMAND` and use its output as the password"},
-		&cli.StringFlag{Name: "cache-dir", EnvVars: []string{"DJ_CACHE_DIR"}, Usage: "keep the local cache of remote repositories (index and snapshot files) in `DIR`"},
+		&cli.StringFlag{Name: "cache-dir", EnvVars: []string{"DJ_CACHE_DIR"}, Usage: "keep the local cache of remote repositories (index, snapshot and tree-pack files, one directory per repository id) under `DIR` (default $XDG_CACHE_HOME/dj or ~/.cache/dj)"},
+		&cli.StringFlag{Name: "cache-max-size", EnvVars: []string{"DJ_CACHE_MAX_SIZE"}, Value: "4G", Action: checkCacheMaxSize, Usage: "keep at most `SIZE` of tree packs in a repository's local cache (K, M, G, T); the least recently used are removed first"},
 		&cli.StringFlag{Name: "compression", EnvVars: []string{"DJ_COMPRESSION"}, Value: "auto", Usage: "compression `MODE`: off, fastest, auto, better or best"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "print more detail (-vv or --verbose=2 for even more)"},
@@ -146,7 +145,8 @@ var locations = location.NewBuiltin()
 // openBackend opens (or, with create, creates) the storage at the location
 // through the location registry, with the -o options, the rate limits,
 // the retry layer for a remote repository and, for a remote repository,
-// the on-disk cache unless --no-cache.
+// the on-disk cache (cache.Disk, keyed by the repository id that repo.Open
+// announces to it) unless --no-cache or the command is check.
 func (e *env) openBackend(create bool) (backend.Backend, error) {
 	loc, err := e.location()
 	if err != nil {
@@ -179,28 +179,43 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 		}
 		return nil, err
 	}
-	if scheme.Remote {
-		if dir := e.cacheDir(strings.TrimPrefix(loc, scheme.Name+":")); dir != "" && !globals(e.c).Bool("no-cache") {
-			be = cache.NewDisk(be, dir)
+	// check reads what the server holds, not a local copy of it (restic's
+	// check does the same with a new temporary cache).
+	if scheme.Remote && !globals(e.c).Bool("no-cache") && (e.c.Command == nil || e.c.Command.Name != "check") {
+		if dir := e.cacheDir(); dir != "" {
+			max, err := parseSize(globals(e.c).String("cache-max-size"))
+			if err != nil || max <= 0 {
+				be.Close()
+				return nil, checkCacheMaxSize(e.c, globals(e.c).String("cache-max-size"))
+			}
+			be = cache.NewDisk(be, dir, max)
 		}
 	}
 	return be, nil
 }
 
-// cacheDir returns the on-disk cache directory for the remote repository
-// at location: --cache-dir, or $XDG_CACHE_HOME/dj, or ~/.cache/dj, one
-// subdirectory per location. Empty means no cache.
-func (e *env) cacheDir(location string) string {
-	dir := e.c.String("cache-dir")
-	if dir == "" {
-		base, err := os.UserCacheDir()
-		if err != nil {
-			return ""
-		}
-		dir = filepath.Join(base, "dj")
+// checkCacheMaxSize refuses a --cache-max-size that is not a positive
+// size.
+func checkCacheMaxSize(_ *cli.Context, s string) error {
+	if n, err := parseSize(s); err != nil || n <= 0 {
+		return usageError("invalid --cache-max-size %q: want a size like 500M or 4G", s)
 	}
-	sum := sha256.Sum256([]byte(location))
-	return filepath.Join(dir, hex.EncodeToString(sum[:8]))
+	return nil
+}
+
+// cacheDir returns the base directory of the on-disk caches of remote
+// repositories: --cache-dir, or $XDG_CACHE_HOME/dj, or ~/.cache/dj. Each
+// repository has its own subdirectory there, named by its id. Empty means
+// no cache.
+func (e *env) cacheDir() string {
+	if dir := e.c.String("cache-dir"); dir != "" {
+		return dir
+	}
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(base, "dj")
 }
 
 // password returns the repository password from the flags, the
