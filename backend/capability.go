@@ -171,3 +171,17 @@ func FindLocalCapabilities(be Backend) (c LocalCapabilities, complete bool) {
 	c.Cleaner, ok[5] = As[TempCleaner](be)
 	return c, ok == [6]bool{true, true, true, true, true, true}
 }
+
+// TreePackLoader is implemented by the on-disk cache of a remote
+// repository: it reads a range of a pack that holds trees from its local
+// copy of the whole pack, fetching the pack once.
+type TreePackLoader interface {
+	LoadTreePack(ctx context.Context, h Handle, offset int64, length int) ([]byte, error)
+}
+
+// IDReceiver is implemented by decorators that need the repository's id,
+// which only the encrypted config holds (the on-disk cache keeps its files
+// in a directory named by it); the repository announces it once opened.
+type IDReceiver interface {
+	SetRepositoryID(id string)
+}

@@ -59,6 +59,11 @@ type fetch struct {
 	err  error
 }
 
+var (
+	_ backend.IDReceiver     = (*Disk)(nil)
+	_ backend.TreePackLoader = (*Disk)(nil)
+)
+
 // DefaultMaxSize is the default bound on the tree packs a Disk keeps for
 // one repository.
 const DefaultMaxSize = 4 << 30

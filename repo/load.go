@@ -94,13 +94,6 @@ func (r *Repository) prefetchTreePack(ctx context.Context, h backend.Handle, pac
 	}
 }
 
-// treePackLoader is implemented by the on-disk cache of a remote
-// repository: it reads a range of a pack that holds trees from its local
-// copy of the whole pack, fetching the pack once.
-type treePackLoader interface {
-	LoadTreePack(ctx context.Context, h backend.Handle, offset int64, length int) ([]byte, error)
-}
-
 func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []byte) ([]byte, error) {
 	h := backend.Handle{Type: backend.PackFile, Name: pb.PackID.String()}
 	if pb.Type == pack.TreeBlob {
@@ -108,9 +101,9 @@ func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []
 	}
 	var sealed []byte
 	var err error
-	var tl treePackLoader
+	var tl backend.TreePackLoader
 	if pb.Type == pack.TreeBlob {
-		tl, _ = backend.As[treePackLoader](r.be)
+		tl, _ = backend.As[backend.TreePackLoader](r.be)
 	}
 	if tl != nil {
 		sealed, err = tl.LoadTreePack(ctx, h, int64(pb.Offset), int(pb.Length))

@@ -178,16 +178,9 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 	return r, nil
 }
 
-// idReceiver is implemented by backend decorators that need the
-// repository's id, which only the encrypted config holds: the on-disk
-// cache keeps its files in a directory named by it.
-type idReceiver interface {
-	SetRepositoryID(id string)
-}
-
 // announceID tells the backend chain the repository id, if it wants it.
 func announceID(be backend.Backend, id string) {
-	if rc, ok := backend.As[idReceiver](be); ok {
+	if rc, ok := backend.As[backend.IDReceiver](be); ok {
 		rc.SetRepositoryID(id)
 	}
 }
