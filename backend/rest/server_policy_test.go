@@ -3,12 +3,14 @@ package rest_test
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"dj/backend"
 	"dj/backend/rest"
 )
 
@@ -151,7 +153,9 @@ func TestMultiQuota(t *testing.T) {
 			t.Fatalf("create %s: %d", r.repo, w.Code)
 		}
 	}
-	blob := func(i, n int) []byte { return []byte(fmt.Sprintf("%d%s", i, strings.Repeat("x", n-len(fmt.Sprint(i))))) }
+	blob := func(i, n int) []byte {
+		return []byte(fmt.Sprintf("%d%s", i, strings.Repeat("x", n-len(fmt.Sprint(i)))))
+	}
 	put := func(auth map[string]string, repo string, data []byte) int {
 		return request(h, "POST", repo+"data/"+hashName(data), data, auth).Code
 	}
@@ -228,5 +232,24 @@ func TestPolicyFile(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("%s: %v", tc.json, err)
 		}
+	}
+}
+
+func TestClientQuotaMessage(t *testing.T) {
+	h := newMulti(t, rest.MultiOptions{Root: t.TempDir(), MaxSize: 1000})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	ctx := t.Context()
+	c, err := rest.Create(ctx, srv.URL+"/r1/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte(strings.Repeat("y", 2000))
+	err = c.Save(ctx, backend.Handle{Type: backend.PackFile, Name: hashName(data)}, data)
+	if err == nil || !strings.Contains(err.Error(), "repository quota exceeded (global limit") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("Save over the quota: %v, want one line saying repository quota exceeded", err)
+	}
+	if strings.Contains(err.Error(), "disk is full") {
+		t.Errorf("quota reported as a full disk: %v", err)
 	}
 }
