@@ -60,7 +60,8 @@ type multiServer struct {
 // under opts.Root over restic's REST protocol (version 1 and 2), each at
 // its path: the repository in Root/ann/laptop answers at /ann/laptop/, the
 // one in Root itself at /. A client's init (POST /<path>/?create=true)
-// creates a repository; requests to a path without one answer 404.
+// creates a repository; requests to a path without one (a directory
+// without the keys directory that init creates) answer 404.
 // Uploads are verified as NewServer verifies them; an upload that would
 // take a directory above its quota answers 507 with a text that starts
 // with "repository quota exceeded", and stores nothing.
@@ -151,7 +152,8 @@ func (m *multiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "a repository cannot be created inside the repository at /"+inside, http.StatusBadRequest)
 			return
 		}
-	} else if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+	} else if fi, err := os.Stat(filepath.Join(dir, string(backend.KeyFile))); err != nil || !fi.IsDir() {
+		// No repository here: one has the layout that init creates.
 		httpError(w, http.StatusNotFound)
 		return
 	}

@@ -112,6 +112,9 @@ func TestMultiRepositories(t *testing.T) {
 		}
 	}
 	// The repository at the root of the tree, as before.
+	if w := request(h, "POST", "/?create=true", nil, nil); w.Code != http.StatusOK {
+		t.Errorf("create /: %d", w.Code)
+	}
 	if w := request(h, "POST", "/config", []byte("root"), nil); w.Code != http.StatusOK {
 		t.Errorf("POST /config: %d", w.Code)
 	}
