@@ -151,11 +151,11 @@ type watchedFile[T any] struct {
 
 // watchFile loads path once (that must succeed) and returns its watcher.
 func watchFile[T any](path string, load func(string) (T, error), logf func(string, ...any)) (*watchedFile[T], error) {
-	fi, err := os.Stat(path)
+	v, err := load(path)
 	if err != nil {
 		return nil, err
 	}
-	v, err := load(path)
+	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
