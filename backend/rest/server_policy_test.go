@@ -253,3 +253,31 @@ func TestClientQuotaMessage(t *testing.T) {
 		t.Errorf("quota reported as a full disk: %v", err)
 	}
 }
+
+func TestMultiQuotaConcurrent(t *testing.T) {
+	root := t.TempDir()
+	h := newMulti(t, rest.MultiOptions{Root: root, MaxSize: 1000})
+	if w := request(h, "POST", "/r/?create=true", nil, nil); w.Code != http.StatusOK {
+		t.Fatal(w.Code)
+	}
+	codes := make(chan int, 32)
+	for i := 0; i < 32; i++ {
+		go func() {
+			data := []byte(fmt.Sprintf("%03d%s", i, strings.Repeat("z", 97)))
+			codes <- request(h, "POST", "/r/data/"+hashName(data), data, nil).Code
+		}()
+	}
+	ok := 0
+	for i := 0; i < 32; i++ {
+		switch c := <-codes; c {
+		case http.StatusOK:
+			ok++
+		case http.StatusInsufficientStorage:
+		default:
+			t.Errorf("upload: %d", c)
+		}
+	}
+	if ok != 10 {
+		t.Errorf("%d uploads of 100 bytes under a 1000-byte quota succeeded, want 10", ok)
+	}
+}
