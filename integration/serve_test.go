@@ -3,17 +3,28 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io/fs"
+	"math/big"
 	"math/rand"
+	"net"
 	"net/http"
+	"net/http/httputil"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -424,4 +435,143 @@ func TestServeRefusesOpenNoAuth(t *testing.T) {
 		t.Fatal("--private-repos without users was accepted")
 	}
 	oneLine(t, r)
+}
+
+// startServeWith starts `dj serve` with args and waits until ready()
+// says it answers.
+func startServeWith(e *env, ready func() bool, args ...string) {
+	e.t.Helper()
+	var log bytes.Buffer
+	cmd := exec.Command(e.bin, append([]string{"serve"}, args...)...)
+	cmd.Env = cleanEnv()
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	})
+	for deadline := time.Now().Add(10 * time.Second); !ready(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("dj serve did not start:\n%s", log.String())
+		}
+	}
+}
+
+// selfSigned writes a certificate for 127.0.0.1 and its key (PEM).
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dj serve test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeFile(t, certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	writeFile(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// TestServeTLS: restic 0.14 with --cacert against dj serve --tls; plain
+// HTTP and TLS 1.2 are refused when the server wants 1.3.
+func TestServeTLS(t *testing.T) {
+	requireRestic(t)
+	e := newEnv(t)
+	certFile, keyFile, pool := selfSigned(t, e.dir)
+	addr := freePort(t)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	startServeWith(e, func() bool {
+		resp, err := hc.Get("https://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	}, "--path", filepath.Join(e.dir, "served"), "--listen", addr, "--tls", "--tls-cert", certFile, "--tls-key", keyFile, "--tls-min-version", "1.3")
+	src := filepath.Join(e.dir, "src")
+	randomFile(t, filepath.Join(src, "f"), 200_000, 5)
+	repo := "rest:https://" + addr + "/r1"
+	resticMust(e, repo, "--cacert", certFile, "init")
+	resticMust(e, repo, "--cacert", certFile, "backup", src)
+	if out := resticMust(e, repo, "--cacert", certFile, "check", "--read-data"); !strings.Contains(out, "no errors were found") {
+		t.Fatalf("restic check over TLS: %s", out)
+	}
+	if out, err := serveRestic(e, repo, "snapshots"); err == nil {
+		t.Errorf("restic without --cacert trusted a self-signed certificate:\n%s", out)
+	}
+	if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain HTTP answered on a TLS server")
+		}
+		resp.Body.Close()
+	}
+	old := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS12}}}
+	if resp, err := old.Get("https://" + addr + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Error("TLS 1.2 accepted with --tls-min-version 1.3")
+	}
+	if r := e.run("serve", "--path", e.dir, "--tls", "--tls-cert", filepath.Join(e.dir, "nope.pem"), "--tls-key", keyFile); r.code == 0 {
+		t.Error("a missing certificate was accepted")
+	} else {
+		oneLine(t, r)
+	}
+}
+
+// TestServeUnixSocket: dj serve on a Unix socket (behind a reverse proxy),
+// with dj's client reaching it through a tiny proxy of the test's own.
+func TestServeUnixSocket(t *testing.T) {
+	e := newEnv(t)
+	sock := filepath.Join(e.dir, "dj.sock")
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	startServeWith(e, func() bool {
+		resp, err := hc.Get("http://unix/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	}, "--path", filepath.Join(e.dir, "served"), "--listen", "unix:"+sock)
+	// The reverse proxy: TCP on loopback to the socket.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := &http.Server{Handler: &httputil.ReverseProxy{
+		Rewrite:   func(r *httputil.ProxyRequest) { r.Out.URL.Scheme, r.Out.URL.Host = "http", "unix" },
+		Transport: hc.Transport,
+	}}
+	go proxy.Serve(ln)
+	t.Cleanup(func() { proxy.Close() })
+	e.extraEnv = append(e.extraEnv, "DJ_REPOSITORY=rest:http://"+ln.Addr().String()+"/r1/")
+	src := filepath.Join(e.dir, "src")
+	randomFile(t, filepath.Join(src, "f"), 200_000, 6)
+	e.must("init")
+	e.must("backup", src)
+	if out := e.must("check", "--read-data"); !strings.Contains(out, "no errors") {
+		t.Fatalf("check through the socket: %s", out)
+	}
+	if _, err := os.Stat(filepath.Join(e.dir, "served", "r1", "config")); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -66,7 +66,8 @@ type multiServer struct {
 // take a directory above its quota answers 507 with a text that starts
 // with "repository quota exceeded", and stores nothing.
 //
-// Paths are refused (400) when they hold escapes, empty elements ("//"),
+// GET /healthz answers 200 "ok" without authentication. Paths are
+// refused (400) when they hold escapes, empty elements ("//"),
 // "." or ".." elements, elements starting with ".", control characters, or
 // a repository's own directory names (data, keys, ...) above a file.
 func NewMultiServer(opts MultiOptions) (http.Handler, error) {
@@ -119,6 +120,12 @@ func (m *multiServer) users() map[string]string {
 }
 
 func (m *multiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		// For load balancers and monitoring: no authentication, no disk.
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+		return
+	}
 	user := ""
 	if m.auth != nil {
 		u, ok := m.auth.check(m.users(), r)

@@ -177,6 +177,9 @@ func TestMultiPrivateRepos(t *testing.T) {
 	writeHtpasswd(t, pw, "ann", "a", "bob", "b")
 	h := newMulti(t, rest.MultiOptions{Root: root, HtpasswdFile: pw, PrivateRepos: true})
 	ann, bob := withAuth("ann", "a"), withAuth("bob", "b")
+	if w := request(h, "GET", "/healthz", nil, nil); w.Code != http.StatusOK || w.Body.String() != "ok\n" {
+		t.Errorf("GET /healthz without credentials: %d %q", w.Code, w.Body)
+	}
 	if w := request(h, "POST", "/ann/laptop/?create=true", nil, nil); w.Code != http.StatusUnauthorized {
 		t.Errorf("no credentials: %d, want 401", w.Code)
 	}

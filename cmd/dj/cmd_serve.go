@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -33,6 +37,12 @@ loopback address (--no-auth says so explicitly), unless --insecure-no-auth.
 Append-only: --append-only for everyone, or per user or repository in the
 --users-config file: nothing but locks can be deleted, nothing overwritten,
 so a compromised client cannot destroy backups.
+
+HTTPS: --tls with --tls-cert and --tls-key (PEM files; without them
+DIR/public_key and DIR/private_key, as rest-server has them), TLS 1.2 or later
+(--tls-min-version 1.3 for later only). --listen unix:/run/dj.sock listens on a
+Unix socket, for a reverse proxy in front. GET /healthz answers 200 "ok"
+without authentication, for load balancers and monitoring.
 
 Quotas: --max-size bounds the bytes under DIR; the --users-config file bounds
 users (the bytes under /<user>/) and repositories. An upload that would cross
@@ -67,6 +77,10 @@ Examples:
 			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve without authentication on any address"},
 			&cli.StringFlag{Name: "users-config", Usage: "per-user and per-repository append-only and quotas from the JSON `FILE` (read again when it changes)"},
 			&cli.StringFlag{Name: "max-size", Usage: "refuse uploads that take the bytes under DIR above `SIZE` (like 500G, 2T)"},
+			&cli.BoolFlag{Name: "tls", Usage: "serve HTTPS (certificate and key from --tls-cert and --tls-key)"},
+			&cli.StringFlag{Name: "tls-cert", Usage: "TLS certificate (PEM) `FILE`; default DIR/public_key as in rest-server"},
+			&cli.StringFlag{Name: "tls-key", Usage: "TLS private key (PEM) `FILE`; default DIR/private_key as in rest-server"},
+			&cli.StringFlag{Name: "tls-min-version", Value: "1.2", Usage: "lowest TLS `VERSION` accepted: 1.2 or 1.3"},
 		},
 		Action: func(c *cli.Context) error {
 			e := newEnv(c)
@@ -96,17 +110,21 @@ Examples:
 			if err != nil {
 				return err
 			}
-			ln, err := net.Listen("tcp", c.String("listen"))
+			tlsConf, certFile, keyFile, err := serveTLS(c)
 			if err != nil {
-				return fmt.Errorf("listen on %s: %w", c.String("listen"), err)
+				return err
+			}
+			ln, err := serveListen(c.String("listen"))
+			if err != nil {
+				return err
 			}
 			if opts.HtpasswdFile == "" && !c.Bool("insecure-no-auth") {
-				if a, ok := ln.Addr().(*net.TCPAddr); !ok || !a.IP.IsLoopback() {
+				if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
 					ln.Close()
 					return usageError("refusing to serve without authentication on %s, which is not a loopback address: give --htpasswd-file FILE (or --insecure-no-auth)", ln.Addr())
 				}
 			}
-			srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+			srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, TLSConfig: tlsConf}
 			auth := "no authentication"
 			if opts.HtpasswdFile != "" {
 				auth = "users of " + opts.HtpasswdFile
@@ -114,11 +132,24 @@ Examples:
 					auth += ", private repositories"
 				}
 			}
-			e.warnf("dj serve: serving %s on http://%s/ (%s, append-only %v)\n", c.String("path"), ln.Addr(), auth, opts.AppendOnly)
+			scheme := "http"
+			if tlsConf != nil {
+				scheme = "https"
+			}
+			e.warnf("dj serve: serving %s on %s://%s/ (%s, append-only %v)\n", c.String("path"), scheme, ln.Addr(), auth, opts.AppendOnly)
 			errc := make(chan error, 1)
-			go func() { errc <- srv.Serve(ln) }()
+			go func() {
+				if tlsConf != nil {
+					errc <- srv.ServeTLS(ln, certFile, keyFile)
+				} else {
+					errc <- srv.Serve(ln)
+				}
+			}()
 			select {
 			case err := <-errc:
+				if tlsConf != nil {
+					return fmt.Errorf("serve HTTPS: %w", err)
+				}
 				return err
 			case <-e.ctx.Done():
 			}
@@ -131,4 +162,54 @@ Examples:
 			return nil
 		},
 	}
+}
+
+// serveListen listens on addr: "unix:PATH" for a Unix socket (a stale
+// socket file is replaced), host:port otherwise.
+func serveListen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() == os.ModeSocket {
+			_ = os.Remove(path)
+		}
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		return ln, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// serveTLS reads the TLS flags: nil without --tls; otherwise the
+// configuration and the certificate and key files, checked to load.
+func serveTLS(c *cli.Context) (*tls.Config, string, string, error) {
+	if !c.Bool("tls") {
+		if c.String("tls-cert") != "" || c.String("tls-key") != "" {
+			return nil, "", "", usageError("--tls-cert and --tls-key need --tls")
+		}
+		return nil, "", "", nil
+	}
+	cert, key := c.String("tls-cert"), c.String("tls-key")
+	if cert == "" {
+		cert = filepath.Join(c.String("path"), "public_key")
+	}
+	if key == "" {
+		key = filepath.Join(c.String("path"), "private_key")
+	}
+	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+		return nil, "", "", fmt.Errorf("load TLS certificate %s and key %s: %w", cert, key, err)
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	switch v := c.String("tls-min-version"); v {
+	case "1.2":
+	case "1.3":
+		conf.MinVersion = tls.VersionTLS13
+	default:
+		return nil, "", "", usageError("--tls-min-version: %q is not 1.2 or 1.3", v)
+	}
+	return conf, cert, key, nil
 }
