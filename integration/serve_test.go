@@ -575,3 +575,30 @@ func TestServeUnixSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestServeMetrics: --prometheus counts dj's requests per repository.
+func TestServeMetrics(t *testing.T) {
+	e := newEnv(t)
+	url := e.serve("--prometheus", "--prometheus-no-auth")
+	e.extraEnv = append(e.extraEnv, "DJ_REPOSITORY=rest:"+url+"team/r1/")
+	src := filepath.Join(e.dir, "src")
+	randomFile(t, filepath.Join(src, "f"), 100_000, 7)
+	e.must("init")
+	e.must("backup", src)
+	resp, err := http.Get(url + "metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	body.ReadFrom(resp.Body)
+	for _, want := range []string{
+		`dj_serve_requests_total{repo="/team/r1/",user="",method="POST",code="200"}`,
+		`dj_serve_received_bytes_total{repo="/team/r1/",user=""}`,
+		`dj_serve_request_duration_seconds_count{repo="/team/r1/",user=""}`,
+	} {
+		if !strings.Contains(body.String(), want) {
+			t.Errorf("metrics lack %s:\n%s", want, body.String())
+		}
+	}
+}

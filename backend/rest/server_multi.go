@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"dj/backend"
 	"dj/backend/local"
@@ -40,6 +41,12 @@ type MultiOptions struct {
 	UsersConfig string
 	// MaxSize bounds the bytes stored under Root; 0 means no limit.
 	MaxSize int64
+	// Metrics serves Prometheus metrics at /metrics: requests, bytes in
+	// and out, and a latency histogram per repository and user. They need
+	// authentication (with PrivateRepos, as the user "metrics", as in
+	// rest-server) unless MetricsNoAuth.
+	Metrics       bool
+	MetricsNoAuth bool
 }
 
 // multiServer is the http.Handler returned by NewMultiServer.
@@ -51,6 +58,7 @@ type multiServer struct {
 	htpasswd *watchedFile[map[string]string]
 	policy   *watchedFile[*Policy]
 	quotas   *quotaBook
+	metrics  *metrics // nil: no metrics
 
 	mu    sync.Mutex
 	repos map[string]*local.Local // directory -> its backend
@@ -103,6 +111,9 @@ func NewMultiServer(opts MultiOptions) (http.Handler, error) {
 	if opts.PrivateRepos && m.auth == nil {
 		return nil, errors.New("private repositories need users (an htpasswd file)")
 	}
+	if opts.Metrics {
+		m.metrics = newMetrics()
+	}
 	if opts.UsersConfig != "" {
 		m.policy, err = watchFile(opts.UsersConfig, LoadPolicy, opts.Logf)
 		if err != nil {
@@ -120,10 +131,42 @@ func (m *multiServer) users() map[string]string {
 }
 
 func (m *multiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if m.metrics == nil || r.URL.Path == "/metrics" || r.URL.Path == "/healthz" {
+		m.serve(w, r, &reqLabels{})
+		return
+	}
+	start := time.Now()
+	labels := &reqLabels{}
+	cw := &countingWriter{ResponseWriter: w}
+	body := &countingBody{ReadCloser: r.Body}
+	if r.Body != nil {
+		r.Body = body
+	}
+	m.serve(cw, r, labels)
+	code := cw.code
+	if code == 0 {
+		code = http.StatusOK
+	}
+	method := r.Method
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodDelete:
+	default:
+		method = "other"
+	}
+	m.metrics.observe(labels, method, code, body.n, cw.n, time.Since(start))
+}
+
+// serve answers r; it fills in labels (for the metrics) as it learns them.
+func (m *multiServer) serve(w http.ResponseWriter, r *http.Request, labels *reqLabels) {
 	if r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		// For load balancers and monitoring: no authentication, no disk.
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
+		return
+	}
+	metricsPath := m.metrics != nil && r.URL.Path == "/metrics"
+	if metricsPath && m.opts.MetricsNoAuth {
+		m.writeMetrics(w, r)
 		return
 	}
 	user := ""
@@ -135,6 +178,15 @@ func (m *multiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		user = u
+	}
+	labels.user = user
+	if metricsPath {
+		if m.opts.PrivateRepos && user != "metrics" {
+			httpError(w, http.StatusForbidden)
+			return
+		}
+		m.writeMetrics(w, r)
+		return
 	}
 	if r.URL.RawPath != "" && r.URL.RawPath != r.URL.Path {
 		http.Error(w, "escaped characters in the path", http.StatusBadRequest)
@@ -165,6 +217,11 @@ func (m *multiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	labels.repo = "/" + split.repo
+	if split.repo != "" {
+		labels.repo += "/"
+	}
+
 	var pol Policy
 	if m.policy != nil {
 		pol = *m.policy.get()
@@ -192,6 +249,15 @@ func (m *multiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.quota = &quotaScope{book: m.quotas, repo: dir}
 	}
 	s.route(w, r, split.rest)
+}
+
+func (m *multiServer) writeMetrics(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, "GET")
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	m.metrics.write(w)
 }
 
 // backend returns the backend of the repository in dir, one per

@@ -241,3 +241,43 @@ func TestMultiNeedsUsersForPrivateRepos(t *testing.T) {
 		t.Error("private repositories without users were accepted")
 	}
 }
+
+func TestMultiMetrics(t *testing.T) {
+	root := t.TempDir()
+	pw := filepath.Join(t.TempDir(), "htpasswd")
+	writeHtpasswd(t, pw, "ann", "a", "metrics", "m")
+	h := newMulti(t, rest.MultiOptions{Root: root, HtpasswdFile: pw, PrivateRepos: true, Metrics: true})
+	ann := withAuth("ann", "a")
+	request(h, "POST", "/ann/pc/?create=true", nil, ann)
+	data := []byte("twelve bytes")
+	request(h, "POST", "/ann/pc/data/"+hashName(data), data, ann)
+	request(h, "GET", "/ann/pc/data/"+hashName(data), nil, ann)
+	request(h, "GET", "/ann/pc/config", nil, ann)
+	request(h, "GET", "/ann/nothing/config", nil, ann)
+	request(h, "GET", "/ann/pc/config", nil, nil)
+	if w := request(h, "GET", "/metrics", nil, nil); w.Code != http.StatusUnauthorized {
+		t.Errorf("metrics without credentials: %d", w.Code)
+	}
+	if w := request(h, "GET", "/metrics", nil, ann); w.Code != http.StatusForbidden {
+		t.Errorf("metrics for ann with private repositories: %d", w.Code)
+	}
+	w := request(h, "GET", "/metrics", nil, withAuth("metrics", "m"))
+	body := w.Body.String()
+	for _, want := range []string{
+		`dj_serve_requests_total{repo="/ann/pc/",user="ann",method="POST",code="200"} 2`,
+		`dj_serve_requests_total{repo="/ann/pc/",user="ann",method="GET",code="404"} 1`,
+		`dj_serve_received_bytes_total{repo="/ann/pc/",user="ann"} 12`,
+		`dj_serve_sent_bytes_total{repo="/ann/pc/",user="ann"} 22`, // 12 + "Not Found\n"
+		`dj_serve_request_duration_seconds_bucket{repo="/ann/pc/",user="ann",le="+Inf"} 4`,
+		`dj_serve_request_duration_seconds_count{repo="/ann/pc/",user="ann"} 4`,
+		`dj_serve_requests_total{repo="",user="",method="GET",code="401"} 1`,
+		"# TYPE dj_serve_request_duration_seconds histogram",
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("metrics lack %s:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "nothing") {
+		t.Errorf("a path without a repository got its own series:\n%s", body)
+	}
+}

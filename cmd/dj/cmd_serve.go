@@ -42,7 +42,10 @@ HTTPS: --tls with --tls-cert and --tls-key (PEM files; without them
 DIR/public_key and DIR/private_key, as rest-server has them), TLS 1.2 or later
 (--tls-min-version 1.3 for later only). --listen unix:/run/dj.sock listens on a
 Unix socket, for a reverse proxy in front. GET /healthz answers 200 "ok"
-without authentication, for load balancers and monitoring.
+without authentication, for load balancers and monitoring. --prometheus serves
+metrics at /metrics (requests, bytes in and out, latency histograms per
+repository and user), for any user, or only the user "metrics" with
+--private-repos, or anyone with --prometheus-no-auth.
 
 Quotas: --max-size bounds the bytes under DIR; the --users-config file bounds
 users (the bytes under /<user>/) and repositories. An upload that would cross
@@ -77,6 +80,8 @@ Examples:
 			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve without authentication on any address"},
 			&cli.StringFlag{Name: "users-config", Usage: "per-user and per-repository append-only and quotas from the JSON `FILE` (read again when it changes)"},
 			&cli.StringFlag{Name: "max-size", Usage: "refuse uploads that take the bytes under DIR above `SIZE` (like 500G, 2T)"},
+			&cli.BoolFlag{Name: "prometheus", Usage: "serve Prometheus metrics at /metrics (requests, bytes, latency per repository and user)"},
+			&cli.BoolFlag{Name: "prometheus-no-auth", Usage: "serve /metrics without authentication"},
 			&cli.BoolFlag{Name: "tls", Usage: "serve HTTPS (certificate and key from --tls-cert and --tls-key)"},
 			&cli.StringFlag{Name: "tls-cert", Usage: "TLS certificate (PEM) `FILE`; default DIR/public_key as in rest-server"},
 			&cli.StringFlag{Name: "tls-key", Usage: "TLS private key (PEM) `FILE`; default DIR/private_key as in rest-server"},
@@ -89,6 +94,11 @@ Examples:
 				HtpasswdFile: c.String("htpasswd-file"),
 				PrivateRepos: c.Bool("private-repos"),
 				UsersConfig:  c.String("users-config"),
+				Metrics:      c.Bool("prometheus"),
+			}
+			opts.MetricsNoAuth = c.Bool("prometheus-no-auth")
+			if opts.MetricsNoAuth && !opts.Metrics {
+				return usageError("--prometheus-no-auth needs --prometheus")
 			}
 			opts.AppendOnly = c.Bool("append-only")
 			opts.Logf = func(f string, a ...any) { e.warnf("dj serve: "+f+"\n", a...) }
