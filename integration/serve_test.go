@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io/fs"
@@ -576,10 +577,12 @@ func TestServeUnixSocket(t *testing.T) {
 	}
 }
 
-// TestServeMetrics: --prometheus counts dj's requests per repository.
+// TestServeMetrics: --prometheus counts dj's requests per repository;
+// --access-log writes one JSON line per request.
 func TestServeMetrics(t *testing.T) {
 	e := newEnv(t)
-	url := e.serve("--prometheus", "--prometheus-no-auth")
+	accessLog := filepath.Join(e.dir, "access.log")
+	url := e.serve("--prometheus", "--prometheus-no-auth", "--access-log", accessLog)
 	e.extraEnv = append(e.extraEnv, "DJ_REPOSITORY=rest:"+url+"team/r1/")
 	src := filepath.Join(e.dir, "src")
 	randomFile(t, filepath.Join(src, "f"), 100_000, 7)
@@ -600,5 +603,26 @@ func TestServeMetrics(t *testing.T) {
 		if !strings.Contains(body.String(), want) {
 			t.Errorf("metrics lack %s:\n%s", want, body.String())
 		}
+	}
+	logData, err := os.ReadFile(accessLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	posts := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(logData)), "\n") {
+		var entry struct {
+			Repo, Method, Path string
+			Status             int
+			BytesIn            int64 `json:"bytes_in"`
+		}
+		if err := json.Unmarshal([]byte(line), &entry); err != nil {
+			t.Fatalf("access log line %q: %v", line, err)
+		}
+		if entry.Method == "POST" && entry.Repo == "/team/r1/" && entry.Status == 200 && strings.HasPrefix(entry.Path, "/team/r1/") {
+			posts++
+		}
+	}
+	if posts < 3 {
+		t.Errorf("access log has %d successful POSTs to /team/r1/:\n%s", posts, logData)
 	}
 }

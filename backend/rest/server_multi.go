@@ -5,8 +5,10 @@
 package rest
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log"
 	"net/http"
@@ -47,6 +49,10 @@ type MultiOptions struct {
 	// rest-server) unless MetricsNoAuth.
 	Metrics       bool
 	MetricsNoAuth bool
+	// AccessLog, when not nil, receives one JSON object per request and
+	// line: time, remote address, user, repository, method, path,
+	// status, bytes in and out, duration in seconds.
+	AccessLog io.Writer
 }
 
 // multiServer is the http.Handler returned by NewMultiServer.
@@ -59,6 +65,7 @@ type multiServer struct {
 	policy   *watchedFile[*Policy]
 	quotas   *quotaBook
 	metrics  *metrics // nil: no metrics
+	logMu    sync.Mutex
 
 	mu    sync.Mutex
 	repos map[string]*local.Local // directory -> its backend
@@ -131,7 +138,7 @@ func (m *multiServer) users() map[string]string {
 }
 
 func (m *multiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if m.metrics == nil || r.URL.Path == "/metrics" || r.URL.Path == "/healthz" {
+	if (m.metrics == nil && m.opts.AccessLog == nil) || r.URL.Path == "/healthz" {
 		m.serve(w, r, &reqLabels{})
 		return
 	}
@@ -153,7 +160,34 @@ func (m *multiServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		method = "other"
 	}
-	m.metrics.observe(labels, method, code, body.n, cw.n, time.Since(start))
+	d := time.Since(start)
+	if m.metrics != nil && r.URL.Path != "/metrics" {
+		m.metrics.observe(labels, method, code, body.n, cw.n, d)
+	}
+	if m.opts.AccessLog != nil {
+		line, _ := json.Marshal(accessEntry{
+			Time: start.UTC().Format(time.RFC3339Nano), Remote: r.RemoteAddr, User: labels.user,
+			Repo: labels.repo, Method: r.Method, Path: r.URL.EscapedPath(), Status: code,
+			BytesIn: body.n, BytesOut: cw.n, Seconds: d.Seconds(),
+		})
+		m.logMu.Lock()
+		_, _ = m.opts.AccessLog.Write(append(line, '\n'))
+		m.logMu.Unlock()
+	}
+}
+
+// accessEntry is one line of the access log.
+type accessEntry struct {
+	Time     string  `json:"time"`
+	Remote   string  `json:"remote"`
+	User     string  `json:"user,omitempty"`
+	Repo     string  `json:"repo,omitempty"`
+	Method   string  `json:"method"`
+	Path     string  `json:"path"`
+	Status   int     `json:"status"`
+	BytesIn  int64   `json:"bytes_in"`
+	BytesOut int64   `json:"bytes_out"`
+	Seconds  float64 `json:"seconds"`
 }
 
 // serve answers r; it fills in labels (for the metrics) as it learns them.

@@ -45,7 +45,9 @@ Unix socket, for a reverse proxy in front. GET /healthz answers 200 "ok"
 without authentication, for load balancers and monitoring. --prometheus serves
 metrics at /metrics (requests, bytes in and out, latency histograms per
 repository and user), for any user, or only the user "metrics" with
---private-repos, or anyone with --prometheus-no-auth.
+--private-repos, or anyone with --prometheus-no-auth. --access-log FILE writes
+one JSON object per request (time, remote, user, repo, method, path, status,
+bytes_in, bytes_out, seconds).
 
 Quotas: --max-size bounds the bytes under DIR; the --users-config file bounds
 users (the bytes under /<user>/) and repositories. An upload that would cross
@@ -82,6 +84,7 @@ Examples:
 			&cli.StringFlag{Name: "max-size", Usage: "refuse uploads that take the bytes under DIR above `SIZE` (like 500G, 2T)"},
 			&cli.BoolFlag{Name: "prometheus", Usage: "serve Prometheus metrics at /metrics (requests, bytes, latency per repository and user)"},
 			&cli.BoolFlag{Name: "prometheus-no-auth", Usage: "serve /metrics without authentication"},
+			&cli.StringFlag{Name: "access-log", Usage: "write one JSON line per request to `FILE` (appended; - for standard error)"},
 			&cli.BoolFlag{Name: "tls", Usage: "serve HTTPS (certificate and key from --tls-cert and --tls-key)"},
 			&cli.StringFlag{Name: "tls-cert", Usage: "TLS certificate (PEM) `FILE`; default DIR/public_key as in rest-server"},
 			&cli.StringFlag{Name: "tls-key", Usage: "TLS private key (PEM) `FILE`; default DIR/private_key as in rest-server"},
@@ -115,6 +118,18 @@ Examples:
 					return usageError("--max-size: invalid size %q (want a number with an optional K, M, G or T suffix)", s)
 				}
 				opts.MaxSize = n
+			}
+			switch f := c.String("access-log"); f {
+			case "":
+			case "-":
+				opts.AccessLog = os.Stderr
+			default:
+				lf, err := os.OpenFile(f, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+				if err != nil {
+					return fmt.Errorf("open access log: %w", err)
+				}
+				defer lf.Close()
+				opts.AccessLog = lf
 			}
 			h, err := rest.NewMultiServer(opts)
 			if err != nil {
