@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"io/fs"
 	"math/big"
 	"math/rand"
@@ -624,5 +625,77 @@ func TestServeMetrics(t *testing.T) {
 	}
 	if posts < 3 {
 		t.Errorf("access log has %d successful POSTs to /team/r1/:\n%s", posts, logData)
+	}
+}
+
+// TestServeGracefulShutdown: an upload in flight when SIGTERM comes is
+// finished and stored; the server then exits 0.
+func TestServeGracefulShutdown(t *testing.T) {
+	e := newEnv(t)
+	addr := freePort(t)
+	root := filepath.Join(e.dir, "served")
+	var log bytes.Buffer
+	cmd := exec.Command(e.bin, "serve", "--path", root, "--listen", addr)
+	cmd.Env = cleanEnv()
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	base := "http://" + addr
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get(base + "/healthz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dj serve did not start:\n%s", log.String())
+		}
+	}
+	resp, err := http.Post(base+"/r1/?create=true", "", nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("create: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	data := make([]byte, 1<<20)
+	rand.New(rand.NewSource(8)).Read(data)
+	sum := sha256.Sum256(data)
+	name := hex.EncodeToString(sum[:])
+	pr, pw := io.Pipe()
+	req, err := http.NewRequest("POST", base+"/r1/data/"+name, pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ContentLength = int64(len(data))
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	if _, err := pw.Write(data[:len(data)/2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, err := pw.Write(data[len(data)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	if code := <-done; code != http.StatusOK {
+		t.Fatalf("upload in flight at SIGTERM: %d\n%s", code, log.String())
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("dj serve after SIGTERM: %v\n%s", err, log.String())
+	}
+	got, err := os.ReadFile(filepath.Join(root, "r1", "data", name[:2], name))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("the upload in flight was not stored whole: %d bytes, %v", len(got), err)
 	}
 }
