@@ -25,11 +25,10 @@ import (
 // is slow on purpose, runs once per client rather than once per request.
 type authCache struct {
 	mu sync.Mutex
-	ok map[[32]byte]time.Time // SHA-256 of user, NUL, password -> verified at
+	ok map[[32]byte]time.Time // SHA-256 of user, NUL, password, NUL, stored password -> verified at
 
-	dummyOnce sync.Once
-	dummyCost int    // highest bcrypt cost among the users; 0: none uses bcrypt
-	dummy     []byte // bcrypt hash of that cost, compared for unknown users
+	dummyCost int    // bcrypt cost of dummy
+	dummy     []byte // bcrypt hash compared for unknown users
 }
 
 const (
@@ -37,41 +36,73 @@ const (
 	authCacheMax = 1024
 )
 
+func newAuthCache() *authCache {
+	return &authCache{ok: make(map[[32]byte]time.Time)}
+}
+
 func (s *server) authorized(r *http.Request) bool {
+	_, ok := s.auth.check(s.opts.Users, r)
+	return ok
+}
+
+// check verifies the basic-auth credentials of r against users and
+// returns the user's name.
+func (a *authCache) check(users map[string]string, r *http.Request) (string, bool) {
 	user, pass, ok := r.BasicAuth()
 	if !ok {
-		return false
+		return "", false
 	}
-	want, known := s.opts.Users[user]
+	want, known := users[user]
 	key := sha256.Sum256([]byte(user + "\x00" + pass + "\x00" + want))
 	now := time.Now()
-	s.auth.mu.Lock()
-	at, cached := s.auth.ok[key]
-	s.auth.mu.Unlock()
+	a.mu.Lock()
+	at, cached := a.ok[key]
+	a.mu.Unlock()
 	if cached && now.Sub(at) < authCacheTTL {
-		return known
+		return user, known
 	}
 	if !known {
 		// Spend about as long as for a known user, so that a client
 		// cannot tell which user names exist.
-		if s.auth.dummyCost > 0 {
-			s.auth.dummyOnce.Do(func() {
-				s.auth.dummy, _ = bcrypt.GenerateFromPassword([]byte(strconv.FormatInt(now.UnixNano(), 36)), s.auth.dummyCost)
-			})
-			_ = bcrypt.CompareHashAndPassword(s.auth.dummy, []byte(pass))
+		if dummy := a.dummyHash(users, now); dummy != nil {
+			_ = bcrypt.CompareHashAndPassword(dummy, []byte(pass))
 		}
-		return false
+		return "", false
 	}
 	if !checkPassword(want, pass) {
-		return false
+		return "", false
 	}
-	s.auth.mu.Lock()
-	if len(s.auth.ok) >= authCacheMax {
-		clear(s.auth.ok)
+	a.mu.Lock()
+	if len(a.ok) >= authCacheMax {
+		clear(a.ok)
 	}
-	s.auth.ok[key] = now
-	s.auth.mu.Unlock()
-	return true
+	a.ok[key] = now
+	a.mu.Unlock()
+	return user, true
+}
+
+// dummyHash returns a bcrypt hash of the highest cost among users, or nil
+// when none uses bcrypt.
+func (a *authCache) dummyHash(users map[string]string, now time.Time) []byte {
+	cost := 0
+	for _, pw := range users {
+		if c, err := bcrypt.Cost([]byte(pw)); err == nil && c > cost {
+			cost = c
+		}
+	}
+	if cost == 0 {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.dummyCost != cost {
+		h, err := bcrypt.GenerateFromPassword([]byte(strconv.FormatInt(now.UnixNano(), 36)), cost)
+		if err != nil {
+			return nil
+		}
+		a.dummy, a.dummyCost = h, cost
+	}
+	return a.dummy
 }
 
 // checkPassword compares pass with a stored password in one of the forms

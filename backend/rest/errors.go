@@ -25,6 +25,9 @@ type StatusError struct {
 }
 
 func (e *StatusError) Error() string {
+	if msg, ok := quotaMessage(e); ok {
+		return msg
+	}
 	msg := fmt.Sprintf("server answered %d %s", e.Code, http.StatusText(e.Code))
 	switch e.Code {
 	case http.StatusUnauthorized:

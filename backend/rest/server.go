@@ -17,8 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
-
 	"dj/backend"
 )
 
@@ -69,6 +67,9 @@ type server struct {
 	opts    ServerOptions
 	uploads chan struct{}
 	auth    *authCache
+	// quota, when not nil, accounts for every upload and deletion and
+	// refuses uploads that would cross a limit (NewMultiServer).
+	quota *quotaScope
 }
 
 // NewServer returns an http.Handler that serves the repository in b over
@@ -92,12 +93,7 @@ func NewServer(b backend.Backend, opts ServerOptions) http.Handler {
 	}
 	s := &server{be: b, opts: opts, uploads: make(chan struct{}, opts.MaxUploads)}
 	if len(opts.Users) > 0 {
-		s.auth = &authCache{ok: make(map[[32]byte]time.Time)}
-		for _, pw := range opts.Users {
-			if cost, err := bcrypt.Cost([]byte(pw)); err == nil && cost > s.auth.dummyCost {
-				s.auth.dummyCost = cost
-			}
-		}
+		s.auth = newAuthCache()
 	}
 	return s
 }
@@ -114,7 +110,12 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest)
 		return
 	}
-	p := r.URL.Path
+	s.route(w, r, r.URL.Path)
+}
+
+// route serves the request r for the path p inside the repository ("/",
+// "/config", "/{type}/", "/{type}/{name}").
+func (s *server) route(w http.ResponseWriter, r *http.Request, p string) {
 	switch {
 	case p == "/":
 		if r.Method != http.MethodPost {
@@ -309,8 +310,14 @@ func (s *server) save(w http.ResponseWriter, r *http.Request, h backend.Handle) 
 			return
 		case err == nil:
 			// The stored file is what the name promises (it was verified
-			// on upload); keep it and let a retried upload succeed.
-			_, _ = io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, s.opts.MaxBodySize))
+			// on upload); keep it and let a retried upload, one with the
+			// same content, succeed.
+			sum := sha256.New()
+			_, err := io.Copy(sum, http.MaxBytesReader(w, r.Body, s.opts.MaxBodySize))
+			if err != nil || hex.EncodeToString(sum.Sum(nil)) != h.Name {
+				httpError(w, http.StatusForbidden)
+				return
+			}
 			w.WriteHeader(http.StatusOK)
 			return
 		case !errors.Is(err, fs.ErrNotExist):
@@ -346,6 +353,23 @@ func (s *server) save(w http.ResponseWriter, r *http.Request, h backend.Handle) 
 			return
 		}
 	}
+	if s.quota != nil {
+		delta := int64(len(data))
+		if fi, err := s.be.Stat(ctx, h); err == nil {
+			delta -= fi.Size // the file replaces one of that size
+		}
+		if err := s.quota.reserve(delta); err != nil {
+			http.Error(w, err.Error(), http.StatusInsufficientStorage)
+			return
+		}
+		if err := s.be.Save(ctx, h, data); err != nil {
+			s.quota.add(-delta)
+			s.fail(w, r, "save "+h.String(), err)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	if err := s.be.Save(ctx, h, data); err != nil {
 		s.fail(w, r, "save "+h.String(), err)
 		return
@@ -378,9 +402,18 @@ func (s *server) remove(w http.ResponseWriter, r *http.Request, h backend.Handle
 		httpError(w, http.StatusForbidden)
 		return
 	}
+	var size int64
+	if s.quota != nil {
+		if fi, err := s.be.Stat(r.Context(), h); err == nil {
+			size = fi.Size
+		}
+	}
 	if err := s.be.Remove(r.Context(), h); err != nil {
 		s.fail(w, r, "remove "+h.String(), err)
 		return
+	}
+	if size > 0 {
+		s.quota.add(-size)
 	}
 	w.WriteHeader(http.StatusOK)
 }
