@@ -165,7 +165,7 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 	if e.verbose {
 		p.Stderr = e.stderr
 	}
-	be, scheme, err := locations.Open(e.ctx, loc, p, create)
+	be, scheme, err := e.withTestFaults(locations.Open(e.ctx, loc, p, create))
 	if err != nil {
 		if !create && errors.Is(err, fs.ErrNotExist) {
 			if errors.Is(err, syscall.ENOTDIR) { // the path runs through a file: say which
