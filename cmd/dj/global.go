@@ -162,6 +162,7 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 				e.warnf("retrying %s %s after error (attempt %d): %v\n", op, h, attempt, err)
 			}
 		}}}
+	p.Retry = withTestRetry(p.Retry)
 	if e.verbose {
 		p.Stderr = e.stderr
 	}
@@ -525,7 +526,7 @@ func exitCode(err error) int {
 	case errors.Is(err, context.Canceled):
 		return exitInterrupted
 	}
-	return exitError
+	return remoteExitCode(err)
 }
 
 // oneLine renders an error as one line with a hint where one helps.

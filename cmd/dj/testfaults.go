@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"dj/backend"
@@ -35,4 +37,33 @@ func (e *env) withTestFaults(be backend.Backend, s location.Scheme, err error) (
 		}
 	}}
 	return retry.Wrap(fault.Opaque(f), opts), s, nil
+}
+
+// testRetryEnv names the variable with which the end-to-end tests shorten
+// the retry layer in the insecure test mode: "attempts=N,delay=DURATION",
+// so that a test of a server that stays down need not wait minutes.
+const testRetryEnv = "DJ_TEST_RETRY"
+
+// withTestRetry returns o changed by DJ_TEST_RETRY in the insecure test
+// mode (DJ_INSECURE_TEST_KDF=1), and o itself otherwise. Malformed
+// values are ignored: only tests set it.
+func withTestRetry(o retry.Options) retry.Options {
+	v := os.Getenv(testRetryEnv)
+	if v == "" || os.Getenv("DJ_INSECURE_TEST_KDF") != "1" {
+		return o
+	}
+	for _, kv := range strings.Split(v, ",") {
+		k, val, _ := strings.Cut(kv, "=")
+		switch k {
+		case "attempts":
+			if n, err := strconv.Atoi(val); err == nil {
+				o.MaxAttempts = n
+			}
+		case "delay":
+			if d, err := time.ParseDuration(val); err == nil {
+				o.InitialDelay, o.MaxDelay = d, d
+			}
+		}
+	}
+	return o
 }
