@@ -30,7 +30,8 @@ func remoteExitCode(err error) int {
 // withRemoteHint adds to msg, the one line of err, what to do about a
 // failure to reach or use a remote repository, unless msg says already.
 func withRemoteHint(err error, msg string) string {
-	if strings.Contains(msg, "(check ") || strings.Contains(msg, "check that") {
+	if strings.Contains(msg, "(check ") || strings.Contains(msg, ": check ") || strings.Contains(msg, "verify ") ||
+		strings.Contains(msg, "(the server may") {
 		return msg
 	}
 	switch remoteExitCode(err) {
