@@ -156,3 +156,13 @@ func TestServeKilled(t *testing.T) {
 	e.must("init")
 	killMidBackup(t, e, loc, func() int { return filesUnder(filepath.Join(dir, "data")) }, kill, start)
 }
+
+// TestServeLife: the life of a repository on `dj serve`: backups, restore,
+// mount, check --read-data, forget --prune, repack and copy.
+func TestServeLife(t *testing.T) {
+	e := newEnv(t)
+	url := e.serve()
+	e.extraEnv = append(e.extraEnv, "DJ_REPOSITORY=rest:"+url)
+	e.must("init")
+	repositoryLife(t, e, 8_000_000)
+}
