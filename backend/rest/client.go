@@ -224,7 +224,8 @@ func (c *Client) send(ctx context.Context, op, method string, h backend.Handle, 
 		return fmt.Errorf("%s %v: %w", op, h, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %v: %w", op, h, fail(resp, h))
+		// Name the server: a refused save or removal is a message of its own.
+		return fmt.Errorf("%s: %s %v: %w", c.location, op, h, fail(resp, h))
 	}
 	discard(resp)
 	return nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"net/url"
 	"strings"
 
 	"dj/backend"
@@ -45,4 +46,23 @@ func withRemoteHint(err error, msg string) string {
 		return msg + " (check the permissions the server gives these credentials)"
 	}
 	return msg
+}
+
+// redactLocation returns loc without the password of a URL in it
+// ("rest:http://user:secret@host/" becomes "rest:http://user@host/"), for
+// messages.
+func redactLocation(loc string) string {
+	scheme, rest, ok := strings.Cut(loc, ":")
+	if !ok {
+		return loc
+	}
+	u, err := url.Parse(rest)
+	if err != nil || u.User == nil {
+		return loc
+	}
+	if _, has := u.User.Password(); !has {
+		return loc
+	}
+	u.User = url.User(u.User.Username())
+	return scheme + ":" + u.String()
 }

@@ -47,3 +47,18 @@ func TestRemoteExitCodes(t *testing.T) {
 		})
 	}
 }
+
+func TestRedactLocation(t *testing.T) {
+	for in, want := range map[string]string{
+		"rest:http://user:secret@host:8000/repo/": "rest:http://user@host:8000/repo/",
+		"rest:http://user@host/":                  "rest:http://user@host/",
+		"rest:http://host/":                       "rest:http://host/",
+		"/srv/repo":                               "/srv/repo",
+		"sftp:user@host:/srv/repo":                "sftp:user@host:/srv/repo",
+		"s3:https://s3.example.com/bucket":        "s3:https://s3.example.com/bucket",
+	} {
+		if got := redactLocation(in); got != want {
+			t.Errorf("redactLocation(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

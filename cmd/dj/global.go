@@ -176,7 +176,7 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 			if scheme.Name == "local" {
 				loc = strings.TrimPrefix(loc, "local:")
 			}
-			return nil, fmt.Errorf("%s: %w (create one with `dj init`)", loc, repo.ErrNoRepository)
+			return nil, fmt.Errorf("%s: %w (create one with `dj init`)", redactLocation(loc), repo.ErrNoRepository)
 		}
 		return nil, err
 	}
