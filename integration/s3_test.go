@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"dj/internal/testserver"
 )
@@ -116,4 +117,21 @@ func TestS3ObjectLock(t *testing.T) {
 	if len(snaps) != 2 {
 		t.Errorf("%d snapshots after forget under retention, want both still there", len(snaps))
 	}
+}
+
+// TestS3LimitDownload: --limit-download paces a restore from S3 (whose
+// ranged reads once bypassed the limiter).
+func TestS3LimitDownload(t *testing.T) {
+	e, _, _ := s3Env(t)
+	src := filepath.Join(e.dir, "src")
+	writeFile(t, filepath.Join(src, "f.bin"), randomData(77, 3<<20))
+	e.must("backup", src)
+	start := time.Now()
+	e.must("--no-cache", "--limit-download", "1024", "restore", "latest", "--target", filepath.Join(e.dir, "r"))
+	if d := time.Since(start); d < 2*time.Second {
+		t.Errorf("restore of 3 MiB at 1024 KiB/s took %v", d)
+	}
+	start = time.Now()
+	e.must("--no-cache", "restore", "latest", "--target", filepath.Join(e.dir, "r2"))
+	t.Logf("the same restore without a limit took %v", time.Since(start))
 }
