@@ -160,6 +160,11 @@ func (r *Repository) writeLock(ctx context.Context, li *LockInfo) (crypto.ID, er
 	return r.SaveFile(ctx, backend.LockFile, b)
 }
 
+// LockRemoveTimeout bounds the removal of a lock after a failure, retries
+// of the storage's retry layer included, as the CLI bounds it after
+// Ctrl-C.
+const LockRemoveTimeout = 5 * time.Second
+
 // lockYieldWait bounds how long a lock that saw a newer conflicting lock
 // waits for that lock's owner to see it and step back.
 const lockYieldWait = 3 * time.Second
@@ -193,7 +198,12 @@ func (r *Repository) Lock(ctx context.Context, kind LockKind) (*Lock, error) {
 	}
 	li.ID = id
 	removeOwn := func() {
-		_ = r.be.Remove(context.WithoutCancel(ctx), backend.Handle{Type: backend.LockFile, Name: id.String()})
+		// The lock is removed after a failure (or Ctrl-C), often of the
+		// storage itself: wait no longer for it than after Ctrl-C. A lock
+		// left behind is stale once this process is gone.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), LockRemoveTimeout)
+		defer cancel()
+		_ = r.be.Remove(rctx, backend.Handle{Type: backend.LockFile, Name: id.String()})
 	}
 	deadline := time.Now().Add(lockYieldWait)
 	for {

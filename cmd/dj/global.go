@@ -162,10 +162,11 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 				e.warnf("retrying %s %s after error (attempt %d): %v\n", op, h, attempt, err)
 			}
 		}}}
+	p.Retry = withTestRetry(p.Retry)
 	if e.verbose {
 		p.Stderr = e.stderr
 	}
-	be, scheme, err := locations.Open(e.ctx, loc, p, create)
+	be, scheme, err := e.withTestFaults(locations.Open(e.ctx, loc, p, create))
 	if err != nil {
 		if !create && errors.Is(err, fs.ErrNotExist) {
 			if errors.Is(err, syscall.ENOTDIR) { // the path runs through a file: say which
@@ -175,7 +176,7 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 			if scheme.Name == "local" {
 				loc = strings.TrimPrefix(loc, "local:")
 			}
-			return nil, fmt.Errorf("%s: %w (create one with `dj init`)", loc, repo.ErrNoRepository)
+			return nil, fmt.Errorf("%s: %w (create one with `dj init`)", redactLocation(loc), repo.ErrNoRepository)
 		}
 		return nil, err
 	}
@@ -540,7 +541,7 @@ func exitCode(err error) int {
 	case errors.Is(err, context.Canceled):
 		return exitInterrupted
 	}
-	return exitError
+	return remoteExitCode(err)
 }
 
 // oneLine renders an error as one line with a hint where one helps.
