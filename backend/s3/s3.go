@@ -64,6 +64,9 @@ type Backend struct {
 	// versioning: Remove deletes every version of a file, not just hides
 	// it behind a delete marker.
 	lockedBucket bool
+	// configListed is true when checkBucket's listing showed the config
+	// file, so that Open needs no request of its own to find it.
+	configListed bool
 	now          func() time.Time
 }
 
@@ -84,6 +87,9 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	if err := b.checkBucket(ctx); err != nil {
 		b.Close()
 		return nil, err
+	}
+	if b.configListed {
+		return b, nil // a round trip saved on every command
 	}
 	if _, err := b.Stat(ctx, backend.Handle{Type: backend.ConfigFile}); err != nil {
 		b.Close()
@@ -223,9 +229,12 @@ func (b *Backend) checkBucket(ctx context.Context) error {
 	// A listing, not HeadBucket: the answer to a HEAD has no body, and so
 	// no error code to tell a missing bucket from a denied request.
 	list := func() error {
-		_, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
+		out, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
 			Bucket: aws.String(b.cfg.Bucket), Prefix: aws.String(b.join("config")), MaxKeys: aws.Int32(1),
 		})
+		// The config file, if there is one, is the first key with its
+		// own name as prefix.
+		b.configListed = err == nil && len(out.Contents) > 0 && aws.ToString(out.Contents[0].Key) == b.join("config")
 		return err
 	}
 	err := list()
