@@ -21,6 +21,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"dj/internal/testserver"
@@ -163,6 +164,10 @@ type remoteServer struct {
 	// on the server, reached at proxyAddr; the repository's files are
 	// under the returned local directory (to remove it).
 	tool func(n, repo, proxyAddr string) (*tool, string, error)
+	// perRepo, when set, starts a server for the repository repo only
+	// (dj serve serves one repository) and returns its address, which
+	// then replaces addr, and how to stop it.
+	perRepo func(repo string) (addr string, stop func(), err error)
 }
 
 // startRemoteServer starts the named server ("sftp", "s3" or "rest").
@@ -225,8 +230,18 @@ func (h *harness) startRemoteServer(tb *benchTB, name, work string) (*remoteServ
 			t := h.remoteTool(tn, "rest:http://"+proxyAddr+"/"+repo+"/", filepath.Join(work, "cache", repo), nil)
 			return t, filepath.Join(dir, repo), nil
 		}
+	case "djserve":
+		dir := filepath.Join(work, "djserve-repos")
+		s.addr = "(one `dj serve` per repository)"
+		s.perRepo = func(repo string) (string, func(), error) {
+			return h.startDJServe(filepath.Join(dir, repo))
+		}
+		s.tool = func(tn, repo, proxyAddr string) (*tool, string, error) {
+			t := h.remoteTool(tn, "rest:http://"+proxyAddr+"/", filepath.Join(work, "cache", repo), nil)
+			return t, filepath.Join(dir, repo), nil
+		}
 	default:
-		return nil, fmt.Errorf("unknown server %q (want sftp, s3 or rest)", name)
+		return nil, fmt.Errorf("unknown server %q (want sftp, s3, rest or djserve)", name)
 	}
 	return s, nil
 }
@@ -277,7 +292,7 @@ func (h *harness) remoteSection(ctx context.Context) *report {
 		"random": fmt.Sprintf("%s bytes of random data", commas(c.BigBytes)),
 		"total":  fmt.Sprintf("%d files, %s bytes", c.Files, commas(c.Bytes)),
 	}
-	servers := strings.Split(envOr("BENCH_REMOTE_SERVERS", "sftp,s3,rest"), ",")
+	servers := strings.Split(envOr("BENCH_REMOTE_SERVERS", "sftp,s3,rest,djserve"), ",")
 	for _, srv := range servers {
 		for _, d := range remoteDelays {
 			k := srv + "_" + delayKey(d)
@@ -321,11 +336,6 @@ func (h *harness) remoteSection(ctx context.Context) *report {
 		}
 		h.logf("remote: %s server on %s", sname, srv.addr)
 		for _, d := range remoteDelays {
-			proxy, err := testserver.NewDelayProxy(srv.addr, d)
-			if err != nil {
-				h.problem("remote: proxy: %v", err)
-				continue
-			}
 			for run := 1; run <= h.cfg.runs && ctx.Err() == nil; run++ {
 				for _, n := range names {
 					if ctx.Err() != nil {
@@ -334,21 +344,99 @@ func (h *harness) remoteSection(ctx context.Context) *report {
 					k := sname + "_" + delayKey(d)
 					repo := fmt.Sprintf("%s-%s-%s-r%d", n, sname, delayKey(d), run)
 					h.logf("remote: %s, %s, %s, run %d/%d", sname, delayLabel(d), n, run, h.cfg.runs)
-					if err := h.remoteRun(ctx, r, c, srv, proxy, k, n, repo, run, work); err != nil {
+					if err := h.remoteRunProxied(ctx, r, c, srv, d, k, n, repo, run, work); err != nil {
 						h.problem("remote: %s, %s, %s: %v", sname, delayLabel(d), n, err)
 					}
 				}
 			}
-			proxy.Close()
 		}
 	}
 	r.Notes = append(r.Notes,
 		"Every server runs on 127.0.0.1 and both tools reach it through testserver.DelayProxy (internal/testserver/delayproxy.go), a TCP proxy that delivers every chunk it reads 10 ms after it arrived in each direction (20 ms round trips; bandwidth not limited; order kept); the \"no delay\" rows go through the same proxy with 0 ms.",
-		"Servers: sftp = Debian's OpenSSH sshd (internal-sftp), reached with `ssh -F CONFIG` (dj: -o sftp.args, restic: -o sftp.command); s3 = versitygw "+testserver.S3ServerVersion+" (posix backend); rest = restic's rest-server "+testserver.RestServerVersion+" (--no-auth).",
+		"Servers: sftp = Debian's OpenSSH sshd (internal-sftp), reached with `ssh -F CONFIG` (dj: -o sftp.args, restic: -o sftp.command); s3 = versitygw "+testserver.S3ServerVersion+" (posix backend); rest = restic's rest-server "+testserver.RestServerVersion+" (--no-auth); djserve = `dj serve --path REPO`, one per repository (it serves one), the dj under test serving both tools.",
 		"Each run: a new repository (init), `backup CORPUS`, drop_caches, `restore latest --target EMPTY` (run 1 compared with the source), `check --read-data`, then one fresh mount: `find MNT/snapshots/latest/CORPUS/net | wc -l` cold and again warm, then drop_caches and `cat` of the random file. Each tool keeps its local cache from the backup, as a user's machine would (restic caches index, snapshot and tree packs too).",
 		"\"chunks the client sent\" counts the reads of the proxy from the client side (about one per request, more for large uploads; SSH's encrypted packets count as they arrive) during the warm find: 0 means the warm find sent nothing to the server.",
 	)
 	return r
+}
+
+// remoteRunProxied puts a proxy with the one-way delay d in front of the
+// server (started for this repository when it serves only one) for one
+// run.
+func (h *harness) remoteRunProxied(ctx context.Context, r *report, c *remoteCorpus, srv *remoteServer, d time.Duration, k, n, repo string, run int, work string) error {
+	target := srv.addr
+	if srv.perRepo != nil {
+		addr, stop, err := srv.perRepo(repo)
+		if err != nil {
+			r.text(k+"_init", n, "failed")
+			return err
+		}
+		defer stop()
+		target = addr
+	}
+	proxy, err := testserver.NewDelayProxy(target, d)
+	if err != nil {
+		return err
+	}
+	defer proxy.Close()
+	return h.remoteRun(ctx, r, c, srv, proxy, k, n, repo, run, work)
+}
+
+// startDJServe runs `dj serve` for the repository in dir on a free port
+// until stop is called.
+func (h *harness) startDJServe(dir string) (string, func(), error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", nil, err
+	}
+	h.mu.Lock()
+	h.seq++
+	logPath := filepath.Join(h.logDir, fmt.Sprintf("%04d-djserve.out", h.seq))
+	h.mu.Unlock()
+	out, err := os.Create(logPath)
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(h.cfg.dj, "serve", "--path", dir, "--listen", addr)
+	cmd.Env = h.env
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return "", nil, err
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); out.Close(); close(exited) }()
+	stop := func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return addr, stop, nil
+		}
+		select {
+		case <-exited:
+			return "", nil, fmt.Errorf("`dj serve --path %s` exited%s", dir, tailOf(logPath))
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", nil, fmt.Errorf("`dj serve` did not listen on %s within 20s%s", addr, tailOf(logPath))
+		}
+	}
 }
 
 // remoteRun is one run of one tool on one server behind one proxy.
