@@ -237,17 +237,33 @@ func (b *Backend) checkBucket(ctx context.Context) error {
 		b.configListed = err == nil && len(out.Contents) > 0 && aws.ToString(out.Contents[0].Key) == b.join("config")
 		return err
 	}
+	// The object lock query goes out with the listing: one round trip
+	// for both on every command.
+	type lockAnswer struct {
+		out *s3.GetObjectLockConfigurationOutput
+		err error
+	}
+	client := b.client
+	lockc := make(chan lockAnswer, 1)
+	go func() {
+		out, err := client.GetObjectLockConfiguration(ctx, &s3.GetObjectLockConfigurationInput{Bucket: aws.String(b.cfg.Bucket)})
+		lockc <- lockAnswer{out, err}
+	}()
 	err := list()
+	ans := <-lockc
 	if region := bucketRegion(err); region != "" && region != b.client.Options().Region {
 		opts := b.client.Options()
 		opts.Region = region
 		b.client = s3.New(opts)
 		err = list()
+		if err == nil {
+			return b.checkLock(ctx) // the first answer came from the wrong region
+		}
 	}
 	if err != nil {
 		return b.bucketError(ctx, err)
 	}
-	return b.checkLock(ctx)
+	return b.applyLock(ctx, ans.out, ans.err)
 }
 
 // bucketRegion returns the region AWS names in an answer to a request
@@ -280,6 +296,13 @@ func (b *Backend) bucketError(ctx context.Context, err error) error {
 // write under retention into a bucket without it.
 func (b *Backend) checkLock(ctx context.Context) error {
 	out, err := b.client.GetObjectLockConfiguration(ctx, &s3.GetObjectLockConfigurationInput{Bucket: aws.String(b.cfg.Bucket)})
+	return b.applyLock(ctx, out, err)
+}
+
+// applyLock records the bucket's object lock from the answer to
+// GetObjectLockConfiguration, and refuses a bucket without it when writes
+// are to be retained.
+func (b *Backend) applyLock(ctx context.Context, out *s3.GetObjectLockConfigurationOutput, err error) error {
 	if err == nil && out.ObjectLockConfiguration != nil &&
 		out.ObjectLockConfiguration.ObjectLockEnabled == types.ObjectLockEnabledEnabled {
 		b.lockedBucket = true
