@@ -179,6 +179,10 @@ type Options struct {
 	// root of the file system.
 	Root *SubRoot
 
+	// Remote says the repository lies across a network: the read-ahead
+	// keeps more blobs in flight, to hide each request's round trip.
+	Remote bool
+
 	// Logf receives log lines, such as the cause of an EIO; nil means the
 	// standard logger.
 	Logf func(format string, args ...any)

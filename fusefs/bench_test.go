@@ -56,6 +56,28 @@ func TestMountSequentialReadAhead(t *testing.T) {
 	}
 }
 
+// TestMountRemoteReadAhead: on a remote repository (Options.Remote) a
+// sequential reader has many blobs loading at once, enough to hide a 20 ms
+// round trip per request; a local one keeps two.
+func TestMountRemoteReadAhead(t *testing.T) {
+	for _, remote := range []bool{false, true} {
+		r := newFakeRepo()
+		const size = 40 << 20
+		_, rel := bigFixture(r, size)
+		r.delay = 20 * time.Millisecond
+		mnt, _, _ := mountTest(t, r, Options{Remote: remote})
+		d := catTime(t, filepath.Join(mnt, rel))
+		most := r.maxInflight.Load()
+		t.Logf("remote=%v: cold cat of %d MiB, %d blobs of 20 ms: %v, at most %d loads at once", remote, size>>20, r.blobLoads.Load(), d, most)
+		switch {
+		case remote && most < remoteAheadPerFile*2/3:
+			t.Errorf("remote: at most %d blob loads at once, want about %d", most, remoteAheadPerFile)
+		case !remote && most > readAheadPerFile+2:
+			t.Errorf("local: %d blob loads at once, want about %d", most, readAheadPerFile)
+		}
+	}
+}
+
 // BenchmarkMountRead measures cold and warm sequential reads through a
 // mount (fake repository: no crypto, no storage latency).
 // go test -run XXX -bench MountRead ./fusefs/

@@ -35,6 +35,8 @@ type fakeRepo struct {
 	zeroSize map[int]crypto.ID
 
 	blobLoads     atomic.Int64
+	inflight      atomic.Int64 // blob loads running now
+	maxInflight   atomic.Int64 // the most blob loads that ran at once
 	loaded        map[crypto.ID]int // loads per blob
 	treeLoads     atomic.Int64
 	snapshotReads atomic.Int64
@@ -85,6 +87,10 @@ func (r *fakeRepo) LoadBlob(ctx context.Context, id crypto.ID, buf []byte) ([]by
 	bad := r.corrupt[id]
 	delay := r.delay
 	r.mu.Unlock()
+	n := r.inflight.Add(1)
+	defer r.inflight.Add(-1)
+	for m := r.maxInflight.Load(); n > m && !r.maxInflight.CompareAndSwap(m, n); m = r.maxInflight.Load() {
+	}
 	if delay > 0 {
 		select {
 		case <-time.After(delay):

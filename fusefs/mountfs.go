@@ -56,14 +56,19 @@ func newMountFS(bgctx context.Context, repo Repository, opts Options) *mountFS {
 		m.uid, m.gid = 0, 0
 	}
 	m.ra = &readAhead{
-		ctx:       bgctx,
-		repo:      repo,
-		blobs:     m.blobs,
-		loadBlob:  m.blobLoader,
-		loadTree:  m.compactTree,
-		hasTree:   m.trees.contains,
-		slots:     make(chan struct{}, readAheadSlots),
-		treeQueue: make(chan crypto.ID, treeQueueLen),
+		ctx:        bgctx,
+		repo:       repo,
+		blobs:      m.blobs,
+		loadBlob:   m.blobLoader,
+		loadTree:   m.compactTree,
+		hasTree:    m.trees.contains,
+		slots:      make(chan struct{}, readAheadSlots),
+		treeQueue:  make(chan crypto.ID, treeQueueLen),
+		blobsAhead: readAheadBlobs, perFile: readAheadPerFile,
+	}
+	if opts.Remote {
+		m.ra.slots = make(chan struct{}, remoteSlots)
+		m.ra.blobsAhead, m.ra.perFile = remoteBlobsAhead, remoteAheadPerFile
 	}
 	m.ra.start()
 	return m

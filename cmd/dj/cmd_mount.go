@@ -113,7 +113,7 @@ func runMount(c *cli.Context) error {
 		Filter: filterFromFlags(c), PathTemplates: c.StringSlice("path-template"), TimeTemplate: c.String("time-template"),
 		CacheSize: cacheSize, Refresh: c.Duration("refresh"), AllowOther: c.Bool("allow-other"), OwnerRoot: c.Bool("owner-root"),
 		NoDefaultPermissions: c.Bool("no-default-permissions"), DebugFUSE: c.Bool("debug-fuse"),
-		FsName: "dj:" + r.Config().ID[:10], Logf: logf,
+		FsName: "dj:" + r.Config().ID[:10], Logf: logf, Remote: e.remote(),
 	}
 	if ref != "" {
 		sref, sub, _ := strings.Cut(ref, ":")

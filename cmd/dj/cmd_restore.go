@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -78,6 +79,8 @@ func runRestore(c *cli.Context) error {
 		Target: target, Include: c.StringSlice("include"), Exclude: c.StringSlice("exclude"),
 		InsensitiveInclude: c.StringSlice("iinclude"), InsensitiveExclude: c.StringSlice("iexclude"),
 		Sparse: c.Bool("sparse"), Verify: c.Bool("verify"), Owner: os.Geteuid() == 0,
+		// Across a network each blob costs a round trip: more in flight.
+		Workers: remoteWorkers(e),
 		Warn: func(p string, err error) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -113,4 +116,14 @@ func runRestore(c *cli.Context) error {
 		return exitCodeErr{exitError, fmt.Errorf("%d file(s) could not be restored intact", len(st.Errors))}
 	}
 	return nil
+}
+
+// remoteWorkers is the restore's writers for a repository across a
+// network (each blob read is a request that waits a round trip), or 0 (the
+// restorer's default) for a local one.
+func remoteWorkers(e *env) int {
+	if e.remote() {
+		return 8 * runtime.GOMAXPROCS(0)
+	}
+	return 0
 }

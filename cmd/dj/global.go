@@ -204,6 +204,17 @@ func checkCacheMaxSize(_ *cli.Context, s string) error {
 	return nil
 }
 
+// remote reports whether the repository lies across a network (its
+// location's scheme says so): commands then keep more requests in flight.
+func (e *env) remote() bool {
+	loc, err := e.location()
+	if err != nil {
+		return false
+	}
+	scheme, err := locations.Lookup(loc)
+	return err == nil && scheme.Remote
+}
+
 // cacheDir returns the base directory of the on-disk caches of remote
 // repositories: --cache-dir, or $XDG_CACHE_HOME/dj, or ~/.cache/dj. Each
 // repository has its own subdirectory there, named by its id. Empty means
