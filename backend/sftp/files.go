@@ -1,0 +1,230 @@
+// Saving, loading, statting and removing single files.
+
+package sftp
+
+import (
+	"context"
+	"crypto/rand"
+	"dj/backend"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+
+	"github.com/pkg/sftp"
+)
+
+// tempName returns a fresh temporary name beside p.
+func tempName(p string) string {
+	var r [8]byte
+	_, _ = rand.Read(r[:])
+	return p + backend.TempMarker + hex.EncodeToString(r[:])
+}
+
+// Save writes data to a temporary file beside the final name, makes it
+// read-only, syncs it where the server can (fsync@openssh.com) and renames
+// it into place, replacing an existing file.
+func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error {
+	p, err := b.filePath(h)
+	if err != nil {
+		return err
+	}
+	err = b.do(ctx, func(c *conn) error {
+		tmp := tempName(p)
+		f, err := c.client.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+		if errors.Is(err, fs.ErrNotExist) {
+			// A repository laid out by another program may lack
+			// data/XX or another directory: create it.
+			if err := mkdirAll(c.client, path.Dir(p)); err != nil {
+				return err
+			}
+			f, err = c.client.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+		}
+		if err != nil {
+			return fmt.Errorf("create %s: %w", tmp, err)
+		}
+		err = writeFile(ctx, c, f, data)
+		if err == nil && c.fsync {
+			// The data is on the server's disk: the close and the
+			// rename go out together, one round trip instead of two
+			// (a rename of an open file is fine on POSIX).
+			closed := make(chan error, 1)
+			go func() { closed <- f.Close() }()
+			err = ctx.Err()
+			if err == nil {
+				err = rename(c, tmp, p)
+			}
+			if cerr := <-closed; err == nil && cerr != nil {
+				err = fmt.Errorf("close %s: %w", tmp, cerr)
+			}
+		} else {
+			if cerr := f.Close(); err == nil && cerr != nil {
+				err = fmt.Errorf("close %s: %w", tmp, cerr)
+			}
+			if err == nil {
+				err = ctx.Err()
+			}
+			if err == nil {
+				err = rename(c, tmp, p)
+			}
+		}
+		if err != nil {
+			if !isConnectionError(c, err) {
+				_ = c.client.Remove(tmp)
+			}
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("save %s: %w", h, err)
+	}
+	return nil
+}
+
+// writeFile writes data with many requests in flight, makes the file
+// read-only and syncs it. The chmod goes out with the writes (the open
+// handle may write whatever the mode), saving a round trip.
+func writeFile(ctx context.Context, c *conn, f *sftp.File, data []byte) error {
+	chmodded := make(chan error, 1)
+	go func() { chmodded <- f.Chmod(fileMode) }()
+	if len(data) > 0 {
+		n, err := f.WriteAt(data, 0)
+		if err == nil && n != len(data) {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			<-chmodded
+			return fmt.Errorf("write %s: %w", f.Name(), err)
+		}
+	}
+	if err := <-chmodded; err != nil {
+		return fmt.Errorf("chmod %s: %w", f.Name(), err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c.fsync {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("sync %s: %w", f.Name(), err)
+		}
+	}
+	return nil
+}
+
+// rename moves tmp to p, replacing p: atomically with OpenSSH's
+// posix-rename extension, else by removing p first.
+func rename(c *conn, tmp, p string) error {
+	if c.posixRename {
+		if err := c.client.PosixRename(tmp, p); err != nil {
+			return fmt.Errorf("rename %s: %w", tmp, err)
+		}
+		return nil
+	}
+	if err := c.client.Rename(tmp, p); err != nil {
+		if _, serr := c.client.Stat(p); serr != nil {
+			return fmt.Errorf("rename %s: %w", tmp, err)
+		}
+		if err := c.client.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("replace %s: %w", p, err)
+		}
+		if err := c.client.Rename(tmp, p); err != nil {
+			return fmt.Errorf("rename %s: %w", tmp, err)
+		}
+	}
+	return nil
+}
+
+// Load reads length bytes of h from offset (to the end when length is 0).
+func (b *Backend) Load(ctx context.Context, h backend.Handle, offset int64, length int) ([]byte, error) {
+	return b.LoadRange(ctx, h, offset, length, nil)
+}
+
+// LoadRange reads length bytes of h from offset into buf when it has room
+// (to the end of the file when length is 0), with many requests in
+// flight.
+func (b *Backend) LoadRange(ctx context.Context, h backend.Handle, offset int64, length int, buf []byte) ([]byte, error) {
+	p, err := b.filePath(h)
+	if err != nil {
+		return nil, err
+	}
+	if offset < 0 || length < 0 {
+		return nil, fmt.Errorf("load %s: negative range (%d, %d): %w", h, offset, length, fs.ErrInvalid)
+	}
+	var out []byte
+	err = b.do(ctx, func(c *conn) error {
+		f, err := c.client.Open(p)
+		if err != nil {
+			return err
+		}
+		// Nothing waits for the close of a file that was only read:
+		// its reply would cost a round trip per load.
+		c.begin()
+		defer func() {
+			go func() {
+				defer c.end()
+				_ = f.Close()
+			}()
+		}()
+		n := length
+		if n == 0 {
+			fi, err := f.Stat()
+			if err != nil {
+				return err
+			}
+			if offset > fi.Size() {
+				return fmt.Errorf("offset %d past the end (%d bytes): %w", offset, fi.Size(), io.ErrUnexpectedEOF)
+			}
+			n = int(fi.Size() - offset)
+		}
+		if buf != nil && cap(buf) >= n {
+			out = buf[:n]
+		} else {
+			out = make([]byte, n)
+		}
+		if n == 0 {
+			return nil
+		}
+		got, err := f.ReadAt(out, offset)
+		if got == n {
+			return nil
+		}
+		if err == nil || errors.Is(err, io.EOF) {
+			return fmt.Errorf("range (%d, %d) past the end (read %d bytes): %w", offset, n, got, io.ErrUnexpectedEOF)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", h, err)
+	}
+	return out, nil
+}
+
+// Stat returns the size and modification time of h.
+func (b *Backend) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {
+	p, err := b.filePath(h)
+	if err != nil {
+		return backend.FileInfo{}, err
+	}
+	fi, err := b.stat(ctx, p)
+	if err != nil {
+		return backend.FileInfo{}, fmt.Errorf("stat %s: %w", h, err)
+	}
+	return backend.FileInfo{Name: h.Name, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// Remove deletes h.
+func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
+	p, err := b.filePath(h)
+	if err != nil {
+		return err
+	}
+	err = b.do(ctx, func(c *conn) error { return c.client.Remove(p) })
+	if err != nil {
+		return fmt.Errorf("remove %s: %w", h, err)
+	}
+	return nil
+}
