@@ -23,6 +23,8 @@ package rest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -185,9 +187,62 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte,
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		if tlsErr := certificateError(err); tlsErr != nil {
+			return nil, tlsErr
+		}
 		return nil, transportError(ctx, err)
 	}
 	return resp, nil
+}
+
+// ErrUntrustedCertificate is in the chain of an error when the server's
+// TLS certificate could not be verified (self-signed, or signed by an
+// authority the client was not given).
+var ErrUntrustedCertificate = errors.New("server certificate not trusted")
+
+// tlsError is a failed TLS handshake that no retry can cure: the
+// server's certificate is not trusted, or the server refused the
+// client's (or wanted one).
+type tlsError struct {
+	err       error
+	untrusted bool
+}
+
+func (e *tlsError) Error() string {
+	if e.untrusted {
+		return ErrUntrustedCertificate.Error() + ": " + e.err.Error()
+	}
+	return "TLS handshake refused: " + e.err.Error()
+}
+
+func (e *tlsError) Unwrap() []error {
+	if e.untrusted {
+		return []error{ErrUntrustedCertificate, e.err}
+	}
+	return []error{e.err}
+}
+
+// Permanent tells the retry layer not to try again.
+func (e *tlsError) Permanent() bool { return true }
+
+// certificateError returns err as a *tlsError when it is a failed
+// verification of the server's certificate or an alert from the server
+// during the handshake, and nil otherwise.
+func certificateError(err error) error {
+	var (
+		verify    *tls.CertificateVerificationError
+		authority x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		alert     tls.AlertError
+	)
+	switch {
+	case errors.As(err, &verify), errors.As(err, &authority), errors.As(err, &hostname), errors.As(err, &invalid):
+		return &tlsError{err: err, untrusted: true}
+	case errors.As(err, &alert):
+		return &tlsError{err: err}
+	}
+	return nil
 }
 
 // fileURL returns the URL of h after checking that h is well formed.
