@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,7 +12,8 @@ import (
 // repositoryLife runs the life of an initialised repository on a remote
 // backend: two backups, a restore compared byte for byte, a read through
 // the mount (as root with FUSE), check --read-data, forget --keep-last 1
-// --prune and check again. bigSize sets the size of the large file (several
+// --prune, repack and check again, and copies to and from a local
+// repository (remoteCopies). bigSize sets the size of the large file (several
 // packs when over 16 MB).
 func repositoryLife(t *testing.T, e *env, bigSize int) {
 	t.Helper()
@@ -48,5 +50,50 @@ func repositoryLife(t *testing.T, e *env, bigSize int) {
 	e.must("check", "--read-data")
 	if out := e.must("snapshots", "--json"); strings.Count(out, `"tree"`) != 1 {
 		t.Fatalf("after forget --keep-last 1: %s", out)
+	}
+	e.must("repack", "--instant-delete")
+	e.must("check", "--read-data")
+	remoteCopies(t, e, src)
+}
+
+// remoteCopies copies the snapshots of the remote repository of e to a new
+// local repository, makes a snapshot there and copies it back: both
+// repositories check and restore byte for byte.
+func remoteCopies(t *testing.T, e *env, src string) {
+	t.Helper()
+	remote := ""
+	for _, kv := range e.extraEnv {
+		if v, ok := strings.CutPrefix(kv, "DJ_REPOSITORY="); ok {
+			remote = v
+		}
+	}
+	local := filepath.Join(e.dir, "local-copy")
+	pw := filepath.Join(e.dir, "password")
+	toLocal := []string{"DJ_REPOSITORY=" + local, "DJ_FROM_REPOSITORY=" + remote, "DJ_FROM_PASSWORD_FILE=" + pw}
+	toRemote := []string{"DJ_REPOSITORY=" + remote, "DJ_FROM_REPOSITORY=" + local, "DJ_FROM_PASSWORD_FILE=" + pw}
+	run := func(extra []string, args ...string) string {
+		t.Helper()
+		r := e.runEnv(extra, args...)
+		if r.code != 0 {
+			t.Fatalf("dj %s (%s): exit %d\n%s%s", strings.Join(args, " "), extra[0], r.code, r.stdout, r.stderr)
+		}
+		return r.stdout
+	}
+	run(toLocal, "init")
+	run(toLocal, "copy")
+	run(toLocal, "check", "--read-data")
+	writeFile(t, filepath.Join(src, "d", "third"), []byte("made in the local copy"))
+	run(toLocal, "backup", src)
+	run(toRemote, "copy")
+	run(toRemote, "check", "--read-data")
+	if n := strings.Count(run(toRemote, "snapshots", "--json"), `"tree"`); n != 2 {
+		t.Fatalf("%d snapshots in %s after copying one back, want 2", n, remote)
+	}
+	for name, extra := range map[string][]string{"local": toLocal, "remote": toRemote} {
+		target := filepath.Join(e.dir, "restored-copy-"+name)
+		run(extra, "restore", "latest", "--target", target)
+		if out, err := exec.Command("diff", "-r", src, filepath.Join(target, src)).CombinedOutput(); err != nil {
+			t.Fatalf("restore of the copy in the %s repository differs from the source: %v\n%s", name, err, out)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"dj/internal/testserver"
 )
@@ -70,21 +71,23 @@ func TestS3BadInput(t *testing.T) {
 	tests := []struct {
 		name string
 		env  []string
+		code int
 		want string
 	}{
-		{"missing bucket", []string{"DJ_REPOSITORY=" + missing}, "does not exist"},
-		{"wrong secret", []string{"AWS_SECRET_ACCESS_KEY=wrong"}, "access denied"},
-		{"unreachable", []string{"DJ_REPOSITORY=" + unreachable}, "cannot reach"},
+		{"missing bucket", []string{"DJ_REPOSITORY=" + missing}, 10, "does not exist"},
+		{"wrong secret", []string{"AWS_SECRET_ACCESS_KEY=wrong"}, 21, "access denied"},
+		{"unknown access key", []string{"AWS_ACCESS_KEY_ID=nobody"}, 21, "access denied"},
+		{"unreachable", []string{"DJ_REPOSITORY=" + unreachable}, 20, "cannot reach"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := e.runEnv(tc.env, "snapshots")
+			r := e.runEnv(append(tc.env, shortRetry), "snapshots")
 			if r.code == 0 {
 				t.Fatalf("dj snapshots succeeded:\n%s", r.stdout)
 			}
 			msg := strings.TrimSpace(r.stderr)
-			if !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") > 0 || !strings.Contains(msg, "s3:") {
-				t.Errorf("exit %d, stderr %q: want one line naming the location and saying %q", r.code, msg, tc.want)
+			if r.code != tc.code || !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") > 0 || !strings.Contains(msg, "s3:") || !strings.Contains(msg, map[bool]string{true: "dj init", false: "check "}[tc.code == 10]) {
+				t.Errorf("exit %d, stderr %q: want exit %d and one line naming the location, saying %q and what to check", r.code, msg, tc.code, tc.want)
 			}
 		})
 	}
@@ -114,4 +117,21 @@ func TestS3ObjectLock(t *testing.T) {
 	if len(snaps) != 2 {
 		t.Errorf("%d snapshots after forget under retention, want both still there", len(snaps))
 	}
+}
+
+// TestS3LimitDownload: --limit-download paces a restore from S3 (whose
+// ranged reads once bypassed the limiter).
+func TestS3LimitDownload(t *testing.T) {
+	e, _, _ := s3Env(t)
+	src := filepath.Join(e.dir, "src")
+	writeFile(t, filepath.Join(src, "f.bin"), randomData(77, 3<<20))
+	e.must("backup", src)
+	start := time.Now()
+	e.must("--no-cache", "--limit-download", "1024", "restore", "latest", "--target", filepath.Join(e.dir, "r"))
+	if d := time.Since(start); d < 2*time.Second {
+		t.Errorf("restore of 3 MiB at 1024 KiB/s took %v", d)
+	}
+	start = time.Now()
+	e.must("--no-cache", "restore", "latest", "--target", filepath.Join(e.dir, "r2"))
+	t.Logf("the same restore without a limit took %v", time.Since(start))
 }

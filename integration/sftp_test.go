@@ -184,9 +184,9 @@ func TestSFTPErrors(t *testing.T) {
 		code int
 		want string
 	}{
-		{"unreachable", []string{"-o", s.opt + " -o Port=1"}, 1, "the host is unreachable"},
-		{"auth", []string{"-o", "sftp.command=" + strings.Replace(s.sshd.Command(), "-i "+s.sshd.KeyFile, "-i /dev/null", 1)}, 1, "authentication failed"},
-		{"host key", []string{"-o", s.opt + " -o UserKnownHostsFile=" + wrongKnown}, 1, "host key is not the one in known_hosts"},
+		{"unreachable", []string{"-o", s.opt + " -o Port=1"}, 20, "the host is unreachable"},
+		{"auth", []string{"-o", "sftp.command=" + strings.Replace(s.sshd.Command(), "-i "+s.sshd.KeyFile, "-i /dev/null", 1)}, 21, "authentication failed"},
+		{"host key", []string{"-o", s.opt + " -o UserKnownHostsFile=" + wrongKnown}, 22, "host key is not the one in known_hosts"},
 		{"missing path", []string{"-o", s.opt}, 10, "create one with `dj init`"},
 	}
 	for _, tc := range tests {

@@ -129,25 +129,49 @@ func (l *Lock) checkLocked(now time.Time) error {
 
 // ListLocks loads every lock file; unreadable ones are skipped.
 func (r *Repository) ListLocks(ctx context.Context) ([]*LockInfo, error) {
+	return r.listLocks(ctx, crypto.ID{})
+}
+
+// lockLoads is how many lock files listLocks loads at once: on a remote
+// repository each load is a round trip.
+const lockLoads = 8
+
+// listLocks is ListLocks without loading the lock skip (the caller's own,
+// whose content it knows). The files are loaded concurrently.
+func (r *Repository) listLocks(ctx context.Context, skip crypto.ID) ([]*LockInfo, error) {
 	ids, err := r.ListFiles(ctx, backend.LockFile)
 	if err != nil {
 		return nil, err
 	}
-	var out []*LockInfo
-	for _, id := range ids {
-		b, err := r.LoadFile(ctx, backend.LockFile, id)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				continue // removed meanwhile
+	infos := make([]*LockInfo, len(ids))
+	sem := make(chan struct{}, lockLoads)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		if id == skip && !skip.IsNull() {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			b, err := r.LoadFile(ctx, backend.LockFile, id)
+			if err != nil {
+				return // removed meanwhile, or unreadable
 			}
-			continue
+			var li LockInfo
+			if json.Unmarshal(b, &li) != nil {
+				return
+			}
+			li.ID = id
+			infos[i] = &li
+		}()
+	}
+	wg.Wait()
+	var out []*LockInfo
+	for _, li := range infos {
+		if li != nil {
+			out = append(out, li)
 		}
-		var li LockInfo
-		if json.Unmarshal(b, &li) != nil {
-			continue
-		}
-		li.ID = id
-		out = append(out, &li)
 	}
 	return out, nil
 }
@@ -159,6 +183,11 @@ func (r *Repository) writeLock(ctx context.Context, li *LockInfo) (crypto.ID, er
 	}
 	return r.SaveFile(ctx, backend.LockFile, b)
 }
+
+// LockRemoveTimeout bounds the removal of a lock after a failure, retries
+// of the storage's retry layer included, as the CLI bounds it after
+// Ctrl-C.
+const LockRemoveTimeout = 5 * time.Second
 
 // lockYieldWait bounds how long a lock that saw a newer conflicting lock
 // waits for that lock's owner to see it and step back.
@@ -193,11 +222,16 @@ func (r *Repository) Lock(ctx context.Context, kind LockKind) (*Lock, error) {
 	}
 	li.ID = id
 	removeOwn := func() {
-		_ = r.be.Remove(context.WithoutCancel(ctx), backend.Handle{Type: backend.LockFile, Name: id.String()})
+		// The lock is removed after a failure (or Ctrl-C), often of the
+		// storage itself: wait no longer for it than after Ctrl-C. A lock
+		// left behind is stale once this process is gone.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), LockRemoveTimeout)
+		defer cancel()
+		_ = r.be.Remove(rctx, backend.Handle{Type: backend.LockFile, Name: id.String()})
 	}
 	deadline := time.Now().Add(lockYieldWait)
 	for {
-		others, err := r.ListLocks(ctx)
+		others, err := r.listLocks(ctx, id)
 		if err != nil {
 			removeOwn()
 			return nil, err

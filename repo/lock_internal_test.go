@@ -73,3 +73,35 @@ func TestLockUnlockForgetsLock(t *testing.T) {
 		t.Fatalf("an unlocked lock still counts: %v", err)
 	}
 }
+
+// stuckLocks is a backend whose listing of locks fails and whose removals
+// hang until their context ends, as an unreachable server behind the
+// retry layer.
+type stuckLocks struct{ backend.Backend }
+
+func (s stuckLocks) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
+	if t == backend.LockFile {
+		return errors.New("server unreachable")
+	}
+	return s.Backend.List(ctx, t, fn)
+}
+
+func (s stuckLocks) Remove(ctx context.Context, h backend.Handle) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestLockRemovalAfterFailureBounded: when taking the lock fails after its
+// file was written, the removal of that file ends within LockRemoveTimeout
+// even though the storage never answers.
+func TestLockRemovalAfterFailureBounded(t *testing.T) {
+	r := TestRepository(t, mem.New())
+	r.be = stuckLocks{r.be}
+	start := time.Now()
+	if _, err := r.Lock(context.Background(), LockShared); err == nil {
+		t.Fatal("Lock succeeded although the locks cannot be listed")
+	}
+	if d := time.Since(start); d < LockRemoveTimeout || d > LockRemoveTimeout+2*time.Second {
+		t.Errorf("Lock returned after %v, want about %v", d, LockRemoveTimeout)
+	}
+}

@@ -138,15 +138,31 @@ func Init(ctx context.Context, be backend.Backend, password string, opts Options
 // Open opens the repository in be with password. It does not load the
 // index; call LoadIndex for commands that read or write blobs.
 func Open(ctx context.Context, be backend.Backend, password string, opts Options) (*Repository, error) {
-	if _, err := be.Stat(ctx, backend.Handle{Type: backend.ConfigFile}); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+	// The config file is fetched while the key is found: on a remote
+	// repository each costs round trips, and they do not depend on each
+	// other. A missing config file means no repository, whatever the keys.
+	type loaded struct {
+		data []byte
+		err  error
+	}
+	cfgc := make(chan loaded, 1)
+	go func() {
+		data, err := be.Load(ctx, backend.Handle{Type: backend.ConfigFile}, 0, 0)
+		cfgc <- loaded{data, err}
+	}()
+	key, keyID, keyErr := openKey(ctx, be, password)
+	raw := <-cfgc
+	if raw.err != nil {
+		if errors.Is(raw.err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%s: %w", be.Location(), ErrNoRepository)
 		}
-		return nil, fmt.Errorf("open repository %s: %w", be.Location(), err)
+		return nil, fmt.Errorf("open repository %s: %w", be.Location(), raw.err)
 	}
-	key, keyID, err := openKey(ctx, be, password)
-	if err != nil {
-		return nil, err
+	if keyErr != nil {
+		return nil, keyErr
+	}
+	if len(raw.data) > maxFileSize {
+		return nil, fmt.Errorf("load config: %w: %s is too large (%d bytes)", ErrCorrupt, backend.Handle{Type: backend.ConfigFile}, len(raw.data))
 	}
 	var cfg Config
 	r, err := newRepository(be, key, cfg, opts)
@@ -154,9 +170,9 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 		return nil, err
 	}
 	r.keyID = keyID
-	body, err := r.loadFile(ctx, backend.ConfigFile, "")
+	body, err := r.openFile(backend.ConfigFile, raw.data)
 	if err != nil {
-		return nil, fmt.Errorf("load config: %w", err)
+		return nil, fmt.Errorf("load config: %s: %w", backend.Handle{Type: backend.ConfigFile}, err)
 	}
 	if err := json.Unmarshal(body, &r.cfg); err != nil {
 		return nil, fmt.Errorf("%w: config: %w", ErrCorrupt, err)

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"math/rand/v2"
 	"sync"
 	"syscall"
 
@@ -67,6 +68,10 @@ type Rule struct {
 	// AfterItems, for List, delivers that many entries before failing
 	// with Err.
 	AfterItems int
+	// Rate, when above zero, replaces Nth and Every: the rule fires on each
+	// matching call with this probability (0.1 is 10%), drawn from the
+	// backend's random source (see Seed), Times times in all.
+	Rate float64
 }
 
 type armed struct {
@@ -84,6 +89,7 @@ type Backend struct {
 	rules     []*armed
 	calls     map[callKey]int
 	spaceLeft int64 // bytes Save may still store; negative: unlimited
+	rng       *rand.Rand
 }
 
 type callKey struct {
@@ -95,7 +101,15 @@ var _ backend.Backend = (*Backend)(nil)
 
 // New wraps b. No fault is armed.
 func New(b backend.Backend) *Backend {
-	return &Backend{be: b, calls: make(map[callKey]int), spaceLeft: -1}
+	return &Backend{be: b, calls: make(map[callKey]int), spaceLeft: -1, rng: rand.New(rand.NewPCG(1, 1))}
+}
+
+// Seed resets the random source of the rules with a Rate, so that the
+// same sequence of calls meets the same faults.
+func (b *Backend) Seed(seed uint64) {
+	b.mu.Lock()
+	b.rng = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b.mu.Unlock()
 }
 
 // Add arms a rule.
@@ -179,6 +193,13 @@ func (b *Backend) fire(op Op, t backend.FileType) (Rule, bool) {
 			continue
 		}
 		r.seen++
+		if r.Rate > 0 {
+			if hit == nil && (r.Times < 0 || r.fired < r.Times) && b.rng.Float64() < r.Rate {
+				r.fired++
+				hit = &r.Rule
+			}
+			continue
+		}
 		if hit == nil && r.seen >= r.Nth && (r.seen-r.Nth)%r.Every == 0 && (r.Times < 0 || r.fired < r.Times) {
 			r.fired++
 			hit = &r.Rule

@@ -214,3 +214,63 @@ func TestListMidway(t *testing.T) {
 		t.Errorf("List: %d entries, %v", n, err)
 	}
 }
+
+func TestRate(t *testing.T) {
+	ctx := context.Background()
+	failures := func(seed uint64) []int {
+		f := fault.New(mem.New())
+		sp, err := fault.ParseSpec(fmt.Sprintf("rate=0.1,seed=%d,ops=stat", seed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sp.Arm(f)
+		var failed []int
+		for i := 0; i < 1000; i++ {
+			if _, err := f.Stat(ctx, h(backend.PackFile, "a")); errors.Is(err, fault.ErrInjected) {
+				failed = append(failed, i)
+			}
+			// Other operations are not armed.
+			if err := f.Save(ctx, h(backend.PackFile, "a"), []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return failed
+	}
+	a, b := failures(7), failures(7)
+	if len(a) < 50 || len(a) > 150 {
+		t.Errorf("%d of 1000 calls failed at rate 0.1", len(a))
+	}
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Error("the same seed gave different faults")
+	}
+	if c := failures(8); fmt.Sprint(a) == fmt.Sprint(c) {
+		t.Error("another seed gave the same faults")
+	}
+}
+
+func TestParseSpec(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"rate=0.1", true},
+		{"rate=0.1,seed=3,ops=save+load,delay=20ms", true},
+		{"seed=3", false},
+		{"rate=1.5", false},
+		{"rate=0.1,ops=fly", false},
+		{"rate", false},
+		{"rate=0.1,colour=red", false},
+	} {
+		if _, err := fault.ParseSpec(tc.in); (err == nil) != tc.ok {
+			t.Errorf("ParseSpec(%q): %v, want ok %v", tc.in, err, tc.ok)
+		}
+	}
+}
+
+func TestOpaqueHidesCapabilities(t *testing.T) {
+	f := fault.New(mem.New())
+	if _, ok := backend.As[backend.Unwrapper](fault.Opaque(f)); ok {
+		t.Error("Opaque backend can be unwrapped")
+	}
+	conformance.Run(t, func(t *testing.T) backend.Backend { return fault.Opaque(fault.New(mem.New())) })
+}

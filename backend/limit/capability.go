@@ -27,9 +27,68 @@ func Wrap(be backend.Backend, r Rates) backend.Backend {
 	b := New(be, r)
 	caps, complete := backend.FindLocalCapabilities(be)
 	if !complete {
-		return b
+		return wrapLoaders(b, caps.Ranger, caps.Into)
 	}
 	return &capBackend{Backend: b, caps: caps}
+}
+
+// wrapLoaders returns b with the ranged loads of the wrapped backend (a
+// remote one, such as S3, has them without the rest of the local disk's
+// capabilities), paced: otherwise backend.As would find them beneath the
+// limiter, and restore, check and the mount would read unpaced.
+func wrapLoaders(b *Backend, ranger backend.RangeLoader, into backend.IntoLoader) backend.Backend {
+	switch {
+	case ranger != nil && into != nil:
+		return &rangeIntoBackend{rangeBackend{b, ranger}, into}
+	case ranger != nil:
+		return &rangeBackend{b, ranger}
+	case into != nil:
+		return &intoBackend{b, into}
+	}
+	return b
+}
+
+// rangeBackend paces the LoadRange of the wrapped backend.
+type rangeBackend struct {
+	*Backend
+	ranger backend.RangeLoader
+}
+
+// LoadRange reads a range, then waits until the download rate allows it.
+func (r *rangeBackend) LoadRange(ctx context.Context, h backend.Handle, offset int64, length int, buf []byte) ([]byte, error) {
+	b, err := r.ranger.LoadRange(ctx, h, offset, length, buf)
+	if err != nil {
+		return nil, err
+	}
+	return b, r.down.wait(ctx, len(b))
+}
+
+// intoBackend paces the LoadInto of the wrapped backend.
+type intoBackend struct {
+	*Backend
+	into backend.IntoLoader
+}
+
+// LoadInto reads into buf, then waits until the download rate allows it.
+func (i *intoBackend) LoadInto(ctx context.Context, h backend.Handle, offset int64, buf []byte) error {
+	if err := i.into.LoadInto(ctx, h, offset, buf); err != nil {
+		return err
+	}
+	return i.down.wait(ctx, len(buf))
+}
+
+// rangeIntoBackend paces both ranged loads of the wrapped backend.
+type rangeIntoBackend struct {
+	rangeBackend
+	into backend.IntoLoader
+}
+
+// LoadInto reads into buf, then waits until the download rate allows it.
+func (r *rangeIntoBackend) LoadInto(ctx context.Context, h backend.Handle, offset int64, buf []byte) error {
+	if err := r.into.LoadInto(ctx, h, offset, buf); err != nil {
+		return err
+	}
+	return r.down.wait(ctx, len(buf))
 }
 
 // CreateTemp creates a temporary file in the wrapped backend.

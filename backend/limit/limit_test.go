@@ -234,3 +234,62 @@ func TestWrapKeepsLocalFastPathsPaced(t *testing.T) {
 		t.Fatal("a limited mem backend claims RangeLoader")
 	}
 }
+
+// rangedRemote is a backend with ranged loads but not the rest of the local
+// disk's capabilities, as the S3 backend.
+type rangedRemote struct{ backend.Backend }
+
+func (r rangedRemote) LoadRange(ctx context.Context, h backend.Handle, offset int64, length int, buf []byte) ([]byte, error) {
+	return r.Load(ctx, h, offset, length)
+}
+
+func (r rangedRemote) LoadInto(ctx context.Context, h backend.Handle, offset int64, buf []byte) error {
+	b, err := r.Load(ctx, h, offset, len(buf))
+	copy(buf, b)
+	return err
+}
+
+// TestWrapPacesRemoteRangedLoads: the ranged loads of a remote backend
+// (S3's, which restore, check and the mount use) are paced, not found
+// beneath the limiter.
+func TestWrapPacesRemoteRangedLoads(t *testing.T) {
+	ctx := context.Background()
+	data := make([]byte, 256<<10)
+	h := backend.Handle{Type: backend.PackFile, Name: "00aa"}
+	under := rangedRemote{mem.New()}
+	if err := under.Save(ctx, h, data); err != nil {
+		t.Fatal(err)
+	}
+	be := Wrap(under, Rates{Download: 512 << 10})
+	if _, ok := backend.As[backend.Stager](be); ok {
+		t.Fatal("the limiter claims a Stager the backend lacks")
+	}
+	rl, ok := backend.As[backend.RangeLoader](be)
+	if !ok {
+		t.Fatal("the limiter hides the backend's RangeLoader")
+	}
+	if _, beneath := rl.(rangedRemote); beneath {
+		t.Fatal("backend.As reaches beneath the limiter: LoadRange would not be paced")
+	}
+	il, ok := backend.As[backend.IntoLoader](be)
+	if !ok {
+		t.Fatal("the limiter hides the backend's IntoLoader")
+	}
+	if _, beneath := il.(rangedRemote); beneath {
+		t.Fatal("backend.As reaches beneath the limiter: LoadInto would not be paced")
+	}
+	// The bucket starts with a burst; then 512 KiB take about a second.
+	start := time.Now()
+	for range 2 {
+		if got, err := rl.LoadRange(ctx, h, 0, len(data), nil); err != nil || len(got) != len(data) {
+			t.Fatalf("LoadRange: %d bytes, %v", len(got), err)
+		}
+	}
+	buf := make([]byte, len(data))
+	if err := il.LoadInto(ctx, h, 0, buf); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 1200*time.Millisecond {
+		t.Fatalf("768 KiB at 512 KiB/s through LoadRange and LoadInto took %v", d)
+	}
+}

@@ -279,7 +279,8 @@ func (c *Client) send(ctx context.Context, op, method string, h backend.Handle, 
 		return fmt.Errorf("%s %v: %w", op, h, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %v: %w", op, h, fail(resp, h))
+		// Name the server: a refused save or removal is a message of its own.
+		return fmt.Errorf("%s: %s %v: %w", c.location, op, h, fail(resp, h))
 	}
 	discard(resp)
 	return nil
@@ -425,16 +426,17 @@ func readBody(ctx context.Context, resp *http.Response, limit int64) ([]byte, er
 	if resp.ContentLength > limit {
 		return nil, fmt.Errorf("server sent %d bytes, more than the %d asked for", resp.ContentLength, limit)
 	}
+	body := backend.GuardStall(resp.Body, backend.DefaultStallTimeout)
 	if resp.ContentLength >= 0 {
 		// net/http never delivers more than the announced length.
 		buf := make([]byte, resp.ContentLength)
-		if _, err := io.ReadFull(resp.Body, buf); err != nil {
+		if _, err := io.ReadFull(body, buf); err != nil {
 			return nil, transportError(ctx, err)
 		}
 		return buf, nil
 	}
 	var buf bytes.Buffer
-	n, err := buf.ReadFrom(io.LimitReader(resp.Body, limit+1))
+	n, err := buf.ReadFrom(io.LimitReader(body, limit+1))
 	if err != nil {
 		return nil, transportError(ctx, err)
 	}

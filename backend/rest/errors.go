@@ -44,8 +44,21 @@ func (e *StatusError) Error() string {
 }
 
 // Unwrap maps the status to the error the backend.Backend contract and
-// callers test for.
-func (e *StatusError) Unwrap() error {
+// callers test for; 401 is also backend.ErrAuth.
+func (e *StatusError) Unwrap() []error {
+	err := e.unwrap()
+	switch {
+	case err == nil:
+		return nil
+	case e.Code == http.StatusUnauthorized:
+		return []error{err, backend.ErrAuth}
+	case e.Code == http.StatusForbidden:
+		return []error{err, backend.ErrDenied}
+	}
+	return []error{err}
+}
+
+func (e *StatusError) unwrap() error {
 	switch e.Code {
 	case http.StatusNotFound:
 		return fs.ErrNotExist
@@ -100,7 +113,7 @@ func transportError(ctx context.Context, err error) error {
 		return fmt.Errorf("%w (%v)", ctx.Err(), err)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		return fmt.Errorf("connection lost: %s", err.Error())
+		return backend.NewClassError("connection lost: "+err.Error(), backend.ErrUnreachable)
 	}
 	return err
 }

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 
+	"dj/backend"
+
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
 )
@@ -22,7 +24,7 @@ var (
 	// credentials.
 	ErrNoCredentials = errors.New("no AWS credentials")
 	// ErrUnreachable: the endpoint did not answer.
-	ErrUnreachable = errors.New("endpoint unreachable")
+	ErrUnreachable = backend.NewClassError("endpoint unreachable", backend.ErrUnreachable)
 )
 
 // Error is an error answer of the S3 server. It unwraps to fs.ErrNotExist
@@ -62,8 +64,32 @@ func (e *Error) denied() bool {
 	return e.Status == http.StatusForbidden || e.Status == http.StatusUnauthorized
 }
 
-// Unwrap maps the answer to the errors of the backend.Backend contract.
-func (e *Error) Unwrap() error {
+// badCredentials reports whether the server refused the credentials
+// themselves (not a policy that denies a request to a known user).
+func (e *Error) badCredentials() bool {
+	switch e.Code {
+	case "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "XAdminUserNotFound":
+		return true
+	}
+	return e.Status == http.StatusUnauthorized
+}
+
+// Unwrap maps the answer to the errors of the backend.Backend contract;
+// refused credentials are also backend.ErrAuth.
+func (e *Error) Unwrap() []error {
+	if err := e.unwrap(); err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			if e.badCredentials() {
+				return []error{err, backend.ErrAuth}
+			}
+			return []error{err, backend.ErrDenied}
+		}
+		return []error{err}
+	}
+	return nil
+}
+
+func (e *Error) unwrap() error {
 	switch {
 	case e.Code == "NoSuchBucket":
 		return ErrNoBucket

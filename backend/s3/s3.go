@@ -64,6 +64,9 @@ type Backend struct {
 	// versioning: Remove deletes every version of a file, not just hides
 	// it behind a delete marker.
 	lockedBucket bool
+	// configListed is true when checkBucket's listing showed the config
+	// file, so that Open needs no request of its own to find it.
+	configListed bool
 	now          func() time.Time
 }
 
@@ -84,6 +87,9 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	if err := b.checkBucket(ctx); err != nil {
 		b.Close()
 		return nil, err
+	}
+	if b.configListed {
+		return b, nil // a round trip saved on every command
 	}
 	if _, err := b.Stat(ctx, backend.Handle{Type: backend.ConfigFile}); err != nil {
 		b.Close()
@@ -223,22 +229,41 @@ func (b *Backend) checkBucket(ctx context.Context) error {
 	// A listing, not HeadBucket: the answer to a HEAD has no body, and so
 	// no error code to tell a missing bucket from a denied request.
 	list := func() error {
-		_, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
+		out, err := b.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
 			Bucket: aws.String(b.cfg.Bucket), Prefix: aws.String(b.join("config")), MaxKeys: aws.Int32(1),
 		})
+		// The config file, if there is one, is the first key with its
+		// own name as prefix.
+		b.configListed = err == nil && len(out.Contents) > 0 && aws.ToString(out.Contents[0].Key) == b.join("config")
 		return err
 	}
+	// The object lock query goes out with the listing: one round trip
+	// for both on every command.
+	type lockAnswer struct {
+		out *s3.GetObjectLockConfigurationOutput
+		err error
+	}
+	client := b.client
+	lockc := make(chan lockAnswer, 1)
+	go func() {
+		out, err := client.GetObjectLockConfiguration(ctx, &s3.GetObjectLockConfigurationInput{Bucket: aws.String(b.cfg.Bucket)})
+		lockc <- lockAnswer{out, err}
+	}()
 	err := list()
+	ans := <-lockc
 	if region := bucketRegion(err); region != "" && region != b.client.Options().Region {
 		opts := b.client.Options()
 		opts.Region = region
 		b.client = s3.New(opts)
 		err = list()
+		if err == nil {
+			return b.checkLock(ctx) // the first answer came from the wrong region
+		}
 	}
 	if err != nil {
 		return b.bucketError(ctx, err)
 	}
-	return b.checkLock(ctx)
+	return b.applyLock(ctx, ans.out, ans.err)
 }
 
 // bucketRegion returns the region AWS names in an answer to a request
@@ -271,6 +296,13 @@ func (b *Backend) bucketError(ctx context.Context, err error) error {
 // write under retention into a bucket without it.
 func (b *Backend) checkLock(ctx context.Context) error {
 	out, err := b.client.GetObjectLockConfiguration(ctx, &s3.GetObjectLockConfigurationInput{Bucket: aws.String(b.cfg.Bucket)})
+	return b.applyLock(ctx, out, err)
+}
+
+// applyLock records the bucket's object lock from the answer to
+// GetObjectLockConfiguration, and refuses a bucket without it when writes
+// are to be retained.
+func (b *Backend) applyLock(ctx context.Context, out *s3.GetObjectLockConfigurationOutput, err error) error {
 	if err == nil && out.ObjectLockConfiguration != nil &&
 		out.ObjectLockConfiguration.ObjectLockEnabled == types.ObjectLockEnabledEnabled {
 		b.lockedBucket = true

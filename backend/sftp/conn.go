@@ -16,6 +16,7 @@ import (
 
 	"github.com/pkg/sftp"
 
+	"dj/backend"
 	"dj/backend/limit"
 )
 
@@ -189,7 +190,7 @@ func dial(ctx context.Context, cfg Config, pacer *limit.Pacer) (*conn, error) {
 	case <-timer.C:
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		return nil, &ConnectError{Location: cfg.Location, Err: fmt.Errorf("no SFTP session after %v", connectTimeout),
+		return nil, &ConnectError{Location: cfg.Location, Err: fmt.Errorf("no SFTP session after %v", connectTimeout), class: backend.ErrUnreachable,
 			Hint: "check that `" + strings.Join(argv, " ") + "` reaches the server"}
 	}
 	if r.err != nil {
@@ -231,6 +232,8 @@ type ConnectError struct {
 	// Hint says what to do.
 	Hint      string
 	permanent bool
+	// class is backend.ErrAuth, ErrHostKey or ErrUnreachable, or nil.
+	class error
 }
 
 func (e *ConnectError) Error() string {
@@ -241,7 +244,14 @@ func (e *ConnectError) Error() string {
 	return msg
 }
 
-func (e *ConnectError) Unwrap() error { return e.Err }
+// Unwrap returns Err and the class of the failure (backend.ErrAuth,
+// backend.ErrHostKey or backend.ErrUnreachable) when it is known.
+func (e *ConnectError) Unwrap() []error {
+	if e.class != nil {
+		return []error{e.Err, e.class}
+	}
+	return []error{e.Err}
+}
 
 // Permanent reports whether connecting again cannot help: refused
 // authentication, a wrong host key, an unknown host name, a missing ssh
@@ -260,20 +270,21 @@ func connectError(cfg Config, argv []string, stderr string, err error) error {
 	cmdline := strings.Join(argv, " ")
 	switch low := strings.ToLower(stderr); {
 	case strings.Contains(low, "permission denied"), strings.Contains(low, "too many authentication failures"):
-		e.permanent = true
+		e.permanent, e.class = true, backend.ErrAuth
 		e.Hint = "authentication failed: check the user, the key (ssh-agent, -i via -o " + OptionArgs + ") and that `" + sshLogin(argv) + "` logs in"
 	case strings.Contains(low, "host key verification failed"), strings.Contains(low, "remote host identification has changed"):
-		e.permanent = true
+		e.permanent, e.class = true, backend.ErrHostKey
 		e.Err = errors.New(lastLines(stderr, 1))
 		e.Hint = "the server's host key is not the one in known_hosts: verify it and update known_hosts"
 	case strings.Contains(low, "could not resolve hostname"):
-		e.permanent = true
+		e.permanent, e.class = true, backend.ErrUnreachable
 		e.Hint = "check the host name"
 	case strings.Contains(low, "subsystem request failed"):
 		e.permanent = true
 		e.Hint = "the server does not offer SFTP: enable its sftp subsystem"
 	case strings.Contains(low, "connection refused"), strings.Contains(low, "no route to host"),
 		strings.Contains(low, "timed out"), strings.Contains(low, "network is unreachable"), strings.Contains(low, "connection closed"):
+		e.class = backend.ErrUnreachable
 		e.Hint = "the host is unreachable: check the host, the port and that sshd runs there"
 	default:
 		if said == "" {

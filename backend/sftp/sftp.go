@@ -403,14 +403,29 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 			return fmt.Errorf("create %s: %w", tmp, err)
 		}
 		err = writeFile(ctx, c, f, data)
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("close %s: %w", tmp, cerr)
-		}
-		if err == nil {
+		if err == nil && c.fsync {
+			// The data is on the server's disk: the close and the
+			// rename go out together, one round trip instead of two
+			// (a rename of an open file is fine on POSIX).
+			closed := make(chan error, 1)
+			go func() { closed <- f.Close() }()
 			err = ctx.Err()
-		}
-		if err == nil {
-			err = rename(c, tmp, p)
+			if err == nil {
+				err = rename(c, tmp, p)
+			}
+			if cerr := <-closed; err == nil && cerr != nil {
+				err = fmt.Errorf("close %s: %w", tmp, cerr)
+			}
+		} else {
+			if cerr := f.Close(); err == nil && cerr != nil {
+				err = fmt.Errorf("close %s: %w", tmp, cerr)
+			}
+			if err == nil {
+				err = ctx.Err()
+			}
+			if err == nil {
+				err = rename(c, tmp, p)
+			}
 		}
 		if err != nil {
 			if !isConnectionError(c, err) {
@@ -427,22 +442,26 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 }
 
 // writeFile writes data with many requests in flight, makes the file
-// read-only and syncs it.
+// read-only and syncs it. The chmod goes out with the writes (the open
+// handle may write whatever the mode), saving a round trip.
 func writeFile(ctx context.Context, c *conn, f *sftp.File, data []byte) error {
+	chmodded := make(chan error, 1)
+	go func() { chmodded <- f.Chmod(fileMode) }()
 	if len(data) > 0 {
 		n, err := f.WriteAt(data, 0)
+		if err == nil && n != len(data) {
+			err = io.ErrShortWrite
+		}
 		if err != nil {
+			<-chmodded
 			return fmt.Errorf("write %s: %w", f.Name(), err)
 		}
-		if n != len(data) {
-			return fmt.Errorf("write %s: %w", f.Name(), io.ErrShortWrite)
-		}
+	}
+	if err := <-chmodded; err != nil {
+		return fmt.Errorf("chmod %s: %w", f.Name(), err)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
-	}
-	if err := f.Chmod(fileMode); err != nil {
-		return fmt.Errorf("chmod %s: %w", f.Name(), err)
 	}
 	if c.fsync {
 		if err := f.Sync(); err != nil {
@@ -497,7 +516,15 @@ func (b *Backend) LoadRange(ctx context.Context, h backend.Handle, offset int64,
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		// Nothing waits for the close of a file that was only read:
+		// its reply would cost a round trip per load.
+		c.begin()
+		defer func() {
+			go func() {
+				defer c.end()
+				_ = f.Close()
+			}()
+		}()
 		n := length
 		if n == 0 {
 			fi, err := f.Stat()

@@ -172,10 +172,11 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 				e.warnf("retrying %s %s after error (attempt %d): %v\n", op, h, attempt, err)
 			}
 		}}}
+	p.Retry = withTestRetry(p.Retry)
 	if e.verbose {
 		p.Stderr = e.stderr
 	}
-	be, scheme, err := locations.Open(e.ctx, loc, p, create)
+	be, scheme, err := e.withTestFaults(locations.Open(e.ctx, loc, p, create))
 	if err != nil {
 		if !create && errors.Is(err, fs.ErrNotExist) {
 			if errors.Is(err, syscall.ENOTDIR) { // the path runs through a file: say which
@@ -185,7 +186,7 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 			if scheme.Name == "local" {
 				loc = strings.TrimPrefix(loc, "local:")
 			}
-			return nil, fmt.Errorf("%s: %w (create one with `dj init`)", loc, repo.ErrNoRepository)
+			return nil, fmt.Errorf("%s: %w (create one with `dj init`)", redactLocation(loc), repo.ErrNoRepository)
 		}
 		if errors.Is(err, rest.ErrUntrustedCertificate) {
 			return nil, fmt.Errorf("%w (give the server's certificate or its CA with --cacert FILE)", err)
@@ -590,7 +591,7 @@ func exitCode(err error) int {
 	case errors.Is(err, context.Canceled):
 		return exitInterrupted
 	}
-	return exitError
+	return remoteExitCode(err)
 }
 
 // oneLine renders an error as one line with a hint where one helps.

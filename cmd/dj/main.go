@@ -33,6 +33,15 @@ const (
 	exitInterrupted  = 130
 )
 
+// Exit codes of dj's own, for failures to reach or use a remote
+// repository that restic reports as 1. Each says what to fix.
+const (
+	exitUnreachable = 20 // the server did not answer: host, port, network, or the server is down
+	exitAuth        = 21 // the server refused the credentials: user, password, key or secret
+	exitHostKey     = 22 // the SSH host key differs from known_hosts
+	exitDenied      = 23 // the server refused the request: permissions, policy, append-only
+)
+
 func main() {
 	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
 }
@@ -92,7 +101,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 		fmt.Fprintln(stderr, "dj: interrupted")
 		return exitInterrupted
 	}
-	fmt.Fprintf(stderr, "dj: %s\n", oneLine(err))
+	fmt.Fprintf(stderr, "dj: %s\n", withRemoteHint(err, oneLine(err)))
 	return exitCode(err)
 }
 

@@ -27,6 +27,7 @@ type tool struct {
 	repo  string
 	cache string
 	env   []string
+	opts  []string // global options before the command (-o KEY=VALUE)
 }
 
 // newTool binds the named program to the repository directory repoDir; its
@@ -54,9 +55,11 @@ func (t *tool) argv(op string, args ...string) []string {
 	case op == "repack" && t.name == "restic":
 		// restic has no repack: the closest is a prune that also
 		// rewrites small packs and keeps no unused data.
-		return append([]string{t.bin, "prune", "--max-unused", "0", "--repack-small"}, args...)
+		argv := append([]string{t.bin}, t.opts...)
+		return append(append(argv, "prune", "--max-unused", "0", "--repack-small"), args...)
 	}
-	return append([]string{t.bin, op}, args...)
+	argv := append([]string{t.bin}, t.opts...)
+	return append(append(argv, op), args...)
 }
 
 // removeRepo deletes the repository and its cache.

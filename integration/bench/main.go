@@ -43,7 +43,7 @@ type config struct {
 	smallFiles int             // files in the small-file tree for diff
 }
 
-var allSections = []string{"backup", "mount", "maint", "find", "bigdir"}
+var allSections = []string{"backup", "mount", "maint", "find", "bigdir", "remote"}
 
 func loadConfig() (*config, error) {
 	c := &config{
@@ -92,7 +92,7 @@ func loadConfig() (*config, error) {
 				continue
 			}
 			if !contains(allSections, s) {
-				return nil, fmt.Errorf("BENCH=%q: unknown section %q (want backup, mount, maint, find, bigdir or all)", sections, s)
+				return nil, fmt.Errorf("BENCH=%q: unknown section %q (want backup, mount, maint, find, bigdir, remote or all)", sections, s)
 			}
 			want[s] = true
 		}
@@ -239,12 +239,14 @@ func (h *harness) run(ctx context.Context) int {
 		return 2
 	}
 	h.machine = machineInfo()
-	c, err := h.prepareCorpus(ctx)
-	if err != nil {
-		h.logf("preparing the corpus failed: %v", err)
-		return 1
+	if len(h.cfg.sections) != 1 || h.cfg.sections[0] != "remote" { // remote has its own corpus
+		c, err := h.prepareCorpus(ctx)
+		if err != nil {
+			h.logf("preparing the corpus failed: %v", err)
+			return 1
+		}
+		h.corpus = c
 	}
-	h.corpus = c
 	for _, s := range h.cfg.sections {
 		if ctx.Err() != nil {
 			break
@@ -261,6 +263,8 @@ func (h *harness) run(ctx context.Context) int {
 			rep = h.findSection(ctx)
 		case "bigdir":
 			rep = h.bigdirSection(ctx)
+		case "remote":
+			rep = h.remoteSection(ctx)
 		}
 		h.cleanupMounts()
 		if ctx.Err() != nil {

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -23,7 +22,7 @@ const RestServerVersion = "v0.14.0"
 // once from the Go module proxy and kept under BinDir (`go install` of it is
 // refused by the proxy's checks; `go mod download` and a build from the
 // module cache work).
-func RestServerBinary(t testing.TB) string {
+func RestServerBinary(t TB) string {
 	t.Helper()
 	bin := filepath.Join(BinDir(), "rest-server-"+RestServerVersion)
 	if _, err := os.Stat(bin); err == nil {
@@ -56,7 +55,7 @@ func RestServerBinary(t testing.TB) string {
 // serving dir with the given extra arguments (--no-auth unless they hold
 // --htpasswd-file), until the test ends. It returns the server's URL,
 // ending in "/".
-func StartRestServer(t testing.TB, dir string, args ...string) string {
+func StartRestServer(t TB, dir string, args ...string) string {
 	t.Helper()
 	bin := RestServerBinary(t)
 	addr := FreeAddr(t)
@@ -106,7 +105,7 @@ func BinDir() string {
 }
 
 // FreeAddr returns a free TCP address on 127.0.0.1.
-func FreeAddr(t testing.TB) string {
+func FreeAddr(t TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -28,7 +28,7 @@ const s3ServerModule = "github.com/versity/versitygw"
 // its cmd from the module cache) and kept under BinDir, so that later runs
 // skip the build (several minutes on two cores). Concurrent test binaries
 // build it once: the build holds a lock file.
-func S3ServerBinary(t testing.TB) string {
+func S3ServerBinary(t TB) string {
 	t.Helper()
 	bin := filepath.Join(BinDir(), "versitygw-"+S3ServerVersion)
 	if _, err := os.Stat(bin); err == nil {
@@ -92,7 +92,7 @@ type S3Server struct {
 
 // StartS3Server runs versitygw on a free port of 127.0.0.1 until the test
 // ends.
-func StartS3Server(t testing.TB) *S3Server {
+func StartS3Server(t TB) *S3Server {
 	t.Helper()
 	bin := S3ServerBinary(t)
 	dir := t.TempDir()

@@ -53,9 +53,9 @@ type SSHD struct {
 // RequireSSHD skips the test under -short and fails it when OpenSSH is
 // not installed or the test does not run as root (sshd needs root to
 // switch to the logged-in user).
-func RequireSSHD(t testing.TB) {
+func RequireSSHD(t TB) {
 	t.Helper()
-	if testing.Short() {
+	if testing.Testing() && testing.Short() {
 		t.Skip("starts an OpenSSH server; skipped with -short")
 	}
 	if os.Geteuid() != 0 {
@@ -70,7 +70,7 @@ func RequireSSHD(t testing.TB) {
 
 // StartSSHD starts an OpenSSH server on a free port of 127.0.0.1 and
 // stops it when the test ends.
-func StartSSHD(t testing.TB) *SSHD {
+func StartSSHD(t TB) *SSHD {
 	t.Helper()
 	RequireSSHD(t)
 	dir := t.TempDir()
@@ -123,7 +123,7 @@ func StartSSHD(t testing.TB) *SSHD {
 	return nil
 }
 
-func freePort(t testing.TB) int {
+func freePort(t TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
