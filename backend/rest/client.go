@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -197,8 +198,14 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte,
 
 // ErrUntrustedCertificate is in the chain of an error when the server's
 // TLS certificate could not be verified (self-signed, or signed by an
-// authority the client was not given).
+// authority the client was not given); so is backend.ErrHostKey, the
+// class of a server whose identity the client cannot confirm.
 var ErrUntrustedCertificate = errors.New("server certificate not trusted")
+
+// ErrTLSRefused is in the chain of an error when the server ended the TLS
+// handshake with an alert (it wants a client certificate, or refused the
+// one given); so is backend.ErrAuth.
+var ErrTLSRefused = errors.New("TLS handshake refused by the server")
 
 // tlsError is a failed TLS handshake that no retry can cure: the
 // server's certificate is not trusted, or the server refused the
@@ -212,14 +219,14 @@ func (e *tlsError) Error() string {
 	if e.untrusted {
 		return ErrUntrustedCertificate.Error() + ": " + e.err.Error()
 	}
-	return "TLS handshake refused: " + e.err.Error()
+	return ErrTLSRefused.Error() + ": " + e.err.Error()
 }
 
 func (e *tlsError) Unwrap() []error {
 	if e.untrusted {
-		return []error{ErrUntrustedCertificate, e.err}
+		return []error{ErrUntrustedCertificate, backend.ErrHostKey, e.err}
 	}
-	return []error{e.err}
+	return []error{ErrTLSRefused, backend.ErrAuth, e.err}
 }
 
 // Permanent tells the retry layer not to try again.
@@ -234,12 +241,12 @@ func certificateError(err error) error {
 		authority x509.UnknownAuthorityError
 		hostname  x509.HostnameError
 		invalid   x509.CertificateInvalidError
-		alert     tls.AlertError
+		op        *net.OpError
 	)
 	switch {
 	case errors.As(err, &verify), errors.As(err, &authority), errors.As(err, &hostname), errors.As(err, &invalid):
 		return &tlsError{err: err, untrusted: true}
-	case errors.As(err, &alert):
+	case errors.As(err, &op) && op.Op == "remote error": // a TLS alert from the server
 		return &tlsError{err: err}
 	}
 	return nil

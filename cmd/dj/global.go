@@ -189,7 +189,10 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 			return nil, fmt.Errorf("%s: %w (create one with `dj init`)", redactLocation(loc), repo.ErrNoRepository)
 		}
 		if errors.Is(err, rest.ErrUntrustedCertificate) {
-			return nil, fmt.Errorf("%w (give the server's certificate or its CA with --cacert FILE)", err)
+			return nil, fmt.Errorf("%w (check the server's certificate: give it, or its CA, with --cacert FILE; --insecure-tls skips the check)", err)
+		}
+		if errors.Is(err, rest.ErrTLSRefused) {
+			return nil, fmt.Errorf("%w (check the client certificate the server wants: --tls-client-cert FILE)", err)
 		}
 		return nil, err
 	}
