@@ -9,6 +9,7 @@ package location
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"sort"
@@ -33,6 +34,9 @@ type Params struct {
 	Rates limit.Rates
 	// Retry configures the retry layer of remote backends.
 	Retry retry.Options
+	// TLS, if not nil, is the TLS configuration of HTTPS clients (REST
+	// servers): --cacert, --tls-client-cert, --insecure-tls.
+	TLS *tls.Config
 	// Stderr, if not nil, receives the messages of programs a backend
 	// runs (ssh); nil keeps them for the backend's own error messages.
 	Stderr io.Writer

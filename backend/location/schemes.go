@@ -2,6 +2,7 @@ package location
 
 import (
 	"context"
+	"crypto/tls"
 	"net/http"
 	"strconv"
 	"strings"
@@ -64,7 +65,7 @@ func REST() Scheme {
 	return Define(Scheme{Name: "rest", Usage: "rest:URL", Remote: true, PacesItself: true,
 		Options: []Option{{Key: OptionRESTConnections, Help: "most connections to a REST server at once (default: unlimited)", Check: CheckPositiveInt}}},
 		func(loc string, p Params) (restConfig, error) {
-			return restConfig{url: strings.TrimPrefix(loc, "rest:"), hc: restHTTPClient(p.Options, p.Rates)}, nil
+			return restConfig{url: strings.TrimPrefix(loc, "rest:"), hc: restHTTPClient(p.Options, p.Rates, p.TLS)}, nil
 		},
 		func(ctx context.Context, c restConfig) (backend.Backend, error) {
 			return nilIfErr(rest.Open(ctx, c.url, c.hc))
@@ -76,14 +77,18 @@ func REST() Scheme {
 
 // restHTTPClient returns the HTTP client for a REST repository: with
 // rest.connections and the rate limits applied to its transport, so that
-// uploads and downloads are paced as they stream. It returns nil, the
-// REST backend's own client, when nothing asks for another.
-func restHTTPClient(opts map[string]string, rates limit.Rates) *http.Client {
+// uploads and downloads are paced as they stream, and the TLS
+// configuration. It returns nil, the REST backend's own client, when
+// nothing asks for another.
+func restHTTPClient(opts map[string]string, rates limit.Rates, tlsConf *tls.Config) *http.Client {
 	conns, _ := strconv.Atoi(opts[OptionRESTConnections])
-	if conns <= 0 && rates == (limit.Rates{}) {
+	if conns <= 0 && rates == (limit.Rates{}) && tlsConf == nil {
 		return nil
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	if tlsConf != nil {
+		t.TLSClientConfig = tlsConf.Clone()
+	}
 	// As the REST backend's own client.
 	t.MaxIdleConnsPerHost = 64
 	t.ResponseHeaderTimeout = 5 * time.Minute

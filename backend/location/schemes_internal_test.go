@@ -16,7 +16,7 @@ import (
 // TestRESTConnections sends many requests at once through the client
 // that -o rest.connections=2 gives and counts the server's connections.
 func TestRESTConnections(t *testing.T) {
-	if restHTTPClient(map[string]string{}, limit.Rates{}) != nil {
+	if restHTTPClient(map[string]string{}, limit.Rates{}, nil) != nil {
 		t.Error("without options the REST backend's own client should be used")
 	}
 	var mu sync.Mutex
@@ -39,7 +39,7 @@ func TestRESTConnections(t *testing.T) {
 	srv.Start()
 	defer srv.Close()
 
-	hc := restHTTPClient(map[string]string{"rest.connections": "2"}, limit.Rates{})
+	hc := restHTTPClient(map[string]string{"rest.connections": "2"}, limit.Rates{}, nil)
 	var wg sync.WaitGroup
 	for range 16 {
 		wg.Add(1)

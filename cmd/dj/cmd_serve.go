@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -88,6 +89,7 @@ Examples:
 			&cli.BoolFlag{Name: "tls", Usage: "serve HTTPS (certificate and key from --tls-cert and --tls-key)"},
 			&cli.StringFlag{Name: "tls-cert", Usage: "TLS certificate (PEM) `FILE`; default DIR/public_key as in rest-server"},
 			&cli.StringFlag{Name: "tls-key", Usage: "TLS private key (PEM) `FILE`; default DIR/private_key as in rest-server"},
+			&cli.StringFlag{Name: "tls-client-ca", Usage: "with --tls, accept only clients presenting a certificate signed by a CA in PEM `FILE`"},
 			&cli.StringFlag{Name: "tls-min-version", Value: "1.2", Usage: "lowest TLS `VERSION` accepted: 1.2 or 1.3"},
 		},
 		Action: func(c *cli.Context) error {
@@ -213,8 +215,8 @@ func serveListen(addr string) (net.Listener, error) {
 // configuration and the certificate and key files, checked to load.
 func serveTLS(c *cli.Context) (*tls.Config, string, string, error) {
 	if !c.Bool("tls") {
-		if c.String("tls-cert") != "" || c.String("tls-key") != "" {
-			return nil, "", "", usageError("--tls-cert and --tls-key need --tls")
+		if c.String("tls-cert") != "" || c.String("tls-key") != "" || c.String("tls-client-ca") != "" {
+			return nil, "", "", usageError("--tls-cert, --tls-key and --tls-client-ca need --tls")
 		}
 		return nil, "", "", nil
 	}
@@ -235,6 +237,17 @@ func serveTLS(c *cli.Context) (*tls.Config, string, string, error) {
 		conf.MinVersion = tls.VersionTLS13
 	default:
 		return nil, "", "", usageError("--tls-min-version: %q is not 1.2 or 1.3", v)
+	}
+	if f := c.String("tls-client-ca"); f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, "", "", fmt.Errorf("--tls-client-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, "", "", usageError("--tls-client-ca %s: no PEM certificate in the file", f)
+		}
+		conf.ClientCAs, conf.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return conf, cert, key, nil
 }

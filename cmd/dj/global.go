@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +24,7 @@ import (
 	"dj/backend"
 	"dj/backend/local"
 	"dj/backend/location"
+	"dj/backend/rest"
 	"dj/backend/retry"
 	"dj/cache"
 	"dj/repo"
@@ -49,6 +52,9 @@ func globalFlags() []cli.Flag {
 		&cli.IntFlag{Name: "limit-download", EnvVars: []string{"DJ_LIMIT_DOWNLOAD"}, Action: checkRate("limit-download"), DefaultText: "unlimited", Usage: "limit downloads to `KiB/s`"},
 		&cli.UintFlag{Name: "pack-size", EnvVars: []string{"DJ_PACK_SIZE"}, Action: checkPackSize, DefaultText: "the repository's, 16",
 			Usage: fmt.Sprintf("target pack size in `MiB`, %d to %d; packs may be larger", minPackSizeMiB, maxPackSizeMiB)},
+		&cli.StringSliceFlag{Name: "cacert", EnvVars: []string{"DJ_CACERT"}, Usage: "trust the certificates in PEM `FILE` (repeatable) for HTTPS repositories, instead of the system's"},
+		&cli.StringFlag{Name: "tls-client-cert", EnvVars: []string{"DJ_TLS_CLIENT_CERT"}, Usage: "present the certificate and key in PEM `FILE` (both in one file) to HTTPS repositories"},
+		&cli.BoolFlag{Name: "insecure-tls", Usage: "do not verify the certificate of HTTPS repositories (trust any server: tests only)"},
 		&cli.StringSliceFlag{Name: "option", Aliases: []string{"o"}, Action: checkExtendedOptions,
 			Usage: "set extended option `KEY=VALUE`, repeatable (`dj options` says what each does); known: " + strings.Join(extendedOptionKeys(), ", ")},
 	}
@@ -156,7 +162,11 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := location.Params{Options: opts, Rates: e.rates(),
+	tlsConf, err := e.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	p := location.Params{Options: opts, Rates: e.rates(), TLS: tlsConf,
 		Retry: retry.Options{Notify: func(op string, h backend.Handle, attempt int, err error, wait time.Duration) {
 			if e.verbose {
 				e.warnf("retrying %s %s after error (attempt %d): %v\n", op, h, attempt, err)
@@ -178,6 +188,12 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 			}
 			return nil, fmt.Errorf("%s: %w (create one with `dj init`)", redactLocation(loc), repo.ErrNoRepository)
 		}
+		if errors.Is(err, rest.ErrUntrustedCertificate) {
+			return nil, fmt.Errorf("%w (check the server's certificate: give it, or its CA, with --cacert FILE; --insecure-tls skips the check)", err)
+		}
+		if errors.Is(err, rest.ErrTLSRefused) {
+			return nil, fmt.Errorf("%w (check the client certificate the server wants: --tls-client-cert FILE)", err)
+		}
 		return nil, err
 	}
 	// check reads what the server holds, not a local copy of it (restic's
@@ -193,6 +209,43 @@ func (e *env) openBackend(create bool) (backend.Backend, error) {
 		}
 	}
 	return be, nil
+}
+
+// tlsConfig returns the TLS configuration of HTTPS repositories from
+// --cacert, --tls-client-cert and --insecure-tls, or nil without them
+// (the system's roots, no client certificate).
+func (e *env) tlsConfig() (*tls.Config, error) {
+	g := globals(e.c)
+	cacerts, clientCert, insecure := g.StringSlice("cacert"), g.String("tls-client-cert"), g.Bool("insecure-tls")
+	if len(cacerts) == 0 && clientCert == "" && !insecure {
+		return nil, nil
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure}
+	if len(cacerts) > 0 {
+		pool := x509.NewCertPool()
+		for _, f := range cacerts {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("--cacert: %w", err)
+			}
+			if !pool.AppendCertsFromPEM(b) {
+				return nil, usageError("--cacert %s: no PEM certificate in the file", f)
+			}
+		}
+		conf.RootCAs = pool
+	}
+	if clientCert != "" {
+		b, err := os.ReadFile(clientCert)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-client-cert: %w", err)
+		}
+		cert, err := tls.X509KeyPair(b, b)
+		if err != nil {
+			return nil, usageError("--tls-client-cert %s: want a PEM file with the certificate and its private key: %v", clientCert, err)
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	return conf, nil
 }
 
 // checkCacheMaxSize refuses a --cache-max-size that is not a positive

@@ -43,7 +43,7 @@ type config struct {
 	smallFiles int             // files in the small-file tree for diff
 }
 
-var allSections = []string{"backup", "mount", "maint", "find", "bigdir", "remote"}
+var allSections = []string{"backup", "mount", "maint", "find", "bigdir", "remote", "serve"}
 
 func loadConfig() (*config, error) {
 	c := &config{
@@ -92,7 +92,7 @@ func loadConfig() (*config, error) {
 				continue
 			}
 			if !contains(allSections, s) {
-				return nil, fmt.Errorf("BENCH=%q: unknown section %q (want backup, mount, maint, find, bigdir, remote or all)", sections, s)
+				return nil, fmt.Errorf("BENCH=%q: unknown section %q (want backup, mount, maint, find, bigdir, remote, serve or all)", sections, s)
 			}
 			want[s] = true
 		}
@@ -239,7 +239,7 @@ func (h *harness) run(ctx context.Context) int {
 		return 2
 	}
 	h.machine = machineInfo()
-	if len(h.cfg.sections) != 1 || h.cfg.sections[0] != "remote" { // remote has its own corpus
+	if len(h.cfg.sections) != 1 || (h.cfg.sections[0] != "remote" && h.cfg.sections[0] != "serve") { // remote and serve have their own
 		c, err := h.prepareCorpus(ctx)
 		if err != nil {
 			h.logf("preparing the corpus failed: %v", err)
@@ -265,6 +265,8 @@ func (h *harness) run(ctx context.Context) int {
 			rep = h.bigdirSection(ctx)
 		case "remote":
 			rep = h.remoteSection(ctx)
+		case "serve":
+			rep = h.serveSection(ctx)
 		}
 		h.cleanupMounts()
 		if ctx.Err() != nil {
