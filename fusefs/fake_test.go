@@ -35,8 +35,8 @@ type fakeRepo struct {
 	zeroSize map[int]crypto.ID
 
 	blobLoads     atomic.Int64
-	inflight      atomic.Int64 // blob loads running now
-	maxInflight   atomic.Int64 // the most blob loads that ran at once
+	inflight      atomic.Int64      // blob loads running now
+	maxInflight   atomic.Int64      // the most blob loads that ran at once
 	loaded        map[crypto.ID]int // loads per blob
 	treeLoads     atomic.Int64
 	snapshotReads atomic.Int64
