@@ -4,6 +4,7 @@
 package rest
 
 import (
+	"dj/backend"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -87,7 +88,8 @@ func (b *quotaBook) usageLocked(dir string) (int64, error) {
 			}
 			return err
 		}
-		if d.Type().IsRegular() {
+		// Uploads being received (temporary files) count once published.
+		if d.Type().IsRegular() && !strings.Contains(d.Name(), backend.TempMarker) {
 			fi, err := d.Info()
 			if err != nil {
 				if errors.Is(err, fs.ErrNotExist) {
