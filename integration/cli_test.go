@@ -157,7 +157,7 @@ printf '%s\n' "${COMPREPLY[@]}"`
 		words []string
 		want  []string
 	}{
-		{[]string{"dj", "forget", "ID", ""}, []string{"somefile"}}, // files, not "Incorrect Usage"
+		{[]string{"dj", "forget", "ID", ""}, []string{"somefile"}},                                       // files, not "Incorrect Usage"
 		{[]string{"dj", "restore", "latest", "--t"}, []string{"--tag", "--target", "--tls-client-cert"}}, // a global flag too
 		{[]string{"dj", "restore", "--ta"}, []string{"--tag", "--target"}},
 		{[]string{"dj", "snap"}, []string{"snapshots"}},

@@ -388,3 +388,25 @@ func copyFile(src, dst string, mode os.FileMode) error {
 	}
 	return os.Rename(tmp, dst)
 }
+
+// startServer starts cmd, a server that writes to out and dies with the
+// harness; stop ends it (SIGTERM, then SIGKILL after 5 s), exited is
+// closed once it has ended (and out is closed).
+func startServer(cmd *exec.Cmd, out *os.File) (stop func(), exited <-chan struct{}, err error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return nil, nil, err
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); out.Close(); close(done) }()
+	return func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	}, done, nil
+}

@@ -21,7 +21,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"dj/internal/testserver"
@@ -405,21 +404,9 @@ func (h *harness) startDJServe(dir string) (string, func(), error) {
 	cmd := exec.Command(h.cfg.dj, "serve", "--path", dir, "--listen", addr)
 	cmd.Env = h.env
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		out.Close()
+	stop, exited, err := startServer(cmd, out)
+	if err != nil {
 		return "", nil, err
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); out.Close(); close(exited) }()
-	stop := func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
