@@ -25,6 +25,9 @@ import (
 const (
 	dirMode  = 0o700
 	fileMode = 0o400
+	// groupDirMode and groupFileMode are the modes with ShareWithGroup.
+	groupDirMode  = 0o770
+	groupFileMode = 0o440
 
 	// writeChunk is how much Save writes between checks of its context.
 	writeChunk = 4 << 20
@@ -51,6 +54,10 @@ type Local struct {
 
 	// packs keeps recently read pack files open.
 	packs *fdCache
+
+	// dirMode and fileMode are the modes of what it creates (before the
+	// umask for directories).
+	dirMode, fileMode os.FileMode
 }
 
 var _ backend.Backend = (*Local)(nil)
@@ -61,12 +68,21 @@ var _ backend.Backend = (*Local)(nil)
 // missing below dir are created on demand by Save.
 func New(dir string) *Local {
 	return &Local{
-		packs: newFDCache(),
-		dir:   filepath.Clean(dir),
+		packs:   newFDCache(),
+		dir:     filepath.Clean(dir),
+		dirMode: dirMode, fileMode: fileMode,
 		createTemp: func(dir, pattern string) (tempFile, error) {
 			return os.CreateTemp(dir, pattern)
 		},
 	}
+}
+
+// ShareWithGroup makes the files and directories l creates from now on
+// readable by their group, and the directories writable by it (dj serve
+// --group-accessible-repos, as restic's rest-server): files 0440,
+// directories 0770, subject to the umask.
+func (l *Local) ShareWithGroup() {
+	l.dirMode, l.fileMode = groupDirMode, groupFileMode
 }
 
 // Create lays out a new repository in dir (creating dir if needed) and
@@ -161,7 +177,7 @@ func (l *Local) Init(ctx context.Context) error {
 		dirs = append(dirs, filepath.Join(l.dir, string(backend.PackFile), fmt.Sprintf("%02x", i)))
 	}
 	for _, d := range dirs {
-		if err := os.MkdirAll(d, dirMode); err != nil {
+		if err := os.MkdirAll(d, l.dirMode); err != nil {
 			return fmt.Errorf("create repository at %s: %w", l.dir, err)
 		}
 	}

@@ -41,7 +41,7 @@ func (l *Local) save(ctx context.Context, p string, data []byte) (err error) {
 	if errors.Is(err, fs.ErrNotExist) && dir != l.dir {
 		// A subdirectory is missing (a repository served before Init, or
 		// removed by hand): create it and try again.
-		if mkErr := os.MkdirAll(dir, dirMode); mkErr != nil {
+		if mkErr := os.MkdirAll(dir, l.dirMode); mkErr != nil {
 			return mkErr
 		}
 		f, err = l.createTemp(dir, pattern)
@@ -66,7 +66,7 @@ func (l *Local) save(ctx context.Context, p string, data []byte) (err error) {
 		}
 		rest = rest[n:]
 	}
-	if err := finishTemp(f); err != nil {
+	if err := finishTemp(f, l.fileMode); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -82,11 +82,11 @@ func (l *Local) save(ctx context.Context, p string, data []byte) (err error) {
 
 // finishTemp makes a written temporary file durable and read-only, and
 // closes it.
-func finishTemp(f tempFile) error {
+func finishTemp(f tempFile, mode os.FileMode) error {
 	if err := f.Sync(); err != nil {
 		return err
 	}
-	if err := f.Chmod(fileMode); err != nil {
+	if err := f.Chmod(mode); err != nil {
 		return err
 	}
 	return f.Close()

@@ -58,7 +58,7 @@ func (l *Local) CreateTemp(ctx context.Context, t backend.FileType) (*os.File, e
 	dir := filepath.Join(l.dir, string(t))
 	f, err := os.CreateTemp(dir, ".new"+backend.TempMarker+"*")
 	if errors.Is(err, fs.ErrNotExist) {
-		if mkErr := os.MkdirAll(dir, dirMode); mkErr != nil {
+		if mkErr := os.MkdirAll(dir, l.dirMode); mkErr != nil {
 			return nil, fmt.Errorf("create temporary file in %s: %w", dir, describe(mkErr))
 		}
 		f, err = os.CreateTemp(dir, ".new"+backend.TempMarker+"*")
@@ -91,13 +91,13 @@ func (l *Local) SaveTemp(ctx context.Context, h backend.Handle, f *os.File) (err
 	if filepath.Dir(filepath.Dir(tmp)) != filepath.Clean(l.dir) && filepath.Dir(tmp) != filepath.Clean(l.dir) {
 		return fmt.Errorf("temporary file %s is not in the repository: %w", tmp, fs.ErrInvalid)
 	}
-	if err := finishTemp(f); err != nil {
+	if err := finishTemp(f, l.fileMode); err != nil {
 		return err
 	}
 	dir := filepath.Dir(p)
 	err = os.Rename(tmp, p)
 	if errors.Is(err, fs.ErrNotExist) {
-		if mkErr := os.MkdirAll(dir, dirMode); mkErr != nil {
+		if mkErr := os.MkdirAll(dir, l.dirMode); mkErr != nil {
 			return mkErr
 		}
 		err = os.Rename(tmp, p)

@@ -49,6 +49,15 @@ type MultiOptions struct {
 	// rest-server) unless MetricsNoAuth.
 	Metrics       bool
 	MetricsNoAuth bool
+	// GroupAccessible makes the repositories' files readable, and their
+	// directories writable, by their group (local.Local.ShareWithGroup).
+	GroupAccessible bool
+	// ProxyAuthHeader, when set, names a request header that carries the
+	// user name, set by an authenticating reverse proxy in front of the
+	// server; a request with it is not asked for a password. A request
+	// without it needs a password from the htpasswd file, when there is
+	// one, and is refused otherwise.
+	ProxyAuthHeader string
 	// AccessLog, when not nil, receives one JSON object per request and
 	// line: time, remote address, user, repository, method, path,
 	// status, bytes in and out, duration in seconds.
@@ -115,7 +124,7 @@ func NewMultiServer(opts MultiOptions) (http.Handler, error) {
 	if m.htpasswd != nil || len(opts.Users) > 0 {
 		m.auth = newAuthCache()
 	}
-	if opts.PrivateRepos && m.auth == nil {
+	if opts.PrivateRepos && m.auth == nil && opts.ProxyAuthHeader == "" {
 		return nil, errors.New("private repositories need users (an htpasswd file)")
 	}
 	if opts.Metrics {
@@ -204,8 +213,14 @@ func (m *multiServer) serve(w http.ResponseWriter, r *http.Request, labels *reqL
 		return
 	}
 	user := ""
-	if m.auth != nil {
-		u, ok := m.auth.check(m.users(), r)
+	if h := m.opts.ProxyAuthHeader; h != "" && r.Header.Get(h) != "" {
+		user = r.Header.Get(h)
+	} else if m.auth != nil || m.opts.ProxyAuthHeader != "" {
+		var u string
+		ok := false
+		if m.auth != nil {
+			u, ok = m.auth.check(m.users(), r)
+		}
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Basic realm="dj"`)
 			httpError(w, http.StatusUnauthorized)
@@ -302,6 +317,9 @@ func (m *multiServer) backend(dir string) *local.Local {
 	be, ok := m.repos[dir]
 	if !ok {
 		be = local.New(dir)
+		if m.opts.GroupAccessible {
+			be.ShareWithGroup()
+		}
 		m.repos[dir] = be
 	}
 	return be

@@ -79,6 +79,8 @@ Examples:
 			&cli.BoolFlag{Name: "append-only", Usage: "refuse deletions except of locks, and overwrites, for everyone"},
 			&cli.StringFlag{Name: "htpasswd-file", Aliases: []string{"htpasswd"}, Usage: "require basic auth with the users in `FILE` (bcrypt, {SHA} or plain; read again when it changes)"},
 			&cli.BoolFlag{Name: "private-repos", Usage: "let each user reach only the repositories under /USER/"},
+			&cli.StringFlag{Name: "proxy-auth-username", Usage: "take the user name from the request header `HEADER`, set by an authenticating reverse proxy (the server must be reachable only through it)"},
+			&cli.BoolFlag{Name: "group-accessible-repos", Usage: "let the group of the repositories' files read them, and write their directories (as rest-server)"},
 			&cli.BoolFlag{Name: "no-auth", Usage: "serve without authentication (loopback addresses only, unless --insecure-no-auth)"},
 			&cli.BoolFlag{Name: "insecure-no-auth", Usage: "serve without authentication on any address"},
 			&cli.StringFlag{Name: "users-config", Usage: "per-user and per-repository append-only and quotas from the JSON `FILE` (read again when it changes)"},
@@ -101,6 +103,8 @@ Examples:
 				UsersConfig:  c.String("users-config"),
 				Metrics:      c.Bool("prometheus"),
 			}
+			opts.ProxyAuthHeader = c.String("proxy-auth-username")
+			opts.GroupAccessible = c.Bool("group-accessible-repos")
 			opts.MetricsNoAuth = c.Bool("prometheus-no-auth")
 			if opts.MetricsNoAuth && !opts.Metrics {
 				return usageError("--prometheus-no-auth needs --prometheus")
@@ -111,7 +115,9 @@ Examples:
 			switch {
 			case noAuth && opts.HtpasswdFile != "":
 				return usageError("--no-auth and --htpasswd-file exclude each other")
-			case opts.PrivateRepos && opts.HtpasswdFile == "":
+			case noAuth && opts.ProxyAuthHeader != "":
+				return usageError("--no-auth and --proxy-auth-username exclude each other")
+			case opts.PrivateRepos && opts.HtpasswdFile == "" && opts.ProxyAuthHeader == "":
 				return usageError("--private-repos needs users: give --htpasswd-file FILE")
 			}
 			if s := c.String("max-size"); s != "" {
@@ -145,7 +151,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			if opts.HtpasswdFile == "" && !c.Bool("insecure-no-auth") {
+			if opts.HtpasswdFile == "" && opts.ProxyAuthHeader == "" && !c.Bool("insecure-no-auth") {
 				if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
 					ln.Close()
 					return usageError("refusing to serve without authentication on %s, which is not a loopback address: give --htpasswd-file FILE (or --insecure-no-auth)", ln.Addr())
@@ -153,6 +159,9 @@ Examples:
 			}
 			srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, TLSConfig: tlsConf}
 			auth := "no authentication"
+			if opts.ProxyAuthHeader != "" {
+				auth = "users named by the proxy's " + opts.ProxyAuthHeader + " header"
+			}
 			if opts.HtpasswdFile != "" {
 				auth = "users of " + opts.HtpasswdFile
 				if opts.PrivateRepos {
