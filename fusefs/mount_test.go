@@ -1322,6 +1322,11 @@ func TestMountBigDir(t *testing.T) {
 // the read-ahead slots were busy as it started, the files that could not be
 // asked for then are asked for at its next file, not skipped for good.
 func TestMountSiblingsAfterBusySlots(t *testing.T) {
+	if raceEnabled {
+		// The tree workers take slots too, and under the race detector
+		// they hold them long enough to starve the four left free.
+		t.Skip("slot timing test (skipped with -race)")
+	}
 	r := newFakeRepo()
 	var entries []fentry
 	ids := make([]crypto.ID, 40)
@@ -1360,11 +1365,17 @@ func TestMountSiblingsAfterBusySlots(t *testing.T) {
 	for range busy {
 		<-m.fs.ra.slots
 	}
-	// f01..f04 are in the page cache: the copier's next READ is f05's.
-	if _, err := os.ReadFile(filepath.Join(dir, "f05")); err != nil {
-		t.Fatal(err)
+	// f01..f04 are in the page cache: the copier's next READs are f05's and
+	// f06's. Each asks again for the files skipped before (a load still
+	// holding a slot may make one of them stop early); before the fix,
+	// nothing was asked for until f08.
+	for _, name := range []string{"f05", "f06"} {
+		if _, err := os.ReadFile(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+		if waitLoaded(ids[7]) {
+			return
+		}
 	}
-	if !waitLoaded(ids[12]) {
-		t.Fatal("f12, skipped while the slots were busy, was never loaded ahead of the copier")
-	}
+	t.Fatal("f07, skipped while the slots were busy, was not loaded ahead of the copier")
 }
