@@ -93,16 +93,7 @@ func killMidBackup(t *testing.T, e *env, loc string, packsSaved func() int, kill
 	if n := snapshotCount(t, e.must("snapshots", "--json")); n != 0 {
 		t.Fatalf("%d snapshots after the failed backup, want 0", n)
 	}
-	e.must("backup", src)
-	e.must("check", "--read-data")
-	if n := snapshotCount(t, e.must("snapshots", "--json")); n != 1 {
-		t.Fatalf("%d snapshots, want 1", n)
-	}
-	target := filepath.Join(e.dir, "restored")
-	e.must("restore", "latest", "--target", target)
-	if out, err := exec.Command("diff", "-r", src, filepath.Join(target, src)).CombinedOutput(); err != nil {
-		t.Fatalf("restore differs from the source: %v\n%s", err, out)
-	}
+	rerunBackup(t, e.must, e.dir, src)
 }
 
 // TestS3ServerKilled: versitygw killed (SIGKILL) mid-backup, then started
@@ -165,4 +156,21 @@ func TestServeLife(t *testing.T) {
 	e.extraEnv = append(e.extraEnv, "DJ_REPOSITORY=rest:"+url)
 	e.must("init")
 	repositoryLife(t, e, 8_000_000)
+}
+
+// rerunBackup backs src up again after a failed backup, and shows that
+// check passes, the repository holds that one snapshot, and it restores
+// byte for byte (into dir/restored).
+func rerunBackup(t *testing.T, must func(args ...string) string, dir, src string) {
+	t.Helper()
+	must("backup", src)
+	must("check", "--read-data")
+	if n := snapshotCount(t, must("snapshots", "--json")); n != 1 {
+		t.Fatalf("%d snapshots, want 1", n)
+	}
+	target := filepath.Join(dir, "restored")
+	must("restore", "latest", "--target", target)
+	if out, err := exec.Command("diff", "-r", src, filepath.Join(target, src)).CombinedOutput(); err != nil {
+		t.Fatalf("restore differs from the source: %v\n%s", err, out)
+	}
 }

@@ -348,16 +348,7 @@ func TestSFTPServerKilled(t *testing.T) {
 	if left := s.tempFiles(); len(left) != 0 {
 		t.Errorf("prune left temporary files: %v", left)
 	}
-	s.must("backup", src)
-	s.must("check", "--read-data")
-	if n := snapshotCount(t, s.must("snapshots", "--json")); n != 1 {
-		t.Fatalf("%d snapshots, want 1", n)
-	}
-	target := filepath.Join(s.dir, "restored")
-	s.must("restore", "latest", "--target", target)
-	if out, err := exec.Command("diff", "-r", src, filepath.Join(target, src)).CombinedOutput(); err != nil {
-		t.Fatalf("restore differs from the source: %v\n%s", err, out)
-	}
+	rerunBackup(t, s.must, s.dir, src)
 }
 
 // TestSFTPRepackAndCopy runs repack on a repository on the SFTP server,
