@@ -13,7 +13,7 @@ TEST_CMDS := fusermount3 rsync getfattr setfacl restic sshd ssh ssh-keygen rclon
 BENCH_DEBS := restic time fio
 DEMO      := demo
 
-.PHONY: all build install demo test test-deps unit integration bench bench-deps vet race clean
+.PHONY: all build install demo test test-deps unit integration bench bench-deps vet race stress clean
 
 all: build
 
@@ -50,6 +50,18 @@ test: test-deps vet
 	$(GO) test -count=1 -timeout 30m -run 'TestS3Server' ./internal/testserver/
 	$(GO) test -count=1 ./...
 	$(GO) test -count=1 -race ./cache/... ./fusefs/... ./repo/... ./backend/... ./maint/...
+
+# The reliability battery at full length (issue 12): every TestBattery*
+# test with DJ_STRESS=1 (200 kills per command and backend, 50 power cuts,
+# ...), then every fuzz target for FUZZTIME each; the counts go to
+# integration/bench/RELIABILITY.md. Hours, not minutes.
+RELIABILITY_DIR ?= $(CURDIR)/integration/bench/reliability/latest
+FUZZTIME ?= 10m
+stress: build test-deps
+	rm -rf $(RELIABILITY_DIR) && mkdir -p $(RELIABILITY_DIR)
+	DJ_STRESS=1 DJ_RELIABILITY_DIR=$(RELIABILITY_DIR) $(GO) test -count=1 -timeout 24h -run 'TestBattery' ./...
+	FUZZTIME=$(FUZZTIME) DJ_RELIABILITY_DIR=$(RELIABILITY_DIR) ./scripts/fuzz.sh
+	./scripts/reliability-report.sh $(RELIABILITY_DIR)
 
 bench-deps: test-deps
 	@command -v restic >/dev/null 2>&1 && command -v fio >/dev/null 2>&1 && [ -x /usr/bin/time ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DEBS) >/dev/null; }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Writes integration/bench/RELIABILITY.md from the tables the battery
+# recorded in DIR (make stress sets DJ_RELIABILITY_DIR to it): one section
+# per table file, in name order, under a header naming the commit and date.
+set -euo pipefail
+dir=${1:?usage: reliability-report.sh DIR [OUT]}
+out=${2:-integration/bench/RELIABILITY.md}
+{
+  echo "# dj reliability battery"
+  echo
+  echo "Counts recorded by \`make stress\` (DJ_STRESS=1) on $(date -u +%Y-%m-%d) at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), on $(nproc) cores."
+  echo "Each table is written by the test named in its section; \`make test\` runs the same tests in their short form."
+  for f in "$dir"/*.md; do
+    [ -e "$f" ] || continue
+    echo
+    echo "## $(basename "$f" .md)"
+    echo
+    cat "$f"
+  done
+} > "$out"
+echo "wrote $out"
