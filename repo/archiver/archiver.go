@@ -101,6 +101,13 @@ type Options struct {
 	// GOMAXPROCS). FileWorkers is how many files are read at once
 	// (restic's --read-concurrency); each of them also chunks what it reads.
 	FileWorkers, BlobWorkers int
+	// FixedChunks, when set, says which files (by path, lstat'ed as fi)
+	// are cut into fixed-size chunks of FixedChunkSize bytes instead of
+	// content-defined ones: disk images, whose unchanged regions then stay
+	// whole chunks at fixed places (--chunker-files).
+	FixedChunks func(path string, fi os.FileInfo) bool
+	// FixedChunkSize is the size of fixed chunks (chunker.FixedSize when 0).
+	FixedChunkSize int
 	// ItemDone, when set, is called for every regular file and directory
 	// the backup has finished (from many goroutines at once), for verbose
 	// listings. Other nodes (symlinks, devices) are not reported.
@@ -171,6 +178,10 @@ type archiver struct {
 	fileJobs chan fileJob
 	blobJobs chan blobJob
 	bufs     chan []byte
+	// bufCap is the capacity of the pooled chunk buffers.
+	bufCap int
+	// zeroIDs holds the blob id of a chunk of zeros, by length.
+	zeroIDs sync.Map // int -> crypto.ID
 
 	devices map[uint64]bool // with OneFileSystem: the allowed st_dev values
 
@@ -258,6 +269,10 @@ func newArchiver(repo Repository, opts Options) *archiver {
 	a := &archiver{repo: repo, opts: opts, meta: fsnode.NewReader(), start: time.Now(), dirSem: make(chan struct{}, dirWalkers),
 		devices: map[uint64]bool{}, hardlinks: map[[2]uint64]*hardlinkEntry{}}
 	a.minSize, a.avgSize, a.maxSize = repo.ChunkerSizes()
+	a.bufCap = min(a.maxSize, 2*a.avgSize)
+	if opts.FixedChunks != nil {
+		a.bufCap = max(a.bufCap, a.fixedSize())
+	}
 	return a
 }
 

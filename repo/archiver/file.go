@@ -154,7 +154,11 @@ func (a *archiver) saveFile(ctx context.Context, ch *chunker.Chunker, job fileJo
 			}()
 		}
 	}
-	content, err := a.readContent(ctx, ch, job.path, n, fd)
+	var src chunkSource = ch
+	if a.opts.FixedChunks != nil && a.opts.FixedChunks(job.path, job.fi) {
+		src = chunker.NewFixed(nil, a.fixedSize())
+	}
+	content, err := a.readContent(ctx, src, job.path, n, fd)
 	fd = -1
 	if err != nil {
 		if ctx.Err() != nil {
@@ -217,7 +221,7 @@ var errChanged = errors.New("file changed while it was read")
 // readContent reads, chunks and saves the file at path (lstat'ed as n),
 // from fd when it is open already (openAhead; readContent closes it),
 // and returns its blob ids.
-func (a *archiver) readContent(ctx context.Context, ch *chunker.Chunker, path string, n *tree.Node, fd int) ([]crypto.ID, error) {
+func (a *archiver) readContent(ctx context.Context, ch chunkSource, path string, n *tree.Node, fd int) ([]crypto.ID, error) {
 	if fd < 0 {
 		var err error
 		if fd, err = openForReading(path); err != nil {
@@ -253,7 +257,7 @@ func (a *archiver) readContent(ctx context.Context, ch *chunker.Chunker, path st
 
 // chunkStream chunks r and saves the chunks through the blob workers,
 // returning the blob ids in order and the number of bytes read.
-func (a *archiver) chunkStream(ctx context.Context, ch *chunker.Chunker, r io.Reader) ([]crypto.ID, uint64, error) {
+func (a *archiver) chunkStream(ctx context.Context, ch chunkSource, r io.Reader) ([]crypto.ID, uint64, error) {
 	ch.Reset(r)
 	var results []*blobResult
 	var size uint64
@@ -282,6 +286,12 @@ func (a *archiver) chunkStream(ctx context.Context, ch *chunker.Chunker, r io.Re
 		a.bytes.Add(uint64(len(chunk)))
 		res := &blobResult{done: make(chan struct{})}
 		results = append(results, res)
+		if id, ok := a.knownZero(chunk); ok {
+			res.id = id
+			a.putChunkBuf(chunk)
+			close(res.done)
+			continue
+		}
 		if len(chunk) < a.minSize && len(results) == 1 {
 			// A small file is one chunk: save it here rather than hand it over.
 			res.id, res.added, res.err = a.saveData(ctx, chunk)

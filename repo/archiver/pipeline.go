@@ -9,6 +9,8 @@ package archiver
 
 import (
 	"context"
+	"encoding/binary"
+	"io"
 	"sync"
 
 	"dj/repo/chunker"
@@ -74,8 +76,61 @@ func (a *archiver) startWorkers(ctx context.Context) func() {
 }
 
 // chunkBufSize is the capacity of the pooled chunk buffers: twice the
-// average chunk size holds all but a few percent of chunks.
-func (a *archiver) chunkBufSize() int { return min(a.maxSize, 2*a.avgSize) }
+// average chunk size holds all but a few percent of content-defined
+// chunks; a backup with fixed-size chunks uses buffers of their size.
+func (a *archiver) chunkBufSize() int { return a.bufCap }
+
+// fixedSize is the size of fixed chunks.
+func (a *archiver) fixedSize() int {
+	if a.opts.FixedChunkSize > 0 {
+		return a.opts.FixedChunkSize
+	}
+	return chunker.FixedSize
+}
+
+// chunkSource is a chunker: content-defined (chunker.Chunker) or
+// fixed-size (chunker.Fixed).
+type chunkSource interface {
+	Reset(r io.Reader)
+	Next(buf []byte) ([]byte, error)
+}
+
+// knownZero reports whether chunk is all zeros and the repository has
+// the blob of such a chunk already, and returns its id: then the chunk
+// costs no hashing, compression or encryption (disk images are mostly
+// zeros). A chunk of data fails the test at its first bytes.
+func (a *archiver) knownZero(chunk []byte) (crypto.ID, bool) {
+	if len(chunk) == 0 || chunk[0] != 0 || !allZero(chunk) {
+		return crypto.ID{}, false
+	}
+	var id crypto.ID
+	if v, ok := a.zeroIDs.Load(len(chunk)); ok {
+		id = v.(crypto.ID)
+	} else {
+		id = a.repo.BlobID(chunk)
+		a.zeroIDs.Store(len(chunk), id)
+	}
+	if a.opts.DryRun || !a.repo.HasBlob(pack.DataBlob, id) {
+		return crypto.ID{}, false
+	}
+	return id, true
+}
+
+// allZero reports whether b holds only zero bytes.
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
 
 // putChunkBuf returns a chunk buffer to the pool. One that grew for an
 // unusually large chunk is dropped (and replaced when next needed), so the
