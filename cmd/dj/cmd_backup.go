@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -14,8 +15,12 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"dj/pve"
+	"dj/pve/vma"
 	"dj/repo"
 	"dj/repo/archiver"
+	"dj/repo/chunker"
+	"dj/repo/pathmatch"
 	"dj/repo/snapshot"
 )
 
@@ -50,7 +55,15 @@ Examples:
    dj backup --files-from ~/backup.list --exclude-if-present .nobackup
    dj backup --skip-if-unchanged /etc
    pg_dump mydb | dj backup --stdin --stdin-filename mydb.sql
-   dj backup --stdin-from-command --stdin-filename vm.vma -- vzdump 100 --stdout`,
+   dj backup --stdin-from-command --stdin-filename vm-100.vma -- vzdump 100 --stdout
+   dj backup --chunker-files '*.raw' --chunker-files '*.qcow2' /var/lib/images
+
+A Proxmox VE dump (VMA) on standard input is recognised and stored as a
+directory NAME.vma of the guest's configuration files and one disk image per
+disk (drive-scsi0.raw, ...) in fixed 4 MiB chunks, so that daily dumps of a
+guest store only the chunks that changed; dj dump SNAPSHOT /NAME.vma writes the
+VMA stream back (for qmrestore). A stream that is not valid VMA is stored as one
+file (with a warning under --stdin-format vma).`,
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "exclude", Aliases: []string{"e"}, Usage: "exclude paths matching `PATTERN` (repeatable)"},
 			&cli.StringSliceFlag{Name: "iexclude", Usage: "like --exclude, ignoring case"},
@@ -77,6 +90,9 @@ Examples:
 			&cli.BoolFlag{Name: "stdin", Usage: "back up standard input as one file"},
 			&cli.StringFlag{Name: "stdin-filename", Value: "stdin", Usage: "`NAME` of the file made from standard input or the command's output"},
 			&cli.BoolFlag{Name: "stdin-from-command", Usage: "run the command after -- and back up its output; a failing command leaves no snapshot"},
+			&cli.StringFlag{Name: "stdin-format", Value: "auto", Usage: "`FORMAT` of standard input or the command's output: raw (one file), vma (a Proxmox VE dump: its configs and disk images, deduplicated), auto (vma when it starts like one)"},
+			&cli.StringSliceFlag{Name: "chunker-files", Usage: "cut files matching `PATTERN` (e.g. '*.raw', '*.img', '*.qcow2') into fixed-size chunks, for disk images (repeatable)"},
+			&cli.StringFlag{Name: "chunker", Value: "fixed", Usage: "`CHUNKER` of the files matching --chunker-files: fixed (4 MiB) or fixed:SIZE"},
 		},
 		Action: runBackup,
 	}
@@ -197,6 +213,26 @@ func runBackup(c *cli.Context) error {
 		SkipIfUnchanged: c.Bool("skip-if-unchanged"), WithAtime: c.Bool("with-atime"),
 		FileWorkers: int(min(c.Uint("read-concurrency"), maxReadConcurrency)),
 	}
+	if pats := c.StringSlice("chunker-files"); len(pats) > 0 {
+		size, err := chunker.ParseFixed(c.String("chunker"))
+		if err != nil {
+			return usageError("--chunker: %v", err)
+		}
+		list, err := pathmatch.CompileList(pats, false)
+		if err != nil {
+			return usageError("--chunker-files: %v", err)
+		}
+		opts.FixedChunkSize = size
+		opts.FixedChunks = func(path string, _ os.FileInfo) bool { return list.Match(path) }
+	} else if c.IsSet("chunker") {
+		return usageError("--chunker applies to the files of --chunker-files; name them")
+	}
+	format := c.String("stdin-format")
+	switch format {
+	case "auto", "raw", "vma":
+	default:
+		return usageError("--stdin-format: want auto, raw or vma, got %q", format)
+	}
 	if opts.Hostname == "" {
 		opts.Hostname, _ = os.Hostname()
 	}
@@ -242,9 +278,9 @@ func runBackup(c *cli.Context) error {
 	var sn *snapshot.Snapshot
 	switch {
 	case c.Bool("stdin"):
-		sn, err = archiver.BackupReader(e.ctx, r, os.Stdin, c.String("stdin-filename"), nil, opts)
+		sn, err = backupStream(e, r, os.Stdin, c.String("stdin-filename"), nil, opts, format)
 	case c.Bool("stdin-from-command"):
-		sn, err = backupCommandOutput(e, r, c.Args().Slice(), c.String("stdin-filename"), opts)
+		sn, err = backupCommandOutput(e, r, c.Args().Slice(), c.String("stdin-filename"), opts, format)
 	default:
 		sn, err = archiver.Backup(e.ctx, r, paths, opts)
 	}
@@ -269,7 +305,7 @@ func unwrapPathError(err error) error {
 
 // backupCommandOutput runs argv and backs up its standard output. A command
 // that exits non-zero leaves no snapshot.
-func backupCommandOutput(e *env, r *repo.Repository, argv []string, name string, opts archiver.Options) (*snapshot.Snapshot, error) {
+func backupCommandOutput(e *env, r *repo.Repository, argv []string, name string, opts archiver.Options, format string) (*snapshot.Snapshot, error) {
 	if name == "stdin" {
 		name = filepath.Base(argv[0])
 	}
@@ -288,12 +324,39 @@ func backupCommandOutput(e *env, r *repo.Repository, argv []string, name string,
 		}
 		return nil
 	}
-	sn, err := archiver.BackupReader(e.ctx, r, out, name, finish, opts)
+	sn, err := backupStream(e, r, out, name, finish, opts, format)
 	if err != nil && cmd.ProcessState == nil {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	}
 	return sn, err
+}
+
+// backupStream backs up the stream in as one file named name, or, when it
+// is a VMA archive (format vma, or auto and it starts like one), as the
+// archive's configs and disk images under NAME.vma. finish is called once
+// the stream is read whole (see archiver.BackupReader).
+func backupStream(e *env, r *repo.Repository, in io.Reader, name string, finish func() error, opts archiver.Options, format string) (*snapshot.Snapshot, error) {
+	if format == "raw" {
+		return archiver.BackupReader(e.ctx, r, in, name, finish, opts)
+	}
+	br := bufio.NewReaderSize(in, pve.MaxPeek)
+	if pve.Sniff(br) {
+		if !strings.HasSuffix(name, ".vma") {
+			name += ".vma"
+		}
+		// The chunks being assembled (up to 128 MiB) come on top of the
+		// usual backup's memory.
+		setMemoryLimit(320 << 20)
+		return pve.BackupVMA(e.ctx, r, br, name, pve.BackupOptions{Archiver: opts, Finish: finish})
+	}
+	head, _ := br.Peek(8)
+	if format == "vma" || vma.Magic(head) {
+		e.warnf("%s is not a valid VMA stream; it is stored as one file", name)
+	}
+	// Read on past what was peeked without copying through the buffer.
+	buffered, _ := br.Peek(br.Buffered())
+	return archiver.BackupReader(e.ctx, r, io.MultiReader(bytes.NewReader(buffered), in), name, finish, opts)
 }
 
 // findParent picks the parent snapshot: --parent, or the newest snapshot of

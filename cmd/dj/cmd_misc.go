@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"dj/backend"
+	"dj/pve"
 	"dj/repo"
 	"dj/repo/crypto"
 	"dj/repo/index"
@@ -28,14 +29,17 @@ func dumpCommand() *cli.Command {
 back into the program that made it. A directory is written as an archive:
 tar (the default) keeps owners, extended attributes, hard links and special
 files; zip keeps content, modes, modification times and symlinks. Pass "/" as
-PATH for the whole snapshot.
+PATH for the whole snapshot. A Proxmox VE dump stored by backup (a directory
+NAME.vma) is written as a VMA stream again, unless --archive says otherwise.
 
 Examples:
    dj dump latest /mydb.sql | psql mydb
    dj dump latest /home/ann/docs > docs.tar
-   dj dump --archive zip latest /home/ann/docs > docs.zip`,
+   dj dump --archive zip latest /home/ann/docs > docs.zip
+   dj dump latest /vm-100.vma | qmrestore - 100
+   dj dump latest /vm-100.vma/drive-scsi0.raw > disk.raw`,
 		Flags: append(filterFlags(),
-			&cli.StringFlag{Name: "archive", Aliases: []string{"a"}, Value: "tar", Usage: "write directories as `FORMAT`: tar or zip"},
+			&cli.StringFlag{Name: "archive", Aliases: []string{"a"}, Value: "tar", Usage: "write directories as `FORMAT`: tar, zip, or vma (a stored Proxmox VE dump)"},
 		),
 		Action: func(c *cli.Context) error {
 			e := newEnv(c)
@@ -43,8 +47,8 @@ Examples:
 				return usageError("dump needs a snapshot ID and a path")
 			}
 			archive := c.String("archive")
-			if archive != "tar" && archive != "zip" {
-				return usageError("unknown archive format %q (want tar or zip)", archive)
+			if archive != "tar" && archive != "zip" && archive != "vma" {
+				return usageError("unknown archive format %q (want tar, zip or vma)", archive)
 			}
 			r, closeRepo, err := e.openLocked(repo.LockRead, true, true)
 			if err != nil {
@@ -65,6 +69,10 @@ Examples:
 			case tree.File:
 				err = restorer.WriteFile(e.ctx, r, n, w)
 			case tree.Dir:
+				if archive == "vma" || (!c.IsSet("archive") && pve.IsVMADir(n)) {
+					err = pve.WriteVMA(e.ctx, r, n, w)
+					break
+				}
 				write := restorer.WriteTar
 				if archive == "zip" {
 					write = restorer.WriteZip
