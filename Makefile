@@ -7,9 +7,10 @@ VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 # Packages the tests need: FUSE, rsync/attr/acl for the round-trip checks,
 # restic (0.14 on Debian 12) for the agreement tests, OpenSSH's server and
-# client for the SFTP tests, and rclone for its backend.
-TEST_DEBS := fuse3 rsync attr acl restic openssh-server openssh-client rclone
-TEST_CMDS := fusermount3 rsync getfattr setfacl restic sshd ssh ssh-keygen rclone
+# client for the SFTP tests, rclone for its backend, and e2fsprogs and fdisk
+# (mkfs.ext4, sfdisk) for the disk images of the VM tests.
+TEST_DEBS := fuse3 rsync attr acl restic openssh-server openssh-client rclone e2fsprogs fdisk
+TEST_CMDS := fusermount3 rsync getfattr setfacl restic sshd ssh ssh-keygen rclone mkfs.ext4 sfdisk
 BENCH_DEBS := restic time fio
 DEMO      := demo
 

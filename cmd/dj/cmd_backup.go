@@ -57,6 +57,7 @@ Examples:
    pg_dump mydb | dj backup --stdin --stdin-filename mydb.sql
    dj backup --stdin-from-command --stdin-filename vm-100.vma -- vzdump 100 --stdout
    dj backup --chunker-files '*.raw' --chunker-files '*.qcow2' /var/lib/images
+   dj backup --read-special /dev/vg0/vm-100-disk-0
 
 A Proxmox VE dump (VMA) on standard input is recognised and stored as a
 directory NAME.vma of the guest's configuration files and one disk image per
@@ -90,6 +91,7 @@ file (with a warning under --stdin-format vma).`,
 			&cli.BoolFlag{Name: "stdin", Usage: "back up standard input as one file"},
 			&cli.StringFlag{Name: "stdin-filename", Value: "stdin", Usage: "`NAME` of the file made from standard input or the command's output"},
 			&cli.BoolFlag{Name: "stdin-from-command", Usage: "run the command after -- and back up its output; a failing command leaves no snapshot"},
+			&cli.BoolFlag{Name: "read-special", Usage: "back up the contents of block devices (disks, partitions, LVM volumes, loop devices) as files in fixed-size chunks, instead of their device nodes"},
 			&cli.StringFlag{Name: "stdin-format", Value: "auto", Usage: "`FORMAT` of standard input or the command's output: raw (one file), vma (a Proxmox VE dump: its configs and disk images, deduplicated), auto (vma when it starts like one)"},
 			&cli.StringSliceFlag{Name: "chunker-files", Usage: "cut files matching `PATTERN` (e.g. '*.raw', '*.img', '*.qcow2') into fixed-size chunks, for disk images (repeatable)"},
 			&cli.StringFlag{Name: "chunker", Value: "fixed", Usage: "`CHUNKER` of the files matching --chunker-files: fixed (4 MiB) or fixed:SIZE"},
@@ -212,6 +214,7 @@ func runBackup(c *cli.Context) error {
 		IgnoreInode: c.Bool("ignore-inode"), IgnoreCtime: c.Bool("ignore-ctime"),
 		SkipIfUnchanged: c.Bool("skip-if-unchanged"), WithAtime: c.Bool("with-atime"),
 		FileWorkers: int(min(c.Uint("read-concurrency"), maxReadConcurrency)),
+		ReadSpecial: c.Bool("read-special"),
 	}
 	if pats := c.StringSlice("chunker-files"); len(pats) > 0 {
 		size, err := chunker.ParseFixed(c.String("chunker"))

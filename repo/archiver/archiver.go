@@ -108,6 +108,12 @@ type Options struct {
 	FixedChunks func(path string, fi os.FileInfo) bool
 	// FixedChunkSize is the size of fixed chunks (chunker.FixedSize when 0).
 	FixedChunkSize int
+	// ReadSpecial backs up the contents of block devices instead of their
+	// nodes (borg's --read-special): each becomes a file of the device's
+	// size in fixed-size chunks, read on every backup (a device's times
+	// do not change with its content), and whose unchanged chunks cost
+	// only their hashing.
+	ReadSpecial bool
 	// ItemDone, when set, is called for every regular file and directory
 	// the backup has finished (from many goroutines at once), for verbose
 	// listings. Other nodes (symlinks, devices) are not reported.
@@ -270,7 +276,7 @@ func newArchiver(repo Repository, opts Options) *archiver {
 		devices: map[uint64]bool{}, hardlinks: map[[2]uint64]*hardlinkEntry{}}
 	a.minSize, a.avgSize, a.maxSize = repo.ChunkerSizes()
 	a.bufCap = min(a.maxSize, 2*a.avgSize)
-	if opts.FixedChunks != nil {
+	if opts.FixedChunks != nil || opts.ReadSpecial {
 		a.bufCap = max(a.bufCap, a.fixedSize())
 	}
 	return a

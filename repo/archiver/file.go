@@ -7,6 +7,7 @@ package archiver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"syscall"
@@ -155,7 +156,7 @@ func (a *archiver) saveFile(ctx context.Context, ch *chunker.Chunker, job fileJo
 		}
 	}
 	var src chunkSource = ch
-	if a.opts.FixedChunks != nil && a.opts.FixedChunks(job.path, job.fi) {
+	if isDevice(job.fi) || a.opts.FixedChunks != nil && a.opts.FixedChunks(job.path, job.fi) {
 		src = chunker.NewFixed(nil, a.fixedSize())
 	}
 	content, err := a.readContent(ctx, src, job.path, n, fd)
@@ -246,7 +247,12 @@ func (a *archiver) readContent(ctx context.Context, ch chunkSource, path string,
 		return nil, err
 	}
 	var st syscall.Stat_t
-	if err := syscall.Fstat(fd, &st); err == nil {
+	if err := syscall.Fstat(fd, &st); err == nil && st.Mode&syscall.S_IFMT == syscall.S_IFBLK {
+		if size != n.Size {
+			n.Size = size
+			a.warn(path, fmt.Errorf("device changed its size while it was read: %w", errChanged))
+		}
+	} else if err == nil {
 		if uint64(st.Size) != n.Size || st.Mtim != timespec(n.ModTime) || size != n.Size {
 			n.Size = size
 			a.warn(path, errChanged)

@@ -8,6 +8,7 @@ package archiver
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -120,7 +121,7 @@ func (a *archiver) saveEntry(ctx context.Context, path string, fi os.FileInfo, p
 		return f
 	case tree.File:
 		a.files.Add(1)
-		if prev != nil && a.unchanged(prev, node) && a.allKnown(prev.Content) {
+		if prev != nil && !isDevice(fi) && a.unchanged(prev, node) && a.allKnown(prev.Content) {
 			node.Content = prev.Content
 			a.bytes.Add(node.Size)
 			a.filesUnmod.Add(1)
@@ -150,12 +151,40 @@ func (a *archiver) saveEntry(ctx context.Context, path string, fi os.FileInfo, p
 	}
 }
 
+// isDevice reports whether fi is a block device (read as a file with
+// Options.ReadSpecial).
+func isDevice(fi os.FileInfo) bool {
+	return fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0
+}
+
+// deviceSize returns the size of the block device at path.
+func deviceSize(path string) (uint64, error) {
+	fd, err := openForReading(path)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	end, err := unix.Seek(fd, 0, io.SeekEnd)
+	if err != nil {
+		return 0, &os.PathError{Op: "seek", Path: path, Err: err}
+	}
+	return uint64(end), nil
+}
+
 // node returns the metadata of the file at path; its atime is its mtime
 // unless WithAtime is set.
 func (a *archiver) node(path string, fi os.FileInfo) (*tree.Node, error, error) {
 	n, warn, err := a.meta.Node(path, fi)
 	if err == nil && !a.opts.WithAtime {
 		n.AccessTime = n.ModTime
+	}
+	if err == nil && a.opts.ReadSpecial && n.Type == tree.Dev {
+		size, serr := deviceSize(path)
+		if serr != nil {
+			return nil, nil, serr
+		}
+		n.Type, n.Mode, n.Rdev = tree.File, n.Mode.Perm()|n.Mode&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky), 0
+		n.Size, n.Blocks = size, (size+511)/512
 	}
 	return n, warn, err
 }
