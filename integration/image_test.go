@@ -106,3 +106,75 @@ func TestImageReadSpecialAndChunkerFiles(t *testing.T) {
 		t.Error("--chunker fixed:1k was accepted")
 	}
 }
+
+// makePartitionedImage writes a disk image of size bytes with an MBR
+// partition table and an ext4 file system of a small tree in its first
+// partition (1 MiB to 40 MiB), and returns the tree's directory.
+func makePartitionedImage(t *testing.T, path string, size int64) string {
+	t.Helper()
+	requireCmd(t, "sfdisk")
+	requireCmd(t, "mkfs.ext4")
+	src := filepath.Join(t.TempDir(), "guest")
+	g := newTreeGen(t, 77)
+	g.addFiles(src, 4<<20)
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, size); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sfdisk", "-q", path)
+	cmd.Stdin = strings.NewReader("label: dos\nstart=2048, size=79872, type=83\nstart=81920, type=83\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v\n%s", err, out)
+	}
+	// mkfs.ext4 writes at the partition's offset (blocks of 4 KiB).
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "offset=1048576", "-d", src, path, "9984").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	return src
+}
+
+func TestMapBrowsesAGuestsFiles(t *testing.T) {
+	requireRoot(t)
+	requireCmd(t, "losetup")
+	requireCmd(t, "partx")
+	e := newEnv(t)
+	e.must("init")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "drive-scsi0.raw")
+	src := makePartitionedImage(t, img, 64<<20)
+	want := scanTree(t, src)
+	id := e.backupSnapshot("--chunker-files", "*.raw", img)
+
+	out := e.must("map", id+":"+img)
+	devs := strings.Fields(out)
+	t.Cleanup(func() { e.run("unmap", "--all") })
+	if len(devs) != 3 || !strings.HasPrefix(devs[0], "/dev/loop") || devs[1] != devs[0]+"p1" {
+		t.Fatalf("dj map printed %q, want a loop device and its two partitions", out)
+	}
+	mnt := filepath.Join(e.dir, "guest-mnt")
+	os.MkdirAll(mnt, 0o755)
+	if out, err := exec.Command("mount", "-o", "ro,noload", devs[1], mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount %s: %v\n%s", devs[1], err, out)
+	}
+	got := scanTree(t, mnt)
+	delete(got, "lost+found")
+	unmountErr := exec.Command("umount", mnt).Run()
+	if d := manifestDiff(want, got); len(d) > 0 {
+		t.Errorf("the guest's files through dj map differ:\n%s", strings.Join(d, "\n"))
+	}
+	if unmountErr != nil {
+		t.Fatalf("umount: %v", unmountErr)
+	}
+	// A mounted partition keeps the device; after umount, unmap detaches.
+	e.must("unmap", devs[0])
+	if _, err := os.Stat(devs[1]); err == nil {
+		if b, _ := os.ReadFile("/sys/block/" + filepath.Base(devs[0]) + "/size"); strings.TrimSpace(string(b)) != "0" {
+			t.Errorf("%s still attached after unmap (size %s)", devs[0], b)
+		}
+	}
+	if res := e.run("unmap", devs[0]); res.code == 0 {
+		t.Error("a second unmap of the same device succeeded")
+	}
+}
