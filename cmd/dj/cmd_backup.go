@@ -58,13 +58,16 @@ Examples:
    dj backup --stdin-from-command --stdin-filename vm-100.vma -- vzdump 100 --stdout
    dj backup --chunker-files '*.raw' --chunker-files '*.qcow2' /var/lib/images
    dj backup --read-special /dev/vg0/vm-100-disk-0
+   vzdump 101 --stdout | dj backup --stdin --stdin-format tar --stdin-filename ct-101.tar
 
 A Proxmox VE dump (VMA) on standard input is recognised and stored as a
 directory NAME.vma of the guest's configuration files and one disk image per
 disk (drive-scsi0.raw, ...) in fixed 4 MiB chunks, so that daily dumps of a
 guest store only the chunks that changed; dj dump SNAPSHOT /NAME.vma writes the
 VMA stream back (for qmrestore). A stream that is not valid VMA is stored as one
-file (with a warning under --stdin-format vma).`,
+file (with a warning under --stdin-format vma). --stdin-format tar stores a tar
+stream (vzdump of a container) as a directory NAME of its members, so daily
+dumps deduplicate file by file; dj dump SNAPSHOT /NAME writes the tar back.`,
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "exclude", Aliases: []string{"e"}, Usage: "exclude paths matching `PATTERN` (repeatable)"},
 			&cli.StringSliceFlag{Name: "iexclude", Usage: "like --exclude, ignoring case"},
@@ -92,7 +95,7 @@ file (with a warning under --stdin-format vma).`,
 			&cli.StringFlag{Name: "stdin-filename", Value: "stdin", Usage: "`NAME` of the file made from standard input or the command's output"},
 			&cli.BoolFlag{Name: "stdin-from-command", Usage: "run the command after -- and back up its output; a failing command leaves no snapshot"},
 			&cli.BoolFlag{Name: "read-special", Usage: "back up the contents of block devices (disks, partitions, LVM volumes, loop devices) as files in fixed-size chunks, instead of their device nodes"},
-			&cli.StringFlag{Name: "stdin-format", Value: "auto", Usage: "`FORMAT` of standard input or the command's output: raw (one file), vma (a Proxmox VE dump: its configs and disk images, deduplicated), auto (vma when it starts like one)"},
+			&cli.StringFlag{Name: "stdin-format", Value: "auto", Usage: "`FORMAT` of standard input or the command's output: raw (one file), vma (a Proxmox VE dump: its configs and disk images, deduplicated), tar (a container dump or any tar: a tree of its members), auto (vma when it starts like one, else raw)"},
 			&cli.StringSliceFlag{Name: "chunker-files", Usage: "cut files matching `PATTERN` (e.g. '*.raw', '*.img', '*.qcow2') into fixed-size chunks, for disk images (repeatable)"},
 			&cli.StringFlag{Name: "chunker", Value: "fixed", Usage: "`CHUNKER` of the files matching --chunker-files: fixed (4 MiB) or fixed:SIZE"},
 		},
@@ -232,9 +235,9 @@ func runBackup(c *cli.Context) error {
 	}
 	format := c.String("stdin-format")
 	switch format {
-	case "auto", "raw", "vma":
+	case "auto", "raw", "vma", "tar":
 	default:
-		return usageError("--stdin-format: want auto, raw or vma, got %q", format)
+		return usageError("--stdin-format: want auto, raw, vma or tar, got %q", format)
 	}
 	if opts.Hostname == "" {
 		opts.Hostname, _ = os.Hostname()
@@ -340,8 +343,11 @@ func backupCommandOutput(e *env, r *repo.Repository, argv []string, name string,
 // archive's configs and disk images under NAME.vma. finish is called once
 // the stream is read whole (see archiver.BackupReader).
 func backupStream(e *env, r *repo.Repository, in io.Reader, name string, finish func() error, opts archiver.Options, format string) (*snapshot.Snapshot, error) {
-	if format == "raw" {
+	switch format {
+	case "raw":
 		return archiver.BackupReader(e.ctx, r, in, name, finish, opts)
+	case "tar":
+		return archiver.ImportTar(e.ctx, r, in, name, finish, opts)
 	}
 	br := bufio.NewReaderSize(in, pve.MaxPeek)
 	if pve.Sniff(br) {

@@ -30,7 +30,9 @@ back into the program that made it. A directory is written as an archive:
 tar (the default) keeps owners, extended attributes, hard links and special
 files; zip keeps content, modes, modification times and symlinks. Pass "/" as
 PATH for the whole snapshot. A Proxmox VE dump stored by backup (a directory
-NAME.vma) is written as a VMA stream again, unless --archive says otherwise.
+NAME.vma) is written as a VMA stream again, unless --archive says otherwise;
+a tar stored with --stdin-format tar (a directory NAME.tar) as its members
+again (./etc/..., as vzdump names them).
 
 Examples:
    dj dump latest /mydb.sql | psql mydb
@@ -77,7 +79,13 @@ Examples:
 				if archive == "zip" {
 					write = restorer.WriteZip
 				}
-				err = write(e.ctx, r, *n.Subtree, strings.TrimPrefix(p, "/"), w)
+				prefix := strings.TrimPrefix(p, "/")
+				if strings.HasSuffix(n.Name, ".tar") && archive == "tar" {
+					// A tar stored by backup --stdin-format tar: its
+					// members again, as vzdump names them (./etc/...).
+					prefix = "."
+				}
+				err = write(e.ctx, r, *n.Subtree, prefix, w)
 			default:
 				return usageError("%s is a %s; only files and directories can be dumped", p, n.Type)
 			}

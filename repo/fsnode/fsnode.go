@@ -488,3 +488,7 @@ func unixMode(m os.FileMode) uint32 {
 // UnixMode returns the permission, setuid, setgid and sticky bits of a Go
 // file mode in their st_mode (and tar) encoding.
 func UnixMode(m os.FileMode) uint32 { return unixMode(m) }
+
+// FileMode converts an st_mode (type bits and chmod bits, as stat(2) and
+// tar headers with the type added have them) to a Go file mode.
+func FileMode(m uint32) os.FileMode { return fileMode(m) }
