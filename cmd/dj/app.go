@@ -36,7 +36,7 @@ Example:
 		ExitErrHandler: func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			initCommand(), backupCommand(), snapshotsCommand(), lsCommand(), restoreCommand(),
-			dumpCommand(), catCommand(), keyCommand(), unlockCommand(), mountCommand(), mapCommand(), unmapCommand(),
+			dumpCommand(), catCommand(), keyCommand(), unlockCommand(), mountCommand(), mapCommand(), unmapCommand(), pveCommand(),
 			versionCommand(), completionCommand(), serveCommand(),
 		},
 	}

@@ -361,7 +361,7 @@ func backupStream(e *env, r *repo.Repository, in io.Reader, name string, finish 
 	}
 	head, _ := br.Peek(8)
 	if format == "vma" || vma.Magic(head) {
-		e.warnf("%s is not a valid VMA stream; it is stored as one file", name)
+		e.warnf("warning: %s is not a valid VMA stream; it is stored as one file\n", name)
 	}
 	// Read on past what was peeked without copying through the buffer.
 	buffered, _ := br.Peek(br.Buffered())

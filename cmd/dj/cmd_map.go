@@ -329,7 +329,7 @@ func runUnmap(c *cli.Context) error {
 	var failed error
 	for _, dev := range devs {
 		if err := unmapOne(dev); err != nil {
-			e.warnf("%v", err)
+			e.warnf("error: %v\n", err)
 			failed = err
 		}
 	}
