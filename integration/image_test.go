@@ -62,8 +62,13 @@ func TestImageReadSpecialAndChunkerFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A block device, by content.
-	dev := attachLoop(t, img)
+	// A block device, by content, named through a symlink (as LVM's
+	// /dev/VG/LV are).
+	loop := attachLoop(t, img)
+	dev := filepath.Join(dir, "vg0-disk")
+	if err := os.Symlink(loop, dev); err != nil {
+		t.Fatal(err)
+	}
 	id1 := e.backupSnapshot("--read-special", dev)
 	if got := e.must("dump", id1, dev); sha([]byte(got)) != sha(want) {
 		t.Fatalf("the device dumped back differs (%d bytes, want %d)", len(got), len(want))

@@ -92,6 +92,16 @@ func (a *archiver) saveEntry(ctx context.Context, path string, fi os.FileInfo, p
 		f.err = err
 		return f
 	}
+	openPath := path
+	if a.opts.ReadSpecial && fi.Mode()&os.ModeSymlink != 0 {
+		// A symlink to a block device (/dev/vg0/disk -> ../dm-3) is read
+		// as the device, as borg's --read-special does.
+		if st, err := os.Stat(path); err == nil && isDevice(st) {
+			if real, err := filepath.EvalSymlinks(path); err == nil {
+				fi, openPath = st, real
+			}
+		}
+	}
 	node, warn, err := a.node(path, fi)
 	if err != nil {
 		a.warn(path, err)
@@ -131,7 +141,7 @@ func (a *archiver) saveEntry(ctx context.Context, path string, fi os.FileInfo, p
 			return doneFuture(node)
 		}
 		f := &future{done: make(chan struct{})}
-		fd := openAhead(path, node.Size)
+		fd := openAhead(openPath, node.Size)
 		a.queued.Add(1)
 		select {
 		case a.fileJobs <- fileJob{path: path, fi: fi, node: node, prev: prev, fut: f, fd: fd}:
@@ -157,8 +167,12 @@ func isDevice(fi os.FileInfo) bool {
 	return fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0
 }
 
-// deviceSize returns the size of the block device at path.
+// deviceSize returns the size of the block device at path (which may be
+// a symlink to it).
 func deviceSize(path string) (uint64, error) {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
 	fd, err := openForReading(path)
 	if err != nil {
 		return 0, err
