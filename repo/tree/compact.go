@@ -1,7 +1,6 @@
 package tree
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -90,9 +89,7 @@ func decodePlainCompact(b []byte) (*Compact, error) {
 		err  error
 	)
 	err = d.top(func() {
-		// Each node is an object; so is each xattr, and a name may hold
-		// a brace, but few do.
-		bld.init(bytes.Count(b, []byte{'{'}), len(b)/16)
+		bld.init(nodesEstimate(b), len(b)/16)
 	}, func() error {
 		n = Node{}
 		if err := d.node(&n); err != nil {
