@@ -45,12 +45,29 @@ func hashIno(tag byte, id crypto.ID, a, b uint64, name string) uint64 {
 
 // nodeIno returns the inode number of a tree node named name in the
 // directory parentIno of snapshot snID. Hard-linked files share the number
-// derived from their device and inode.
+// derived from their device and inode, and their data: nodes that claim
+// one inode with different contents are not links to one file
+// (tree.LinkKey), and go-fuse would serve them as one.
 func nodeIno(snID crypto.ID, parentIno uint64, name string, n *tree.Node) uint64 {
-	if n != nil && n.Type != tree.Dir && n.Links > 1 && n.Inode != 0 {
-		return hashIno(inoTagHardlink, snID, n.DeviceID, n.Inode, "")
+	if n != nil && n.IsHardLink() && n.Inode != 0 {
+		return linkIno(snID, n, n.LinkData())
 	}
 	return hashIno(inoTagChild, snID, parentIno, 0, name)
+}
+
+// compactIno is nodeIno for node i of t.
+func compactIno(snID crypto.ID, parentIno uint64, name string, t *tree.Compact, i int) uint64 {
+	h := t.Head(i)
+	if h.IsHardLink() && h.Inode != 0 {
+		return linkIno(snID, &h, t.LinkData(i))
+	}
+	return hashIno(inoTagChild, snID, parentIno, 0, name)
+}
+
+// linkIno returns the inode number of a hard-linked node with the given
+// LinkData.
+func linkIno(snID crypto.ID, n *tree.Node, data crypto.ID) uint64 {
+	return hashIno(inoTagHardlink, snID, n.DeviceID, n.Inode, string(n.Type)+"\x00"+string(data[:]))
 }
 
 // metaIno returns the inode number of the layout directory at path p.

@@ -182,8 +182,8 @@ func (s *treeDirStream) Next() (fuse.DirEntry, syscall.Errno) {
 	case 1:
 		e = fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: d.parentIno}
 	default:
-		h := s.t.Head(s.idx - 2)
-		e = fuse.DirEntry{Name: s.name, Mode: typeBits(h.Type), Ino: nodeIno(d.sn.ID, d.StableAttr().Ino, s.name, &h)}
+		i := s.idx - 2
+		e = fuse.DirEntry{Name: s.name, Mode: typeBits(s.t.Type(i)), Ino: compactIno(d.sn.ID, d.StableAttr().Ino, s.name, s.t, i)}
 	}
 	s.idx++
 	s.name = ""
@@ -266,8 +266,7 @@ func (m *mountFS) treeEntries(snID crypto.ID, ino, parentIno uint64, t *tree.Com
 		if tree.ValidName(name) != nil {
 			continue
 		}
-		h := t.Head(i)
-		entries = append(entries, fuse.DirEntry{Name: name, Mode: typeBits(h.Type), Ino: nodeIno(snID, ino, name, &h)})
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: typeBits(t.Type(i)), Ino: compactIno(snID, ino, name, t, i)})
 	}
 	return entries
 }

@@ -192,6 +192,9 @@ func TestInodes(t *testing.T) {
 	hard2 := &tree.Node{Name: "h2", Type: tree.File, Links: 2, Inode: 5, DeviceID: 9}
 	dir := &tree.Node{Name: "d", Type: tree.Dir, Links: 3, Inode: 5, DeviceID: 9}
 	noIno := &tree.Node{Name: "n", Type: tree.File, Links: 2}
+	// Nodes that claim hard's inode with other data are other files.
+	other := &tree.Node{Name: "o", Type: tree.File, Links: 2, Inode: 5, DeviceID: 9, Size: 3, Content: []crypto.ID{{7}}}
+	symlink := &tree.Node{Name: "s", Type: tree.Symlink, Links: 2, Inode: 5, DeviceID: 9}
 
 	inos := map[string]uint64{
 		"file":           nodeIno(sn1, 100, "f", file),
@@ -200,6 +203,8 @@ func TestInodes(t *testing.T) {
 		"hard":           nodeIno(sn1, 100, "h", hard),
 		"dir":            nodeIno(sn1, 100, "d", dir),
 		"noIno":          nodeIno(sn1, 100, "n", noIno),
+		"other content":  nodeIno(sn1, 100, "o", other),
+		"symlink":        nodeIno(sn1, 100, "s", symlink),
 		"meta":           metaIno("snapshots"),
 		"versions":       versionsIno(sn1, 100, "f"),
 	}
@@ -218,6 +223,16 @@ func TestInodes(t *testing.T) {
 	}
 	if nodeIno(sn2, 100, "h", hard) == inos["hard"] {
 		t.Error("hard links of different snapshots share an inode")
+	}
+	// A directory listing numbers its entries as their lookups do.
+	c, err := tree.NewCompact(&tree.Tree{Nodes: []*tree.Node{file, hard, other, symlink}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range []*tree.Node{file, hard, other, symlink} {
+		if got, want := compactIno(sn1, 100, n.Name, c, i), nodeIno(sn1, 100, n.Name, n); got != want {
+			t.Errorf("%s: listed as ino %d, looked up as %d", n.Name, got, want)
+		}
 	}
 	if metaIno("") != fuse.FUSE_ROOT_ID {
 		t.Error("root is not inode 1")

@@ -81,7 +81,7 @@ func WriteFile(ctx context.Context, l Loader, n *tree.Node, w io.Writer) error {
 // part of a file.
 func WriteTar(ctx context.Context, l Loader, root crypto.ID, prefix string, w io.Writer) error {
 	tw := tar.NewWriter(w)
-	d := &tarDumper{l: l, tw: tw, links: map[linkKey]string{}, ancestors: map[crypto.ID]bool{}}
+	d := &tarDumper{l: l, tw: tw, links: map[tree.LinkKey]string{}, ancestors: map[crypto.ID]bool{}}
 	if err := d.tree(ctx, root, strings.Trim(prefix, "/")); err != nil {
 		return err
 	}
@@ -91,7 +91,7 @@ func WriteTar(ctx context.Context, l Loader, root crypto.ID, prefix string, w io
 type tarDumper struct {
 	l         Loader
 	tw        *tar.Writer
-	links     map[linkKey]string
+	links     map[tree.LinkKey]string
 	ancestors map[crypto.ID]bool
 }
 
@@ -152,8 +152,9 @@ func (d *tarDumper) node(ctx context.Context, n *tree.Node, name string) error {
 		}
 		hdr.PAXRecords["SCHILY.xattr."+x.Name] = string(x.Value)
 	}
-	if n.Type != tree.Dir && n.Links > 1 {
-		key := linkKey{n.DeviceID, n.Inode, n.Type}
+	if n.IsHardLink() {
+		// Only nodes with the same data are links to one file.
+		key := n.LinkKey()
 		if first, ok := d.links[key]; ok {
 			hdr.Typeflag, hdr.Linkname = tar.TypeLink, first
 			return d.tw.WriteHeader(hdr)

@@ -1,0 +1,81 @@
+package restorer
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"dj/repo/crypto"
+	"dj/repo/tree"
+)
+
+// linkConflictTree returns a tree whose nodes a, b and sub/c all claim
+// device 1, inode 5 and two links: a and sub/c hold "one", b holds "two".
+// Only a and sub/c are links to one file.
+func linkConflictTree(f *fakeLoader) crypto.ID {
+	link := func(name, content string) *tree.Node {
+		n := f.fileNode(name, []byte(content))
+		n.Links, n.Inode, n.DeviceID = 2, 5, 1
+		return n
+	}
+	sub := f.addTree(link("c", "one"))
+	return f.addTree(link("a", "one"), link("b", "two"), dirNode("sub", sub))
+}
+
+// TestRestoreHardLinkConflict restores nodes that claim one inode with
+// different contents: each keeps its own content (restore made them one
+// file with the first one's content), and those with the same content are
+// still hard links.
+func TestRestoreHardLinkConflict(t *testing.T) {
+	f := newFakeLoader()
+	root := linkConflictTree(f)
+	dir := t.TempDir()
+	st, err := Restore(context.Background(), f, root, Options{Target: dir, Owner: isRoot(), Workers: 2})
+	must(t, err)
+	if len(st.Errors) != 0 {
+		t.Errorf("errors: %v", st.Errors)
+	}
+	ino := map[string]uint64{}
+	for name, want := range map[string]string{"a": "one", "b": "two", "sub/c": "one"} {
+		p := filepath.Join(dir, name)
+		got, err := os.ReadFile(p)
+		must(t, err)
+		if string(got) != want {
+			t.Errorf("%s = %q, want %q", name, got, want)
+		}
+		var s syscall.Stat_t
+		must(t, syscall.Stat(p, &s))
+		ino[name] = s.Ino
+	}
+	if ino["a"] != ino["sub/c"] {
+		t.Error("a and sub/c (same inode, same content) are not hard links")
+	}
+	if ino["a"] == ino["b"] {
+		t.Error("a and b (same inode, different content) are one file")
+	}
+}
+
+// TestWriteTarHardLinkConflict is TestRestoreHardLinkConflict for dump.
+func TestWriteTarHardLinkConflict(t *testing.T) {
+	f := newFakeLoader()
+	root := linkConflictTree(f)
+	var buf bytes.Buffer
+	must(t, WriteTar(context.Background(), f, root, "", &buf))
+	m := readTar(t, buf.Bytes())
+	for name, want := range map[string]string{"a": "one", "b": "two"} {
+		e, ok := m[name]
+		if !ok {
+			t.Fatalf("%s not in the tar: %v", name, keys(m))
+		}
+		if e.hdr.Typeflag != tar.TypeReg || string(e.content) != want {
+			t.Errorf("%s: type %c, content %q; want a regular file of %q", name, e.hdr.Typeflag, e.content, want)
+		}
+	}
+	if e := m["sub/c"]; e.hdr == nil || e.hdr.Typeflag != tar.TypeLink || e.hdr.Linkname != "a" {
+		t.Errorf("sub/c is not a link to a: %+v", e.hdr)
+	}
+}
