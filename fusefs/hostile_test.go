@@ -4,8 +4,11 @@ package fusefs
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -81,4 +84,64 @@ func TestMountSizeMismatch(t *testing.T) {
 	if n := log.count("its size says"); n != 2 {
 		t.Errorf("%d log lines about sizes, want 2", n)
 	}
+}
+
+// TestMountLongNames lists a directory holding names longer than the
+// kernel's limit (255 bytes): the other entries are listed (the kernel
+// failed the whole listing, and ls showed the directory empty), the long
+// ones are skipped with one log line for each directory.
+func TestMountLongNames(t *testing.T) {
+	long := []string{strings.Repeat("l", 256), strings.Repeat("m", 1100), strings.Repeat("n", 5000)}
+	entries := []fentry{{path: "a", data: []byte("a")}, {path: "z", data: []byte("z")}, {path: "d/ok", data: []byte("ok")}}
+	for _, name := range long {
+		entries = append(entries, fentry{path: name, data: []byte("long")}, fentry{path: "d/" + name, data: []byte("long")})
+	}
+	entries = append(entries, fentry{path: strings.Repeat("k", 255), data: []byte("max")})
+	dir, log := mountHostile(t, entries)
+	for range 2 {
+		for _, sub := range []string{"", "d"} {
+			des, err := os.ReadDir(filepath.Join(dir, sub))
+			var got []string
+			for _, de := range des {
+				got = append(got, de.Name())
+			}
+			want := []string{"a", "d", strings.Repeat("k", 255), "z"}
+			if sub == "d" {
+				want = []string{"ok"}
+			}
+			if err != nil || !slices.Equal(got, want) {
+				t.Errorf("ls %q: %v, %v; want %v", sub, shorten(got), err, shorten(want))
+			}
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, strings.Repeat("k", 255))); err != nil || string(b) != "max" {
+		t.Errorf("255-byte name: %q, %v", b, err)
+	}
+	// The versions view lists what fits, and no name of 255 bytes fits
+	// with the snapshot's time appended.
+	vers := filepath.Join(dir, "../../versions")
+	des, err := os.ReadDir(vers)
+	var got []string
+	for _, de := range des {
+		got = append(got, de.Name())
+	}
+	tm := filepath.Base(dir)
+	if want := []string{"a@" + tm, "d", "z@" + tm}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("ls versions: %v, %v; want %v", shorten(got), err, want)
+	}
+	if n := log.count("longer than"); n != 3 {
+		t.Errorf("%d log lines about long names, want 3 (one a directory)", n)
+	}
+}
+
+// shorten abbreviates long names for messages.
+func shorten(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if len(n) > 20 {
+			n = fmt.Sprintf("%s…(%d bytes)", n[:10], len(n))
+		}
+		out = append(out, n)
+	}
+	return out
 }

@@ -238,6 +238,9 @@ func (c *Compact) nameBytes(i int) []byte {
 	return c.strs[r.name.off : r.name.off+r.name.n]
 }
 
+// NameLen returns the length in bytes of the name of node i.
+func (c *Compact) NameLen(i int) int { return int(c.recs[i].name.n) }
+
 // Name returns the name of node i (a copy that does not pin the tree).
 func (c *Compact) Name(i int) string { return string(c.nameBytes(i)) }
 
