@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -77,5 +78,33 @@ func TestWriteTarHardLinkConflict(t *testing.T) {
 	}
 	if e := m["sub/c"]; e.hdr == nil || e.hdr.Typeflag != tar.TypeLink || e.hdr.Linkname != "a" {
 		t.Errorf("sub/c is not a link to a: %+v", e.hdr)
+	}
+}
+
+// TestRestoreLongName restores a directory holding a name longer than the
+// file system's limit: one error naming the entry, and the rest restored.
+func TestRestoreLongName(t *testing.T) {
+	f := newFakeLoader()
+	long := strings.Repeat("l", 300)
+	sub := f.addTree(f.fileNode("inner", []byte("in")))
+	root := f.addTree(f.fileNode("a", []byte("a")), dirNode(long+"d", sub), f.fileNode(long, []byte("long")), f.fileNode("z", []byte("z")))
+	dir := t.TempDir()
+	st, err := Restore(context.Background(), f, root, Options{Target: dir, Owner: isRoot(), Workers: 2})
+	must(t, err)
+	for _, e := range st.Errors {
+		t.Logf("error: %v", e)
+	}
+	if len(st.Errors) != 2 {
+		t.Errorf("%d errors, want 2 (the file and the directory)", len(st.Errors))
+	}
+	for _, e := range st.Errors {
+		if !strings.Contains(e.Error(), "llllllllll") || !strings.Contains(e.Error(), "too long") {
+			t.Errorf("error does not name the entry and say why: %v", e)
+		}
+	}
+	for _, name := range []string{"a", "z"} {
+		if b, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(b) != name {
+			t.Errorf("%s: %q, %v", name, b, err)
+		}
 	}
 }
