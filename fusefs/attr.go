@@ -122,7 +122,7 @@ func setTime(sec *uint64, nsec *uint32, t time.Time) {
 
 // fillAttr sets the attributes of a tree node.
 func fillAttr(a *fuse.Attr, n *tree.Node, ownerRoot bool) {
-	a.Mode = typeBits(n.Type) | fsnode.UnixMode(n.Mode)
+	a.Mode = typeBits(n.Type) | setIDBits(fsnode.UnixMode(n.Mode), n, ownerRoot)
 	a.Size = n.Size
 	switch n.Type {
 	case tree.Symlink:
@@ -148,6 +148,24 @@ func fillAttr(a *fuse.Attr, n *tree.Node, ownerRoot bool) {
 	setTime(&a.Atime, &a.Atimensec, n.AccessTime)
 	setTime(&a.Mtime, &a.Mtimensec, n.ModTime)
 	setTime(&a.Ctime, &a.Ctimensec, n.ChangeTime)
+}
+
+// noID is (uid_t)-1, which chown(2) reads as "leave unchanged".
+const noID = 1<<32 - 1
+
+// setIDBits returns mode without the setuid (setgid) bit when the mount
+// does not show the stored owner (group): with --owner-root, or when the
+// stored id is noID. The mount is nosuid, but a copy made with cp -a as
+// root would be a root-owned set-id file that the snapshot never had
+// (restore drops the bits in the same cases).
+func setIDBits(mode uint32, n *tree.Node, ownerRoot bool) uint32 {
+	if ownerRoot || n.UID == noID {
+		mode &^= syscall.S_ISUID
+	}
+	if ownerRoot || n.GID == noID {
+		mode &^= syscall.S_ISGID
+	}
+	return mode
 }
 
 // fillDirAttr sets the attributes of a synthesized directory.

@@ -262,6 +262,10 @@ func TestFillAttr(t *testing.T) {
 		{"socket", tree.Node{Type: tree.Socket, Mode: os.ModeSocket | 0o600}, false, syscall.S_IFSOCK | 0o600, 0, 1, 0},
 		{"irregular", tree.Node{Type: tree.Irregular, Size: 99}, false, syscall.S_IFREG, 0, 1, 0},
 		{"many links", tree.Node{Type: tree.File, Links: 7}, false, syscall.S_IFREG, 0, 7, 0},
+		// Set-id bits go with an owner not shown as stored.
+		{"owner root setid", tree.Node{Type: tree.File, Mode: 0o755 | os.ModeSetuid | os.ModeSetgid | os.ModeSticky, UID: 5}, true, syscall.S_IFREG | 0o1755, 0, 1, 0},
+		{"uid -1 setid", tree.Node{Type: tree.File, Mode: 0o777 | os.ModeSetuid | os.ModeSetgid | os.ModeSticky, UID: 1<<32 - 1, GID: 1<<32 - 1}, false, syscall.S_IFREG | 0o1777, 0, 1, 1<<32 - 1},
+		{"gid -1 setid", tree.Node{Type: tree.File, Mode: 0o777 | os.ModeSetuid | os.ModeSetgid, UID: 5, GID: 1<<32 - 1}, false, syscall.S_IFREG | 0o4777, 0, 1, 5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -95,6 +95,21 @@ type tarDumper struct {
 	ancestors map[crypto.ID]bool
 }
 
+// tarMode returns the mode of n for a tar header, without the setuid
+// (setgid) bit when the owner (group) is (uid_t)-1: tar run as root would
+// chown the file to -1, which leaves it root's, and make a root-owned
+// set-id file the snapshot never had (restore drops the bits too).
+func tarMode(n *tree.Node) uint32 {
+	mode := fsnode.UnixMode(n.Mode)
+	if n.UID == 1<<32-1 {
+		mode &^= 0o4000
+	}
+	if n.GID == 1<<32-1 {
+		mode &^= 0o2000
+	}
+	return mode
+}
+
 func (d *tarDumper) tree(ctx context.Context, id crypto.ID, prefix string) error {
 	return dumpTree(ctx, d.l, d.ancestors, id, prefix, d.node)
 }
@@ -137,7 +152,7 @@ func dumpTree(ctx context.Context, l Loader, ancestors map[crypto.ID]bool, id cr
 
 func (d *tarDumper) node(ctx context.Context, n *tree.Node, name string) error {
 	hdr := &tar.Header{
-		Name: name, Mode: int64(fsnode.UnixMode(n.Mode)),
+		Name: name, Mode: int64(tarMode(n)),
 		Uid: int(n.UID), Gid: int(n.GID), Uname: n.User, Gname: n.Group,
 		ModTime: n.ModTime, AccessTime: n.AccessTime, ChangeTime: n.ChangeTime,
 		Format: tar.FormatPAX,

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -106,5 +107,84 @@ func TestRestoreLongName(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(b) != name {
 			t.Errorf("%s: %q, %v", name, b, err)
 		}
+	}
+}
+
+// TestRestoreSetIDWithoutOwner restores set-id files whose owner the
+// restore cannot set as stored: uid and gid 4294967295 ((uid_t)-1, which
+// chown reads as "leave unchanged"; restore made a root-owned setuid file
+// without a word), and, as non-root, another user's. The setuid and setgid
+// bits are dropped with one warning naming the file; a set-id file whose
+// owner is set keeps them.
+func TestRestoreSetIDWithoutOwner(t *testing.T) {
+	f := newFakeLoader()
+	setid := os.ModeSetuid | os.ModeSetgid | os.ModeSticky | 0o777
+	node := func(name string, uid, gid uint32) *tree.Node {
+		n := f.fileNode(name, []byte("#!/bin/sh\n"))
+		n.Mode, n.UID, n.GID = setid, uid, gid
+		return n
+	}
+	me, mygid := uint32(os.Getuid()), uint32(os.Getgid())
+	other := uint32(12345)
+	if me == other {
+		other++
+	}
+	root := f.addTree(node("minus1", 1<<32-1, 1<<32-1), node("mine", me, mygid), node("other", other, other),
+		node("uid-minus1", 1<<32-1, mygid))
+	dir := t.TempDir()
+	var warns []string
+	var mu sync.Mutex
+	st, err := Restore(context.Background(), f, root, Options{Target: dir, Owner: isRoot(), Workers: 2,
+		Warn: func(rel string, err error) {
+			mu.Lock()
+			warns = append(warns, rel+": "+err.Error())
+			mu.Unlock()
+		}})
+	must(t, err)
+	if len(st.Errors) != 0 {
+		t.Errorf("errors: %v", st.Errors)
+	}
+	want := map[string]uint32{"minus1": 0o1777, "mine": 0o7777, "other": 0o1777, "uid-minus1": 0o3777}
+	if isRoot() {
+		want["other"] = 0o7777 // root sets any owner
+	}
+	for name, mode := range want {
+		var s syscall.Stat_t
+		must(t, syscall.Lstat(filepath.Join(dir, name), &s))
+		if got := s.Mode & 0o7777; got != mode {
+			t.Errorf("%s: mode %o owner %d:%d, want mode %o", name, got, s.Uid, s.Gid, mode)
+		}
+		n := 0
+		for _, w := range warns {
+			if strings.HasPrefix(w, "/"+name+":") {
+				n++
+			}
+		}
+		if wantWarn := mode != 0o7777; (n == 1) != wantWarn || n > 1 {
+			t.Errorf("%s: %d warnings, want %v: %q", name, n, wantWarn, warns)
+		}
+	}
+	for _, w := range warns {
+		t.Logf("warning: %s", w)
+	}
+}
+
+// TestWriteTarSetIDWithoutOwner: dump leaves out the setuid (setgid) bit
+// of a file whose owner (group) is (uid_t)-1, which tar run as root would
+// leave as root.
+func TestWriteTarSetIDWithoutOwner(t *testing.T) {
+	f := newFakeLoader()
+	n := f.fileNode("minus1", []byte("x"))
+	n.Mode, n.UID, n.GID = os.ModeSetuid|os.ModeSetgid|os.ModeSticky|0o777, 1<<32-1, 1<<32-1
+	m := f.fileNode("mine", []byte("y"))
+	m.Mode, m.UID, m.GID = os.ModeSetuid|os.ModeSetgid|0o755, 5, 6
+	var buf bytes.Buffer
+	must(t, WriteTar(context.Background(), f, f.addTree(n, m), "", &buf))
+	tr := readTar(t, buf.Bytes())
+	if got := tr["minus1"].hdr.Mode; got != 0o1777 {
+		t.Errorf("minus1: mode %o, want 1777", got)
+	}
+	if got := tr["mine"].hdr.Mode; got != 0o6755 {
+		t.Errorf("mine: mode %o, want 6755", got)
 	}
 }
