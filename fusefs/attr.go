@@ -45,12 +45,29 @@ func hashIno(tag byte, id crypto.ID, a, b uint64, name string) uint64 {
 
 // nodeIno returns the inode number of a tree node named name in the
 // directory parentIno of snapshot snID. Hard-linked files share the number
-// derived from their device and inode.
+// derived from their device and inode, and their data: nodes that claim
+// one inode with different contents are not links to one file
+// (tree.LinkKey), and go-fuse would serve them as one.
 func nodeIno(snID crypto.ID, parentIno uint64, name string, n *tree.Node) uint64 {
-	if n != nil && n.Type != tree.Dir && n.Links > 1 && n.Inode != 0 {
-		return hashIno(inoTagHardlink, snID, n.DeviceID, n.Inode, "")
+	if n != nil && n.IsHardLink() && n.Inode != 0 {
+		return linkIno(snID, n, n.LinkData())
 	}
 	return hashIno(inoTagChild, snID, parentIno, 0, name)
+}
+
+// compactIno is nodeIno for node i of t.
+func compactIno(snID crypto.ID, parentIno uint64, name string, t *tree.Compact, i int) uint64 {
+	h := t.Head(i)
+	if h.IsHardLink() && h.Inode != 0 {
+		return linkIno(snID, &h, t.LinkData(i))
+	}
+	return hashIno(inoTagChild, snID, parentIno, 0, name)
+}
+
+// linkIno returns the inode number of a hard-linked node with the given
+// LinkData.
+func linkIno(snID crypto.ID, n *tree.Node, data crypto.ID) uint64 {
+	return hashIno(inoTagHardlink, snID, n.DeviceID, n.Inode, string(n.Type)+"\x00"+string(data[:]))
 }
 
 // metaIno returns the inode number of the layout directory at path p.
@@ -105,7 +122,7 @@ func setTime(sec *uint64, nsec *uint32, t time.Time) {
 
 // fillAttr sets the attributes of a tree node.
 func fillAttr(a *fuse.Attr, n *tree.Node, ownerRoot bool) {
-	a.Mode = typeBits(n.Type) | fsnode.UnixMode(n.Mode)
+	a.Mode = typeBits(n.Type) | setIDBits(fsnode.UnixMode(n.Mode), n, ownerRoot)
 	a.Size = n.Size
 	switch n.Type {
 	case tree.Symlink:
@@ -131,6 +148,24 @@ func fillAttr(a *fuse.Attr, n *tree.Node, ownerRoot bool) {
 	setTime(&a.Atime, &a.Atimensec, n.AccessTime)
 	setTime(&a.Mtime, &a.Mtimensec, n.ModTime)
 	setTime(&a.Ctime, &a.Ctimensec, n.ChangeTime)
+}
+
+// noID is (uid_t)-1, which chown(2) reads as "leave unchanged".
+const noID = 1<<32 - 1
+
+// setIDBits returns mode without the setuid (setgid) bit when the mount
+// does not show the stored owner (group): with --owner-root, or when the
+// stored id is noID. The mount is nosuid, but a copy made with cp -a as
+// root would be a root-owned set-id file that the snapshot never had
+// (restore drops the bits in the same cases).
+func setIDBits(mode uint32, n *tree.Node, ownerRoot bool) uint32 {
+	if ownerRoot || n.UID == noID {
+		mode &^= syscall.S_ISUID
+	}
+	if ownerRoot || n.GID == noID {
+		mode &^= syscall.S_ISGID
+	}
+	return mode
 }
 
 // fillDirAttr sets the attributes of a synthesized directory.

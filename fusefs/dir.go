@@ -35,6 +35,8 @@ type dirNode struct {
 	// subtreesQueued is set once the directory's subtrees were queued for
 	// background loading.
 	subtreesQueued atomic.Bool
+	// longNamesNoted is set once the names too long to list were logged.
+	longNamesNoted atomic.Bool
 }
 
 var (
@@ -106,6 +108,7 @@ func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandl
 	if e != 0 {
 		return nil, 0, e
 	}
+	d.noteLongNames(t)
 	// Every READDIR request opens a handle; the subtrees are queued once.
 	if !d.subtreesQueued.Swap(true) {
 		d.m.ra.subtrees(t)
@@ -155,7 +158,7 @@ func (s *treeDirStream) skipInvalid() {
 		if s.name == "" {
 			s.name = s.t.Name(s.idx - 2)
 		}
-		if tree.ValidName(s.name) == nil {
+		if showable(s.name) {
 			return
 		}
 		s.idx++
@@ -182,8 +185,8 @@ func (s *treeDirStream) Next() (fuse.DirEntry, syscall.Errno) {
 	case 1:
 		e = fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: d.parentIno}
 	default:
-		h := s.t.Head(s.idx - 2)
-		e = fuse.DirEntry{Name: s.name, Mode: typeBits(h.Type), Ino: nodeIno(d.sn.ID, d.StableAttr().Ino, s.name, &h)}
+		i := s.idx - 2
+		e = fuse.DirEntry{Name: s.name, Mode: typeBits(s.t.Type(i)), Ino: compactIno(d.sn.ID, d.StableAttr().Ino, s.name, s.t, i)}
 	}
 	s.idx++
 	s.name = ""
@@ -243,7 +246,43 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	if e != 0 {
 		return nil, e
 	}
+	d.noteLongNames(t)
 	return fs.NewListDirStream(d.m.treeEntries(d.sn.ID, d.StableAttr().Ino, d.parentIno, t)), 0
+}
+
+// maxNameLen is the longest name the kernel passes (NAME_MAX): a listing
+// with a longer one failed whole (EIO from getdents, so ls showed the
+// directory empty), and no path could name it anyway.
+const maxNameLen = 255
+
+// showable reports whether the mount lists a node's name: a valid name
+// (tree.ValidName) the kernel accepts.
+func showable(name string) bool {
+	return len(name) <= maxNameLen && tree.ValidName(name) == nil
+}
+
+// noteLongNames logs, once for the directory, the names it does not list
+// because they are longer than the kernel's limit.
+func (d *dirNode) noteLongNames(t *tree.Compact) {
+	if d.longNamesNoted.Swap(true) {
+		return
+	}
+	n, first := 0, -1
+	for i := range t.Len() {
+		if t.NameLen(i) > maxNameLen {
+			if n++; first < 0 {
+				first = i
+			}
+		}
+	}
+	if n > 0 {
+		d.m.logLongNames(d.path(), n, t.Name(first))
+	}
+}
+
+// logLongNames logs the names of directory dir that are not listed.
+func (m *mountFS) logLongNames(dir string, n int, first string) {
+	m.opts.Logf("dj mount: %s: %d names longer than %d bytes (the kernel's limit) are not listed, the first %.40q… (%d bytes); dj dump can read them", dir, n, maxNameLen, first, len(first))
 }
 
 func (d *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
@@ -263,11 +302,10 @@ func (m *mountFS) treeEntries(snID crypto.ID, ino, parentIno uint64, t *tree.Com
 		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno})
 	for i := range t.Len() {
 		name := t.Name(i)
-		if tree.ValidName(name) != nil {
+		if !showable(name) {
 			continue
 		}
-		h := t.Head(i)
-		entries = append(entries, fuse.DirEntry{Name: name, Mode: typeBits(h.Type), Ino: nodeIno(snID, ino, name, &h)})
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: typeBits(t.Type(i)), Ino: compactIno(snID, ino, name, t, i)})
 	}
 	return entries
 }

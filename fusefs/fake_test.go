@@ -180,7 +180,7 @@ func (r *fakeRepo) chunks(data []byte, sizes ...int) []crypto.ID {
 // fentry describes one node of a test tree by its path.
 type fentry struct {
 	path string
-	node tree.Node // Name and Subtree are set by build; Type defaults to File
+	node tree.Node // Name and Subtree are set by build; Type defaults to File, Size to the data's
 	data []byte    // file content
 	// sizes splits data into chunks (default: one chunk).
 	sizes []int
@@ -226,7 +226,9 @@ func (r *fakeRepo) build(entries []fentry) crypto.ID {
 				sizes = []int{max(len(e.data), 1)}
 			}
 			n.Content = r.chunks(e.data, sizes...)
-			n.Size = uint64(len(e.data))
+			if n.Size == 0 { // a size given disagrees with the data on purpose
+				n.Size = uint64(len(e.data))
+			}
 			if n.Blocks == 0 {
 				n.Blocks = (n.Size + 511) / 512
 			}

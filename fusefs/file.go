@@ -58,6 +58,9 @@ type chunkMap struct {
 	zero []atomic.Uint32
 	// warnedShort is set once a read past the known content was logged.
 	warnedShort atomic.Bool
+	// mismatch is set when the content's length differs from the file's
+	// size: every read fails, as restore and dump fail the file.
+	mismatch bool
 	// stored marks the chunks handed to the kernel's page cache whole
 	// after a random read (see storeChunk).
 	stored []atomic.Bool
@@ -103,8 +106,11 @@ func (f *fileNode) chunkMap() *chunkMap {
 			c.starts = append(c.starts, off)
 			c.known = i + 1
 		}
-		if off < int64(f.node.Size) && c.known == len(content) {
-			f.m.opts.Logf("dj mount: %s: content is %d bytes, its size says %d; reads past the content return EIO", f.path(), off, f.node.Size)
+		if c.known == len(content) && off != int64(f.node.Size) || off > int64(f.node.Size) || off < 0 {
+			// Neither the size nor the content can be trusted: serve
+			// neither, as restore and dump refuse the file.
+			c.mismatch = true
+			f.m.opts.Logf("dj mount: %s: content is %d bytes, its size says %d; reads return EIO", f.path(), off, f.node.Size)
 		}
 		f.chunks = c
 	})
@@ -178,6 +184,9 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 func (f *fileNode) locate(c *chunkMap, off int64, n int) (first, last int, end int64, e syscall.Errno) {
 	if off < 0 {
 		return -1, -1, 0, syscall.EINVAL
+	}
+	if c.mismatch {
+		return -1, -1, 0, syscall.EIO
 	}
 	size := int64(f.node.Size)
 	if off >= size || n == 0 {

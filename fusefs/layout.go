@@ -16,7 +16,6 @@ import (
 
 	"dj/repo/crypto"
 	"dj/repo/snapshot"
-	"dj/repo/tree"
 )
 
 // entryKind is the kind of an entry in a snapshot-list directory.
@@ -234,7 +233,7 @@ func validPath(p string) bool {
 		return true
 	}
 	for _, elem := range strings.Split(p, "/") {
-		if tree.ValidName(elem) != nil {
+		if !showable(elem) {
 			return false
 		}
 	}

@@ -65,6 +65,19 @@ func (l *testLog) logf(format string, args ...any) {
 	l.t.Log(line)
 }
 
+// count returns the number of lines that contain s.
+func (l *testLog) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		if strings.Contains(line, s) {
+			n++
+		}
+	}
+	return n
+}
+
 func (l *testLog) contains(s string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -82,15 +82,19 @@ func TestFileReadErrors(t *testing.T) {
 		t.Error("no log line for the unknown blob")
 	}
 
-	// A size larger than the content.
-	f = &fileNode{m: m, node: &tree.Node{Type: tree.File, Size: 50, Content: content}}
-	if _, e := readNode(t, f, nil, 25, 10); e != syscall.EIO {
-		t.Errorf("past the content: %v, want EIO", e)
-	}
-	// A size smaller than the content cuts it.
-	f = &fileNode{m: m, node: &tree.Node{Type: tree.File, Size: 15, Content: content}}
-	if got, e := readNode(t, f, nil, 5, 100); e != 0 || !bytes.Equal(got, data[5:15]) {
-		t.Errorf("short size: %x %v", got, e)
+	// A size that disagrees with the content, larger or smaller: every
+	// read fails (restore and dump fail the file), with one log line.
+	for _, size := range []uint64{50, 31, 29, 15, 0} {
+		m, log := testMountFS(t, r)
+		f = &fileNode{m: m, node: &tree.Node{Type: tree.File, Size: size, Content: content}}
+		for _, rd := range []struct{ off, n int }{{0, 5}, {5, 100}, {25, 10}, {40, 10}} {
+			if got, e := readNode(t, f, nil, int64(rd.off), rd.n); e != syscall.EIO {
+				t.Errorf("size %d, content 30: Read(%d, %d) = %q, %v; want EIO", size, rd.off, rd.n, got, e)
+			}
+		}
+		if n := log.count("its size says"); n != 1 {
+			t.Errorf("size %d, content 30: %d log lines, want 1", size, n)
+		}
 	}
 
 	// A corrupt blob is EIO for the reads needing it only, and is retried.

@@ -192,6 +192,9 @@ func TestInodes(t *testing.T) {
 	hard2 := &tree.Node{Name: "h2", Type: tree.File, Links: 2, Inode: 5, DeviceID: 9}
 	dir := &tree.Node{Name: "d", Type: tree.Dir, Links: 3, Inode: 5, DeviceID: 9}
 	noIno := &tree.Node{Name: "n", Type: tree.File, Links: 2}
+	// Nodes that claim hard's inode with other data are other files.
+	other := &tree.Node{Name: "o", Type: tree.File, Links: 2, Inode: 5, DeviceID: 9, Size: 3, Content: []crypto.ID{{7}}}
+	symlink := &tree.Node{Name: "s", Type: tree.Symlink, Links: 2, Inode: 5, DeviceID: 9}
 
 	inos := map[string]uint64{
 		"file":           nodeIno(sn1, 100, "f", file),
@@ -200,6 +203,8 @@ func TestInodes(t *testing.T) {
 		"hard":           nodeIno(sn1, 100, "h", hard),
 		"dir":            nodeIno(sn1, 100, "d", dir),
 		"noIno":          nodeIno(sn1, 100, "n", noIno),
+		"other content":  nodeIno(sn1, 100, "o", other),
+		"symlink":        nodeIno(sn1, 100, "s", symlink),
 		"meta":           metaIno("snapshots"),
 		"versions":       versionsIno(sn1, 100, "f"),
 	}
@@ -218,6 +223,16 @@ func TestInodes(t *testing.T) {
 	}
 	if nodeIno(sn2, 100, "h", hard) == inos["hard"] {
 		t.Error("hard links of different snapshots share an inode")
+	}
+	// A directory listing numbers its entries as their lookups do.
+	c, err := tree.NewCompact(&tree.Tree{Nodes: []*tree.Node{file, hard, other, symlink}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range []*tree.Node{file, hard, other, symlink} {
+		if got, want := compactIno(sn1, 100, n.Name, c, i), nodeIno(sn1, 100, n.Name, n); got != want {
+			t.Errorf("%s: listed as ino %d, looked up as %d", n.Name, got, want)
+		}
 	}
 	if metaIno("") != fuse.FUSE_ROOT_ID {
 		t.Error("root is not inode 1")
@@ -247,6 +262,10 @@ func TestFillAttr(t *testing.T) {
 		{"socket", tree.Node{Type: tree.Socket, Mode: os.ModeSocket | 0o600}, false, syscall.S_IFSOCK | 0o600, 0, 1, 0},
 		{"irregular", tree.Node{Type: tree.Irregular, Size: 99}, false, syscall.S_IFREG, 0, 1, 0},
 		{"many links", tree.Node{Type: tree.File, Links: 7}, false, syscall.S_IFREG, 0, 7, 0},
+		// Set-id bits go with an owner not shown as stored.
+		{"owner root setid", tree.Node{Type: tree.File, Mode: 0o755 | os.ModeSetuid | os.ModeSetgid | os.ModeSticky, UID: 5}, true, syscall.S_IFREG | 0o1755, 0, 1, 0},
+		{"uid -1 setid", tree.Node{Type: tree.File, Mode: 0o777 | os.ModeSetuid | os.ModeSetgid | os.ModeSticky, UID: 1<<32 - 1, GID: 1<<32 - 1}, false, syscall.S_IFREG | 0o1777, 0, 1, 1<<32 - 1},
+		{"gid -1 setid", tree.Node{Type: tree.File, Mode: 0o777 | os.ModeSetuid | os.ModeSetgid, UID: 5, GID: 1<<32 - 1}, false, syscall.S_IFREG | 0o4777, 0, 1, 5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

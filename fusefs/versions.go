@@ -192,8 +192,18 @@ func (v *versionsDir) build(ctx context.Context) (*vlisting, error) {
 		}
 	}
 	l.names = make([]string, 0, len(l.entries))
+	long, first := 0, ""
 	for name := range l.entries {
+		if len(name) > maxNameLen {
+			if long++; first == "" || name < first {
+				first = name
+			}
+			continue
+		}
 		l.names = append(l.names, name)
+	}
+	if long > 0 {
+		v.m.logLongNames("/"+v.Path(nil), long, first)
 	}
 	sort.Strings(l.names)
 	return l, nil

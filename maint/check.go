@@ -105,7 +105,7 @@ func Check(ctx context.Context, r *repo.Repository, opts CheckOptions) (*CheckRe
 	c := &checker{r: r, opts: opts, res: &CheckResult{},
 		unusable: map[packBlob]bool{}, badBlob: map[BlobRef][]int{}, badNode: map[nodeKey][]int{},
 		reported: map[BlobRef]bool{}, unrefBlobs: map[BlobRef]index.PackedBlob{}}
-	steps := []func(context.Context) error{c.loadSnapshots, c.loadIndex, c.checkKeysAndNames, c.checkPacks, c.checkTrees, c.findLost, c.mapAffected}
+	steps := []func(context.Context) error{c.loadSnapshots, c.loadIndex, c.checkKeysAndNames, c.checkPacks, c.checkTrees, c.checkHardLinks, c.findLost, c.mapAffected}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return nil, err
@@ -144,6 +144,10 @@ type checker struct {
 	badNode    map[nodeKey][]int            // files with a size mismatch -> problems
 	reported   map[BlobRef]bool             // blobs already reported by the tree walk
 	summaries  map[crypto.ID]*treeSummary   // trees decoded by the pack checks
+	// The hard-linked inodes of the trees: the first data of each, and
+	// those claimed with different data (check_links.go).
+	linkData    map[linkInode]crypto.ID
+	linkSuspect map[linkInode]bool
 }
 
 func (c *checker) add(p *Problem) int {

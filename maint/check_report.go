@@ -50,6 +50,7 @@ const (
 	KindIndexSuperseded  ProblemKind = "index_superseded"  // a superseded index file is still stored
 	KindInvalidName      ProblemKind = "invalid_name"      // a stored file whose name is not an id
 	KindFileVanished     ProblemKind = "file_vanished"     // an index or snapshot file was removed while check ran
+	KindHardLinkConflict ProblemKind = "hardlink_conflict" // two nodes of a snapshot claim one inode with different contents
 )
 
 // ProblemBlob names a blob in a problem report.

@@ -57,6 +57,7 @@ type treeSummary struct {
 	missing    []BlobRef // data blobs in no index
 	pending    []BlobRef // data blobs only in packs marked for deletion
 	mismatches []sizeMismatch
+	links      []linkNode // hard-linked nodes
 }
 
 type sizeMismatch struct {
@@ -69,6 +70,9 @@ func (c *checker) summarize(id crypto.ID, t *tree.Tree) *treeSummary {
 	idx := c.r.Index()
 	s := &treeSummary{notIndexed: !idx.Has(pack.TreeBlob, id)}
 	for _, node := range t.Nodes {
+		if node.IsHardLink() {
+			s.links = append(s.links, nodeLink(node))
+		}
 		switch node.Type {
 		case tree.Dir:
 			if node.Subtree != nil {
@@ -103,6 +107,7 @@ func (c *checker) applySummary(ctx context.Context, id crypto.ID, s *treeSummary
 	if s.notIndexed {
 		c.blobProblem(ctx, BlobRef{pack.TreeBlob, id}, true)
 	}
+	c.noteLinks(s.links)
 	for _, ref := range s.missing {
 		c.blobProblem(ctx, ref, false)
 	}

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -431,27 +432,42 @@ func Apply(path string, n *tree.Node, opts ApplyOptions) (warn error, err error)
 	if isLink != (n.Type == tree.Symlink) {
 		return nil, fmt.Errorf("%s: is a %v, the node a %s", path, fi.Mode().Type(), n.Type)
 	}
-	var errs []error
-	if opts.Owner {
-		uid, gid := int(n.UID), int(n.GID)
-		if opts.ByName {
-			if id, ok := opts.IDs.UID(n.User); ok {
-				uid = int(id)
-			}
-			if id, ok := opts.IDs.GID(n.Group); ok {
-				gid = int(id)
-			}
+	var errs, warns []error
+	uid, gid := n.UID, n.GID
+	if opts.Owner && opts.ByName {
+		if id, ok := opts.IDs.UID(n.User); ok {
+			uid = id
 		}
-		if err := os.Lchown(path, uid, gid); err != nil {
+		if id, ok := opts.IDs.GID(n.Group); ok {
+			gid = id
+		}
+	}
+	var notes []string
+	if opts.Owner {
+		if uid == noID || gid == noID {
+			// chown(2) reads -1 as "leave unchanged": the file would
+			// keep the restoring user (root) as its owner.
+			notes = append(notes, fmt.Sprintf("owner %d:%d not set (%d is no id: chown leaves such an id unchanged)", uid, gid, uint32(noID)))
+		} else if err := os.Lchown(path, int(uid), int(gid)); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if !isLink {
-		if err := unix.Chmod(path, unixMode(n.Mode)); err != nil {
+		mode := unixMode(n.Mode)
+		if mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+			var note string
+			mode, note = ownedSpecialBits(path, mode, uid, gid)
+			if note != "" {
+				notes = append(notes, note)
+			}
+		}
+		if err := unix.Chmod(path, mode); err != nil {
 			errs = append(errs, &os.PathError{Op: "chmod", Path: path, Err: err})
 		}
 	}
-	var warns []error
+	if len(notes) > 0 {
+		warns = append(warns, fmt.Errorf("%s: %s", path, strings.Join(notes, "; ")))
+	}
 	for _, x := range n.Xattrs {
 		if err := unix.Lsetxattr(path, x.Name, x.Value, 0); err != nil {
 			warns = append(warns, fmt.Errorf("%s: set xattr %q: %w", path, x.Name, err))
@@ -462,6 +478,35 @@ func Apply(path string, n *tree.Node, opts ApplyOptions) (warn error, err error)
 		errs = append(errs, &os.PathError{Op: "utimensat", Path: path, Err: err})
 	}
 	return errors.Join(warns...), errors.Join(errs...)
+}
+
+// noID is (uid_t)-1, which chown(2) reads as "leave unchanged".
+const noID = 1<<32 - 1
+
+// ownedSpecialBits returns mode without the setuid bit unless the file at
+// path is owned by uid, and without the setgid bit unless its group is
+// gid, with a note of what it dropped: a restore must not make a
+// set-id file whose owner it could not set as stored (chown failed, was
+// skipped as non-root, or was refused for noID), or a root-owned setuid
+// file would come out of a snapshot that never had one.
+func ownedSpecialBits(path string, mode, uid, gid uint32) (uint32, string) {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return mode &^ (unix.S_ISUID | unix.S_ISGID), "setuid and setgid bits dropped (owner unknown)"
+	}
+	var dropped []string
+	if mode&unix.S_ISUID != 0 && st.Uid != uid {
+		mode &^= unix.S_ISUID
+		dropped = append(dropped, "setuid")
+	}
+	if mode&unix.S_ISGID != 0 && st.Gid != gid {
+		mode &^= unix.S_ISGID
+		dropped = append(dropped, "setgid")
+	}
+	if len(dropped) == 0 {
+		return mode, ""
+	}
+	return mode, fmt.Sprintf("%s dropped: the owner is %d:%d, not %d:%d as stored", strings.Join(dropped, " and "), st.Uid, st.Gid, uid, gid)
 }
 
 // timespec converts t without the range limit of UnixNano; the zero time

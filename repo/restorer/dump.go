@@ -81,7 +81,7 @@ func WriteFile(ctx context.Context, l Loader, n *tree.Node, w io.Writer) error {
 // part of a file.
 func WriteTar(ctx context.Context, l Loader, root crypto.ID, prefix string, w io.Writer) error {
 	tw := tar.NewWriter(w)
-	d := &tarDumper{l: l, tw: tw, links: map[linkKey]string{}, ancestors: map[crypto.ID]bool{}}
+	d := &tarDumper{l: l, tw: tw, links: map[tree.LinkKey]string{}, ancestors: map[crypto.ID]bool{}}
 	if err := d.tree(ctx, root, strings.Trim(prefix, "/")); err != nil {
 		return err
 	}
@@ -91,8 +91,23 @@ func WriteTar(ctx context.Context, l Loader, root crypto.ID, prefix string, w io
 type tarDumper struct {
 	l         Loader
 	tw        *tar.Writer
-	links     map[linkKey]string
+	links     map[tree.LinkKey]string
 	ancestors map[crypto.ID]bool
+}
+
+// tarMode returns the mode of n for a tar header, without the setuid
+// (setgid) bit when the owner (group) is (uid_t)-1: tar run as root would
+// chown the file to -1, which leaves it root's, and make a root-owned
+// set-id file the snapshot never had (restore drops the bits too).
+func tarMode(n *tree.Node) uint32 {
+	mode := fsnode.UnixMode(n.Mode)
+	if n.UID == 1<<32-1 {
+		mode &^= 0o4000
+	}
+	if n.GID == 1<<32-1 {
+		mode &^= 0o2000
+	}
+	return mode
 }
 
 func (d *tarDumper) tree(ctx context.Context, id crypto.ID, prefix string) error {
@@ -137,7 +152,7 @@ func dumpTree(ctx context.Context, l Loader, ancestors map[crypto.ID]bool, id cr
 
 func (d *tarDumper) node(ctx context.Context, n *tree.Node, name string) error {
 	hdr := &tar.Header{
-		Name: name, Mode: int64(fsnode.UnixMode(n.Mode)),
+		Name: name, Mode: int64(tarMode(n)),
 		Uid: int(n.UID), Gid: int(n.GID), Uname: n.User, Gname: n.Group,
 		ModTime: n.ModTime, AccessTime: n.AccessTime, ChangeTime: n.ChangeTime,
 		Format: tar.FormatPAX,
@@ -152,8 +167,9 @@ func (d *tarDumper) node(ctx context.Context, n *tree.Node, name string) error {
 		}
 		hdr.PAXRecords["SCHILY.xattr."+x.Name] = string(x.Value)
 	}
-	if n.Type != tree.Dir && n.Links > 1 {
-		key := linkKey{n.DeviceID, n.Inode, n.Type}
+	if n.IsHardLink() {
+		// Only nodes with the same data are links to one file.
+		key := n.LinkKey()
 		if first, ok := d.links[key]; ok {
 			hdr.Typeflag, hdr.Linkname = tar.TypeLink, first
 			return d.tw.WriteHeader(hdr)

@@ -148,7 +148,7 @@ type restorer struct {
 	zero  func(crypto.ID) bool
 	jobs  chan job
 
-	links map[linkKey]string // walker only: first restored path of an inode
+	links map[tree.LinkKey]string // walker only: first restored path of an inode
 
 	errMu sync.Mutex
 	errs  []FileError
@@ -197,7 +197,7 @@ func Restore(ctx context.Context, l Loader, rootTree crypto.ID, opts Options) (S
 	r := &restorer{
 		l: l, opts: opts, inc: inc, exc: exc,
 		apply: fsnode.ApplyOptions{Owner: opts.Owner},
-		links: map[linkKey]string{},
+		links: map[tree.LinkKey]string{},
 		jobs:  make(chan job, opts.Workers),
 		zero:  func(crypto.ID) bool { return false },
 	}
@@ -209,7 +209,7 @@ func Restore(ctx context.Context, l Loader, rootTree crypto.ID, opts Options) (S
 		return Stats{}, fmt.Errorf("restore: load tree %s: %w", rootTree.Short(), err)
 	}
 	if opts.Progress != nil {
-		r.total = r.count(ctx, t, "/", map[crypto.ID]bool{rootTree: true}, map[linkKey]bool{})
+		r.total = r.count(ctx, t, "/", map[crypto.ID]bool{rootTree: true}, map[tree.LinkKey]bool{})
 	}
 
 	var wg sync.WaitGroup

@@ -28,15 +28,9 @@ type dirState struct {
 	pending atomic.Int64 // the walk of the directory, subdirectories and files in flight
 }
 
-// linkKey identifies the inode of a hard-linked node.
-type linkKey struct {
-	dev, ino uint64
-	typ      tree.NodeType
-}
-
 // count walks the trees for the progress totals, skipping what the walk
 // would refuse; the bytes of a hard-linked file count once.
-func (r *restorer) count(ctx context.Context, t *tree.Tree, rel string, ancestors map[crypto.ID]bool, links map[linkKey]bool) Progress {
+func (r *restorer) count(ctx context.Context, t *tree.Tree, rel string, ancestors map[crypto.ID]bool, links map[tree.LinkKey]bool) Progress {
 	var p Progress
 	for _, n := range t.Nodes {
 		if ctx.Err() != nil {
@@ -59,8 +53,8 @@ func (r *restorer) count(ctx context.Context, t *tree.Tree, rel string, ancestor
 			p.BytesTotal += c.BytesTotal
 		case n.Type == tree.File && r.selected(crel):
 			p.FilesTotal++
-			if n.Links > 1 {
-				key := linkKey{n.DeviceID, n.Inode, n.Type}
+			if n.IsHardLink() {
+				key := n.LinkKey()
 				if links[key] {
 					continue
 				}
@@ -234,12 +228,13 @@ func (r *restorer) dirDone(ctx context.Context, d *dirState) {
 
 // link makes fsPath a hard link to an earlier restored copy of the same
 // inode and reports whether it did (or failed trying). The first copy of an
-// inode is remembered.
+// inode is remembered. Nodes that claim one inode but hold different data
+// are not links to one file (tree.LinkKey): each is restored on its own.
 func (r *restorer) link(fsPath, rel string, n *tree.Node) bool {
-	if n.Links < 2 {
+	if !n.IsHardLink() {
 		return false
 	}
-	key := linkKey{n.DeviceID, n.Inode, n.Type}
+	key := n.LinkKey()
 	first, ok := r.links[key]
 	if !ok {
 		r.links[key] = fsPath

@@ -1,7 +1,6 @@
 package tree
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -90,9 +89,7 @@ func decodePlainCompact(b []byte) (*Compact, error) {
 		err  error
 	)
 	err = d.top(func() {
-		// Each node is an object; so is each xattr, and a name may hold
-		// a brace, but few do.
-		bld.init(bytes.Count(b, []byte{'{'}), len(b)/16)
+		bld.init(nodesEstimate(b), len(b)/16)
 	}, func() error {
 		n = Node{}
 		if err := d.node(&n); err != nil {
@@ -240,6 +237,9 @@ func (c *Compact) nameBytes(i int) []byte {
 	r := &c.recs[i]
 	return c.strs[r.name.off : r.name.off+r.name.n]
 }
+
+// NameLen returns the length in bytes of the name of node i.
+func (c *Compact) NameLen(i int) int { return int(c.recs[i].name.n) }
 
 // Name returns the name of node i (a copy that does not pin the tree).
 func (c *Compact) Name(i int) string { return string(c.nameBytes(i)) }

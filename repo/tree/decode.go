@@ -17,6 +17,10 @@ import (
 // exponent, invalid UTF-8. Encode never writes these for ordinary names.
 var errNotPlain = errors.New("tree JSON is not plain")
 
+// errNoXattrName stops the plain decoder at an extended attribute without
+// a name, which checkNode refuses.
+var errNoXattrName = errors.New("decode tree: an extended attribute without a name")
+
 // decodePlain parses the JSON that Encode writes, and only that, without
 // reflection and with few allocations: one array of nodes, one slice of
 // ids per file, one string per name. Walks (a mount's find,
@@ -260,17 +264,39 @@ func (d *plainDecoder) array(elem func() error) error {
 func (d *plainDecoder) tree() ([]Node, error) {
 	var nodes []Node
 	err := d.top(func() {
-		// Each node is an object; so is each xattr, and a name may hold
-		// a brace, but few do.
-		nodes = make([]Node, 0, bytes.Count(d.b, []byte{'{'}))
+		nodes = make([]Node, 0, nodesEstimate(d.b))
 	}, func() error {
 		nodes = append(nodes, Node{})
-		return d.node(&nodes[len(nodes)-1])
+		n := &nodes[len(nodes)-1]
+		if err := d.node(n); err != nil {
+			return err
+		}
+		// Checked as it comes, so that a hostile array of empty
+		// objects stops at its first.
+		prev := ""
+		if len(nodes) > 1 {
+			prev = nodes[len(nodes)-2].Name
+		}
+		return checkNode(n, len(nodes) > 1, prev)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return nodes[:len(nodes):len(nodes)], nil
+}
+
+// maxNodesEstimate bounds the nodes allocated before any is read; larger
+// trees grow as they are read.
+const maxNodesEstimate = 1 << 14
+
+// nodesEstimate returns the number of nodes to allocate for the tree b
+// before reading it: the number of its objects (each node is one; so is
+// each xattr, and a name may hold a brace, but few do), but no more than
+// maxNodesEstimate. The tree comes from storage and may be hostile: a blob
+// of a few KiB that decompresses to megabytes of braces must not ask for
+// gigabytes.
+func nodesEstimate(b []byte) int {
+	return min(bytes.Count(b, []byte{'{'}), maxNodesEstimate)
 }
 
 // top parses the whole tree, {"nodes": [...]}: it calls start once the
@@ -371,6 +397,11 @@ func (d *plainDecoder) node(n *Node) error {
 		case keyXattrs:
 			err = d.array(func() error {
 				x, err := d.xattr()
+				if err == nil && x.Name == "" {
+					// checkNode refuses it; stop before a
+					// hostile list of {} grows.
+					return errNoXattrName
+				}
 				n.Xattrs = append(n.Xattrs, x)
 				return err
 			})

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 	"strings"
@@ -94,7 +95,7 @@ type jsonNode struct {
 	Rdev          uint64      `json:"rdev,omitempty"`
 	LinkTarget    string      `json:"linktarget,omitempty"`
 	LinkTargetRaw []byte      `json:"linktarget_raw,omitempty"`
-	Xattrs        []jsonXattr `json:"xattrs,omitempty"`
+	Xattrs        jsonXattrs  `json:"xattrs,omitempty"`
 	Content       []crypto.ID `json:"content,omitempty"`
 	Subtree       *crypto.ID  `json:"subtree,omitempty"`
 }
@@ -103,6 +104,40 @@ type jsonXattr struct {
 	Name    string `json:"name,omitempty"`
 	NameRaw []byte `json:"name_raw,omitempty"`
 	Value   []byte `json:"value"`
+}
+
+// jsonXattrs are the extended attributes of a node on the wire.
+type jsonXattrs []jsonXattr
+
+// UnmarshalJSON reads the attributes one at a time and stops at the first
+// without a name (which checkNode refuses): a general decoder given a
+// hostile list of empty objects spent a hundred times its length.
+func (xs *jsonXattrs) UnmarshalJSON(b []byte) error {
+	dec := fastjson.NewDecoder(bytes.NewReader(b))
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if tok == nil {
+		*xs = nil
+		return nil
+	}
+	if d, ok := tok.(fastjson.Delim); !ok || d != '[' {
+		return fmt.Errorf("xattrs are %v, not a list", tok)
+	}
+	var out jsonXattrs
+	for dec.More() {
+		var x jsonXattr
+		if err := dec.Decode(&x); err != nil {
+			return err
+		}
+		if joinString(x.Name, x.NameRaw) == "" {
+			return errors.New("an extended attribute without a name")
+		}
+		out = append(out, x)
+	}
+	*xs = out
+	return generalDelim(dec, ']')
 }
 
 func splitString(s string) (string, []byte) {
@@ -244,50 +279,103 @@ func (t *Tree) Encode() ([]byte, error) {
 
 // Decode parses a tree and checks it: names valid and unique, sorted, and
 // each node carrying only what its type allows. Trees come from storage and
-// are treated as hostile.
+// are treated as hostile: each node is checked as it is read, and memory
+// grows with the valid nodes read, never with a length the input claims.
 func Decode(b []byte) (*Tree, error) {
 	t, err := decodePlain(b)
-	if err != nil {
-		if t, err = decodeGeneral(b); err != nil {
-			return nil, err
-		}
+	if errors.Is(err, errNotPlain) {
+		t, err = decodeGeneral(b)
 	}
-	if err := check(t); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
-// decodeGeneral parses a tree with a general JSON decoder.
+// decodeGeneral parses a tree with a general JSON decoder, one node at a
+// time, and checks each node as it is read (see Decode). The object's only
+// key is "nodes" (in any case, as encoding/json matches keys); its value
+// is null or an array of nodes.
 func decodeGeneral(b []byte) (*Tree, error) {
-	var w struct {
-		Nodes []*jsonNode `json:"nodes"`
+	dec := fastjson.NewDecoder(bytes.NewReader(b))
+	if err := generalDelim(dec, '{'); err != nil {
+		return nil, err
 	}
-	if err := fastjson.Unmarshal(b, &w); err != nil {
+	t := &Tree{Nodes: []*Node{}}
+	seen := false
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, fmt.Errorf("decode tree: %w", err)
+		}
+		key, _ := tok.(string)
+		if !strings.EqualFold(key, "nodes") {
+			var skip fastjson.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return nil, fmt.Errorf("decode tree: %w", err)
+			}
+			continue
+		}
+		if seen {
+			return nil, errors.New("decode tree: two lists of nodes")
+		}
+		seen = true
+		if t.Nodes, err = generalNodes(dec, nodesEstimate(b)); err != nil {
+			return nil, err
+		}
+	}
+	if err := generalDelim(dec, '}'); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("decode tree: data after the tree")
+	}
+	return t, nil
+}
+
+// generalNodes reads the value of "nodes": null, or an array of nodes, each
+// checked as it is read.
+func generalNodes(dec *fastjson.Decoder, estimate int) ([]*Node, error) {
+	tok, err := dec.Token()
+	if err != nil {
 		return nil, fmt.Errorf("decode tree: %w", err)
 	}
-	t := Tree{Nodes: make([]*Node, len(w.Nodes))}
-	nodes := make([]Node, len(w.Nodes))
-	for i, jn := range w.Nodes {
+	if tok == nil {
+		return []*Node{}, nil
+	}
+	if d, ok := tok.(fastjson.Delim); !ok || d != '[' {
+		return nil, fmt.Errorf("decode tree: nodes are %v, not a list", tok)
+	}
+	nodes := make([]*Node, 0, estimate)
+	for dec.More() {
+		var jn *jsonNode
+		if err := dec.Decode(&jn); err != nil {
+			return nil, fmt.Errorf("decode tree: %w", err)
+		}
 		if jn == nil {
 			return nil, errors.New("decode tree: null node")
 		}
-		nodes[i] = jn.node()
-		t.Nodes[i] = &nodes[i]
+		n := jn.node()
+		prev := ""
+		if len(nodes) > 0 {
+			prev = nodes[len(nodes)-1].Name
+		}
+		if err := checkNode(&n, len(nodes) > 0, prev); err != nil {
+			return nil, err
+		}
+		nodes = append(nodes, &n)
 	}
-	return &t, nil
+	return nodes, generalDelim(dec, ']')
 }
 
-// check validates a decoded tree (see Decode).
-func check(t *Tree) error {
-	for i, n := range t.Nodes {
-		prev := ""
-		if i > 0 {
-			prev = t.Nodes[i-1].Name
-		}
-		if err := checkNode(n, i > 0, prev); err != nil {
-			return err
-		}
+// generalDelim reads the delimiter want.
+func generalDelim(dec *fastjson.Decoder, want fastjson.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("decode tree: %w", err)
+	}
+	if d, ok := tok.(fastjson.Delim); !ok || d != want {
+		return fmt.Errorf("decode tree: want %v, found %v", want, tok)
 	}
 	return nil
 }
@@ -300,6 +388,11 @@ func checkNode(n *Node, hasPrev bool, prev string) error {
 	}
 	if hasPrev && prev >= n.Name {
 		return fmt.Errorf("decode tree: nodes not sorted or duplicated at %q", n.Name)
+	}
+	for _, x := range n.Xattrs {
+		if x.Name == "" {
+			return fmt.Errorf("decode tree: %q has an extended attribute without a name", n.Name)
+		}
 	}
 	switch n.Type {
 	case Dir:

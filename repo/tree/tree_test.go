@@ -135,3 +135,34 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestLinkKey(t *testing.T) {
+	a := &Node{Name: "a", Type: File, Size: 3, Links: 2, Inode: 7, DeviceID: 1, Content: []crypto.ID{{1}}}
+	b := *a
+	b.Name, b.ModTime = "b", time.Unix(5, 0)
+	if a.LinkKey() != b.LinkKey() {
+		t.Error("two links to one inode have different keys")
+	}
+	for name, change := range map[string]func(n *Node){
+		"content": func(n *Node) { n.Content = []crypto.ID{{2}} },
+		"more":    func(n *Node) { n.Content = append(n.Content, crypto.ID{1}) },
+		"size":    func(n *Node) { n.Size++ },
+		"target":  func(n *Node) { n.LinkTarget = "x" },
+		"rdev":    func(n *Node) { n.Rdev = 1 },
+		"inode":   func(n *Node) { n.Inode++ },
+	} {
+		c := *a
+		c.Content = append([]crypto.ID(nil), a.Content...)
+		change(&c)
+		if a.LinkKey() == c.LinkKey() {
+			t.Errorf("%s: nodes with different %s have the same key", name, name)
+		}
+	}
+	cp, err := NewCompact(&Tree{Nodes: []*Node{a}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.LinkData(0) != a.LinkData() {
+		t.Error("Compact.LinkData differs from Node.LinkData")
+	}
+}
