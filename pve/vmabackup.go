@@ -311,7 +311,7 @@ func (imp *importer) tree(name string) (*tree.Node, error) {
 	names := map[string]bool{}
 	for _, d := range imp.h.Devices {
 		dk := imp.devs[d.ID]
-		n := &tree.Node{Name: d.Name + DiskSuffix, Type: tree.File, Mode: 0o600, Size: d.Size, Links: 1}
+		n := &tree.Node{Name: d.Name + DiskSuffix, Type: tree.File, Mode: 0o600, Size: d.Size, Links: 1, FixedChunk: ChunkSize}
 		archiver.NodeMeta(n, t)
 		for _, p := range dk.chunks {
 			id, err := p.Wait()

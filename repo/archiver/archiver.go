@@ -104,7 +104,9 @@ type Options struct {
 	// FixedChunks, when set, says which files (by path, lstat'ed as fi)
 	// are cut into fixed-size chunks of FixedChunkSize bytes instead of
 	// content-defined ones: disk images, whose unchanged regions then stay
-	// whole chunks at fixed places (--chunker-files).
+	// whole chunks at fixed places (--chunker-files). The tree records the
+	// size (tree.Node.FixedChunk), and a file whose node in the parent
+	// snapshot has one keeps it, with or without this option.
 	FixedChunks func(path string, fi os.FileInfo) bool
 	// FixedChunkSize is the size of fixed chunks (chunker.FixedSize when 0).
 	FixedChunkSize int

@@ -156,8 +156,9 @@ func (a *archiver) saveFile(ctx context.Context, ch *chunker.Chunker, job fileJo
 		}
 	}
 	var src chunkSource = ch
-	if isDevice(job.fi) || a.opts.FixedChunks != nil && a.opts.FixedChunks(job.path, job.fi) {
-		src = chunker.NewFixed(nil, a.fixedSize())
+	if size := a.fixedFor(job); size > 0 {
+		src = chunker.NewFixed(nil, size)
+		n.FixedChunk = uint64(size)
 	}
 	content, err := a.readContent(ctx, src, job.path, n, fd)
 	fd = -1
@@ -173,6 +174,20 @@ func (a *archiver) saveFile(ctx context.Context, ch *chunker.Chunker, job fileJo
 	n.Content = content
 	a.countFile(job)
 	job.fut.node = n
+}
+
+// fixedFor returns the size of the fixed chunks a file is cut into, or 0
+// for content-defined chunks: the size the parent snapshot's node records
+// (a file keeps its chunker), or for block devices and files matching
+// Options.FixedChunks the configured one.
+func (a *archiver) fixedFor(job fileJob) int {
+	if job.prev != nil && job.prev.Type == tree.File && job.prev.FixedChunk > 0 && job.prev.FixedChunk <= tree.MaxFixedChunk {
+		return int(job.prev.FixedChunk)
+	}
+	if isDevice(job.fi) || a.opts.FixedChunks != nil && a.opts.FixedChunks(job.path, job.fi) {
+		return a.fixedSize()
+	}
+	return 0
 }
 
 func (a *archiver) countFile(job fileJob) {

@@ -40,6 +40,7 @@ type crec struct {
 	name, link, content                   span
 	mode, uid, gid                        uint32
 	user, group                           uint32 // indexes into owners
+	fixed                                 uint16 // FixedChunk / FixedChunkUnit
 	typ                                   uint8  // index into compactTypes
 	flags                                 uint8
 }
@@ -184,6 +185,7 @@ func (b *compactBuilder) add(n *Node) error {
 		mode: uint32(n.Mode), uid: n.UID, gid: n.GID,
 		user: b.interned(n.User), group: b.interned(n.Group),
 		typ:     typ,
+		fixed:   uint16(n.FixedChunk / FixedChunkUnit),
 		content: span{uint32(len(b.c.ids)), uint32(len(n.Content))},
 	}
 	var err error
@@ -281,6 +283,7 @@ func (c *Compact) Head(i int) Node {
 		Type: compactTypes[r.typ], Mode: os.FileMode(r.mode), UID: r.uid, GID: r.gid,
 		ModTime: nsTime(r.mtime), AccessTime: nsTime(r.atime), ChangeTime: nsTime(r.ctime),
 		Size: r.size, Blocks: r.blocks, Links: r.links, Inode: r.inode, DeviceID: r.dev, Rdev: r.rdev,
+		FixedChunk: uint64(r.fixed) * FixedChunkUnit,
 	}
 }
 

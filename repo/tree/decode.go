@@ -417,6 +417,8 @@ func (d *plainDecoder) node(n *Node) error {
 			var id crypto.ID
 			id, err = d.id()
 			n.Subtree = &id
+		case keyFixedChunk:
+			n.FixedChunk, err = d.uint(64)
 		}
 		return err
 	})
@@ -509,6 +511,7 @@ const (
 	keyXattrs
 	keyContent
 	keySubtree
+	keyFixedChunk
 )
 
 // nodeKey returns the bit position of a node's key, or -1.
@@ -558,6 +561,8 @@ func nodeKey(key []byte) int {
 		return keyContent
 	case "subtree":
 		return keySubtree
+	case "fixed_chunk":
+		return keyFixedChunk
 	}
 	return -1
 }

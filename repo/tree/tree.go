@@ -66,7 +66,17 @@ type Node struct {
 	Xattrs     []Xattr
 	Content    []crypto.ID // data blobs of a file, in order
 	Subtree    *crypto.ID  // tree blob of a directory
+	// FixedChunk is the size of the fixed chunks a file (a disk image) was
+	// cut into, 0 for content-defined chunks: later backups of the file
+	// keep its chunker. A multiple of FixedChunkUnit, at most MaxFixedChunk.
+	FixedChunk uint64
 }
+
+// FixedChunkUnit divides every fixed chunk size, MaxFixedChunk bounds it.
+const (
+	FixedChunkUnit = 4096
+	MaxFixedChunk  = 64 << 20
+)
 
 // IsSparse reports whether the file had holes when it was backed up.
 func (n *Node) IsSparse() bool {
@@ -98,6 +108,7 @@ type jsonNode struct {
 	Xattrs        jsonXattrs  `json:"xattrs,omitempty"`
 	Content       []crypto.ID `json:"content,omitempty"`
 	Subtree       *crypto.ID  `json:"subtree,omitempty"`
+	FixedChunk    uint64      `json:"fixed_chunk,omitempty"`
 }
 
 type jsonXattr struct {
@@ -180,7 +191,7 @@ func (n *Node) wire() jsonNode {
 		Type: n.Type, Mode: n.Mode, UID: n.UID, GID: n.GID, User: n.User, Group: n.Group,
 		ModTime: timeNS(n.ModTime), AccessTime: timeNS(n.AccessTime), ChangeTime: timeNS(n.ChangeTime),
 		Size: n.Size, Blocks: n.Blocks, Links: n.Links, Inode: n.Inode, DeviceID: n.DeviceID, Rdev: n.Rdev,
-		Content: n.Content, Subtree: n.Subtree,
+		Content: n.Content, Subtree: n.Subtree, FixedChunk: n.FixedChunk,
 	}
 	j.Name, j.NameRaw = splitString(n.Name)
 	j.LinkTarget, j.LinkTargetRaw = splitString(n.LinkTarget)
@@ -213,6 +224,7 @@ func (j *jsonNode) node() Node {
 		ModTime: nsTime(j.ModTime), AccessTime: nsTime(j.AccessTime), ChangeTime: nsTime(j.ChangeTime),
 		Size: j.Size, Blocks: j.Blocks, Links: j.Links, Inode: j.Inode, DeviceID: j.DeviceID, Rdev: j.Rdev,
 		LinkTarget: joinString(j.LinkTarget, j.LinkTargetRaw), Content: j.Content, Subtree: j.Subtree,
+		FixedChunk: j.FixedChunk,
 	}
 	for _, jx := range j.Xattrs {
 		n.Xattrs = append(n.Xattrs, Xattr{Name: joinString(jx.Name, jx.NameRaw), Value: jx.Value})
@@ -393,6 +405,9 @@ func checkNode(n *Node, hasPrev bool, prev string) error {
 		if x.Name == "" {
 			return fmt.Errorf("decode tree: %q has an extended attribute without a name", n.Name)
 		}
+	}
+	if n.FixedChunk != 0 && (n.Type != File || n.FixedChunk%FixedChunkUnit != 0 || n.FixedChunk > MaxFixedChunk) {
+		return fmt.Errorf("decode tree: %s %q has fixed chunks of %d bytes", n.Type, n.Name, n.FixedChunk)
 	}
 	switch n.Type {
 	case Dir:
