@@ -72,7 +72,8 @@ func (c *Fixed) Next(buf []byte) ([]byte, error) {
 
 // ParseFixed reads a chunker name as the tree records it and --chunker
 // takes it: "fixed" (FixedSize) or "fixed:SIZE" with SIZE in bytes or with
-// a K, M or G suffix (powers of 1024), between 64 KiB and 64 MiB.
+// a K, M or G suffix (powers of 1024): a multiple of 4 KiB between 64 KiB
+// and 64 MiB.
 func ParseFixed(s string) (int, error) {
 	if s == "fixed" {
 		return FixedSize, nil
@@ -101,8 +102,8 @@ func ParseFixed(s string) (int, error) {
 		n = n*10 + int(d-'0')
 	}
 	n *= mult
-	if n < 64<<10 || n > 64<<20 {
-		return 0, fmt.Errorf("chunker %q: size must be between 64 KiB and 64 MiB", s)
+	if n < 64<<10 || n > 64<<20 || n%4096 != 0 {
+		return 0, fmt.Errorf("chunker %q: size must be a multiple of 4 KiB between 64 KiB and 64 MiB", s)
 	}
 	return n, nil
 }
