@@ -205,6 +205,22 @@ func TestPVEDumpDeduplicatesMountsAndDumpsBack(t *testing.T) {
 		t.Errorf("dump of one disk: exit %d, %d bytes", res.code, len(res.stdout))
 	}
 
+	// restore recreates the .vma file (or, asked, the directory).
+	target := filepath.Join(e.dir, "restored")
+	e.must("restore", id3, "--target", target)
+	b, err := os.ReadFile(filepath.Join(target, "vm-100.vma"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conf, disks := readVMA(t, b); !bytes.Equal(conf, vm.conf) || !bytes.Equal(disks["drive-scsi0"], vm.disks[0]) {
+		t.Error("the restored .vma holds another guest")
+	}
+	target2 := filepath.Join(e.dir, "restored2")
+	e.must("restore", id3, "--target", target2, "--vma-as-directory")
+	if b, err := os.ReadFile(filepath.Join(target2, "vm-100.vma", "drive-scsi0.raw")); err != nil || !bytes.Equal(b, vm.disks[0]) {
+		t.Errorf("restored disk image: %v", err)
+	}
+
 	// The mount shows each disk as a file equal to it.
 	m := e.mount()
 	p := filepath.Join(m.dir, "ids", id3[:8], "vm-100.vma", "drive-scsi0.raw")

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"runtime"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"dj/pve"
 	"dj/repo"
 	"dj/repo/restorer"
 	"dj/repo/tree"
@@ -25,7 +28,9 @@ metadata; ownership too when run as root. As with restic, the backed-up absolute
 paths are recreated under DIR: /home/ann/x comes back as DIR/home/ann/x, while
 SNAPSHOT:/home/ann restores the content of /home/ann directly into DIR.
 Nothing is ever written outside DIR. Files whose data is damaged are named and
-make the exit code 1; every intact file is still restored.
+make the exit code 1; every intact file is still restored. A Proxmox VE dump
+stored by backup (NAME.vma) comes back as the VMA file, ready for qmrestore,
+unless --vma-as-directory.
 
 Examples:
    dj restore latest --target /tmp/restore
@@ -39,6 +44,7 @@ Examples:
 			&cli.StringSliceFlag{Name: "iexclude", Usage: "like --exclude, ignoring case: do not restore paths matching `PATTERN`"},
 			&cli.BoolFlag{Name: "verify", Usage: "read restored files back and check them against the snapshot"},
 			&cli.BoolFlag{Name: "sparse", Usage: "write all-zero chunks as holes in every file"},
+			&cli.BoolFlag{Name: "vma-as-directory", Usage: "restore a stored Proxmox VE dump (NAME.vma) as the directory of its configs and disk images, not as the VMA file"},
 		),
 		Action: runRestore,
 	}
@@ -81,6 +87,12 @@ func runRestore(c *cli.Context) error {
 		Sparse: c.Bool("sparse"), Verify: c.Bool("verify"), Owner: os.Geteuid() == 0,
 		// Across a network each blob costs a round trip: more in flight.
 		Workers: remoteWorkers(e),
+		AsFile: func(n *tree.Node) func(context.Context, io.Writer) error {
+			if c.Bool("vma-as-directory") || !pve.IsVMADir(n) {
+				return nil
+			}
+			return func(ctx context.Context, w io.Writer) error { return pve.WriteVMA(ctx, r, n, w) }
+		},
 		Warn: func(p string, err error) {
 			mu.Lock()
 			defer mu.Unlock()

@@ -32,6 +32,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -92,6 +93,11 @@ type Options struct {
 	// Progress, if set, is called a few times a second and once at the
 	// end. Its totals come from a quick walk over the trees first.
 	Progress func(Progress)
+	// AsFile, when set, is asked about every selected directory: when it
+	// returns a writer, the directory is restored as one file of its name
+	// that the writer fills (a stored Proxmox VE dump, NAME.vma, becomes
+	// the VMA file again).
+	AsFile func(n *tree.Node) func(ctx context.Context, w io.Writer) error
 	// Warn, if set, is told about problems with single items: damaged
 	// files, metadata that could not be set. It may be called from several
 	// goroutines at once.

@@ -4,9 +4,11 @@
 package restorer
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -15,6 +17,8 @@ import (
 	"dj/repo/crypto"
 	"dj/repo/fsnode"
 	"dj/repo/tree"
+
+	"golang.org/x/sys/unix"
 )
 
 // dirState follows a directory whose metadata is applied once everything
@@ -144,6 +148,12 @@ func (r *restorer) walk(ctx context.Context, d *dirState, t *tree.Tree, ancestor
 		fsPath := filepath.Join(d.path, n.Name)
 
 		if n.Type == tree.Dir {
+			if r.opts.AsFile != nil && r.selected(rel) {
+				if write := r.opts.AsFile(n); write != nil {
+					r.writeAsFile(ctx, d, fsPath, rel, n, write)
+					continue
+				}
+			}
 			r.walkDir(ctx, d, n, fsPath, rel, ancestors)
 			continue
 		}
@@ -175,6 +185,40 @@ func (r *restorer) walk(ctx context.Context, d *dirState, t *tree.Tree, ancestor
 			r.applyMeta(fsPath, rel, n, true)
 		}
 	}
+}
+
+// writeAsFile restores directory n of d as one file that write fills
+// (Options.AsFile), owned as the directory, mode 0600, with its times.
+func (r *restorer) writeAsFile(ctx context.Context, d *dirState, fsPath, rel string, n *tree.Node, write func(context.Context, io.Writer) error) {
+	if err := r.ensureDir(d); err != nil {
+		r.fail(rel, err)
+		return
+	}
+	if err := clearPath(fsPath); err != nil {
+		r.fail(rel, err)
+		return
+	}
+	f, err := os.OpenFile(fsPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		r.fail(rel, err)
+		return
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	err = write(ctx, bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		r.fail(rel, err)
+		return
+	}
+	r.files.Add(1)
+	c := *n
+	c.Type, c.Mode, c.Subtree, c.Xattrs = tree.File, 0o600, nil, nil
+	r.applyMeta(fsPath, rel, &c, true)
 }
 
 // walkDir restores directory n of d.
