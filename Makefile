@@ -14,7 +14,7 @@ TEST_CMDS := fusermount3 rsync getfattr setfacl restic sshd ssh ssh-keygen rclon
 BENCH_DEBS := restic time fio
 DEMO      := demo
 
-.PHONY: all build install demo test test-deps unit integration bench bench-deps vet race stress clean
+.PHONY: all build install demo test test-deps unit integration bench bench-deps vet race stress reliability-short clean
 
 all: build
 
@@ -63,6 +63,14 @@ stress: build test-deps
 	DJ_STRESS=1 DJ_RELIABILITY_DIR=$(RELIABILITY_DIR) $(GO) test -count=1 -timeout 24h -run 'TestBattery' ./...
 	FUZZTIME=$(FUZZTIME) DJ_RELIABILITY_DIR=$(RELIABILITY_DIR) ./scripts/fuzz.sh
 	./scripts/reliability-report.sh $(RELIABILITY_DIR)
+
+# The battery in its short form (as in make test), recording its counts:
+# minutes instead of hours, for a RELIABILITY.md between stress runs.
+reliability-short: build test-deps
+	rm -rf $(RELIABILITY_DIR) && mkdir -p $(RELIABILITY_DIR)
+	DJ_RELIABILITY_DIR=$(RELIABILITY_DIR) $(GO) test -count=1 -timeout 2h -run 'TestBattery' ./...
+	FUZZTIME=1m DJ_RELIABILITY_DIR=$(RELIABILITY_DIR) ./scripts/fuzz.sh
+	FORM="the short battery, \`make reliability-short\` (fuzzing 1 minute a target)" ./scripts/reliability-report.sh $(RELIABILITY_DIR)
 
 bench-deps: test-deps
 	@command -v restic >/dev/null 2>&1 && command -v fio >/dev/null 2>&1 && [ -x /usr/bin/time ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DEBS) >/dev/null; }

@@ -5,10 +5,12 @@
 set -euo pipefail
 dir=${1:?usage: reliability-report.sh DIR [OUT]}
 out=${2:-integration/bench/RELIABILITY.md}
+# FORM says which length of the battery recorded the tables.
+form=${FORM:-"the full battery, \`make stress\` (DJ_STRESS=1)"}
 {
   echo "# dj reliability battery"
   echo
-  echo "Counts recorded by \`make stress\` (DJ_STRESS=1) on $(date -u +%Y-%m-%d) at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), on $(nproc) cores."
+  echo "Counts recorded by $form on $(date -u +%Y-%m-%d) at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), on $(nproc) cores."
   echo "Each table is written by the test named in its section; \`make test\` runs the same tests in their short form."
   for f in "$dir"/*.md; do
     [ -e "$f" ] || continue
