@@ -63,6 +63,9 @@ type Options struct {
 	Compression string
 	// KDF is used for new keys (default crypto.DefaultKDF).
 	KDF *crypto.KDFParams
+	// LockRefresh and LockStale replace LockRefreshInterval and
+	// LockStaleAfter when set (tests shorten them; see LockTiming).
+	LockRefresh, LockStale time.Duration
 }
 
 // Repository is an open repository. It is safe for concurrent use.

@@ -281,11 +281,18 @@ Example:
 				return err
 			}
 			defer r.Close()
-			n, err := r.RemoveLocks(e.ctx, c.Bool("remove-all"))
+			removed, err := r.RemoveLocks(e.ctx, c.Bool("remove-all"))
+			for _, l := range removed {
+				why := l.StaleReason()
+				if why == "" {
+					why = "--remove-all"
+				}
+				e.printf("removed %s: %s\n", l, why)
+			}
 			if err != nil {
 				return err
 			}
-			e.printf("removed %d lock(s)\n", n)
+			e.printf("removed %d lock(s)\n", len(removed))
 			return nil
 		},
 	}
