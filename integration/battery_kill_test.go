@@ -335,6 +335,9 @@ var killCmds = []killCmd{
 	}},
 }
 
+// killHeader is the header of the battery's table (section "kills").
+var killHeader = []string{"command", "backend", "kills", "killed midway", "locks named by unlock", "survived (unlock, check --read-data, restores, re-run)"}
+
 // killBackend makes repositories on one backend.
 type killBackend struct {
 	name string
@@ -397,7 +400,6 @@ func TestBatteryKills(t *testing.T) {
 		)
 	}
 	begin := time.Now()
-	header := []string{"command", "backend", "kills", "killed midway", "locks named by unlock", "survived (unlock, check --read-data, restores, re-run)"}
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
 			newRepo := b.start(t)
@@ -411,7 +413,7 @@ func TestBatteryKills(t *testing.T) {
 					if t.Failed() {
 						survived--
 					}
-					recordReliability(t, "kills", header, c.name, b.name, strconv.Itoa(kr.kills),
+					recordReliability(t, "kills", killHeader, c.name, b.name, strconv.Itoa(kr.kills),
 						strconv.Itoa(kr.midway), strconv.Itoa(kr.named), strconv.Itoa(survived))
 				})
 			}
@@ -482,4 +484,125 @@ func killCommand(t *testing.T, backend string, kills int, newRepo func(*env, str
 	t.Logf("%s on %s: %d kills, %d midway, %d locks named by unlock; runs take %v; %v",
 		c.name, backend, kr.kills, kr.midway, kr.named, took.Round(time.Millisecond), time.Since(begin).Round(time.Millisecond))
 	return kr
+}
+
+// lockLostTiming shortens the lock timing of every dj in
+// TestBatteryLockLost: refreshed every 300ms, stale after 2s.
+const lockLostTiming = "DJ_TEST_LOCK=refresh=300ms,stale=2s"
+
+// TestBatteryLockLost stops a backup (SIGSTOP) once it has uploaded a
+// pack, and while it is stopped another client takes its lock for gone
+// and prunes: either because the lock went stale (not refreshed for
+// longer than its stale time), or because `dj unlock --remove-all`
+// removed it. Prune deletes the stopped backup's packs. On SIGCONT the
+// backup must notice that its lock was lost and fail with a clear error,
+// without writing a snapshot (which would name the deleted packs); the
+// repository checks, the earlier snapshot restores, and the backup run
+// again completes (restic #2715, #3486).
+func TestBatteryLockLost(t *testing.T) {
+	runs := batteryRuns(1, 50)
+	e := newEnv(t)
+	e.extraEnv = append(e.extraEnv, lockLostTiming)
+	e.must("init")
+	g := newTreeGen(t, 3486)
+	src := filepath.Join(e.dir, "src")
+	g.addFiles(src, 1<<20)
+	want := map[string]manifest{e.backupSnapshot(src): scanTree(t, src)}
+	for _, how := range []string{"stale", "removed"} {
+		var pruned, failed, written, named int
+		for run := 0; run < runs; run++ {
+			big := filepath.Join(e.dir, "big")
+			os.RemoveAll(big)
+			g.addFiles(big, 24<<20)
+			before := e.packCount()
+			// Removed: a stale time long enough that only the removal
+			// of the lock file can tell the backup its lock is lost.
+			timing, reason := []string(nil), "not refreshed since"
+			if how == "removed" {
+				timing, reason = []string{"DJ_TEST_LOCK=refresh=300ms,stale=1m"}, "was removed from the repository"
+			}
+			p, _ := e.start(timing, false, "--limit-upload", "8192", "--pack-size", "4", "backup", big)
+			deadline := time.Now().Add(time.Minute)
+			for e.packCount() == before {
+				if time.Now().After(deadline) {
+					p.cmd.Process.Kill()
+					t.Fatal("the backup wrote no pack within a minute")
+				}
+				select {
+				case <-p.done:
+					res, _ := p.wait()
+					t.Fatalf("the backup ended before it wrote a pack: exit %d\n%s", res.code, res.stderr)
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+			if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			stopped := time.Now()
+			if how == "stale" {
+				time.Sleep(2500 * time.Millisecond) // past the stale time
+			} else {
+				out := e.must("unlock", "--remove-all")
+				if !strings.Contains(out, "PID "+strconv.Itoa(p.cmd.Process.Pid)+" ") {
+					t.Errorf("unlock --remove-all does not name the stopped backup's lock:\n%s", out)
+				} else {
+					named++
+				}
+			}
+			packs := e.packCount()
+			var pj pruneJSON
+			parseJSON(t, "prune --json", e.must("prune", "--json", "--keep-delete", "0s", "--max-unused", "0%"), &pj)
+			pruned += len(pj.UnindexedDeleted) + len(pj.PacksDeleted)
+			t.Logf("%s run %d: backup stopped for %v with %d new packs; prune deleted %d unindexed, %d indexed packs",
+				how, run, time.Since(stopped).Round(time.Millisecond), packs-before, len(pj.UnindexedDeleted), len(pj.PacksDeleted))
+			if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			res, killed := p.wait()
+			msg := strings.TrimSpace(res.stderr)
+			switch {
+			case killed:
+				t.Fatalf("%s run %d: the backup died of a signal", how, run)
+			case res.code == 0:
+				written++
+				t.Errorf("%s run %d: the backup whose lock was lost succeeded:\n%s", how, run, res.stdout)
+			case !strings.Contains(msg, "lock was lost") || !strings.Contains(msg, reason) || strings.Count(msg, "\n") > 0:
+				t.Errorf("%s run %d: the backup failed (exit %d) without one clear line saying its lock was lost (%s):\n%s", how, run, res.code, reason, msg)
+			default:
+				failed++
+				t.Logf("%s run %d: exit %d: %s", how, run, res.code, msg)
+			}
+			if n := len(e.snapshots()); n != len(want) {
+				written++
+				t.Fatalf("%s run %d: %d snapshots after the backup that lost its lock, want %d", how, run, n, len(want))
+			}
+			if left := e.locksLeft(); len(left) > 0 {
+				t.Errorf("%s run %d: the failed backup left its lock: %v", how, run, left)
+				e.must("unlock", "--remove-all")
+			}
+			// What the prune left (pending packs, an index naming
+			// deleted packs of the stopped backup) is cleaned up, the
+			// repository checks, and the backup taken again works.
+			e.must("prune", "--keep-delete", "0s", "--max-unused", "0%")
+			e.checkAndRestoreAll(src, want)
+			if r := e.run("backup", "--quiet", big); r.code != 0 {
+				t.Fatalf("%s run %d: the backup run again: exit %d\n%s", how, run, r.code, r.stderr)
+			}
+			e.must("check", "--read-data")
+			// Keep only the first snapshot for the next run.
+			for _, s := range e.snapshots() {
+				if _, ok := want[s.ID]; !ok {
+					e.must("forget", s.ID)
+				}
+			}
+		}
+		// One table for the section: a stop counts as a kill; survived
+		// means the backup failed with its lost lock and wrote nothing.
+		recordReliability(t, "kills", killHeader,
+			fmt.Sprintf("backup SIGSTOPped, lock %s, other client prunes (%d packs pruned, %d snapshots written)", how, pruned, written),
+			"local", strconv.Itoa(runs), strconv.Itoa(runs), strconv.Itoa(named), strconv.Itoa(failed))
+		if pruned == 0 {
+			t.Errorf("%s: prune deleted none of the stopped backups' packs: the test did not test the case", how)
+		}
+	}
 }

@@ -185,13 +185,17 @@ func (l *Lock) Verify(ctx context.Context) error {
 // a missing file are returned as they are: the storage may be briefly
 // unreachable, and the time check covers a storage that stays so.
 func (l *Lock) statLocked(ctx context.Context) error {
-	_, err := l.r.be.Stat(ctx, backend.Handle{Type: backend.LockFile, Name: l.id.String()})
+	return l.statIDLocked(ctx, l.id)
+}
+
+func (l *Lock) statIDLocked(ctx context.Context, id crypto.ID) error {
+	_, err := l.r.be.Stat(ctx, backend.Handle{Type: backend.LockFile, Name: id.String()})
 	if errors.Is(err, os.ErrNotExist) {
 		l.setLostLocked("was removed from the repository by another process")
 		return l.checkLocked(time.Now().Round(0))
 	}
 	if err != nil {
-		return fmt.Errorf("check lock %s: %w", l.id.Short(), err)
+		return fmt.Errorf("check lock %s: %w", id.Short(), err)
 	}
 	return nil
 }
@@ -352,13 +356,7 @@ func (l *Lock) refresh() {
 			l.mu.Lock()
 			info := l.info
 			info.Time = time.Now()
-			lost := l.checkLocked(info.Time.Round(0)) != nil
-			if !lost {
-				// A lock file removed by another process is lost
-				// too: a prune may have run without seeing it.
-				lost = errors.Is(l.statLocked(ctx), ErrLockLost)
-			}
-			if lost {
+			if l.checkLocked(info.Time.Round(0)) != nil {
 				// Lost: writing the lock again would make it look
 				// live to others although they may have acted on it.
 				l.mu.Unlock()
@@ -367,14 +365,27 @@ func (l *Lock) refresh() {
 			}
 			old := l.id
 			id, err := l.r.writeLock(ctx, &info)
-			if err == nil {
-				l.id = id
-				l.info = info
-				l.lastOK = info.Time.Round(0)
-				_ = l.r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: old.String()})
-			} else {
+			if err != nil {
 				l.failed = err
+				l.mu.Unlock()
+				cancel()
+				continue
 			}
+			l.id = id
+			// The old file must still be there once the new one is: a
+			// lock file removed by another process (an unlock that
+			// took it for stale, unlock --remove-all) means a prune may
+			// have run without seeing this lock. Checked after the new
+			// file is written, so that anyone who lists the locks after
+			// the old file is gone sees the new one.
+			if errors.Is(l.statIDLocked(ctx, old), ErrLockLost) {
+				l.mu.Unlock()
+				cancel()
+				return
+			}
+			l.info = info
+			l.lastOK = info.Time.Round(0)
+			_ = l.r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: old.String()})
 			l.mu.Unlock()
 			cancel()
 		}
