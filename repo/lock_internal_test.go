@@ -215,3 +215,39 @@ func TestLockLostDuringSnapshotWrite(t *testing.T) {
 		t.Fatal("Lost not closed")
 	}
 }
+
+// unlockDuringRefresh is a backend on which another client removes every
+// lock file while this one writes its refreshed lock file.
+type unlockDuringRefresh struct{ backend.Backend }
+
+func (u unlockDuringRefresh) Save(ctx context.Context, h backend.Handle, data []byte) error {
+	if h.Type == backend.LockFile {
+		u.Backend.List(ctx, backend.LockFile, func(fi backend.FileInfo) error {
+			return u.Backend.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: fi.Name})
+		})
+	}
+	return u.Backend.Save(ctx, h, data)
+}
+
+// TestLockRemovedDuringRefresh: a lock file removed by another client
+// while a refresh writes its successor is lost, although the successor
+// exists: a prune may have listed the locks in between and seen none.
+func TestLockRemovedDuringRefresh(t *testing.T) {
+	ctx := context.Background()
+	r := TestRepository(t, mem.New())
+	r.opts.LockRefresh, r.opts.LockStale = 50*time.Millisecond, time.Minute
+	l, err := r.Lock(ctx, LockShared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock(ctx)
+	r.be = unlockDuringRefresh{r.be}
+	select {
+	case <-l.Lost():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a lock removed during its refresh is taken for held")
+	}
+	if err := r.SaveSnapshot(ctx, &snapshot.Snapshot{Time: time.Now(), Paths: []string{"/x"}}); !errors.Is(err, ErrLockLost) {
+		t.Fatalf("snapshot after the lock was removed: %v, want ErrLockLost", err)
+	}
+}
