@@ -517,7 +517,12 @@ func (e *env) lock(r *repo.Repository, kind repo.LockKind, readOnly bool) (func(
 	if err != nil {
 		return nil, err
 	}
-	stopWatch := watchLock(e.ctx, l)
+	// A writer stops as soon as its lock is lost; a reader (a mount may
+	// run for weeks, through suspends) goes on: it writes nothing.
+	stopWatch := func() {}
+	if kind != repo.LockRead {
+		stopWatch = watchLock(e.ctx, l)
+	}
 	return func() {
 		stopWatch()
 		ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout(e.ctx))
