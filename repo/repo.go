@@ -64,7 +64,8 @@ type Options struct {
 	// KDF is used for new keys (default crypto.DefaultKDF).
 	KDF *crypto.KDFParams
 	// LockRefresh and LockStale replace LockRefreshInterval and
-	// LockStaleAfter when set (tests shorten them; see LockTiming).
+	// LockStaleAfter when both are set, the refresh the shorter (the
+	// end-to-end tests shorten them through DJ_TEST_LOCK).
 	LockRefresh, LockStale time.Duration
 }
 
