@@ -336,7 +336,16 @@ var killCmds = []killCmd{
 }
 
 // killHeader is the header of the battery's table (section "kills").
-var killHeader = []string{"command", "backend", "kills", "killed midway", "locks named by unlock", "survived (unlock, check --read-data, restores, re-run)"}
+var killHeader = []string{"command", "backend", "kills", "killed midway", "locks named by unlock", "survived (unlock, check --read-data, restores, re-run)", "form"}
+
+// batteryForm names the battery's length for the record: the short form
+// kills fewer times on the remote backends.
+func batteryForm() string {
+	if stressMode() {
+		return "full"
+	}
+	return "short (remote backends: 1 kill per command; SFTP: backup only)"
+}
 
 // killBackend makes repositories on one backend.
 type killBackend struct {
@@ -415,7 +424,7 @@ func TestBatteryKills(t *testing.T) {
 						survived--
 					}
 					recordReliability(t, "kills", killHeader, c.name, b.name, strconv.Itoa(kr.kills),
-						strconv.Itoa(kr.midway), strconv.Itoa(kr.named), strconv.Itoa(survived))
+						strconv.Itoa(kr.midway), strconv.Itoa(kr.named), strconv.Itoa(survived), batteryForm())
 				})
 			}
 		})
@@ -601,7 +610,7 @@ func TestBatteryLockLost(t *testing.T) {
 		// means the backup failed with its lost lock and wrote nothing.
 		recordReliability(t, "kills", killHeader,
 			fmt.Sprintf("backup SIGSTOPped, lock %s, other client prunes (%d packs pruned, %d snapshots written)", how, pruned, written),
-			"local", strconv.Itoa(runs), strconv.Itoa(runs), strconv.Itoa(named), strconv.Itoa(failed))
+			"local", strconv.Itoa(runs), strconv.Itoa(runs), strconv.Itoa(named), strconv.Itoa(failed), batteryForm())
 		if pruned == 0 {
 			t.Errorf("%s: prune deleted none of the stopped backups' packs: the test did not test the case", how)
 		}
