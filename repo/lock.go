@@ -352,7 +352,7 @@ func (l *Lock) refresh() {
 		case <-l.stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), max(l.refreshEvery, time.Second))
+			ctx, cancel := context.WithTimeout(context.Background(), min(max(l.refreshEvery, time.Second), time.Minute))
 			l.mu.Lock()
 			info := l.info
 			info.Time = time.Now()
