@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,12 +217,15 @@ func TestLockLostDuringSnapshotWrite(t *testing.T) {
 	}
 }
 
-// unlockDuringRefresh is a backend on which another client removes every
-// lock file while this one writes its refreshed lock file.
-type unlockDuringRefresh struct{ backend.Backend }
+// unlockDuringRefresh is a backend on which, once on is set, another
+// client removes every lock file while this one writes a lock file.
+type unlockDuringRefresh struct {
+	backend.Backend
+	on *atomic.Bool
+}
 
 func (u unlockDuringRefresh) Save(ctx context.Context, h backend.Handle, data []byte) error {
-	if h.Type == backend.LockFile {
+	if h.Type == backend.LockFile && u.on.Load() {
 		u.Backend.List(ctx, backend.LockFile, func(fi backend.FileInfo) error {
 			return u.Backend.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: fi.Name})
 		})
@@ -236,12 +240,14 @@ func TestLockRemovedDuringRefresh(t *testing.T) {
 	ctx := context.Background()
 	r := TestRepository(t, mem.New())
 	r.opts.LockRefresh, r.opts.LockStale = 50*time.Millisecond, time.Minute
+	var on atomic.Bool
+	r.be = unlockDuringRefresh{r.be, &on}
 	l, err := r.Lock(ctx, LockShared)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Unlock(ctx)
-	r.be = unlockDuringRefresh{r.be}
+	on.Store(true)
 	select {
 	case <-l.Lost():
 	case <-time.After(5 * time.Second):
