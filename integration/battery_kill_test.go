@@ -341,10 +341,14 @@ var killHeader = []string{"command", "backend", "kills", "killed midway", "locks
 // batteryForm names the battery's length for the record: the short form
 // kills fewer times on the remote backends.
 func batteryForm() string {
+	form := "short (remote backends: 1 kill per command; SFTP: backup only)"
 	if stressMode() {
-		return "full"
+		form = "full"
 	}
-	return "short (remote backends: 1 kill per command; SFTP: backup only)"
+	if n := os.Getenv("DJ_BATTERY_RUNS"); n != "" {
+		form += ", DJ_BATTERY_RUNS=" + n
+	}
+	return form
 }
 
 // killBackend makes repositories on one backend.
