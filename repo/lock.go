@@ -44,13 +44,22 @@ var ErrLocked = errors.New("repository is locked")
 // process, storage that was unreachable). A prune may then have deleted
 // packs this process wrote, so the process must not write an index or a
 // snapshot that could refer to them.
-var ErrLockLost = errors.New("the repository lock was lost (not refreshed in time); nothing more was written")
+var ErrLockLost = errors.New("the repository lock was lost")
 
-// lockLostAfter is how long a lock may go without a successful refresh
-// before its holder treats it as lost: a refresh interval short of
-// LockStaleAfter, so the holder gives up before anyone else may call the
-// lock stale.
-const lockLostAfter = LockStaleAfter - LockRefreshInterval
+// lockTiming returns the lock refresh interval and stale time of this
+// handle: LockRefreshInterval and LockStaleAfter unless Options set both
+// (tests shorten them) with the refresh shorter than the stale time.
+//
+// A lock may go lostAfter = stale - refresh without a successful refresh
+// before its holder treats it as lost: a refresh interval short of the
+// stale time, so the holder gives up before anyone else may call the lock
+// stale.
+func (r *Repository) lockTiming() (refresh, stale time.Duration) {
+	if o := r.opts; o.LockRefresh > 0 && o.LockStale > o.LockRefresh {
+		return o.LockRefresh, o.LockStale
+	}
+	return LockRefreshInterval, LockStaleAfter
+}
 
 // LockInfo is the content of a lock file.
 type LockInfo struct {
@@ -63,19 +72,32 @@ type LockInfo struct {
 	PID       int       `json:"pid"`
 
 	ID crypto.ID `json:"-"`
+
+	// staleAfter is the stale time of the handle that loaded the lock
+	// (zero: LockStaleAfter).
+	staleAfter time.Duration
 }
 
 // Stale reports whether the lock's holder is certainly gone: not refreshed
 // for LockStaleAfter, or its process no longer runs on this host.
-func (l *LockInfo) Stale() bool {
-	if time.Since(l.Time) > LockStaleAfter {
-		return true
+func (l *LockInfo) Stale() bool { return l.StaleReason() != "" }
+
+// StaleReason says why the lock is stale ("" when it is not): its process
+// is gone, or it was not refreshed in time.
+func (l *LockInfo) StaleReason() string {
+	stale := l.staleAfter
+	if stale <= 0 {
+		stale = LockStaleAfter
+	}
+	if age := time.Since(l.Time); age > stale {
+		return fmt.Sprintf("not refreshed for %s (stale after %s)", age.Round(time.Second), stale)
 	}
 	if l.Hostname == hostname() && l.PID > 0 {
-		err := syscall.Kill(l.PID, 0)
-		return errors.Is(err, syscall.ESRCH)
+		if err := syscall.Kill(l.PID, 0); errors.Is(err, syscall.ESRCH) {
+			return fmt.Sprintf("process %d no longer runs on %s", l.PID, l.Hostname)
+		}
 	}
-	return false
+	return ""
 }
 
 func conflicts(a, b LockKind) bool {
@@ -104,11 +126,19 @@ type Lock struct {
 	// successfully (monotonic reading stripped: a suspended machine's
 	// monotonic clock stands still, the wall clock does not).
 	lastOK time.Time
-	lost   bool
+	// refreshEvery and lostAfter are the handle's lock timing: the
+	// refresh interval, and the time without a successful refresh after
+	// which the lock counts as lost (stale time - refresh interval).
+	refreshEvery, lostAfter time.Duration
+	// lost is why the lock was lost ("" while it is held); lostCh is
+	// closed when it is lost.
+	lost   string
+	lostCh chan struct{}
 }
 
 // Check returns ErrLockLost if the lock has, at any moment since it was
-// taken, gone longer than lockLostAfter without a successful refresh.
+// taken, gone longer than its stale time less one refresh interval
+// without a successful refresh, or if a refresh found its file removed.
 // Once lost, a lock stays lost: a refresh that succeeds later cannot undo
 // what others did while it looked stale.
 func (l *Lock) Check() error {
@@ -117,12 +147,55 @@ func (l *Lock) Check() error {
 	return l.checkLocked(time.Now().Round(0))
 }
 
+// Lost is closed when the lock is found lost (by its refresher, by Check,
+// or by Verify); the command holding it should stop.
+func (l *Lock) Lost() <-chan struct{} { return l.lostCh }
+
 func (l *Lock) checkLocked(now time.Time) error {
-	if !l.lost && now.Sub(l.lastOK) > lockLostAfter {
-		l.lost = true
+	if l.lost == "" && now.Sub(l.lastOK) > l.lostAfter {
+		l.setLostLocked(fmt.Sprintf("not refreshed since %s, %s ago", l.lastOK.Format(time.RFC3339), now.Sub(l.lastOK).Round(time.Second)))
 	}
-	if l.lost {
-		return fmt.Errorf("%w (lock %s, last refreshed %s)", ErrLockLost, l.id.Short(), l.lastOK.Format(time.RFC3339))
+	if l.lost != "" {
+		return fmt.Errorf("%w: %s lock %s %s; nothing more was written (run the command again)", ErrLockLost, l.info.Kind, l.id.Short(), l.lost)
+	}
+	return nil
+}
+
+func (l *Lock) setLostLocked(why string) {
+	if l.lost == "" {
+		l.lost = why
+		close(l.lostCh)
+	}
+}
+
+// Verify is Check, and also makes sure the lock file is still in the
+// repository: another process may have removed it (`dj unlock
+// --remove-all`, or an unlock on another host that took it for stale),
+// and then a prune may not have seen it.
+func (l *Lock) Verify(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.checkLocked(time.Now().Round(0)); err != nil {
+		return err
+	}
+	return l.statLocked(ctx)
+}
+
+// statLocked marks the lock lost if its file is gone. Errors other than
+// a missing file are returned as they are: the storage may be briefly
+// unreachable, and the time check covers a storage that stays so.
+func (l *Lock) statLocked(ctx context.Context) error {
+	return l.statIDLocked(ctx, l.id)
+}
+
+func (l *Lock) statIDLocked(ctx context.Context, id crypto.ID) error {
+	_, err := l.r.be.Stat(ctx, backend.Handle{Type: backend.LockFile, Name: id.String()})
+	if errors.Is(err, os.ErrNotExist) {
+		l.setLostLocked("was removed from the repository by another process")
+		return l.checkLocked(time.Now().Round(0))
+	}
+	if err != nil {
+		return fmt.Errorf("check lock %s: %w", id.Short(), err)
 	}
 	return nil
 }
@@ -163,6 +236,7 @@ func (r *Repository) listLocks(ctx context.Context, skip crypto.ID) ([]*LockInfo
 				return
 			}
 			li.ID = id
+			_, li.staleAfter = r.lockTiming()
 			infos[i] = &li
 		}()
 	}
@@ -261,7 +335,9 @@ func (r *Repository) Lock(ctx context.Context, kind LockKind) (*Lock, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	l := &Lock{r: r, info: li, id: id, stop: make(chan struct{}), done: make(chan struct{}), lastOK: now.Round(0)}
+	refresh, stale := r.lockTiming()
+	l := &Lock{r: r, info: li, id: id, stop: make(chan struct{}), done: make(chan struct{}), lastOK: now.Round(0),
+		refreshEvery: refresh, lostAfter: stale - refresh, lostCh: make(chan struct{})}
 	r.locks.add(l)
 	go l.refresh()
 	return l, nil
@@ -269,14 +345,14 @@ func (r *Repository) Lock(ctx context.Context, kind LockKind) (*Lock, error) {
 
 func (l *Lock) refresh() {
 	defer close(l.done)
-	t := time.NewTicker(LockRefreshInterval)
+	t := time.NewTicker(l.refreshEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-l.stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			ctx, cancel := context.WithTimeout(context.Background(), min(max(l.refreshEvery, time.Second), time.Minute))
 			l.mu.Lock()
 			info := l.info
 			info.Time = time.Now()
@@ -289,14 +365,27 @@ func (l *Lock) refresh() {
 			}
 			old := l.id
 			id, err := l.r.writeLock(ctx, &info)
-			if err == nil {
-				l.id = id
-				l.info = info
-				l.lastOK = info.Time.Round(0)
-				_ = l.r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: old.String()})
-			} else {
+			if err != nil {
 				l.failed = err
+				l.mu.Unlock()
+				cancel()
+				continue
 			}
+			l.id = id
+			// The old file must still be there once the new one is: a
+			// lock file removed by another process (an unlock that
+			// took it for stale, unlock --remove-all) means a prune may
+			// have run without seeing this lock. Checked after the new
+			// file is written, so that anyone who lists the locks after
+			// the old file is gone sees the new one.
+			if errors.Is(l.statIDLocked(ctx, old), ErrLockLost) {
+				l.mu.Unlock()
+				cancel()
+				return
+			}
+			l.info = info
+			l.lastOK = info.Time.Round(0)
+			_ = l.r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: old.String()})
 			l.mu.Unlock()
 			cancel()
 		}
@@ -325,22 +414,22 @@ func (l *Lock) Unlock(ctx context.Context) error {
 }
 
 // RemoveLocks deletes stale locks, or every lock when all is set, and
-// returns how many it removed.
-func (r *Repository) RemoveLocks(ctx context.Context, all bool) (int, error) {
+// returns those it removed (also when it fails midway).
+func (r *Repository) RemoveLocks(ctx context.Context, all bool) ([]*LockInfo, error) {
 	locks, err := r.ListLocks(ctx)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	n := 0
+	var removed []*LockInfo
 	for _, l := range locks {
 		if all || l.Stale() {
 			if err := r.be.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: l.ID.String()}); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return n, err
+				return removed, err
 			}
-			n++
+			removed = append(removed, l)
 		}
 	}
-	return n, nil
+	return removed, nil
 }
 
 // heldLocks is the set of locks this repository handle holds; writes that
@@ -375,6 +464,23 @@ func (h *heldLocks) check() error {
 	h.mu.Unlock()
 	for _, l := range locks {
 		if err := l.Check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// verify is check, and also makes sure the lock files are still there
+// (Lock.Verify): one Stat per lock.
+func (h *heldLocks) verify(ctx context.Context) error {
+	h.mu.Lock()
+	locks := make([]*Lock, 0, len(h.set))
+	for l := range h.set {
+		locks = append(locks, l)
+	}
+	h.mu.Unlock()
+	for _, l := range locks {
+		if err := l.Verify(ctx); err != nil {
 			return err
 		}
 	}

@@ -3,6 +3,8 @@ package repo
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,5 +105,155 @@ func TestLockRemovalAfterFailureBounded(t *testing.T) {
 	}
 	if d := time.Since(start); d < LockRemoveTimeout || d > LockRemoveTimeout+2*time.Second {
 		t.Errorf("Lock returned after %v, want about %v", d, LockRemoveTimeout)
+	}
+}
+
+// TestLockRemovedIsLost: a lock whose file another process removed (an
+// unlock on another host that took it for stale, `dj unlock
+// --remove-all`) is lost: a prune may have run without seeing it. Its
+// refresher notices and closes Lost, and SaveSnapshot refuses.
+func TestLockRemovedIsLost(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	r := TestRepository(t, be)
+	r.opts.LockRefresh, r.opts.LockStale = 50*time.Millisecond, time.Second
+	l, err := r.Lock(ctx, LockShared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock(ctx)
+	removed, err := r.RemoveLocks(ctx, true)
+	if err != nil || len(removed) != 1 {
+		t.Fatalf("RemoveLocks: %v, %v", removed, err)
+	}
+	select {
+	case <-l.Lost():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the refresher did not notice that the lock file was removed")
+	}
+	err = r.SaveSnapshot(ctx, &snapshot.Snapshot{Time: time.Now(), Paths: []string{"/x"}})
+	if !errors.Is(err, ErrLockLost) {
+		t.Fatalf("snapshot after the lock file was removed: %v, want ErrLockLost", err)
+	}
+	t.Logf("error: %v", err)
+}
+
+// TestLockStaleTimingFromOptions: the stale time of the handle that lists
+// the locks decides staleness (tests shorten it), and the refresher keeps
+// a live lock fresh.
+func TestLockStaleTimingFromOptions(t *testing.T) {
+	ctx := context.Background()
+	r := TestRepository(t, mem.New())
+	r.opts.LockRefresh, r.opts.LockStale = 50*time.Millisecond, 400*time.Millisecond
+	l, err := r.Lock(ctx, LockShared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := l.Check(); err != nil {
+		t.Fatalf("a refreshed lock is lost: %v", err)
+	}
+	locks, err := r.ListLocks(ctx)
+	if err != nil || len(locks) != 1 || locks[0].Stale() {
+		t.Fatalf("want one live lock, got %v, %v", locks, err)
+	}
+	l.Unlock(ctx)
+	// A lock file written 1s ago by a process of another host.
+	old := LockInfo{Time: time.Now().Add(-time.Second), Created: time.Now().Add(-time.Second), Kind: LockShared, Hostname: "elsewhere", PID: 1}
+	if _, err := r.writeLock(ctx, &old); err != nil {
+		t.Fatal(err)
+	}
+	locks, _ = r.ListLocks(ctx)
+	if len(locks) != 1 || !locks[0].Stale() || !strings.Contains(locks[0].StaleReason(), "not refreshed") {
+		t.Fatalf("want one stale lock, got %v", locks)
+	}
+}
+
+// stopDuringSnapshot is a backend on which saving a snapshot file takes
+// as long as a stopped process: the lock goes stale during the write.
+type stopDuringSnapshot struct {
+	backend.Backend
+	l *Lock
+}
+
+func (s stopDuringSnapshot) Save(ctx context.Context, h backend.Handle, data []byte) error {
+	if err := s.Backend.Save(ctx, h, data); err != nil {
+		return err
+	}
+	if h.Type == backend.SnapshotFile {
+		s.l.mu.Lock()
+		s.l.lastOK = s.l.lastOK.Add(-time.Hour)
+		s.l.mu.Unlock()
+	}
+	return nil
+}
+
+// TestLockLostDuringSnapshotWrite: a lock that went stale while the
+// snapshot file was being written (the process was stopped) leaves no
+// snapshot: the file is removed again.
+func TestLockLostDuringSnapshotWrite(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	r := TestRepository(t, be)
+	l, err := r.Lock(ctx, LockShared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock(ctx)
+	r.be = stopDuringSnapshot{r.be, l}
+	err = r.SaveSnapshot(ctx, &snapshot.Snapshot{Time: time.Now(), Paths: []string{"/x"}})
+	if !errors.Is(err, ErrLockLost) {
+		t.Fatalf("snapshot written while the lock went stale: %v, want ErrLockLost", err)
+	}
+	var n int
+	be.List(ctx, backend.SnapshotFile, func(backend.FileInfo) error { n++; return nil })
+	if n != 0 {
+		t.Fatalf("%d snapshot files left, want 0", n)
+	}
+	select {
+	case <-l.Lost():
+	default:
+		t.Fatal("Lost not closed")
+	}
+}
+
+// unlockDuringRefresh is a backend on which, once on is set, another
+// client removes every lock file while this one writes a lock file.
+type unlockDuringRefresh struct {
+	backend.Backend
+	on *atomic.Bool
+}
+
+func (u unlockDuringRefresh) Save(ctx context.Context, h backend.Handle, data []byte) error {
+	if h.Type == backend.LockFile && u.on.Load() {
+		u.Backend.List(ctx, backend.LockFile, func(fi backend.FileInfo) error {
+			return u.Backend.Remove(ctx, backend.Handle{Type: backend.LockFile, Name: fi.Name})
+		})
+	}
+	return u.Backend.Save(ctx, h, data)
+}
+
+// TestLockRemovedDuringRefresh: a lock file removed by another client
+// while a refresh writes its successor is lost, although the successor
+// exists: a prune may have listed the locks in between and seen none.
+func TestLockRemovedDuringRefresh(t *testing.T) {
+	ctx := context.Background()
+	r := TestRepository(t, mem.New())
+	r.opts.LockRefresh, r.opts.LockStale = 50*time.Millisecond, time.Minute
+	var on atomic.Bool
+	r.be = unlockDuringRefresh{r.be, &on}
+	l, err := r.Lock(ctx, LockShared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock(ctx)
+	on.Store(true)
+	select {
+	case <-l.Lost():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a lock removed during its refresh is taken for held")
+	}
+	if err := r.SaveSnapshot(ctx, &snapshot.Snapshot{Time: time.Now(), Paths: []string{"/x"}}); !errors.Is(err, ErrLockLost) {
+		t.Fatalf("snapshot after the lock was removed: %v, want ErrLockLost", err)
 	}
 }

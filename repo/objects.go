@@ -31,8 +31,15 @@ func (r *Repository) SaveTree(ctx context.Context, t *tree.Tree) (crypto.ID, boo
 }
 
 // SaveSnapshot writes a snapshot file and sets sn.ID.
+//
+// A snapshot is written only under locks that are still held: before the
+// write the lock files must be in the repository and fresh, and after it
+// still fresh. A process stopped during the write (SIGSTOP, a suspended
+// machine) may find on waking that its lock went stale meanwhile, and a
+// prune on another host may then have deleted the packs the snapshot
+// names: the snapshot file is removed again and ErrLockLost returned.
 func (r *Repository) SaveSnapshot(ctx context.Context, sn *snapshot.Snapshot) error {
-	if err := r.locks.check(); err != nil {
+	if err := r.locks.verify(ctx); err != nil {
 		return err
 	}
 	b, err := json.Marshal(sn)
@@ -41,6 +48,14 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *snapshot.Snapshot) er
 	}
 	id, err := r.SaveFile(ctx, backend.SnapshotFile, b)
 	if err != nil {
+		return err
+	}
+	if err := r.locks.check(); err != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), LockRemoveTimeout)
+		defer cancel()
+		if rerr := r.be.Remove(rctx, backend.Handle{Type: backend.SnapshotFile, Name: id.String()}); rerr != nil {
+			return fmt.Errorf("%w; snapshot %s was written meanwhile and could not be removed again (%v): remove it with `dj forget %s`", err, id.Short(), rerr, id.Short())
+		}
 		return err
 	}
 	sn.ID = id

@@ -63,6 +63,10 @@ type Options struct {
 	Compression string
 	// KDF is used for new keys (default crypto.DefaultKDF).
 	KDF *crypto.KDFParams
+	// LockRefresh and LockStale replace LockRefreshInterval and
+	// LockStaleAfter when both are set, the refresh the shorter (the
+	// end-to-end tests shorten them through DJ_TEST_LOCK).
+	LockRefresh, LockStale time.Duration
 }
 
 // Repository is an open repository. It is safe for concurrent use.

@@ -284,11 +284,14 @@ func unlockCommand() *cli.Command {
 		Usage:     "remove stale locks",
 		UsageText: "dj unlock [--remove-all]",
 		Description: `Removes locks left by dj processes that are gone (crashed, killed, or not
-refreshed for 30 minutes). --remove-all removes every lock: use it only when you
-are sure no dj process is using the repository.
+refreshed for 30 minutes), and names each lock it removes: its kind, ID, PID,
+host, user, when it was taken and why it is stale. --remove-all removes every
+lock: use it only when you are sure no dj process is using the repository (a
+running dj whose lock is removed stops with "the repository lock was lost").
 
-Example:
-   dj unlock`,
+Examples:
+   dj unlock
+   dj unlock --remove-all`,
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "remove-all", Usage: "remove all locks, even those of running processes"}},
 		Action: func(c *cli.Context) error {
 			e := newEnv(c)
@@ -297,11 +300,18 @@ Example:
 				return err
 			}
 			defer r.Close()
-			n, err := r.RemoveLocks(e.ctx, c.Bool("remove-all"))
+			removed, err := r.RemoveLocks(e.ctx, c.Bool("remove-all"))
+			for _, l := range removed {
+				why := l.StaleReason()
+				if why == "" {
+					why = "--remove-all"
+				}
+				e.printf("removed %s: %s\n", l, why)
+			}
 			if err != nil {
 				return err
 			}
-			e.printf("removed %d lock(s)\n", n)
+			e.printf("removed %d lock(s)\n", len(removed))
 			return nil
 		},
 	}

@@ -446,7 +446,7 @@ func (e *env) repoOptions() repo.Options {
 	if os.Getenv("DJ_INSECURE_TEST_KDF") == "1" {
 		opts.KDF = &crypto.TestKDF
 	}
-	return opts
+	return withTestLock(opts)
 }
 
 // openRepo opens the repository; with loadIndex it also reads the index.
@@ -517,7 +517,14 @@ func (e *env) lock(r *repo.Repository, kind repo.LockKind, readOnly bool) (func(
 	if err != nil {
 		return nil, err
 	}
+	// A writer stops as soon as its lock is lost; a reader (a mount may
+	// run for weeks, through suspends) goes on: it writes nothing.
+	stopWatch := func() {}
+	if kind != repo.LockRead {
+		stopWatch = watchLock(e.ctx, l)
+	}
 	return func() {
+		stopWatch()
 		ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout(e.ctx))
 		defer cancel()
 		_ = l.Unlock(ctx)

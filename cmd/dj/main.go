@@ -53,6 +53,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	cli.VersionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version"}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	ctx, abort := withAbort(ctx)
+	defer abort(nil)
 	defer func() {
 		if r := recover(); r != nil {
 			fmt.Fprintf(stderr, "dj: internal error: %v (please report this)\n", r)
@@ -97,7 +99,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	if errors.As(err, &ec) && err.Error() == "" {
 		return ec.ExitCode()
 	}
-	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+	if cause := abortCause(ctx); cause != nil && errors.Is(err, context.Canceled) {
+		err = cause // the command was stopped: its lock was lost
+	} else if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		fmt.Fprintln(stderr, "dj: interrupted")
 		return exitInterrupted
 	}
