@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,8 +21,12 @@ import (
 func stressMode() bool { return os.Getenv("DJ_STRESS") != "" }
 
 // batteryRuns is the number of repetitions of one battery case: short in
-// `make test` (and with -short), full in `make stress`.
+// `make test` (and with -short), full in `make stress`; DJ_BATTERY_RUNS=N
+// sets it for every case (a partial stress run).
 func batteryRuns(short, full int) int {
+	if n, err := strconv.Atoi(os.Getenv("DJ_BATTERY_RUNS")); err == nil && n > 0 {
+		return n
+	}
 	if stressMode() {
 		return full
 	}
