@@ -313,8 +313,21 @@ func (r *Repository) SaveFile(ctx context.Context, t backend.FileType, body []by
 	return id, nil
 }
 
-// loadFile loads and opens a whole file, checking its storage id.
+// loadFile loads and opens a whole file, checking its storage id. A file
+// that comes back damaged is loaded once more before it counts as
+// damaged: storage or a network that corrupts a download now and then
+// must not make a sound file look lost (restic #3268, #5467).
 func (r *Repository) loadFile(ctx context.Context, t backend.FileType, name string) ([]byte, error) {
+	body, err := r.loadFileOnce(ctx, t, name)
+	if errors.Is(err, ErrCorrupt) && ctx.Err() == nil {
+		if again, err2 := r.loadFileOnce(ctx, t, name); err2 == nil {
+			return again, nil
+		}
+	}
+	return body, err
+}
+
+func (r *Repository) loadFileOnce(ctx context.Context, t backend.FileType, name string) ([]byte, error) {
 	h := backend.Handle{Type: t, Name: name}
 	data, err := r.be.Load(ctx, h, 0, 0)
 	if err != nil {
