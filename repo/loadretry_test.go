@@ -61,3 +61,34 @@ func TestLoadRetriesCorruptDownload(t *testing.T) {
 		})
 	}
 }
+
+// TestCopyBlobsRetriesCorruptDownload: repack's whole-pack download is
+// tried once more when it comes back damaged or short.
+func TestCopyBlobsRetriesCorruptDownload(t *testing.T) {
+	ctx := context.Background()
+	m := mem.New()
+	r := repo.TestRepository(t, noClose{m})
+	plain := bytes.Repeat([]byte("other content "), 1000)
+	if _, _, err := r.SaveBlob(ctx, pack.DataBlob, plain); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	for _, rule := range []fault.Rule{
+		{Op: fault.Load, Type: backend.PackFile, Corrupt: true, Offset: fault.Middle},
+		{Op: fault.Load, Type: backend.PackFile, Mode: fault.ModeShortRead},
+	} {
+		f := fault.New(noClose{m})
+		r := repo.TestOpen(t, fault.Opaque(f))
+		f.Add(rule)
+		for pid, blobs := range r.Index().Packs() {
+			n, err := r.CopyBlobs(ctx, pid, blobs, func(pack.Blob) bool { return true }, repo.CopyBlobsOptions{})
+			if err != nil || n != len(blobs) {
+				t.Errorf("mode %v: copied %d of %d: %v", rule.Mode, n, len(blobs), err)
+			}
+		}
+		r.Close()
+	}
+}
