@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/rand"
 	"testing"
 
 	"dj/backend"
@@ -68,7 +69,10 @@ func TestCopyBlobsRetriesCorruptDownload(t *testing.T) {
 	ctx := context.Background()
 	m := mem.New()
 	r := repo.TestRepository(t, noClose{m})
-	plain := bytes.Repeat([]byte("other content "), 1000)
+	// Random bytes: the blob fills the pack but for its header, so a
+	// flipped middle byte and a short read both hit it.
+	plain := make([]byte, 64<<10)
+	rand.New(rand.NewSource(1)).Read(plain)
 	if _, _, err := r.SaveBlob(ctx, pack.DataBlob, plain); err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +87,9 @@ func TestCopyBlobsRetriesCorruptDownload(t *testing.T) {
 		f := fault.New(noClose{m})
 		r := repo.TestOpen(t, fault.Opaque(f))
 		f.Add(rule)
+		if len(r.Index().Packs()) == 0 {
+			t.Fatal("no packs")
+		}
 		for pid, blobs := range r.Index().Packs() {
 			n, err := r.CopyBlobs(ctx, pid, blobs, func(pack.Blob) bool { return true }, repo.CopyBlobsOptions{})
 			if err != nil || n != len(blobs) {
