@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sync"
@@ -51,3 +52,23 @@ func (g *stallGuard) Read(p []byte) (int, error) {
 }
 
 func (g *stallGuard) Close() error { return g.rc.Close() }
+
+type stallTimeoutKey struct{}
+
+// WithStallTimeout returns ctx carrying d as the time a remote backend
+// opened or used with it waits for a silent server (the next bytes of an
+// answer, the headers of a response, an SFTP session) before it gives
+// the request up. The CLI sets it only in its insecure test mode, so
+// that tests of stalled networks need not wait minutes.
+func WithStallTimeout(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, stallTimeoutKey{}, d)
+}
+
+// StallTimeout returns the stall timeout ctx carries (WithStallTimeout),
+// or def when it carries none.
+func StallTimeout(ctx context.Context, def time.Duration) time.Duration {
+	if d, ok := ctx.Value(stallTimeoutKey{}).(time.Duration); ok && d > 0 {
+		return d
+	}
+	return def
+}

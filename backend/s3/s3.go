@@ -148,7 +148,7 @@ func newBackend(ctx context.Context, cfg Config) (*Backend, error) {
 		WithDialerOptions(func(d *net.Dialer) { d.Timeout = dialTimeout }).
 		WithTransportOptions(func(tr *http.Transport) {
 			tr.MaxIdleConnsPerHost = 64
-			tr.ResponseHeaderTimeout = responseHeaderTimeout
+			tr.ResponseHeaderTimeout = backend.StallTimeout(ctx, responseHeaderTimeout)
 			tr.TLSHandshakeTimeout = dialTimeout
 			b.mu.Lock()
 			b.transports = append(b.transports, tr)
