@@ -356,10 +356,16 @@ func faultMountRead(t *testing.T, e *env, spec, id, src string, want manifest) (
 // when dj mount exits first, which must be a clean failure.
 func faultMount(t *testing.T, e *env, spec string) *faultMounted {
 	t.Helper()
+	return faultMountArgs(t, e, spec)
+}
+
+// faultMountArgs is faultMount with arguments before "mount".
+func faultMountArgs(t *testing.T, e *env, spec string, pre ...string) *faultMounted {
+	t.Helper()
 	dir := filepath.Join(e.dir, "mnt")
 	os.MkdirAll(dir, 0o755)
 	var log bytes.Buffer
-	cmd := exec.Command(e.bin, "mount", dir)
+	cmd := exec.Command(e.bin, append(append(append([]string{}, pre...), "mount"), dir)...)
 	cmd.Env = append(append(cleanEnv(), e.extraEnv...), spec)
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
