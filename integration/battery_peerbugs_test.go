@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,25 +31,66 @@ type peerBug struct {
 // peerEnv is a local repository with two snapshots of a small tree.
 type peerEnv struct {
 	*env
+	src   string // a copy of the base's source, for new backups
+	want  map[string]manifest
+	srcOf map[string]string // the source directory of each snapshot
+	ids   []string          // the base's two snapshots
+}
+
+// add expects snapshot id, of p.src, to restore as m.
+func (p *peerEnv) add(id string, m manifest) {
+	p.want[id], p.srcOf[id] = m, p.src
+}
+
+// peerBase is the repository every peerEnv starts from, made once.
+var peerBase struct {
+	once sync.Once
+	e    *env
 	src  string
 	want map[string]manifest
 	ids  []string
 }
 
+// newPeerEnv returns a copy of a repository with two snapshots of a
+// small tree (made once per test binary, in a directory of its own).
 func newPeerEnv(t *testing.T) *peerEnv {
-	e := newEnv(t)
-	e.must("init")
-	p := &peerEnv{env: e, src: filepath.Join(e.dir, "src"), want: map[string]manifest{}}
-	g := newTreeGen(t, 31)
-	g.addFiles(p.src, 768<<10)
-	for i := 0; i < 2; i++ {
-		if i > 0 {
-			g.mutate(p.src, 256<<10)
+	peerBase.once.Do(func() {
+		dir, err := os.MkdirTemp("", "dj-peerbase-")
+		if err != nil {
+			t.Fatal(err)
 		}
-		m := scanTree(t, p.src)
-		id := e.backupSnapshot(p.src)
-		p.want[id] = m
-		p.ids = append(p.ids, id)
+		e := &env{t: t, bin: djBinary(t), repo: filepath.Join(dir, "repo"), dir: dir, password: "correct horse"}
+		pw := filepath.Join(dir, "password")
+		os.WriteFile(pw, []byte(e.password+"\n"), 0o600)
+		e.extraEnv = []string{"DJ_REPOSITORY=" + e.repo, "DJ_PASSWORD_FILE=" + pw, "DJ_INSECURE_TEST_KDF=1"}
+		e.must("init")
+		peerBase.e, peerBase.src, peerBase.want = e, filepath.Join(dir, "src"), map[string]manifest{}
+		g := newTreeGen(t, 31)
+		g.addFiles(peerBase.src, 768<<10)
+		for i := 0; i < 2; i++ {
+			if i > 0 {
+				g.mutate(peerBase.src, 256<<10)
+			}
+			m := scanTree(t, peerBase.src)
+			id := e.backupSnapshot(peerBase.src)
+			peerBase.want[id] = m
+			peerBase.ids = append(peerBase.ids, id)
+		}
+	})
+	if peerBase.e == nil {
+		t.Fatal("the base repository could not be made")
+	}
+	e := newEnv(t)
+	p := &peerEnv{env: e, src: filepath.Join(e.dir, "src"), want: map[string]manifest{}, srcOf: map[string]string{}, ids: peerBase.ids}
+	for _, cp := range [][2]string{{peerBase.e.repo, e.repo}, {peerBase.src, p.src}} {
+		if out, err := exec.Command("cp", "-a", cp[0], cp[1]).CombinedOutput(); err != nil {
+			t.Fatalf("cp: %v\n%s", err, out)
+		}
+	}
+	// The snapshots name the base's source directory: restore compares
+	// below it, and new backups of p.src are compared below p.src.
+	for id, m := range peerBase.want {
+		p.want[id], p.srcOf[id] = m, peerBase.src
 	}
 	return p
 }
@@ -57,7 +99,20 @@ func newPeerEnv(t *testing.T) *peerEnv {
 // snapshot of want.
 func (p *peerEnv) verify() {
 	p.t.Helper()
-	p.checkAndRestoreAll(p.src, p.want)
+	if r := p.run("check", "--read-data"); r.code != 0 {
+		p.t.Fatalf("check --read-data: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	snaps := p.snapshots()
+	if len(snaps) != len(p.want) {
+		p.t.Fatalf("the repository holds %d snapshots, want %d", len(snaps), len(p.want))
+	}
+	for _, s := range snaps {
+		m, ok := p.want[s.ID]
+		if !ok {
+			p.t.Fatalf("unexpected snapshot %s", s.ShortID)
+		}
+		p.restoreMatches(s.ID, p.srcOf[s.ID], m)
+	}
 }
 
 // faults runs dj under a DJ_TEST_FAULTS script.
@@ -100,7 +155,7 @@ var peerBugs = []peerBug{
 			if r.code != 0 || !strings.Contains(r.stderr, "connection lost after") {
 				t.Fatalf("backup with half saves: exit %d, half saves seen %v\n%s", r.code, strings.Contains(r.stderr, "connection lost after"), tail(r.stderr, 5))
 			}
-			p.want[p.snapshots()[2].ID] = m
+			p.add(p.snapshots()[2].ID, m)
 			p.verify()
 		}},
 	{bug: "restic #3161", what: "B2 kept several versions after upload retries; a delete removed one and the file came back",
@@ -139,7 +194,7 @@ var peerBugs = []peerBug{
 			}
 			p.verify()
 			p.must("prune", "--instant-delete")
-			p.want[p.backupSnapshot(p.src)] = m
+			p.add(p.backupSnapshot(p.src), m)
 			p.verify()
 		}},
 	{bug: "restic #3268", what: "a provider returned corrupted downloads now and then",
@@ -154,7 +209,7 @@ var peerBugs = []peerBug{
 			if r.code != 0 {
 				t.Fatalf("restore with corrupted downloads: exit %d\n%s", r.code, tail(r.stderr, 5))
 			}
-			if d := manifestDiff(p.want[p.ids[1]], scanTree(t, filepath.Join(target, p.src))); len(d) > 0 {
+			if d := manifestDiff(p.want[p.ids[1]], scanTree(t, filepath.Join(target, peerBase.src))); len(d) > 0 {
 				t.Fatalf("restore differs:\n  %s", strings.Join(d, "\n  "))
 			}
 		}},
@@ -168,7 +223,7 @@ var peerBugs = []peerBug{
 			p := newPeerEnv(t)
 			newTreeGen(t, 35).mutate(p.src, 512<<10)
 			m := scanTree(t, p.src)
-			p.want[p.backupSnapshot("--compression", "best", p.src)] = m
+			p.add(p.backupSnapshot("--compression", "best", p.src), m)
 			p.verify()
 		}},
 	{bug: "restic #3151", what: "an interrupted backup saved a snapshot with a null tree",
@@ -213,7 +268,7 @@ var peerBugs = []peerBug{
 			if r.code != 0 {
 				t.Fatalf("backup with failing index saves: exit %d\n%s", r.code, tail(r.stderr, 5))
 			}
-			p.want[p.snapshots()[2].ID] = m
+			p.add(p.snapshots()[2].ID, m)
 			newTreeGen(t, 38).mutate(p.src, 256<<10)
 			r = p.runEnv([]string{"DJ_TEST_FAULTS=seed=1,delay=1ms;mode=error,types=index,nth=1,every=1"}, "backup", p.src)
 			if r.code == 0 {
@@ -265,10 +320,15 @@ var peerBugs = []peerBug{
 		test: "TestBatteryPeerBugs/kopia-3492",
 		run: func(t *testing.T) {
 			p := newPeerEnv(t)
-			// Only the newest snapshot stays: the backup that heals it
+			// Only a snapshot of p.src stays: the backup that heals it
 			// saves the same source, so it needs exactly its blobs.
-			p.must("forget", p.ids[0])
-			delete(p.want, p.ids[0])
+			m := scanTree(t, p.src)
+			p.add(p.backupSnapshot(p.src), m)
+			for _, id := range p.ids {
+				p.must("forget", id)
+				delete(p.want, id)
+			}
+			p.must("prune", "--instant-delete")
 			var packs []string
 			filepath.WalkDir(filepath.Join(p.repo, "data"), func(path string, d os.DirEntry, err error) error {
 				if err == nil && !d.IsDir() {
@@ -283,8 +343,7 @@ var peerBugs = []peerBug{
 				t.Fatal("check passed with a pack gone")
 			}
 			p.must("repair", "index")
-			m := scanTree(t, p.src)
-			p.want[p.backupSnapshot(p.src)] = m
+			p.add(p.backupSnapshot(p.src), m)
 			p.verify()
 		}},
 	{bug: "kopia #1949, #4769, #2695; borg #9748", what: "a stale local cache claimed deleted data existed; later backups skipped uploads (BLOB not found)",
@@ -353,7 +412,7 @@ var peerBugs = []peerBug{
 			cleanFailure(t, "restore", r)
 		}},
 	{bug: "borg 2.0.0b22 hardlink to symlink", what: "a hardlink to a symlink leaked an external inode",
-		dj:   "not tested here: needs a crafted tree (the hostile battery's raw tree writer)", test: "none here (battery_hostile_test.go)"},
+		dj: "not tested here: needs a crafted tree (the hostile battery's raw tree writer)", test: "none here (battery_hostile_test.go)"},
 	{bug: "borg 2.0.0b22 disk space", what: "silent data loss when the repository ran out of space (write errors taken for read errors)",
 		dj:   "ENOSPC is permanent and fails the command; nothing is written after it",
 		test: "backend/local TestDiskFull, TestDiskFullTmpfs, repo TestUploadErrorStopsTheBackup, backend/rest TestDiskFull"},
@@ -377,11 +436,11 @@ var peerBugs = []peerBug{
 	{bug: "rest-server #318", what: "a new .htpasswd was world-readable",
 		skip: "dj serve does not create password files"},
 	{bug: "rest-server #117", what: "%2F, ., .., empty and NUL path components reached other folders",
-		dj:   "refused", test: "backend/rest TestPaths, TestMultiPathTricks, TestServeAppendOnlyUser (path tricks)"},
+		dj: "refused", test: "backend/rest TestPaths, TestMultiPathTricks, TestServeAppendOnlyUser (path tricks)"},
 	{bug: "rest-server #64", what: "append-only allowed overwriting config",
-		dj:   "append-only refuses overwrites and deletes but locks, and the config", test: "backend/rest TestAppendOnly, TestServeAppendOnlyRestic"},
+		dj: "append-only refuses overwrites and deletes but locks, and the config", test: "backend/rest TestAppendOnly, TestServeAppendOnlyRestic"},
 	{bug: "rest-server upload integrity", what: "a body whose SHA-256 differs from its name was stored",
-		dj:   "refused with 400", test: "backend/rest TestUploadMustMatchName"},
+		dj: "refused with 400", test: "backend/rest TestUploadMustMatchName"},
 	{bug: "rest-server #142", what: "an interrupted upload's cleanup deleted the retried, successful upload",
 		dj:   "an aborted upload stores nothing and removes only its own temporary file",
 		test: "backend/rest TestAbortedUpload, TestCanceledUpload (the race with a retry is the power battery's)"},
@@ -391,6 +450,12 @@ var peerBugs = []peerBug{
 // records every row.
 func TestBatteryPeerBugs(t *testing.T) {
 	header := []string{"bug", "what happened there", "what dj does", "test"}
+	t.Cleanup(func() {
+		if peerBase.e != nil {
+			os.RemoveAll(peerBase.e.dir)
+		}
+		peerBase.once, peerBase.e = sync.Once{}, nil
+	})
 	for _, b := range peerBugs {
 		name := strings.NewReplacer("restic #", "restic-", "kopia #", "kopia-", "borg #", "borg-", " ", "-", ",", "", "#", "").Replace(b.bug)
 		if b.skip != "" {
