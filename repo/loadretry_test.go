@@ -43,6 +43,8 @@ func TestLoadRetriesCorruptDownload(t *testing.T) {
 		{"one flipped pack read", fault.Rule{Op: fault.Load, Type: backend.PackFile, Corrupt: true, Offset: fault.Middle}, 1, true},
 		{"one short pack read", fault.Rule{Op: fault.Load, Type: backend.PackFile, Mode: fault.ModeShortRead}, 1, true},
 		{"one flipped index read", fault.Rule{Op: fault.Load, Type: backend.IndexFile, Corrupt: true, Offset: fault.Middle}, 1, true},
+		{"one flipped config read", fault.Rule{Op: fault.Load, Type: backend.ConfigFile, Corrupt: true, Offset: fault.Middle}, 1, true},
+		{"one flipped key read", fault.Rule{Op: fault.Load, Type: backend.KeyFile, Corrupt: true, Offset: fault.Middle}, 1, true},
 		{"pack always flipped", fault.Rule{Op: fault.Load, Type: backend.PackFile, Corrupt: true, Offset: fault.Middle}, -1, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -171,6 +171,14 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 	}
 	r.keyID = keyID
 	body, err := r.openFile(backend.ConfigFile, raw.data)
+	if err != nil && ctx.Err() == nil {
+		// A download corrupted on its way: once more (restic #3268).
+		if again, lerr := be.Load(ctx, backend.Handle{Type: backend.ConfigFile}, 0, 0); lerr == nil && len(again) <= maxFileSize {
+			if b2, err2 := r.openFile(backend.ConfigFile, again); err2 == nil {
+				body, err = b2, nil
+			}
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load config: %s: %w", backend.Handle{Type: backend.ConfigFile}, err)
 	}
