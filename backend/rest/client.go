@@ -164,17 +164,36 @@ func (c *Client) Close() error {
 }
 
 // do sends one request with the client's credentials.
-func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte, header http.Header) (*http.Response, error) {
+func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte, header http.Header) (resp *http.Response, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
-	if err != nil {
-		return nil, err
+	var req *http.Request
+	if len(body) > 0 {
+		// An upload is watched: a peer that stops reading ends it.
+		idle := backend.StallTimeout(ctx, backend.DefaultStallTimeout)
+		newBody, wctx, stop := watchUpload(ctx, body, idle)
+		defer stop()
+		req, err = http.NewRequestWithContext(wctx, method, u.String(), newBody())
+		if err != nil {
+			return nil, err
+		}
+		req.ContentLength = int64(len(body))
+		req.GetBody = func() (io.ReadCloser, error) { return newBody(), nil }
+		defer func() {
+			if err != nil {
+				err = uploadStalledError(wctx, idle, err)
+			}
+		}()
+	} else {
+		var rd io.Reader
+		if body != nil {
+			rd = bytes.NewReader(body)
+		}
+		req, err = http.NewRequestWithContext(ctx, method, u.String(), rd)
+		if err != nil {
+			return nil, err
+		}
 	}
 	for k, v := range header {
 		req.Header[k] = v
@@ -186,12 +205,13 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte,
 		pw, _ := c.user.Password()
 		req.SetBasicAuth(c.user.Username(), pw)
 	}
-	resp, err := c.hc.Do(req)
+	resp, err = c.hc.Do(req)
 	if err != nil {
 		if tlsErr := certificateError(err); tlsErr != nil {
 			return nil, tlsErr
 		}
-		return nil, transportError(ctx, err)
+		err = transportError(ctx, err)
+		return nil, err
 	}
 	return resp, nil
 }
