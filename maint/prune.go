@@ -428,6 +428,25 @@ func PlanPrune(ctx context.Context, r *repo.Repository, opts PruneOptions) (*Pru
 	} else {
 		plan.FreedLater += marked + freedRepack
 	}
+	if opts.InstantDelete && len(plan.Mark)+len(plan.Repack) > 0 {
+		// Nothing protects the packs of a snapshot the listing left out
+		// but the listing itself (without --instant-delete, marked packs
+		// wait and the next prune brings them back): list once more, and
+		// refuse if the two listings differ.
+		again, err := r.ListFiles(ctx, backend.SnapshotFile)
+		if err != nil {
+			return nil, err
+		}
+		listed := map[crypto.ID]bool{}
+		for _, sn := range snaps {
+			listed[sn.ID] = true
+		}
+		for _, id := range again {
+			if !listed[id] {
+				return nil, fmt.Errorf("%w: snapshot %s was not in the first listing of the snapshots; nothing was changed", ErrSuspectListing, id.Short())
+			}
+		}
+	}
 	sortIDs(plan.Mark)
 	sortIDs(plan.Repack)
 	sortIDs(plan.Delete)

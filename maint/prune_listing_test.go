@@ -21,6 +21,7 @@ func TestPruneRefusesSuspectListings(t *testing.T) {
 		name  string
 		rules []fault.Rule
 	}{
+		{"one snapshot listed once", []fault.Rule{{Op: fault.List, Type: backend.SnapshotFile, Mode: fault.ModeShortList, AfterItems: 1}}},
 		{"no snapshots listed", []fault.Rule{{Op: fault.List, Type: backend.SnapshotFile, Mode: fault.ModeShortList, Times: -1}}},
 		{"no packs listed", []fault.Rule{{Op: fault.List, Type: backend.PackFile, Mode: fault.ModeShortList, Times: -1}}},
 		{"one pack listed", []fault.Rule{{Op: fault.List, Type: backend.PackFile, Mode: fault.ModeShortList, AfterItems: 1, Times: -1}}},
