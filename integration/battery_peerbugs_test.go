@@ -126,7 +126,7 @@ func (p *peerEnv) faults(spec string, args ...string) result {
 var peerBugs = []peerBug{
 	// restic (reliability.md 1.3)
 	{bug: "restic #4612", what: "rclone turned a listing error into an empty list; prune saw no snapshots and wiped the repository",
-		dj:   "prune refuses (ErrSuspectListing) when no snapshot is listed while the index names packs, when indexed packs are missing from the pack listing, or when no index is listed and packs would go as unindexed; nothing is deleted",
+		dj:   "prune refuses (ErrSuspectListing) when no snapshot is listed while the index names packs, when indexed packs are missing from the pack listing, or when no index is listed and packs would go as unindexed; a short (non-empty) snapshot listing cannot be told from forgotten snapshots: the two-phase delete keeps the packs it marks for --keep-delete and the next prune restores them, and --instant-delete lists the snapshots twice and refuses if they differ (a storage that always lists short defeats only --instant-delete)",
 		test: "TestBatteryPeerBugs/restic-4612 (e2e, --instant-delete), maint TestPruneRefusesSuspectListings, TestBatteryFaults emptylist modes",
 		run: func(t *testing.T) {
 			p := newPeerEnv(t)
@@ -141,6 +141,18 @@ var peerBugs = []peerBug{
 					t.Errorf("prune with %s: packs %d -> %d", spec, before, n)
 				}
 			}
+			// A short snapshot listing looks like forgotten snapshots: a
+			// plain prune only marks their packs, and the next prune
+			// brings them back; --instant-delete lists twice.
+			r := p.faults("mode=shortlist,types=snapshots,after=1,nth=1", "prune", "--instant-delete", "--max-unused", "0")
+			if r.code == 0 || !strings.Contains(r.stderr, "looks incomplete") {
+				t.Errorf("prune --instant-delete with one short snapshot listing: exit %d, %s; want a refusal", r.code, lastLine(r.stderr))
+			}
+			if r := p.faults("mode=shortlist,types=snapshots,after=1,nth=1,every=1", "prune", "--max-unused", "0"); r.code != 0 {
+				t.Fatalf("prune with short snapshot listings: exit %d", r.code)
+			}
+			p.must("prune")
+			p.must("prune", "--keep-delete", "0s")
 			p.verify()
 		}},
 	{bug: "restic #1351", what: "a retried Save re-read only the rest of a consumed reader and stored a truncated file",
