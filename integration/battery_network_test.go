@@ -15,12 +15,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -116,7 +118,7 @@ func netTargets(t *testing.T) []*netTarget {
 
 	// REST (dj serve).
 	er := newEnv(t)
-	u := er.serve()
+	u := netServe(t, er)
 	er.extraEnv = append(er.extraEnv, "DJ_REPOSITORY=rest:"+u)
 	er.must("init")
 	pu, _ := url.Parse(u)
@@ -275,4 +277,35 @@ func netMountRead(t *testing.T, n *netTarget, id, src string, want manifest) boo
 		t.Fatalf("reads through the mount on %s hung", n.name)
 		return false
 	}
+}
+
+// netServe starts `dj serve` in the test mode with the network battery's
+// short stall time-out (a silent upload frees its slot after it), and
+// returns its URL.
+func netServe(t *testing.T, e *env) string {
+	addr := freePort(t)
+	var log strings.Builder
+	cmd := exec.Command(e.bin, "serve", "--path", filepath.Join(e.dir, "served"), "--listen", addr)
+	cmd.Env = append(append(cleanEnv(), "DJ_INSECURE_TEST_KDF=1"), netEnvVars...)
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/config")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dj serve did not start:\n%s", log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "http://" + addr + "/"
 }
