@@ -171,20 +171,15 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte,
 	var req *http.Request
 	if len(body) > 0 {
 		// An upload is watched: a peer that stops reading ends it.
-		idle := backend.StallTimeout(ctx, backend.DefaultStallTimeout)
-		newBody, wctx, stop := watchUpload(ctx, body, idle)
-		defer stop()
-		req, err = http.NewRequestWithContext(wctx, method, u.String(), newBody())
+		w := backend.WatchUpload(ctx, body, backend.StallTimeout(ctx, backend.DefaultStallTimeout))
+		defer w.Stop()
+		req, err = http.NewRequestWithContext(w.Context(), method, u.String(), w.Body())
 		if err != nil {
 			return nil, err
 		}
 		req.ContentLength = int64(len(body))
-		req.GetBody = func() (io.ReadCloser, error) { return newBody(), nil }
-		defer func() {
-			if err != nil {
-				err = uploadStalledError(wctx, idle, err)
-			}
-		}()
+		req.GetBody = func() (io.ReadCloser, error) { return w.Body(), nil }
+		defer func() { err = w.Err(err) }()
 	} else {
 		var rd io.Reader
 		if body != nil {
