@@ -192,7 +192,7 @@ func (c *checker) runPackJobs(ctx context.Context, jobs []packJob) ([]packResult
 			for lp := range ready {
 				i := lp.i
 				if ctx.Err() == nil {
-					results[i], plain = c.checkPack(ctx, jobs[i], lp, plain)
+					results[i], plain = c.checkPackTwice(ctx, jobs[i], lp, plain)
 				}
 				if jobs[i].read {
 					if lp.data != nil {
@@ -342,6 +342,40 @@ type loadedPack struct {
 	data []byte
 	buf  []byte
 	err  error
+}
+
+// checkPackTwice is checkPack, except that a pack that was read and
+// found damaged is read once more: when the second read checks clean, the
+// first download was corrupted on its way (storage or network that damage
+// a download now and then), the pack is sound, and check reports the
+// second read, with a warning that keeps the first error (restic #5467).
+func (c *checker) checkPackTwice(ctx context.Context, j packJob, lp loadedPack, buf []byte) (packResult, []byte) {
+	res, buf := c.checkPack(ctx, j, lp, buf)
+	first := firstError(res.problems)
+	if !j.read || first == nil || ctx.Err() != nil {
+		return res, buf
+	}
+	data, err := c.loadPack(ctx, j, nil)
+	if err != nil {
+		return res, buf
+	}
+	again, buf := c.checkPack(ctx, j, loadedPack{i: lp.i, data: data}, buf)
+	if firstError(again.problems) != nil {
+		return res, buf
+	}
+	again.problems = append(again.problems, &Problem{Severity: SeverityWarning, Kind: first.Kind, Pack: idPtr(j.id), File: packFile(j.id),
+		Message: fmt.Sprintf("pack %s: the first read was damaged (%s), a second read was sound: the storage or network corrupted a download", j.id.Short(), first.Message)})
+	return again, buf
+}
+
+// firstError returns the first problem of error severity, or nil.
+func firstError(problems []*Problem) *Problem {
+	for _, p := range problems {
+		if p.Severity == SeverityError {
+			return p
+		}
+	}
+	return nil
 }
 
 // loadPack reads a whole pack, into buf's storage where it can. On local

@@ -102,6 +102,11 @@ type PruneOptions struct {
 	Now time.Time
 	// Logf receives progress lines.
 	Logf func(format string, args ...any)
+	// AllowNoSnapshots lets prune go ahead in a repository whose snapshot
+	// listing is empty although its index names packs; otherwise it
+	// refuses (ErrSuspectListing), since an empty listing may be a
+	// failure that did not say so (restic #4612).
+	AllowNoSnapshots bool
 }
 
 // DefaultKeepDelete is how long marked packs wait unless told otherwise.
@@ -151,6 +156,12 @@ type WaitingPack struct {
 // repository is damaged, and prune refuses to change anything.
 var ErrMissingBlobs = errors.New("snapshots need blobs that are in no pack")
 
+// ErrSuspectListing means a listing of the repository (snapshots, index
+// files or packs) disagrees with what the rest of the repository says:
+// prune refuses, rather than delete data because a listing came back
+// empty or short without an error (restic #4612).
+var ErrSuspectListing = errors.New("a listing of the repository looks incomplete")
+
 func (o *PruneOptions) defaults() {
 	if o.MaxUnused == 0 && o.MaxUnusedBytes == 0 {
 		o.MaxUnused = 0.05
@@ -192,6 +203,10 @@ func PlanPrune(ctx context.Context, r *repo.Repository, opts PruneOptions) (*Pru
 	opts.Logf("loading index\n")
 	if _, err := r.LoadIndex(ctx, false); err != nil {
 		return nil, err
+	}
+	if n := len(r.Index().Packs()); len(snaps) == 0 && n > 0 && !opts.AllowNoSnapshots {
+		return nil, fmt.Errorf("%w: no snapshot was listed, but the index names %d packs; nothing was changed "+
+			"(if the repository really has no snapshots left, run prune with --unsafe-allow-no-snapshots)", ErrSuspectListing, n)
 	}
 	opts.Logf("finding data in use by %d snapshots\n", len(snaps))
 	used, err := UsedBlobs(ctx, r, snaps)
@@ -350,12 +365,14 @@ func PlanPrune(ctx context.Context, r *repo.Repository, opts PruneOptions) (*Pru
 	// Packs that no index names. A KeepDelete shorter than the clock skew
 	// shortens rule (d)'s margin too: the user says the clocks agree.
 	unindexedMargin := min(opts.ClockSkew, opts.KeepDelete)
+	listed := 0 // indexed packs the listing shows
 	err = r.Backend().List(ctx, backend.PackFile, func(fi backend.FileInfo) error {
 		id, err := crypto.ParseID(fi.Name)
 		if err != nil {
 			return nil
 		}
 		if _, ok := plan.packBlobs[id]; ok {
+			listed++
 			return nil
 		}
 		if _, ok := marks[id]; ok {
@@ -381,6 +398,18 @@ func PlanPrune(ctx context.Context, r *repo.Repository, opts PruneOptions) (*Pru
 	if err != nil {
 		return nil, err
 	}
+	// The listings must agree with each other: every pack the index names
+	// is listed, and packs no index names (deleted as left over by an
+	// interrupted backup) are never all there is while no index file was
+	// listed. Otherwise a listing came back short.
+	if missing := len(plan.packBlobs) - listed; missing > 0 {
+		return nil, fmt.Errorf("%w: the index names %d packs the pack listing lacks (%d listed); nothing was changed "+
+			"(run `dj check`; if the packs are really gone, `dj repair index`)", ErrSuspectListing, missing, listed)
+	}
+	if len(plan.Unindexed) > 0 && len(plan.supersedes) == 0 && len(plan.packBlobs) == 0 {
+		return nil, fmt.Errorf("%w: no index file was listed, and %d packs would be deleted as unindexed; nothing was changed "+
+			"(if the index is really lost, run `dj repair index` first)", ErrSuspectListing, len(plan.Unindexed))
+	}
 	var freedRepack int64
 	for _, id := range plan.Repack {
 		for _, b := range plan.packBlobs[id] {
@@ -398,6 +427,25 @@ func PlanPrune(ctx context.Context, r *repo.Repository, opts PruneOptions) (*Pru
 		plan.FreedBytesNow += marked + freedRepack
 	} else {
 		plan.FreedLater += marked + freedRepack
+	}
+	if opts.InstantDelete && len(plan.Mark)+len(plan.Repack) > 0 {
+		// Nothing protects the packs of a snapshot the listing left out
+		// but the listing itself (without --instant-delete, marked packs
+		// wait and the next prune brings them back): list once more, and
+		// refuse if the two listings differ.
+		again, err := r.ListFiles(ctx, backend.SnapshotFile)
+		if err != nil {
+			return nil, err
+		}
+		listed := map[crypto.ID]bool{}
+		for _, sn := range snaps {
+			listed[sn.ID] = true
+		}
+		for _, id := range again {
+			if !listed[id] {
+				return nil, fmt.Errorf("%w: snapshot %s was not in the first listing of the snapshots; nothing was changed", ErrSuspectListing, id.Short())
+			}
+		}
 	}
 	sortIDs(plan.Mark)
 	sortIDs(plan.Repack)

@@ -37,6 +37,7 @@ type CopyBlobsOptions struct {
 func (r *Repository) CopyBlobs(ctx context.Context, packID crypto.ID, blobs []pack.Blob, keep func(pack.Blob) bool, opts CopyBlobsOptions) (int, error) {
 	var data, buf []byte
 	n := 0
+	reloaded := false
 	for _, b := range blobs {
 		if !keep(b) {
 			continue
@@ -49,6 +50,12 @@ func (r *Repository) CopyBlobs(ctx context.Context, packID crypto.ID, blobs []pa
 			}
 		}
 		end := int64(b.Offset) + int64(b.Length)
+		if end > int64(len(data)) && !reloaded && ctx.Err() == nil {
+			reloaded = true // a short download: once more
+			if again, err := r.be.Load(ctx, backend.Handle{Type: backend.PackFile, Name: packID.String()}, 0, 0); err == nil {
+				data = again
+			}
+		}
 		if end > int64(len(data)) {
 			err := fmt.Errorf("pack %s is %w", packID.Short(), ErrPackShort)
 			if opts.Damaged != nil {
@@ -59,6 +66,16 @@ func (r *Repository) CopyBlobs(ctx context.Context, packID crypto.ID, blobs []pa
 		}
 		sealed := data[b.Offset:end]
 		plain, err := r.OpenPacked(index.PackedBlob{Blob: b, PackID: packID}, sealed, buf)
+		if err != nil && !reloaded && ctx.Err() == nil {
+			// A download that came back damaged is tried once more
+			// (restic #3268) before the blob counts as damaged.
+			reloaded = true
+			if again, err2 := r.be.Load(ctx, backend.Handle{Type: backend.PackFile, Name: packID.String()}, 0, 0); err2 == nil && len(again) >= int(end) {
+				data = again
+				sealed = data[b.Offset:end]
+				plain, err = r.OpenPacked(index.PackedBlob{Blob: b, PackID: packID}, sealed, buf)
+			}
+		}
 		if err != nil {
 			if opts.Damaged != nil {
 				opts.Damaged(b, err)

@@ -38,6 +38,15 @@ func loadKeyFile(ctx context.Context, be backend.Backend, name string) (*crypto.
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", h, err)
 	}
+	if crypto.Hash(data).String() != name {
+		// Key files are named by the hash of their bytes: one that does
+		// not match came back damaged, or was written otherwise. Load it
+		// once more (a download corrupted in transit), and go on with
+		// what that gives.
+		if again, err := be.Load(ctx, h, 0, 0); err == nil {
+			data = again
+		}
+	}
 	if len(data) > maxKeyFileSize {
 		return nil, fmt.Errorf("%w: %s is too large", ErrCorrupt, h)
 	}

@@ -122,7 +122,17 @@ func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []
 	if err != nil {
 		return nil, fmt.Errorf("%s blob %s in pack %s: %w", pb.Type, pb.ID.Short(), pb.PackID.Short(), err)
 	}
-	return r.OpenPacked(pb, sealed, buf)
+	plain, err := r.OpenPacked(pb, sealed, buf)
+	if err != nil && ctx.Err() == nil {
+		// A download that came back damaged (or short) is tried once more,
+		// straight from the storage, before the blob counts as damaged.
+		if again, err2 := r.be.Load(ctx, h, int64(pb.Offset), int(pb.Length)); err2 == nil {
+			if p2, err2 := r.OpenPacked(pb, again, buf); err2 == nil {
+				return p2, nil
+			}
+		}
+	}
+	return plain, err
 }
 
 // decodeSlack is the spare capacity a decompression buffer gets past the

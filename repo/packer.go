@@ -195,6 +195,11 @@ func (r *Repository) saveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 		return false, err
 	}
 	sealed, compressed := r.compressAndSeal(t, id, plain)
+	if err := r.verifySealed(t, id, sealed, compressed, plain); err != nil {
+		r.putSealBuf(sealed)
+		p.unreserve(t, id)
+		return false, err
+	}
 	return true, p.add(ctx, t, id, sealed, compressed, len(plain))
 }
 
@@ -219,6 +224,14 @@ func (p *packer) reserve(t pack.BlobType, id crypto.ID, dedup bool) (bool, error
 	p.inflight[k] = struct{}{}
 	p.mu.Unlock()
 	return true, nil
+}
+
+// unreserve forgets a blob reserve marked as being written, which will
+// not be added after all.
+func (p *packer) unreserve(t pack.BlobType, id crypto.ID) {
+	p.mu.Lock()
+	delete(p.inflight, blobKey{t, id})
+	p.mu.Unlock()
 }
 
 // newOpenPack starts a new pack: a temporary file in a local repository,
@@ -447,6 +460,10 @@ func (r *Repository) RewriteBlob(ctx context.Context, t pack.BlobType, id crypto
 	}
 	content, compressed := r.compress(plain)
 	sealed := pack.SealBlob(r.key, make([]byte, 0, len(content)+crypto.Overhead), t, id, content)
+	if err := r.verifySealed(t, id, sealed, compressed, plain); err != nil {
+		p.unreserve(t, id)
+		return 0, err
+	}
 	return len(sealed), p.add(ctx, t, id, sealed, compressed, len(plain))
 }
 

@@ -175,6 +175,14 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 	}
 	r.keyID = keyID
 	body, err := r.openFile(backend.ConfigFile, raw.data)
+	if err != nil && ctx.Err() == nil {
+		// A download corrupted on its way: once more (restic #3268).
+		if again, lerr := be.Load(ctx, backend.Handle{Type: backend.ConfigFile}, 0, 0); lerr == nil && len(again) <= maxFileSize {
+			if b2, err2 := r.openFile(backend.ConfigFile, again); err2 == nil {
+				body, err = b2, nil
+			}
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load config: %s: %w", backend.Handle{Type: backend.ConfigFile}, err)
 	}
@@ -317,8 +325,21 @@ func (r *Repository) SaveFile(ctx context.Context, t backend.FileType, body []by
 	return id, nil
 }
 
-// loadFile loads and opens a whole file, checking its storage id.
+// loadFile loads and opens a whole file, checking its storage id. A file
+// that comes back damaged is loaded once more before it counts as
+// damaged: storage or a network that corrupts a download now and then
+// must not make a sound file look lost (restic #3268, #5467).
 func (r *Repository) loadFile(ctx context.Context, t backend.FileType, name string) ([]byte, error) {
+	body, err := r.loadFileOnce(ctx, t, name)
+	if errors.Is(err, ErrCorrupt) && ctx.Err() == nil {
+		if again, err2 := r.loadFileOnce(ctx, t, name); err2 == nil {
+			return again, nil
+		}
+	}
+	return body, err
+}
+
+func (r *Repository) loadFileOnce(ctx context.Context, t backend.FileType, name string) ([]byte, error) {
 	h := backend.Handle{Type: t, Name: name}
 	data, err := r.be.Load(ctx, h, 0, 0)
 	if err != nil {

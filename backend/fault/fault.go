@@ -1,7 +1,9 @@
 // Package fault is a backend.Backend decorator for tests that fails or
 // corrupts chosen operations: the Nth load or save of a type, a full disk
-// after N bytes, a dropped connection, a save that happened although the
-// caller was told it failed.
+// after N bytes, a dropped connection, a time-out, a short read, a flipped
+// bit, a save that happened although the caller was told it failed, a
+// save that stored only half of the bytes, a listing that comes back
+// empty or short without an error or fails midway.
 //
 // With no rules armed it passes every call through unchanged.
 package fault
@@ -15,6 +17,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"syscall"
+	"time"
 
 	"dj/backend"
 )
@@ -34,6 +37,31 @@ const (
 // ErrInjected is the error of a rule that names no other: a transient
 // failure such as a dropped connection, which a retry may cure.
 var ErrInjected = errors.New("fault: injected failure (simulated dropped connection)")
+
+// Mode is what a rule does to the call it fires on, besides failing it
+// with Err (ModeError, the zero Mode).
+type Mode int
+
+// The modes of a rule.
+const (
+	// ModeError fails the call with Err (see also Rule.After and
+	// Rule.Corrupt, and Rule.AfterItems for List).
+	ModeError Mode = iota
+	// ModeTimeout waits Rule.Wait (or until the context ends) and fails
+	// the call with an error that is a time-out (net.Error with
+	// Timeout() true, in the class backend.ErrUnreachable).
+	ModeTimeout
+	// ModeShortRead makes a Load return the first half of the data it
+	// asked for, without an error: a backend that breaks the Load
+	// contract.
+	ModeShortRead
+	// ModeHalfSave makes a Save store the first half of the data under
+	// the name and then fail with Err: a partial object is left behind.
+	ModeHalfSave
+	// ModeShortList makes a List deliver AfterItems entries (0: none) and
+	// then end without an error, as if there were no more: restic #4612.
+	ModeShortList
+)
 
 // Rule arms one fault. A rule counts the calls that match it (same Op,
 // and same Type unless Type is empty) from the moment it is added, and
@@ -72,6 +100,47 @@ type Rule struct {
 	// matching call with this probability (0.1 is 10%), drawn from the
 	// backend's random source (see Seed), Times times in all.
 	Rate float64
+	// Mode says what the fault does (see Mode); ModeError by default.
+	Mode Mode
+	// Wait is how long a ModeTimeout call hangs before it fails; 0 means
+	// DefaultWait.
+	Wait time.Duration
+}
+
+// DefaultWait is how long a ModeTimeout call hangs when the rule names no
+// Wait.
+const DefaultWait = 50 * time.Millisecond
+
+// timeoutError is the error of a ModeTimeout call: a net.Error whose
+// Timeout() is true, which the retry layer treats as transient.
+type timeoutError struct{ wait time.Duration }
+
+func (e *timeoutError) Error() string {
+	return fmt.Sprintf("fault: injected time-out: no answer within %v", e.wait)
+}
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+func (e *timeoutError) Unwrap() error   { return backend.ErrUnreachable }
+
+// ErrTimeout is matched by errors.Is for every injected time-out.
+var ErrTimeout = errors.New("fault: injected time-out")
+
+func (e *timeoutError) Is(target error) bool { return target == ErrTimeout }
+
+// hang waits for a ModeTimeout rule and returns its error.
+func hang(ctx context.Context, r Rule) error {
+	w := r.Wait
+	if w <= 0 {
+		w = DefaultWait
+	}
+	t := time.NewTimer(w)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return &timeoutError{w}
 }
 
 type armed struct {
@@ -243,6 +312,18 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 		data = flip(data, r.Offset)
 		hit = false
 	}
+	if hit && r.Mode == ModeTimeout {
+		return fmt.Errorf("save %v: %w", h, hang(ctx, r))
+	}
+	if hit && r.Mode == ModeHalfSave {
+		half := data[:len(data)/2]
+		if err := b.reserve(int64(len(half))); err == nil {
+			if err := b.be.Save(ctx, h, half); err != nil {
+				b.reserve(-int64(len(half)))
+			}
+		}
+		return fmt.Errorf("save %v: connection lost after %d of %d bytes: %w", h, len(half), len(data), r.Err)
+	}
 	if hit && !r.After {
 		return fmt.Errorf("save %v: %w", h, r.Err)
 	}
@@ -278,19 +359,27 @@ func (b *Backend) reserve(n int64) error {
 // Load reads through the wrapped backend, failing or corrupting as armed.
 func (b *Backend) Load(ctx context.Context, h backend.Handle, offset int64, length int) ([]byte, error) {
 	r, hit := b.fire(Load, h.Type)
-	if hit && !r.Corrupt {
+	if hit && r.Mode == ModeTimeout {
+		return nil, fmt.Errorf("load %v: %w", h, hang(ctx, r))
+	}
+	if hit && !r.Corrupt && r.Mode != ModeShortRead {
 		return nil, fmt.Errorf("load %v: %w", h, r.Err)
 	}
 	data, err := b.be.Load(ctx, h, offset, length)
 	if err != nil || !hit {
 		return data, err
 	}
+	if r.Mode == ModeShortRead {
+		return data[:len(data)/2], nil
+	}
 	return flip(data, r.Offset), nil
 }
 
 // Stat passes through unless a rule fails it.
 func (b *Backend) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo, error) {
-	if r, hit := b.fire(Stat, h.Type); hit && !r.Corrupt {
+	if r, hit := b.fire(Stat, h.Type); hit && r.Mode == ModeTimeout {
+		return backend.FileInfo{}, fmt.Errorf("stat %v: %w", h, hang(ctx, r))
+	} else if hit && !r.Corrupt {
 		return backend.FileInfo{}, fmt.Errorf("stat %v: %w", h, r.Err)
 	}
 	return b.be.Stat(ctx, h)
@@ -300,6 +389,9 @@ func (b *Backend) Stat(ctx context.Context, h backend.Handle) (backend.FileInfo,
 // after removing).
 func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 	r, hit := b.fire(Remove, h.Type)
+	if hit && r.Mode == ModeTimeout {
+		return fmt.Errorf("remove %v: %w", h, hang(ctx, r))
+	}
 	if hit && !r.Corrupt && !r.After {
 		return fmt.Errorf("remove %v: %w", h, r.Err)
 	}
@@ -313,13 +405,16 @@ func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 }
 
 // List passes through unless a rule fails it, at once or after
-// AfterItems entries.
+// AfterItems entries, or (ModeShortList) ends it early without an error.
 func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.FileInfo) error) error {
 	r, hit := b.fire(List, t)
 	if !hit || r.Corrupt {
 		return b.be.List(ctx, t, fn)
 	}
-	if r.AfterItems <= 0 {
+	if r.Mode == ModeTimeout {
+		return fmt.Errorf("list %s: %w", t, hang(ctx, r))
+	}
+	if r.AfterItems <= 0 && r.Mode != ModeShortList {
 		return fmt.Errorf("list %s: %w", t, r.Err)
 	}
 	stop := errors.New("stop")
@@ -333,6 +428,9 @@ func (b *Backend) List(ctx context.Context, t backend.FileType, fn func(backend.
 	})
 	if err != nil && !errors.Is(err, stop) {
 		return err
+	}
+	if r.Mode == ModeShortList {
+		return nil
 	}
 	return fmt.Errorf("list %s: %w", t, r.Err)
 }

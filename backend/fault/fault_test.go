@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"dj/backend"
 	"dj/backend/conformance"
@@ -273,4 +274,182 @@ func TestOpaqueHidesCapabilities(t *testing.T) {
 		t.Error("Opaque backend can be unwrapped")
 	}
 	conformance.Run(t, func(t *testing.T) backend.Backend { return fault.Opaque(fault.New(mem.New())) })
+}
+
+// armed returns a fault backend over mem holding four index files and
+// one 10-byte pack "aa…", armed with spec.
+func armed(t *testing.T, spec string) (*fault.Backend, backend.Backend) {
+	t.Helper()
+	ctx := context.Background()
+	m := mem.New()
+	for _, n := range []string{"1", "2", "3", "4"} {
+		if err := m.Save(ctx, h(backend.IndexFile, n), []byte("index")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Save(ctx, h(backend.PackFile, "a"), []byte("0123456789")); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := fault.ParseSpec(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := fault.New(m)
+	sp.Arm(f)
+	return f, m
+}
+
+func TestSpecModes(t *testing.T) {
+	ctx := context.Background()
+	count := func(f *fault.Backend, typ backend.FileType) (int, error) {
+		n := 0
+		err := f.List(ctx, typ, func(backend.FileInfo) error { n++; return nil })
+		return n, err
+	}
+	pack := h(backend.PackFile, "a")
+	t.Run("emptylist only for index", func(t *testing.T) {
+		f, _ := armed(t, "mode=emptylist,types=index,nth=1")
+		if n, err := count(f, backend.PackFile); n != 1 || err != nil {
+			t.Errorf("pack listing: %d, %v", n, err)
+		}
+		if n, err := count(f, backend.IndexFile); n != 0 || err != nil {
+			t.Errorf("first index listing: %d, %v; want 0 entries and no error", n, err)
+		}
+		if n, err := count(f, backend.IndexFile); n != 4 || err != nil {
+			t.Errorf("second index listing: %d, %v", n, err)
+		}
+	})
+	t.Run("shortlist", func(t *testing.T) {
+		f, _ := armed(t, "mode=shortlist,types=index,nth=1,after=2")
+		if n, err := count(f, backend.IndexFile); n != 2 || err != nil {
+			t.Errorf("index listing: %d, %v; want 2 and no error", n, err)
+		}
+	})
+	t.Run("listfail", func(t *testing.T) {
+		f, _ := armed(t, "mode=listfail,nth=1,after=3")
+		if n, err := count(f, backend.IndexFile); n != 3 || !errors.Is(err, fault.ErrInjected) {
+			t.Errorf("index listing: %d, %v; want 3 and ErrInjected", n, err)
+		}
+	})
+	t.Run("shortread", func(t *testing.T) {
+		f, _ := armed(t, "mode=shortread,types=data,nth=1")
+		got, err := f.Load(ctx, pack, 0, 0)
+		if err != nil || string(got) != "01234" {
+			t.Errorf("short read: %q, %v", got, err)
+		}
+		if got, _ := f.Load(ctx, pack, 0, 0); string(got) != "0123456789" {
+			t.Errorf("second read: %q", got)
+		}
+	})
+	t.Run("flip", func(t *testing.T) {
+		f, _ := armed(t, "mode=flip,nth=2")
+		f.Load(ctx, pack, 0, 0)
+		got, err := f.Load(ctx, pack, 2, 4)
+		if err != nil || len(got) != 4 || string(got) == "2345" {
+			t.Errorf("flipped read: %q, %v", got, err)
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		f, _ := armed(t, "mode=timeout,ops=load,nth=1,wait=30ms")
+		start := time.Now()
+		_, err := f.Load(ctx, pack, 0, 0)
+		if !errors.Is(err, fault.ErrTimeout) || !backend.IsUnreachable(err) || time.Since(start) < 30*time.Millisecond {
+			t.Errorf("timeout: %v after %v", err, time.Since(start))
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		f2, _ := armed(t, "mode=timeout,nth=1,wait=1h")
+		if _, err := f2.Stat(cctx, pack); !errors.Is(err, context.Canceled) {
+			t.Errorf("timeout with a cancelled context: %v", err)
+		}
+	})
+	t.Run("lostreply", func(t *testing.T) {
+		f, m := armed(t, "mode=lostreply,ops=save,nth=1")
+		hb := h(backend.PackFile, "b")
+		if err := f.Save(ctx, hb, []byte("xyz")); !errors.Is(err, fault.ErrInjected) {
+			t.Errorf("save: %v", err)
+		}
+		if got, err := m.Load(ctx, hb, 0, 0); string(got) != "xyz" || err != nil {
+			t.Errorf("stored: %q, %v", got, err)
+		}
+	})
+	t.Run("halfsave", func(t *testing.T) {
+		f, m := armed(t, "mode=halfsave,types=data,nth=1")
+		hb := h(backend.PackFile, "b")
+		if err := f.Save(ctx, hb, []byte("abcdefgh")); !errors.Is(err, fault.ErrInjected) {
+			t.Errorf("save: %v", err)
+		}
+		if got, err := m.Load(ctx, hb, 0, 0); string(got) != "abcd" || err != nil {
+			t.Errorf("stored: %q, %v; want the first half", got, err)
+		}
+		if err := f.Save(ctx, hb, []byte("abcdefgh")); err != nil {
+			t.Errorf("retry: %v", err)
+		}
+		if got, _ := m.Load(ctx, hb, 0, 0); string(got) != "abcdefgh" {
+			t.Errorf("after the retry: %q; want the whole file", got)
+		}
+	})
+	t.Run("every and times", func(t *testing.T) {
+		f, _ := armed(t, "mode=error,ops=stat,nth=2,every=3,times=2")
+		var failed []int
+		for i := 1; i <= 12; i++ {
+			if _, err := f.Stat(ctx, pack); err != nil {
+				failed = append(failed, i)
+			}
+		}
+		if fmt.Sprint(failed) != "[2 5]" {
+			t.Errorf("failed calls %v, want [2 5]", failed)
+		}
+	})
+}
+
+// TestSpecSeedReproducible: a rule with a rate meets the same calls for the
+// same seed, whatever its mode.
+func TestSpecSeedReproducible(t *testing.T) {
+	ctx := context.Background()
+	run := func(seed int) string {
+		f, _ := armed(t, fmt.Sprintf("seed=%d;mode=shortread,rate=0.3;mode=error,ops=stat,rate=0.2", seed))
+		var b strings.Builder
+		for i := 0; i < 200; i++ {
+			got, _ := f.Load(ctx, h(backend.PackFile, "a"), 0, 0)
+			_, err := f.Stat(ctx, h(backend.PackFile, "a"))
+			fmt.Fprintf(&b, "%d%v", len(got), err != nil)
+		}
+		return b.String()
+	}
+	if run(3) != run(3) {
+		t.Error("the same seed gave different faults")
+	}
+	if run(3) == run(4) {
+		t.Error("another seed gave the same faults")
+	}
+}
+
+func TestParseSpecRules(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		rules int // -1: an error
+	}{
+		{"rate=0.1,seed=7", 5},
+		{"seed=7,delay=5ms;mode=emptylist,types=index+snapshots,nth=1", 2},
+		{"mode=flip,rate=0.01", 1},
+		{"mode=lostreply,rate=0.5", 2},
+		{"mode=halfsave,types=data,nth=1,every=2", 1},
+		{"mode=timeout,ops=load+save,wait=1ms,rate=0.1", 2},
+		{"mode=shortlist,after=3,nth=2", 1},
+		{"seed=1", -1},
+		{"mode=flip", -1},
+		{"mode=flip,ops=save,nth=1", -1},
+		{"mode=melt,nth=1", -1},
+		{"types=packs,nth=1", -1},
+		{"rate=0.1,nth=1", -1},
+		{"nth=0", -1},
+		{"nth=1,every=-1", -1},
+		{"rate=0", -1},
+	} {
+		sp, err := fault.ParseSpec(tc.in)
+		if got := len(sp.Rules); (err != nil) != (tc.rules < 0) || err == nil && got != tc.rules {
+			t.Errorf("ParseSpec(%q): %d rules, %v; want %d", tc.in, got, err, tc.rules)
+		}
+	}
 }

@@ -68,7 +68,7 @@ var _ backend.Backend = (*Client)(nil)
 // rest:URL" and satisfies errors.Is(err, fs.ErrNotExist). hc nil means a
 // client tuned for many parallel requests.
 func Open(ctx context.Context, rawURL string, hc *http.Client) (*Client, error) {
-	c, err := newClient(rawURL, hc)
+	c, err := newClient(ctx, rawURL, hc)
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +87,7 @@ func Open(ctx context.Context, rawURL string, hc *http.Client) (*Client, error) 
 // error satisfying errors.Is(err, fs.ErrExist), when a config file is
 // already there. The config file itself is saved by the repository layer.
 func Create(ctx context.Context, rawURL string, hc *http.Client) (*Client, error) {
-	c, err := newClient(rawURL, hc)
+	c, err := newClient(ctx, rawURL, hc)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +115,7 @@ func Create(ctx context.Context, rawURL string, hc *http.Client) (*Client, error
 	return c, nil
 }
 
-func newClient(rawURL string, hc *http.Client) (*Client, error) {
+func newClient(ctx context.Context, rawURL string, hc *http.Client) (*Client, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("invalid REST URL: %w", err)
@@ -145,7 +145,7 @@ func newClient(rawURL string, hc *http.Client) (*Client, error) {
 	if c.hc == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = 64
-		t.ResponseHeaderTimeout = responseHeaderTimeout
+		t.ResponseHeaderTimeout = backend.StallTimeout(ctx, responseHeaderTimeout)
 		c.hc = &http.Client{Transport: t}
 		c.ownHC = true
 	}
@@ -164,17 +164,31 @@ func (c *Client) Close() error {
 }
 
 // do sends one request with the client's credentials.
-func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte, header http.Header) (*http.Response, error) {
+func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte, header http.Header) (resp *http.Response, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
-	if err != nil {
-		return nil, err
+	var req *http.Request
+	if len(body) > 0 {
+		// An upload is watched: a peer that stops reading ends it.
+		w := backend.WatchUpload(ctx, body, backend.StallTimeout(ctx, backend.DefaultStallTimeout))
+		defer w.Stop()
+		req, err = http.NewRequestWithContext(w.Context(), method, u.String(), w.Body())
+		if err != nil {
+			return nil, err
+		}
+		req.ContentLength = int64(len(body))
+		req.GetBody = func() (io.ReadCloser, error) { return w.Body(), nil }
+		defer func() { err = w.Err(err) }()
+	} else {
+		var rd io.Reader
+		if body != nil {
+			rd = bytes.NewReader(body)
+		}
+		req, err = http.NewRequestWithContext(ctx, method, u.String(), rd)
+		if err != nil {
+			return nil, err
+		}
 	}
 	for k, v := range header {
 		req.Header[k] = v
@@ -186,12 +200,13 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte,
 		pw, _ := c.user.Password()
 		req.SetBasicAuth(c.user.Username(), pw)
 	}
-	resp, err := c.hc.Do(req)
+	resp, err = c.hc.Do(req)
 	if err != nil {
 		if tlsErr := certificateError(err); tlsErr != nil {
 			return nil, tlsErr
 		}
-		return nil, transportError(ctx, err)
+		err = transportError(ctx, err)
+		return nil, err
 	}
 	return resp, nil
 }
@@ -433,7 +448,7 @@ func readBody(ctx context.Context, resp *http.Response, limit int64) ([]byte, er
 	if resp.ContentLength > limit {
 		return nil, fmt.Errorf("server sent %d bytes, more than the %d asked for", resp.ContentLength, limit)
 	}
-	body := backend.GuardStall(resp.Body, backend.DefaultStallTimeout)
+	body := backend.GuardStall(resp.Body, backend.StallTimeout(ctx, backend.DefaultStallTimeout))
 	if resp.ContentLength >= 0 {
 		// net/http never delivers more than the announced length.
 		buf := make([]byte, resp.ContentLength)

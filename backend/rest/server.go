@@ -53,6 +53,10 @@ type ServerOptions struct {
 	// MaxUploads bounds concurrent uploads, each held in memory whole; 0
 	// means DefaultMaxUploads.
 	MaxUploads int
+	// UploadIdleTimeout ends an upload whose body does not move for that
+	// long (a client whose network went silent), so that it gives its
+	// upload slot back; 0 means backend.DefaultStallTimeout.
+	UploadIdleTimeout time.Duration
 	// Init lays out a new repository when a client sends
 	// POST /?create=true (for a local backend, (*local.Local).Init). Nil:
 	// the request just succeeds, for backends that need no layout.
@@ -88,6 +92,9 @@ func NewServer(b backend.Backend, opts ServerOptions) http.Handler {
 	}
 	if opts.MaxUploads <= 0 {
 		opts.MaxUploads = DefaultMaxUploads
+	}
+	if opts.UploadIdleTimeout <= 0 {
+		opts.UploadIdleTimeout = backend.DefaultStallTimeout
 	}
 	if opts.Logf == nil {
 		opts.Logf = log.Printf
@@ -303,6 +310,7 @@ func parseRange(header string, size int64) (start, end int64, partial, ok bool) 
 
 func (s *server) save(w http.ResponseWriter, r *http.Request, h backend.Handle) {
 	ctx := r.Context()
+	r.Body = watchBody(w, r.Body, s.opts.UploadIdleTimeout)
 	if s.opts.AppendOnly {
 		_, err := s.be.Stat(ctx, h)
 		switch {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net"
 	"syscall"
 	"time"
 
@@ -89,13 +90,22 @@ func Permanent(err error) bool {
 	return errors.As(err, &p) && p.Permanent()
 }
 
+// timedOut reports whether err is a time-out of the network or the
+// server (a net.Error whose Timeout() is true) while ctx is still live:
+// transient, although net/http's time-outs (awaiting response headers)
+// satisfy errors.Is(err, context.DeadlineExceeded) since Go 1.23.
+func timedOut(ctx context.Context, err error) bool {
+	var ne net.Error
+	return ctx.Err() == nil && errors.As(err, &ne) && ne.Timeout()
+}
+
 // do runs f until it succeeds, fails permanently, the attempts are used up
 // or ctx ends. It returns the last error.
 func (b *Backend) do(ctx context.Context, op string, h backend.Handle, f func(attempt int) error) error {
 	delay := b.opts.InitialDelay
 	for attempt := 1; ; attempt++ {
 		err := f(attempt)
-		if err == nil || Permanent(err) {
+		if err == nil || Permanent(err) && !timedOut(ctx, err) {
 			return err
 		}
 		if ctx.Err() != nil {

@@ -276,3 +276,33 @@ func TestOverREST(t *testing.T) {
 		}
 	}
 }
+
+// TestRetriesResponseHeaderTimeout: a REST server that does not answer a
+// save within the response-header time-out is asked again (net/http's
+// time-out satisfies errors.Is(err, context.DeadlineExceeded), which
+// must not read as the caller's own deadline).
+func TestRetriesResponseHeaderTimeout(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 2 {
+			time.Sleep(300 * time.Millisecond) // the first save: no answer in time
+		}
+		if r.Method == http.MethodHead {
+			w.Header().Set("Content-Length", "10")
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	ctx := backend.WithStallTimeout(context.Background(), 100*time.Millisecond)
+	c, err := rest.Open(ctx, srv.URL+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := retry.New(c, fast)
+	if err := r.Save(ctx, handle("a"), []byte("data")); err != nil {
+		t.Fatalf("Save: %v (after %d requests)", err, calls.Load())
+	}
+	if n := calls.Load(); n != 3 {
+		t.Errorf("%d requests, want 3 (open, the save that timed out, its retry)", n)
+	}
+}

@@ -1,7 +1,6 @@
 package s3
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"time"
@@ -41,19 +40,21 @@ func (b *Backend) saveMultipart(ctx context.Context, h backend.Handle, key strin
 		g.Go(func() error {
 			part := data[i*b.cfg.PartSize : min(int64(len(data)), (i+1)*b.cfg.PartSize)]
 			num := int32(i + 1)
+			w := backend.WatchUpload(gctx, part, backend.StallTimeout(ctx, backend.DefaultStallTimeout))
+			defer w.Stop()
 			pin := &s3.UploadPartInput{
 				Bucket:        aws.String(b.cfg.Bucket),
 				Key:           aws.String(key),
 				UploadId:      uploadID,
 				PartNumber:    aws.Int32(num),
-				Body:          bytes.NewReader(part),
+				Body:          w.Body(),
 				ContentLength: aws.Int64(int64(len(part))),
 				ContentMD5:    b.contentMD5(h, part),
 			}
 			pin.SSECustomerAlgorithm, pin.SSECustomerKey, pin.SSECustomerKeyMD5 = b.sseC()
-			out, err := b.client.UploadPart(gctx, pin)
+			out, err := b.client.UploadPart(w.Context(), pin)
 			if err != nil {
-				return fmt.Errorf("upload part %d of %d: %w", num, n, convert(gctx, err))
+				return fmt.Errorf("upload part %d of %d: %w", num, n, convert(gctx, w.Err(err)))
 			}
 			parts[i] = types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(num)}
 			return nil

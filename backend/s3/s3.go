@@ -17,7 +17,6 @@
 package s3
 
 import (
-	"bytes"
 	"context"
 	"crypto/md5"
 	"encoding/base64"
@@ -148,7 +147,7 @@ func newBackend(ctx context.Context, cfg Config) (*Backend, error) {
 		WithDialerOptions(func(d *net.Dialer) { d.Timeout = dialTimeout }).
 		WithTransportOptions(func(tr *http.Transport) {
 			tr.MaxIdleConnsPerHost = 64
-			tr.ResponseHeaderTimeout = responseHeaderTimeout
+			tr.ResponseHeaderTimeout = backend.StallTimeout(ctx, responseHeaderTimeout)
 			tr.TLSHandshakeTimeout = dialTimeout
 			b.mu.Lock()
 			b.transports = append(b.transports, tr)
@@ -466,10 +465,13 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 }
 
 func (b *Backend) put(ctx context.Context, h backend.Handle, key string, data []byte) error {
+	// A connection that stops taking the body ends the request.
+	w := backend.WatchUpload(ctx, data, backend.StallTimeout(ctx, backend.DefaultStallTimeout))
+	defer w.Stop()
 	in := &s3.PutObjectInput{
 		Bucket:        aws.String(b.cfg.Bucket),
 		Key:           aws.String(key),
-		Body:          bytes.NewReader(data),
+		Body:          w.Body(),
 		ContentLength: aws.Int64(int64(len(data))),
 		ContentType:   aws.String("application/octet-stream"),
 		ContentMD5:    b.contentMD5(h, data),
@@ -478,6 +480,6 @@ func (b *Backend) put(ctx context.Context, h backend.Handle, key string, data []
 	in.SSECustomerAlgorithm, in.SSECustomerKey, in.SSECustomerKeyMD5 = b.sseC()
 	in.ServerSideEncryption, in.SSEKMSKeyId = b.sse()
 	in.ObjectLockMode, in.ObjectLockRetainUntilDate = b.objectLock(h)
-	_, err := b.client.PutObject(ctx, in)
-	return convert(ctx, err)
+	_, err := b.client.PutObject(w.Context(), in)
+	return convert(ctx, w.Err(err))
 }

@@ -178,6 +178,7 @@ func dial(ctx context.Context, cfg Config, pacer *limit.Pacer) (*conn, error) {
 		)
 		res <- result{cl, err}
 	}()
+	connectTimeout := backend.StallTimeout(ctx, connectTimeout)
 	timer := time.NewTimer(connectTimeout)
 	defer timer.Stop()
 	var r result
@@ -217,7 +218,7 @@ func dial(ctx context.Context, cfg Config, pacer *limit.Pacer) (*conn, error) {
 	}()
 	c.stall = cfg.StallTimeout
 	if c.stall <= 0 {
-		c.stall = DefaultStallTimeout
+		c.stall = backend.StallTimeout(ctx, DefaultStallTimeout)
 	}
 	go c.watch()
 	return c, nil

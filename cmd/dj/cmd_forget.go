@@ -226,6 +226,10 @@ func runForget(c *cli.Context) error {
 			}
 			removed++
 		}
+		if removed > 0 && removed == len(list) {
+			// forget itself removed the last snapshots: prune may run on none.
+			pruneOpts.AllowNoSnapshots = true
+		}
 		if !e.json {
 			e.printf("removed %d snapshots\n", removed)
 			if retained > 0 {

@@ -19,11 +19,13 @@ func pruneFlags() []cli.Flag {
 		&cli.StringFlag{Name: "max-repack-size", Usage: "repack at most `SIZE` of packs"},
 		&cli.DurationFlag{Name: "keep-delete", Value: maint.DefaultKeepDelete, Usage: "keep marked packs for `DURATION` before deleting them"},
 		&cli.BoolFlag{Name: "instant-delete", Usage: "delete unused packs at once (takes an exclusive lock: only for a repository nobody else uses)"},
+		&cli.BoolFlag{Name: "unsafe-allow-no-snapshots", Usage: "prune even when no snapshot is listed (otherwise prune refuses: an empty listing may be a storage failure)"},
 	}
 }
 
 func pruneOptions(c *cli.Context, e *env) (maint.PruneOptions, error) {
-	opts := maint.PruneOptions{KeepDelete: c.Duration("keep-delete"), InstantDelete: c.Bool("instant-delete"), DryRun: c.Bool("dry-run")}
+	opts := maint.PruneOptions{KeepDelete: c.Duration("keep-delete"), InstantDelete: c.Bool("instant-delete"), DryRun: c.Bool("dry-run"),
+		AllowNoSnapshots: c.Bool("unsafe-allow-no-snapshots")}
 	if mu := c.String("max-unused"); strings.HasSuffix(mu, "%") {
 		f, err := strconv.ParseFloat(strings.TrimSuffix(mu, "%"), 64)
 		if err != nil || f < 0 {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"dj/backend"
 	"dj/backend/rest"
 )
 
@@ -110,6 +111,7 @@ Examples:
 				return usageError("--prometheus-no-auth needs --prometheus")
 			}
 			opts.AppendOnly = c.Bool("append-only")
+			opts.UploadIdleTimeout = backend.StallTimeout(e.ctx, 0) // shortened only in the test mode
 			opts.Logf = func(f string, a ...any) { e.warnf("dj serve: "+f+"\n", a...) }
 			noAuth := c.Bool("no-auth") || c.Bool("insecure-no-auth")
 			switch {

@@ -77,7 +77,7 @@ type env struct {
 }
 
 func newEnv(c *cli.Context) *env {
-	return &env{c: c, ctx: c.Context, stdout: c.App.Writer, stderr: c.App.ErrWriter,
+	return &env{c: c, ctx: withTestTimeout(c.Context), stdout: c.App.Writer, stderr: c.App.ErrWriter,
 		json: c.Bool("json"), quiet: c.Bool("quiet"), verbose: c.Bool("verbose"), verbosity: c.Count("verbose"), rf: mainRepoFlags()}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -37,6 +38,26 @@ func (e *env) withTestFaults(be backend.Backend, s location.Scheme, err error) (
 		}
 	}}
 	return retry.Wrap(fault.Opaque(f), opts), s, nil
+}
+
+// testTimeoutEnv names the variable with which the end-to-end tests
+// shorten the stall timeouts of the remote backends (a DURATION) in the
+// insecure test mode, so that a test of a stalled network need not wait
+// the minutes a user's dj waits.
+const testTimeoutEnv = "DJ_TEST_TIMEOUT"
+
+// withTestTimeout returns ctx carrying the stall timeout of
+// DJ_TEST_TIMEOUT in the insecure test mode (DJ_INSECURE_TEST_KDF=1), and
+// ctx itself otherwise.
+func withTestTimeout(ctx context.Context) context.Context {
+	v := os.Getenv(testTimeoutEnv)
+	if v == "" || os.Getenv("DJ_INSECURE_TEST_KDF") != "1" {
+		return ctx
+	}
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return backend.WithStallTimeout(ctx, d)
+	}
+	return ctx
 }
 
 // testRetryEnv names the variable with which the end-to-end tests shorten

@@ -29,6 +29,8 @@ type DelayProxy struct {
 	conns  map[net.Conn]struct{}
 	closed bool
 
+	faults faultState
+
 	nConns    atomic.Int64
 	chunksUp  atomic.Int64
 	bytesUp   atomic.Int64
@@ -152,10 +154,11 @@ func (p *DelayProxy) serve(client net.Conn) {
 		p.untrack(client)
 		p.untrack(server)
 	}()
+	cf := p.draw()
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); p.pipe(server, client, &p.chunksUp, &p.bytesUp) }()
-	go func() { defer wg.Done(); p.pipe(client, server, &p.chunksDn, &p.bytesDown) }()
+	go func() { defer wg.Done(); p.pipe(server, client, cf, &p.chunksUp, &p.bytesUp) }()
+	go func() { defer wg.Done(); p.pipe(client, server, cf, &p.chunksDn, &p.bytesDown) }()
 	wg.Wait()
 }
 
@@ -167,7 +170,10 @@ type chunk struct {
 
 // pipe copies src to dst, holding each chunk until Delay after it was
 // read. At src's end it half-closes dst; on a write error it closes src.
-func (p *DelayProxy) pipe(dst, src net.Conn, chunks, bytes *atomic.Int64) {
+//
+// A stalled connection (NetFaults) tells neither end anything more, not
+// even that the other closed; it ends when the proxy closes.
+func (p *DelayProxy) pipe(dst, src net.Conn, cf *connFault, chunks, bytes *atomic.Int64) {
 	queue := make(chan chunk, 4096)
 	done := make(chan struct{})
 	go func() {
@@ -185,7 +191,9 @@ func (p *DelayProxy) pipe(dst, src net.Conn, chunks, bytes *atomic.Int64) {
 				src.Close() // the reader stops; the queue drains
 			}
 		}
-		if !failed {
+		switch {
+		case cf.isStalled():
+		case !failed:
 			if tc, ok := dst.(*net.TCPConn); ok {
 				tc.CloseWrite()
 			}
@@ -194,13 +202,16 @@ func (p *DelayProxy) pipe(dst, src net.Conn, chunks, bytes *atomic.Int64) {
 	buf := make([]byte, 256<<10)
 	for {
 		n, err := src.Read(buf)
+		if n > 0 && !p.pass(cf, n, src, dst) {
+			n = 0 // dropped (src is closed now) or stalled
+		}
 		if n > 0 {
 			chunks.Add(1)
 			bytes.Add(int64(n))
 			queue <- chunk{data: append([]byte(nil), buf[:n]...), due: time.Now().Add(p.Delay)}
 		}
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
+			if !errors.Is(err, io.EOF) && !cf.isStalled() {
 				// A reset or a close: end the other direction too.
 				dst.Close()
 			}

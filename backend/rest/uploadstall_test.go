@@ -1,0 +1,56 @@
+package rest
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"dj/backend"
+)
+
+// TestUploadStallEnds: a server that stops reading an upload (its
+// connection's window stays closed) ends the save within the stall
+// time-out, with an error the retry layer retries, instead of hanging.
+func TestUploadStallEnds(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodHead:
+			w.Header().Set("Content-Length", "10")
+		case http.MethodPost:
+			<-release // never reads the body
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	ctx := backend.WithStallTimeout(context.Background(), 300*time.Millisecond)
+	c, err := Open(ctx, srv.URL+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = c.Save(ctx, backend.Handle{Type: backend.PackFile, Name: "aa"}, make([]byte, 128<<20))
+	if !errors.Is(err, backend.ErrUnreachable) {
+		t.Fatalf("save to a server that stopped reading: %v, want ErrUnreachable", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the stalled save took %v", d)
+	}
+	// A save the server takes goes through.
+	release2 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			w.Header().Set("Content-Length", "10")
+		}
+	}))
+	defer release2.Close()
+	c2, err := Open(ctx, release2.URL+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Save(ctx, backend.Handle{Type: backend.PackFile, Name: "aa"}, make([]byte, 8<<20)); err != nil {
+		t.Errorf("save: %v", err)
+	}
+}
