@@ -186,14 +186,8 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 	if err != nil {
 		return nil, fmt.Errorf("load config: %s: %w", backend.Handle{Type: backend.ConfigFile}, err)
 	}
-	if err := json.Unmarshal(body, &r.cfg); err != nil {
-		return nil, fmt.Errorf("%w: config: %w", ErrCorrupt, err)
-	}
-	if r.cfg.Version != 1 {
-		return nil, fmt.Errorf("repository format version %d is not supported by this dj (want 1)", r.cfg.Version)
-	}
-	if r.cfg.ChunkerMin <= 0 || r.cfg.ChunkerAvg <= r.cfg.ChunkerMin || r.cfg.ChunkerMax <= r.cfg.ChunkerAvg || r.cfg.ChunkerMax > 64<<20 || r.cfg.ChunkerAvg&(r.cfg.ChunkerAvg-1) != 0 {
-		return nil, fmt.Errorf("%w: config has invalid chunker sizes", ErrCorrupt)
+	if r.cfg, err = parseConfig(body); err != nil {
+		return nil, err
 	}
 	if r.opts.PackSize == 0 {
 		r.opts.PackSize = r.cfg.PackSize
@@ -286,6 +280,21 @@ func (r *Repository) sealFile(t backend.FileType, body []byte) []byte {
 	return r.key.Seal(out, plain, fileAD(t))
 }
 
+// parseConfig decodes and checks the body of a config file.
+func parseConfig(body []byte) (Config, error) {
+	var cfg Config
+	if err := json.Unmarshal(body, &cfg); err != nil {
+		return Config{}, fmt.Errorf("%w: config: %w", ErrCorrupt, err)
+	}
+	if cfg.Version != 1 {
+		return Config{}, fmt.Errorf("repository format version %d is not supported by this dj (want 1)", cfg.Version)
+	}
+	if cfg.ChunkerMin <= 0 || cfg.ChunkerAvg <= cfg.ChunkerMin || cfg.ChunkerMax <= cfg.ChunkerAvg || cfg.ChunkerMax > 64<<20 || cfg.ChunkerAvg&(cfg.ChunkerAvg-1) != 0 {
+		return Config{}, fmt.Errorf("%w: config has invalid chunker sizes", ErrCorrupt)
+	}
+	return cfg, nil
+}
+
 func (r *Repository) openFile(t backend.FileType, data []byte) ([]byte, error) {
 	if len(data) < 1 || data[0] != fileFormatV1 {
 		return nil, fmt.Errorf("%w: unknown file format", ErrCorrupt)
@@ -294,6 +303,13 @@ func (r *Repository) openFile(t backend.FileType, data []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
+	return r.fileBody(plain)
+}
+
+// fileBody decodes the plaintext of a whole file: an encoding byte, then
+// the body, raw or zstd-compressed (at most pack.MaxBlobSize bytes once
+// decompressed: the decoder refuses more).
+func (r *Repository) fileBody(plain []byte) ([]byte, error) {
 	if len(plain) < 1 {
 		return nil, fmt.Errorf("%w: empty file", ErrCorrupt)
 	}

@@ -556,7 +556,17 @@ func FuzzChunker(f *testing.F) {
 		mn := int(shape) % 200
 		avg := 1 << (max(bits.Len(uint(mn)), 3) + int(shape>>6))
 		s := sizes{mn, avg, avg * (2 + int(shape>>4)%4)}
-		c := newSized(bytes.NewReader(data), gear, s, 1+int(bufSize%4096))
+		// Reads of any length: the cuts depend on the bytes alone.
+		var r io.Reader = bytes.NewReader(data)
+		switch bufSize >> 14 {
+		case 1:
+			r = iotest.HalfReader(r)
+		case 2:
+			r = iotest.OneByteReader(r)
+		case 3:
+			r = iotest.DataErrReader(r)
+		}
+		c := newSized(r, gear, s, 1+int(bufSize%4096))
 		got, err := chunkAll(t, c, data)
 		if err != nil {
 			t.Fatal(err)
