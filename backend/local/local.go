@@ -244,6 +244,17 @@ func (l *Local) Remove(ctx context.Context, h backend.Handle) error {
 	if err := os.Remove(p); err != nil {
 		return fmt.Errorf("remove %v: %w", h, err)
 	}
+	if h.Type == backend.PackFile {
+		// A pack whose removal is undone by a crash is only unused.
+		return nil
+	}
+	// A snapshot, index, lock or key file that came back after a crash
+	// could name packs removed after it (a forgotten snapshot would
+	// return without its data): the removal is durable before the caller
+	// goes on.
+	if err := syncDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("remove %v: %w", h, err)
+	}
 	return nil
 }
 

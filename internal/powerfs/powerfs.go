@@ -62,6 +62,7 @@ func Mount(work, mnt string) (*FS, error) {
 	if err := f.snapshotTree(work); err != nil {
 		return nil, err
 	}
+	f.syncs = 0
 	var st syscall.Stat_t
 	if err := syscall.Stat(work, &st); err != nil {
 		return nil, err
@@ -81,7 +82,7 @@ func Mount(work, mnt string) (*FS, error) {
 // Unmount stops serving; the working directory keeps what was written.
 func (f *FS) Unmount() error { return f.server.Unmount() }
 
-// Syncs returns the number of fsync calls seen.
+// Syncs returns the number of fsync calls seen since Mount.
 func (f *FS) Syncs() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
