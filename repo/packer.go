@@ -194,9 +194,10 @@ func (r *Repository) saveBlobWithID(ctx context.Context, t pack.BlobType, id cry
 	if ok, err := p.reserve(t, id, true); !ok {
 		return false, err
 	}
-	sealed, compressed := r.compressAndSeal(t, id, plain)
-	if err := r.verifySealed(t, id, sealed, compressed, plain); err != nil {
-		r.putSealBuf(sealed)
+	// Every blob is checked before it goes into a pack: its compressed
+	// form must decompress to its plaintext (a raw blob is sealed as it is).
+	sealed, compressed, err := r.compressAndSealChecked(t, id, plain, true)
+	if err != nil {
 		p.unreserve(t, id)
 		return false, err
 	}

@@ -16,15 +16,29 @@ import (
 // sealed in place; incompressible content is sealed from plain directly.
 // Content that looks random (incompressible) is not given to zstd at all.
 func (r *Repository) compressAndSeal(t pack.BlobType, id crypto.ID, plain []byte) ([]byte, bool) {
+	sealed, compressed, _ := r.compressAndSealChecked(t, id, plain, false)
+	return sealed, compressed
+}
+
+// compressAndSealChecked is compressAndSeal; with check, the compressed
+// form is decompressed and compared with plain before it is sealed
+// (checkCompressed), and a difference is an error wrapping ErrCorrupt.
+func (r *Repository) compressAndSealChecked(t pack.BlobType, id crypto.ID, plain []byte, check bool) ([]byte, bool, error) {
 	buf := r.getSealBuf(len(plain) + crypto.Overhead)
 	if r.enc != nil && len(plain) >= 64 && !looksRandom(plain) {
 		c := r.enc.EncodeAll(plain, buf[:crypto.NonceSize])
 		if len(c)-crypto.NonceSize < len(plain) {
-			return pack.SealBlobInPlace(r.key, c, t, id), true
+			if check {
+				if err := r.checkCompressed(t, id, c[crypto.NonceSize:], plain); err != nil {
+					r.putSealBuf(c)
+					return nil, false, err
+				}
+			}
+			return pack.SealBlobInPlace(r.key, c, t, id), true, nil
 		}
 		buf = c
 	}
-	return pack.SealBlob(r.key, buf[:0], t, id, plain), false
+	return pack.SealBlob(r.key, buf[:0], t, id, plain), false, nil
 }
 
 // Random-looking content: zstd at the default level needs about a third

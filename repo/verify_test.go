@@ -71,3 +71,26 @@ func BenchmarkVerifySealed(b *testing.B) {
 		})
 	}
 }
+
+// TestCheckCompressed: a compressed form that does not decompress to the
+// plaintext (a compressor bug) is refused before it is sealed.
+func TestCheckCompressed(t *testing.T) {
+	r := TestRepository(t, mem.New())
+	text := bytes.Repeat([]byte("compressible text, "), 4000)
+	id := r.BlobID(text)
+	c := r.enc.EncodeAll(text, nil)
+	if err := r.checkCompressed(pack.DataBlob, id, c, text); err != nil {
+		t.Fatal(err)
+	}
+	other := append([]byte(nil), text...)
+	other[100] ^= 1
+	if err := r.checkCompressed(pack.DataBlob, id, c, other); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("compressed form of other bytes: %v", err)
+	}
+	if err := r.checkCompressed(pack.DataBlob, id, c[:len(c)/2], text); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("cut compressed form: %v", err)
+	}
+	if _, _, err := r.compressAndSealChecked(pack.DataBlob, id, text, true); err != nil {
+		t.Fatal(err)
+	}
+}
