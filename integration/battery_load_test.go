@@ -1,0 +1,424 @@
+package integration
+
+// The battery's load and concurrency tests (issue 12): many clients
+// backing up into one repository on every backend while a mount is read
+// and check runs; prunes while backups run; 30 simulated days of backup,
+// forget and prune. The lock contention test is repo's TestBatteryLocks
+// (repo/lock_contention_test.go), which records in the same table.
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// loadHeader is the header of the battery's "load" table (repo's
+// TestBatteryLocks writes the same one).
+var loadHeader = []string{"test", "backend", "clients", "backups", "snapshots restored", "mount reads compared", "checks passed", "prunes", "lock acquisitions", "simulated days", "result"}
+
+// recordLoad appends a row to the "load" table; cells follow loadHeader.
+func recordLoad(t *testing.T, cells ...string) {
+	t.Helper()
+	recordReliability(t, "load", loadHeader, cells...)
+}
+
+// loadResult is "ok", or "FAILED" once the test failed.
+func loadResult(t *testing.T) string {
+	if t.Failed() {
+		return "FAILED"
+	}
+	return "ok"
+}
+
+// runSafe runs dj like env.run but may be called from any goroutine: it
+// never fails the test itself, it returns what went wrong.
+func (e *env) runSafe(args ...string) (result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.bin, args...)
+	cmd.Env = append(cleanEnv(), e.extraEnv...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	err := cmd.Run()
+	res := result{stdout: so.String(), stderr: se.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		res.code = ee.ExitCode()
+	default:
+		return res, fmt.Errorf("run dj %v: %w", args, err)
+	}
+	if strings.Contains(res.stderr, "panic") || strings.Contains(res.stderr, "goroutine ") {
+		return res, fmt.Errorf("dj %v panicked (or the race detector spoke):\n%s", args, res.stderr)
+	}
+	if res.code != 0 {
+		return res, fmt.Errorf("dj %v: exit %d\n%s%s", args, res.code, res.stdout, res.stderr)
+	}
+	return res, nil
+}
+
+// backupSummaryID returns the snapshot id of a `backup --json` output.
+func backupSummaryID(out string) (string, error) {
+	var s struct {
+		MessageType string `json:"message_type"`
+		SnapshotID  string `json:"snapshot_id"`
+	}
+	if err := json.Unmarshal([]byte(lastLine(out)), &s); err != nil || s.MessageType != "summary" || s.SnapshotID == "" {
+		return "", fmt.Errorf("no summary with a snapshot id in backup --json output: %v\n%s", err, out)
+	}
+	return s.SnapshotID, nil
+}
+
+// restoreCompare restores snapshot id (with pre, the backend's global
+// options, in front of the command) and compares its copy of src with want.
+func (e *env) restoreCompare(pre []string, id, src string, want manifest) {
+	e.t.Helper()
+	target := filepath.Join(e.dir, "restore-compare")
+	if err := os.RemoveAll(target); err != nil {
+		e.t.Fatal(err)
+	}
+	e.must(append(pre, "restore", id, "--target", target)...)
+	got := scanTree(e.t, filepath.Join(target, src))
+	if d := manifestDiff(want, got); len(d) > 0 {
+		e.t.Errorf("snapshot %.8s does not restore byte-identical to its source:\n  %s", id, strings.Join(d, "\n  "))
+	}
+	if err := os.RemoveAll(target); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// madeSnapshot is a snapshot the battery made and the manifest of its source.
+type madeSnapshot struct {
+	id  string // short id, as backup --json names it
+	src string
+	m   manifest
+}
+
+// mountReaders reads files of the snapshots in snaps through the mount at
+// mnt, from n goroutines, and compares each with its manifest, until stop
+// is closed. Snapshots the mount does not show yet (it re-reads the list
+// every --refresh) are passed over.
+type mountReaders struct {
+	mnt      string
+	mu       sync.Mutex
+	snaps    []madeSnapshot
+	compared atomic.Int64
+	unseen   atomic.Int64
+	errs     []string
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+func (mr *mountReaders) add(s madeSnapshot) {
+	mr.mu.Lock()
+	mr.snaps = append(mr.snaps, s)
+	mr.mu.Unlock()
+}
+
+func (mr *mountReaders) fail(format string, args ...any) {
+	mr.mu.Lock()
+	defer mr.mu.Unlock()
+	if len(mr.errs) < 20 {
+		mr.errs = append(mr.errs, fmt.Sprintf(format, args...))
+	}
+}
+
+func (mr *mountReaders) start(n int) {
+	mr.stop = make(chan struct{})
+	for i := range n {
+		mr.wg.Add(1)
+		go func() {
+			defer mr.wg.Done()
+			rng := mrand.New(mrand.NewPCG(uint64(i), 99))
+			for {
+				select {
+				case <-mr.stop:
+					return
+				default:
+				}
+				mr.mu.Lock()
+				var s madeSnapshot
+				if len(mr.snaps) > 0 {
+					s = mr.snaps[rng.IntN(len(mr.snaps))]
+				}
+				mr.mu.Unlock()
+				if s.id == "" {
+					time.Sleep(50 * time.Millisecond)
+					continue
+				}
+				root := filepath.Join(mr.mnt, "ids", s.id)
+				if _, err := os.Stat(root); err != nil {
+					mr.unseen.Add(1)
+					time.Sleep(100 * time.Millisecond)
+					continue
+				}
+				mr.readOne(rng, s, root)
+			}
+		}()
+	}
+}
+
+// readOne reads one random file of s through the mount and compares it
+// with the manifest.
+func (mr *mountReaders) readOne(rng *mrand.Rand, s madeSnapshot, root string) {
+	var files []string
+	for rel, v := range s.m {
+		if strings.HasPrefix(v, "file ") {
+			files = append(files, rel)
+		}
+	}
+	if len(files) == 0 {
+		return
+	}
+	sort.Strings(files)
+	rel := files[rng.IntN(len(files))]
+	f, err := os.Open(filepath.Join(root, s.src, rel))
+	if err != nil {
+		mr.fail("mount: open %s of snapshot %s: %v", rel, s.id, err)
+		return
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		mr.fail("mount: read %s of snapshot %s: %v", rel, s.id, err)
+		return
+	}
+	// The manifest says "file PERM SIZE SHA256".
+	want := strings.Fields(s.m[rel])
+	if got := []string{fmt.Sprint(n), hex.EncodeToString(h.Sum(nil))}; got[0] != want[2] || got[1] != want[3] {
+		mr.fail("mount: %s of snapshot %s reads as %s bytes with SHA-256 %s, want %s bytes %s", rel, s.id, got[0], got[1], want[2], want[3])
+		return
+	}
+	mr.compared.Add(1)
+}
+
+func (mr *mountReaders) finish(t *testing.T) {
+	t.Helper()
+	close(mr.stop)
+	mr.wg.Wait()
+	for _, e := range mr.errs {
+		t.Error(e)
+	}
+}
+
+// checkLoop runs check (every other time with a fifth of the data read)
+// until stop is closed, and counts the passes.
+type checkLoop struct {
+	passed atomic.Int64
+	mu     sync.Mutex
+	errs   []string
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+func startCheckLoop(e *env, pre []string) *checkLoop {
+	c := &checkLoop{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for i := 0; ; i++ {
+			select {
+			case <-c.stop:
+				return
+			default:
+			}
+			args := append(append([]string{}, pre...), "check")
+			if i%2 == 1 {
+				args = append(args, "--read-data-subset", fmt.Sprintf("%d/5", 1+i/2%5))
+			}
+			if _, err := e.runSafe(args...); err != nil {
+				c.mu.Lock()
+				if len(c.errs) < 5 {
+					c.errs = append(c.errs, err.Error())
+				}
+				c.mu.Unlock()
+				continue
+			}
+			c.passed.Add(1)
+		}
+	}()
+	return c
+}
+
+func (c *checkLoop) finish(t *testing.T) {
+	t.Helper()
+	close(c.stop)
+	<-c.done
+	for _, e := range c.errs {
+		t.Errorf("check alongside the backups: %s", e)
+	}
+}
+
+// loadBackend is a backend of TestBatteryLoadClients: setup returns an
+// env with an initialised repository and the global options every dj
+// command needs in front of its own (the SFTP server's ssh arguments).
+type loadBackend struct {
+	name  string
+	setup func(t *testing.T) (*env, []string)
+}
+
+func loadBackends() []loadBackend {
+	return []loadBackend{
+		{"local", func(t *testing.T) (*env, []string) {
+			e := newEnv(t)
+			e.must("init")
+			return e, nil
+		}},
+		{"sftp", func(t *testing.T) (*env, []string) {
+			s := newSFTPEnv(t)
+			s.must("init")
+			return s.env, s.args()
+		}},
+		{"s3", func(t *testing.T) (*env, []string) {
+			e, _, _ := s3Env(t)
+			return e, nil
+		}},
+		{"rest", func(t *testing.T) (*env, []string) {
+			e := newEnv(t)
+			url := e.serve()
+			e.extraEnv = append(e.extraEnv, "DJ_REPOSITORY=rest:"+url)
+			e.must("init")
+			return e, nil
+		}},
+	}
+}
+
+// TestBatteryLoadClients: clients back up into one repository at the same
+// time, half of each one's data shared with the others, on each backend,
+// while 16 readers read the snapshots made so far through a mount and
+// compare every file with its manifest, and check runs over and over.
+// Every check passes, every read is right, and afterwards check
+// --read-data passes and every snapshot restores to its manifest. The full
+// form has 8 clients making 20 backups each; the short one 4×3 on the
+// local backend and 2×2 on the remote ones.
+func TestBatteryLoadClients(t *testing.T) {
+	for _, b := range loadBackends() {
+		t.Run(b.name, func(t *testing.T) {
+			clients, backups := batteryRuns(4, 8), batteryRuns(3, 20)
+			if b.name != "local" {
+				clients, backups = batteryRuns(2, 8), batteryRuns(2, 20)
+			}
+			e, pre := b.setup(t)
+			loadClients(t, e, pre, b.name, clients, backups, 16)
+		})
+	}
+}
+
+func loadClients(t *testing.T, e *env, pre []string, backendName string, clients, backups, readers int) {
+	start := time.Now()
+	srcs := make([]string, clients)
+	own := make([]*treeGen, clients)
+	for c := range clients {
+		srcs[c] = filepath.Join(e.dir, "clients", fmt.Sprintf("c%d", c))
+		own[c] = newTreeGen(t, uint64(100+c))
+	}
+
+	var mr *mountReaders
+	var m *mounted
+	if os.Geteuid() == 0 && fileExists("/dev/fuse") {
+		m = e.mount(append(append([]string{}, pre...), "--refresh", "1s")...)
+		mr = &mountReaders{mnt: m.dir}
+		mr.start(readers)
+	} else {
+		t.Log("no mount readers: they need root and /dev/fuse")
+	}
+	checks := startCheckLoop(e, pre)
+
+	var made []madeSnapshot
+	for round := range backups {
+		// Each client's tree: shared/ changes the same way for every
+		// client (the same seed), own/ its own way.
+		for c := range clients {
+			shared := newTreeGen(t, uint64(1000+round))
+			shared.seq = 10000 * round // new names each round
+			if round == 0 {
+				shared.addFiles(filepath.Join(srcs[c], "shared"), 2<<20)
+				own[c].addFiles(filepath.Join(srcs[c], "own"), 2<<20)
+			} else {
+				shared.mutate(filepath.Join(srcs[c], "shared"), 512<<10)
+				own[c].mutate(filepath.Join(srcs[c], "own"), 512<<10)
+			}
+		}
+		ms := make([]manifest, clients)
+		for c := range clients {
+			ms[c] = scanTree(t, srcs[c])
+		}
+		ids := make([]string, clients)
+		errs := make([]error, clients)
+		var wg sync.WaitGroup
+		for c := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r, err := e.runSafe(append(append([]string{}, pre...), "backup", "--json", "--host", fmt.Sprintf("client%d", c), srcs[c])...)
+				if err == nil {
+					ids[c], err = backupSummaryID(r.stdout)
+				}
+				errs[c] = err
+			}()
+		}
+		wg.Wait()
+		for c := range clients {
+			if errs[c] != nil {
+				t.Errorf("round %d, client %d: %v", round, c, errs[c])
+				continue
+			}
+			s := madeSnapshot{id: ids[c], src: srcs[c], m: ms[c]}
+			made = append(made, s)
+			if mr != nil {
+				mr.add(s)
+			}
+		}
+	}
+	// The readers get a moment with the last snapshots too.
+	if mr != nil {
+		time.Sleep(1500 * time.Millisecond)
+		mr.finish(t)
+		m.stop()
+	}
+	checks.finish(t)
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	if r := e.run(append(append([]string{}, pre...), "check", "--read-data")...); r.code != 0 {
+		t.Fatalf("check --read-data after the load: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	var list []snapJSON
+	parseJSON(t, "snapshots --json", e.must(append(append([]string{}, pre...), "snapshots", "--json")...), &list)
+	if len(list) != clients*backups {
+		t.Errorf("the repository holds %d snapshots, want %d", len(list), clients*backups)
+	}
+	for _, s := range made {
+		e.restoreCompare(pre, s.id, s.src, s.m)
+	}
+	var compared, unseen int64
+	if mr != nil {
+		compared, unseen = mr.compared.Load(), mr.unseen.Load()
+	}
+	t.Logf("%s: %d clients × %d backups, %d mount reads compared (%d times a snapshot was not visible yet), %d checks passed alongside, in %v",
+		backendName, clients, backups, compared, unseen, checks.passed.Load(), time.Since(start).Round(time.Millisecond))
+	recordLoad(t, "TestBatteryLoadClients", backendName, fmt.Sprint(clients), fmt.Sprint(clients*backups), fmt.Sprint(len(made)),
+		fmt.Sprint(compared), fmt.Sprintf("%d alongside + 1 --read-data", checks.passed.Load()), "", "", "", loadResult(t))
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
