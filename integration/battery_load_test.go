@@ -374,6 +374,7 @@ func loadClients(t *testing.T, e *env, pre []string, backendName string, clients
 			}()
 		}
 		wg.Wait()
+		t.Logf("round %d: %d backups done at %v", round, clients, time.Since(start).Round(time.Millisecond))
 		for c := range clients {
 			if errs[c] != nil {
 				t.Errorf("round %d, client %d: %v", round, c, errs[c])
@@ -397,6 +398,7 @@ func loadClients(t *testing.T, e *env, pre []string, backendName string, clients
 		t.FailNow()
 	}
 
+	t.Logf("readers and checks stopped at %v", time.Since(start).Round(time.Millisecond))
 	if r := e.run(append(append([]string{}, pre...), "check", "--read-data")...); r.code != 0 {
 		t.Fatalf("check --read-data after the load: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -405,6 +407,7 @@ func loadClients(t *testing.T, e *env, pre []string, backendName string, clients
 	if len(list) != clients*backups {
 		t.Errorf("the repository holds %d snapshots, want %d", len(list), clients*backups)
 	}
+	t.Logf("check --read-data passed at %v", time.Since(start).Round(time.Millisecond))
 	for _, s := range made {
 		e.restoreCompare(pre, s.id, s.src, s.m)
 	}
@@ -421,4 +424,132 @@ func loadClients(t *testing.T, e *env, pre []string, backendName string, clients
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// TestBatteryPruneDuringBackups: prune (5 times in `make test`, 100 in
+// `make stress`) while two clients back up, with the prune's modes and the
+// order of start varying, and older snapshots forgotten before each round
+// so that every prune has packs to mark, repack and delete. Every backup
+// and every prune succeeds, check passes after each round, each round's
+// snapshots restore to their manifests, and at the end check --read-data
+// passes and every remaining snapshot restores to its manifest.
+func TestBatteryPruneDuringBackups(t *testing.T) {
+	start := time.Now()
+	prunes := batteryRuns(5, 100)
+	const clients = 2
+	e := newEnv(t)
+	e.must("init")
+	rng := mrand.New(mrand.NewPCG(12, 34))
+	srcs := make([]string, clients)
+	gens := make([]*treeGen, clients)
+	kept := make([][]madeSnapshot, clients) // per client, oldest first
+	for c := range clients {
+		srcs[c] = filepath.Join(e.dir, fmt.Sprintf("src%d", c))
+		gens[c] = newTreeGen(t, uint64(200+c))
+		gens[c].addFiles(srcs[c], 4<<20)
+	}
+	modes := [][]string{
+		nil,
+		{"--keep-delete", "0s"},
+		{"--max-unused", "0%", "--keep-delete", "0s"},
+		{"--max-unused", "0%"},
+	}
+	var backups, restored, checks int
+	var marked, repacked, deleted, resurrected int
+	for p := range prunes {
+		// Forget all but each client's last two snapshots: the prune
+		// has their data to free.
+		forget := []string{"forget"}
+		for c := range clients {
+			for len(kept[c]) > 2 {
+				forget = append(forget, kept[c][0].id)
+				kept[c] = kept[c][1:]
+			}
+		}
+		if len(forget) > 1 {
+			e.must(forget...)
+		}
+		ms := make([]manifest, clients)
+		for c := range clients {
+			gens[c].mutate(srcs[c], 2<<20)
+			ms[c] = scanTree(t, srcs[c])
+		}
+		pruneArgs := append([]string{"prune", "--json"}, modes[p%len(modes)]...)
+		offset := time.Duration(rng.IntN(400)) * time.Millisecond
+		pruneFirst := rng.IntN(3) == 0
+		var pr *proc
+		if pruneFirst {
+			pr, _ = e.start(nil, false, pruneArgs...)
+			time.Sleep(offset / 4)
+		}
+		bks := make([]*proc, clients)
+		for c := range clients {
+			bks[c], _ = e.start(nil, false, "backup", "--json", "--host", fmt.Sprintf("client%d", c), srcs[c])
+		}
+		if !pruneFirst {
+			time.Sleep(offset)
+			pr, _ = e.start(nil, false, pruneArgs...)
+		}
+		for c := range clients {
+			r, _ := bks[c].wait()
+			if r.code != 0 {
+				t.Fatalf("round %d: backup of client %d next to prune %v: exit %d\n%s", p, c, pruneArgs[2:], r.code, r.stderr)
+			}
+			id, err := backupSummaryID(r.stdout)
+			if err != nil {
+				t.Fatalf("round %d: %v", p, err)
+			}
+			backups++
+			kept[c] = append(kept[c], madeSnapshot{id: id, src: srcs[c], m: ms[c]})
+		}
+		rp, _ := pr.wait()
+		if rp.code != 0 {
+			t.Fatalf("round %d: prune %v next to backups: exit %d\n%s", p, pruneArgs[2:], rp.code, rp.stderr)
+		}
+		var pj pruneJSON
+		parseJSON(t, "prune --json", rp.stdout, &pj)
+		marked += len(pj.PacksMarked)
+		repacked += len(pj.PacksRepacked)
+		deleted += len(pj.PacksDeleted)
+		resurrected += len(pj.PacksResurrected)
+		if left := e.locksLeft(); len(left) > 0 {
+			t.Fatalf("round %d: locks left after backups and prune ended: %v", p, left)
+		}
+		if r := e.run("check"); r.code != 0 {
+			t.Fatalf("round %d: check after prune %v next to backups: exit %d\n%s%s", p, pruneArgs[2:], r.code, r.stdout, r.stderr)
+		}
+		checks++
+		for c := range clients {
+			s := kept[c][len(kept[c])-1]
+			e.restoreCompare(nil, s.id, s.src, s.m)
+			restored++
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+	}
+	// A last prune, alone, deletes what is marked (next to running
+	// backups a pack is deleted only when marked more than the clock
+	// skew allowance, 5 minutes, before the oldest backup began: only
+	// the full form runs that long), then everything is read.
+	var last pruneJSON
+	parseJSON(t, "prune --json", e.must("prune", "--json", "--keep-delete", "0s", "--max-unused", "0%"), &last)
+	if r := e.run("check", "--read-data"); r.code != 0 {
+		t.Fatalf("check --read-data at the end: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	checks++
+	for c := range clients {
+		for _, s := range kept[c] {
+			e.restoreCompare(nil, s.id, s.src, s.m)
+			restored++
+		}
+	}
+	t.Logf("%d prunes next to %d backups: packs marked %d, repacked %d, deleted %d, resurrected %d; the last prune alone deleted %d; %d restores compared, %d checks passed, in %v",
+		prunes, backups, marked, repacked, deleted, resurrected, len(last.PacksDeleted), restored, checks, time.Since(start).Round(time.Millisecond))
+	if marked+repacked == 0 || len(last.PacksDeleted)+deleted == 0 {
+		t.Error("no prune marked, repacked or deleted a pack: the test did not exercise prune")
+	}
+	recordLoad(t, "TestBatteryPruneDuringBackups", "local", fmt.Sprint(clients), fmt.Sprint(backups), fmt.Sprint(restored), "",
+		fmt.Sprint(checks), fmt.Sprintf("%d next to backups (packs marked %d, repacked %d, deleted %d, resurrected %d) + 1 alone (deleted %d)", prunes, marked, repacked, deleted, resurrected, len(last.PacksDeleted)),
+		"", "", loadResult(t))
 }
