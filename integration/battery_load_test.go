@@ -387,9 +387,11 @@ func loadClients(t *testing.T, e *env, pre []string, backendName string, clients
 			}
 		}
 	}
-	// The readers get a moment with the last snapshots too.
 	if mr != nil {
-		time.Sleep(1500 * time.Millisecond)
+		if stressMode() {
+			// The readers get a moment with the last snapshots too.
+			time.Sleep(1500 * time.Millisecond)
+		}
 		mr.finish(t)
 		m.stop()
 	}
