@@ -306,10 +306,14 @@ func loadBackends() []loadBackend {
 // Every check passes, every read is right, and afterwards check
 // --read-data passes and every snapshot restores to its manifest. The full
 // form has 8 clients making 20 backups each; the short one 4×3 on the
-// local backend and 2×2 on the remote ones.
+// local backend and 2×2 on the remote ones. The four backends run in
+// parallel.
 func TestBatteryLoadClients(t *testing.T) {
 	for _, b := range loadBackends() {
 		t.Run(b.name, func(t *testing.T) {
+			// The backends side by side: most of a remote's time is
+			// round trips, and the battery's budget is wall time.
+			t.Parallel()
 			clients, backups := batteryRuns(4, 8), batteryRuns(3, 20)
 			if b.name != "local" {
 				clients, backups = batteryRuns(2, 8), batteryRuns(2, 20)
