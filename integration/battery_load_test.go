@@ -324,6 +324,10 @@ func TestBatteryLoadClients(t *testing.T) {
 	}
 }
 
+// loadClients runs the load on the initialised repository of e: clients
+// back up in rounds (all of a round's backups at once), readers read
+// through a mount and check runs in a loop meanwhile; then check
+// --read-data and a restore of every snapshot, compared with its manifest.
 func loadClients(t *testing.T, e *env, pre []string, backendName string, clients, backups, readers int) {
 	start := time.Now()
 	srcs := make([]string, clients)
@@ -600,7 +604,7 @@ func applyPolicy(times []time.Time, rules []retentionRule) map[time.Time]bool {
 // TestBattery30Days: a month of a laptop's backups in under two minutes:
 // each simulated day the source changes and is backed up (with backup
 // --time; twice a day in the full form), forget --keep-daily 7
-// --keep-weekly 4 runs, and prune runs (every third day in the short
+// --keep-weekly 4 runs, and prune runs (weekly in the short
 // form, daily in the full one). After each forget the repository holds
 // exactly the snapshots the policy keeps (a model of restic's rules); at
 // the end check --read-data passes and every kept snapshot restores to its
@@ -609,7 +613,7 @@ func TestBattery30Days(t *testing.T) {
 	start := time.Now()
 	const days = 30
 	perDay := batteryRuns(1, 2)
-	pruneEvery := batteryRuns(3, 1)
+	pruneEvery := batteryRuns(7, 1)
 	e := newEnv(t)
 	e.must("init")
 	src := filepath.Join(e.dir, "home")
