@@ -23,7 +23,8 @@ var (
 	buildErr  error
 )
 
-// djBinary builds bin/dj once per test run.
+// djBinary builds bin/dj once per test run; with DJ_TEST_RACE=1, with the
+// race detector.
 func djBinary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -38,7 +39,12 @@ func djBinary(t *testing.T) string {
 			return
 		}
 		djPath = filepath.Join(dir, "dj")
-		cmd := exec.Command("go", "build", "-o", djPath, "../cmd/dj")
+		args := []string{"build", "-o", djPath}
+		if os.Getenv("DJ_TEST_RACE") == "1" {
+			// The battery under the race detector (issue 12).
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "../cmd/dj")...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("build dj: %v\n%s", err, out)

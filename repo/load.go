@@ -179,9 +179,14 @@ func (r *Repository) OpenPacked(pb index.PackedBlob, sealed []byte, buf []byte) 
 	return plain, nil
 }
 
-// BlobSize returns the plaintext length of a data blob from the index.
+// BlobSize returns the plaintext length of a data blob from the index; like
+// LoadTypedBlob it falls back to packs marked for deletion, whose blobs a
+// snapshot may need until a prune resurrects them.
 func (r *Repository) BlobSize(id crypto.ID) (int, bool) {
-	return r.idx.PlainLength(pack.DataBlob, id)
+	if n, ok := r.idx.PlainLength(pack.DataBlob, id); ok {
+		return n, true
+	}
+	return r.ixs.pending.PlainLength(pack.DataBlob, id)
 }
 
 // maxZeroSizes bounds the cache of zero-blob ids by size.
