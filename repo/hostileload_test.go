@@ -1,0 +1,52 @@
+package repo_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"runtime"
+	"testing"
+
+	"dj/backend"
+	"dj/backend/mem"
+	"dj/repo"
+	"dj/repo/crypto"
+	"dj/repo/pack"
+)
+
+// TestOpenPackedBoundsClaimedPlainLength: a (hostile) index entry that
+// claims a huge plain length for a small compressed blob is refused
+// without allocating that length.
+func TestOpenPackedBoundsClaimedPlainLength(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	r := repo.TestRepository(t, nopClose{be})
+	data := bytes.Repeat([]byte("abcdefgh"), 4000)
+	id, _, _ := r.SaveBlob(ctx, pack.DataBlob, data)
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pb := r.Index().Lookup(pack.DataBlob, id)[0]
+	if !pb.Compressed {
+		t.Fatal("blob not compressed")
+	}
+	sealed, err := be.Load(ctx, backendHandle(pb.PackID), int64(pb.Offset), int(pb.Length))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb.PlainLength = pack.MaxBlobSize
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = r.OpenPacked(pb, sealed, nil)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, repo.ErrCorrupt) {
+		t.Fatalf("got %v, want ErrCorrupt", err)
+	}
+	if d := after.TotalAlloc - before.TotalAlloc; d > 16<<20 {
+		t.Fatalf("allocated %d MiB for a blob of %d bytes", d>>20, len(sealed))
+	}
+}
+
+func backendHandle(packID crypto.ID) backend.Handle {
+	return backend.Handle{Type: backend.PackFile, Name: packID.String()}
+}
