@@ -11,6 +11,7 @@ import (
 	"dj/backend/mem"
 	"dj/repo"
 	"dj/repo/crypto"
+	"dj/repo/index"
 	"dj/repo/pack"
 )
 
@@ -49,4 +50,27 @@ func TestOpenPackedBoundsClaimedPlainLength(t *testing.T) {
 
 func backendHandle(packID crypto.ID) backend.Handle {
 	return backend.Handle{Type: backend.PackFile, Name: packID.String()}
+}
+
+// TestIsZeroBlobBoundsClaimedLength: a data blob the index claims to be
+// larger than any chunk is not a zero blob, and finding that out does not
+// allocate its claimed length.
+func TestIsZeroBlobBoundsClaimedLength(t *testing.T) {
+	r := repo.TestRepository(t, nopClose{mem.New()})
+	var id, packID crypto.ID
+	id[0], packID[0] = 1, 2
+	r.Index().AddFile(&index.File{Packs: []index.FilePack{{ID: packID, Blobs: []pack.Blob{{Type: pack.DataBlob, ID: id, Length: 100, PlainLength: pack.MaxBlobSize}}}}})
+	if n, ok := r.BlobSize(id); !ok || n != pack.MaxBlobSize {
+		t.Fatalf("BlobSize: %d %v", n, ok)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	zero := r.IsZeroBlob(id)
+	runtime.ReadMemStats(&after)
+	if zero {
+		t.Fatal("IsZeroBlob: true")
+	}
+	if d := after.TotalAlloc - before.TotalAlloc; d > 16<<20 {
+		t.Fatalf("IsZeroBlob allocated %d MiB", d>>20)
+	}
 }

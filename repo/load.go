@@ -187,7 +187,10 @@ const maxZeroSizes = 64
 // only the index: it compares id with the id of that many zero bytes.
 func (r *Repository) IsZeroBlob(id crypto.ID) bool {
 	n, ok := r.BlobSize(id)
-	if !ok {
+	if !ok || n > r.cfg.ChunkerMax {
+		// No chunk is larger than the chunker's maximum; a (hostile)
+		// index entry that says so would have made it hash that many
+		// zeros (512 MiB allocated by the mount for one file).
 		return false
 	}
 	r.zeroMu.Lock()
