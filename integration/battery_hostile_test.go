@@ -225,7 +225,11 @@ func runHostileCase(t *testing.T, c hostileCase, timeout time.Duration) {
 // hostileMount mounts the repository and reads every snapshot with ls -R,
 // find and cat, each within timeout.
 func hostileMount(t *testing.T, e *env, c hostileCase, snaps []string, timeout time.Duration) {
-	m := e.mountBounded()
+	m, out := e.mountBounded()
+	if m == nil {
+		t.Errorf("%s: dj mount exited: %s", c.name, out)
+		return
+	}
 	defer m.stop()
 	answers := map[string]string{}
 	for _, id := range snaps {

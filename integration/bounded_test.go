@@ -233,8 +233,8 @@ type boundedMount struct {
 }
 
 // mountBounded starts dj mount under the address-space limit and waits
-// until it serves.
-func (e *env) mountBounded(args ...string) *boundedMount {
+// until it serves. If dj exits instead, it returns nil and dj's output.
+func (e *env) mountBounded(args ...string) (*boundedMount, string) {
 	e.t.Helper()
 	requireRoot(e.t)
 	dir := filepath.Join(e.dir, "mnt")
@@ -247,15 +247,31 @@ func (e *env) mountBounded(args ...string) *boundedMount {
 		e.t.Fatal(err)
 	}
 	m := &mounted{t: e.t, cmd: cmd, dir: dir, log: &log}
-	e.t.Cleanup(m.stop)
 	deadline := time.Now().Add(30 * time.Second)
 	for !isMounted(dir) {
+		if isZombie(cmd.Process.Pid) {
+			cmd.Wait()
+			return nil, log.String()
+		}
 		if time.Now().After(deadline) {
+			cmd.Process.Kill()
 			e.t.Fatalf("dj mount did not come up:\n%s", log.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return &boundedMount{m}
+	e.t.Cleanup(m.stop)
+	return &boundedMount{m}, ""
+}
+
+// isZombie reports whether the child pid has exited (and is not reaped).
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
 }
 
 // peakRSS is the mount process's peak resident memory so far, in bytes.
