@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strings"
 	"testing"
 
 	"dj/backend"
@@ -72,5 +73,41 @@ func TestIsZeroBlobBoundsClaimedLength(t *testing.T) {
 	}
 	if d := after.TotalAlloc - before.TotalAlloc; d > 16<<20 {
 		t.Fatalf("IsZeroBlob allocated %d MiB", d>>20)
+	}
+}
+
+// TestOpenSkipsForeignKey: a key file copied in from another repository
+// that opens with the same password (and sorts first) is passed over for
+// the repository's own key; it made the repository unusable ("load
+// config: repository data is corrupt").
+func TestOpenSkipsForeignKey(t *testing.T) {
+	ctx := context.Background()
+	beA, beB := mem.New(), mem.New()
+	a := repo.TestRepository(t, nopClose{beA})
+	repo.TestRepository(t, nopClose{beB})
+	var foreign []byte
+	err := beB.List(ctx, backend.KeyFile, func(fi backend.FileInfo) error {
+		var err error
+		foreign, err = beB.Load(ctx, backend.Handle{Type: backend.KeyFile, Name: fi.Name}, 0, 0)
+		return err
+	})
+	if err != nil || foreign == nil {
+		t.Fatalf("load B's key: %v", err)
+	}
+	if err := beA.Save(ctx, backend.Handle{Type: backend.KeyFile, Name: strings.Repeat("0", 64)}, foreign); err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Open(ctx, nopClose{beA}, repo.TestPassword, repo.Options{})
+	if err != nil {
+		t.Fatalf("open with a foreign key first: %v", err)
+	}
+	defer r.Close()
+	if r.Config().ID != a.Config().ID || r.KeyID() != a.KeyID() {
+		t.Fatalf("opened config %s with key %s, want %s with %s", r.Config().ID, r.KeyID().Short(), a.Config().ID, a.KeyID().Short())
+	}
+	// With only the foreign key the config's error is reported.
+	beA.Remove(ctx, backend.Handle{Type: backend.KeyFile, Name: a.KeyID().String()})
+	if _, err := repo.Open(ctx, nopClose{beA}, repo.TestPassword, repo.Options{}); !errors.Is(err, repo.ErrCorrupt) {
+		t.Fatalf("open with only a foreign key: %v, want ErrCorrupt", err)
 	}
 }
