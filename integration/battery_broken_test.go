@@ -471,6 +471,11 @@ func runBrokenCase(t *testing.T, e *env, c brokenCase, src string, want map[stri
 
 	brokenMount(t, e, c, src, want, timeout)
 
+	if undo == nil && !stressMode() {
+		// The short form prunes only beside garbage, where prune must
+		// not delete good data; the full form prunes every case.
+		return
+	}
 	pr := e.runBounded(timeout, nil, "prune", "--instant-delete")
 	record("prune", pr)
 	if undo == nil {

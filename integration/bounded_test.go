@@ -74,17 +74,23 @@ func (r boundedResult) answer() string {
 	return fmt.Sprintf("exit %d: %s", r.code, line)
 }
 
-// limitedBuffer keeps the first n bytes written and counts all.
+// limitedBuffer keeps the first n bytes written and the last 4 KiB, and
+// counts all.
 type limitedBuffer struct {
 	buf   bytes.Buffer
 	n     int
 	total int64
+	tail  []byte
 }
 
 func (b *limitedBuffer) Write(p []byte) (int, error) {
 	b.total += int64(len(p))
 	if room := b.n - b.buf.Len(); room > 0 {
 		b.buf.Write(p[:min(room, len(p))])
+	}
+	b.tail = append(b.tail, p[max(0, len(p)-4096):]...)
+	if len(b.tail) > 4096 {
+		b.tail = b.tail[len(b.tail)-4096:]
 	}
 	return len(p), nil
 }
@@ -119,15 +125,22 @@ func (e *env) runBounded(timeout time.Duration, extra []string, args ...string) 
 	start := time.Now()
 	err := cmd.Run()
 	res := boundedResult{args: args, stdout: out.buf.String(), outBytes: out.total, stderr: errb.buf.String(), took: time.Since(start)}
-	if cmd.ProcessState != nil {
+	if _, err := os.Stat(timeBinary); err != nil && cmd.ProcessState != nil {
+		// Without GNU time, wait4's figure: it counts the test process's
+		// own peak too (the child is forked sharing its memory), an upper
+		// bound.
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			res.maxRSS = ru.Maxrss << 10
 		}
 	}
-	if i := strings.LastIndex(res.stderr, maxRSSMark); i >= 0 {
+	if tail := string(errb.tail); strings.Contains(tail, maxRSSMark) {
+		// The peak GNU time measured, from the end of stderr (the first
+		// 256 KiB kept may not reach it).
 		var kib int64
-		fmt.Sscan(res.stderr[i+len(maxRSSMark):], &kib)
+		fmt.Sscan(tail[strings.LastIndex(tail, maxRSSMark)+len(maxRSSMark):], &kib)
 		res.maxRSS = kib << 10
+	}
+	if i := strings.LastIndex(res.stderr, maxRSSMark); i >= 0 {
 		res.stderr = res.stderr[:i]
 		if j := strings.LastIndex(strings.TrimSuffix(res.stderr, "\n"), "\n"); strings.Contains(res.stderr[j+1:], "Command exited with non-zero status") {
 			res.stderr = res.stderr[:j+1]
