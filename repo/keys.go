@@ -57,8 +57,10 @@ func loadKeyFile(ctx context.Context, be backend.Backend, name string) (*crypto.
 	return kf, nil
 }
 
-// openKey tries the password on every key file.
-func openKey(ctx context.Context, be backend.Backend, password string) (*crypto.Key, crypto.ID, error) {
+// openKey tries the password on every key file and returns the first key
+// it opens for which fits is true; if it opens only keys that do not fit,
+// it returns the first of them.
+func openKey(ctx context.Context, be backend.Backend, password string, fits func(*crypto.Key) bool) (*crypto.Key, crypto.ID, error) {
 	var names []string
 	err := be.List(ctx, backend.KeyFile, func(fi backend.FileInfo) error {
 		names = append(names, fi.Name)
@@ -73,6 +75,8 @@ func openKey(ctx context.Context, be backend.Backend, password string) (*crypto.
 	sort.Strings(names)
 	var firstErr error
 	var restic, other int
+	var unfit *crypto.Key
+	var unfitID crypto.ID
 	for _, name := range names {
 		if err := ctx.Err(); err != nil {
 			return nil, crypto.ID{}, err
@@ -92,11 +96,20 @@ func openKey(ctx context.Context, be backend.Backend, password string) (*crypto.
 		key, err := kf.Open(password)
 		if err == nil {
 			id, _ := crypto.ParseID(name)
-			return key, id, nil
+			if fits(key) {
+				return key, id, nil
+			}
+			if unfit == nil {
+				unfit, unfitID = key, id
+			}
+			continue
 		}
 		if !errors.Is(err, crypto.ErrWrongPassword) && firstErr == nil {
 			firstErr = err
 		}
+	}
+	if unfit != nil {
+		return unfit, unfitID, nil
 	}
 	if restic > 0 && other == 0 {
 		return nil, crypto.ID{}, fmt.Errorf("%s: %w", be.Location(), ErrResticRepository)

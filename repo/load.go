@@ -143,6 +143,13 @@ func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []
 // Go tree's files decoded about 15% faster with the slack.
 const decodeSlack = 64
 
+// maxExpansion bounds the buffer made for a compressed blob by its stored
+// length: the plain length comes from the index, and a hostile index entry
+// claiming 512 MiB for a small blob made every read of it allocate that
+// much (the mount held 550 MB for one). Content that really expands more
+// grows the buffer as it is decoded.
+const maxExpansion = 64
+
 // OpenPacked decrypts, decompresses and verifies the stored bytes of a blob.
 func (r *Repository) OpenPacked(pb index.PackedBlob, sealed []byte, buf []byte) ([]byte, error) {
 	fail := func(err error) error {
@@ -154,8 +161,8 @@ func (r *Repository) OpenPacked(pb index.PackedBlob, sealed []byte, buf []byte) 
 			return nil, fail(err)
 		}
 		defer r.putBuf(content)
-		if cap(buf) < int(pb.PlainLength)+decodeSlack {
-			buf = make([]byte, 0, int(pb.PlainLength)+decodeSlack)
+		if want := min(int(pb.PlainLength), maxExpansion*len(content)+decodeSlack) + decodeSlack; cap(buf) < want {
+			buf = make([]byte, 0, want)
 		}
 		plain, err := r.decompress(content, buf[:0], int(pb.PlainLength))
 		if err != nil {
@@ -196,7 +203,10 @@ const maxZeroSizes = 64
 // only the index: it compares id with the id of that many zero bytes.
 func (r *Repository) IsZeroBlob(id crypto.ID) bool {
 	n, ok := r.BlobSize(id)
-	if !ok {
+	if !ok || n > r.cfg.ChunkerMax {
+		// No chunk is larger than the chunker's maximum; a (hostile)
+		// index entry that says so would have made it hash that many
+		// zeros (512 MiB allocated by the mount for one file).
 		return false
 	}
 	r.zeroMu.Lock()

@@ -154,8 +154,28 @@ func Open(ctx context.Context, be backend.Backend, password string, opts Options
 		data, err := be.Load(ctx, backend.Handle{Type: backend.ConfigFile}, 0, 0)
 		cfgc <- loaded{data, err}
 	}()
-	key, keyID, keyErr := openKey(ctx, be, password)
-	raw := <-cfgc
+	var (
+		cfgOnce sync.Once
+		raw     loaded
+	)
+	config := func() loaded {
+		cfgOnce.Do(func() { raw = <-cfgc })
+		return raw
+	}
+	// A key that opens with the password but not the config belongs to
+	// another repository (a key file copied in): the next key is tried.
+	// When the config itself cannot be read, any key does, and the
+	// config's error is reported below.
+	fits := func(k *crypto.Key) bool {
+		c := config()
+		if c.err != nil || len(c.data) < 1 || len(c.data) > maxFileSize || c.data[0] != fileFormatV1 {
+			return true
+		}
+		_, err := k.Open(nil, c.data[1:], fileAD(backend.ConfigFile))
+		return err == nil
+	}
+	key, keyID, keyErr := openKey(ctx, be, password, fits)
+	config()
 	if raw.err != nil {
 		if errors.Is(raw.err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%s: %w", be.Location(), ErrNoRepository)

@@ -31,10 +31,14 @@ var DefaultKDF = KDFParams{Time: 2, Memory: 19 * 1024, Threads: 4}
 var TestKDF = KDFParams{Time: 1, Memory: 64, Threads: 1}
 
 // Bounds on KDF parameters read from storage, so a hostile key file cannot
-// make dj allocate unbounded memory or spin forever.
+// make dj allocate unbounded memory or spin for minutes: dj writes only
+// DefaultKDF (19 MiB, 2 passes). A key file of 4 GiB was accepted and
+// crashed dj out of memory; one of 100 passes over 1 GiB took minutes.
 const (
-	maxKDFMemory = 4 << 20 // KiB = 4 GiB
+	maxKDFMemory = 256 << 10 // KiB = 256 MiB
 	maxKDFTime   = 100
+	// maxKDFWork bounds passes times memory (KiB): 8 passes over 256 MiB.
+	maxKDFWork = 8 * maxKDFMemory
 )
 
 // KeyFile is a password-protected copy of the master key, stored as plain
@@ -70,7 +74,8 @@ func (kf *KeyFile) userKey(password string) (*Key, error) {
 	if kf.KDF != "argon2id" {
 		return nil, fmt.Errorf("key file uses unknown KDF %q", kf.KDF)
 	}
-	if kf.Time == 0 || kf.Time > maxKDFTime || kf.Memory == 0 || kf.Memory > maxKDFMemory || kf.Threads == 0 {
+	if kf.Time == 0 || kf.Time > maxKDFTime || kf.Memory == 0 || kf.Memory > maxKDFMemory || kf.Threads == 0 ||
+		uint64(kf.Time)*uint64(kf.Memory) > maxKDFWork {
 		return nil, fmt.Errorf("key file has invalid KDF parameters (time %d, memory %d KiB, threads %d)", kf.Time, kf.Memory, kf.Threads)
 	}
 	if len(kf.Salt) < 8 || len(kf.Salt) > 64 {
