@@ -70,8 +70,8 @@ func pveRestoreCommand() *cli.Command {
 		Name:      "restore",
 		Usage:     "restore a guest from a stored dump with qmrestore or pct restore",
 		UsageText: "dj pve restore [options] SNAPSHOT VMID [-- EXTRA ARGS]",
-		Description: `Writes the guest dump stored in SNAPSHOT (vm-*.vma or ct-*.tar at its root)
-back as vzdump wrote it and pipes it into "qmrestore - VMID" (a VM) or
+		Description: `Writes the guest dump stored in SNAPSHOT (vm-*.vma or ct-*.tar at its root;
+"latest" is the newest snapshot tagged vmid=VMID) back as vzdump wrote it and pipes it into "qmrestore - VMID" (a VM) or
 "pct restore VMID -" (a container); arguments after -- go to them (such as
 --storage local-lvm or --force).
 
@@ -233,7 +233,12 @@ func runPVERestore(c *cli.Context) error {
 		return err
 	}
 	defer closeRepo()
-	sn, err := findSnapshot(e.ctx, r, c.Args().Get(0), snapshot.Filter{})
+	// "latest" is the newest dump of this guest, never another guest's.
+	var f snapshot.Filter
+	if ref := c.Args().Get(0); ref == "latest" {
+		f.Tags = []string{"vmid=" + vmid}
+	}
+	sn, err := findSnapshot(e.ctx, r, c.Args().Get(0), f)
 	if err != nil {
 		return err
 	}
