@@ -49,7 +49,8 @@ test: test-deps vet
 	# The test servers built from source (versitygw for S3, restic's
 	# rest-server) are built once here, with time to spare, and cached.
 	$(GO) test -count=1 -timeout 30m -run 'TestS3Server' ./internal/testserver/
-	$(GO) test -count=1 ./...
+	# The end-to-end tests with their battery take about 18 minutes here.
+	$(GO) test -count=1 -timeout 28m ./...
 	$(GO) test -count=1 -race ./cache/... ./fusefs/... ./repo/... ./backend/... ./maint/...
 
 # The reliability battery at full length (issue 12): every TestBattery*

@@ -352,7 +352,7 @@ func TestCLIDumpZip(t *testing.T) {
 		t.Errorf("dump of a file with --archive zip: %q", out)
 	}
 	r := e.run("dump", "--archive", "rar", "latest", src)
-	if r.code != 1 || strings.TrimSpace(r.stderr) != `dj: unknown archive format "rar" (want tar or zip)` {
+	if r.code != 1 || strings.TrimSpace(r.stderr) != `dj: unknown archive format "rar" (want tar, zip or vma)` {
 		t.Errorf("unknown format: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
