@@ -167,6 +167,13 @@ func (a *archiver) saveFile(ctx context.Context, ch *chunker.Chunker, job fileJo
 			job.fut.err = ctx.Err()
 			return
 		}
+		var se *saveError
+		if errors.As(err, &se) {
+			// The repository could not take the data (a full disk, a
+			// lost server): the backup fails, it is not this file's fault.
+			job.fut.err = se.err
+			return
+		}
 		a.warn(job.path, err)
 		a.files.Add(^uint64(0)) // left out of the snapshot: not processed
 		return
@@ -333,12 +340,19 @@ func (a *archiver) chunkStream(ctx context.Context, ch chunkSource, r io.Reader)
 	ids := make([]crypto.ID, len(results))
 	for i, r := range results {
 		if r.err != nil {
-			return nil, 0, r.err
+			return nil, 0, &saveError{r.err}
 		}
 		ids[i] = r.id
 	}
 	return ids, size, nil
 }
+
+// saveError is an error of the repository saving a chunk, as opposed to
+// one of reading the file: it fails the whole backup.
+type saveError struct{ err error }
+
+func (e *saveError) Error() string { return e.err.Error() }
+func (e *saveError) Unwrap() error { return e.err }
 
 func timespec(t time.Time) syscall.Timespec {
 	return syscall.NsecToTimespec(t.UnixNano())
