@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sync"
 	"syscall"
@@ -211,12 +212,33 @@ const lockLoads = 8
 
 // listLocks is ListLocks without loading the lock skip (the caller's own,
 // whose content it knows). The files are loaded concurrently.
+//
+// A refresh writes a holder's new lock file before it removes the old one,
+// so a file that vanished between the listing and its load may have been
+// replaced by one the listing did not see: the locks are then listed
+// again, or a prune could see no lock while a backup holds one.
 func (r *Repository) listLocks(ctx context.Context, skip crypto.ID) ([]*LockInfo, error) {
+	for attempt := 0; ; attempt++ {
+		out, vanished, err := r.listLocksOnce(ctx, skip)
+		if err != nil || !vanished || attempt >= lockRelists {
+			return out, err
+		}
+	}
+}
+
+// lockRelists is how many times listLocks lists again after lock files
+// vanished under it: each round needs a refresh to land inside it.
+const lockRelists = 5
+
+// listLocksOnce lists and loads the lock files once; vanished reports a
+// listed file that could no longer be loaded.
+func (r *Repository) listLocksOnce(ctx context.Context, skip crypto.ID) (out []*LockInfo, vanished bool, err error) {
 	ids, err := r.ListFiles(ctx, backend.LockFile)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	infos := make([]*LockInfo, len(ids))
+	gone := make([]bool, len(ids))
 	sem := make(chan struct{}, lockLoads)
 	var wg sync.WaitGroup
 	for i, id := range ids {
@@ -229,7 +251,10 @@ func (r *Repository) listLocks(ctx context.Context, skip crypto.ID) ([]*LockInfo
 			defer func() { <-sem; wg.Done() }()
 			b, err := r.LoadFile(ctx, backend.LockFile, id)
 			if err != nil {
-				return // removed meanwhile, or unreadable
+				// Removed meanwhile (perhaps replaced by a refresh),
+				// or unreadable.
+				gone[i] = errors.Is(err, fs.ErrNotExist)
+				return
 			}
 			var li LockInfo
 			if json.Unmarshal(b, &li) != nil {
@@ -241,13 +266,13 @@ func (r *Repository) listLocks(ctx context.Context, skip crypto.ID) ([]*LockInfo
 		}()
 	}
 	wg.Wait()
-	var out []*LockInfo
-	for _, li := range infos {
+	for i, li := range infos {
 		if li != nil {
 			out = append(out, li)
 		}
+		vanished = vanished || gone[i]
 	}
-	return out, nil
+	return out, vanished, nil
 }
 
 func (r *Repository) writeLock(ctx context.Context, li *LockInfo) (crypto.ID, error) {

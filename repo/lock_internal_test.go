@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -255,5 +256,48 @@ func TestLockRemovedDuringRefresh(t *testing.T) {
 	}
 	if err := r.SaveSnapshot(ctx, &snapshot.Snapshot{Time: time.Now(), Paths: []string{"/x"}}); !errors.Is(err, ErrLockLost) {
 		t.Fatalf("snapshot after the lock was removed: %v, want ErrLockLost", err)
+	}
+}
+
+// refreshOnLoad is a backend on which another client's lock refresh lands
+// between a lister's listing and its load: the lock file is replaced by a
+// new one (written first, the old removed after) just before it is read.
+type refreshOnLoad struct {
+	backend.Backend
+	r         *Repository
+	refreshed LockInfo // the lock's content after the refresh
+	once      sync.Once
+}
+
+func (b *refreshOnLoad) Load(ctx context.Context, h backend.Handle, off int64, n int) ([]byte, error) {
+	if h.Type == backend.LockFile {
+		b.once.Do(func() {
+			if _, err := b.r.writeLock(ctx, &b.refreshed); err != nil {
+				panic(err)
+			}
+			if err := b.Backend.Remove(ctx, h); err != nil {
+				panic(err)
+			}
+		})
+	}
+	return b.Backend.Load(ctx, h, off, n)
+}
+
+// TestListLocksDuringRefresh: a lock file replaced by its holder's refresh
+// between the listing and the load is still seen (listed again), so a
+// prune never takes a held lock for no lock.
+func TestListLocksDuringRefresh(t *testing.T) {
+	ctx := context.Background()
+	r := TestRepository(t, mem.New())
+	info := LockInfo{Time: time.Now(), Created: time.Now(), Kind: LockShared, Hostname: "elsewhere", PID: 1}
+	if _, err := r.writeLock(ctx, &info); err != nil {
+		t.Fatal(err)
+	}
+	refreshed := info
+	refreshed.Time = info.Time.Add(time.Second)
+	r.be = &refreshOnLoad{Backend: r.be, r: r, refreshed: refreshed}
+	locks, err := r.ListLocks(ctx)
+	if err != nil || len(locks) != 1 || locks[0].Stale() {
+		t.Fatalf("want the one live lock, got %v, %v", locks, err)
 	}
 }
