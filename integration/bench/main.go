@@ -43,7 +43,7 @@ type config struct {
 	smallFiles int             // files in the small-file tree for diff
 }
 
-var allSections = []string{"backup", "mount", "maint", "find", "bigdir", "remote", "serve"}
+var allSections = []string{"backup", "mount", "maint", "find", "bigdir", "remote", "serve", "vm"}
 
 func loadConfig() (*config, error) {
 	c := &config{
@@ -92,7 +92,7 @@ func loadConfig() (*config, error) {
 				continue
 			}
 			if !contains(allSections, s) {
-				return nil, fmt.Errorf("BENCH=%q: unknown section %q (want backup, mount, maint, find, bigdir, remote, serve or all)", sections, s)
+				return nil, fmt.Errorf("BENCH=%q: unknown section %q (want backup, mount, maint, find, bigdir, remote, serve, vm or all)", sections, s)
 			}
 			want[s] = true
 		}
@@ -168,6 +168,9 @@ type harness struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "vma-stream" {
+		os.Exit(vmaStreamMain(os.Args[2:]))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	cfg, err := loadConfig()
@@ -239,7 +242,7 @@ func (h *harness) run(ctx context.Context) int {
 		return 2
 	}
 	h.machine = machineInfo()
-	if len(h.cfg.sections) != 1 || (h.cfg.sections[0] != "remote" && h.cfg.sections[0] != "serve") { // remote and serve have their own
+	if needsCorpus(h.cfg.sections) {
 		c, err := h.prepareCorpus(ctx)
 		if err != nil {
 			h.logf("preparing the corpus failed: %v", err)
@@ -267,6 +270,8 @@ func (h *harness) run(ctx context.Context) int {
 			rep = h.remoteSection(ctx)
 		case "serve":
 			rep = h.serveSection(ctx)
+		case "vm":
+			rep = h.vmSection(ctx)
 		}
 		h.cleanupMounts()
 		if ctx.Err() != nil {
@@ -290,6 +295,17 @@ func (h *harness) run(ctx context.Context) int {
 // cleanup unmounts everything this run mounted and stops its processes.
 func (h *harness) cleanup() {
 	h.cleanupMounts()
+}
+
+// needsCorpus reports whether a section uses the shared corpus (remote,
+// serve and vm make their own data).
+func needsCorpus(sections []string) bool {
+	for _, s := range sections {
+		if s != "remote" && s != "serve" && s != "vm" {
+			return true
+		}
+	}
+	return false
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -282,6 +282,17 @@ func atMost(x float64, col, desc string) targetSpec {
 	}}
 }
 
+// atLeast: the median of column col is at least x (higher is better).
+func atLeast(x float64, col, desc string) targetSpec {
+	return targetSpec{desc: desc, eval: func(f *figure, r *report) (string, bool, bool) {
+		a, ok := r.median(f.Key, col)
+		if !ok {
+			return "", false, false
+		}
+		return fmtNum(a) + " " + f.Unit, a >= x, true
+	}}
+}
+
 // fmtNum prints three significant digits, and whole numbers with thousands
 // separators from 1000 on, like perf-baseline.md.
 func fmtNum(v float64) string {

@@ -72,8 +72,8 @@ func (c *Fixed) Next(buf []byte) ([]byte, error) {
 
 // ParseFixed reads a chunker name as the tree records it and --chunker
 // takes it: "fixed" (FixedSize) or "fixed:SIZE" with SIZE in bytes or with
-// a K, M or G suffix (powers of 1024): a multiple of 4 KiB between 64 KiB
-// and 64 MiB.
+// a K, M or G suffix (powers of 1024; KiB, MiB and GiB, KB, MB and GB say
+// the same): a multiple of 4 KiB between 64 KiB and 64 MiB.
 func ParseFixed(s string) (int, error) {
 	if s == "fixed" {
 		return FixedSize, nil
@@ -81,6 +81,12 @@ func ParseFixed(s string) (int, error) {
 	v, ok := strings.CutPrefix(s, "fixed:")
 	if !ok || v == "" {
 		return 0, fmt.Errorf("chunker %q: want fixed or fixed:SIZE", s)
+	}
+	for _, unit := range []string{"iB", "ib", "B", "b"} {
+		if u, ok := strings.CutSuffix(v, unit); ok && u != "" && strings.ContainsAny(u[len(u)-1:], "kKmMgG") {
+			v = u
+			break
+		}
 	}
 	mult := 1
 	switch v[len(v)-1] {

@@ -42,7 +42,7 @@ func TestFixed(t *testing.T) {
 }
 
 func TestParseFixed(t *testing.T) {
-	for s, want := range map[string]int{"fixed": FixedSize, "fixed:1M": 1 << 20, "fixed:65536": 65536, "fixed:64m": 64 << 20,
+	for s, want := range map[string]int{"fixed": FixedSize, "fixed:1M": 1 << 20, "fixed:65536": 65536, "fixed:64m": 64 << 20, "fixed:1MiB": 1 << 20, "fixed:256KB": 256 << 10, "fixed:2mb": 2 << 20, "fixed:MiB": 0, "fixed:4096B": 0, "fixed:1Mi": 0,
 		"fixed:": 0, "fixed:1k": 0, "fixed:1G": 0, "cdc": 0, "fixed:x": 0, "fixed:65537": 0, "fixed:99999999999999999999": 0} {
 		got, err := ParseFixed(s)
 		if (err != nil) != (want == 0) || got != want {
