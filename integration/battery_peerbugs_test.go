@@ -455,7 +455,7 @@ var peerBugs = []peerBug{
 		dj: "refused with 400", test: "backend/rest TestUploadMustMatchName"},
 	{bug: "rest-server #142", what: "an interrupted upload's cleanup deleted the retried, successful upload",
 		dj:   "an aborted upload stores nothing and removes only its own temporary file",
-		test: "backend/rest TestAbortedUpload, TestCanceledUpload (the race with a retry is the power battery's)"},
+		test: "backend/rest TestAbortedUpload, TestCanceledUpload, TestAbortedUploadKeepsRetry (a first attempt that hangs up after its retry succeeded, local and buffered)"},
 }
 
 // TestBatteryPeerBugs runs the subtest of each peer bug dj has one for and

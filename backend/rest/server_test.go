@@ -423,6 +423,52 @@ func TestAbortedUpload(t *testing.T) {
 	}
 }
 
+// TestAbortedUploadKeepsRetry: an upload that hangs up after a retry of
+// the same file succeeded must not take the retry's file with it
+// (rest-server #142), whether the server streams to a temporary file
+// (local) or buffers the body (mem).
+func TestAbortedUploadKeepsRetry(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		be   func(t *testing.T) backend.Backend
+	}{
+		{"local", func(t *testing.T) backend.Backend { return local.New(filepath.Join(t.TempDir(), "repo")) }},
+		{"mem", func(t *testing.T) backend.Backend { return mem.New() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := tc.be(t)
+			opts := rest.ServerOptions{Logf: func(string, ...any) {}}
+			if l, ok := be.(*local.Local); ok {
+				opts.Init = l.Init
+			}
+			url := serve(t, be, opts)
+			data := bytes.Repeat([]byte("r"), 100000)
+			conn, err := net.Dial("tcp", strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The first attempt stalls half-way ...
+			fmt.Fprintf(conn, "POST /data/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", hashName(data), len(data), data[:len(data)/2])
+			time.Sleep(100 * time.Millisecond)
+			// ... the client gives up on it and retries, successfully ...
+			c, err := rest.Create(t.Context(), url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Save(t.Context(), pack(data), data); err != nil {
+				t.Fatalf("the retry: %v", err)
+			}
+			// ... and then the first attempt's connection drops.
+			conn.Close()
+			time.Sleep(200 * time.Millisecond)
+			got, err := c.Load(t.Context(), pack(data), 0, 0)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("after the aborted first attempt the retried file is %d bytes, %v", len(got), err)
+			}
+		})
+	}
+}
+
 func TestCanceledUpload(t *testing.T) {
 	be := mem.New()
 	url := serve(t, be, rest.ServerOptions{})
