@@ -31,8 +31,10 @@ import (
 // (drive-scsi0.raw); the other files are the guest's configuration.
 const DiskSuffix = ".raw"
 
-// ChunkSize is the fixed chunk size of the disks of a VMA archive: 64
-// clusters of the stream.
+// ChunkSize is the fixed chunk size of the disks of a VMA archive (16
+// clusters of the stream): the fixed chunker's, so that a disk backed up
+// from a dump and the same disk backed up as an image or a device share
+// their chunks.
 const ChunkSize = chunker.FixedSize
 
 // clustersPerChunk is how many clusters of a stream make one chunk.
@@ -40,7 +42,7 @@ const clustersPerChunk = ChunkSize / vma.ClusterSize
 
 // defaultMemChunks is how many chunks being assembled are held in memory
 // by default (128 MiB); the clusters of further ones wait in a spill file.
-const defaultMemChunks = 32
+const defaultMemChunks = 128 << 20 / ChunkSize
 
 // Sniff reports whether the stream br starts with a valid VMA header,
 // without consuming anything. br must buffer at least MaxPeek bytes.
@@ -72,7 +74,8 @@ type BackupOptions struct {
 	// others wait (os.TempDir() when empty).
 	SpillDir string
 	// MemoryChunks is how many chunks being assembled are held in memory
-	// (32 when 0); vzdump sends each disk nearly in order, so few are.
+	// (128 MiB of them when 0); vzdump sends each disk nearly in order, so
+	// few are.
 	MemoryChunks int
 	// Finish, when set, is called after the stream is read whole and
 	// before the snapshot is written; its error aborts the backup (a

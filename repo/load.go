@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"dj/backend"
-	"dj/repo/chunker"
 	"dj/repo/crypto"
 	"dj/repo/index"
 	"dj/repo/pack"
@@ -213,10 +212,10 @@ func (r *Repository) IsZeroBlob(id crypto.ID) bool {
 	zid, ok := r.zeroIDs[n]
 	full := len(r.zeroIDs) >= maxZeroSizes
 	r.zeroMu.Unlock()
-	if !ok && full && n != r.cfg.ChunkerMax && n != chunker.FixedSize {
-		// Runs of zeros are cut at the maximum chunk size (and images into
-		// fixed chunks); other sizes are rare, and hashing zeros for each
-		// would cost more than it saves.
+	if !ok && full && n != r.cfg.ChunkerMax && n%4096 != 0 {
+		// Runs of zeros are cut at the maximum chunk size, and images into
+		// fixed chunks (multiples of 4 KiB); other sizes are rare, and
+		// hashing zeros for each would cost more than it saves.
 		return false
 	}
 	if !ok {

@@ -62,7 +62,7 @@ Examples:
 
 A Proxmox VE dump (VMA) on standard input is recognised and stored as a
 directory NAME.vma of the guest's configuration files and one disk image per
-disk (drive-scsi0.raw, ...) in fixed 4 MiB chunks, so that daily dumps of a
+disk (drive-scsi0.raw, ...) in fixed 1 MiB chunks, so that daily dumps of a
 guest store only the chunks that changed; dj dump SNAPSHOT /NAME.vma writes the
 VMA stream back (for qmrestore). A stream that is not valid VMA is stored as one
 file (with a warning under --stdin-format vma). --stdin-format tar stores a tar
@@ -97,7 +97,7 @@ dumps deduplicate file by file; dj dump SNAPSHOT /NAME writes the tar back.`,
 			&cli.BoolFlag{Name: "read-special", Usage: "back up the contents of block devices (disks, partitions, LVM volumes, loop devices) as files in fixed-size chunks, instead of their device nodes"},
 			&cli.StringFlag{Name: "stdin-format", Value: "auto", Usage: "`FORMAT` of standard input or the command's output: raw (one file), vma (a Proxmox VE dump: its configs and disk images, deduplicated), tar (a container dump or any tar: a tree of its members), auto (vma when it starts like one, else raw)"},
 			&cli.StringSliceFlag{Name: "chunker-files", Usage: "cut files matching `PATTERN` (e.g. '*.raw', '*.img', '*.qcow2') into fixed-size chunks, for disk images (repeatable)"},
-			&cli.StringFlag{Name: "chunker", Value: "fixed", Usage: "`CHUNKER` of the files matching --chunker-files: fixed (4 MiB) or fixed:SIZE"},
+			&cli.StringFlag{Name: "chunker", Value: "fixed", Usage: "`CHUNKER` of the files matching --chunker-files: fixed (1 MiB) or fixed:SIZE (e.g. fixed:4MiB)"},
 		},
 		Action: runBackup,
 	}

@@ -17,7 +17,7 @@ import (
 func TestDirectReader(t *testing.T) {
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, size := range []int{0, 1, directio.Align - 1, directBlock, directBlock + 1, 2*directBlock + 12345} {
+	for _, size := range []int{0, 1, directio.Align - 1, directBlock, directBlock + 1, 2*directBlock + 12345, 3 * directBlock, 5*directBlock + directio.Align} {
 		want := make([]byte, size)
 		for i := range want {
 			want[i] = byte(rng.Uint32())
