@@ -14,7 +14,7 @@ TEST_CMDS := fusermount3 rsync getfattr setfacl restic sshd ssh ssh-keygen rclon
 BENCH_DEBS := restic time fio
 DEMO      := demo
 
-.PHONY: all build install demo test test-deps unit integration bench bench-deps vet race stress reliability-short clean
+.PHONY: all build install demo test test-deps unit integration bench bench-deps vet race-battery stress reliability-short clean
 
 all: build
 
@@ -55,15 +55,22 @@ test: test-deps vet
 
 # The reliability battery at full length (issue 12): every TestBattery*
 # test with DJ_STRESS=1 (200 kills per command and backend, 50 power cuts,
-# ...), then every fuzz target for FUZZTIME each; the counts go to
+# ...), then the short battery again with dj built with the race detector
+# (DJ_TEST_RACE=1; too slow for make test: the kills alone take minutes),
+# then every fuzz target for FUZZTIME each; the counts go to
 # integration/bench/RELIABILITY.md. Hours, not minutes.
 RELIABILITY_DIR ?= $(CURDIR)/integration/bench/reliability/latest
 FUZZTIME ?= 10m
 stress: build test-deps
 	rm -rf $(RELIABILITY_DIR) && mkdir -p $(RELIABILITY_DIR)
 	DJ_STRESS=1 DJ_RELIABILITY_DIR=$(RELIABILITY_DIR) $(GO) test -count=1 -timeout 24h -run 'TestBattery' ./...
+	$(MAKE) race-battery
 	FUZZTIME=$(FUZZTIME) DJ_RELIABILITY_DIR=$(RELIABILITY_DIR) ./scripts/fuzz.sh
 	./scripts/reliability-report.sh $(RELIABILITY_DIR)
+
+# The short battery with dj and the tests built with the race detector.
+race-battery: test-deps
+	DJ_TEST_RACE=1 $(GO) test -race -count=1 -timeout 4h -run 'TestBattery' ./integration/
 
 # The battery in its short form (as in make test), recording its counts:
 # minutes instead of hours, for a RELIABILITY.md between stress runs.
