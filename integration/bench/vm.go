@@ -340,27 +340,20 @@ func (h *harness) vmSection(ctx context.Context) *report {
 	// returns what the second backup added to the repository, in percent of
 	// the image.
 	added := func(t *tool, next string, args ...string) (float64, error) {
-		if err := place(im.base); err != nil {
-			return 0, err
+		var sizes [2]int64
+		for i, img := range []string{im.base, next} {
+			if err := place(img); err != nil {
+				return 0, err
+			}
+			if _, err := h.plain(ctx, t, "backup", append(args, imgDir)...); err != nil {
+				return 0, err
+			}
+			var err error
+			if sizes[i], err = duBytes(t.repo); err != nil {
+				return 0, err
+			}
 		}
-		if _, err := h.plain(ctx, t, "backup", append(args, imgDir)...); err != nil {
-			return 0, err
-		}
-		before, err := duBytes(t.repo)
-		if err != nil {
-			return 0, err
-		}
-		if err := place(next); err != nil {
-			return 0, err
-		}
-		if _, err := h.plain(ctx, t, "backup", append(args, imgDir)...); err != nil {
-			return 0, err
-		}
-		after, err := duBytes(t.repo)
-		if err != nil {
-			return 0, err
-		}
-		return 100 * float64(after-before) / float64(im.size), nil
+		return 100 * float64(sizes[1]-sizes[0]) / float64(im.size), nil
 	}
 	fixed := []string{"--chunker-files", "*.img"}
 	type addCase struct {
