@@ -85,8 +85,9 @@ func runRestore(c *cli.Context) error {
 		Target: target, Include: c.StringSlice("include"), Exclude: c.StringSlice("exclude"),
 		InsensitiveInclude: c.StringSlice("iinclude"), InsensitiveExclude: c.StringSlice("iexclude"),
 		Sparse: c.Bool("sparse"), Verify: c.Bool("verify"), Owner: os.Geteuid() == 0,
-		// Across a network each blob costs a round trip: more in flight.
-		Workers: remoteWorkers(e),
+		// Across a network each blob costs a round trip: more in flight,
+		// and the chunks of queued small files loaded together.
+		Workers: remoteWorkers(e), BatchBytes: remoteBatchBytes(e),
 		AsFile: func(n *tree.Node) func(context.Context, io.Writer) error {
 			if c.Bool("vma-as-directory") || !pve.IsVMADir(n) {
 				return nil
@@ -128,6 +129,16 @@ func runRestore(c *cli.Context) error {
 		return exitCodeErr{exitError, fmt.Errorf("%d file(s) could not be restored intact", len(st.Errors))}
 	}
 	return nil
+}
+
+// remoteBatchBytes is how many bytes of queued file contents a restore
+// worker loads at once from a repository across a network (0, none, for a
+// local one, which answers each read at once).
+func remoteBatchBytes(e *env) int {
+	if e.remote() {
+		return 4 << 20
+	}
+	return 0
 }
 
 // remoteWorkers is the restore's writers for a repository across a

@@ -59,6 +59,14 @@ type Loader interface {
 	BlobID(plain []byte) crypto.ID
 }
 
+// batchLoader is implemented by loaders that read many blobs with few
+// requests (the repository reads neighbours in a pack at once): fn gets
+// each blob's plaintext, valid only during the call, once per position in
+// ids.
+type batchLoader interface {
+	LoadBlobs(ctx context.Context, ids []crypto.ID, fn func(i int, plain []byte, err error)) error
+}
+
 // zeroChecker is implemented by loaders that recognize all-zero blobs from
 // the index alone, without loading them (the repository does).
 type zeroChecker interface {
@@ -90,6 +98,12 @@ type Options struct {
 	// Workers is the number of parallel file writers (default 2x
 	// GOMAXPROCS).
 	Workers int
+	// BatchBytes, when positive and the loader can read many blobs at
+	// once, lets a worker take the jobs waiting in the queue with its own,
+	// up to about this many bytes, and load their chunks together: across
+	// a network the chunks of small files, neighbours in their packs,
+	// then cost one request per run instead of one each.
+	BatchBytes int
 	// Progress, if set, is called a few times a second and once at the
 	// end. Its totals come from a quick walk over the trees first.
 	Progress func(Progress)
@@ -153,6 +167,9 @@ type restorer struct {
 	exc   pathmatch.List
 	zero  func(crypto.ID) bool
 	jobs  chan job
+	// batcher is the loader's batch reads when Options.BatchBytes asks
+	// for them, else nil.
+	batcher batchLoader
 
 	links map[tree.LinkKey]string // walker only: first restored path of an inode
 
@@ -210,6 +227,9 @@ func Restore(ctx context.Context, l Loader, rootTree crypto.ID, opts Options) (S
 	if z, ok := l.(zeroChecker); ok {
 		r.zero = z.IsZeroBlob
 	}
+	if b, ok := l.(batchLoader); ok && opts.BatchBytes > 0 {
+		r.batcher = b
+	}
 	t, err := l.LoadTree(ctx, rootTree)
 	if err != nil {
 		return Stats{}, fmt.Errorf("restore: load tree %s: %w", rootTree.Short(), err)
@@ -224,11 +244,19 @@ func Restore(ctx context.Context, l Loader, rootTree crypto.ID, opts Options) (S
 		go func() {
 			defer wg.Done()
 			var buf []byte
+			var batch []job
 			for j := range r.jobs {
+				batch = r.gather(append(batch[:0], j))
 				if ctx.Err() == nil {
-					buf = r.writeChunks(ctx, j, buf)
+					if len(batch) == 1 {
+						buf = r.writeChunks(ctx, j, buf)
+					} else {
+						r.writeBatch(ctx, batch)
+					}
 				}
-				r.jobDone(ctx, j.f)
+				for _, b := range batch {
+					r.jobDone(ctx, b.f)
+				}
 			}
 		}()
 	}

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"dj/repo/crypto"
 	"dj/repo/fsnode"
 	"dj/repo/tree"
 )
@@ -119,6 +120,84 @@ func (r *restorer) writeChunks(ctx context.Context, j job, buf []byte) []byte {
 		r.bytes.Add(uint64(len(b)))
 	}
 	return buf
+}
+
+// maxBatchJobs bounds the jobs one worker takes at once.
+const maxBatchJobs = 256
+
+// gather adds to batch (one job) the jobs waiting in the queue, while
+// their chunks come to less than Options.BatchBytes, when batching is on.
+func (r *restorer) gather(batch []job) []job {
+	if r.batcher == nil {
+		return batch
+	}
+	size := r.jobBytes(batch[0])
+	for size < int64(r.opts.BatchBytes) && len(batch) < maxBatchJobs {
+		select {
+		case j, ok := <-r.jobs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, j)
+			size += r.jobBytes(j)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// jobBytes is the size of a job's chunks.
+func (r *restorer) jobBytes(j job) int64 {
+	start, end := j.f.offsets[j.start], j.f.offsets[j.end]
+	if start < 0 || end < start {
+		return 0
+	}
+	return end - start
+}
+
+// writeBatch writes the chunks of several jobs, loaded together.
+func (r *restorer) writeBatch(ctx context.Context, batch []job) {
+	type chunk struct {
+		f *fileState
+		i int
+	}
+	var ids []crypto.ID
+	var chunks []chunk
+	for _, j := range batch {
+		fs := j.f
+		for i := j.start; i < j.end; i++ {
+			off, next := fs.offsets[i], fs.offsets[i+1]
+			if off < 0 || next < 0 {
+				continue // reported by startFile
+			}
+			id := fs.node.Content[i]
+			if fs.sparse && r.zero(id) {
+				r.bytes.Add(uint64(next - off))
+				continue
+			}
+			ids = append(ids, id)
+			chunks = append(chunks, chunk{fs, i})
+		}
+	}
+	_ = r.batcher.LoadBlobs(ctx, ids, func(k int, b []byte, err error) {
+		fs, i := chunks[k].f, chunks[k].i
+		off, next := fs.offsets[i], fs.offsets[i+1]
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				r.failFile(fs, fmt.Errorf("chunk %d at offset %d: %w", i, off, err))
+			}
+		case int64(len(b)) != next-off:
+			r.failFile(fs, fmt.Errorf("chunk %d at offset %d: %d bytes, the index says %d", i, off, len(b), next-off))
+		default:
+			if err := writeAt(fs.f, b, off, fs.sparse); err != nil {
+				r.failFile(fs, err)
+				return
+			}
+			r.bytes.Add(uint64(len(b)))
+		}
+	})
 }
 
 // writeAt writes b at off. With sparse set it skips the all-zero blocks
