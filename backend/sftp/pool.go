@@ -7,36 +7,52 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // errClosed is returned by calls after Close.
 var errClosed = errors.New("sftp backend is closed")
 
-// acquire picks a slot for a call: an idle live connection, else a slot
-// to dial (a new connection, or one that ended), else the least busy
-// live one. It returns the slot's connection, dialling it when needed.
+// acquire picks a slot for a call: an idle live connection; else, when
+// some connection is live, the least busy live one, while a free slot is
+// dialled in the background for the calls to come (a call never waits
+// the second or so of an SSH handshake while a connection could carry
+// it: SFTP runs many requests on one); else a slot to dial now. It
+// returns the slot's connection, dialling it when needed.
 func (b *Backend) acquire(ctx context.Context) (*slot, *conn, error) {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return nil, nil, errClosed
 	}
-	var pick *slot
+	var idle, live, free *slot
 	for _, s := range b.slots {
-		if s.c != nil && s.busy == 0 && s.c.alive() {
-			pick = s
-			break
-		}
-	}
-	if pick == nil {
-		for _, s := range b.slots {
-			if s.c == nil || !s.c.alive() {
-				pick = s
-				break
+		switch {
+		case s.c != nil && s.c.alive():
+			if s.busy == 0 && idle == nil {
+				idle = s
 			}
+			if live == nil || s.busy < live.busy {
+				live = s
+			}
+		case free == nil && !s.dialling && time.Since(s.failed) > redialPause:
+			free = s
+		}
+	}
+	pick := idle
+	if pick == nil && live != nil {
+		pick = live
+		if free != nil {
+			free.dialling = true
+			go b.dialAhead(context.WithoutCancel(ctx), free)
 		}
 	}
 	if pick == nil {
+		pick = free
+	}
+	if pick == nil {
+		// Every slot is dialling, or failed a moment ago: wait on
+		// the one with the fewest calls.
 		for _, s := range b.slots {
 			if pick == nil || s.busy < pick.busy {
 				pick = s
@@ -52,6 +68,23 @@ func (b *Backend) acquire(ctx context.Context) (*slot, *conn, error) {
 		return nil, nil, err
 	}
 	return pick, c, nil
+}
+
+// redialPause is how long a slot whose background dial failed is left
+// alone (a server refusing more sessions must not see a dial per call).
+const redialPause = 30 * time.Second
+
+// dialAhead dials s in the background for later calls; a failure is
+// remembered, not reported: the calls that need the slot will dial it
+// themselves.
+func (b *Backend) dialAhead(ctx context.Context, s *slot) {
+	_, err := b.connect(ctx, s)
+	b.mu.Lock()
+	s.dialling = false
+	if err != nil {
+		s.failed = time.Now()
+	}
+	b.mu.Unlock()
 }
 
 // connect returns the slot's live connection, dialling a new one when it

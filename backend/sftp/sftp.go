@@ -48,8 +48,12 @@ type Backend struct {
 // and again after its connection ended.
 type slot struct {
 	dial sync.Mutex // held while dialling
-	c    *conn      // guarded by Backend.mu
-	busy int        // calls using the slot; guarded by Backend.mu
+	// Guarded by Backend.mu: the connection, the calls using the slot,
+	// whether a background dial runs and when the last one failed.
+	c        *conn
+	busy     int
+	dialling bool
+	failed   time.Time
 }
 
 var (

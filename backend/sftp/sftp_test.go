@@ -327,7 +327,13 @@ func TestConnectionsAndRates(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := len(s.Sessions()); n != 2 || most > 2 {
+	// The second connection is dialled in the background while the
+	// first carries the loads: wait for it.
+	n := len(s.Sessions())
+	for deadline := time.Now().Add(20 * time.Second); n < 2 && time.Now().Before(deadline); n = len(s.Sessions()) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if most = max(most, n); n != 2 || most > 2 {
 		t.Errorf("%d sessions after 16 concurrent loads (at most %d seen), want 2", n, most)
 	}
 
@@ -346,5 +352,69 @@ func TestConnectionsAndRates(t *testing.T) {
 	}
 	if d := time.Since(start); d < 1500*time.Millisecond {
 		t.Errorf("2 MiB at 1 MiB/s took %v", d)
+	}
+}
+
+// TestCallsDoNotWaitForDial: while one connection is live, calls go over it
+// and the next connection is dialled in the background; no call waits for
+// an SSH handshake (a second or more across a network).
+func TestCallsDoNotWaitForDial(t *testing.T) {
+	s := testserver.StartSSHD(t)
+	cfg, _ := newRepo(t, s)
+	dir := t.TempDir()
+	// Every dial after the first waits until the test releases it.
+	script := filepath.Join(dir, "ssh")
+	err := os.WriteFile(script, []byte(`#!/bin/sh
+if [ -e `+dir+`/dialled ]; then
+	while [ ! -e `+dir+`/release ]; do sleep 0.05; done
+fi
+touch `+dir+`/dialled
+exec `+s.Command()+"\n"), 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Command = script
+	cfg.Connections = 3
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	be, err := sftp.Create(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	defer os.WriteFile(filepath.Join(dir, "release"), nil, 0o600)
+
+	h := backend.Handle{Type: backend.PackFile, Name: strings.Repeat("ab", 32)}
+	if err := be.Save(ctx, h, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 32)
+	for range 32 {
+		go func() {
+			_, err := be.Load(ctx, h, 0, 0)
+			errc <- err
+		}()
+	}
+	for range 32 {
+		if err := <-errc; err != nil {
+			t.Fatalf("a load while the other connections were still dialling: %v", err)
+		}
+	}
+	if n := len(s.Sessions()); n != 1 {
+		t.Errorf("%d sessions while the later dials wait, want 1", n)
+	}
+	// Released, the background dials complete and the calls spread.
+	if err := os.WriteFile(filepath.Join(dir, "release"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for deadline := time.Now().Add(20 * time.Second); n < 3 && time.Now().Before(deadline); n = len(s.Sessions()) {
+		if _, err := be.Load(ctx, h, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n != 3 {
+		t.Errorf("%d sessions once the dials were released, want 3", n)
 	}
 }

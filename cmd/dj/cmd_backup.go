@@ -260,9 +260,10 @@ func runBackup(c *cli.Context) error {
 		return err
 	}
 	defer closeRepo()
-	// Beyond the index, a backup holds about 100 MiB: two packs being
-	// filled, two uploading, and the chunks in flight.
-	setMemoryLimit(128 << 20)
+	// Beyond the index, a backup holds about 100 MiB (the chunks in
+	// flight, the packs' temporary files' buffers), and the packs
+	// themselves when they are filled in memory (a remote repository).
+	setMemoryLimit(128<<20 + r.PackMemory())
 
 	var paths []string
 	if !stdinMode {
@@ -356,7 +357,7 @@ func backupStream(e *env, r *repo.Repository, in io.Reader, name string, finish 
 		}
 		// The chunks being assembled (up to 128 MiB) come on top of the
 		// usual backup's memory.
-		setMemoryLimit(320 << 20)
+		setMemoryLimit(320<<20 + r.PackMemory())
 		return pve.BackupVMA(e.ctx, r, br, name, pve.BackupOptions{Archiver: opts, Finish: finish})
 	}
 	head, _ := br.Peek(8)

@@ -248,7 +248,9 @@ func Restore(ctx context.Context, l Loader, rootTree crypto.ID, opts Options) (S
 			for j := range r.jobs {
 				batch = r.gather(append(batch[:0], j))
 				if ctx.Err() == nil {
-					if len(batch) == 1 {
+					if r.batcher == nil {
+						// Without batching, gather takes no
+						// more jobs.
 						buf = r.writeChunks(ctx, j, buf)
 					} else {
 						r.writeBatch(ctx, batch)
