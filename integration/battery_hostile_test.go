@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"dj/repo/crypto"
 	"dj/repo/pack"
@@ -299,7 +300,13 @@ func firstLineOf(s string) string {
 		s = s[:i]
 	}
 	if len(s) > 90 {
-		s = s[:90] + "…"
+		// Cut at a character's start: half a character made
+		// RELIABILITY.md invalid UTF-8.
+		n := 90
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n] + "…"
 	}
 	return s
 }
