@@ -159,9 +159,18 @@ func (r *Repository) PackMemory() int64 {
 	if _, ok := backend.As[backend.Stager](r.be); ok {
 		return 0
 	}
-	packs := 2*openPacksPerType + uploadsInFlight + uploadQueue
-	return int64(packs) * int64(r.packer.packSize+r.packer.packSize/4)
+	return packsInMemory * int64(r.packer.memPackCap())
 }
+
+// packsInMemory is the most packs a backup holds at once: those being
+// filled (openPacksPerType for each of the two blob types), queued and
+// uploading.
+const packsInMemory = 2*openPacksPerType + uploadsInFlight + uploadQueue
+
+// memPackCap is the capacity of an in-memory pack's buffer. A pack ends
+// once it reaches packSize, so it exceeds it by one chunk and its header at
+// most: a quarter more is room for nearly every pack.
+func (p *packer) memPackCap() int { return p.packSize + p.packSize/4 }
 
 // putPackBuf keeps the buffer of an in-memory pack for the next one.
 func (p *packer) putPackBuf(b []byte) {
@@ -182,7 +191,7 @@ type blobKey struct {
 func newPacker(r *Repository) *packer {
 	return &packer{r: r, packSize: r.opts.PackSize, open: map[pack.BlobType][]*openPack{}, inflight: map[blobKey]struct{}{},
 		queued: make(chan struct{}, uploadsInFlight+uploadQueue), sem: make(chan struct{}, uploadsInFlight),
-		bufs:     make(chan []byte, 2*openPacksPerType+uploadsInFlight+uploadQueue),
+		bufs:     make(chan []byte, packsInMemory),
 		sealBufs: make(chan []byte, 3*runtime.GOMAXPROCS(0)+2*openPacksPerType*(blobsQueued+1))}
 }
 
@@ -264,13 +273,11 @@ func (p *packer) newOpenPack(ctx context.Context) (*openPack, error) {
 		select {
 		case b = <-p.bufs:
 		default:
-			// A pack ends once it reaches packSize, so it exceeds
-			// it by one chunk and its header at most: a quarter
-			// more is room for nearly every pack. Growing the
-			// buffer by appends instead copied each pack about five
-			// times over into fresh memory, the largest cost of a
-			// remote backup (36% of its CPU over SFTP).
-			b = make([]byte, 0, p.packSize+p.packSize/4)
+			// The whole buffer at once: growing it by appends
+			// copied each pack about five times over into fresh
+			// memory, the largest cost of a remote backup (36% of
+			// its CPU over SFTP).
+			b = make([]byte, 0, p.memPackCap())
 		}
 		op.mem = &memPack{b: b}
 		op.w = pack.NewStreamWriter(p.r.key, op.mem)
