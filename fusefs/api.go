@@ -154,10 +154,15 @@ type Options struct {
 	TimeTemplate string
 
 	// CacheSize bounds the memory of decoded blobs and trees (bytes);
-	// 0 means DefaultCacheSize. One tree larger than half of it (a
-	// directory of about 1.6 million files with the default) is kept
-	// beyond the bound while it is in use (treecache.go).
+	// 0 means DefaultCacheSize. A tree larger than a quarter of it (a
+	// directory of about 800,000 files with the default) moves to
+	// temporary files in SpillDir and is read through a page cache of
+	// a few MiB (treecache.go).
 	CacheSize int64
+	// SpillDir is where trees too large for the cache are kept in files
+	// (removed from the directory as soon as they are open); empty means
+	// os.TempDir() ($TMPDIR, or /tmp).
+	SpillDir string
 	// Refresh is how often the snapshot list may be re-read; 0 means
 	// DefaultRefresh.
 	Refresh time.Duration

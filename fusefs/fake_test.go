@@ -79,6 +79,21 @@ func (r *fakeRepo) LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, erro
 	return tree.Decode(b)
 }
 
+// streamingRepo is a fakeRepo that decodes trees as a real repository does
+// (repo.LoadCompactTree): as they stream, moving to files as spill says.
+type streamingRepo struct{ *fakeRepo }
+
+func (r streamingRepo) LoadCompactTree(ctx context.Context, id crypto.ID, spill tree.SpillOptions) (*tree.Compact, error) {
+	r.treeLoads.Add(1)
+	r.mu.Lock()
+	b, ok := r.trees[id]
+	r.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("fake: tree %s not found", id.Short())
+	}
+	return tree.DecodeCompactReader(bytes.NewReader(b), len(b), spill)
+}
+
 func (r *fakeRepo) LoadBlob(ctx context.Context, id crypto.ID, buf []byte) ([]byte, error) {
 	r.blobLoads.Add(1)
 	r.mu.Lock()

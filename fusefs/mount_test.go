@@ -1277,7 +1277,17 @@ func TestMountRandomReadStoresChunk(t *testing.T) {
 // a mount whose tree cache is smaller than the directory's tree: ls -f and
 // find see every entry, stat finds any name, and the tree is decoded once,
 // not once per request.
+//
+// It runs twice: with trees decoded whole (the tree is kept beside the
+// cache), and decoded as they stream, as the repository does (the tree,
+// larger than a quarter of the budget, moves to files).
 func TestMountBigDir(t *testing.T) {
+	for _, streaming := range []bool{false, true} {
+		t.Run(fmt.Sprintf("streaming=%v", streaming), func(t *testing.T) { testMountBigDir(t, streaming) })
+	}
+}
+
+func testMountBigDir(t *testing.T, streaming bool) {
 	const n = 100_000
 	r := newFakeRepo()
 	big := bigDir(r, n)
@@ -1285,8 +1295,18 @@ func TestMountBigDir(t *testing.T) {
 	sn := &snapshot.Snapshot{Time: t0, Hostname: "big", Tree: root}
 	r.addSnapshot(sn)
 	// 32 MiB: the trees' share is 4 MiB, the tree (16 MB) fits in half.
-	mnt, _, _ := mountTest(t, r, Options{CacheSize: 32 << 20})
+	var repo Repository = r
+	if streaming {
+		repo = streamingRepo{r}
+	}
+	spillDir := t.TempDir()
+	mnt, m, _ := mountTest(t, repo, Options{CacheSize: 32 << 20, SpillDir: spillDir})
 	dir := filepath.Join(mnt, "ids", sn.ID.Short(), "big")
+	defer func() {
+		if ct, ok := m.fs.trees.peek(big); !ok || ct.InFiles() != streaming {
+			t.Errorf("the big tree: cached %v, in files %v; want in files %v", ok, ok && ct.InFiles(), streaming)
+		}
+	}()
 
 	count := func(name string, args ...string) {
 		t.Helper()

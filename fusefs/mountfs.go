@@ -40,7 +40,7 @@ type mountFS struct {
 const maxReported = 4096
 
 func newMountFS(bgctx context.Context, repo Repository, opts Options) *mountFS {
-	trees, blobs := newTreeCache(repo, opts.CacheSize)
+	trees, blobs := newTreeCache(repo, opts.CacheSize, opts.SpillDir, opts.Logf)
 	m := &mountFS{
 		bgctx:    bgctx,
 		repo:     repo,

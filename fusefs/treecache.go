@@ -20,7 +20,7 @@ import (
 // costs its plaintext and its Compact while it loads, not every decoded
 // node as well.
 type compactLoader interface {
-	LoadCompactTree(ctx context.Context, id crypto.ID) (*tree.Compact, error)
+	LoadCompactTree(ctx context.Context, id crypto.ID, spill tree.SpillOptions) (*tree.Compact, error)
 }
 
 // treeCache holds the decoded trees of a mount in their compact form
@@ -57,6 +57,9 @@ type treeCache struct {
 	idle    time.Duration // how long big is kept after its last use
 	// bigLimit is what the runtime's memory limit was raised by for big.
 	bigLimit int64
+
+	spillDir string               // where trees move to files
+	logf     func(string, ...any) // the mount's log
 }
 
 // bigIdle is how long an uncacheable tree is kept after its last use.
@@ -70,7 +73,7 @@ const (
 
 // newTreeCache returns the tree cache of a mount whose trees and blobs share
 // total bytes, and the blob cache it shares them with.
-func newTreeCache(repo Repository, total int64) (*treeCache, *cache.BlobCache) {
+func newTreeCache(repo Repository, total int64, spillDir string, logf func(string, ...any)) (*treeCache, *cache.BlobCache) {
 	share := max(total/8, minTreeBytes)
 	blobMax := max(total-share, minBlobBytes)
 	c := &treeCache{
@@ -82,6 +85,8 @@ func newTreeCache(repo Repository, total int64) (*treeCache, *cache.BlobCache) {
 		minBlobs: min(blobMax, max(total/2, minBlobBytes)),
 		blobMax:  blobMax,
 		idle:     bigIdle,
+		spillDir: spillDir,
+		logf:     logf,
 	}
 	return c, c.blobs
 }
@@ -91,6 +96,18 @@ func (c *treeCache) get(ctx context.Context, id crypto.ID) (*tree.Compact, error
 	if t := c.bigTree(id); t != nil {
 		return t, nil
 	}
+	t, err := c.getCached(ctx, id)
+	if err == nil && t.Err() != nil {
+		// A tree in files that could not be read: loaded again.
+		c.logf("dj mount: tree %s: %v; loading it again", id.Short(), t.Err())
+		c.lru.Remove(id)
+		t, err = c.getCached(ctx, id)
+	}
+	return t, err
+}
+
+// getCached returns a tree through the LRU.
+func (c *treeCache) getCached(ctx context.Context, id crypto.ID) (*tree.Compact, error) {
 	t, err := c.lru.Get(ctx, id, func(ctx context.Context) (*tree.Compact, error) {
 		t, err := c.load(ctx, id)
 		if err == nil && t.Memory() > c.lru.MaxBytes() {
@@ -107,10 +124,24 @@ func (c *treeCache) get(ctx context.Context, id crypto.ID) (*tree.Compact, error
 	return t, err
 }
 
+// spill returns where and from what size a tree being loaded moves to
+// files: from half of what the trees' cache holds, so a huge directory
+// costs its page cache (tree.FilePageMemory) instead of a budget it would
+// fill alone.
+func (c *treeCache) spill() tree.SpillOptions {
+	return tree.SpillOptions{Dir: c.spillDir, Above: c.lru.MaxBytes() / 2}
+}
+
 // load loads and decodes a tree.
 func (c *treeCache) load(ctx context.Context, id crypto.ID) (*tree.Compact, error) {
 	if cl, ok := c.repo.(compactLoader); ok {
-		t, err := cl.LoadCompactTree(ctx, id)
+		t, err := cl.LoadCompactTree(ctx, id, c.spill())
+		if errors.Is(err, tree.ErrSpill) {
+			// Better a tree beyond the budget than a directory that
+			// cannot be listed.
+			c.logf("dj mount: tree %s: %v; keeping it in memory", id.Short(), err)
+			t, err = cl.LoadCompactTree(ctx, id, tree.SpillOptions{})
+		}
 		if err == nil && t == nil {
 			err = errors.New("repository returned no tree")
 		}

@@ -52,7 +52,7 @@ func TestTreeCacheSharesBudget(t *testing.T) {
 	const total, n = 64 << 20, 100_000 // an eighth of 64 MiB holds about 50k files
 	r := newFakeRepo()
 	id := bigDir(r, n)
-	c, blobs := newTreeCache(r, total)
+	c, blobs := newTreeCache(r, total, t.TempDir(), t.Logf)
 	lookups(t, c, id, n, 1000)
 	if got := r.treeLoads.Load(); got != 1 {
 		t.Fatalf("1000 lookups loaded the tree %d times, want once", got)
@@ -77,7 +77,7 @@ func TestTreeCacheKeepsBigTree(t *testing.T) {
 	r := newFakeRepo()
 	id := bigDir(r, n)
 	small := bigDir(r, 10)
-	c, blobs := newTreeCache(r, total)
+	c, blobs := newTreeCache(r, total, t.TempDir(), t.Logf)
 	c.idle = 200 * time.Millisecond
 	blobMax := blobs.MaxBytes()
 	const limit = 1 << 30

@@ -2,12 +2,18 @@ package repo_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	"dj/backend"
 	"dj/backend/mem"
 	"dj/repo"
+	"dj/repo/crypto"
+	"dj/repo/pack"
 	"dj/repo/tree"
 )
 
@@ -43,5 +49,89 @@ func TestTreeLargerThan64MiB(t *testing.T) {
 	got, err := r.LoadTree(ctx, id)
 	if err != nil || len(got.Nodes) != n || got.Nodes[n-1].Name != tr.Nodes[n-1].Name {
 		t.Fatalf("load the tree back: %v", err)
+	}
+}
+
+// bigFileTree returns a directory of n ordinary files.
+func bigFileTree(n int) *tree.Tree {
+	tr := &tree.Tree{Nodes: make([]*tree.Node, n)}
+	for i := range tr.Nodes {
+		tm := time.Unix(1700000000+int64(i), 0)
+		tr.Nodes[i] = &tree.Node{Name: fmt.Sprintf("file-%07d", i), Type: tree.File, Mode: 0o644, Size: uint64(i),
+			ModTime: tm, AccessTime: tm, ChangeTime: tm, Inode: uint64(i), Links: 1, User: "ann", Group: "users",
+			Content: []crypto.ID{{byte(i), byte(i >> 8), byte(i >> 16)}}}
+	}
+	return tr
+}
+
+// TestLoadCompactTreeStreamsAndSpills loads a tree of more than streamTree
+// plain bytes, which is decoded as it decompresses: into memory, and moved
+// to files when spill says so. A damaged stored copy fails as corrupt (from
+// the whole blob's path) and is never returned as a tree.
+func TestLoadCompactTreeStreamsAndSpills(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 30 MB tree")
+	}
+	ctx := context.Background()
+	be := mem.New()
+	r := repo.TestRepository(t, nopClose{be})
+	const n = 100_000
+	tr := bigFileTree(n)
+	id, _, err := r.SaveTree(ctx, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	loc := r.Index().Lookup(pack.TreeBlob, id)[0]
+	if loc.PlainLength < 4<<20 || !loc.Compressed {
+		t.Fatalf("tree of %d plain bytes (compressed %v): the test needs a streamed one", loc.PlainLength, loc.Compressed)
+	}
+	check := func(c *tree.Compact) {
+		t.Helper()
+		if c.Len() != n {
+			t.Fatalf("%d nodes, want %d", c.Len(), n)
+		}
+		for _, i := range []int{0, 1, n / 2, n - 1} {
+			if got := c.Node(i); !reflect.DeepEqual(got, tr.Nodes[i]) {
+				t.Fatalf("node %d: %+v, want %+v", i, got, tr.Nodes[i])
+			}
+		}
+		if k, ok := c.Search(tr.Nodes[777].Name); !ok || k != 777 {
+			t.Fatalf("Search: %d %v", k, ok)
+		}
+	}
+	inMem, err := r.LoadCompactTree(ctx, id, tree.SpillOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(inMem)
+	if inMem.InFiles() {
+		t.Fatal("in files without spill options")
+	}
+	dir := t.TempDir()
+	spilled, err := r.LoadCompactTree(ctx, id, tree.SpillOptions{Dir: dir, Above: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(spilled)
+	if !spilled.InFiles() || spilled.Memory() > 2*tree.FilePageMemory {
+		t.Fatalf("in files %v, memory %d", spilled.InFiles(), spilled.Memory())
+	}
+	if _, err := r.LoadCompactTree(ctx, id, tree.SpillOptions{Dir: dir + "/missing", Above: 1 << 20}); !errors.Is(err, tree.ErrSpill) {
+		t.Fatalf("spill to a missing directory: %v, want ErrSpill", err)
+	}
+
+	// Damage the stored tree: one byte in the middle of the blob.
+	h := backend.Handle{Type: backend.PackFile, Name: loc.PackID.String()}
+	raw, _ := be.Load(ctx, h, 0, 0)
+	raw[loc.Offset+loc.Length/2] ^= 1
+	if err := be.Save(ctx, h, raw); err != nil {
+		t.Fatal(err)
+	}
+	r2 := repo.TestOpen(t, nopClose{be})
+	if c, err := r2.LoadCompactTree(ctx, id, tree.SpillOptions{Dir: dir, Above: 1 << 20}); !errors.Is(err, repo.ErrCorrupt) || c != nil {
+		t.Fatalf("damaged tree: %v, want ErrCorrupt", err)
 	}
 }

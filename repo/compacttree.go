@@ -1,21 +1,101 @@
 package repo
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"hash"
+	"io"
 
 	"github.com/klauspost/compress/zstd"
 
 	"dj/repo/crypto"
+	"dj/repo/index"
 	"dj/repo/pack"
 	"dj/repo/tree"
 )
 
 // LoadCompactTree loads, verifies and decodes a tree blob into the compact
-// form a long-lived cache keeps (tree.Compact): the tree is decoded node by
-// node, never whole, so a huge tree costs its plaintext and its Compact.
-func (r *Repository) LoadCompactTree(ctx context.Context, id crypto.ID) (*tree.Compact, error) {
-	return loadTree(ctx, r, id, tree.DecodeCompact)
+// form a long-lived cache keeps (tree.Compact), which moves to files as
+// spill says. A big tree is decoded as it decompresses (streamTree), so it
+// costs its stored bytes and its Compact, not its plaintext as well; with
+// spill, a directory of a million files loads in a few tens of MiB.
+func (r *Repository) LoadCompactTree(ctx context.Context, id crypto.ID, spill tree.SpillOptions) (*tree.Compact, error) {
+	locs := r.idx.Lookup(pack.TreeBlob, id)
+	if len(locs) == 0 {
+		locs = r.ixs.pending.Lookup(pack.TreeBlob, id)
+	}
+	if len(locs) > 0 && locs[0].Compressed && locs[0].PlainLength >= streamTree {
+		c, err := r.streamCompactTree(ctx, locs[0], spill)
+		if err == nil || errors.Is(err, tree.ErrSpill) || ctx.Err() != nil {
+			return c, err
+		}
+		// Not streamable, damaged, or a failed download: the whole blob's
+		// path decides, with its second try and second copies.
+	}
+	return loadTree(ctx, r, id, func(b []byte) (*tree.Compact, error) {
+		return tree.DecodeCompactSpill(b, spill)
+	})
+}
+
+// streamTree is the plain length from which a compressed tree is decoded
+// as it decompresses.
+const streamTree = 4 << 20
+
+// streamCompactTree decrypts a tree blob, and decodes it as it
+// decompresses, hashing it on the way: the Compact is returned only when
+// the plaintext matches the blob's id and length.
+func (r *Repository) streamCompactTree(ctx context.Context, pb index.PackedBlob, spill tree.SpillOptions) (*tree.Compact, error) {
+	fail := func(err error) error {
+		return fmt.Errorf("%w: %s blob %s in pack %s: %w", ErrCorrupt, pb.Type, pb.ID.Short(), pb.PackID.Short(), err)
+	}
+	sealed, release, err := r.loadSealed(ctx, pb)
+	if err != nil {
+		return nil, err
+	}
+	content, err := pack.OpenBlob(r.key, nil, pb.Type, pb.ID, sealed)
+	release()
+	if err != nil {
+		return nil, fail(err)
+	}
+	zr, err := zstd.NewReader(bytes.NewReader(content), zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderMaxMemory(pack.MaxBlobSize), zstd.WithDecoderLowmem(true))
+	if err != nil {
+		return nil, fail(err)
+	}
+	defer zr.Close()
+	hr := &hashReader{r: io.LimitReader(zr, int64(pb.PlainLength)+1), h: r.key.BlobHasher()}
+	c, err := tree.DecodeCompactReader(hr, int(pb.PlainLength), spill)
+	if err != nil {
+		if errors.Is(err, tree.ErrSpill) {
+			return nil, err
+		}
+		return nil, fail(err)
+	}
+	if hr.n != int64(pb.PlainLength) {
+		return nil, fail(fmt.Errorf("length %d, index says %d", hr.n, pb.PlainLength))
+	}
+	var got crypto.ID
+	hr.h.Sum(got[:0])
+	if got != pb.ID {
+		return nil, fail(errors.New("content does not match its id"))
+	}
+	return c, nil
+}
+
+// hashReader hashes and counts what is read through it.
+type hashReader struct {
+	r io.Reader
+	h hash.Hash
+	n int64
+}
+
+func (h *hashReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	h.h.Write(p[:n])
+	h.n += int64(n)
+	return n, err
 }
 
 // loadTree loads and verifies a tree blob and decodes it with decode.
@@ -26,6 +106,9 @@ func loadTree[T any](ctx context.Context, r *Repository, id crypto.ID, decode fu
 		return zero, err
 	}
 	t, err := decode(b)
+	if errors.Is(err, tree.ErrSpill) {
+		return zero, fmt.Errorf("tree %s: %w", id.Short(), err)
+	}
 	if err != nil {
 		return zero, fmt.Errorf("%w: tree %s: %w", ErrCorrupt, id.Short(), err)
 	}

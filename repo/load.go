@@ -95,12 +95,33 @@ func (r *Repository) prefetchTreePack(ctx context.Context, h backend.Handle, pac
 }
 
 func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []byte) ([]byte, error) {
+	sealed, release, err := r.loadSealed(ctx, pb)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	plain, err := r.OpenPacked(pb, sealed, buf)
+	if err != nil && ctx.Err() == nil {
+		// A download that came back damaged (or short) is tried once more,
+		// straight from the storage, before the blob counts as damaged.
+		h := backend.Handle{Type: backend.PackFile, Name: pb.PackID.String()}
+		if again, err2 := r.be.Load(ctx, h, int64(pb.Offset), int(pb.Length)); err2 == nil {
+			if p2, err2 := r.OpenPacked(pb, again, buf); err2 == nil {
+				return p2, nil
+			}
+		}
+	}
+	return plain, err
+}
+
+// loadSealed returns the stored bytes of a blob, by the backend's fastest
+// way, and a function that gives their buffer back once they are used.
+func (r *Repository) loadSealed(ctx context.Context, pb index.PackedBlob) (sealed []byte, release func(), err error) {
 	h := backend.Handle{Type: backend.PackFile, Name: pb.PackID.String()}
 	if pb.Type == pack.TreeBlob {
 		r.prefetchTreePack(ctx, h, pb.PackID)
 	}
-	var sealed []byte
-	var err error
+	release = func() {}
 	var tl backend.TreePackLoader
 	if pb.Type == pack.TreeBlob {
 		tl, _ = backend.As[backend.TreePackLoader](r.be)
@@ -110,28 +131,19 @@ func (r *Repository) loadPacked(ctx context.Context, pb index.PackedBlob, buf []
 	} else if rl, ok := backend.As[backend.RangeLoader](r.be); ok {
 		b := r.getBuf(int(pb.Length) + backend.RangeSlack)
 		sealed, err = rl.LoadRange(ctx, h, int64(pb.Offset), int(pb.Length), b[:cap(b)])
-		defer r.putBuf(b)
+		release = func() { r.putBuf(b) }
 	} else if il, ok := backend.As[backend.IntoLoader](r.be); ok {
 		sealed = r.getBuf(int(pb.Length))[:pb.Length]
 		err = il.LoadInto(ctx, h, int64(pb.Offset), sealed)
-		defer r.putBuf(sealed)
+		release = func() { r.putBuf(sealed) }
 	} else {
 		sealed, err = r.be.Load(ctx, h, int64(pb.Offset), int(pb.Length))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s blob %s in pack %s: %w", pb.Type, pb.ID.Short(), pb.PackID.Short(), err)
+		release()
+		return nil, nil, fmt.Errorf("%s blob %s in pack %s: %w", pb.Type, pb.ID.Short(), pb.PackID.Short(), err)
 	}
-	plain, err := r.OpenPacked(pb, sealed, buf)
-	if err != nil && ctx.Err() == nil {
-		// A download that came back damaged (or short) is tried once more,
-		// straight from the storage, before the blob counts as damaged.
-		if again, err2 := r.be.Load(ctx, h, int64(pb.Offset), int(pb.Length)); err2 == nil {
-			if p2, err2 := r.OpenPacked(pb, again, buf); err2 == nil {
-				return p2, nil
-			}
-		}
-	}
-	return plain, err
+	return sealed, release, nil
 }
 
 // decodeSlack is the spare capacity a decompression buffer gets past the

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"sync"
 
 	"github.com/zeebo/blake3"
@@ -106,6 +107,16 @@ func (k *Key) BlobID(plain []byte) ID {
 	h.Reset()
 	k.hashers.Put(h)
 	return id
+}
+
+// BlobHasher returns a hash that computes BlobID of what is written to it,
+// for a blob read as a stream.
+func (k *Key) BlobHasher() hash.Hash {
+	h, err := blake3.NewKeyed(k.idKey[:])
+	if err != nil {
+		panic(err) // the key has blake3's key size
+	}
+	return h
 }
 
 // Seal encrypts and authenticates plain, binding it to ad, and appends

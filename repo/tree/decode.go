@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"io"
 	"math/bits"
 	"os"
 	"unicode/utf8"
@@ -45,14 +46,83 @@ type plainDecoder struct {
 	b   []byte
 	pos int
 	ids []crypto.ID // scratch for the content ids of a file
+
+	// A decoder of a stream (DecodeCompactReader) holds a window of it
+	// in b, and reads on between nodes (never within one: a node's
+	// fields point into b until it is made).
+	src     io.Reader // the stream, or nil when b is the whole tree
+	window  int       // the size b is filled to
+	eof     bool      // src is at its end
+	readErr error     // what src's Read failed with
+	inNode  bool      // a node is being decoded
+}
+
+// fill moves what is left of the window to its start and reads src until
+// the window is full or src at its end.
+func (d *plainDecoder) fill() {
+	rest := d.b[d.pos:]
+	if cap(d.b) < d.window {
+		nb := make([]byte, len(rest), d.window)
+		copy(nb, rest)
+		d.b = nb
+	} else {
+		d.b = d.b[:copy(d.b[:cap(d.b)], rest)]
+	}
+	d.pos = 0
+	for len(d.b) < cap(d.b) && !d.eof {
+		n, err := d.src.Read(d.b[len(d.b):cap(d.b)])
+		d.b = d.b[:len(d.b)+n]
+		if err == io.EOF {
+			d.eof = true
+		} else if err != nil {
+			d.eof, d.readErr = true, err
+		}
+	}
+}
+
+// more reports whether the window could take more of the stream now.
+func (d *plainDecoder) more() bool {
+	return d.src != nil && !d.eof && !d.inNode
 }
 
 func (d *plainDecoder) space() {
-	b, i := d.b, d.pos
-	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\t' || b[i] == '\r') {
-		i++
+	for {
+		b, i := d.b, d.pos
+		for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\t' || b[i] == '\r') {
+			i++
+		}
+		d.pos = i
+		if i < len(b) || !d.more() {
+			return
+		}
+		d.fill()
 	}
-	d.pos = i
+}
+
+// nextNode decodes the next node into n. Reading a stream, it first makes
+// sure a quarter of the window lies ahead, and a node that does not fit in
+// what is read is decoded again in a window twice as large.
+func (d *plainDecoder) nextNode(n *Node) error {
+	if d.src == nil {
+		*n = Node{}
+		return d.node(n)
+	}
+	for {
+		if !d.eof && len(d.b)-d.pos < d.window/4 {
+			d.fill()
+		}
+		start := d.pos
+		*n = Node{}
+		d.inNode = true
+		err := d.node(n)
+		d.inNode = false
+		if err == nil || d.eof {
+			return err
+		}
+		d.pos = start
+		d.window *= 2
+		d.fill()
+	}
 }
 
 // next skips space and returns the next byte without consuming it.

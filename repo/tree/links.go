@@ -36,8 +36,8 @@ func (n *Node) LinkData() crypto.ID {
 
 // LinkData returns node i's LinkData without making the node.
 func (c *Compact) LinkData(i int) crypto.ID {
-	r := &c.recs[i]
-	return linkData(r.size, r.rdev, c.strs[r.link.off:r.link.off+r.link.n], c.Content(i))
+	r := c.rec(i)
+	return linkData(r.size, r.rdev, c.strAt(r.link), c.idsAt(r.content))
 }
 
 func linkData(size, rdev uint64, target []byte, content []crypto.ID) crypto.ID {
