@@ -55,11 +55,10 @@ func nodeIno(snID crypto.ID, parentIno uint64, name string, n *tree.Node) uint64
 	return hashIno(inoTagChild, snID, parentIno, 0, name)
 }
 
-// compactIno is nodeIno for node i of t.
-func compactIno(snID crypto.ID, parentIno uint64, name string, t *tree.Compact, i int) uint64 {
-	h := t.Head(i)
+// compactIno is nodeIno for node i of t, whose Head is h.
+func compactIno(snID crypto.ID, parentIno uint64, name string, t *tree.Compact, i int, h *tree.Node) uint64 {
 	if h.IsHardLink() && h.Inode != 0 {
-		return linkIno(snID, &h, t.LinkData(i))
+		return linkIno(snID, h, t.LinkData(i))
 	}
 	return hashIno(inoTagChild, snID, parentIno, 0, name)
 }

@@ -138,6 +138,7 @@ type treeDirStream struct {
 	t    *tree.Compact
 	idx  int    // position of the next entry
 	name string // the name of the node at idx, once skipInvalid has read it
+	head tree.Node
 }
 
 var (
@@ -156,7 +157,7 @@ func (s *treeDirStream) end() int { return s.t.Len() + 2 }
 func (s *treeDirStream) skipInvalid() {
 	for s.idx >= 2 && s.idx < s.end() {
 		if s.name == "" {
-			s.name = s.t.Name(s.idx - 2)
+			s.name, s.head = s.t.Entry(s.idx - 2)
 		}
 		if showable(s.name) {
 			return
@@ -186,7 +187,7 @@ func (s *treeDirStream) Next() (fuse.DirEntry, syscall.Errno) {
 		e = fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: d.parentIno}
 	default:
 		i := s.idx - 2
-		e = fuse.DirEntry{Name: s.name, Mode: typeBits(s.t.Type(i)), Ino: compactIno(d.sn.ID, d.StableAttr().Ino, s.name, s.t, i)}
+		e = fuse.DirEntry{Name: s.name, Mode: typeBits(s.head.Type), Ino: compactIno(d.sn.ID, d.StableAttr().Ino, s.name, s.t, i, &s.head)}
 	}
 	s.idx++
 	s.name = ""
@@ -264,7 +265,7 @@ func showable(name string) bool {
 // noteLongNames logs, once for the directory, the names it does not list
 // because they are longer than the kernel's limit.
 func (d *dirNode) noteLongNames(t *tree.Compact) {
-	if d.longNamesNoted.Swap(true) {
+	if t.MaxNameLen() <= maxNameLen || d.longNamesNoted.Swap(true) {
 		return
 	}
 	n, first := 0, -1
@@ -301,11 +302,11 @@ func (m *mountFS) treeEntries(snID crypto.ID, ino, parentIno uint64, t *tree.Com
 		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: ino},
 		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno})
 	for i := range t.Len() {
-		name := t.Name(i)
+		name, h := t.Entry(i)
 		if !showable(name) {
 			continue
 		}
-		entries = append(entries, fuse.DirEntry{Name: name, Mode: typeBits(t.Type(i)), Ino: compactIno(snID, ino, name, t, i)})
+		entries = append(entries, fuse.DirEntry{Name: name, Mode: typeBits(h.Type), Ino: compactIno(snID, ino, name, t, i, &h)})
 	}
 	return entries
 }

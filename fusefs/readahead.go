@@ -361,6 +361,9 @@ func (ra *readAhead) siblings(d *dirNode, name string) {
 // one tree at a time. It never blocks: when the queue is full the walk loads
 // the rest itself.
 func (ra *readAhead) subtrees(t *tree.Compact) {
+	if t.Subtrees() == 0 {
+		return
+	}
 	for i := range t.Len() {
 		id, ok := t.Subtree(i)
 		if !ok || ra.hasTree(id) {

@@ -230,7 +230,8 @@ func TestInodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, n := range []*tree.Node{file, hard, other, symlink} {
-		if got, want := compactIno(sn1, 100, n.Name, c, i), nodeIno(sn1, 100, n.Name, n); got != want {
+		_, h := c.Entry(i)
+		if got, want := compactIno(sn1, 100, n.Name, c, i, &h), nodeIno(sn1, 100, n.Name, n); got != want {
 			t.Errorf("%s: listed as ino %d, looked up as %d", n.Name, got, want)
 		}
 	}

@@ -66,7 +66,9 @@ func (r *Repository) streamCompactTree(ctx context.Context, pb index.PackedBlob,
 	}
 	defer zr.Close()
 	hr := &hashReader{r: io.LimitReader(zr, int64(pb.PlainLength)+1), h: r.key.BlobHasher()}
-	c, err := tree.DecodeCompactReader(hr, int(pb.PlainLength), spill)
+	// The index's plain length sizes the Compact's arrays: bounded by what
+	// the stored bytes can expand to, against a hostile index entry.
+	c, err := tree.DecodeCompactReader(hr, min(int(pb.PlainLength), maxExpansion*len(content)), spill)
 	if err != nil {
 		if errors.Is(err, tree.ErrSpill) {
 			return nil, err

@@ -30,6 +30,8 @@ import (
 // a failed read.
 type Compact struct {
 	n      int               // the number of nodes
+	dirs   int               // the number of nodes with a subtree
+	maxLen int               // the length of the longest name
 	recs   []crec            // nil when file holds them
 	strs   []byte            // names and link targets
 	ids    []crypto.ID       // content of files, then the subtree of a directory
@@ -87,7 +89,7 @@ func DecodeCompact(b []byte) (*Compact, error) {
 // DecodeCompactSpill is DecodeCompact for a Compact that moves to files as
 // spill says.
 func DecodeCompactSpill(b []byte, spill SpillOptions) (*Compact, error) {
-	c, err := decodePlainCompact(&plainDecoder{b: b}, nodesEstimate(b), len(b)/16, spill)
+	c, err := decodePlainCompact(&plainDecoder{b: b, shareIDs: true, ids: []crypto.ID{}}, nodesEstimate(b), len(b)/16, spill.eager(len(b)))
 	if err == nil || errors.Is(err, ErrSpill) {
 		return c, err
 	}
@@ -120,9 +122,13 @@ func DecodeCompactReader(r io.Reader, plainLen int, spill SpillOptions) (*Compac
 }
 
 func decodeCompactReader(r io.Reader, plainLen int, spill SpillOptions, window int) (*Compact, error) {
-	d := &plainDecoder{src: r, window: window}
+	d := &plainDecoder{src: r, window: window, shareIDs: true, ids: []crypto.ID{}}
 	d.fill()
-	c, err := decodePlainCompact(d, min(plainLen/256, maxNodesEstimate), min(plainLen/16, streamWindow), spill)
+	// plainLen comes from the caller, who bounds it (the repository: by
+	// the stored length's expansion), and is checked there against what
+	// was read: the arrays start at their estimated size, not by doubling
+	// up from small (which cost a million files twice their Compact).
+	c, err := decodePlainCompact(d, plainLen/256, plainLen/32, spill.eager(plainLen))
 	if d.readErr != nil {
 		return nil, d.readErr
 	}
@@ -209,6 +215,9 @@ type compactBuilder struct {
 const spillBatch = 256 << 10
 
 func (b *compactBuilder) init(nodes, strs int) {
+	if b.spill.now {
+		nodes, strs = spillBatch/int(RecordSize), spillBatch
+	}
 	b.c.recs = make([]crec, 0, nodes)
 	b.c.strs = make([]byte, 0, strs)
 	b.c.ids = make([]crypto.ID, 0, nodes)
@@ -263,6 +272,7 @@ func (b *compactBuilder) add(n *Node) error {
 	if r.name, err = b.str(n.Name); err != nil {
 		return err
 	}
+	b.c.maxLen = max(b.c.maxLen, len(n.Name))
 	if r.link, err = b.str(n.LinkTarget); err != nil {
 		return err
 	}
@@ -273,6 +283,7 @@ func (b *compactBuilder) add(n *Node) error {
 	b.nIDs += len(n.Content)
 	if n.Subtree != nil {
 		r.flags |= flagSubtree
+		b.c.dirs++
 		b.c.ids = append(b.c.ids, *n.Subtree)
 		b.nIDs++
 	}
@@ -296,7 +307,7 @@ func (b *compactBuilder) held() int64 {
 // from then on writes out what is held every spillBatch bytes.
 func (b *compactBuilder) spillSome() error {
 	if b.w == nil {
-		if b.spill.Above <= 0 || b.held() <= b.spill.Above {
+		if b.spill.Above <= 0 || b.held() <= b.spill.Above && !b.spill.now {
 			return nil
 		}
 		f, err := newCompactFile(b.spill.Dir)
@@ -407,6 +418,19 @@ func (c *Compact) Name(i int) string { return string(c.nameBytes(i)) }
 func (c *Compact) Search(name string) (int, bool) {
 	i := sort.Search(c.n, func(i int) bool { return string(c.nameBytes(i)) >= name })
 	return i, i < c.n && string(c.nameBytes(i)) == name
+}
+
+// MaxNameLen returns the length of the longest name in the tree.
+func (c *Compact) MaxNameLen() int { return c.maxLen }
+
+// Subtrees returns the number of nodes with a subtree.
+func (c *Compact) Subtrees() int { return c.dirs }
+
+// Entry returns the name of node i and its Head, with one read of its
+// record: what a directory listing needs of each node.
+func (c *Compact) Entry(i int) (string, Node) {
+	r := c.rec(i)
+	return string(c.strAt(r.name)), head(&r)
 }
 
 // Type returns the type of node i.

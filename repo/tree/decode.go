@@ -55,6 +55,34 @@ type plainDecoder struct {
 	eof     bool      // src is at its end
 	readErr error     // what src's Read failed with
 	inNode  bool      // a node is being decoded
+
+	// shareIDs: a node's Content is the decoder's scratch, valid until
+	// the next node (the compact builder copies it at once).
+	shareIDs bool
+	owners   [2]string // the last two owner names made, reused
+}
+
+// nodeType returns the type named s, without a copy for the known ones.
+func nodeType(s []byte) NodeType {
+	for _, t := range compactTypes {
+		if string(t) == string(s) {
+			return t
+		}
+	}
+	return NodeType(s)
+}
+
+// owner returns s as a string, the same string as the last time or the
+// time before (a directory's files mostly share their user and group).
+func (d *plainDecoder) owner(s []byte) string {
+	for _, o := range d.owners {
+		if o == string(s) {
+			return o
+		}
+	}
+	o := string(s)
+	d.owners[1], d.owners[0] = d.owners[0], o
+	return o
 }
 
 // fill moves what is left of the window to its start and reads src until
@@ -417,7 +445,7 @@ func (d *plainDecoder) node(n *Node) error {
 		case keyType:
 			var s []byte
 			s, err = d.str()
-			n.Type = NodeType(s)
+			n.Type = nodeType(s)
 		case keyMode:
 			v, err = d.uint(32)
 			n.Mode = os.FileMode(v)
@@ -430,11 +458,11 @@ func (d *plainDecoder) node(n *Node) error {
 		case keyUser:
 			var s []byte
 			s, err = d.str()
-			n.User = string(s)
+			n.User = d.owner(s)
 		case keyGroup:
 			var s []byte
 			s, err = d.str()
-			n.Group = string(s)
+			n.Group = d.owner(s)
 		case keyMtime, keyAtime, keyCtime:
 			var ns int64
 			ns, err = d.int64()
@@ -482,7 +510,11 @@ func (d *plainDecoder) node(n *Node) error {
 				d.ids = append(d.ids, id)
 				return err
 			})
-			n.Content = append(make([]crypto.ID, 0, len(d.ids)), d.ids...)
+			if d.shareIDs {
+				n.Content = d.ids[:len(d.ids):len(d.ids)]
+			} else {
+				n.Content = append(make([]crypto.ID, 0, len(d.ids)), d.ids...)
+			}
 		case keySubtree:
 			var id crypto.ID
 			id, err = d.id()
