@@ -37,7 +37,9 @@
 //  2. The mount's caches, bounded together by Options.CacheSize: decoded
 //     blobs (cache.BlobCache, single-flight, 7/8 of the size) and decoded
 //     trees in their compact form (treecache.go: an eighth, growing to half
-//     when a huge directory needs it, the blob cache giving up that room).
+//     when a huge directory needs it, the blob cache giving up that room; a
+//     tree larger than a quarter lives in temporary files behind a page
+//     cache of a few MiB).
 //     A read finds the chunk that holds its offset (binary search over
 //     cumulative chunk sizes) and takes the blob from here, loading it once
 //     however many readers ask.

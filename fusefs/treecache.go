@@ -27,19 +27,29 @@ type compactLoader interface {
 // (tree.Compact, about 165 bytes a file against 340 decoded), and shares the
 // mount's one memory budget (Options.CacheSize) with the blob cache: trees
 // have a share of an eighth, and may grow to half the budget, the blob
-// cache giving up what they take beyond their share. So one directory of a
-// million files (a Compact of 165 MB) stays cached with the default 512 MiB
-// and each lookup in it is a binary search, not a decode of the whole tree.
+// cache giving up what they take beyond their share.
 //
-// A tree larger than half the budget cannot be cached. The one used last
-// is kept aside (big) while it is in use, and dropped bigIdle after its last
-// use: a listing or walk of a huge directory asks for its tree in every
-// request, and decoding it each time made listing quadratic. Its memory is
-// then above the budget, by no more than the tree's own load costs anyway;
-// and the Go runtime's soft memory limit (which dj mount sets to the cache
-// size and a margin) is raised by the tree's size while it is kept: with a
-// live heap above the limit the garbage collector ran without pause, and a
-// listing of a million files took five times as long.
+// A tree whose Compact would take more than a quarter of the budget (half
+// of what trees may hold; a directory of about 800,000 files with the
+// default 512 MiB, 100,000 with 64 MiB) moves to temporary files in
+// Options.SpillDir as it is decoded, and is read through a page cache of
+// tree.FilePageMemory bytes, which is all it counts for here: memory stays
+// within the budget whatever the directory's size, and each lookup is a
+// binary search over the files' cached pages. The repository decodes such
+// trees as they decompress (repo.LoadCompactTree), so not even their
+// plaintext is held whole.
+//
+// A tree that still ends up larger than half the budget in memory (a
+// repository without compactLoader, a tree the stream decoder refuses, or
+// a spill directory that cannot be written) cannot be cached. The one used
+// last is kept aside (big) while it is in use, and dropped bigIdle after
+// its last use: a listing or walk of a huge directory asks for its tree in
+// every request, and decoding it each time made listing quadratic. Its
+// memory is then above the budget; and the Go runtime's soft memory limit
+// (which dj mount sets to the cache size and a margin) is raised by the
+// tree's size while it is kept: with a live heap above the limit the
+// garbage collector ran without pause, and a listing of a million files
+// took five times as long.
 type treeCache struct {
 	lru   *cache.LRU[crypto.ID, *tree.Compact]
 	blobs *cache.BlobCache
