@@ -170,3 +170,23 @@ func TestCompactSpillFails(t *testing.T) {
 		t.Fatalf("DecodeCompactReader: %v, want ErrSpill", err)
 	}
 }
+
+// FuzzDecodeCompactReader checks that a tree streamed through a small
+// window and moved to files decodes as DecodeCompact does, and that what
+// DecodeCompact refuses the stream refuses too.
+func FuzzDecodeCompactReader(f *testing.F) {
+	addSeeds(f, 13, 14)
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		want, werr := DecodeCompact(b)
+		got, gerr := decodeCompactReader(iotest.HalfReader(bytes.NewReader(b)), len(b), SpillOptions{Dir: dir, Above: 64}, 32)
+		switch {
+		case werr != nil && gerr == nil:
+			t.Fatalf("DecodeCompact refuses (%v), the stream decodes", werr)
+		case gerr != nil && !errors.Is(gerr, ErrNotStreamable):
+			t.Fatalf("stream: %v", gerr)
+		case werr == nil && gerr == nil:
+			checkCompact(t, got, want.Tree())
+		}
+	})
+}
