@@ -69,6 +69,15 @@ func (r *fakeRepo) Snapshots(ctx context.Context) ([]*snapshot.Snapshot, error) 
 }
 
 func (r *fakeRepo) LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error) {
+	b, err := r.treeBytes(id)
+	if err != nil {
+		return nil, err
+	}
+	return tree.Decode(b)
+}
+
+// treeBytes returns the encoding of a tree, counting the load.
+func (r *fakeRepo) treeBytes(id crypto.ID) ([]byte, error) {
 	r.treeLoads.Add(1)
 	r.mu.Lock()
 	b, ok := r.trees[id]
@@ -76,7 +85,7 @@ func (r *fakeRepo) LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, erro
 	if !ok {
 		return nil, fmt.Errorf("fake: tree %s not found", id.Short())
 	}
-	return tree.Decode(b)
+	return b, nil
 }
 
 // streamingRepo is a fakeRepo that decodes trees as a real repository does
@@ -84,12 +93,9 @@ func (r *fakeRepo) LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, erro
 type streamingRepo struct{ *fakeRepo }
 
 func (r streamingRepo) LoadCompactTree(ctx context.Context, id crypto.ID, spill tree.SpillOptions) (*tree.Compact, error) {
-	r.treeLoads.Add(1)
-	r.mu.Lock()
-	b, ok := r.trees[id]
-	r.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("fake: tree %s not found", id.Short())
+	b, err := r.treeBytes(id)
+	if err != nil {
+		return nil, err
 	}
 	return tree.DecodeCompactReader(bytes.NewReader(b), len(b), spill)
 }

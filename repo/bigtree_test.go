@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"dj/backend"
 	"dj/backend/mem"
 	"dj/repo"
 	"dj/repo/crypto"
@@ -123,13 +122,7 @@ func TestLoadCompactTreeStreamsAndSpills(t *testing.T) {
 		t.Fatalf("spill to a missing directory: %v, want ErrSpill", err)
 	}
 
-	// Damage the stored tree: one byte in the middle of the blob.
-	h := backend.Handle{Type: backend.PackFile, Name: loc.PackID.String()}
-	raw, _ := be.Load(ctx, h, 0, 0)
-	raw[loc.Offset+loc.Length/2] ^= 1
-	if err := be.Save(ctx, h, raw); err != nil {
-		t.Fatal(err)
-	}
+	flipStoredByte(t, be, loc) // damage the stored tree
 	r2 := repo.TestOpen(t, nopClose{be})
 	if c, err := r2.LoadCompactTree(ctx, id, tree.SpillOptions{Dir: dir, Above: 1 << 20}); !errors.Is(err, repo.ErrCorrupt) || c != nil {
 		t.Fatalf("damaged tree: %v, want ErrCorrupt", err)

@@ -17,6 +17,7 @@ import (
 	"dj/backend/mem"
 	"dj/repo"
 	"dj/repo/crypto"
+	"dj/repo/index"
 	"dj/repo/pack"
 	"dj/repo/snapshot"
 	"dj/repo/tree"
@@ -126,13 +127,7 @@ func TestCorruptBlobIsDetected(t *testing.T) {
 	if err := r.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	loc := r.Index().Lookup(pack.DataBlob, id)[0]
-	h := backend.Handle{Type: backend.PackFile, Name: loc.PackID.String()}
-	raw, _ := be.Load(ctx, h, 0, 0)
-	raw[loc.Offset+loc.Length/2] ^= 1
-	if err := be.Save(ctx, h, raw); err != nil {
-		t.Fatal(err)
-	}
+	flipStoredByte(t, be, r.Index().Lookup(pack.DataBlob, id)[0])
 	r2 := repo.TestOpen(t, nopClose{be})
 	if _, err := r2.LoadBlob(ctx, id, nil); !errors.Is(err, repo.ErrCorrupt) {
 		t.Fatalf("corrupt blob: %v", err)
@@ -341,4 +336,19 @@ func tempFiles(t *testing.T, dir string) int {
 		return nil
 	})
 	return n
+}
+
+// flipStoredByte flips one bit in the middle of a blob as stored in its pack.
+func flipStoredByte(t *testing.T, be backend.Backend, loc index.PackedBlob) {
+	t.Helper()
+	ctx := context.Background()
+	h := backend.Handle{Type: backend.PackFile, Name: loc.PackID.String()}
+	raw, err := be.Load(ctx, h, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[loc.Offset+loc.Length/2] ^= 1
+	if err := be.Save(ctx, h, raw); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -1,10 +1,6 @@
 package tree
 
 import (
-	"fmt"
-	"time"
-
-	"dj/repo/crypto"
 	"math/rand/v2"
 	"reflect"
 	"runtime"
@@ -103,14 +99,7 @@ func TestCompactNodeIsACopy(t *testing.T) {
 // on the heap, and that it is well below the decoded nodes.
 func TestCompactMemory(t *testing.T) {
 	const n = 20000
-	// Ordinary files of one chunk, as a big directory holds.
-	tr := &Tree{}
-	for i := 0; i < n; i++ {
-		tm := time.Unix(1700000000+int64(i), 12345)
-		tr.Nodes = append(tr.Nodes, &Node{Name: fmt.Sprintf("file-%08d", i), Type: File, Mode: 0o644, UID: 1000, GID: 100,
-			User: "ann", Group: "users", ModTime: tm, AccessTime: tm, ChangeTime: tm, Size: 100, Blocks: 8, Links: 1,
-			Inode: uint64(1e7 + i), DeviceID: 2049, Content: []crypto.ID{{byte(i), byte(i >> 8), 7}}})
-	}
+	tr := bigTree(n) // ordinary files of one chunk, as a big directory holds
 	big := tr
 	b, err := tr.Encode()
 	if err != nil {

@@ -89,7 +89,7 @@ func TestDecodeCompactReaderReadError(t *testing.T) {
 	}
 }
 
-// bigTree returns a tree of n ordinary files.
+// bigTree returns a tree of n ordinary files of one chunk each.
 func bigTree(n int) *Tree {
 	tr := &Tree{}
 	for i := 0; i < n; i++ {
