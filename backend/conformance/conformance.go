@@ -36,6 +36,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		{"SaveLoad", testSaveLoad},
 		{"EmptyFile", testEmptyFile},
 		{"RangedLoad", testRangedLoad},
+		{"WholeLoad", testWholeLoad},
 		{"Stat", testStat},
 		{"List", testList},
 		{"ListManyPacks", testListManyPacks},
@@ -201,6 +202,39 @@ func testRangedLoad(t *testing.T, be backend.Backend) {
 	for _, r := range [][2]int64{{-1, 0}, {0, -1}} {
 		if _, err := be.Load(context.Background(), h, r[0], int(r[1])); !errors.Is(err, fs.ErrInvalid) {
 			t.Errorf("Load %v (%d, %d): %v, want fs.ErrInvalid for a negative range", h, r[0], r[1], err)
+		}
+	}
+}
+
+// testWholeLoad loads files whole (length 0) around the sizes a backend
+// may read in one request with the file's size (SFTP asks for the first
+// 128 KiB together with the size), from the start and from an offset, and
+// the same ranges with their lengths into a caller's buffer where the
+// backend takes one.
+func testWholeLoad(t *testing.T, be backend.Backend) {
+	ctx := context.Background()
+	for i, size := range []int{128<<10 - 1, 128 << 10, 128<<10 + 1, 300 << 10} {
+		data := randomData(uint64(40+i), size)
+		h := save(t, be, backend.IndexFile, data)
+		for _, off := range []int64{0, 1000, int64(size)} {
+			got, err := be.Load(ctx, h, off, 0)
+			if err != nil || !bytes.Equal(got, data[off:]) {
+				t.Errorf("Load %v (%d, 0) of %d bytes: %d bytes, %v", h, off, size, len(got), err)
+			}
+			rl, ok := be.(backend.RangeLoader)
+			if !ok {
+				continue
+			}
+			n := size - int(off)
+			if n == 0 {
+				continue
+			}
+			for _, room := range []int{10, n + backend.RangeSlack} {
+				got, err := rl.LoadRange(ctx, h, off, n, make([]byte, room))
+				if err != nil || !bytes.Equal(got, data[off:]) {
+					t.Errorf("LoadRange %v (%d, %d) of %d bytes into %d: %d bytes, %v", h, off, n, size, room, len(got), err)
+				}
+			}
 		}
 	}
 }

@@ -171,14 +171,9 @@ func (b *Backend) LoadRange(ctx context.Context, h backend.Handle, offset int64,
 		}()
 		n := length
 		if n == 0 {
-			fi, err := f.Stat()
-			if err != nil {
-				return err
-			}
-			if offset > fi.Size() {
-				return fmt.Errorf("offset %d past the end (%d bytes): %w", offset, fi.Size(), io.ErrUnexpectedEOF)
-			}
-			n = int(fi.Size() - offset)
+			var err error
+			out, err = readToEnd(f, offset, buf)
+			return err
 		}
 		if buf != nil && cap(buf) >= n {
 			out = buf[:n]
@@ -201,6 +196,68 @@ func (b *Backend) LoadRange(ctx context.Context, h backend.Handle, offset int64,
 		return nil, fmt.Errorf("load %s: %w", h, err)
 	}
 	return out, nil
+}
+
+// firstRead is how much of a file loaded whole is asked for together with
+// its size.
+const firstRead = 128 << 10
+
+// readToEnd reads f from offset to its end, into buf when it has room. The
+// size and the first firstRead bytes are asked for at once: a whole small
+// file (a key, a lock, a snapshot, most index files) then costs one round
+// trip after the open, not two.
+func readToEnd(f *sftp.File, offset int64, buf []byte) ([]byte, error) {
+	type stat struct {
+		size int64
+		err  error
+	}
+	stated := make(chan stat, 1)
+	go func() {
+		fi, err := f.Stat()
+		if err != nil {
+			stated <- stat{err: err}
+			return
+		}
+		stated <- stat{size: fi.Size()}
+	}()
+	first := buf[:cap(buf)]
+	if len(first) < firstRead {
+		first = make([]byte, firstRead)
+	}
+	got, rerr := f.ReadAt(first[:firstRead], offset)
+	st := <-stated
+	if st.err != nil {
+		return nil, st.err
+	}
+	if offset > st.size {
+		return nil, fmt.Errorf("offset %d past the end (%d bytes): %w", offset, st.size, io.ErrUnexpectedEOF)
+	}
+	n := int(st.size - offset)
+	if got >= n {
+		return first[:n], nil
+	}
+	if rerr != nil && !errors.Is(rerr, io.EOF) {
+		return nil, rerr
+	}
+	if got < firstRead {
+		// Shorter than its size said: the file changed, or the server
+		// answered short.
+		return nil, fmt.Errorf("read %d of %d bytes: %w", got, n, io.ErrUnexpectedEOF)
+	}
+	out := first
+	if cap(out) < n {
+		out = make([]byte, n)
+		copy(out, first[:got])
+	}
+	out = out[:n]
+	more, err := f.ReadAt(out[got:], offset+int64(got))
+	if got+more == n {
+		return out, nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read %d of %d bytes: %w", got+more, n, io.ErrUnexpectedEOF)
+	}
+	return nil, err
 }
 
 // Stat returns the size and modification time of h.

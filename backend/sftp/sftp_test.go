@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -129,6 +130,23 @@ func TestLoadRangeIntoBuffer(t *testing.T) {
 	}
 	if &got[0] != &buf[0] || string(got) != string(data[12345:12345+2<<20]) {
 		t.Errorf("LoadRange: not the range, or not in the buffer")
+	}
+	// To the end (length 0): the size and the first bytes are asked for
+	// together; the rest follows into the buffer when it has room.
+	for _, off := range []int64{0, 1, int64(len(data)) - 100, int64(len(data))} {
+		for _, room := range []int{0, 1000, len(data) + 1} {
+			buf := make([]byte, room)
+			got, err := rl.LoadRange(ctx, h, off, 0, buf)
+			if err != nil || string(got) != string(data[off:]) {
+				t.Fatalf("LoadRange (%d, 0) into %d bytes: %d bytes, %v", off, room, len(got), err)
+			}
+			if room > len(data) && len(got) > 0 && &got[0] != &buf[0] {
+				t.Errorf("LoadRange (%d, 0): not in a buffer with room", off)
+			}
+		}
+	}
+	if _, err := rl.LoadRange(ctx, h, int64(len(data))+1, 0, nil); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("LoadRange past the end: %v, want io.ErrUnexpectedEOF", err)
 	}
 }
 
