@@ -305,6 +305,12 @@ var killCmds = []killCmd{
 		return append([]string{"prune"}, variants[run%len(variants)]...), all, all
 	}},
 	{name: "repack", prepare: func(kr *killRun, run int, snaps []killSnap) ([]string, []string, []string) {
+		if run%10 == 9 {
+			// Repack keeps the packs it replaces for a day, and a
+			// killed one leaves packs no index names: in the full
+			// battery's 200 rounds they filled 18 GB in 12 minutes.
+			kr.k.must("prune", "--keep-delete", "0s")
+		}
 		all := append(kr.trim(kr.k, snaps, killKeep), kr.backupInto(kr.k))
 		variants := [][]string{nil, {"--instant-delete"}, {"--min-fill", "0.9", "--compression", "fastest"}}
 		return append([]string{"repack"}, variants[run%len(variants)]...), all, all
