@@ -35,6 +35,10 @@ With SNAPSHOT[:PATH], that snapshot (or one directory of it) is the root. New
 snapshots appear without remounting. dj mount runs in the foreground until
 Ctrl-C, SIGTERM or 'fusermount3 -u MOUNTPOINT'.
 
+Memory stays within --cache-size plus a margin: the listing of a directory
+too large for a quarter of it (a million files take about 165 MB) is kept
+in unlinked temporary files in $TMPDIR (or /tmp) while it is cached.
+
 Examples:
    dj mount /mnt/backup
    dj mount latest:/home/ann /mnt/ann`,
