@@ -55,6 +55,10 @@ func (n *netTarget) runDeadline(t *testing.T, args ...string) result {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, n.e.bin, append(append([]string{}, n.pre...), args...)...)
 	cmd.Env = append(append(append(cleanEnv(), n.e.extraEnv...), netEnvVars...), n.extra...)
+	// A hung dj is asked for its goroutines (SIGQUIT) before it is killed:
+	// the dump goes to the test's log.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	cmd.WaitDelay = 5 * time.Second
 	var so, se strings.Builder
 	cmd.Stdout, cmd.Stderr = &so, &se
 	start := time.Now()
@@ -68,6 +72,7 @@ func (n *netTarget) runDeadline(t *testing.T, args ...string) result {
 	var ee *exec.ExitError
 	switch {
 	case ctx.Err() != nil:
+		t.Logf("dj %s on %s: its goroutines at the deadline:\n%s", strings.Join(args, " "), n.name, r.stderr)
 		t.Fatalf("dj %s on %s hung (no end within %v) under network faults:\n%s", strings.Join(args, " "), n.name, netHang, tail(r.stderr, 20))
 	case err == nil:
 	case errors.As(err, &ee):
