@@ -439,8 +439,9 @@ func (c *Compact) Type(i int) NodeType { return compactTypes[c.rec(i).typ] }
 // Size returns the size of node i.
 func (c *Compact) Size(i int) uint64 { return c.rec(i).size }
 
-// Content returns the content ids of node i. The slice is the tree's own:
-// callers must not modify it, and holding it keeps the id arena.
+// Content returns the content ids of node i. For a tree in memory the
+// slice is the tree's own: callers must not modify it, and holding it
+// keeps the id arena; for a tree in files it is a copy.
 func (c *Compact) Content(i int) []crypto.ID {
 	return c.idsAt(c.rec(i).content)
 }
