@@ -251,9 +251,11 @@ func TestCopyInterruptedResumes(t *testing.T) {
 		t.Fatalf("resumed copy: %v\n%s", err, out)
 	}
 	// What the interrupted runs stored and indexed is not stored again:
-	// at least the first pack (16 MiB) was.
+	// at least the first pack was. A pack is closed before the blob that
+	// would take it past 16 MiB, so it holds a little less than 16 MiB of
+	// data (CI saw 16,776,318 bytes); half a pack is the bound.
 	t.Logf("resumed copy added %d of %d bytes", res.BytesAdded, 4*32<<20)
-	if res.BytesAdded > 4*32<<20-16<<20 {
+	if res.BytesAdded > 4*32<<20-8<<20 {
 		t.Fatalf("resumed copy added %d bytes: nothing was reused", res.BytesAdded)
 	}
 	assertCopied(t, dst, src, want)
