@@ -107,7 +107,7 @@ func (b *Backend) get(ctx context.Context, h backend.Handle, offset int64, lengt
 	} else {
 		dst = make([]byte, size)
 	}
-	if _, err := io.ReadFull(backend.GuardStall(out.Body, backend.StallTimeout(ctx, backend.DefaultStallTimeout)), dst); err != nil {
+	if _, err := io.ReadFull(out.Body, dst); err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/smithy-go/logging"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -174,6 +175,13 @@ func newBackend(ctx context.Context, cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: AWS configuration: %v", cfg.Location(), err)
 	}
+	// Every answer's body is read under the stall time-out: the SDK reads
+	// listings and error answers itself, after the response-header
+	// time-out has ended, and a server that stalls there hung dj.
+	awsCfg.HTTPClient = stallGuardedClient{c: awsCfg.HTTPClient, idle: backend.StallTimeout(ctx, backend.DefaultStallTimeout)}
+	// The SDK's own warnings (a body it could not drain after such a
+	// stall) would reach the user's terminal beside dj's error.
+	awsCfg.Logger = logging.Nop{}
 	if awsCfg.Region == "" {
 		awsCfg.Region = "us-east-1" // what S3-compatible servers expect unless told otherwise
 	}
@@ -482,4 +490,20 @@ func (b *Backend) put(ctx context.Context, h backend.Handle, key string, data []
 	in.ObjectLockMode, in.ObjectLockRetainUntilDate = b.objectLock(h)
 	_, err := b.client.PutObject(w.Context(), in)
 	return convert(ctx, w.Err(err))
+}
+
+// stallGuardedClient is an HTTP client whose answers' bodies end with an
+// error in the class backend.ErrUnreachable when no bytes come for idle.
+type stallGuardedClient struct {
+	c    aws.HTTPClient
+	idle time.Duration
+}
+
+// Do sends req and guards the body of its answer.
+func (s stallGuardedClient) Do(req *http.Request) (*http.Response, error) {
+	resp, err := s.c.Do(req)
+	if err == nil && resp.Body != nil {
+		resp.Body = backend.GuardStall(resp.Body, s.idle)
+	}
+	return resp, err
 }

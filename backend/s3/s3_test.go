@@ -247,6 +247,9 @@ type recorder struct {
 	srv  *httptest.Server
 	// onRequest, when set, sees every request before it is forwarded.
 	onRequest func(*http.Request)
+	// serve, when set, answers the request in place of the proxy, which
+	// it is given.
+	serve func(w http.ResponseWriter, req *http.Request, proxy http.Handler)
 }
 
 type recorded struct {
@@ -265,10 +268,14 @@ func newRecorder(t *testing.T, target string) *recorder {
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
 		r.reqs = append(r.reqs, recorded{req.Method, req.URL.Path, req.URL.RawQuery, req.Header.Clone()})
-		hook := r.onRequest
+		hook, serve := r.onRequest, r.serve
 		r.mu.Unlock()
 		if hook != nil {
 			hook(req)
+		}
+		if serve != nil {
+			serve(w, req, proxy)
+			return
 		}
 		proxy.ServeHTTP(w, req)
 	}))
