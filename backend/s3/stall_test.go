@@ -96,9 +96,16 @@ func TestAnswerStallEnds(t *testing.T) {
 	}{
 		{"listing", func(r *http.Request) bool { return strings.Contains(r.URL.RawQuery, "list-type=2") },
 			func() error { return be.List(sctx, backend.PackFile, func(backend.FileInfo) error { return nil }) }},
-		{"error answer", func(r *http.Request) bool { return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/keys/") },
-			func() error { _, err := be.Load(sctx, backend.Handle{Type: backend.KeyFile, Name: "missing"}, 0, 0); return err }},
-		{"data", func(r *http.Request) bool { return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/data/") },
+		{"error answer", func(r *http.Request) bool {
+			return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/keys/")
+		},
+			func() error {
+				_, err := be.Load(sctx, backend.Handle{Type: backend.KeyFile, Name: "missing"}, 0, 0)
+				return err
+			}},
+		{"data", func(r *http.Request) bool {
+			return r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/data/")
+		},
 			func() error { _, err := be.Load(sctx, h, 0, 0); return err }},
 	}
 	for _, c := range cases {
