@@ -208,6 +208,10 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte,
 		err = transportError(ctx, err)
 		return nil, err
 	}
+	// Every body is read under the stall time-out, the start of an error
+	// answer too: a server that stalls after its headers must not hang
+	// the client.
+	resp.Body = backend.GuardStall(resp.Body, backend.StallTimeout(ctx, backend.DefaultStallTimeout))
 	return resp, nil
 }
 
@@ -448,7 +452,7 @@ func readBody(ctx context.Context, resp *http.Response, limit int64) ([]byte, er
 	if resp.ContentLength > limit {
 		return nil, fmt.Errorf("server sent %d bytes, more than the %d asked for", resp.ContentLength, limit)
 	}
-	body := backend.GuardStall(resp.Body, backend.StallTimeout(ctx, backend.DefaultStallTimeout))
+	body := resp.Body // guarded against stalls by do
 	if resp.ContentLength >= 0 {
 		// net/http never delivers more than the announced length.
 		buf := make([]byte, resp.ContentLength)

@@ -54,3 +54,53 @@ func TestUploadStallEnds(t *testing.T) {
 		t.Errorf("save: %v", err)
 	}
 }
+
+// TestErrorAnswerStallEnds: an error answer whose body stops after its
+// first bytes (the client reads its start for the message) ends within the
+// stall time-out instead of hanging.
+func TestErrorAnswerStallEnds(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			w.Header().Set("Content-Length", "10")
+			return
+		}
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write([]byte("an error message that st"))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	ctx := backend.WithStallTimeout(context.Background(), 300*time.Millisecond)
+	c, err := Open(ctx, srv.URL+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range []struct {
+		name string
+		run  func() error
+	}{
+		{"load", func() error {
+			_, err := c.Load(ctx, backend.Handle{Type: backend.PackFile, Name: "aa"}, 0, 0)
+			return err
+		}},
+		{"list", func() error {
+			return c.List(ctx, backend.PackFile, func(backend.FileInfo) error { return nil })
+		}},
+		{"remove", func() error { return c.Remove(ctx, backend.Handle{Type: backend.PackFile, Name: "aa"}) }},
+	} {
+		start := time.Now()
+		err := op.run()
+		if err == nil {
+			t.Errorf("%s answered 500: no error", op.name)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("%s whose error answer stalled took %v", op.name, d)
+		}
+	}
+}
