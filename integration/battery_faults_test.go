@@ -202,8 +202,16 @@ func faultRun(t *testing.T, base *faultBase, specFor func(int) string, mountOK b
 	id0, id1 := base.ids[0], base.ids[1]
 	faulty := func(args ...string) result {
 		t.Helper()
-		r := e.runEnv([]string{next()}, append([]string{"-v"}, args...)...)
+		spec := next()
+		r := e.runEnv([]string{spec}, append([]string{"-v"}, args...)...)
 		cleanFailure(t, strings.Join(args, " "), r)
+		switch args[0] {
+		case "backup", "repack", "prune", "forget":
+			// The command that broke the repository is named at once.
+			if c := e.run("check"); c.code != 0 {
+				t.Fatalf("after dj %s under %s (exit %d), check fails:\n%s%s\n--- the command's output:\n%s", strings.Join(args, " "), spec, r.code, c.stdout, tail(c.stderr, 20), tail(r.stderr, 40))
+			}
+		}
 		if r.code != 0 {
 			t.Logf("dj %s: exit %d: %s", args[0], r.code, lastLine(r.stderr))
 		}

@@ -429,19 +429,24 @@ func PlanPrune(ctx context.Context, r *repo.Repository, opts PruneOptions) (*Pru
 	if opts.InstantDelete && len(plan.Mark)+len(plan.Repack) > 0 {
 		// Nothing protects the packs of a snapshot the listing left out
 		// but the listing itself (without --instant-delete, marked packs
-		// wait and the next prune brings them back): list once more, and
-		// refuse if the two listings differ.
-		again, err := r.ListFiles(ctx, backend.SnapshotFile)
-		if err != nil {
-			return nil, err
-		}
+		// wait and the next prune brings them back): list several times
+		// more, and refuse if any listing shows a snapshot the first did
+		// not. One repeat was not enough: the fault battery met storage
+		// that cut two listings in a row the same way, and a kept
+		// snapshot lost its data.
 		listed := map[crypto.ID]bool{}
 		for _, sn := range snaps {
 			listed[sn.ID] = true
 		}
-		for _, id := range again {
-			if !listed[id] {
-				return nil, fmt.Errorf("%w: snapshot %s was not in the first listing of the snapshots; nothing was changed", ErrSuspectListing, id.Short())
+		for range instantDeleteRelistings {
+			again, err := r.ListFiles(ctx, backend.SnapshotFile)
+			if err != nil {
+				return nil, err
+			}
+			for _, id := range again {
+				if !listed[id] {
+					return nil, fmt.Errorf("%w: snapshot %s was not in the first listing of the snapshots; nothing was changed", ErrSuspectListing, id.Short())
+				}
 			}
 		}
 	}
@@ -455,6 +460,12 @@ func PlanPrune(ctx context.Context, r *repo.Repository, opts PruneOptions) (*Pru
 	})
 	return plan, nil
 }
+
+// instantDeleteRelistings is how many times more prune lists the
+// snapshots before it deletes at once: storage that drops entries from a
+// listing without an error would have to drop the same ones from every
+// listing to make prune delete a kept snapshot's data.
+const instantDeleteRelistings = 4
 
 func packBytes(blobs []pack.Blob) int64 {
 	var n int64

@@ -22,6 +22,9 @@ func TestPruneRefusesSuspectListings(t *testing.T) {
 		rules []fault.Rule
 	}{
 		{"one snapshot listed once", []fault.Rule{{Op: fault.List, Type: backend.SnapshotFile, Mode: fault.ModeShortList, AfterItems: 1}}},
+		// The fault battery's case: the same cut twice in a row.
+		{"one snapshot listed twice", []fault.Rule{{Op: fault.List, Type: backend.SnapshotFile, Mode: fault.ModeShortList, AfterItems: 1, Times: 2}}},
+		{"one snapshot listed four times", []fault.Rule{{Op: fault.List, Type: backend.SnapshotFile, Mode: fault.ModeShortList, AfterItems: 1, Times: 4}}},
 		{"no snapshots listed", []fault.Rule{{Op: fault.List, Type: backend.SnapshotFile, Mode: fault.ModeShortList, Times: -1}}},
 		{"no packs listed", []fault.Rule{{Op: fault.List, Type: backend.PackFile, Mode: fault.ModeShortList, Times: -1}}},
 		{"one pack listed", []fault.Rule{{Op: fault.List, Type: backend.PackFile, Mode: fault.ModeShortList, AfterItems: 1, Times: -1}}},
