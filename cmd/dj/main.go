@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"runtime"
@@ -61,6 +62,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 			code = exitError
 		}
 	}()
+	if c := addressSpaceCap(); c > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(c)
+	}
 	if f := os.Getenv("DJ_CPUPROFILE"); f != "" {
 		stopProfile := startCPUProfile(f, stderr)
 		defer stopProfile()
@@ -162,5 +166,23 @@ func setMemoryLimit(work int64) {
 	if s[0].Value.Kind() == metrics.KindUint64 {
 		heap = int64(s[0].Value.Uint64())
 	}
-	debug.SetMemoryLimit(heap + work)
+	limit := heap + work
+	if c := addressSpaceCap(); c > 0 && c < limit {
+		limit = c
+	}
+	debug.SetMemoryLimit(limit)
+}
+
+// addressSpaceCap returns three quarters of the process's address-space
+// limit (ulimit -v), or 0 when it has none. dj starts with it as its soft
+// memory limit: under a limit, the collector works harder as the heap
+// nears it, instead of letting garbage grow the heap into an out-of-memory
+// crash (a copy of a directory of a million entries crashed under a 2 GiB
+// limit; its live heap was smaller).
+func addressSpaceCap() int64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_AS, &rl); err != nil || rl.Cur > math.MaxInt64 {
+		return 0
+	}
+	return int64(rl.Cur / 4 * 3)
 }
