@@ -26,13 +26,9 @@ func TestUploadStallEnds(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
-	ctx := backend.WithStallTimeout(context.Background(), 300*time.Millisecond)
-	c, err := Open(ctx, srv.URL+"/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, c := openStalling(t, srv.URL)
 	start := time.Now()
-	err = c.Save(ctx, backend.Handle{Type: backend.PackFile, Name: "aa"}, make([]byte, 128<<20))
+	err := c.Save(ctx, backend.Handle{Type: backend.PackFile, Name: "aa"}, make([]byte, 128<<20))
 	if !errors.Is(err, backend.ErrUnreachable) {
 		t.Fatalf("save to a server that stopped reading: %v, want ErrUnreachable", err)
 	}
@@ -76,11 +72,7 @@ func TestErrorAnswerStallEnds(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
-	ctx := backend.WithStallTimeout(context.Background(), 300*time.Millisecond)
-	c, err := Open(ctx, srv.URL+"/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, c := openStalling(t, srv.URL)
 	for _, op := range []struct {
 		name string
 		run  func() error
@@ -103,4 +95,16 @@ func TestErrorAnswerStallEnds(t *testing.T) {
 			t.Errorf("%s whose error answer stalled took %v", op.name, d)
 		}
 	}
+}
+
+// openStalling opens a client of url whose stall time-out is 300 ms, and
+// the context that carries it.
+func openStalling(t *testing.T, url string) (context.Context, *Client) {
+	t.Helper()
+	ctx := backend.WithStallTimeout(context.Background(), 300*time.Millisecond)
+	c, err := Open(ctx, url+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, c
 }
