@@ -35,11 +35,10 @@ func decodePlain(b []byte) (*Tree, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Tree{Nodes: make([]*Node, len(nodes))}
-	for i := range nodes {
-		t.Nodes[i] = &nodes[i]
+	if nodes == nil {
+		nodes = []*Node{} // as before: an empty tree's Nodes is not nil
 	}
-	return t, nil
+	return &Tree{Nodes: nodes}, nil
 }
 
 type plainDecoder struct {
@@ -282,22 +281,31 @@ func (d *plainDecoder) array(elem func() error) error {
 	return d.list('[', ']', elem)
 }
 
-func (d *plainDecoder) tree() ([]Node, error) {
-	var nodes []Node
+func (d *plainDecoder) tree() ([]*Node, error) {
+	// The nodes live in blocks that are never copied: one slice grown by
+	// doubling allocated twice a big tree's nodes, and held one and a half
+	// times them at its peak (a directory of a million files).
+	var nodes []*Node
+	var block []Node
 	err := d.top(func() {
-		nodes = make([]Node, 0, nodesEstimate(d.b))
+		est := nodesEstimate(d.b)
+		nodes, block = make([]*Node, 0, est), make([]Node, 0, est)
 	}, func() error {
-		nodes = append(nodes, Node{})
-		n := &nodes[len(nodes)-1]
+		if len(block) == cap(block) {
+			block = make([]Node, 0, min(max(2*cap(block), 64), maxNodesEstimate))
+		}
+		block = append(block, Node{})
+		n := &block[len(block)-1]
 		if err := d.node(n); err != nil {
 			return err
 		}
 		// Checked as it comes, so that a hostile array of empty
 		// objects stops at its first.
 		prev := ""
-		if len(nodes) > 1 {
-			prev = nodes[len(nodes)-2].Name
+		if len(nodes) > 0 {
+			prev = nodes[len(nodes)-1].Name
 		}
+		nodes = append(nodes, n)
 		return checkNode(n, len(nodes) > 1, prev)
 	})
 	if err != nil {
