@@ -136,12 +136,13 @@ func convert(ctx context.Context, err error) error {
 		return fmt.Errorf("%w (%v)", ctx.Err(), short(err))
 	}
 	var re *awshttp.ResponseError
-	if errors.As(err, &re) && re.Response != nil && re.HTTPStatusCode() > 0 && re.HTTPStatusCode() < 300 {
-		// A success whose body could not be read (a stalled or dropped
-		// connection halfway through a listing): a retry may cure it.
-		return fmt.Errorf("%w: reading the answer: %s", ErrUnreachable, strings.ReplaceAll(short(err), io.ErrUnexpectedEOF.Error(), "connection lost"))
-	}
 	if errors.As(err, &re) && re.Response != nil && re.HTTPStatusCode() > 0 {
+		if re.HTTPStatusCode() < 300 {
+			// A success whose body could not be read (a stalled or
+			// dropped connection halfway through a listing): a retry
+			// may cure it.
+			return fmt.Errorf("%w: reading the answer: %s", ErrUnreachable, strings.ReplaceAll(short(err), io.ErrUnexpectedEOF.Error(), "connection lost"))
+		}
 		e := &Error{Status: re.HTTPStatusCode()}
 		var api smithy.APIError
 		if errors.As(err, &api) {
