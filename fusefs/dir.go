@@ -329,6 +329,9 @@ func (m *mountFS) newTreeChild(ctx context.Context, parent *fs.Inode, sn *snapsh
 		ops = &otherNode{m: m, node: n}
 	}
 	fillAttr(&out.Attr, n, m.opts.OwnerRoot)
+	if n.Type != tree.Dir {
+		m.entries.add(parent, name)
+	}
 	return parent.NewInode(ctx, ops, fs.StableAttr{Mode: typeBits(n.Type), Ino: ino})
 }
 

@@ -27,7 +27,8 @@ type Mounted struct {
 	cancel     context.CancelFunc // stops background work (read-ahead)
 	done       chan struct{}      // closed when the server has stopped
 	unmountMu  sync.Mutex
-	fs         *mountFS // for tests in this package
+	fs         *mountFS  // for tests in this package
+	root       *fs.Inode // for tests in this package
 }
 
 // Mountpoint returns the absolute path the file system is mounted on.
@@ -95,7 +96,7 @@ func Mount(ctx context.Context, mountpoint string, repo Repository, opts Options
 		cancel()
 		return nil, err
 	}
-	m := &Mounted{server: server, mountpoint: abs, cancel: cancel, done: make(chan struct{}), fs: mfs}
+	m := &Mounted{server: server, mountpoint: abs, cancel: cancel, done: make(chan struct{}), fs: mfs, root: root.EmbeddedInode()}
 	go func() {
 		server.Wait()
 		cancel()

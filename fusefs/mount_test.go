@@ -1412,3 +1412,72 @@ func TestMountSiblingsAfterBusySlots(t *testing.T) {
 	}
 	t.Fatal("f07, skipped while the slots were busy, was not loaded ahead of the copier")
 }
+
+// TestMountEntryBudget: a walk that stats every file of a directory larger
+// than the mount's entry budget leaves the process with about the budget's
+// inodes, not one per file, and every file still stats and reads right
+// after its entry was dropped.
+func TestMountEntryBudget(t *testing.T) {
+	const n, limit = 3000, 200
+	r := newFakeRepo()
+	nodes := make([]*tree.Node, n)
+	content := func(i int) []byte { return []byte(fmt.Sprintf("content of file %d\n", i)) }
+	for i := range nodes {
+		nodes[i] = &tree.Node{Name: fmt.Sprintf("f%05d", i), Type: tree.File, Mode: 0o644, ModTime: t0,
+			Size: uint64(len(content(i))), Links: 1, Content: []crypto.ID{r.addBlob(content(i))}}
+	}
+	dirID := r.addTree(&tree.Tree{Nodes: nodes})
+	root := r.addTree(&tree.Tree{Nodes: []*tree.Node{{Name: "d", Type: tree.Dir, Mode: 0o755 | os.ModeDir, Subtree: &dirID}}})
+	sn := &snapshot.Snapshot{Time: t0, Hostname: "h", Tree: root}
+	r.addSnapshot(sn)
+	mnt, m, _ := mountTest(t, r, Options{})
+	b := m.fs.entries
+	b.mu.Lock()
+	b.limit = limit
+	b.mu.Unlock()
+	dir := filepath.Join(mnt, "ids", sn.ID.Short(), "d")
+
+	stat := func(i int) {
+		t.Helper()
+		fi, err := os.Lstat(filepath.Join(dir, fmt.Sprintf("f%05d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() != int64(len(content(i))) {
+			t.Fatalf("%s: size %d, want %d", fi.Name(), fi.Size(), len(content(i)))
+		}
+	}
+	for i := 0; i < n; i++ {
+		stat(i)
+	}
+	// The kernel forgets the dropped entries' inodes as it gets to it.
+	children := func() int {
+		in := m.root.GetChild("ids").GetChild(sn.ID.Short()).GetChild("d")
+		if in == nil {
+			t.Fatal("the directory's inode is gone")
+		}
+		return len(in.Children())
+	}
+	settled := func() bool {
+		held, _ := b.stats()
+		return held <= limit && children() <= 2*limit
+	}
+	for deadline := time.Now().Add(10 * time.Second); !settled() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	held, dropped := b.stats()
+	if got := children(); got > 2*limit {
+		t.Errorf("%d inodes of the directory's %d files remain, want at most %d (budget held %d, dropped %d)", got, n, 2*limit, held, dropped)
+	}
+	if held > limit || dropped < n-limit {
+		t.Errorf("the budget holds %d entries and dropped %d, want at most %d and at least %d", held, dropped, limit, n-limit)
+	}
+	// Dropped entries come back: stat and read the first files again.
+	for i := 0; i < 50; i++ {
+		stat(i)
+		got, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("f%05d", i)))
+		if err != nil || !bytes.Equal(got, content(i)) {
+			t.Fatalf("read f%05d after its entry was dropped: %q, %v", i, got, err)
+		}
+	}
+}

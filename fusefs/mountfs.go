@@ -30,6 +30,8 @@ type mountFS struct {
 	zeros []byte
 	// ra is the mount's read-ahead scheduler (readahead.go).
 	ra *readAhead
+	// entries bounds the looked-up entries the kernel keeps (inodes.go).
+	entries *entryBudget
 	// reported remembers blobs whose failure has been logged, so that a
 	// broken blob read through many requests logs once.
 	reportedMu sync.Mutex
@@ -51,7 +53,9 @@ func newMountFS(bgctx context.Context, repo Repository, opts Options) *mountFS {
 		trees:    trees,
 		zeros:    make([]byte, 1<<20),
 		reported: make(map[crypto.ID]struct{}),
+		entries:  newEntryBudget(entriesFor(opts.CacheSize)),
 	}
+	go m.entries.run(bgctx)
 	if opts.OwnerRoot {
 		m.uid, m.gid = 0, 0
 	}
