@@ -33,7 +33,12 @@
 //     change their mtime with the snapshot set). Most reads of a warm mount
 //     end here and never reach the daemon. The daemon fills the page cache
 //     ahead of time with FUSE_NOTIFY_STORE (one-chunk sibling files, the
-//     whole chunk of a random read).
+//     whole chunk of a random read). The dentries and inodes of looked-up
+//     entries stay until memory pressure evicts them, and go-fuse keeps an
+//     inode here for each; past a budget (an eighth of Options.CacheSize
+//     at 1 KiB an entry) the mount tells the kernel to drop the oldest
+//     (inodes.go), so a walk that stats every file stays within the cache
+//     size whatever the snapshot holds.
 //  2. The mount's caches, bounded together by Options.CacheSize: decoded
 //     blobs (cache.BlobCache, single-flight, 7/8 of the size) and decoded
 //     trees in their compact form (treecache.go: an eighth, growing to half
@@ -71,7 +76,7 @@
 // state every node shares, treecache.go the tree cache, layout.go, meta.go
 // and versions.go the synthesized directories, dir.go and file.go the nodes
 // of a snapshot's trees, readahead.go the scheduler, noopendir.go the
-// no-open protocol.
+// no-open protocol, inodes.go the bound on looked-up entries.
 //
 // Mounting works on Linux; elsewhere Mount returns ErrNoFUSE.
 package fusefs
