@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"dj/internal/zeros"
 	"dj/pve/vma"
 	"dj/repo/archiver"
 	"dj/repo/chunker"
@@ -225,7 +226,7 @@ func (imp *importer) add(c vma.Cluster, spillDir string) error {
 		a.nonzero = true
 		for b := 0; b < len(data); b += vma.BlockSize {
 			blk := data[b:min(len(data), b+vma.BlockSize)]
-			if !allZero(blk) {
+			if !zeros.All(blk) {
 				d.stored += uint64(len(blk))
 			}
 		}
@@ -274,22 +275,6 @@ func (imp *importer) save(d *disk, i uint32, a *assembly) error {
 	}
 	d.chunks[i] = imp.s.SaveChunk(buf)
 	return nil
-}
-
-// allZero reports whether b holds only zero bytes.
-func allZero(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b) != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 func (imp *importer) spillWrite(off int64, data []byte, dir string) error {

@@ -8,6 +8,8 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"testing"
+
+	"dj/internal/zeros"
 )
 
 // testDisk is a disk's content with runs of zeros, random and repeated
@@ -114,7 +116,7 @@ func readAll(r io.Reader) (Header, map[uint8][]byte, error) {
 	}
 	for _, d := range h.Devices {
 		tail := disks[d.ID][d.Size:]
-		if !isZero(tail) {
+		if !zeros.All(tail) {
 			return h, nil, errors.New("bytes past the end of a disk")
 		}
 		disks[d.ID] = disks[d.ID][:d.Size]

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"dj/internal/zeros"
 )
 
 // Writer writes a VMA stream: NewWriter writes the header, WriteCluster
@@ -140,7 +142,7 @@ func (w *Writer) WriteCluster(dev uint8, num uint32, data []byte) error {
 	var mask uint16
 	for i := 0; i < 16 && i*BlockSize < len(data); i++ {
 		blk := data[i*BlockSize : min(len(data), (i+1)*BlockSize)]
-		if isZero(blk) {
+		if zeros.All(blk) {
 			continue
 		}
 		mask |= 1 << i
@@ -199,19 +201,4 @@ func (w *Writer) Close() error {
 		}
 	}
 	return nil
-}
-
-func isZero(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b) != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }

@@ -9,10 +9,10 @@ package archiver
 
 import (
 	"context"
-	"encoding/binary"
 	"io"
 	"sync"
 
+	"dj/internal/zeros"
 	"dj/repo/chunker"
 	"dj/repo/crypto"
 	"dj/repo/pack"
@@ -100,7 +100,7 @@ type chunkSource interface {
 // costs no hashing, compression or encryption (disk images are mostly
 // zeros). A chunk of data fails the test at its first bytes.
 func (a *archiver) knownZero(chunk []byte) (crypto.ID, bool) {
-	if len(chunk) == 0 || chunk[0] != 0 || !allZero(chunk) {
+	if len(chunk) == 0 || chunk[0] != 0 || !zeros.All(chunk) {
 		return crypto.ID{}, false
 	}
 	var id crypto.ID
@@ -114,22 +114,6 @@ func (a *archiver) knownZero(chunk []byte) (crypto.ID, bool) {
 		return crypto.ID{}, false
 	}
 	return id, true
-}
-
-// allZero reports whether b holds only zero bytes.
-func allZero(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b) != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // putChunkBuf returns a chunk buffer to the pool. One that grew for an

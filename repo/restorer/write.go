@@ -4,7 +4,6 @@
 package restorer
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -13,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"dj/internal/zeros"
 	"dj/repo/crypto"
 	"dj/repo/fsnode"
 	"dj/repo/tree"
@@ -211,7 +211,7 @@ func writeAt(f *os.File, b []byte, off int64, sparse bool) error {
 	start := -1 // of the current run of data blocks
 	for i := 0; i < len(b); {
 		end := min(len(b), i+holeBlock-int((off+int64(i))%holeBlock))
-		if allZero(b[i:end]) {
+		if zeros.All(b[i:end]) {
 			if start >= 0 {
 				if _, err := f.WriteAt(b[start:i], off+int64(start)); err != nil {
 					return err
@@ -228,21 +228,6 @@ func writeAt(f *os.File, b []byte, off int64, sparse bool) error {
 		return err
 	}
 	return nil
-}
-
-// zeroPage is compared against, never written.
-var zeroPage [holeBlock]byte
-
-// allZero reports whether b holds only zero bytes.
-func allZero(b []byte) bool {
-	for len(b) > 0 {
-		n := min(len(b), len(zeroPage))
-		if !bytes.Equal(b[:n], zeroPage[:n]) {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
 }
 
 func (r *restorer) failFile(fs *fileState, err error) {
