@@ -101,6 +101,70 @@ func Trees(ctx context.Context, l Loader, roots []crypto.ID, workers int, fn Tre
 // NodeFunc is called by Nodes for each node with its path.
 type NodeFunc func(p string, n *tree.Node) error
 
+// CompactLoader is implemented by loaders that decode a tree into its
+// compact form (the repository does). Nodes loads trees that way when it
+// can and makes their nodes one at a time as it visits them, and a tree
+// larger than spillAbove moves to temporary files: a directory of a million
+// files is listed in a few tens of MiB instead of the gigabyte its decoded
+// nodes take.
+type CompactLoader interface {
+	LoadCompactTree(ctx context.Context, id crypto.ID, spill tree.SpillOptions) (*tree.Compact, error)
+}
+
+// spillAbove is the size of the compact trees Nodes keeps in memory (about
+// 400,000 entries).
+const spillAbove = 64 << 20
+
+// nodeList is a loaded tree as Nodes visits it.
+type nodeList interface {
+	Len() int
+	// Node returns node i; for a compact tree a node made for the call.
+	Node(i int) *tree.Node
+	// Dir returns the subtree of node i if it is a directory that has one.
+	Dir(i int) (crypto.ID, bool)
+	// Err reports a failed read of a tree kept in files.
+	Err() error
+}
+
+// treeList is a decoded tree.
+type treeList struct{ t *tree.Tree }
+
+func (l treeList) Len() int              { return len(l.t.Nodes) }
+func (l treeList) Node(i int) *tree.Node { return l.t.Nodes[i] }
+func (l treeList) Err() error            { return nil }
+func (l treeList) Dir(i int) (crypto.ID, bool) {
+	if n := l.t.Nodes[i]; n.Type == tree.Dir && n.Subtree != nil {
+		return *n.Subtree, true
+	}
+	return crypto.ID{}, false
+}
+
+// compactList is a compact tree.
+type compactList struct{ *tree.Compact }
+
+func (l compactList) Dir(i int) (crypto.ID, bool) {
+	if l.Type(i) != tree.Dir {
+		return crypto.ID{}, false
+	}
+	return l.Subtree(i)
+}
+
+// loadList loads the tree id, compact when l can.
+func loadList(ctx context.Context, l Loader, id crypto.ID) (nodeList, error) {
+	if cl, ok := l.(CompactLoader); ok {
+		c, err := cl.LoadCompactTree(ctx, id, tree.SpillOptions{Above: spillAbove})
+		if err != nil {
+			return nil, err
+		}
+		return compactList{c}, nil
+	}
+	t, err := l.LoadTree(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return treeList{t}, nil
+}
+
 // Nodes calls fn for every node below the tree id in path order: depth
 // first, each directory before its contents, nodes in the order of their
 // tree (sorted by name). A node's path is prefix joined with the names
@@ -116,7 +180,7 @@ func Nodes(ctx context.Context, l Loader, id crypto.ID, prefix string, depth int
 	if depth == 0 {
 		return nil
 	}
-	t, err := l.LoadTree(ctx, id)
+	t, err := loadList(ctx, l, id)
 	if err != nil {
 		return err
 	}
@@ -144,7 +208,7 @@ type nodeWalk struct {
 // err is set.
 type pendingTree struct {
 	done chan struct{}
-	t    *tree.Tree
+	t    nodeList
 	err  error
 }
 
@@ -161,28 +225,30 @@ func (w *nodeWalk) load(id crypto.ID) *pendingTree {
 			p.err = w.ctx.Err()
 			return
 		}
-		p.t, p.err = w.l.LoadTree(w.ctx, id)
+		p.t, p.err = loadList(w.ctx, w.l, id)
 		<-w.sem
 	}()
 	return p
 }
 
 // visit calls fn for the nodes of t and below; depth counts t's level.
-func (w *nodeWalk) visit(t *tree.Tree, prefix string, depth int) error {
+func (w *nodeWalk) visit(t nodeList, prefix string, depth int) error {
 	var dirs []int // nodes whose subtrees are listed too
 	if depth != 1 {
-		for i, n := range t.Nodes {
-			if n.Type == tree.Dir && n.Subtree != nil {
+		for i := range t.Len() {
+			if _, ok := t.Dir(i); ok {
 				dirs = append(dirs, i)
 			}
 		}
 	}
+	subtree := func(k int) crypto.ID { id, _ := t.Dir(dirs[k]); return id }
 	loads := make([]*pendingTree, len(dirs))
 	for k := range min(prefetch, len(dirs)) {
-		loads[k] = w.load(*t.Nodes[dirs[k]].Subtree)
+		loads[k] = w.load(subtree(k))
 	}
 	next := 0 // index into dirs of the next directory node
-	for i, n := range t.Nodes {
+	for i := range t.Len() {
+		n := t.Node(i)
 		p := path.Join(prefix, n.Name)
 		if err := w.fn(p, n); err != nil {
 			return err
@@ -193,7 +259,7 @@ func (w *nodeWalk) visit(t *tree.Tree, prefix string, depth int) error {
 		k := next
 		next++
 		if k+prefetch < len(dirs) {
-			loads[k+prefetch] = w.load(*t.Nodes[dirs[k+prefetch]].Subtree)
+			loads[k+prefetch] = w.load(subtree(k + prefetch))
 		}
 		pt := loads[k]
 		loads[k] = nil
@@ -205,5 +271,5 @@ func (w *nodeWalk) visit(t *tree.Tree, prefix string, depth int) error {
 			return err
 		}
 	}
-	return nil
+	return t.Err()
 }

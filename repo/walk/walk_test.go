@@ -264,3 +264,64 @@ func TestNodesOrderWithBackgroundLoads(t *testing.T) {
 		t.Errorf("%d loads still running after Nodes returned", n)
 	}
 }
+
+// compactLoader serves the trees of a mapLoader in compact form, kept in
+// files whatever their size, as the repository serves a huge tree.
+type compactLoader struct {
+	*mapLoader
+	dir   string
+	loads atomic.Int32
+}
+
+func (l *compactLoader) LoadCompactTree(ctx context.Context, id crypto.ID, _ tree.SpillOptions) (*tree.Compact, error) {
+	l.loads.Add(1)
+	t, err := l.LoadTree(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	b, err := t.Encode()
+	if err != nil {
+		return nil, err
+	}
+	return tree.DecodeCompactSpill(b, tree.SpillOptions{Dir: l.dir, Above: 1})
+}
+
+// TestNodesCompact: a loader that decodes trees into their compact form
+// (kept in files) is walked that way, with the same paths and nodes.
+func TestNodesCompact(t *testing.T) {
+	l, root1, root2 := testTrees()
+	for _, n := range l.trees[root1].Nodes {
+		n.Mode = 0o640
+	}
+	cl := &compactLoader{mapLoader: l, dir: t.TempDir()}
+	walkAll := func(l Loader) (paths []string, nodes []tree.Node) {
+		err := Nodes(context.Background(), l, root1, "/", -1, func(p string, n *tree.Node) error {
+			paths = append(paths, p)
+			nodes = append(nodes, *n)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return paths, nodes
+	}
+	wantPaths, wantNodes := walkAll(l)
+	gotPaths, gotNodes := walkAll(cl)
+	if !reflect.DeepEqual(gotPaths, wantPaths) {
+		t.Errorf("compact walk: %v, want %v", gotPaths, wantPaths)
+	}
+	for i := range min(len(gotNodes), len(wantNodes)) {
+		g, w := gotNodes[i], wantNodes[i]
+		if g.Name != w.Name || g.Type != w.Type || g.Mode != w.Mode || (g.Subtree == nil) != (w.Subtree == nil) {
+			t.Errorf("node %s: %+v, want %+v", gotPaths[i], g, w)
+		}
+	}
+	if cl.loads.Load() == 0 {
+		t.Error("the compact loader was not used")
+	}
+	// A missing subtree ends the walk with its error, as with LoadTree.
+	err := Nodes(context.Background(), cl, root2, "/", -1, func(string, *tree.Node) error { return nil })
+	if !errors.Is(err, errNoTree) {
+		t.Errorf("walk past a missing tree: %v, want %v", err, errNoTree)
+	}
+}
