@@ -15,6 +15,7 @@ import (
 	"dj/repo/crypto"
 	"dj/repo/fsnode"
 	"dj/repo/tree"
+	"dj/repo/walk"
 )
 
 // readAheadBlobs is how many blobs WriteFile loads ahead of the writer.
@@ -123,16 +124,17 @@ func dumpTree(ctx context.Context, l Loader, ancestors map[crypto.ID]bool, id cr
 	if ancestors[id] {
 		return fmt.Errorf("%s: %w", prefix, ErrTreeCycle)
 	}
-	t, err := l.LoadTree(ctx, id)
+	t, err := walk.Load(ctx, l, id)
 	if err != nil {
 		return fmt.Errorf("%s: %w", prefix, err)
 	}
 	ancestors[id] = true
 	defer delete(ancestors, id)
-	for _, n := range t.Nodes {
+	for i := range t.Len() {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		n := t.Node(i)
 		if n == nil {
 			return fmt.Errorf("%s: tree has a null node", prefix)
 		}
@@ -146,6 +148,9 @@ func dumpTree(ctx context.Context, l Loader, ancestors map[crypto.ID]bool, id cr
 		if err := node(ctx, n, name); err != nil {
 			return err
 		}
+	}
+	if err := t.Err(); err != nil {
+		return fmt.Errorf("%s: %w", prefix, err)
 	}
 	return nil
 }

@@ -44,6 +44,7 @@ import (
 	"dj/repo/fsnode"
 	"dj/repo/pathmatch"
 	"dj/repo/tree"
+	"dj/repo/walk"
 )
 
 // Loader is what the restorer needs from a repository.
@@ -230,7 +231,7 @@ func Restore(ctx context.Context, l Loader, rootTree crypto.ID, opts Options) (S
 	if b, ok := l.(batchLoader); ok && opts.BatchBytes > 0 {
 		r.batcher = b
 	}
-	t, err := l.LoadTree(ctx, rootTree)
+	t, err := walk.Load(ctx, l, rootTree)
 	if err != nil {
 		return Stats{}, fmt.Errorf("restore: load tree %s: %w", rootTree.Short(), err)
 	}

@@ -17,6 +17,7 @@ import (
 	"dj/repo/crypto"
 	"dj/repo/fsnode"
 	"dj/repo/tree"
+	"dj/repo/walk"
 
 	"golang.org/x/sys/unix"
 )
@@ -34,19 +35,20 @@ type dirState struct {
 
 // count walks the trees for the progress totals, skipping what the walk
 // would refuse; the bytes of a hard-linked file count once.
-func (r *restorer) count(ctx context.Context, t *tree.Tree, rel string, ancestors map[crypto.ID]bool, links map[tree.LinkKey]bool) Progress {
+func (r *restorer) count(ctx context.Context, t walk.List, rel string, ancestors map[crypto.ID]bool, links map[tree.LinkKey]bool) Progress {
 	var p Progress
-	for _, n := range t.Nodes {
+	for i := range t.Len() {
 		if ctx.Err() != nil {
 			return p
 		}
+		n := t.Node(i)
 		if n == nil || tree.ValidName(n.Name) != nil {
 			continue
 		}
 		crel := path.Join(rel, n.Name)
 		switch {
 		case n.Type == tree.Dir && n.Subtree != nil && !ancestors[*n.Subtree] && r.descend(crel):
-			sub, err := r.l.LoadTree(ctx, *n.Subtree)
+			sub, err := walk.Load(ctx, r.l, *n.Subtree)
 			if err != nil {
 				continue
 			}
@@ -125,12 +127,13 @@ func clearPath(p string) error {
 
 // walk restores the entries of t into d. ancestors holds the trees on the
 // way from the root, to refuse cycles.
-func (r *restorer) walk(ctx context.Context, d *dirState, t *tree.Tree, ancestors map[crypto.ID]bool) {
-	seen := make(map[string]struct{}, len(t.Nodes))
-	for _, n := range t.Nodes {
+func (r *restorer) walk(ctx context.Context, d *dirState, t walk.List, ancestors map[crypto.ID]bool) {
+	names := nameSet{t: t}
+	for i := range t.Len() {
 		if ctx.Err() != nil {
 			return
 		}
+		n := t.Node(i)
 		if n == nil {
 			r.fail(d.rel, errors.New("tree has a null node"))
 			continue
@@ -140,11 +143,10 @@ func (r *restorer) walk(ctx context.Context, d *dirState, t *tree.Tree, ancestor
 			continue
 		}
 		rel := path.Join(d.rel, n.Name)
-		if _, dup := seen[n.Name]; dup {
+		if names.dup(i, n.Name) {
 			r.fail(rel, ErrDuplicateName)
 			continue
 		}
-		seen[n.Name] = struct{}{}
 		fsPath := filepath.Join(d.path, n.Name)
 
 		if n.Type == tree.Dir {
@@ -244,7 +246,7 @@ func (r *restorer) walkDir(ctx context.Context, d *dirState, n *tree.Node, fsPat
 	child.pending.Store(1)
 	d.pending.Add(1)
 	defer r.dirDone(ctx, child)
-	t, err := r.l.LoadTree(ctx, *n.Subtree)
+	t, err := walk.Load(ctx, r.l, *n.Subtree)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.fail(rel, fmt.Errorf("directory could not be read: %w", err))
@@ -254,6 +256,43 @@ func (r *restorer) walkDir(ctx context.Context, d *dirState, n *tree.Node, fsPat
 	ancestors[*n.Subtree] = true
 	r.walk(ctx, child, t, ancestors)
 	delete(ancestors, *n.Subtree)
+	if err := t.Err(); err != nil && ctx.Err() == nil {
+		r.fail(rel, fmt.Errorf("directory could not be read: %w", err))
+	}
+}
+
+// nameSet finds the names a tree holds twice. Every tree the repository
+// decodes has its names sorted and unique, so while they come in order a
+// name is compared with the one before it alone; a map of the names is
+// made only when they do not (a loader that does not check its trees), and
+// never for the million names of a huge directory.
+type nameSet struct {
+	t       walk.List
+	prev    string
+	hasPrev bool
+	seen    map[string]struct{}
+}
+
+// dup reports whether name, the name of node i, came before in the tree.
+// Names are passed in tree order, each valid one once.
+func (s *nameSet) dup(i int, name string) bool {
+	if s.seen == nil {
+		if !s.hasPrev || name > s.prev {
+			s.prev, s.hasPrev = name, true
+			return false
+		}
+		s.seen = make(map[string]struct{}, i)
+		for j := range i {
+			if n := s.t.Node(j); n != nil {
+				s.seen[n.Name] = struct{}{}
+			}
+		}
+	}
+	if _, ok := s.seen[name]; ok {
+		return true
+	}
+	s.seen[name] = struct{}{}
+	return false
 }
 
 // dirDone drops one count on d; the last one applies d's metadata and

@@ -16,6 +16,7 @@ import (
 
 	"dj/repo/crypto"
 	"dj/repo/tree"
+	"dj/repo/walk"
 )
 
 // sandbox is a directory with a restore target and a victim next to it;
@@ -119,6 +120,15 @@ func TestRestoreHostileTrees(t *testing.T) {
 			},
 			errors:    1,
 			wantFiles: []string{"evil/passwd"},
+		},
+		{
+			name: "duplicate names apart, out of order",
+			build: func(f *fakeLoader, s *sandbox) crypto.ID {
+				return f.addTree(f.fileNode("b", []byte("first")), f.fileNode("a", []byte("a")),
+					f.fileNode("c", []byte("c")), f.fileNode("b", []byte("second")))
+			},
+			errors:    1,
+			wantFiles: []string{"a", "b", "c"},
 		},
 		{
 			name: "planted symlink to a directory",
@@ -360,6 +370,29 @@ func TestRestoreOverExisting(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join(target, name))
 		if err != nil || string(b) != want {
 			t.Errorf("%s = %q, %v; want %q", name, b, err, want)
+		}
+	}
+}
+
+func TestNameSet(t *testing.T) {
+	for _, tt := range []struct {
+		names []string
+		dups  []bool
+	}{
+		{[]string{"a", "b", "c"}, []bool{false, false, false}},
+		{[]string{"a", "a", "b"}, []bool{false, true, false}},
+		{[]string{"b", "a", "b"}, []bool{false, false, true}},
+		{[]string{"a", "c", "b", "c", "a"}, []bool{false, false, false, true, true}},
+	} {
+		nodes := make([]*tree.Node, len(tt.names))
+		for i, name := range tt.names {
+			nodes[i] = &tree.Node{Name: name, Type: tree.File}
+		}
+		s := nameSet{t: walk.TreeList(&tree.Tree{Nodes: nodes})}
+		for i, name := range tt.names {
+			if got := s.dup(i, name); got != tt.dups[i] {
+				t.Errorf("%v: name %d (%s): dup %v, want %v", tt.names, i, name, got, tt.dups[i])
+			}
 		}
 	}
 }

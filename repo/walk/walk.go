@@ -1,6 +1,8 @@
 // Package walk is the one tree walker of dj. Trees visits every distinct
 // tree below a set of roots once, in parallel (check, prune's usage);
-// Nodes visits every node below one tree in path order (ls).
+// Nodes visits every node below one tree in path order (ls); Load gives
+// walkers of their own (restore, dump) a tree to read node by node, in
+// bounded memory whatever its size.
 package walk
 
 import (
@@ -115,8 +117,8 @@ type CompactLoader interface {
 // 400,000 entries).
 const spillAbove = 64 << 20
 
-// nodeList is a loaded tree as Nodes visits it.
-type nodeList interface {
+// List is a loaded tree, read node by node (Load).
+type List interface {
 	Len() int
 	// Node returns node i; for a compact tree a node made for the call.
 	Node(i int) *tree.Node
@@ -125,6 +127,9 @@ type nodeList interface {
 	// Err reports a failed read of a tree kept in files.
 	Err() error
 }
+
+// TreeList returns a decoded tree as a List.
+func TreeList(t *tree.Tree) List { return treeList{t} }
 
 // treeList is a decoded tree.
 type treeList struct{ t *tree.Tree }
@@ -149,8 +154,10 @@ func (l compactList) Dir(i int) (crypto.ID, bool) {
 	return l.Subtree(i)
 }
 
-// loadList loads the tree id, compact when l can.
-func loadList(ctx context.Context, l Loader, id crypto.ID) (nodeList, error) {
+// Load loads the tree id: in compact form when l is a CompactLoader, a
+// tree over 64 MiB then kept in files, so that a walker holds one node at a
+// time of even the largest directory; decoded whole otherwise.
+func Load(ctx context.Context, l Loader, id crypto.ID) (List, error) {
 	if cl, ok := l.(CompactLoader); ok {
 		c, err := cl.LoadCompactTree(ctx, id, tree.SpillOptions{Above: spillAbove})
 		if err != nil {
@@ -162,7 +169,7 @@ func loadList(ctx context.Context, l Loader, id crypto.ID) (nodeList, error) {
 	if err != nil {
 		return nil, err
 	}
-	return treeList{t}, nil
+	return TreeList(t), nil
 }
 
 // Nodes calls fn for every node below the tree id in path order: depth
@@ -180,7 +187,7 @@ func Nodes(ctx context.Context, l Loader, id crypto.ID, prefix string, depth int
 	if depth == 0 {
 		return nil
 	}
-	t, err := loadList(ctx, l, id)
+	t, err := Load(ctx, l, id)
 	if err != nil {
 		return err
 	}
@@ -208,7 +215,7 @@ type nodeWalk struct {
 // err is set.
 type pendingTree struct {
 	done chan struct{}
-	t    nodeList
+	t    List
 	err  error
 }
 
@@ -225,14 +232,14 @@ func (w *nodeWalk) load(id crypto.ID) *pendingTree {
 			p.err = w.ctx.Err()
 			return
 		}
-		p.t, p.err = loadList(w.ctx, w.l, id)
+		p.t, p.err = Load(w.ctx, w.l, id)
 		<-w.sem
 	}()
 	return p
 }
 
 // visit calls fn for the nodes of t and below; depth counts t's level.
-func (w *nodeWalk) visit(t nodeList, prefix string, depth int) error {
+func (w *nodeWalk) visit(t List, prefix string, depth int) error {
 	var dirs []int // nodes whose subtrees are listed too
 	if depth != 1 {
 		for i := range t.Len() {
