@@ -13,6 +13,7 @@ import (
 	"dj/repo/crypto"
 	"dj/repo/pack"
 	"dj/repo/tree"
+	"dj/repo/walk"
 )
 
 // TreeLoader loads a tree blob by its id.
@@ -202,12 +203,15 @@ func (d *differ) resolve(ctx context.Context, root crypto.ID, p string) (crypto.
 		if name == "" {
 			continue
 		}
-		t, err := d.load(ctx, id, walked+"/")
+		t, err := d.open(ctx, id, walked+"/")
 		if err != nil {
 			return crypto.ID{}, err
 		}
 		walked += "/" + name
-		n := t.Find(name)
+		n, err := t.find(name)
+		if err != nil {
+			return crypto.ID{}, err
+		}
 		switch {
 		case n == nil:
 			return crypto.ID{}, fmt.Errorf("%w: %q in tree %s", ErrPathNotFound, walked, root.Short())
@@ -219,33 +223,72 @@ func (d *differ) resolve(ctx context.Context, root crypto.ID, p string) (crypto.
 	return id, nil
 }
 
-// load loads and checks one tree.
-func (d *differ) load(ctx context.Context, id crypto.ID, at string) (*tree.Tree, error) {
+// treeReader reads the nodes of one loaded tree in order, checking each as
+// it comes: a tree of a million entries is never decoded whole (walk.Load).
+type treeReader struct {
+	t   walk.List
+	id  crypto.ID
+	at  string
+	i   int        // index of cur
+	cur *tree.Node // node i; nil past the last
+}
+
+// open loads the tree id found at at and reads its first node.
+func (d *differ) open(ctx context.Context, id crypto.ID, at string) (*treeReader, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	t, err := d.l.LoadTree(ctx, id)
+	t, err := walk.Load(ctx, d.l, id)
 	if err != nil {
 		return nil, fmt.Errorf("load tree %s at %q: %w", id.Short(), at, err)
 	}
-	if t == nil {
-		return nil, fmt.Errorf("load tree %s at %q: %w: no tree", id.Short(), at, ErrBadTree)
+	r := &treeReader{t: t, id: id, at: at, i: -1}
+	return r, r.next()
+}
+
+// next moves to the next node and checks it: a null node, an invalid
+// name, names out of order or twice and a directory without its subtree
+// make the tree bad (the repository refuses such trees when it decodes
+// them; other loaders may not).
+func (r *treeReader) next() error {
+	var prev string
+	if r.cur != nil {
+		prev = r.cur.Name
 	}
-	for i, n := range t.Nodes {
-		if n == nil {
-			return nil, fmt.Errorf("tree %s at %q: %w: null node", id.Short(), at, ErrBadTree)
+	r.i++
+	r.cur = nil
+	if r.i >= r.t.Len() {
+		if err := r.t.Err(); err != nil {
+			return fmt.Errorf("load tree %s at %q: %w", r.id.Short(), r.at, err)
 		}
-		if err := tree.ValidName(n.Name); err != nil {
-			return nil, fmt.Errorf("tree %s at %q: %w: %w", id.Short(), at, ErrBadTree, err)
+		return nil
+	}
+	n := r.t.Node(r.i)
+	switch {
+	case n == nil:
+		return fmt.Errorf("tree %s at %q: %w: null node", r.id.Short(), r.at, ErrBadTree)
+	case tree.ValidName(n.Name) != nil:
+		return fmt.Errorf("tree %s at %q: %w: %w", r.id.Short(), r.at, ErrBadTree, tree.ValidName(n.Name))
+	case r.i > 0 && prev >= n.Name:
+		return fmt.Errorf("tree %s at %q: %w: names not sorted or duplicated at %q", r.id.Short(), r.at, ErrBadTree, n.Name)
+	case n.Type == tree.Dir && n.Subtree == nil:
+		return fmt.Errorf("tree %s at %q: %w: directory %q has no subtree", r.id.Short(), r.at, ErrBadTree, n.Name)
+	}
+	r.cur = n
+	return nil
+}
+
+// find reads on to the node named name, or nil if there is none.
+func (r *treeReader) find(name string) (*tree.Node, error) {
+	for r.cur != nil {
+		if r.cur.Name == name {
+			return r.cur, nil
 		}
-		if i > 0 && t.Nodes[i-1].Name >= n.Name {
-			return nil, fmt.Errorf("tree %s at %q: %w: names not sorted or duplicated at %q", id.Short(), at, ErrBadTree, n.Name)
-		}
-		if n.Type == tree.Dir && n.Subtree == nil {
-			return nil, fmt.Errorf("tree %s at %q: %w: directory %q has no subtree", id.Short(), at, ErrBadTree, n.Name)
+		if err := r.next(); err != nil {
+			return nil, err
 		}
 	}
-	return t, nil
+	return nil, nil
 }
 
 func (d *differ) emit(p, mod string, before, after *tree.Node) error {
@@ -257,24 +300,27 @@ func (d *differ) diffTree(ctx context.Context, prefix string, ida, idb crypto.ID
 	if depth > maxTreeDepth {
 		return fmt.Errorf("%w: deeper than %d levels at %q", ErrBadTree, maxTreeDepth, prefix)
 	}
-	ta, err := d.load(ctx, ida, prefix)
+	ta, err := d.open(ctx, ida, prefix)
 	if err != nil {
 		return err
 	}
-	tb, err := d.load(ctx, idb, prefix)
+	tb, err := d.open(ctx, idb, prefix)
 	if err != nil {
 		return err
 	}
-	na, nb := ta.Nodes, tb.Nodes
-	for len(na) > 0 || len(nb) > 0 {
+	for ta.cur != nil || tb.cur != nil {
 		var n1, n2 *tree.Node
-		switch {
-		case len(nb) == 0 || (len(na) > 0 && na[0].Name < nb[0].Name):
-			n1, na = na[0], na[1:]
-		case len(na) == 0 || nb[0].Name < na[0].Name:
-			n2, nb = nb[0], nb[1:]
+		var errA, errB error
+		switch a, b := ta.cur, tb.cur; {
+		case b == nil || (a != nil && a.Name < b.Name):
+			n1, errA = a, ta.next()
+		case a == nil || b.Name < a.Name:
+			n2, errB = b, tb.next()
 		default:
-			n1, n2, na, nb = na[0], nb[0], na[1:], nb[1:]
+			n1, n2, errA, errB = a, b, ta.next(), tb.next()
+		}
+		if err := errors.Join(errA, errB); err != nil {
+			return err
 		}
 		var err error
 		switch {
@@ -353,11 +399,15 @@ func (d *differ) walk(ctx context.Context, prefix string, id crypto.ID, mod stri
 	if depth > maxTreeDepth {
 		return fmt.Errorf("%w: deeper than %d levels at %q", ErrBadTree, maxTreeDepth, prefix)
 	}
-	t, err := d.load(ctx, id, prefix)
+	t, err := d.open(ctx, id, prefix)
 	if err != nil {
 		return err
 	}
-	for _, n := range t.Nodes {
+	for t.cur != nil {
+		n := t.cur
+		if err := t.next(); err != nil {
+			return err
+		}
 		if err := d.oneSided(ctx, prefix, n, mod, st, set, depth); err != nil {
 			return err
 		}
@@ -454,11 +504,15 @@ func (d *differ) dropShared(ctx context.Context, removed, added blobSet) error {
 		if it.depth > maxTreeDepth {
 			return fmt.Errorf("%w: shared tree %s nests deeper than %d levels", ErrBadTree, it.id.Short(), maxTreeDepth)
 		}
-		t, err := d.load(ctx, it.id, "(shared tree)")
+		t, err := d.open(ctx, it.id, "(shared tree)")
 		if err != nil {
 			return err
 		}
-		for _, n := range t.Nodes {
+		for t.cur != nil {
+			n := t.cur
+			if err := t.next(); err != nil {
+				return err
+			}
 			switch n.Type {
 			case tree.File:
 				for _, id := range n.Content {
