@@ -5,6 +5,7 @@ package maint
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"dj/repo/crypto"
 	"dj/repo/pack"
 	"dj/repo/tree"
+	"dj/repo/walk"
 )
 
 // treePair is a source tree and a target tree that an earlier copy made
@@ -153,7 +155,7 @@ func (c *copier) copyTree(ctx context.Context, id crypto.ID, path string, hint *
 	if t, ok := c.knownTree(id); ok {
 		return t, nil
 	}
-	st, err := c.src.LoadTree(ctx, id)
+	st, err := walk.Load(ctx, c.src, id)
 	if err != nil {
 		return crypto.ID{}, fmt.Errorf("directory %s: %w", path, err)
 	}
@@ -163,36 +165,40 @@ func (c *copier) copyTree(ctx context.Context, id crypto.ID, path string, hint *
 	defer cancel()
 	g, gctx := errgroup.WithContext(wctx)
 	var inlineErr error
-	out := &tree.Tree{Nodes: make([]*tree.Node, len(st.Nodes))}
+	// What the copy changes in node i: its subtree, or its content, in the
+	// target's ids. The nodes themselves are read again from st to be
+	// encoded: a directory of a million files is never held whole.
+	subs := make([]*crypto.ID, st.Len())
+	contents := make([][]crypto.ID, st.Len())
 nodes:
-	for i, n := range st.Nodes {
-		nn := *n
-		out.Nodes[i] = &nn
+	for i := range st.Len() {
+		n := st.Node(i)
 		switch {
 		case n.Type == tree.Dir:
 			sub, subPath, h := *n.Subtree, path+n.Name+"/", subHints[n.Name]
-			walk := func() error {
+			copySub := func() error {
 				tid, err := c.copyTree(gctx, sub, subPath, h)
-				nn.Subtree = &tid
+				subs[i] = &tid
 				return err
 			}
 			select {
 			case c.dirSem <- struct{}{}:
 				g.Go(func() error {
 					defer func() { <-c.dirSem }()
-					return walk()
+					return copySub()
 				})
 			default:
-				if inlineErr = walk(); inlineErr != nil {
+				if inlineErr = copySub(); inlineErr != nil {
 					cancel()
 					break nodes
 				}
 			}
 		case len(n.Content) > 0:
-			nn.Content = make([]crypto.ID, len(n.Content))
+			content := make([]crypto.ID, len(n.Content))
+			contents[i] = content
 			for j, bid := range n.Content {
 				if tid, ok := c.mapped(bid, learned); ok {
-					nn.Content[j] = tid
+					content[j] = tid
 					continue
 				}
 				select {
@@ -207,7 +213,7 @@ nodes:
 					if err != nil {
 						return fmt.Errorf("file %s: %w", file, err)
 					}
-					nn.Content[j] = tid
+					content[j] = tid
 					return nil
 				})
 			}
@@ -222,12 +228,26 @@ nodes:
 	if err := ctx.Err(); err != nil {
 		return crypto.ID{}, err
 	}
-	b, err := out.Encode()
-	if err != nil {
+	enc := tree.NewEncoder()
+	for i := range st.Len() {
+		n := st.Node(i)
+		if subs[i] != nil {
+			n.Subtree = subs[i]
+		}
+		if contents[i] != nil {
+			n.Content = contents[i]
+		}
+		if err := enc.Add(n); err != nil {
+			return crypto.ID{}, fmt.Errorf("directory %s: %w", path, err)
+		}
+	}
+	if err := st.Err(); err != nil {
 		return crypto.ID{}, fmt.Errorf("directory %s: %w", path, err)
 	}
+	subs, contents = nil, nil
+	b := enc.Finish()
 	// Never write a tree that cannot be read back.
-	if back, err := tree.Decode(b); err != nil || len(back.Nodes) != len(out.Nodes) {
+	if n, err := tree.Check(b); err != nil || n != st.Len() {
 		return crypto.ID{}, fmt.Errorf("directory %s: rewritten tree does not decode: %v", path, err)
 	}
 	tid, added, err := c.dst.SaveBlob(c.saveCtx, pack.TreeBlob, b)
@@ -302,24 +322,25 @@ func (c *copier) copyBlob(ctx context.Context, bid crypto.ID) (crypto.ID, error)
 // blobs of files whose metadata and blob sizes match on both sides, and
 // hints for the subdirectories. A hint that cannot be loaded teaches
 // nothing; it is never an error.
-func (c *copier) learn(ctx context.Context, st *tree.Tree, id crypto.ID, hint *treePair) (map[crypto.ID]crypto.ID, map[string]*treePair) {
+func (c *copier) learn(ctx context.Context, st walk.List, id crypto.ID, hint *treePair) (map[crypto.ID]crypto.ID, map[string]*treePair) {
 	if hint == nil || !c.dst.HasBlob(pack.TreeBlob, hint.dst) {
 		return nil, nil
 	}
 	oldSrc := st
 	if hint.src != id {
 		var err error
-		if oldSrc, err = c.src.LoadTree(ctx, hint.src); err != nil {
+		if oldSrc, err = walk.Load(ctx, c.src, hint.src); err != nil {
 			return nil, nil
 		}
 	}
-	oldDst, err := c.dst.LoadTree(ctx, hint.dst)
+	oldDst, err := walk.Load(ctx, c.dst, hint.dst)
 	if err != nil {
 		return nil, nil
 	}
 	learned := map[crypto.ID]crypto.ID{}
 	subHints := map[string]*treePair{}
-	for _, on := range oldSrc.Nodes {
+	for i := range oldSrc.Len() {
+		on := oldSrc.Node(i)
 		cur := st.Find(on.Name)
 		dn := oldDst.Find(on.Name)
 		if cur == nil || dn == nil || dn.Type != on.Type || cur.Type != on.Type {
@@ -347,6 +368,11 @@ func (c *copier) learn(ctx context.Context, st *tree.Tree, id crypto.ID, hint *t
 				}
 			}
 		}
+	}
+	if errors.Join(st.Err(), oldSrc.Err(), oldDst.Err()) != nil {
+		// A tree kept in files could not be read back: its nodes came
+		// back zeroed, and nothing learned from them may be used.
+		return nil, nil
 	}
 	return learned, subHints
 }

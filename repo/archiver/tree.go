@@ -41,11 +41,13 @@ const dirWalkers = 8
 func (a *archiver) saveTree(ctx context.Context, t *tree.Tree) (crypto.ID, error) {
 	b, err := t.Encode()
 	if err != nil {
-		return crypto.ID{}, err
+		// A name twice: the decoder would refuse the tree.
+		return crypto.ID{}, fmt.Errorf("%w: %v", ErrInvalidTree, err)
 	}
-	// Decode it as every reader will: a tree dj cannot read back must
-	// fail the backup, never become a snapshot.
-	if _, err := tree.Decode(b); err != nil {
+	// Decode it as every reader will (tree.Check, one node at a time): a
+	// tree dj cannot read back must fail the backup, never become a
+	// snapshot.
+	if _, err := tree.Check(b); err != nil {
 		return crypto.ID{}, fmt.Errorf("%w: %v", ErrInvalidTree, err)
 	}
 	if a.opts.DryRun {

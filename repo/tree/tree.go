@@ -273,20 +273,59 @@ func (t *Tree) Find(name string) *Node {
 // Encode returns the deterministic JSON encoding of the tree, sorting it first.
 func (t *Tree) Encode() ([]byte, error) {
 	t.Sort()
-	w := jsonTree{Nodes: make([]jsonNode, 0, len(t.Nodes))}
+	e := NewEncoder()
 	for _, n := range t.Nodes {
 		if n == nil {
 			return nil, errors.New("encode tree: nil node")
 		}
-		w.Nodes = append(w.Nodes, n.wire())
+		if err := e.Add(n); err != nil {
+			return nil, err
+		}
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(w); err != nil {
-		return nil, err
+	return e.Finish(), nil
+}
+
+// Encoder writes the encoding of a tree node by node, as Encode does,
+// holding only the bytes written: a tree of a million nodes need not be in
+// memory to be encoded (dj copy rewrites one that way).
+type Encoder struct {
+	buf  bytes.Buffer
+	enc  *json.Encoder
+	n    int
+	prev string
+}
+
+// NewEncoder returns an Encoder of an empty tree.
+func NewEncoder() *Encoder {
+	e := &Encoder{}
+	e.buf.WriteString(`{"nodes":[`)
+	e.enc = json.NewEncoder(&e.buf)
+	e.enc.SetEscapeHTML(false)
+	return e
+}
+
+// Add appends a node; nodes must come sorted by name, each name once.
+func (e *Encoder) Add(n *Node) error {
+	if e.n > 0 && n.Name <= e.prev {
+		return fmt.Errorf("encode tree: %q after %q: nodes not sorted or duplicated", n.Name, e.prev)
 	}
-	return buf.Bytes(), nil
+	if e.n > 0 {
+		e.buf.WriteByte(',')
+	}
+	if err := e.enc.Encode(n.wire()); err != nil {
+		return fmt.Errorf("encode tree: %q: %w", n.Name, err)
+	}
+	e.buf.Truncate(e.buf.Len() - 1) // json.Encoder ends each value with a newline
+	e.n++
+	e.prev = n.Name
+	return nil
+}
+
+// Finish returns the encoding of the nodes added. The Encoder must not be
+// used afterwards.
+func (e *Encoder) Finish() []byte {
+	e.buf.WriteString("]}\n")
+	return e.buf.Bytes()
 }
 
 // Decode parses a tree and checks it: names valid and unique, sorted, and

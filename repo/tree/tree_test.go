@@ -2,7 +2,9 @@ package tree
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"reflect"
 	"testing"
@@ -125,6 +127,10 @@ func FuzzDecode(f *testing.F) {
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		tr, err := Decode(b)
+		// Check agrees with Decode on every input.
+		if n, cerr := Check(b); (cerr == nil) != (err == nil) || (err == nil && n != len(tr.Nodes)) {
+			t.Fatalf("Check: %d nodes, %v; Decode: %v", n, cerr, err)
+		}
 		if err != nil {
 			return
 		}
@@ -164,5 +170,83 @@ func TestLinkKey(t *testing.T) {
 	}
 	if cp.LinkData(0) != a.LinkData() {
 		t.Error("Compact.LinkData differs from Node.LinkData")
+	}
+}
+
+// TestEncoderAgrees: the node-by-node Encoder writes the bytes of the whole
+// tree encoded at once (as Encode did before it used the Encoder): tree ids
+// depend on them.
+func TestEncoderAgrees(t *testing.T) {
+	whole := func(tr *Tree) []byte {
+		w := jsonTree{Nodes: make([]jsonNode, 0, len(tr.Nodes))}
+		for _, n := range tr.Nodes {
+			w.Nodes = append(w.Nodes, n.wire())
+		}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(w); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	trees := []*Tree{{}, sampleTree(), {Nodes: []*Node{{Name: "<a&b>\xff", Type: File}}}}
+	for i := range 50 {
+		trees = append(trees, randomTree(rng, i))
+	}
+	for i, tr := range trees {
+		tr.Sort()
+		got, err := tr.Encode()
+		if err != nil {
+			t.Fatalf("tree %d: %v", i, err)
+		}
+		if want := whole(tr); !bytes.Equal(got, want) {
+			t.Fatalf("tree %d: Encode wrote\n%s\nwant\n%s", i, got, want)
+		}
+	}
+	dup := &Tree{Nodes: []*Node{{Name: "a", Type: File}, {Name: "a", Type: File}}}
+	if _, err := dup.Encode(); err == nil {
+		t.Error("a tree with a name twice encoded")
+	}
+	e := NewEncoder()
+	if err := e.Add(&Node{Name: "b", Type: File}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Add(&Node{Name: "a", Type: File}); err == nil {
+		t.Error("nodes out of order encoded")
+	}
+}
+
+// TestCheck: Check counts the nodes of a tree Decode accepts, and refuses
+// what Decode refuses, in both decoders' JSON.
+func TestCheck(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for i := range 40 {
+		tr := randomTree(rng, i)
+		b, err := tr.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := Check(b); err != nil || n != len(tr.Nodes) {
+			t.Fatalf("tree %d: Check %d, %v; want %d nodes", i, n, err, len(tr.Nodes))
+		}
+	}
+	for _, in := range []string{
+		`{"nodes":[{"name":"b","type":"file"},{"name":"a","type":"file"}]}`,
+		`{"nodes":[{"name":"a","type":"file"},{"name":"a","type":"file"}]}`,
+		`{"nodes":[{"name":"..","type":"file"}]}`,
+		`{"nodes":[{"name":"d","type":"dir"}]}`,
+		`{"nodes":[{"name":"\u0061","type":"file"},{"name":"a","type":"file"}]}`, // the general decoder's
+		`{"nodes":null}`,
+		`{"nodes":[{"name":"\u0061","type":"file"}]}`,
+		`{"nodes":[]}`,
+		`{"nodes":[`,
+	} {
+		tr, derr := Decode([]byte(in))
+		n, cerr := Check([]byte(in))
+		if (derr == nil) != (cerr == nil) || (derr == nil && n != len(tr.Nodes)) {
+			t.Errorf("%s: Check %d, %v; Decode %v", in, n, cerr, derr)
+		}
 	}
 }

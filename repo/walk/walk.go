@@ -124,6 +124,8 @@ type List interface {
 	Node(i int) *tree.Node
 	// Dir returns the subtree of node i if it is a directory that has one.
 	Dir(i int) (crypto.ID, bool)
+	// Find returns the node named name (made for the call), or nil.
+	Find(name string) *tree.Node
 	// Err reports a failed read of a tree kept in files.
 	Err() error
 }
@@ -137,6 +139,9 @@ type treeList struct{ t *tree.Tree }
 func (l treeList) Len() int              { return len(l.t.Nodes) }
 func (l treeList) Node(i int) *tree.Node { return l.t.Nodes[i] }
 func (l treeList) Err() error            { return nil }
+func (l treeList) Find(name string) *tree.Node {
+	return l.t.Find(name)
+}
 func (l treeList) Dir(i int) (crypto.ID, bool) {
 	if n := l.t.Nodes[i]; n.Type == tree.Dir && n.Subtree != nil {
 		return *n.Subtree, true
@@ -146,6 +151,13 @@ func (l treeList) Dir(i int) (crypto.ID, bool) {
 
 // compactList is a compact tree.
 type compactList struct{ *tree.Compact }
+
+func (l compactList) Find(name string) *tree.Node {
+	if i, ok := l.Search(name); ok {
+		return l.Node(i)
+	}
+	return nil
+}
 
 func (l compactList) Dir(i int) (crypto.ID, bool) {
 	if l.Type(i) != tree.Dir {
