@@ -278,17 +278,18 @@ func (r *treeReader) next() error {
 	return nil
 }
 
-// find reads on to the node named name, or nil if there is none.
+// find returns the node named name, or nil if there is none, by a binary
+// search of the tree (a path through a directory of a million files costs
+// a few reads, not a million nodes).
 func (r *treeReader) find(name string) (*tree.Node, error) {
-	for r.cur != nil {
-		if r.cur.Name == name {
-			return r.cur, nil
-		}
-		if err := r.next(); err != nil {
-			return nil, err
-		}
+	n := r.t.Find(name)
+	if err := r.t.Err(); err != nil {
+		return nil, fmt.Errorf("load tree %s at %q: %w", r.id.Short(), r.at, err)
 	}
-	return nil, nil
+	if n != nil && n.Type == tree.Dir && n.Subtree == nil {
+		return nil, fmt.Errorf("tree %s at %q: %w: directory %q has no subtree", r.id.Short(), r.at, ErrBadTree, n.Name)
+	}
+	return n, nil
 }
 
 func (d *differ) emit(p, mod string, before, after *tree.Node) error {

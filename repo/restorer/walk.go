@@ -187,6 +187,10 @@ func (r *restorer) walk(ctx context.Context, d *dirState, t walk.List, ancestors
 			r.applyMeta(fsPath, rel, n, true)
 		}
 	}
+	// A tree kept in files that could not be read back gave zeroed nodes.
+	if err := t.Err(); err != nil && ctx.Err() == nil {
+		r.fail(d.rel, fmt.Errorf("directory could not be read: %w", err))
+	}
 }
 
 // writeAsFile restores directory n of d as one file that write fills
@@ -256,9 +260,6 @@ func (r *restorer) walkDir(ctx context.Context, d *dirState, n *tree.Node, fsPat
 	ancestors[*n.Subtree] = true
 	r.walk(ctx, child, t, ancestors)
 	delete(ancestors, *n.Subtree)
-	if err := t.Err(); err != nil && ctx.Err() == nil {
-		r.fail(rel, fmt.Errorf("directory could not be read: %w", err))
-	}
 }
 
 // nameSet finds the names a tree holds twice. Every tree the repository

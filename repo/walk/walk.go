@@ -7,6 +7,7 @@ package walk
 
 import (
 	"context"
+	"fmt"
 	"path"
 	"runtime"
 	"sync"
@@ -180,6 +181,9 @@ func Load(ctx context.Context, l Loader, id crypto.ID) (List, error) {
 	t, err := l.LoadTree(ctx, id)
 	if err != nil {
 		return nil, err
+	}
+	if t == nil {
+		return nil, fmt.Errorf("tree %s: the loader returned no tree", id.Short())
 	}
 	return TreeList(t), nil
 }
