@@ -496,6 +496,9 @@ func (c *checker) verifyBlobs(j packJob, data []byte, blobs []pack.Blob, buf []b
 			if b.Type == pack.TreeBlob && inIndex[b] {
 				c.keepSummary(b.ID, buf)
 			}
+			if cap(buf) > maxScratch {
+				buf = nil // a huge tree's plaintext is not kept for the next blob
+			}
 			continue
 		}
 		if firstErr == nil {
@@ -519,6 +522,10 @@ func (c *checker) verifyBlobs(j packJob, data []byte, blobs []pack.Blob, buf []b
 	}
 	return problems, buf
 }
+
+// maxScratch is the largest plaintext scratch a pack worker keeps between
+// blobs (data blobs are at most 8 MiB; a tree blob can be hundreds).
+const maxScratch = 16 << 20
 
 // hasPadding reports whether a pack header lists padding, whose bytes no
 // seal covers.

@@ -25,7 +25,7 @@ func (c *checker) checkTrees(ctx context.Context) error {
 		roots = append(roots, sn.Tree)
 	}
 	var trees int64
-	err := walk.Trees(ctx, summaryLoader{c}, roots, 4*c.opts.Workers, func(_ int, id crypto.ID, t *tree.Tree, err error) {
+	err := walk.Trees(ctx, summaryLoader{c}, roots, 4*c.opts.Workers, func(_ int, id crypto.ID, t walk.List, err error) {
 		c.mu.Lock()
 		trees++
 		n := trees
@@ -66,22 +66,23 @@ type sizeMismatch struct {
 }
 
 // summarize checks a tree's file nodes against the index.
-func (c *checker) summarize(id crypto.ID, t *tree.Tree) *treeSummary {
+func (c *checker) summarize(id crypto.ID, t walk.List) *treeSummary {
 	idx := c.r.Index()
 	s := &treeSummary{notIndexed: !idx.Has(pack.TreeBlob, id)}
-	for _, node := range t.Nodes {
-		if node.IsHardLink() {
-			s.links = append(s.links, nodeLink(node))
+	for i := range t.Len() {
+		head := t.Head(i) // no allocation: a tree can hold a million nodes
+		if head.IsHardLink() {
+			s.links = append(s.links, nodeLink(t.Node(i)))
 		}
-		switch node.Type {
+		switch head.Type {
 		case tree.Dir:
-			if node.Subtree != nil {
-				s.subtrees = append(s.subtrees, *node.Subtree)
+			if sub, ok := t.Dir(i); ok {
+				s.subtrees = append(s.subtrees, sub)
 			}
 		case tree.File:
 			var sum uint64
 			known := true
-			for _, b := range node.Content {
+			for _, b := range t.Content(i) {
 				n, ok := idx.PlainLength(pack.DataBlob, b)
 				if !ok {
 					n, ok = c.pendingIdx.PlainLength(pack.DataBlob, b)
@@ -94,8 +95,8 @@ func (c *checker) summarize(id crypto.ID, t *tree.Tree) *treeSummary {
 				}
 				sum += uint64(n)
 			}
-			if known && sum != node.Size {
-				s.mismatches = append(s.mismatches, sizeMismatch{node.Name, node.Size, sum})
+			if known && sum != head.Size {
+				s.mismatches = append(s.mismatches, sizeMismatch{t.Node(i).Name, head.Size, sum})
 			}
 		}
 	}
@@ -128,17 +129,20 @@ func (c *checker) applySummary(ctx context.Context, id crypto.ID, s *treeSummary
 // --read-data the trees are decoded while the workers would otherwise wait
 // for storage, and the walk only follows the subtrees.
 func (c *checker) keepSummary(id crypto.ID, plain []byte) {
+	if len(plain) > summarizeUpTo {
+		return // the walk loads it as it decompresses, without the plaintext
+	}
 	c.mu.Lock()
 	_, done := c.summaries[id]
 	c.mu.Unlock()
 	if done {
 		return
 	}
-	t, err := tree.Decode(plain)
+	t, err := tree.DecodeCompact(plain)
 	if err != nil {
 		return // the walk loads it and reports why it does not decode
 	}
-	s := c.summarize(id, t)
+	s := c.summarize(id, walk.CompactList(t))
 	c.mu.Lock()
 	if c.summaries == nil {
 		c.summaries = map[crypto.ID]*treeSummary{}
@@ -147,22 +151,44 @@ func (c *checker) keepSummary(id crypto.ID, plain []byte) {
 	c.mu.Unlock()
 }
 
+// summarizeUpTo is the size of the largest tree plaintext keepSummary
+// decodes; a larger tree (a directory of tens of thousands of files) is
+// loaded again by the walk, which decodes it as it decompresses and so
+// never holds its plaintext and its nodes at once.
+const summarizeUpTo = 4 << 20
+
 // summaryLoader serves the tree walk: a tree summarized during the pack
 // checks comes back as its subtrees alone; others load from the repository.
 type summaryLoader struct{ c *checker }
 
 func (l summaryLoader) LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error) {
-	l.c.mu.Lock()
-	s := l.c.summaries[id]
-	l.c.mu.Unlock()
-	if s == nil {
-		return l.c.r.LoadTree(ctx, id)
+	if s := l.summary(id); s != nil {
+		return s.subtreesOnly(), nil
 	}
+	return l.c.r.LoadTree(ctx, id)
+}
+
+// LoadCompactTree is LoadTree in compact form (walk.CompactLoader).
+func (l summaryLoader) LoadCompactTree(ctx context.Context, id crypto.ID, spill tree.SpillOptions) (*tree.Compact, error) {
+	if s := l.summary(id); s != nil {
+		return tree.NewCompact(s.subtreesOnly())
+	}
+	return l.c.r.LoadCompactTree(ctx, id, spill)
+}
+
+func (l summaryLoader) summary(id crypto.ID) *treeSummary {
+	l.c.mu.Lock()
+	defer l.c.mu.Unlock()
+	return l.c.summaries[id]
+}
+
+// subtreesOnly returns a tree of the summarized tree's subtrees alone.
+func (s *treeSummary) subtreesOnly() *tree.Tree {
 	t := &tree.Tree{Nodes: make([]*tree.Node, len(s.subtrees))}
 	for i := range s.subtrees {
 		t.Nodes[i] = &tree.Node{Type: tree.Dir, Subtree: &s.subtrees[i]}
 	}
-	return t, nil
+	return t
 }
 
 // treeFailed records a tree that did not load.

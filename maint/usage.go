@@ -9,7 +9,6 @@ import (
 	"dj/repo/crypto"
 	"dj/repo/pack"
 	"dj/repo/snapshot"
-	"dj/repo/tree"
 	"dj/repo/walk"
 )
 
@@ -44,7 +43,7 @@ func UsedBlobs(ctx context.Context, l TreeLoader, snapshots []*snapshot.Snapshot
 	for i, sn := range snapshots {
 		roots[i] = sn.Tree
 	}
-	err := walk.Trees(ctx, l, roots, 4*runtime.GOMAXPROCS(0), func(root int, id crypto.ID, t *tree.Tree, err error) {
+	err := walk.Trees(ctx, l, roots, 4*runtime.GOMAXPROCS(0), func(root int, id crypto.ID, t walk.List, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
@@ -55,8 +54,8 @@ func UsedBlobs(ctx context.Context, l TreeLoader, snapshots []*snapshot.Snapshot
 			return
 		}
 		used[BlobRef{pack.TreeBlob, id}] = struct{}{}
-		for _, n := range t.Nodes {
-			for _, c := range n.Content {
+		for i := range t.Len() {
+			for _, c := range t.Content(i) {
 				used[BlobRef{pack.DataBlob, c}] = struct{}{}
 			}
 		}

@@ -199,10 +199,13 @@ func newCompact(t *Tree, spill SpillOptions) (*Compact, error) {
 // compactBuilder appends nodes to a Compact, in memory until the arrays
 // pass spill.Above, then to files.
 type compactBuilder struct {
-	c      Compact
-	owner  map[string]uint32
-	typeOf map[NodeType]uint8
-	spill  SpillOptions
+	c     Compact
+	owner map[string]uint32
+	// lastOwner and lastIndex are the owner names interned last and
+	// their indexes: most nodes of a tree share their user and group.
+	lastOwner [2]string
+	lastIndex [2]uint32
+	spill     SpillOptions
 	// nStrs and nIDs are the lengths of the arenas, what is in files
 	// included.
 	nStrs, nIDs int
@@ -223,10 +226,6 @@ func (b *compactBuilder) init(nodes, strs int) {
 	b.c.ids = make([]crypto.ID, 0, nodes)
 	b.c.owners = []string{""}
 	b.owner = map[string]uint32{"": 0}
-	b.typeOf = make(map[NodeType]uint8, len(compactTypes))
-	for i, t := range compactTypes {
-		b.typeOf[t] = uint8(i)
-	}
 }
 
 // str appends s to the string arena.
@@ -242,17 +241,24 @@ func (b *compactBuilder) str(s string) (span, error) {
 
 // interned returns the index of an owner name.
 func (b *compactBuilder) interned(s string) uint32 {
+	for i, o := range b.lastOwner {
+		if s == o {
+			return b.lastIndex[i]
+		}
+	}
 	k, ok := b.owner[s]
 	if !ok {
 		k = uint32(len(b.c.owners))
 		b.c.owners = append(b.c.owners, s)
 		b.owner[s] = k
 	}
+	b.lastOwner[1], b.lastOwner[0] = b.lastOwner[0], s
+	b.lastIndex[1], b.lastIndex[0] = b.lastIndex[0], k
 	return k
 }
 
 func (b *compactBuilder) add(n *Node) error {
-	typ, ok := b.typeOf[n.Type]
+	typ, ok := typeIndex(n.Type)
 	if !ok {
 		return fmt.Errorf("compact tree: node %q has unknown type %q", n.Name, n.Type)
 	}
@@ -371,6 +377,16 @@ func clip[T any](s []T) []T {
 		return s[:len(s):len(s)]
 	}
 	return append(make([]T, 0, len(s)), s...)
+}
+
+// typeIndex returns the index of t in compactTypes.
+func typeIndex(t NodeType) (uint8, bool) {
+	for i, ct := range compactTypes {
+		if ct == t {
+			return uint8(i), true
+		}
+	}
+	return 0, false
 }
 
 // Len returns the number of nodes.

@@ -167,7 +167,10 @@ func BenchmarkDecode(b *testing.B) {
 	for _, bc := range []struct {
 		name string
 		fn   func([]byte) (*Tree, error)
-	}{{"plain", decodePlain}, {"general", decodeGeneral}} {
+	}{{"plain", decodePlain}, {"general", decodeGeneral}, {"compact", func(b []byte) (*Tree, error) {
+		_, err := DecodeCompact(b)
+		return nil, err
+	}}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(enc)))

@@ -1,8 +1,10 @@
 // Package walk is the one tree walker of dj. Trees visits every distinct
 // tree below a set of roots once, in parallel (check, prune's usage);
 // Nodes visits every node below one tree in path order (ls); Load gives
-// walkers of their own (restore, dump) a tree to read node by node, in
-// bounded memory whatever its size.
+// walkers of their own (restore, dump, diff, copy) a tree to read node by
+// node. Every tree comes as a List: in compact form when the loader can
+// decode one (a sixth of the memory of decoded nodes), so a directory of a
+// million files costs about 165 MB in Trees and a few MiB elsewhere.
 package walk
 
 import (
@@ -23,8 +25,9 @@ type Loader interface {
 
 // TreeFunc is called by Trees for each tree: root is the index (in the
 // roots given to Trees) of the root it was first reached from, t is the
-// tree, or err why it did not load.
-type TreeFunc func(root int, id crypto.ID, t *tree.Tree, err error)
+// tree (held in memory whole: none of its nodes can fail to read), or err
+// why it did not load.
+type TreeFunc func(root int, id crypto.ID, t List, err error)
 
 // Trees loads every tree reachable from roots once, with a fixed number of
 // workers, and calls fn (concurrently, in no fixed order) for each, with
@@ -74,20 +77,20 @@ func Trees(ctx context.Context, l Loader, roots []crypto.ID, workers int, fn Tre
 				active++
 				mu.Unlock()
 
-				var t *tree.Tree
+				var t List
 				var err error
 				if ctx.Err() == nil {
-					t, err = l.LoadTree(ctx, it.id)
+					t, err = load(ctx, l, it.id, tree.SpillOptions{})
 					if ctx.Err() == nil {
 						fn(it.root, it.id, t, err)
 					}
 				}
 				mu.Lock()
-				if err == nil && t != nil && ctx.Err() == nil {
-					for _, n := range t.Nodes {
-						if n.Type == tree.Dir && n.Subtree != nil && !seen[*n.Subtree] {
-							seen[*n.Subtree] = true
-							queue = append(queue, item{*n.Subtree, it.root})
+				if err == nil && ctx.Err() == nil {
+					for i := range t.Len() {
+						if sub, ok := t.Dir(i); ok && !seen[sub] {
+							seen[sub] = true
+							queue = append(queue, item{sub, it.root})
 						}
 					}
 				}
@@ -105,11 +108,13 @@ func Trees(ctx context.Context, l Loader, roots []crypto.ID, workers int, fn Tre
 type NodeFunc func(p string, n *tree.Node) error
 
 // CompactLoader is implemented by loaders that decode a tree into its
-// compact form (the repository does). Nodes loads trees that way when it
-// can and makes their nodes one at a time as it visits them, and a tree
-// larger than spillAbove moves to temporary files: a directory of a million
-// files is listed in a few tens of MiB instead of the gigabyte its decoded
-// nodes take.
+// compact form (the repository does). Trees, Nodes and Load load trees
+// that way when they can and make their nodes one at a time as they are
+// read. In Nodes and Load a tree larger than spillAbove moves to temporary
+// files: a directory of a million files is listed in a few tens of MiB
+// instead of the gigabyte its decoded nodes take. Trees keeps every tree
+// in memory (about 165 MB for that directory): check and prune trust what
+// it reads, and a tree in files can fail a read after it loaded.
 type CompactLoader interface {
 	LoadCompactTree(ctx context.Context, id crypto.ID, spill tree.SpillOptions) (*tree.Compact, error)
 }
@@ -125,6 +130,12 @@ type List interface {
 	Node(i int) *tree.Node
 	// Dir returns the subtree of node i if it is a directory that has one.
 	Dir(i int) (crypto.ID, bool)
+	// Head returns node i's type, mode, owner ids, times and numbers
+	// (tree.Compact.Head), without allocating.
+	Head(i int) tree.Node
+	// Content returns the content ids of node i; the caller must not
+	// modify them.
+	Content(i int) []crypto.ID
 	// Find returns the node named name (made for the call), or nil.
 	Find(name string) *tree.Node
 	// Err reports a failed read of a tree kept in files.
@@ -140,6 +151,15 @@ type treeList struct{ t *tree.Tree }
 func (l treeList) Len() int              { return len(l.t.Nodes) }
 func (l treeList) Node(i int) *tree.Node { return l.t.Nodes[i] }
 func (l treeList) Err() error            { return nil }
+func (l treeList) Head(i int) tree.Node {
+	n := *l.t.Nodes[i]
+	n.Name, n.User, n.Group, n.LinkTarget = "", "", "", ""
+	n.Content, n.Subtree, n.Xattrs = nil, nil, nil
+	return n
+}
+func (l treeList) Content(i int) []crypto.ID {
+	return l.t.Nodes[i].Content
+}
 func (l treeList) Find(name string) *tree.Node {
 	return l.t.Find(name)
 }
@@ -149,6 +169,9 @@ func (l treeList) Dir(i int) (crypto.ID, bool) {
 	}
 	return crypto.ID{}, false
 }
+
+// CompactList returns a compact tree as a List.
+func CompactList(c *tree.Compact) List { return compactList{c} }
 
 // compactList is a compact tree.
 type compactList struct{ *tree.Compact }
@@ -171,8 +194,14 @@ func (l compactList) Dir(i int) (crypto.ID, bool) {
 // tree over 64 MiB then kept in files, so that a walker holds one node at a
 // time of even the largest directory; decoded whole otherwise.
 func Load(ctx context.Context, l Loader, id crypto.ID) (List, error) {
+	return load(ctx, l, id, tree.SpillOptions{Above: spillAbove})
+}
+
+// load loads the tree id as Load does, a compact tree moving to files as
+// spill says (never with SpillOptions{}).
+func load(ctx context.Context, l Loader, id crypto.ID, spill tree.SpillOptions) (List, error) {
 	if cl, ok := l.(CompactLoader); ok {
-		c, err := cl.LoadCompactTree(ctx, id, tree.SpillOptions{Above: spillAbove})
+		c, err := cl.LoadCompactTree(ctx, id, spill)
 		if err != nil {
 			return nil, err
 		}

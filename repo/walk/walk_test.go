@@ -66,7 +66,7 @@ func TestTreesVisitsEachTreeOnce(t *testing.T) {
 			var mu sync.Mutex
 			got := map[crypto.ID]int{}
 			var failed []crypto.ID
-			err := Trees(context.Background(), l, []crypto.ID{root1, root2, root1}, workers, func(root int, id crypto.ID, tr *tree.Tree, err error) {
+			err := Trees(context.Background(), l, []crypto.ID{root1, root2, root1}, workers, func(root int, id crypto.ID, tr List, err error) {
 				mu.Lock()
 				defer mu.Unlock()
 				got[id]++
@@ -108,7 +108,7 @@ func TestTreesStopsWhenContextEnds(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	calls := 0
-	err := Trees(ctx, l, []crypto.ID{root1, root2}, 1, func(int, crypto.ID, *tree.Tree, error) {
+	err := Trees(ctx, l, []crypto.ID{root1, root2}, 1, func(int, crypto.ID, List, error) {
 		calls++
 		cancel()
 	})
@@ -269,12 +269,16 @@ func TestNodesOrderWithBackgroundLoads(t *testing.T) {
 // files whatever their size, as the repository serves a huge tree.
 type compactLoader struct {
 	*mapLoader
-	dir   string
-	loads atomic.Int32
+	dir         string
+	loads       atomic.Int32
+	mayUseFiles atomic.Int32 // loads whose caller allowed files
 }
 
-func (l *compactLoader) LoadCompactTree(ctx context.Context, id crypto.ID, _ tree.SpillOptions) (*tree.Compact, error) {
+func (l *compactLoader) LoadCompactTree(ctx context.Context, id crypto.ID, spill tree.SpillOptions) (*tree.Compact, error) {
 	l.loads.Add(1)
+	if spill.Above > 0 {
+		l.mayUseFiles.Add(1)
+	}
 	t, err := l.LoadTree(ctx, id)
 	if err != nil {
 		return nil, err
@@ -323,5 +327,41 @@ func TestNodesCompact(t *testing.T) {
 	err := Nodes(context.Background(), cl, root2, "/", -1, func(string, *tree.Node) error { return nil })
 	if !errors.Is(err, errNoTree) {
 		t.Errorf("walk past a missing tree: %v, want %v", err, errNoTree)
+	}
+}
+
+// TestTreesCompactInMemory: Trees loads compact trees when it can, never
+// lets one move to files (check and prune trust every node it reads), and
+// its Lists give each node's content.
+func TestTreesCompactInMemory(t *testing.T) {
+	l, root1, root2 := testTrees()
+	blob := id("blob")
+	l.trees[id("leaf")].Nodes[0].Content = []crypto.ID{blob}
+	cl := &compactLoader{mapLoader: l, dir: t.TempDir()}
+	var mu sync.Mutex
+	var contents []crypto.ID
+	visited := 0
+	err := Trees(context.Background(), cl, []crypto.ID{root1, root2}, 2, func(_ int, _ crypto.ID, tr List, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		visited++
+		if err != nil {
+			return
+		}
+		for i := range tr.Len() {
+			contents = append(contents, tr.Content(i)...)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if visited != 5 || cl.loads.Load() != 5 {
+		t.Errorf("visited %d trees with %d compact loads, want 5 and 5", visited, cl.loads.Load())
+	}
+	if n := cl.mayUseFiles.Load(); n != 0 {
+		t.Errorf("%d loads allowed the tree into files", n)
+	}
+	if !reflect.DeepEqual(contents, []crypto.ID{blob}) {
+		t.Errorf("contents %v, want [%s]", contents, blob.Short())
 	}
 }
