@@ -111,3 +111,35 @@ func TestOpenSkipsForeignKey(t *testing.T) {
 		t.Fatalf("open with only a foreign key: %v, want ErrCorrupt", err)
 	}
 }
+
+// TestIsZeroBlobSizes: zero blobs of the sizes runs of zeros are stored in
+// are recognized by their id alone; a zero blob of another size is not
+// (it is read as any blob), and a blob of data never is.
+func TestIsZeroBlobSizes(t *testing.T) {
+	ctx := context.Background()
+	r := repo.TestRepository(t, nopClose{mem.New()})
+	_, _, maxSize := r.ChunkerSizes()
+	for _, c := range []struct {
+		name string
+		data []byte
+		want bool
+	}{
+		{"small zeros", make([]byte, 1000), true},
+		{"zeros, 64 KiB", make([]byte, 64<<10), true},
+		{"zeros, 3 pages", make([]byte, 3*4096), true},
+		{"zeros, the chunker's maximum", make([]byte, maxSize), true},
+		{"zeros, another size", make([]byte, 100_001), false},
+		{"data, 2 pages", bytes.Repeat([]byte{1}, 8192), false},
+	} {
+		id, _, err := r.SaveBlob(ctx, pack.DataBlob, c.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Flush(ctx); err != nil { // the index knows the blob
+			t.Fatal(err)
+		}
+		if got := r.IsZeroBlob(id); got != c.want {
+			t.Errorf("%s: IsZeroBlob = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

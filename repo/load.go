@@ -210,8 +210,16 @@ func (r *Repository) BlobSize(id crypto.ID) (int, bool) {
 // maxZeroSizes bounds the cache of zero-blob ids by size.
 const maxZeroSizes = 64
 
+// smallZero is the size up to which any zero blob is recognized.
+const smallZero = 64 << 10
+
 // IsZeroBlob reports whether a data blob's plaintext is all zeros, using
-// only the index: it compares id with the id of that many zero bytes.
+// only the index: it compares id with the id of that many zero bytes. Only
+// the sizes a run of zeros is stored in are considered: the chunker's
+// maximum (a run of zeros is cut there), multiples of 4 KiB (the fixed
+// chunks of disk images) and small files; a blob of another size is read
+// as any other. Hashing the zeros of every size met cost a cold read of a
+// 1 GiB file 8% of the mount's CPU.
 func (r *Repository) IsZeroBlob(id crypto.ID) bool {
 	n, ok := r.BlobSize(id)
 	if !ok || n > r.cfg.ChunkerMax {
@@ -220,14 +228,14 @@ func (r *Repository) IsZeroBlob(id crypto.ID) bool {
 		// zeros (512 MiB allocated by the mount for one file).
 		return false
 	}
+	if n != r.cfg.ChunkerMax && n%4096 != 0 && n > smallZero {
+		return false
+	}
 	r.zeroMu.Lock()
 	zid, ok := r.zeroIDs[n]
 	full := len(r.zeroIDs) >= maxZeroSizes
 	r.zeroMu.Unlock()
-	if !ok && full && n != r.cfg.ChunkerMax && n%4096 != 0 {
-		// Runs of zeros are cut at the maximum chunk size, and images into
-		// fixed chunks (multiples of 4 KiB); other sizes are rare, and
-		// hashing zeros for each would cost more than it saves.
+	if !ok && full && n != r.cfg.ChunkerMax {
 		return false
 	}
 	if !ok {
