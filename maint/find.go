@@ -14,6 +14,7 @@ import (
 	"dj/repo/pack"
 	"dj/repo/snapshot"
 	"dj/repo/tree"
+	"dj/repo/walk"
 )
 
 // FindOptions says what Find looks for: nodes whose path matches
@@ -280,13 +281,17 @@ func (f *finder) run(ctx context.Context, workers int) {
 
 				var children []childRef
 				if ctx.Err() == nil {
-					t, err := f.l.LoadTree(ctx, j.key.id)
+					t, err := walk.Load(ctx, f.l, j.key.id)
 					switch {
 					case ctx.Err() != nil:
 					case err != nil:
 						f.treeFailed(j, err)
 					default:
 						j.res.entries, children = f.search(j.key, t, &s)
+						if err := t.Err(); err != nil { // a tree in files failed a read
+							j.res.entries, children = nil, nil
+							f.treeFailed(j, err)
+						}
 					}
 				}
 				f.mu.Lock()
@@ -323,7 +328,9 @@ type searchScratch struct {
 
 // search evaluates the nodes of the tree of key: which match, and which
 // subtrees must be searched in which state.
-func (f *finder) search(key findKey, t *tree.Tree, s *searchScratch) ([]findEntry, []childRef) {
+// A tree is read a node at a time: a directory of a million files is never
+// decoded whole (walk.Load), and only its hits are kept.
+func (f *finder) search(key findKey, t walk.List, s *searchScratch) ([]findEntry, []childRef) {
 	var entries []findEntry
 	var children []childRef
 	add := func(name string, hit *FindHit, sub *crypto.ID, state string) {
@@ -333,25 +340,25 @@ func (f *finder) search(key findKey, t *tree.Tree, s *searchScratch) ([]findEntr
 		}
 	}
 	if f.m == nil {
-		for _, n := range t.Nodes {
+		for i := range t.Len() {
 			var hit *FindHit
 			var sub *crypto.ID
-			switch {
-			case n.Type == tree.Dir && n.Subtree != nil:
-				sub = n.Subtree
-				if f.trees.has(n.Subtree) {
-					hit = &FindHit{ObjectType: "tree", ID: *n.Subtree}
+			if id, ok := t.Dir(i); ok {
+				sub = &id
+				if f.trees.has(sub) {
+					hit = &FindHit{ObjectType: "tree", ID: id}
 				}
-			case n.Type == tree.File && f.blobs != nil:
-				for i := range n.Content {
-					if f.blobs.has(&n.Content[i]) {
-						hit = &FindHit{ObjectType: "blob", ID: n.Content[i], ParentTree: key.id}
+			} else if f.blobs != nil && t.Head(i).Type == tree.File {
+				content := t.Content(i)
+				for k := range content {
+					if f.blobs.has(&content[k]) {
+						hit = &FindHit{ObjectType: "blob", ID: content[k], ParentTree: key.id}
 						break
 					}
 				}
 			}
 			if hit != nil || sub != nil {
-				add(n.Name, hit, sub, "")
+				add(t.Name(i), hit, sub, "")
 			}
 		}
 		return entries, children
@@ -361,18 +368,19 @@ func (f *finder) search(key findKey, t *tree.Tree, s *searchScratch) ([]findEntr
 	if !accept {
 		s.st = f.m.decode(key.state, s.st)
 	}
-	for _, n := range t.Nodes {
+	for i := range t.Len() {
+		name := t.Name(i)
 		matched := accept
 		state := acceptAll
 		if !accept {
-			name := n.Name
+			folded := name
 			if f.m.fold {
-				name = lower(name)
+				folded = lower(name)
 			}
 			s.next = s.next[:0]
 			same := true
 			for i, p := range f.m.patterns {
-				x := p.step(s.st[i], name)
+				x := p.step(s.st[i], folded)
 				if x&p.final != 0 {
 					matched = true
 				}
@@ -388,21 +396,23 @@ func (f *finder) search(key findKey, t *tree.Tree, s *searchScratch) ([]findEntr
 			}
 		}
 		var hit *FindHit
-		switch {
-		case !matched || !f.inTime(n):
-		case f.opts.PathsOnly:
-			hit = &f.pathHit
-		default:
-			c := *n
-			c.Content, c.Xattrs = nil, nil
-			hit = &FindHit{Node: &c}
+		if matched {
+			if head := t.Head(i); f.inTime(&head) {
+				if f.opts.PathsOnly {
+					hit = &f.pathHit
+				} else {
+					c := *t.Node(i) // a copy: a decoded tree's node is the tree's
+					c.Content, c.Xattrs = nil, nil
+					hit = &FindHit{Node: &c}
+				}
+			}
 		}
 		var sub *crypto.ID
-		if n.Type == tree.Dir && n.Subtree != nil && state != deadState {
-			sub = n.Subtree
+		if id, ok := t.Dir(i); ok && state != deadState {
+			sub = &id
 		}
 		if hit != nil || sub != nil {
-			add(n.Name, hit, sub, state)
+			add(name, hit, sub, state)
 		}
 	}
 	return entries, children

@@ -470,3 +470,52 @@ func TestPackBlobs(t *testing.T) {
 		t.Errorf("missing pack: %v", err)
 	}
 }
+
+// compactFindRepo serves a findRepo's trees in compact form, kept in files
+// whatever their size, as the repository serves a directory of millions of
+// files.
+type compactFindRepo struct {
+	*findRepo
+	dir string
+}
+
+func (c compactFindRepo) LoadCompactTree(ctx context.Context, id crypto.ID, _ tree.SpillOptions) (*tree.Compact, error) {
+	c.mu.Lock()
+	c.loads[id]++
+	c.mu.Unlock()
+	return c.r.LoadCompactTree(ctx, id, tree.SpillOptions{Dir: c.dir, Above: 1})
+}
+
+// TestFindCompactTrees: a search through trees read node by node from
+// files finds what the search of decoded trees finds: patterns, times,
+// nodes without content, and blob and tree ids.
+func TestFindCompactTrees(t *testing.T) {
+	f, snaps := findFixture(t)
+	c := compactFindRepo{findRepo: f, dir: t.TempDir()}
+	root, err := f.r.LoadTree(context.Background(), snaps[0].Tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := root.Find("home")
+	for _, opts := range []FindOptions{
+		{Patterns: []string{"*"}},
+		{Patterns: []string{"*.go"}, Oldest: findTime.Add(time.Hour)},
+		{Patterns: []string{"FOO*"}, IgnoreCase: true},
+		{Patterns: []string{"/home/ann/dir"}, PathsOnly: true},
+		{Trees: []string{home.Subtree.String()}},
+		{Blobs: []string{f.r.BlobID([]byte("conf")).String()}},
+	} {
+		want, _ := findAll(t, f, snaps, opts)
+		if len(want) == 0 {
+			t.Fatalf("%+v: nothing found", opts)
+		}
+		f.resetLoads()
+		got, _ := findAll(t, c, snaps, opts)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%+v: compact trees found %q, decoded trees %q", opts, got, want)
+		}
+		if len(f.loads) == 0 {
+			t.Errorf("%+v: the compact loader was not used", opts)
+		}
+	}
+}

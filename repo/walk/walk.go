@@ -126,6 +126,8 @@ const spillAbove = 64 << 20
 // List is a loaded tree, read node by node (Load).
 type List interface {
 	Len() int
+	// Name returns the name of node i.
+	Name(i int) string
 	// Node returns node i; for a compact tree a node made for the call.
 	Node(i int) *tree.Node
 	// Dir returns the subtree of node i if it is a directory that has one.
@@ -150,6 +152,7 @@ type treeList struct{ t *tree.Tree }
 
 func (l treeList) Len() int              { return len(l.t.Nodes) }
 func (l treeList) Node(i int) *tree.Node { return l.t.Nodes[i] }
+func (l treeList) Name(i int) string     { return l.t.Nodes[i].Name }
 func (l treeList) Err() error            { return nil }
 func (l treeList) Head(i int) tree.Node {
 	n := *l.t.Nodes[i]
