@@ -142,4 +142,28 @@ func TestIsZeroBlobSizes(t *testing.T) {
 			t.Errorf("%s: IsZeroBlob = %v, want %v", c.name, got, c.want)
 		}
 	}
+	// Small files of many sizes do not crowd out a disk image's chunks.
+	var small []crypto.ID
+	for i := range 100 {
+		id, _, err := r.SaveBlob(ctx, pack.DataBlob, bytes.Repeat([]byte{2}, 100+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		small = append(small, id)
+	}
+	image, _, err := r.SaveBlob(ctx, pack.DataBlob, make([]byte, 32*4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range small {
+		if r.IsZeroBlob(id) {
+			t.Fatal("a small blob of data is a zero blob")
+		}
+	}
+	if !r.IsZeroBlob(image) {
+		t.Error("zeros, 32 pages, after 100 small sizes: IsZeroBlob = false, want true")
+	}
 }

@@ -207,7 +207,8 @@ func (r *Repository) BlobSize(id crypto.ID) (int, bool) {
 	return r.ixs.pending.PlainLength(pack.DataBlob, id)
 }
 
-// maxZeroSizes bounds the cache of zero-blob ids by size.
+// maxZeroSizes bounds the cache of zero-blob ids by size, for sizes up to
+// smallZero and for larger ones each.
 const maxZeroSizes = 64
 
 // smallZero is the size up to which any zero blob is recognized.
@@ -231,9 +232,13 @@ func (r *Repository) IsZeroBlob(id crypto.ID) bool {
 	if n != r.cfg.ChunkerMax && n%4096 != 0 && n > smallZero {
 		return false
 	}
+	small := n <= smallZero
 	r.zeroMu.Lock()
 	zid, ok := r.zeroIDs[n]
-	full := len(r.zeroIDs) >= maxZeroSizes
+	full := r.zeroSmall >= maxZeroSizes
+	if !small {
+		full = len(r.zeroIDs)-r.zeroSmall >= maxZeroSizes
+	}
 	r.zeroMu.Unlock()
 	if !ok && full && n != r.cfg.ChunkerMax {
 		return false
@@ -241,6 +246,9 @@ func (r *Repository) IsZeroBlob(id crypto.ID) bool {
 	if !ok {
 		zid = r.key.BlobID(make([]byte, n))
 		r.zeroMu.Lock()
+		if _, dup := r.zeroIDs[n]; !dup && small {
+			r.zeroSmall++
+		}
 		r.zeroIDs[n] = zid
 		r.zeroMu.Unlock()
 	}

@@ -93,6 +93,10 @@ type Repository struct {
 
 	zeroMu  sync.Mutex
 	zeroIDs map[int]crypto.ID
+	// zeroSmall counts the sizes up to smallZero in zeroIDs: small files'
+	// sizes have a budget of their own, so that they never crowd out the
+	// sizes of disk images' fixed chunks.
+	zeroSmall int
 
 	// treePacks remembers the tree packs whose whole content the backend
 	// was asked to prefetch (load.go).
