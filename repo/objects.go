@@ -46,6 +46,7 @@ func (r *Repository) SaveSnapshot(ctx context.Context, sn *snapshot.Snapshot) er
 	if err != nil {
 		return err
 	}
+	r.snapshotGen.Add(1)
 	id, err := r.SaveFile(ctx, backend.SnapshotFile, b)
 	if err != nil {
 		return err
@@ -84,7 +85,69 @@ type SnapshotProblem struct {
 
 // Snapshots loads every snapshot, sorted oldest first. Snapshot files that
 // fail to load are returned as problems; the others are still returned.
+// The first call after PrefetchSnapshots returns what the prefetch loaded,
+// unless this handle saved or removed a snapshot since it began.
 func (r *Repository) Snapshots(ctx context.Context) ([]*snapshot.Snapshot, []SnapshotProblem, error) {
+	if p := r.takeSnapshotPrefetch(); p != nil {
+		select {
+		case <-p.done:
+			// The lists are the caller's now (callers may change
+			// the snapshots they get).
+			if p.err == nil && p.gen == r.snapshotGen.Load() {
+				return p.list, p.problems, nil
+			}
+		case <-ctx.Done():
+			p.cancel()
+			<-p.done // nothing may run after Close
+			return nil, nil, ctx.Err()
+		}
+	}
+	return r.loadSnapshots(ctx)
+}
+
+// snapshotPrefetch is a loading of the snapshots begun ahead of need.
+type snapshotPrefetch struct {
+	done     chan struct{} // closed when list, problems and err are set
+	cancel   context.CancelFunc
+	gen      uint64 // Repository.snapshotGen when it began
+	list     []*snapshot.Snapshot
+	problems []SnapshotProblem
+	err      error
+}
+
+// PrefetchSnapshots begins loading the snapshots in the background, for
+// the next call to Snapshots: across a network a command then lists the
+// snapshots while it loads the index, not after. Call it only where a
+// listing taken now is as good as one taken at the call to Snapshots (with
+// the lock held). Close stops a prefetch nobody took and waits for it.
+func (r *Repository) PrefetchSnapshots(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &snapshotPrefetch{done: make(chan struct{}), cancel: cancel, gen: r.snapshotGen.Load()}
+	if old := r.takeSnapshotPrefetch(); old != nil {
+		old.cancel()
+		<-old.done
+	}
+	r.snapMu.Lock()
+	r.snapPrefetch = p
+	r.snapMu.Unlock()
+	go func() {
+		defer close(p.done)
+		defer cancel()
+		p.list, p.problems, p.err = r.loadSnapshots(ctx)
+	}()
+}
+
+// takeSnapshotPrefetch returns the prefetch begun, once, or nil.
+func (r *Repository) takeSnapshotPrefetch() *snapshotPrefetch {
+	r.snapMu.Lock()
+	defer r.snapMu.Unlock()
+	p := r.snapPrefetch
+	r.snapPrefetch = nil
+	return p
+}
+
+// loadSnapshots lists and loads every snapshot file.
+func (r *Repository) loadSnapshots(ctx context.Context) ([]*snapshot.Snapshot, []SnapshotProblem, error) {
 	ids, err := r.ListFiles(ctx, backend.SnapshotFile)
 	if err != nil {
 		return nil, nil, err
@@ -108,6 +171,7 @@ func (r *Repository) Snapshots(ctx context.Context) ([]*snapshot.Snapshot, []Sna
 
 // RemoveSnapshot deletes a snapshot file.
 func (r *Repository) RemoveSnapshot(ctx context.Context, id crypto.ID) error {
+	r.snapshotGen.Add(1)
 	return r.be.Remove(ctx, backend.Handle{Type: backend.SnapshotFile, Name: id.String()})
 }
 

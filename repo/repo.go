@@ -20,6 +20,7 @@ import (
 	"os/user"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -107,6 +108,13 @@ type Repository struct {
 	// locks are the locks taken through this handle: SaveIndexFile and
 	// SaveSnapshot refuse to write once one of them is lost.
 	locks heldLocks
+
+	// snapMu guards snapPrefetch, the snapshots PrefetchSnapshots
+	// loads for the next Snapshots; snapshotGen counts the snapshot
+	// files this handle saved or removed.
+	snapMu       sync.Mutex
+	snapPrefetch *snapshotPrefetch
+	snapshotGen  atomic.Uint64
 }
 
 // Init creates a new repository in an empty backend with password as its
@@ -270,6 +278,10 @@ func (r *Repository) Index() *index.Index { return r.idx }
 
 // Close releases resources. It does not flush pending blobs.
 func (r *Repository) Close() error {
+	if p := r.takeSnapshotPrefetch(); p != nil {
+		p.cancel()
+		<-p.done
+	}
 	r.packer.discardOpen()
 	r.packer.uploads.Wait()
 	if r.enc != nil {

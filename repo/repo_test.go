@@ -352,3 +352,66 @@ func flipStoredByte(t *testing.T, be backend.Backend, loc index.PackedBlob) {
 		t.Fatal(err)
 	}
 }
+
+// TestPrefetchSnapshots: the first Snapshots after PrefetchSnapshots
+// answers with the snapshots the prefetch loaded, later calls list again,
+// and a snapshot this handle saved or removed after the prefetch began is
+// never missed or returned.
+func TestPrefetchSnapshots(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	r := repo.TestRepository(t, nopClose{be})
+	save := func(host string) *snapshot.Snapshot {
+		t.Helper()
+		sn := &snapshot.Snapshot{Time: time.Now(), Paths: []string{"/x"}, Hostname: host}
+		if err := r.SaveSnapshot(ctx, sn); err != nil {
+			t.Fatal(err)
+		}
+		return sn
+	}
+	hosts := func() string {
+		t.Helper()
+		list, problems, err := r.Snapshots(ctx)
+		if err != nil || len(problems) > 0 {
+			t.Fatal(err, problems)
+		}
+		var hs []string
+		for _, sn := range list {
+			hs = append(hs, sn.Hostname)
+		}
+		return strings.Join(hs, ",")
+	}
+	first := save("a")
+	r.PrefetchSnapshots(ctx)
+	if got := hosts(); got != "a" {
+		t.Fatalf("after a prefetch: %q, want a", got)
+	}
+	// Another process adds a snapshot: the next call lists again.
+	other := repo.TestOpen(t, nopClose{be})
+	if err := other.SaveSnapshot(ctx, &snapshot.Snapshot{Time: time.Now(), Paths: []string{"/x"}, Hostname: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := hosts(); got != "a,b" {
+		t.Fatalf("the call after the prefetched one: %q, want a,b", got)
+	}
+	// Saved and removed by this handle after the prefetch began.
+	r.PrefetchSnapshots(ctx)
+	save("c")
+	if got := hosts(); got != "a,b,c" {
+		t.Fatalf("saved after the prefetch: %q, want a,b,c", got)
+	}
+	r.PrefetchSnapshots(ctx)
+	if err := r.RemoveSnapshot(ctx, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := hosts(); got != "b,c" {
+		t.Fatalf("removed after the prefetch: %q, want b,c", got)
+	}
+	// A canceled context ends the wait.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	r.PrefetchSnapshots(ctx)
+	if _, _, err := r.Snapshots(cctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Snapshots with a canceled context: %v", err)
+	}
+}

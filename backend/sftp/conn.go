@@ -50,6 +50,9 @@ type conn struct {
 	lastActivity atomic.Int64
 	stalled      atomic.Bool
 	stall        time.Duration
+
+	// packs keeps pack files open across ranged loads.
+	packs *openPacks
 }
 
 // begin and end bracket a call on the connection, for the watchdog.
@@ -164,6 +167,14 @@ func dial(ctx context.Context, cfg Config, pacer *limit.Pacer) (*conn, error) {
 			Hint: fmt.Sprintf("cannot run %q; install OpenSSH's client or set -o %s", argv[0], OptionCommand)}
 	}
 	c := &conn{cmd: cmd, stderr: st, done: make(chan struct{})}
+	c.packs = newOpenPacks(func(f packFile) {
+		// Nothing waits for the close of a file that was only read.
+		c.begin()
+		go func() {
+			defer c.end()
+			_ = f.Close()
+		}()
+	})
 	c.lastActivity.Store(time.Now().UnixNano())
 
 	type result struct {

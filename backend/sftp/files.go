@@ -79,10 +79,31 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 		}
 		return nil
 	})
+	// A pack saved again (repair) replaces the file a handle may hold.
+	b.forgetPack(h, p)
 	if err != nil {
 		return fmt.Errorf("save %s: %w", h, err)
 	}
 	return nil
+}
+
+// forgetPack closes the handles every connection keeps of the pack file
+// h at p.
+func (b *Backend) forgetPack(h backend.Handle, p string) {
+	if h.Type != backend.PackFile {
+		return
+	}
+	b.mu.Lock()
+	var conns []*conn
+	for _, s := range b.slots {
+		if s.c != nil {
+			conns = append(conns, s.c)
+		}
+	}
+	b.mu.Unlock()
+	for _, c := range conns {
+		c.packs.forget(p)
+	}
 }
 
 // writeFile writes data with many requests in flight, makes the file
@@ -156,6 +177,20 @@ func (b *Backend) LoadRange(ctx context.Context, h backend.Handle, offset int64,
 	}
 	var out []byte
 	err = b.do(ctx, func(c *conn) error {
+		if h.Type == backend.PackFile {
+			pf, err := c.packs.get(p, func() (packFile, error) { return c.client.Open(p) })
+			if err != nil {
+				return err
+			}
+			defer c.packs.put(pf)
+			out, err = readRange(pf.f, offset, length, buf)
+			if err != nil && !isConnectionError(c, err) {
+				// Whatever went wrong, the next load opens the
+				// file again.
+				c.packs.forget(p)
+			}
+			return err
+		}
 		f, err := c.client.Open(p)
 		if err != nil {
 			return err
@@ -169,33 +204,35 @@ func (b *Backend) LoadRange(ctx context.Context, h backend.Handle, offset int64,
 				_ = f.Close()
 			}()
 		}()
-		n := length
-		if n == 0 {
-			var err error
-			out, err = readToEnd(f, offset, buf)
-			return err
-		}
-		if buf != nil && cap(buf) >= n {
-			out = buf[:n]
-		} else {
-			out = make([]byte, n)
-		}
-		if n == 0 {
-			return nil
-		}
-		got, err := f.ReadAt(out, offset)
-		if got == n {
-			return nil
-		}
-		if err == nil || errors.Is(err, io.EOF) {
-			return fmt.Errorf("range (%d, %d) past the end (read %d bytes): %w", offset, n, got, io.ErrUnexpectedEOF)
-		}
+		out, err = readRange(f, offset, length, buf)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", h, err)
 	}
 	return out, nil
+}
+
+// readRange reads length bytes of f from offset into buf when it has room
+// (to the end of the file when length is 0).
+func readRange(f packFile, offset int64, length int, buf []byte) ([]byte, error) {
+	if length == 0 {
+		return readToEnd(f, offset, buf)
+	}
+	var out []byte
+	if buf != nil && cap(buf) >= length {
+		out = buf[:length]
+	} else {
+		out = make([]byte, length)
+	}
+	got, err := f.ReadAt(out, offset)
+	if got == length {
+		return out, nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("range (%d, %d) past the end (read %d bytes): %w", offset, length, got, io.ErrUnexpectedEOF)
+	}
+	return nil, err
 }
 
 // firstRead is how much of a file loaded whole is asked for together with
@@ -206,7 +243,7 @@ const firstRead = 128 << 10
 // size and the first firstRead bytes are asked for at once: a whole small
 // file (a key, a lock, a snapshot, most index files) then costs one round
 // trip after the open, not two.
-func readToEnd(f *sftp.File, offset int64, buf []byte) ([]byte, error) {
+func readToEnd(f packFile, offset int64, buf []byte) ([]byte, error) {
 	type stat struct {
 		size int64
 		err  error
@@ -279,7 +316,12 @@ func (b *Backend) Remove(ctx context.Context, h backend.Handle) error {
 	if err != nil {
 		return err
 	}
+	// Forgotten before, so that no handle of this backend holds the file
+	// open (some servers refuse to remove an open file), and after, so
+	// that no load that raced the removal keeps one.
+	b.forgetPack(h, p)
 	err = b.do(ctx, func(c *conn) error { return c.client.Remove(p) })
+	b.forgetPack(h, p)
 	if err != nil {
 		return fmt.Errorf("remove %s: %w", h, err)
 	}

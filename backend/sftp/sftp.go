@@ -6,7 +6,9 @@
 // Files are written to a temporary name beside their final one and
 // renamed into place, read-only; directories are created 0700. Requests
 // use large packets with many in flight per file, over up to
-// Config.Connections SSH connections. A connection that ends is dropped
+// Config.Connections SSH connections. Pack files stay open across ranged
+// loads (handles.go), so a load of a pack read before is one round trip;
+// the backend forgets a pack's handles when it removes or saves it. A connection that ends is dropped
 // and opened again by the next call; the call that saw it end fails with
 // a ConnectionLostError, which the retry layer retries.
 package sftp

@@ -150,6 +150,61 @@ func TestLoadRangeIntoBuffer(t *testing.T) {
 	}
 }
 
+// TestPackHandlesForgotten: pack files stay open across ranged loads, but
+// a pack removed or saved again through the backend is never read through
+// a handle opened before: a removed pack is missing, a replaced one reads
+// its new bytes, on every connection.
+func TestPackHandlesForgotten(t *testing.T) {
+	s := testserver.StartSSHD(t)
+	cfg, _ := newRepo(t, s)
+	cfg.Connections = 2
+	ctx := context.Background()
+	be, err := sftp.Create(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	h := backend.Handle{Type: backend.PackFile, Name: strings.Repeat("ab", 32)}
+	old := []byte(strings.Repeat("old pack ", 1000))
+	if err := be.Save(ctx, h, old); err != nil {
+		t.Fatal(err)
+	}
+	// Loads at once, so that both connections open the pack.
+	loadAll := func(want []byte) {
+		t.Helper()
+		errs := make(chan error, 16)
+		for i := range 16 {
+			go func() {
+				off := int64(i * 100)
+				got, err := be.Load(ctx, h, off, 50)
+				if err == nil && string(got) != string(want[off:off+50]) {
+					err = fmt.Errorf("load at %d: %q, want %q", off, got, want[off:off+50])
+				}
+				errs <- err
+			}()
+		}
+		for range 16 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	loadAll(old)
+	renewed := []byte(strings.Repeat("new pack ", 1000))
+	if err := be.Save(ctx, h, renewed); err != nil {
+		t.Fatal(err)
+	}
+	loadAll(renewed)
+	if err := be.Remove(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if _, err := be.Load(ctx, h, int64(i), 10); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("load of a removed pack: %v, want fs.ErrNotExist", err)
+		}
+	}
+}
+
 // TestReconnect kills the server side of every connection between calls
 // and in the middle of a transfer: the call that sees the connection end
 // fails with a ConnectionLostError (not permanent), and the next call

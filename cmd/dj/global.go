@@ -328,6 +328,12 @@ func (e *env) openLocked(kind repo.LockKind, readOnly, loadIndex bool) (*repo.Re
 		return nil, nil, err
 	}
 	if loadIndex {
+		if e.remote() {
+			// Nearly every command that needs the index also needs
+			// the snapshots: across a network, list them while the
+			// index loads. Both listings follow the lock.
+			r.PrefetchSnapshots(e.ctx)
+		}
 		if _, err := r.LoadIndex(e.ctx, false); err != nil {
 			unlock()
 			r.Close()
