@@ -246,10 +246,9 @@ func (d *differ) open(ctx context.Context, id crypto.ID, at string) (*treeReader
 	return r, r.next()
 }
 
-// next moves to the next node and checks it: a null node, an invalid
-// name, names out of order or twice and a directory without its subtree
-// make the tree bad (the repository refuses such trees when it decodes
-// them; other loaders may not).
+// next moves to the next node and checks it: a null node or one
+// tree.CheckNode refuses makes the tree bad (the repository refuses such
+// trees when it decodes them; other loaders may not).
 func (r *treeReader) next() error {
 	var prev string
 	if r.cur != nil {
@@ -264,15 +263,11 @@ func (r *treeReader) next() error {
 		return nil
 	}
 	n := r.t.Node(r.i)
-	switch {
-	case n == nil:
+	if n == nil {
 		return fmt.Errorf("tree %s at %q: %w: null node", r.id.Short(), r.at, ErrBadTree)
-	case tree.ValidName(n.Name) != nil:
-		return fmt.Errorf("tree %s at %q: %w: %w", r.id.Short(), r.at, ErrBadTree, tree.ValidName(n.Name))
-	case r.i > 0 && prev >= n.Name:
-		return fmt.Errorf("tree %s at %q: %w: names not sorted or duplicated at %q", r.id.Short(), r.at, ErrBadTree, n.Name)
-	case n.Type == tree.Dir && n.Subtree == nil:
-		return fmt.Errorf("tree %s at %q: %w: directory %q has no subtree", r.id.Short(), r.at, ErrBadTree, n.Name)
+	}
+	if err := tree.CheckNode(n, r.i > 0, prev); err != nil {
+		return fmt.Errorf("tree %s at %q: %w: %w", r.id.Short(), r.at, ErrBadTree, err)
 	}
 	r.cur = n
 	return nil

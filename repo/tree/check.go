@@ -16,7 +16,7 @@ func Check(b []byte) (int, error) {
 		if err := d.node(&n); err != nil {
 			return err
 		}
-		if err := checkNode(&n, count > 0, prev); err != nil {
+		if err := CheckNode(&n, count > 0, prev); err != nil {
 			return err
 		}
 		prev = n.Name

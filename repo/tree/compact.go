@@ -154,7 +154,7 @@ func decodePlainCompact(d *plainDecoder, nodes, strs int, spill SpillOptions) (*
 		if err := d.nextNode(&n); err != nil {
 			return err
 		}
-		if err := checkNode(&n, bld.c.n > 0, prev); err != nil {
+		if err := CheckNode(&n, bld.c.n > 0, prev); err != nil {
 			return err
 		}
 		prev = n.Name

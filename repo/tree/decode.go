@@ -306,7 +306,7 @@ func (d *plainDecoder) tree() ([]*Node, error) {
 			prev = nodes[len(nodes)-1].Name
 		}
 		nodes = append(nodes, n)
-		return checkNode(n, len(nodes) > 1, prev)
+		return CheckNode(n, len(nodes) > 1, prev)
 	})
 	if err != nil {
 		return nil, err

@@ -411,7 +411,7 @@ func generalNodes(dec *fastjson.Decoder, estimate int) ([]*Node, error) {
 		if len(nodes) > 0 {
 			prev = nodes[len(nodes)-1].Name
 		}
-		if err := checkNode(&n, len(nodes) > 0, prev); err != nil {
+		if err := CheckNode(&n, len(nodes) > 0, prev); err != nil {
 			return nil, err
 		}
 		nodes = append(nodes, &n)
@@ -431,9 +431,11 @@ func generalDelim(dec *fastjson.Decoder, want fastjson.Delim) error {
 	return nil
 }
 
-// checkNode validates one node of a tree being decoded, given the name of
-// the node before it (when there is one).
-func checkNode(n *Node, hasPrev bool, prev string) error {
+// CheckNode validates one node of a tree, given the name of the node
+// before it (when there is one): every decoder of this package checks each
+// node with it, and readers of trees from loaders that may not decode
+// through this package (maint's diff) check with it too.
+func CheckNode(n *Node, hasPrev bool, prev string) error {
 	if err := ValidName(n.Name); err != nil {
 		return fmt.Errorf("decode tree: %w", err)
 	}
