@@ -199,7 +199,11 @@ func rewriteIndex(body func(t *testing.T, f *index.File) []byte) func(t *testing
 	return func(t *testing.T, e *env) func() {
 		rr := e.openRaw()
 		f := &index.File{}
-		for _, x := range rr.r.IndexFiles() {
+		for id := range rr.r.IndexFiles() {
+			x, err := rr.r.LoadIndexFile(rr.ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
 			f.Packs = append(f.Packs, x.Packs...)
 		}
 		sort.Slice(f.Packs, func(i, j int) bool { return bytes.Compare(f.Packs[i].ID[:], f.Packs[j].ID[:]) < 0 })

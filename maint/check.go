@@ -103,7 +103,7 @@ func Check(ctx context.Context, r *repo.Repository, opts CheckOptions) (*CheckRe
 		opts.Workers = runtime.GOMAXPROCS(0)
 	}
 	c := &checker{r: r, opts: opts, res: &CheckResult{},
-		unusable: map[packBlob]bool{}, badBlob: map[BlobRef][]int{}, badNode: map[nodeKey][]int{},
+		unusable: map[packBlob]bool{}, gone: map[crypto.ID]int{}, badBlob: map[BlobRef][]int{}, badNode: map[nodeKey][]int{},
 		reported: map[BlobRef]bool{}, unrefBlobs: map[BlobRef]index.PackedBlob{}}
 	steps := []func(context.Context) error{c.loadSnapshots, c.loadIndex, c.checkKeysAndNames, c.checkPacks, c.checkTrees, c.checkHardLinks, c.findLost, c.mapAffected}
 	for _, step := range steps {
@@ -138,7 +138,16 @@ type checker struct {
 
 	mu         sync.Mutex
 	progressMu sync.Mutex
-	unusable   map[packBlob]bool            // copies of blobs that cannot be read
+	unusable   map[packBlob]bool // copies of blobs that cannot be read
+	// gone maps each pack none of whose indexed blobs can be read (missing
+	// from storage, or its header unreadable) to its problem: a whole pack
+	// is one entry, not one per blob (an index of 10^7 entries in missing
+	// packs made check run out of memory).
+	gone map[crypto.ID]int
+	// goneLost is set when a gone pack's problem lost blobs: the lost
+	// blobs of gone packs are found through the index (lostProblems), not
+	// kept in badBlob.
+	goneLost   bool
 	unrefBlobs map[BlobRef]index.PackedBlob // blobs in packs no index names
 	badBlob    map[BlobRef][]int            // lost or missing blobs -> problems
 	badNode    map[nodeKey][]int            // files with a size mismatch -> problems

@@ -96,18 +96,14 @@ func (c *checker) packJobs() []packJob {
 		blobs = dedupBlobs(blobs)
 		size, ok := c.stored[id]
 		if !ok {
-			refs := refsOf(blobs)
-			for _, ref := range refs {
-				c.unusable[packBlob{id, ref}] = true
-			}
 			if pending {
-				c.add(&Problem{Severity: SeverityWarning, Kind: KindPendingGone, Pack: idPtr(id), File: packFile(id),
-					Message:    fmt.Sprintf("pack %s, marked for deletion, is already deleted (a prune ran meanwhile, or was interrupted)", id.Short()),
-					candidates: refs})
+				c.gone[id] = c.add(&Problem{Severity: SeverityWarning, Kind: KindPendingGone, Pack: idPtr(id), File: packFile(id),
+					Message: fmt.Sprintf("pack %s, marked for deletion, is already deleted (a prune ran meanwhile, or was interrupted)", id.Short()),
+					allOf:   blobs})
 				continue
 			}
-			c.add(&Problem{Severity: SeverityError, Kind: KindPackMissing, Pack: idPtr(id), File: packFile(id),
-				Blobs: problemBlobs(refs), candidates: refs,
+			c.gone[id] = c.add(&Problem{Severity: SeverityError, Kind: KindPackMissing, Pack: idPtr(id), File: packFile(id),
+				Blobs: problemBlobsOf(blobs), allOf: blobs,
 				Message: fmt.Sprintf("pack %s is in the index but missing from storage (%d blobs)", id.Short(), len(blobs))})
 			continue
 		}
@@ -306,12 +302,15 @@ func (c *checker) collectPackResults(jobs []packJob, results []packResult) {
 			}
 		}
 		for _, p := range res.problems {
+			i := c.add(p)
 			if p.Pack != nil {
+				if p.allOf != nil {
+					c.gone[*p.Pack] = i
+				}
 				for _, ref := range p.candidates {
 					c.unusable[packBlob{*p.Pack, ref}] = true
 				}
 			}
-			c.add(p)
 		}
 	}
 }
@@ -324,6 +323,15 @@ const CheckReaders = 2
 
 // dedupBlobs drops repeated entries (a pack listed in two index files).
 func dedupBlobs(blobs []pack.Blob) []pack.Blob {
+	// Alike blobs share their offset: with offsets strictly increasing
+	// (the usual case) there are none, and nothing is copied.
+	increasing := true
+	for i := 1; i < len(blobs) && increasing; i++ {
+		increasing = blobs[i-1].Offset < blobs[i].Offset
+	}
+	if increasing {
+		return blobs
+	}
 	seen := make(map[pack.Blob]bool, len(blobs))
 	out := blobs[:0:0]
 	for _, b := range blobs {
@@ -435,8 +443,8 @@ func (c *checker) checkPack(ctx context.Context, j packJob, lp loadedPack, buf [
 		if data == nil {
 			// Without the data we cannot tell which blobs are intact: count
 			// them all as unusable.
-			p.candidates = refsOf(j.blobs)
-			p.Blobs = problemBlobs(p.candidates)
+			p.allOf = j.blobs
+			p.Blobs = problemBlobsOf(j.blobs)
 		} else {
 			p.Message += " (its indexed blobs are verified one by one)"
 		}
@@ -587,6 +595,9 @@ func (c *checker) usable(ref BlobRef, pending bool) bool {
 		locs = append(locs, c.pendingIdx.Lookup(ref.Type, ref.ID)...)
 	}
 	for _, l := range locs {
+		if _, gone := c.gone[l.PackID]; gone {
+			continue
+		}
 		if !c.unusable[packBlob{l.PackID, ref}] {
 			return true
 		}

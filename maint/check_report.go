@@ -9,6 +9,7 @@ import (
 
 	"dj/backend"
 	"dj/repo/crypto"
+	"dj/repo/index"
 	"dj/repo/pack"
 	"dj/repo/tree"
 )
@@ -86,6 +87,20 @@ type Problem struct {
 	Affected  []AffectedPath `json:"affected,omitempty"`
 
 	candidates []BlobRef // blobs whose copy in Pack is unusable
+	// allOf is the indexed blobs of Pack when every one of them is a
+	// candidate (the pack is missing or unreadable).
+	allOf []pack.Blob
+}
+
+// eachCandidate calls fn with each blob whose copy in the problem's pack is
+// unusable.
+func (p *Problem) eachCandidate(fn func(BlobRef)) {
+	for _, ref := range p.candidates {
+		fn(ref)
+	}
+	for _, b := range p.allOf {
+		fn(BlobRef{b.Type, b.ID})
+	}
 }
 
 func idPtr(id crypto.ID) *crypto.ID { return &id }
@@ -102,10 +117,11 @@ func problemBlobs(refs []BlobRef) []ProblemBlob {
 	return out
 }
 
-func refsOf(blobs []pack.Blob) []BlobRef {
-	out := make([]BlobRef, 0, len(blobs))
+// problemBlobsOf lists blobs for a problem.
+func problemBlobsOf(blobs []pack.Blob) []ProblemBlob {
+	out := make([]ProblemBlob, 0, len(blobs))
 	for _, b := range blobs {
-		out = append(out, BlobRef{b.Type, b.ID})
+		out = append(out, ProblemBlob{Type: b.Type.String(), ID: b.ID})
 	}
 	return out
 }
@@ -114,21 +130,55 @@ func refsOf(blobs []pack.Blob) []BlobRef {
 // intact copy left, and records them for mapAffected.
 func (c *checker) findLost(context.Context) error {
 	for i, p := range c.res.Problems {
-		if len(p.candidates) == 0 || p.Severity != SeverityError {
+		if (len(p.candidates) == 0 && len(p.allOf) == 0) || p.Severity != SeverityError {
 			continue
 		}
-		for _, ref := range p.candidates {
+		p.eachCandidate(func(ref BlobRef) {
 			if c.usable(ref, true) {
-				continue
+				return
 			}
 			p.LostBlobs++
-			c.badBlob[ref] = append(c.badBlob[ref], i)
+			if p.allOf == nil {
+				c.badBlob[ref] = append(c.badBlob[ref], i)
+			}
+		})
+		if p.allOf != nil && p.LostBlobs > 0 {
+			c.goneLost = true
 		}
 		if p.LostBlobs == 0 && p.Severity == SeverityError {
 			p.Message += "; every blob has an intact copy in another pack"
 		}
 	}
 	return nil
+}
+
+// lostProblems returns the problems through which blob ref is lost: those
+// badBlob records, and the problems of the gone packs that hold it when no
+// copy of it can be read. The result must not be changed.
+func (c *checker) lostProblems(ref BlobRef) []int {
+	ps := c.badBlob[ref]
+	if !c.goneLost || c.usable(ref, true) {
+		return ps
+	}
+	var out []int
+	add := func(locs []index.PackedBlob) {
+		for _, l := range locs {
+			i, ok := c.gone[l.PackID]
+			if !ok || c.res.Problems[i].Severity != SeverityError {
+				continue
+			}
+			if out == nil {
+				out = append([]int(nil), ps...)
+			}
+			out = append(out, i)
+		}
+	}
+	add(c.r.Index().Lookup(ref.Type, ref.ID))
+	add(c.pendingIdx.Lookup(ref.Type, ref.ID))
+	if out == nil {
+		return ps
+	}
+	return out
 }
 
 type affectedHit struct {
@@ -140,14 +190,14 @@ type affectedHit struct {
 // use lost blobs, and attaches them to the problems. It runs only when
 // there are such blobs; each tree is loaded once.
 func (c *checker) mapAffected(ctx context.Context) error {
-	if len(c.badBlob) == 0 && len(c.badNode) == 0 {
+	if len(c.badBlob) == 0 && len(c.badNode) == 0 && !c.goneLost {
 		return nil
 	}
 	c.progress(CheckProgress{Phase: "affected"})
 	w := &affectedWalk{c: c, memo: map[crypto.ID][]affectedHit{}}
 	a := &affectedList{problems: c.res.Problems, where: map[problemPath]int{}}
 	for _, sn := range c.snaps {
-		if ps := c.badBlob[BlobRef{pack.TreeBlob, sn.Tree}]; len(ps) > 0 {
+		if ps := c.lostProblems(BlobRef{pack.TreeBlob, sn.Tree}); len(ps) > 0 {
 			for _, i := range ps {
 				a.add(i, "/", sn.ID)
 			}
@@ -195,7 +245,7 @@ func (w *affectedWalk) hits(ctx context.Context, id crypto.ID) ([]affectedHit, e
 	for _, n := range t.Nodes {
 		switch {
 		case n.Type == tree.Dir && n.Subtree != nil:
-			if ps := c.badBlob[BlobRef{pack.TreeBlob, *n.Subtree}]; len(ps) > 0 {
+			if ps := c.lostProblems(BlobRef{pack.TreeBlob, *n.Subtree}); len(ps) > 0 {
 				hits = append(hits, affectedHit{n.Name + "/", ps})
 				continue
 			}
@@ -209,7 +259,7 @@ func (w *affectedWalk) hits(ctx context.Context, id crypto.ID) ([]affectedHit, e
 		case n.Type == tree.File:
 			var ps []int
 			for _, b := range n.Content {
-				ps = append(ps, c.badBlob[BlobRef{pack.DataBlob, b}]...)
+				ps = append(ps, c.lostProblems(BlobRef{pack.DataBlob, b})...)
 			}
 			ps = append(ps, c.badNode[nodeKey{id, n.Name}]...)
 			if len(ps) > 0 {

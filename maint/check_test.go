@@ -114,11 +114,84 @@ func TestCheckMissingPack(t *testing.T) {
 	}
 }
 
+// TestCheckMissingPackPartlyCopied: a missing pack whose blobs partly have
+// a copy in another pack loses only the others, and names only the files
+// that use them; with every blob copied it loses nothing. The blobs of a
+// missing pack are found through the index (checker.gone), not kept one
+// by one.
+func TestCheckMissingPackPartlyCopied(t *testing.T) {
+	for _, copyAll := range []bool{false, true} {
+		f := newChkFixture(t)
+		ctx := context.Background()
+		r := f.openIndexed(t)
+		sharedBlobs := blobIDs(r, f.files[0]["/docs/shared.txt"])
+		shared := map[crypto.ID]bool{}
+		for _, id := range sharedBlobs {
+			shared[id] = true
+		}
+		pid := packOf(t, r, sharedBlobs[0])
+		blobs := r.Index().Packs()[pid]
+		if len(blobs) < 2 {
+			t.Fatalf("pack %s holds %d blobs, want several", pid.Short(), len(blobs))
+		}
+		copied := map[crypto.ID]bool{}
+		n, err := r.CopyBlobs(ctx, pid, blobs, func(b pack.Blob) bool {
+			if copyAll || shared[b.ID] {
+				copied[b.ID] = true
+				return true
+			}
+			return false
+		}, repo.CopyBlobsOptions{})
+		if err != nil || n != len(copied) {
+			t.Fatalf("CopyBlobs: %d, %v", n, err)
+		}
+		if err := r.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.be.Remove(ctx, backend.Handle{Type: backend.PackFile, Name: pid.String()}); err != nil {
+			t.Fatal(err)
+		}
+		lost := map[crypto.ID]bool{}
+		for _, b := range blobs {
+			if !copied[b.ID] {
+				lost[b.ID] = true
+			}
+		}
+		res := f.check(t, CheckOptions{})
+		errs := errorsOf(res)
+		if len(errs) != 1 || errs[0].Kind != KindPackMissing || *errs[0].Pack != pid {
+			dumpProblems(t, res)
+			t.Fatalf("errors %v, want one pack_missing for %s", kinds(errs), pid.Short())
+		}
+		if errs[0].LostBlobs != len(lost) || len(errs[0].Blobs) != len(blobs) {
+			t.Fatalf("copy all %v: pack_missing lists %d blobs, %d lost; want %d and %d", copyAll, len(errs[0].Blobs), errs[0].LostBlobs, len(blobs), len(lost))
+		}
+		if copyAll != strings.Contains(errs[0].Message, "every blob has an intact copy") {
+			t.Errorf("copy all %v: message %q", copyAll, errs[0].Message)
+		}
+		want := f.affectedBy(r, lost)
+		got := affectedOf(errs)
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Fatalf("copy all %v: affected %v, want %v", copyAll, got, want)
+		}
+		if contains2(got, "/docs/shared.txt@"+f.snaps[0].ID.Short()) {
+			t.Errorf("the copied shared file is named affected: %v", got)
+		}
+	}
+}
+
 func TestCheckTruncatedIndex(t *testing.T) {
 	f := newChkFixture(t)
 	r := f.openIndexed(t)
 	// The second index file holds the packs of the second backup.
-	files := r.IndexFiles()
+	files := map[crypto.ID]*index.File{}
+	for id := range r.IndexFiles() {
+		file, err := r.LoadIndexFile(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[id] = file
+	}
 	var second crypto.ID
 	for id, file := range files {
 		for _, p := range file.Packs {

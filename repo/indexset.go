@@ -18,9 +18,12 @@ import (
 // (Repository.idx) and the pending index have their own.
 type indexSet struct {
 	mu     sync.Mutex
-	files  map[crypto.ID]*index.File // loaded or written by this handle
-	listed map[crypto.ID]bool        // every index file seen, superseded ones too
-	marks  map[crypto.ID]int64       // pending pack -> when it was marked (Unix ns)
+	// files are the index files loaded or written by this handle: their
+	// ids only (their entries are in the index; keeping the decoded files
+	// too held every entry twice).
+	files  map[crypto.ID]bool
+	listed map[crypto.ID]bool  // every index file seen, superseded ones too
+	marks  map[crypto.ID]int64 // pending pack -> when it was marked (Unix ns)
 
 	// pending holds the blobs of packs marked for deletion: a read-only
 	// fallback for loads, never used for deduplication. Set once.
@@ -28,7 +31,7 @@ type indexSet struct {
 }
 
 func newIndexSet() indexSet {
-	return indexSet{files: map[crypto.ID]*index.File{}, listed: map[crypto.ID]bool{}, marks: map[crypto.ID]int64{}, pending: index.New()}
+	return indexSet{files: map[crypto.ID]bool{}, listed: map[crypto.ID]bool{}, marks: map[crypto.ID]int64{}, pending: index.New()}
 }
 
 // SaveIndexFile writes an index file.
@@ -41,18 +44,19 @@ func (r *Repository) SaveIndexFile(ctx context.Context, f *index.File) (crypto.I
 		return id, fmt.Errorf("save index: %w", err)
 	}
 	r.ixs.mu.Lock()
-	r.ixs.files[id] = f
+	r.ixs.files[id] = true
 	r.ixs.mu.Unlock()
 	return id, nil
 }
 
-// IndexFiles returns the index files loaded or written by this handle.
-func (r *Repository) IndexFiles() map[crypto.ID]*index.File {
+// IndexFiles returns the ids of the index files loaded or written by this
+// handle (LoadIndexFile reads one again).
+func (r *Repository) IndexFiles() map[crypto.ID]bool {
 	r.ixs.mu.Lock()
 	defer r.ixs.mu.Unlock()
-	out := make(map[crypto.ID]*index.File, len(r.ixs.files))
-	for k, v := range r.ixs.files {
-		out[k] = v
+	out := make(map[crypto.ID]bool, len(r.ixs.files))
+	for k := range r.ixs.files {
+		out[k] = true
 	}
 	return out
 }
@@ -89,7 +93,7 @@ func (r *Repository) addIndexFile(id crypto.ID, f *index.File) {
 // its packs go into the index separately.
 func (r *Repository) noteIndexFile(id crypto.ID, f *index.File) {
 	r.ixs.mu.Lock()
-	r.ixs.files[id] = f
+	r.ixs.files[id] = true
 	r.ixs.listed[id] = true
 	for _, p := range f.Pending {
 		if old, ok := r.ixs.marks[p.ID]; !ok || p.MarkedAt < old {
@@ -131,7 +135,7 @@ func (r *Repository) RefreshIndex(ctx context.Context) (int, error) {
 		if known {
 			continue
 		}
-		f, err := r.loadIndexFile(ctx, id)
+		f, err := r.LoadIndexFile(ctx, id)
 		if err != nil {
 			return n, err
 		}
@@ -144,8 +148,8 @@ func (r *Repository) RefreshIndex(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// loadIndexFile loads and decodes one index file.
-func (r *Repository) loadIndexFile(ctx context.Context, id crypto.ID) (*index.File, error) {
+// LoadIndexFile loads and decodes one index file.
+func (r *Repository) LoadIndexFile(ctx context.Context, id crypto.ID) (*index.File, error) {
 	body, err := r.LoadFile(ctx, backend.IndexFile, id)
 	if err != nil {
 		return nil, err
@@ -165,7 +169,7 @@ func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProbl
 	if err != nil {
 		return nil, err
 	}
-	files, errs, err := loadEach(ctx, ids, runtime.GOMAXPROCS(0)*2, r.loadIndexFile)
+	files, errs, err := loadEach(ctx, ids, runtime.GOMAXPROCS(0)*2, r.LoadIndexFile)
 	if err != nil {
 		return nil, err
 	}
