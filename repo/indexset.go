@@ -17,7 +17,7 @@ import (
 // deletion. Its lock guards only this bookkeeping; the index itself
 // (Repository.idx) and the pending index have their own.
 type indexSet struct {
-	mu     sync.Mutex
+	mu sync.Mutex
 	// files are the index files loaded or written by this handle: their
 	// ids only (their entries are in the index; keeping the decoded files
 	// too held every entry twice).
