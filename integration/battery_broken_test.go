@@ -41,17 +41,26 @@ type brokenCase struct {
 	// noData: the case is about opening the repository; restore, the
 	// mount and prune are not run.
 	noData bool
-	// bigIndex: the index is huge, and so may be the memory that holds it.
-	bigIndex bool
+	// indexEntries: the index is huge (this many entries), and so may
+	// be the memory that holds it.
+	indexEntries int
 }
 
 // brokenMaxRSS is the peak memory a run on the (small) broken repository
 // may reach, unless its index is huge.
 const brokenMaxRSS = 256 << 20
 
+// indexEntryRSS is the peak memory a huge index may cost per entry beyond
+// boundedMaxRSS. An index is held in memory: about 52 bytes an entry, and
+// about 130 at the peak of its loading (the decoded index files and the
+// index at once); check and prune add their view of the packs. Measured at
+// 10^7 entries in missing packs (2026-12-06): restore 1,272 MiB, the mount
+// 1,225, check --read-data 1,686, prune 1,993.
+const indexEntryRSS = 200
+
 func (c brokenCase) maxRSS() int64 {
-	if c.bigIndex {
-		return boundedMaxRSS
+	if c.indexEntries > 0 {
+		return boundedMaxRSS + int64(c.indexEntries)*indexEntryRSS
 	}
 	return brokenMaxRSS
 }
@@ -405,7 +414,7 @@ func brokenCases() []brokenCase {
 			return binary.AppendUvarint(b, 0) // pending
 		})},
 		brokenCase{name: fmt.Sprintf("index of %d entries in missing packs", batteryRuns(100_000, 10_000_000)), checkFails: true,
-			bigIndex: true, damage: hugeIndex(batteryRuns(100_000, 10_000_000))},
+			indexEntries: batteryRuns(100_000, 10_000_000), damage: hugeIndex(batteryRuns(100_000, 10_000_000))},
 		brokenCase{name: "key file with argon2 memory 2^32-1 KiB (the only key)", noData: true, checkFails: true, damage: keyFile(1<<32-1, 1, true)},
 		brokenCase{name: "key file with argon2 memory 4 GiB (the only key)", noData: true, checkFails: true, damage: keyFile(4<<20, 1, true)},
 		brokenCase{name: "key file with argon2 memory 4 GiB (tried first)", noData: true, damage: keyFile(4<<20, 1, false)},
@@ -452,10 +461,7 @@ func runBrokenCase(t *testing.T, e *env, c brokenCase, src string, want map[stri
 	undo := c.damage(t, e)
 	header := []string{"case", "command", "answer", "peak RSS MiB"}
 	record := func(cmd string, r boundedResult) {
-		assertSane(t, c.name+": "+cmd, r)
-		if r.maxRSS > c.maxRSS() {
-			t.Errorf("%s: %s peaked at %d MiB resident", c.name, cmd, r.maxRSS>>20)
-		}
+		assertSaneWithin(t, c.name+": "+cmd, r, c.maxRSS())
 		recordReliability(t, "broken-storage", header, c.name, cmd, r.answer(), fmt.Sprint(r.maxRSS>>20))
 	}
 	chk := e.runBounded(timeout, nil, "check", "--read-data")

@@ -169,13 +169,19 @@ func (e *env) runBounded(timeout time.Duration, extra []string, args ...string) 
 // memory beyond boundedMaxRSS, or a failure without a word on stderr.
 func assertSane(t *testing.T, what string, r boundedResult) {
 	t.Helper()
+	assertSaneWithin(t, what, r, boundedMaxRSS)
+}
+
+// assertSaneWithin is assertSane with maxRSS for the peak memory.
+func assertSaneWithin(t *testing.T, what string, r boundedResult, maxRSS int64) {
+	t.Helper()
 	switch {
 	case r.timedOut:
 		t.Errorf("%s: dj %s did not finish in time (hang)", what, strings.Join(r.args, " "))
 	case r.crashed != "":
 		t.Errorf("%s: dj %s crashed (%s):\n%.3000s", what, strings.Join(r.args, " "), r.crashed, r.stderr)
-	case r.maxRSS > boundedMaxRSS:
-		t.Errorf("%s: dj %s peaked at %d MiB resident", what, strings.Join(r.args, " "), r.maxRSS>>20)
+	case r.maxRSS > maxRSS:
+		t.Errorf("%s: dj %s peaked at %d MiB resident (at most %d)", what, strings.Join(r.args, " "), r.maxRSS>>20, maxRSS>>20)
 	case r.code != 0 && strings.TrimSpace(r.stderr) == "":
 		t.Errorf("%s: dj %s failed with exit %d and no message", what, strings.Join(r.args, " "), r.code)
 	}
