@@ -21,10 +21,16 @@ import (
 //
 // Values are never modified or recycled by the cache: a value handed out stays
 // valid (and unchanged) for as long as the caller holds it, even after it has
-// been evicted.
+// been evicted. A cache made with holders (BlobCache) counts who holds each
+// value, so that its owner can recycle the value once nobody does.
 type LRU[K comparable, V any] struct {
 	maxBytes int64
 	size     func(V) int64
+	// hold, when set, is called for every value Get returns, under mu (a
+	// value cannot be dropped between its lookup and its hold); drop is
+	// called, under mu, when the cache lets go of a value it kept or
+	// refused to keep. Values reach drop after their size was last asked.
+	hold, drop func(V)
 
 	mu sync.Mutex
 	// order holds the entries, most recently used at the front; items
@@ -81,6 +87,9 @@ func (c *LRU[K, V]) Get(ctx context.Context, key K, load func(ctx context.Contex
 		c.order.MoveToFront(el)
 		e := el.Value.(*entry[K, V])
 		c.undemote(e)
+		if c.hold != nil {
+			c.hold(e.val)
+		}
 		c.mu.Unlock()
 		return e.val, nil
 	}
@@ -130,6 +139,13 @@ func (c *LRU[K, V]) run(ctx context.Context, key K, cl *call[V], load func(ctx c
 	v, err := safeLoad(ctx, load)
 	c.mu.Lock()
 	if err == nil {
+		// Every caller waiting gets the value: hold it for each before
+		// the cache may drop it.
+		if c.hold != nil {
+			for range cl.waiters {
+				c.hold(v)
+			}
+		}
 		c.add(key, v)
 	}
 	if c.inflight[key] == cl {
@@ -158,6 +174,9 @@ func safeLoad[V any](ctx context.Context, load func(ctx context.Context) (V, err
 func (c *LRU[K, V]) add(key K, v V) {
 	n := c.size(v)
 	if n > c.maxBytes {
+		if c.drop != nil {
+			c.drop(v)
+		}
 		return
 	}
 	c.remove(key)
@@ -177,6 +196,9 @@ func (c *LRU[K, V]) remove(key K) {
 	c.order.Remove(el)
 	delete(c.items, key)
 	c.bytes -= c.size(e.val)
+	if c.drop != nil {
+		c.drop(e.val)
+	}
 }
 
 // undemote takes e off the demoted list, if it is on it. c.mu must be held.

@@ -23,7 +23,10 @@ func (c *LRU[K, V]) evict() {
 }
 
 // SetMaxBytes changes the byte bound of the cache (see LRU.SetMaxBytes).
-func (c *BlobCache) SetMaxBytes(n int64) { c.lru.SetMaxBytes(n) }
+func (c *BlobCache) SetMaxBytes(n int64) {
+	c.lru.SetMaxBytes(n)
+	c.pool.setMax(n)
+}
 
 // MaxBytes returns the cache's byte bound.
 func (c *BlobCache) MaxBytes() int64 { return c.lru.MaxBytes() }

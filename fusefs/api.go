@@ -101,8 +101,9 @@ type Repository interface {
 	// LoadTree returns a decoded, validated tree.
 	LoadTree(ctx context.Context, id crypto.ID) (*tree.Tree, error)
 	// LoadBlob returns the verified plaintext of a data blob. buf, when not
-	// nil, may be used for the result; the mount passes nil and keeps the
-	// returned slice (it must not be reused by the repository).
+	// nil, may be used for the result: the mount passes the buffers of
+	// blobs it no longer holds (cache.BlobCache). The returned slice is the
+	// mount's: the repository must not keep or reuse it.
 	LoadBlob(ctx context.Context, id crypto.ID, buf []byte) ([]byte, error)
 	// BlobSize returns the plaintext length of a data blob from the index.
 	BlobSize(id crypto.ID) (int, bool)

@@ -13,6 +13,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"dj/cache"
 	"dj/repo/crypto"
 	"dj/repo/tree"
 )
@@ -227,7 +228,7 @@ func (f *fileNode) assemble(ctx context.Context, c *chunkMap, dest []byte, off, 
 			clear(dest[:end-off])
 			return fuse.ReadResultData(dest[:end-off]), 0
 		}
-		return fuse.ReadResultData(b[off-start : end-start]), 0
+		return &blobResult{b: b, data: b.Bytes()[off-start : end-start]}, 0
 	}
 	pos := off
 	for i := first; i <= last; i++ {
@@ -239,17 +240,19 @@ func (f *fileNode) assemble(ctx context.Context, c *chunkMap, dest []byte, off, 
 		if d := dest[pos-off : stop-off]; b == nil {
 			clear(d)
 		} else {
-			copy(d, b[pos-start:stop-start])
+			copy(d, b.Bytes()[pos-start:stop-start])
+			b.Release()
 		}
 		pos = stop
 	}
 	return fuse.ReadResultData(dest[:end-off]), 0
 }
 
-// chunk returns the plaintext of chunk i, nil for a chunk of zeros (the one
-// place that tells them apart: they are never loaded), or the errno to reply
-// with. After a random read the chunk goes to the kernel's page cache.
-func (f *fileNode) chunk(ctx context.Context, c *chunkMap, i int, random bool) ([]byte, syscall.Errno) {
+// chunk returns the plaintext of chunk i, held for the caller, nil for a
+// chunk of zeros (the one place that tells them apart: they are never
+// loaded), or the errno to reply with. After a random read the chunk goes
+// to the kernel's page cache.
+func (f *fileNode) chunk(ctx context.Context, c *chunkMap, i int, random bool) (*cache.Blob, syscall.Errno) {
 	if c.isZero(f.m.repo, f.node.Content, i) {
 		return nil, 0
 	}
@@ -260,11 +263,11 @@ func (f *fileNode) chunk(ctx context.Context, c *chunkMap, i int, random bool) (
 	return b, e
 }
 
-// blob returns the plaintext of chunk i through the blob cache, or the
-// errno to reply with.
-func (f *fileNode) blob(ctx context.Context, c *chunkMap, i int) ([]byte, syscall.Errno) {
+// blob returns the plaintext of chunk i through the blob cache, held for
+// the caller, or the errno to reply with.
+func (f *fileNode) blob(ctx context.Context, c *chunkMap, i int) (*cache.Blob, syscall.Errno) {
 	id := f.node.Content[i]
-	b, err := f.m.blobs.Get(ctx, id, f.m.blobLoader(id, c.size(i)))
+	b, err := f.m.blobs.Acquire(ctx, id, int(c.size(i))+loadSlack, f.m.blobLoader(id, c.size(i)))
 	if err != nil {
 		e := errno(ctx, err)
 		if e == syscall.EIO {
@@ -275,10 +278,36 @@ func (f *fileNode) blob(ctx context.Context, c *chunkMap, i int) ([]byte, syscal
 	return b, 0
 }
 
-// blobLoader returns the function that loads blob id of the given length.
-func (m *mountFS) blobLoader(id crypto.ID, want int64) func(ctx context.Context) ([]byte, error) {
-	return func(ctx context.Context) ([]byte, error) {
-		b, err := m.repo.LoadBlob(ctx, id, nil)
+// loadSlack is the spare capacity a blob's buffer gets past its length: the
+// repository decodes a compressed blob into a buffer only with that much to
+// spare (repo's decodeSlack), else it makes a new one.
+const loadSlack = 64
+
+// blobResult is the reply to a read served from a cached blob without a
+// copy: it holds the blob until go-fuse has written the reply to the kernel
+// and calls Done (after Read has returned). The mount never sets go-fuse's
+// DisableSplice, whose path calls Done before it writes.
+type blobResult struct {
+	b    *cache.Blob
+	data []byte
+	done atomic.Bool
+}
+
+func (r *blobResult) Size() int { return len(r.data) }
+
+func (r *blobResult) Bytes(buf []byte) ([]byte, fuse.Status) { return r.data, fuse.OK }
+
+func (r *blobResult) Done() {
+	if !r.done.Swap(true) {
+		r.b.Release()
+	}
+}
+
+// blobLoader returns the function that loads blob id of the given length,
+// into buf when it has room.
+func (m *mountFS) blobLoader(id crypto.ID, want int64) func(ctx context.Context, buf []byte) ([]byte, error) {
+	return func(ctx context.Context, buf []byte) ([]byte, error) {
+		b, err := m.repo.LoadBlob(ctx, id, buf)
 		if err != nil {
 			return nil, err
 		}

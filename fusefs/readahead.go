@@ -32,7 +32,7 @@ type readAhead struct {
 	repo  Repository
 	blobs *cache.BlobCache
 	// loadBlob returns the loader of one blob of the given length.
-	loadBlob func(id crypto.ID, want int64) func(ctx context.Context) ([]byte, error)
+	loadBlob func(id crypto.ID, want int64) func(ctx context.Context, buf []byte) ([]byte, error)
 	// loadTree loads a tree through the tree cache; hasTree reports whether
 	// it is cached.
 	loadTree func(ctx context.Context, id crypto.ID) (*tree.Compact, error)
@@ -117,10 +117,14 @@ func (ra *readAhead) blob(id crypto.ID, want int64, then func([]byte)) bool {
 	}
 	go func() {
 		defer ra.release()
-		b, err := ra.blobs.Get(ra.ctx, id, ra.loadBlob(id, want))
-		if err == nil && then != nil {
-			then(b)
+		b, err := ra.blobs.Acquire(ra.ctx, id, int(want)+loadSlack, ra.loadBlob(id, want))
+		if err != nil {
+			return
 		}
+		if then != nil {
+			then(b.Bytes()) // done with the bytes when it returns
+		}
+		b.Release()
 	}()
 	return true
 }
@@ -235,7 +239,9 @@ func (ra *readAhead) sequentialWorker(f *fileNode, h *readerState, c *chunkMap) 
 		// A chunk the reader has passed meanwhile needs no loading: it may
 		// even have been evicted behind the reader.
 		if c.starts[k+1] > h.next.Load() {
-			_, _ = ra.blobs.Get(ra.ctx, id, ra.loadBlob(id, c.size(k)))
+			if b, err := ra.blobs.Acquire(ra.ctx, id, int(c.size(k))+loadSlack, ra.loadBlob(id, c.size(k))); err == nil {
+				b.Release()
+			}
 		}
 		ra.release()
 	}
@@ -276,7 +282,7 @@ func advance(v *atomic.Int64, to int64) bool {
 // (it drops them under memory pressure and the next read comes back here).
 // It runs after the read's reply has gone out: the kernel locks the pages a
 // READ fills, and a store into them before the reply would wait on itself.
-func (ra *readAhead) storeChunk(f *fileNode, c *chunkMap, i int, b []byte) {
+func (ra *readAhead) storeChunk(f *fileNode, c *chunkMap, i int, blob *cache.Blob) {
 	if c.stored[i].Load() {
 		return // the common case on a random reader's later reads
 	}
@@ -287,6 +293,7 @@ func (ra *readAhead) storeChunk(f *fileNode, c *chunkMap, i int, b []byte) {
 		return
 	}
 	off := c.starts[i]
+	b := blob.Bytes()
 	if size := int64(f.node.Size); off+int64(len(b)) > size {
 		// Content longer than the file's size (a damaged tree): a store
 		// past the end would make the kernel grow the file.
@@ -300,7 +307,11 @@ func (ra *readAhead) storeChunk(f *fileNode, c *chunkMap, i int, b []byte) {
 	if h := f.reader(); h.next.Load() < off+int64(len(b)) && h.next.Load() >= off {
 		h.next.Store(off + int64(len(b)))
 	}
-	go func() { _ = f.WriteCache(off, b) }()
+	blob.Hold() // for the store, which outlives the read
+	go func() {
+		defer blob.Release()
+		_ = f.WriteCache(off, b)
+	}()
 }
 
 // siblings starts loading the first chunk of the files that follow name in
