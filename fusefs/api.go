@@ -47,7 +47,10 @@
 //     cache of a few MiB).
 //     A read finds the chunk that holds its offset (binary search over
 //     cumulative chunk sizes) and takes the blob from here, loading it once
-//     however many readers ask.
+//     however many readers ask. A blob counts its holders (the cache, a
+//     reply until go-fuse has written it, a page-cache store); when the
+//     last lets go, its buffer is decoded into by a later load instead of
+//     fresh memory being zeroed for it.
 //  3. The repository and the backend: index lookup, one ranged read of the
 //     blob, open, decompress, verify the id. What the backend does below
 //     that (the local backend's page-cache checks, O_DIRECT for large
