@@ -30,6 +30,18 @@ func newRepo(t *testing.T, s *testserver.SSHD) (sftp.Config, string) {
 	return cfg, dir
 }
 
+// create lays out a repository with cfg; its backend is closed when the
+// test ends.
+func create(t *testing.T, cfg sftp.Config) *sftp.Backend {
+	t.Helper()
+	be, err := sftp.Create(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() })
+	return be
+}
+
 func TestConformance(t *testing.T) {
 	s := testserver.StartSSHD(t)
 	conformance.Run(t, func(t *testing.T) backend.Backend {
@@ -159,11 +171,7 @@ func TestPackHandlesForgotten(t *testing.T) {
 	cfg, _ := newRepo(t, s)
 	cfg.Connections = 2
 	ctx := context.Background()
-	be, err := sftp.Create(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.Close()
+	be := create(t, cfg)
 	h := backend.Handle{Type: backend.PackFile, Name: strings.Repeat("ab", 32)}
 	old := []byte(strings.Repeat("old pack ", 1000))
 	if err := be.Save(ctx, h, old); err != nil {
@@ -376,11 +384,7 @@ func TestConnectionsAndRates(t *testing.T) {
 	cfg, _ := newRepo(t, s)
 	cfg.Connections = 2
 	ctx := context.Background()
-	be, err := sftp.Create(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer be.Close()
+	be := create(t, cfg)
 	data := make([]byte, 4<<20)
 	h := backend.Handle{Type: backend.PackFile, Name: strings.Repeat("aa", 32)}
 	if err := be.Save(ctx, h, data); err != nil {
