@@ -81,6 +81,7 @@ func (kf *KeyFile) userKey(password string) (*Key, error) {
 	if len(kf.Salt) < 8 || len(kf.Salt) > 64 {
 		return nil, fmt.Errorf("key file has invalid salt length %d", len(kf.Salt))
 	}
+	prepareKDFMemory(int(kf.Memory) << 10)
 	raw := argon2.IDKey([]byte(password), kf.Salt, kf.Time, kf.Memory, kf.Threads, MasterKeySize)
 	return KeyFromMaster(raw)
 }

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package crypto
+
+// prepareKDFMemory: see kdfmem_linux.go; elsewhere nothing is done.
+func prepareKDFMemory(int) {}
