@@ -255,7 +255,7 @@ func runBackup(c *cli.Context) error {
 		opts.Time = ts
 	}
 
-	r, closeRepo, err := e.openLocked(repo.LockShared, false, true)
+	r, closeRepo, err := e.openLocked(repo.LockShared, false, loadIndexSnapshots)
 	if err != nil {
 		return err
 	}

@@ -70,7 +70,7 @@ func runCheck(c *cli.Context) error {
 		}
 		opts.ReadData, opts.Subset = true, sub
 	}
-	r, closeRepo, err := e.openLocked(repo.LockRead, true, false)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, loadNothing)
 	if err != nil {
 		return err
 	}

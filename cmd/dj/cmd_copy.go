@@ -63,12 +63,12 @@ func runCopy(c *cli.Context) error {
 	if _, err := from.location(); err != nil {
 		return err
 	}
-	dst, closeDst, err := e.openLocked(repo.LockShared, false, true)
+	dst, closeDst, err := e.openLocked(repo.LockShared, false, loadIndexSnapshots)
 	if err != nil {
 		return err
 	}
 	defer closeDst()
-	src, closeSrc, err := from.openLocked(repo.LockRead, true, true)
+	src, closeSrc, err := from.openLocked(repo.LockRead, true, loadIndexSnapshots)
 	if errors.Is(err, repo.ErrWrongPassword) {
 		// Not wrapped: the general hint names the target's password flags.
 		return exitCodeErr{code: exitWrongPass, err: fmt.Errorf("source: %v (check the password, or DJ_FROM_PASSWORD / --from-password-file)", err)}

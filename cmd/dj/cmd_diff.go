@@ -37,7 +37,7 @@ func runDiff(c *cli.Context) error {
 	if c.NArg() < 2 || c.NArg() > 3 {
 		return usageError("diff needs two snapshot IDs and optionally a path")
 	}
-	r, closeRepo, err := e.openLocked(repo.LockRead, true, true)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, loadIndexSnapshots)
 	if err != nil {
 		return err
 	}

@@ -126,7 +126,7 @@ func runFind(c *cli.Context) error {
 		return usageError("%v", err)
 	}
 
-	r, closeRepo, err := e.openLocked(repo.LockRead, true, true)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, loadIndexSnapshots)
 	if err != nil {
 		return err
 	}

@@ -58,7 +58,7 @@ func runLs(c *cli.Context) error {
 	if c.NArg() < 1 {
 		return usageError("ls needs a snapshot ID")
 	}
-	r, closeRepo, err := e.openLocked(repo.LockRead, true, true)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, loadIndexSnapshots)
 	if err != nil {
 		return err
 	}

@@ -226,7 +226,7 @@ func startMap(e *env, c *cli.Context) (mapState, *fusefs.Mounted, error) {
 	if err != nil || cacheSize < 1<<20 {
 		return mapState{}, nil, usageError("--cache-size: want a size of at least 1M, got %q", c.String("cache-size"))
 	}
-	r, closeRepo, err := e.openLocked(repo.LockRead, true, true)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, loadIndexSnapshots)
 	if err != nil {
 		return mapState{}, nil, err
 	}

@@ -52,7 +52,7 @@ Examples:
 			if archive != "tar" && archive != "zip" && archive != "vma" {
 				return usageError("unknown archive format %q (want tar, zip or vma)", archive)
 			}
-			r, closeRepo, err := e.openLocked(repo.LockRead, true, true)
+			r, closeRepo, err := e.openLocked(repo.LockRead, true, loadIndexSnapshots)
 			if err != nil {
 				return err
 			}

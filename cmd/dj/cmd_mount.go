@@ -104,7 +104,7 @@ func runMount(c *cli.Context) error {
 	if err := refuseInsideRepo(loc, mnt); err != nil {
 		return err
 	}
-	r, closeRepo, err := e.openLocked(repo.LockRead, true, true)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, loadIndexSnapshots)
 	if err != nil {
 		return err
 	}

@@ -164,7 +164,7 @@ func runPVEBackup(c *cli.Context) error {
 	if mode != "snapshot" && mode != "suspend" && mode != "stop" {
 		return usageError("--mode: want snapshot, suspend or stop, got %q", mode)
 	}
-	r, closeRepo, err := e.openLocked(repo.LockShared, false, true)
+	r, closeRepo, err := e.openLocked(repo.LockShared, false, loadIndex)
 	if err != nil {
 		return err
 	}
@@ -228,7 +228,7 @@ func runPVERestore(c *cli.Context) error {
 		return err
 	}
 	extra := c.Args().Slice()[2:]
-	r, closeRepo, err := e.openLocked(repo.LockRead, true, true)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, loadIndexSnapshots)
 	if err != nil {
 		return err
 	}
@@ -320,7 +320,7 @@ func runPVEHook(c *cli.Context) error {
 	if format == "tar" || os.Getenv("VMTYPE") == "lxc" {
 		name = "ct-" + vmid + ".tar"
 	}
-	r, closeRepo, err := e.openLocked(repo.LockShared, false, true)
+	r, closeRepo, err := e.openLocked(repo.LockShared, false, loadIndex)
 	if err != nil {
 		return err
 	}

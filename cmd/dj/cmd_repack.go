@@ -44,7 +44,7 @@ Examples:
 			if opts.InstantDelete {
 				kind = repo.LockExclusive
 			}
-			r, closeRepo, err := e.openLocked(kind, false, true)
+			r, closeRepo, err := e.openLocked(kind, false, loadIndex)
 			if err != nil {
 				return err
 			}

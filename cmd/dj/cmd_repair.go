@@ -48,7 +48,7 @@ Examples:
 
 func runRepairIndex(c *cli.Context) error {
 	e := newEnv(c)
-	r, closeRepo, err := e.openLocked(repo.LockMaintenance, false, false)
+	r, closeRepo, err := e.openLocked(repo.LockMaintenance, false, loadNothing)
 	if err != nil {
 		return err
 	}
@@ -119,7 +119,7 @@ Examples:
 
 func runRepairSnapshots(c *cli.Context) error {
 	e := newEnv(c)
-	r, closeRepo, err := e.openLocked(repo.LockMaintenance, false, false)
+	r, closeRepo, err := e.openLocked(repo.LockMaintenance, false, loadNothing)
 	if err != nil {
 		return err
 	}

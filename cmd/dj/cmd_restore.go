@@ -56,7 +56,7 @@ func runRestore(c *cli.Context) error {
 		return usageError("restore needs exactly one snapshot ID (SNAPSHOT or SNAPSHOT:PATH)")
 	}
 	ref, sub, _ := strings.Cut(c.Args().First(), ":")
-	r, closeRepo, err := e.openLocked(repo.LockRead, true, true)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, loadIndexSnapshots)
 	if err != nil {
 		return err
 	}

@@ -111,7 +111,7 @@ func runRewrite(c *cli.Context) error {
 	if opts.DryRun {
 		kind, readOnly = repo.LockRead, true
 	}
-	r, closeRepo, err := e.openLocked(kind, readOnly, true)
+	r, closeRepo, err := e.openLocked(kind, readOnly, loadIndexSnapshots)
 	if err != nil {
 		return err
 	}

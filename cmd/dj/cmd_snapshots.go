@@ -83,7 +83,7 @@ type snapshotGroupJSON struct {
 
 func runSnapshots(c *cli.Context) error {
 	e := newEnv(c)
-	r, closeRepo, err := e.openLocked(repo.LockRead, true, false)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, loadNothing)
 	if err != nil {
 		return err
 	}

@@ -47,7 +47,7 @@ func runStats(c *cli.Context) error {
 	if err != nil {
 		return usageError("--mode: %v", err)
 	}
-	r, closeRepo, err := e.openLocked(repo.LockRead, true, false)
+	r, closeRepo, err := e.openLocked(repo.LockRead, true, loadNothing)
 	if err != nil {
 		return err
 	}

@@ -72,7 +72,7 @@ func runTag(c *cli.Context) error {
 	opts.Logf = e.verboseLogf()
 	// A maintenance lock: tag replaces snapshot files, so it must not run
 	// beside another tag, rewrite, repair or prune; backups and mounts go on.
-	r, closeRepo, err := e.openLocked(repo.LockMaintenance, false, false)
+	r, closeRepo, err := e.openLocked(repo.LockMaintenance, false, loadNothing)
 	if err != nil {
 		return err
 	}

@@ -313,11 +313,23 @@ func (e *env) openRepo(loadIndex bool) (*repo.Repository, error) {
 	return r, nil
 }
 
+// repoLoad says what openLocked loads once the lock is held.
+type repoLoad int
+
+const (
+	loadNothing repoLoad = iota
+	loadIndex
+	// loadIndexSnapshots: the index, and for a remote repository the
+	// snapshots too, in the background (Repository.PrefetchSnapshots),
+	// for a command that looks them up.
+	loadIndexSnapshots
+)
+
 // openLocked opens the repository, takes the lock, and only then loads the
-// index (with loadIndex). The order matters: an index read before the lock
+// index (unless load is loadNothing). The order matters: an index read before the lock
 // may name packs that a prune deletes in between, and a backup would then
 // deduplicate against data that is gone.
-func (e *env) openLocked(kind repo.LockKind, readOnly, loadIndex bool) (*repo.Repository, func(), error) {
+func (e *env) openLocked(kind repo.LockKind, readOnly bool, load repoLoad) (*repo.Repository, func(), error) {
 	r, err := e.openRepo(false)
 	if err != nil {
 		return nil, nil, err
@@ -327,11 +339,10 @@ func (e *env) openLocked(kind repo.LockKind, readOnly, loadIndex bool) (*repo.Re
 		r.Close()
 		return nil, nil, err
 	}
-	if loadIndex {
-		if e.remote() {
-			// Nearly every command that needs the index also needs
-			// the snapshots: across a network, list them while the
-			// index loads. Both listings follow the lock.
+	if load != loadNothing {
+		if load == loadIndexSnapshots && e.remote() {
+			// Across a network, list the snapshots while the index
+			// loads. Both listings follow the lock.
 			r.PrefetchSnapshots(e.ctx)
 		}
 		if _, err := r.LoadIndex(e.ctx, false); err != nil {
