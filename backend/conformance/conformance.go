@@ -50,6 +50,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		{"Canceled", testCanceled},
 		{"ListCanceled", testListCanceled},
 		{"Location", testLocation},
+		{"StaleTemp", testStaleTemp},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -525,5 +526,33 @@ func testListCanceled(t *testing.T, be backend.Backend) {
 func testLocation(t *testing.T, be backend.Backend) {
 	if be.Location() == "" {
 		t.Errorf("Location is empty")
+	}
+}
+
+// testStaleTemp: a backend that cleans up temporary files of killed
+// uploads (backend.TempCleaner) never takes a repository file for one,
+// however old the cutoff makes it; one large enough for a multipart
+// upload included.
+func testStaleTemp(t *testing.T, be backend.Backend) {
+	tc, ok := backend.As[backend.TempCleaner](be)
+	if !ok {
+		t.Skip("not a backend.TempCleaner")
+	}
+	ctx := context.Background()
+	var saved []backend.Handle
+	for i, typ := range backend.AllFileTypes {
+		saved = append(saved, save(t, be, typ, randomData(uint64(900+i), 100)))
+	}
+	saved = append(saved, save(t, be, backend.PackFile, randomData(999, 6<<20)))
+	for _, age := range []time.Duration{time.Hour, 0} {
+		n, err := tc.RemoveStaleTemp(ctx, age)
+		if err != nil || n != 0 {
+			t.Errorf("RemoveStaleTemp(%v) with no upload in progress: %d removed, %v", age, n, err)
+		}
+	}
+	for _, h := range saved {
+		if _, err := be.Stat(ctx, h); err != nil {
+			t.Errorf("Stat %v after RemoveStaleTemp: %v", h, err)
+		}
 	}
 }

@@ -2,12 +2,14 @@ package s3
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 	"golang.org/x/sync/errgroup"
 
 	"dj/backend"
@@ -73,15 +75,107 @@ func (b *Backend) saveMultipart(ctx context.Context, h backend.Handle, key strin
 		}
 	}
 	if err != nil {
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		_, _ = b.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
-			Bucket: aws.String(b.cfg.Bucket), Key: aws.String(key), UploadId: uploadID,
-		})
+		b.abortUpload(ctx, key, uploadID)
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w (%v)", ctx.Err(), err)
 		}
 		return err
 	}
 	return nil
+}
+
+// abortAttempts bounds how many times abortUpload aborts one upload.
+const abortAttempts = 5
+
+// abortUpload aborts a multipart upload until the server reports it gone.
+// A part whose request the server was still handling when the abort
+// arrived can land after it and bring the upload back with its parts (S3's
+// documentation: "it might be necessary to abort a given multipart upload
+// multiple times"), so after each abort the upload's parts are listed, at
+// once and once more a moment later, and the abort is repeated while they
+// are there. It runs even when ctx is canceled, bounded by a minute; what
+// it cannot remove (the server unreachable) a bucket lifecycle rule
+// (AbortIncompleteMultipartUpload) removes.
+func (b *Backend) abortUpload(ctx context.Context, key string, uploadID *string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	delay := 50 * time.Millisecond
+	for range abortAttempts {
+		_, _ = b.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+			Bucket: aws.String(b.cfg.Bucket), Key: aws.String(key), UploadId: uploadID,
+		})
+		gone, err := b.uploadGone(ctx, key, uploadID)
+		if err == nil && gone {
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return
+			}
+			gone, err = b.uploadGone(ctx, key, uploadID)
+		}
+		if err != nil || gone {
+			return
+		}
+		delay *= 2
+	}
+}
+
+// uploadGone reports whether the server no longer knows the upload.
+func (b *Backend) uploadGone(ctx context.Context, key string, uploadID *string) (bool, error) {
+	_, err := b.client.ListParts(ctx, &s3.ListPartsInput{
+		Bucket: aws.String(b.cfg.Bucket), Key: aws.String(key), UploadId: uploadID, MaxParts: aws.Int32(1),
+	})
+	switch {
+	case err == nil:
+		return false, nil
+	case isNoSuchUpload(err):
+		return true, nil
+	}
+	return false, err
+}
+
+// RemoveStaleTemp aborts the multipart uploads of repository files that
+// were started more than age ago and never completed (a killed backup or
+// prune, a lost connection), so that their parts stop costing storage,
+// and returns how many it aborted. Only keys in the repository's folders
+// are touched: other uploads in a shared bucket are not dj's to end.
+func (b *Backend) RemoveStaleTemp(ctx context.Context, age time.Duration) (int, error) {
+	cutoff := b.now().Add(-age)
+	aborted := 0
+	for _, t := range backend.AllFileTypes {
+		if t == backend.ConfigFile {
+			continue
+		}
+		p := s3.NewListMultipartUploadsPaginator(b.client, &s3.ListMultipartUploadsInput{
+			Bucket: aws.String(b.cfg.Bucket), Prefix: aws.String(b.join(string(t) + "/")),
+		})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return aborted, fmt.Errorf("list multipart uploads: %w", convert(ctx, err))
+			}
+			for _, u := range page.Uploads {
+				if u.Key == nil || u.UploadId == nil || u.Initiated == nil || u.Initiated.After(cutoff) {
+					continue
+				}
+				_, err := b.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+					Bucket: aws.String(b.cfg.Bucket), Key: u.Key, UploadId: u.UploadId,
+				})
+				if err != nil && !isNoSuchUpload(err) {
+					return aborted, fmt.Errorf("abort multipart upload of %s: %w", *u.Key, convert(ctx, err))
+				}
+				if err == nil {
+					aborted++
+				}
+			}
+		}
+	}
+	return aborted, nil
+}
+
+// isNoSuchUpload reports whether err is the server's answer that it does
+// not know the multipart upload (aborted or completed).
+func isNoSuchUpload(err error) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && ae.ErrorCode() == "NoSuchUpload"
 }

@@ -73,6 +73,7 @@ type Backend struct {
 var (
 	_ backend.Backend     = (*Backend)(nil)
 	_ backend.RangeLoader = (*Backend)(nil)
+	_ backend.TempCleaner = (*Backend)(nil)
 	_ backend.IntoLoader  = (*Backend)(nil)
 )
 

@@ -25,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 
 	"dj/backend"
 	"dj/backend/conformance"
@@ -462,6 +463,109 @@ func TestCanceledMultipart(t *testing.T) {
 	}
 }
 
+// TestAbortedUploadRevived: a part that the server finishes after the
+// abort (its request was on the way, or held by a proxy, when the upload
+// was canceled) brings the upload back, as S3's documentation warns; dj
+// aborts again until the server reports the upload gone, so no parts stay
+// behind to be billed. The recorder holds part 1 and hands it to the
+// server right after the first abort.
+func TestAbortedUploadRevived(t *testing.T) {
+	srv := server(t)
+	rec := newRecorder(t, srv.URL)
+	cfg := newBucket(t, rec.srv.URL, map[string]string{"s3.part-size": "5"})
+	be := create(t, cfg)
+	defer be.Close()
+	data := random(t, 30<<20)
+	h := handleOf(backend.PackFile, data)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	held := make(chan *http.Request, 1)
+	isHeld := make(chan struct{})
+	var landed atomic.Bool
+	rec.mu.Lock()
+	rec.serve = func(w http.ResponseWriter, req *http.Request, proxy http.Handler) {
+		switch {
+		case req.URL.Query().Get("partNumber") == "1":
+			body, err := io.ReadAll(req.Body)
+			if err != nil {
+				t.Errorf("read part 1: %v", err)
+				return
+			}
+			late := req.Clone(context.Background())
+			late.Body = io.NopCloser(bytes.NewReader(body))
+			late.ContentLength = int64(len(body))
+			held <- late
+			close(isHeld)
+			<-req.Context().Done() // the client gives up on it
+		case req.URL.Query().Get("partNumber") == "2":
+			<-isHeld
+			cancel()
+			proxy.ServeHTTP(w, req)
+		case req.Method == http.MethodDelete && strings.Contains(req.URL.RawQuery, "uploadId="):
+			// The server streams request bodies: once all but the last
+			// byte of the held part have gone through, its handler is
+			// past the check that the upload exists. The abort is served
+			// then, and the last byte after it.
+			abort := httptest.NewRecorder()
+			select {
+			case late := <-held:
+				body, _ := io.ReadAll(late.Body)
+				pr, pw := io.Pipe()
+				late.Body = pr
+				late.Header.Del("Expect")
+				part := httptest.NewRecorder()
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					proxy.ServeHTTP(part, late)
+					_ = pr.Close() // the server answered: stop writing
+				}()
+				_, _ = pw.Write(body[:len(body)-1])
+				proxy.ServeHTTP(abort, req)
+				_, _ = pw.Write(body[len(body)-1:])
+				_ = pw.Close()
+				<-done
+				landed.Store(part.Code == http.StatusOK)
+			default:
+				proxy.ServeHTTP(abort, req)
+			}
+			for k, v := range abort.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(abort.Code)
+			_, _ = w.Write(abort.Body.Bytes())
+		default:
+			proxy.ServeHTTP(w, req)
+		}
+	}
+	rec.mu.Unlock()
+	if err := be.Save(ctx, h, data); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Save canceled during its parts: %v", err)
+	}
+	if !landed.Load() {
+		t.Fatalf("the held part did not land after the abort: the test did not make the race")
+	}
+	// versitygw leaves a revived upload out of its listing (its object
+	// folder lost its attributes with the abort), so ask for its parts.
+	var uploadID string
+	rec.mu.Lock()
+	for _, q := range rec.reqs {
+		if q.method == http.MethodDelete {
+			v, _ := url.ParseQuery(q.query)
+			uploadID = v.Get("uploadId")
+		}
+	}
+	rec.mu.Unlock()
+	c := client(t, srv)
+	_, err := c.ListParts(context.Background(), &awss3.ListPartsInput{
+		Bucket: aws.String(cfg.Bucket), Key: aws.String(strings.TrimPrefix(rec.puts(h.Name)[0].path, "/"+cfg.Bucket+"/")), UploadId: aws.String(uploadID),
+	})
+	var ae smithy.APIError
+	if !errors.As(err, &ae) || ae.ErrorCode() != "NoSuchUpload" {
+		t.Errorf("ListParts of the upload after Save failed: %v, want NoSuchUpload: its parts were left behind", err)
+	}
+}
+
 // TestSSE: the encryption options reach the server with every request
 // that needs them: SSE-S3 and SSE-KMS on uploads, SSE-C's key also on
 // every read.
@@ -667,4 +771,55 @@ func handleOf(typ backend.FileType, data []byte) backend.Handle {
 	}
 	sum := sha256.Sum256(data)
 	return backend.Handle{Type: typ, Name: hex.EncodeToString(sum[:])}
+}
+
+// TestRemoveStaleTemp: prune's cleanup of temporary files aborts the
+// multipart uploads a killed process left in the repository's folders
+// once they are older than the age asked, and no other upload of the
+// bucket.
+func TestRemoveStaleTemp(t *testing.T) {
+	srv := server(t)
+	cfg := newBucket(t, srv.URL, nil)
+	be := create(t, cfg)
+	defer be.Close()
+	ctx := context.Background()
+	c := client(t, srv)
+	start := func(key string) *string {
+		out, err := c.CreateMultipartUpload(ctx, &awss3.CreateMultipartUploadInput{Bucket: aws.String(cfg.Bucket), Key: aws.String(key)})
+		if err != nil {
+			t.Fatalf("CreateMultipartUpload %s: %v", key, err)
+		}
+		_, err = c.UploadPart(ctx, &awss3.UploadPartInput{
+			Bucket: aws.String(cfg.Bucket), Key: aws.String(key), UploadId: out.UploadId,
+			PartNumber: aws.Int32(1), Body: bytes.NewReader(random(t, 1000)),
+		})
+		if err != nil {
+			t.Fatalf("UploadPart %s: %v", key, err)
+		}
+		return out.UploadId
+	}
+	pack := cfg.Prefix + "/data/ab/" + strings.Repeat("ab", 32)
+	index := cfg.Prefix + "/index/" + strings.Repeat("cd", 32)
+	other := "elsewhere/data/ab/" + strings.Repeat("ab", 32)
+	for _, k := range []string{pack, index, other} {
+		start(k)
+	}
+	if n, err := be.RemoveStaleTemp(ctx, time.Hour); err != nil || n != 0 {
+		t.Errorf("RemoveStaleTemp(1h) of fresh uploads: %d aborted, %v; want 0", n, err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the server keeps whole seconds
+	if n, err := be.RemoveStaleTemp(ctx, time.Second); err != nil || n != 2 {
+		t.Errorf("RemoveStaleTemp(1s): %d aborted, %v; want the 2 in the repository", n, err)
+	}
+	out, err := c.ListMultipartUploads(ctx, &awss3.ListMultipartUploadsInput{Bucket: aws.String(cfg.Bucket)})
+	if err != nil {
+		t.Fatalf("ListMultipartUploads: %v", err)
+	}
+	var left []string
+	for _, u := range out.Uploads {
+		left = append(left, *u.Key)
+	}
+	if len(left) != 1 || left[0] != other {
+		t.Errorf("uploads left: %q, want only %q", left, other)
+	}
 }
