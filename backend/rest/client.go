@@ -60,7 +60,10 @@ type Client struct {
 	location string
 }
 
-var _ backend.Backend = (*Client)(nil)
+var (
+	_ backend.Backend     = (*Client)(nil)
+	_ backend.RangeLoader = (*Client)(nil)
+)
 
 // Open connects to the repository at rawURL (http or https, optionally
 // with user:password@ for basic authentication). It checks that the
@@ -315,14 +318,29 @@ func (c *Client) send(ctx context.Context, op, method string, h backend.Handle, 
 // Load downloads length bytes of h from offset on (to the end when length
 // is 0) with one ranged GET.
 func (c *Client) Load(ctx context.Context, h backend.Handle, offset int64, length int) ([]byte, error) {
-	data, err := c.load(ctx, h, offset, length)
+	data, err := c.load(ctx, h, offset, length, nil)
 	if err != nil {
 		return nil, fmt.Errorf("load %v: %w", h, err)
 	}
 	return data, nil
 }
 
-func (c *Client) load(ctx context.Context, h backend.Handle, offset int64, length int) ([]byte, error) {
+// LoadRange reads a range into buf when it has room for it (see
+// backend.RangeLoader): a read of many blobs reuses its buffers instead of
+// making (and faulting in) a fresh one per request.
+func (c *Client) LoadRange(ctx context.Context, h backend.Handle, offset int64, length int, buf []byte) ([]byte, error) {
+	if length == 0 {
+		buf = nil
+	}
+	data, err := c.load(ctx, h, offset, length, buf)
+	if err != nil {
+		return nil, fmt.Errorf("load %v: %w", h, err)
+	}
+	return data, nil
+}
+
+// load reads a range of h; the body goes into buf when it has room.
+func (c *Client) load(ctx context.Context, h backend.Handle, offset int64, length int, buf []byte) ([]byte, error) {
 	u, err := c.fileURL(h)
 	if err != nil {
 		return nil, err
@@ -352,7 +370,7 @@ func (c *Client) load(ctx context.Context, h backend.Handle, offset int64, lengt
 		if length > 0 {
 			limit = offset + int64(length)
 		}
-		data, err := readBody(ctx, resp, limit)
+		data, err := readBody(ctx, resp, limit, buf)
 		if err != nil {
 			return nil, err
 		}
@@ -371,7 +389,7 @@ func (c *Client) load(ctx context.Context, h backend.Handle, offset int64, lengt
 		if !ok || first != offset {
 			return nil, fmt.Errorf("server sent range %q for a request from offset %d", resp.Header.Get("Content-Range"), offset)
 		}
-		data, err := readBody(ctx, resp, limit)
+		data, err := readBody(ctx, resp, limit, buf)
 		if err != nil {
 			return nil, err
 		}
@@ -446,30 +464,35 @@ func parseContentRange(s string) (first, last, size int64, ok bool) {
 	return first, last, size, true
 }
 
-// readBody reads a response body of at most limit bytes, allocating by the
-// announced length only within that bound.
-func readBody(ctx context.Context, resp *http.Response, limit int64) ([]byte, error) {
+// readBody reads a response body of at most limit bytes: into buf when its
+// announced length fits buf's capacity, otherwise into a buffer made by
+// the announced length (only within the bound).
+func readBody(ctx context.Context, resp *http.Response, limit int64, buf []byte) ([]byte, error) {
 	if resp.ContentLength > limit {
 		return nil, fmt.Errorf("server sent %d bytes, more than the %d asked for", resp.ContentLength, limit)
 	}
 	body := resp.Body // guarded against stalls by do
 	if resp.ContentLength >= 0 {
 		// net/http never delivers more than the announced length.
-		buf := make([]byte, resp.ContentLength)
+		if int64(cap(buf)) >= resp.ContentLength {
+			buf = buf[:resp.ContentLength]
+		} else {
+			buf = make([]byte, resp.ContentLength)
+		}
 		if _, err := io.ReadFull(body, buf); err != nil {
 			return nil, transportError(ctx, err)
 		}
 		return buf, nil
 	}
-	var buf bytes.Buffer
-	n, err := buf.ReadFrom(io.LimitReader(body, limit+1))
+	var grown bytes.Buffer
+	n, err := grown.ReadFrom(io.LimitReader(body, limit+1))
 	if err != nil {
 		return nil, transportError(ctx, err)
 	}
 	if n > limit {
 		return nil, fmt.Errorf("server sent more than the %d bytes asked for", limit)
 	}
-	return buf.Bytes(), nil
+	return grown.Bytes(), nil
 }
 
 // Stat returns the size of h and its modification time from the
@@ -546,7 +569,7 @@ func (c *Client) list(ctx context.Context, t backend.FileType, fn func(backend.F
 		return fail(resp, backend.Handle{Type: t})
 	}
 	now := time.Now()
-	body, err := readBody(ctx, resp, maxListing)
+	body, err := readBody(ctx, resp, maxListing, nil)
 	if err != nil {
 		return err
 	}
