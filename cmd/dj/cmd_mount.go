@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"dj/fusefs"
+	"dj/internal/hugeheap"
 	"dj/repo"
 	"dj/repo/snapshot"
 	"dj/repo/tree"
@@ -104,14 +105,18 @@ func runMount(c *cli.Context) error {
 	if err := refuseInsideRepo(loc, mnt); err != nil {
 		return err
 	}
+	hugeMountHeap(e.ctx, cacheSize)
 	r, closeRepo, err := e.openLocked(repo.LockRead, true, loadIndexSnapshots)
 	if err != nil {
 		return err
 	}
 	defer closeRepo()
 	// The cache is the mount's memory, with room for the loads in flight
-	// and the inodes of what the kernel has looked up.
-	setMemoryLimit(cacheSize + 64<<20)
+	// and the inodes of what the kernel has looked up. (64 MiB of room
+	// before the huge pages; with them the peak of a long random read
+	// rose 9 MiB, and 48 MiB of room brought it back below where it was:
+	// 606 -> 601 MiB for fio over the default cache.)
+	setMemoryLimit(cacheSize + 48<<20)
 	logf := mountLogf(e.stderr)
 	opts := fusefs.Options{
 		Filter: filterFromFlags(c), PathTemplates: c.StringSlice("path-template"), TimeTemplate: c.String("time-template"),
@@ -193,3 +198,28 @@ func refuseInsideRepo(loc, mnt string) error {
 	}
 	return nil
 }
+
+// hugeMountHeap backs the mount's heap with transparent huge pages: a cold
+// read streams every blob through a buffer of the cache, and the faults of
+// fresh 4 KiB pages were a sixth of the mount's CPU on this project's
+// machines. Address space for the cache (at most maxHugeReserve, and a
+// quarter of an address-space limit) is marked before first use, and the
+// heap's later growth every hugeAdviseInterval. Paired runs on
+// 2026-12-06 (cold page cache, default cache): cat of a 1 GiB file 523 ->
+// 582 MB/s and CPU 2.74 -> 2.44 s; tar of the Go tree 3.86 -> 3.22 s and
+// CPU 4.08 -> 3.16 s, peak RSS 275 -> 295 MiB. Backup (-5% time, +10%
+// peak RSS) and restore (no gain, +10% peak RSS) do not do it.
+func hugeMountHeap(ctx context.Context, cacheSize int64) {
+	n := min(cacheSize+64<<20, maxHugeReserve)
+	if c := addressSpaceCap(); c > 0 {
+		n = min(n, c/4)
+	}
+	hugeheap.Reserve(int(n))
+	hugeheap.Keep(ctx, hugeAdviseInterval)
+}
+
+// Limits of hugeMountHeap.
+const (
+	maxHugeReserve     = 1 << 30
+	hugeAdviseInterval = time.Second
+)
