@@ -162,6 +162,13 @@ func (p *DelayProxy) serve(client net.Conn) {
 	wg.Wait()
 }
 
+// readSize is the proxy's read size; a chunk of less than smallChunk is
+// copied out of the read buffer rather than taking it.
+const (
+	readSize   = 256 << 10
+	smallChunk = 64 << 10
+)
+
 // chunk is data read from one side, due for the other side at due.
 type chunk struct {
 	data []byte
@@ -175,6 +182,11 @@ type chunk struct {
 // even that the other closed; it ends when the proxy closes.
 func (p *DelayProxy) pipe(dst, src net.Conn, cf *connFault, chunks, bytes *atomic.Int64) {
 	queue := make(chan chunk, 4096)
+	// free holds the buffers of written chunks for the next reads: a copy
+	// into fresh memory per chunk made the proxy, not the network it
+	// stands for, the limit of a fast client (the harness's own page
+	// faults).
+	free := make(chan []byte, 64)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -190,6 +202,12 @@ func (p *DelayProxy) pipe(dst, src net.Conn, cf *connFault, chunks, bytes *atomi
 				failed = true
 				src.Close() // the reader stops; the queue drains
 			}
+			if cap(c.data) == readSize {
+				select {
+				case free <- c.data[:cap(c.data)]:
+				default:
+				}
+			}
 		}
 		switch {
 		case cf.isStalled():
@@ -199,8 +217,15 @@ func (p *DelayProxy) pipe(dst, src net.Conn, cf *connFault, chunks, bytes *atomi
 			}
 		}
 	}()
-	buf := make([]byte, 256<<10)
+	var buf []byte
 	for {
+		if buf == nil {
+			select {
+			case buf = <-free:
+			default:
+				buf = make([]byte, readSize)
+			}
+		}
 		n, err := src.Read(buf)
 		if n > 0 && !p.pass(cf, n, src, dst) {
 			n = 0 // dropped (src is closed now) or stalled
@@ -208,7 +233,15 @@ func (p *DelayProxy) pipe(dst, src net.Conn, cf *connFault, chunks, bytes *atomi
 		if n > 0 {
 			chunks.Add(1)
 			bytes.Add(int64(n))
-			queue <- chunk{data: append([]byte(nil), buf[:n]...), due: time.Now().Add(p.Delay)}
+			data := buf[:n]
+			if n < smallChunk {
+				// A small chunk gets its own copy, so that a stream of
+				// them does not hold a large buffer each.
+				data = append([]byte(nil), data...)
+			} else {
+				buf = nil
+			}
+			queue <- chunk{data: data, due: time.Now().Add(p.Delay)}
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !cf.isStalled() {
