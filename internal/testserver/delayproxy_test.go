@@ -67,15 +67,19 @@ func TestDelayProxy(t *testing.T) {
 			}
 
 			// Bulk data arrives whole and in order, and its speed is not
-			// bound by the delay (8 MiB in 64 KiB writes would take
-			// seconds if each write waited for a round trip).
+			// bound by the delay: 8 MiB in 512 writes of 16 KiB would take
+			// 10 s at 10 ms if each write waited for a round trip; it
+			// must take less than half that (about 1 s here, more under
+			// the race detector on a loaded machine).
+			const write = 16 << 10
 			data := make([]byte, 8<<20)
 			rand.Read(data)
+			bound := max(5*time.Second, time.Duration(len(data)/write)*tc.delay)
 			start = time.Now()
 			errc := make(chan error, 1)
 			go func() {
-				for off := 0; off < len(data); off += 64 << 10 {
-					if _, err := c.Write(data[off : off+64<<10]); err != nil {
+				for off := 0; off < len(data); off += write {
+					if _, err := c.Write(data[off : off+write]); err != nil {
 						errc <- err
 						return
 					}
@@ -92,8 +96,8 @@ func TestDelayProxy(t *testing.T) {
 			if !bytes.Equal(got, data) {
 				t.Fatalf("echoed %d bytes, not the %d sent", len(got), len(data))
 			}
-			if el := time.Since(start); el > 2*time.Second {
-				t.Errorf("8 MiB took %v through the proxy", el)
+			if el := time.Since(start); el > bound {
+				t.Errorf("8 MiB took %v through the proxy, more than %v", el, bound)
 			}
 
 			st := p.Stats()
