@@ -419,16 +419,33 @@ func TestMultipart(t *testing.T) {
 	}
 }
 
-// TestCanceledMultipart: a multipart upload whose context ends while its
-// parts go up is aborted and leaves neither an object nor an upload.
-func TestCanceledMultipart(t *testing.T) {
+// multipartUpload is the setting of the tests of canceled multipart
+// uploads: a backend with 5 MiB parts reaching the server through a
+// recorder, and 30 MiB to save (six parts).
+type multipartUpload struct {
+	srv  *testserver.S3Server
+	rec  *recorder
+	cfg  s3.Config
+	be   *s3.Backend
+	data []byte
+	h    backend.Handle
+}
+
+func newMultipartUpload(t *testing.T) multipartUpload {
 	srv := server(t)
 	rec := newRecorder(t, srv.URL)
 	cfg := newBucket(t, rec.srv.URL, map[string]string{"s3.part-size": "5"})
 	be := create(t, cfg)
-	defer be.Close()
+	t.Cleanup(func() { be.Close() })
 	data := random(t, 30<<20)
-	h := handleOf(backend.PackFile, data)
+	return multipartUpload{srv, rec, cfg, be, data, handleOf(backend.PackFile, data)}
+}
+
+// TestCanceledMultipart: a multipart upload whose context ends while its
+// parts go up is aborted and leaves neither an object nor an upload.
+func TestCanceledMultipart(t *testing.T) {
+	u := newMultipartUpload(t)
+	srv, rec, cfg, be, data, h := u.srv, u.rec, u.cfg, u.be, u.data, u.h
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rec.mu.Lock()
@@ -470,13 +487,8 @@ func TestCanceledMultipart(t *testing.T) {
 // behind to be billed. The recorder holds part 1 and hands it to the
 // server right after the first abort.
 func TestAbortedUploadRevived(t *testing.T) {
-	srv := server(t)
-	rec := newRecorder(t, srv.URL)
-	cfg := newBucket(t, rec.srv.URL, map[string]string{"s3.part-size": "5"})
-	be := create(t, cfg)
-	defer be.Close()
-	data := random(t, 30<<20)
-	h := handleOf(backend.PackFile, data)
+	u := newMultipartUpload(t)
+	srv, rec, cfg, be, data, h := u.srv, u.rec, u.cfg, u.be, u.data, u.h
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	held := make(chan *http.Request, 1)
