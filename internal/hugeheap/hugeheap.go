@@ -18,13 +18,17 @@ package hugeheap
 import (
 	"context"
 	"runtime"
+	"runtime/metrics"
 	"time"
 )
 
-// Keep calls Advise now and then every interval until ctx ends. Errors
-// are ignored: without the mark the heap works as before.
+// Keep calls Advise now, and then, until ctx ends, every interval in which
+// the heap's mappings grew (a cheap read of the runtime's metrics; the
+// maps file is read only then). Errors are ignored: without the mark the
+// heap works as before.
 func Keep(ctx context.Context, interval time.Duration) {
 	_, _ = Advise()
+	marked := heapMapped()
 	go func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
@@ -33,10 +37,32 @@ func Keep(ctx context.Context, interval time.Duration) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				_, _ = Advise()
+				if now := heapMapped(); now > marked {
+					_, _ = Advise()
+					marked = now
+				}
 			}
 		}
 	}()
+}
+
+// heapMapped returns the bytes of memory the runtime has mapped for its
+// heap (in use, free, or returned to the kernel but still mapped).
+func heapMapped() uint64 {
+	s := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/heap/released:bytes"},
+	}
+	metrics.Read(s)
+	var n uint64
+	for _, x := range s {
+		if x.Value.Kind() == metrics.KindUint64 {
+			n += x.Value.Uint64()
+		}
+	}
+	return n
 }
 
 // Reserve grows the heap by n bytes of address space and marks it for
@@ -48,6 +74,5 @@ func Reserve(n int) {
 	b := make([]byte, n)
 	_, _ = Advise()
 	runtime.KeepAlive(b)
-	b = nil
 	runtime.GC()
 }
