@@ -183,7 +183,7 @@ func (b *Backend) LoadRange(ctx context.Context, h backend.Handle, offset int64,
 				return err
 			}
 			defer c.packs.put(pf)
-			out, err = readRange(pf.f, offset, length, buf)
+			out, err = b.readRange(pf.f, offset, length, buf)
 			if err != nil && !isConnectionError(c, err) {
 				// Whatever went wrong, the next load opens the
 				// file again.
@@ -204,7 +204,7 @@ func (b *Backend) LoadRange(ctx context.Context, h backend.Handle, offset int64,
 				_ = f.Close()
 			}()
 		}()
-		out, err = readRange(f, offset, length, buf)
+		out, err = b.readRange(f, offset, length, buf)
 		return err
 	})
 	if err != nil {
@@ -215,9 +215,9 @@ func (b *Backend) LoadRange(ctx context.Context, h backend.Handle, offset int64,
 
 // readRange reads length bytes of f from offset into buf when it has room
 // (to the end of the file when length is 0).
-func readRange(f packFile, offset int64, length int, buf []byte) ([]byte, error) {
+func (b *Backend) readRange(f packFile, offset int64, length int, buf []byte) ([]byte, error) {
 	if length == 0 {
-		return readToEnd(f, offset, buf)
+		return b.readToEnd(f, offset, buf)
 	}
 	var out []byte
 	if buf != nil && cap(buf) >= length {
@@ -236,14 +236,17 @@ func readRange(f packFile, offset int64, length int, buf []byte) ([]byte, error)
 }
 
 // firstRead is how much of a file loaded whole is asked for together with
-// its size.
-const firstRead = 128 << 10
+// its size: one byte past a packet, so that pkg/sftp sends two reads at
+// once and takes a short first answer for the end of the file. A read of
+// at most one packet is retried from where a short answer ended, which
+// cost every small file (the config, a key, a lock, a snapshot, most index
+// files) a second round trip for the end-of-file answer.
+const firstRead = maxPacket + 1
 
 // readToEnd reads f from offset to its end, into buf when it has room. The
 // size and the first firstRead bytes are asked for at once: a whole small
-// file (a key, a lock, a snapshot, most index files) then costs one round
-// trip after the open, not two.
-func readToEnd(f packFile, offset int64, buf []byte) ([]byte, error) {
+// file then costs one round trip after the open.
+func (b *Backend) readToEnd(f packFile, offset int64, buf []byte) ([]byte, error) {
 	type stat struct {
 		size int64
 		err  error
@@ -257,9 +260,16 @@ func readToEnd(f packFile, offset int64, buf []byte) ([]byte, error) {
 		}
 		stated <- stat{size: fi.Size()}
 	}()
-	first := buf[:cap(buf)]
+	first, inBuf := buf[:cap(buf)], true
 	if len(first) < firstRead {
-		first = make([]byte, firstRead)
+		inBuf = false
+		p, _ := b.firstBufs.Get().(*[]byte)
+		if p == nil {
+			fresh := make([]byte, firstRead)
+			p = &fresh
+		}
+		defer b.firstBufs.Put(p)
+		first = *p
 	}
 	got, rerr := f.ReadAt(first[:firstRead], offset)
 	st := <-stated
@@ -270,23 +280,30 @@ func readToEnd(f packFile, offset int64, buf []byte) ([]byte, error) {
 		return nil, fmt.Errorf("offset %d past the end (%d bytes): %w", offset, st.size, io.ErrUnexpectedEOF)
 	}
 	n := int(st.size - offset)
-	if got >= n {
-		return first[:n], nil
+	if got < n {
+		if rerr != nil && !errors.Is(rerr, io.EOF) {
+			return nil, rerr
+		}
+		if got < firstRead {
+			// Shorter than its size said: the file changed, or the
+			// server answered short.
+			return nil, fmt.Errorf("read %d of %d bytes: %w", got, n, io.ErrUnexpectedEOF)
+		}
 	}
-	if rerr != nil && !errors.Is(rerr, io.EOF) {
-		return nil, rerr
-	}
-	if got < firstRead {
-		// Shorter than its size said: the file changed, or the server
-		// answered short.
-		return nil, fmt.Errorf("read %d of %d bytes: %w", got, n, io.ErrUnexpectedEOF)
-	}
-	out := first
-	if cap(out) < n {
+	var out []byte
+	switch {
+	case cap(buf) < n:
 		out = make([]byte, n)
-		copy(out, first[:got])
+		copy(out, first[:min(got, n)])
+	case inBuf: // first is buf
+		out = buf[:n]
+	default:
+		out = buf[:n]
+		copy(out, first[:min(got, n)])
 	}
-	out = out[:n]
+	if got >= n {
+		return out, nil
+	}
 	more, err := f.ReadAt(out[got:], offset+int64(got))
 	if got+more == n {
 		return out, nil

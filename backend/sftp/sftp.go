@@ -44,6 +44,10 @@ type Backend struct {
 	mu     sync.Mutex
 	slots  []*slot
 	closed bool
+
+	// firstBufs holds buffers of firstRead bytes for the first read of
+	// a file loaded whole (readToEnd).
+	firstBufs sync.Pool
 }
 
 // slot is one place for a connection; it is dialled when first needed
@@ -198,7 +202,7 @@ func mkdirAll(cl *sftp.Client, dir string) error {
 // Location returns the location as the user gave it.
 func (b *Backend) Location() string { return b.cfg.Location }
 
-// Close ends every SSH connection.
+// Close ends every SSH connection, all at once.
 func (b *Backend) Close() error {
 	b.mu.Lock()
 	b.closed = true
@@ -210,13 +214,23 @@ func (b *Backend) Close() error {
 		}
 	}
 	b.mu.Unlock()
-	var first error
-	for _, c := range conns {
-		if err := c.close(); err != nil && first == nil {
-			first = err
+	// At once: each waits a round trip or two for its ssh to end.
+	errs := make([]error, len(conns))
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.close()
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
 		}
 	}
-	return first
+	return nil
 }
 
 func (b *Backend) configPath() string { return path.Join(b.cfg.Path, "config") }

@@ -105,7 +105,7 @@ func runMount(c *cli.Context) error {
 	if err := refuseInsideRepo(loc, mnt); err != nil {
 		return err
 	}
-	hugeMountHeap(e.ctx, cacheSize)
+	hugeHeap(e.ctx, cacheSize+64<<20) // the cache, and room for the loads in flight
 	r, closeRepo, err := e.openLocked(repo.LockRead, true, loadIndexSnapshots)
 	if err != nil {
 		return err
@@ -199,18 +199,20 @@ func refuseInsideRepo(loc, mnt string) error {
 	return nil
 }
 
-// hugeMountHeap backs the mount's heap with transparent huge pages: a cold
-// read streams every blob through a buffer of the cache, and the faults of
-// fresh 4 KiB pages were a sixth of the mount's CPU on this project's
-// machines. Address space for the cache (at most maxHugeReserve, and a
-// quarter of an address-space limit) is marked before first use, and the
-// heap's later growth every hugeAdviseInterval. Paired runs on
-// 2026-12-06 (cold page cache, default cache): cat of a 1 GiB file 523 ->
-// 582 MB/s and CPU 2.74 -> 2.44 s; tar of the Go tree 3.86 -> 3.22 s and
-// CPU 4.08 -> 3.16 s, peak RSS 275 -> 295 MiB. Backup (-5% time, +10%
-// peak RSS) and restore (no gain, +10% peak RSS) do not do it.
-func hugeMountHeap(ctx context.Context, cacheSize int64) {
-	n := min(cacheSize+64<<20, maxHugeReserve)
+// hugeHeap backs the heap with transparent huge pages, for the commands
+// that stream data through fresh buffers (mount, restore): this project's
+// machines fault a 4 KiB page in tens of microseconds, and a cold read
+// through the mount spent a sixth of its CPU on the faults of its cache's
+// buffers. Address space for reserve bytes (at most maxHugeReserve, and
+// a quarter of an address-space limit) is marked before first use, and
+// the heap's later growth every hugeAdviseInterval. Paired runs on
+// 2026-12-06 (cold page cache): through a mount with the default cache,
+// cat of a 1 GiB file 523 -> 582 MB/s and CPU 2.74 -> 2.44 s, tar of the
+// Go tree 3.86 -> 3.22 s and CPU 4.08 -> 3.16 s, peak RSS 275 -> 295 MiB;
+// see restoreHeap for restore. Backup does not do it (-5% time, +10% peak
+// RSS, and its peak RSS is what the bench holds against restic's).
+func hugeHeap(ctx context.Context, reserve int64) {
+	n := min(reserve, maxHugeReserve)
 	if c := addressSpaceCap(); c > 0 {
 		n = min(n, c/4)
 	}
@@ -218,7 +220,7 @@ func hugeMountHeap(ctx context.Context, cacheSize int64) {
 	hugeheap.Keep(ctx, hugeAdviseInterval)
 }
 
-// Limits of hugeMountHeap.
+// Limits of hugeHeap.
 const (
 	maxHugeReserve     = 1 << 30
 	hugeAdviseInterval = time.Second
