@@ -50,12 +50,13 @@ const DefaultStallTimeout = 2 * time.Minute
 // DefaultConnections is the number of SSH connections used when the
 // Config does not say. Each carries many requests at once; one OpenSSH
 // connection moves at most its channel window (2 MiB) per round trip, so
-// two reach about 100-200 MB/s across 20 ms. More cost CPU for ssh and
-// sshd on both ends: on a two-core machine with the server on it, a
-// restore of a 256 MiB file across 20 ms took 3.7-3.9 s with 2
-// connections, 3.6 s with 3 and 3.8-4.2 s with 5, and a mount read it at
-// about the same speed with each.
-const DefaultConnections = 2
+// across 20 ms each carries about 50-75 MB/s. More cost CPU for ssh and
+// sshd on both ends and a handshake each. Paired runs on 2026-12-06 on a
+// two-core machine with the server on it, across 20 ms: a restore of 272
+// MB (a 256 MiB file and Go's net tree) 3.15 s with 2 connections, 3.00 s
+// with 3 (5 pairs), 3.05-3.34 s with 4; a cold read of the 256 MiB file
+// through a mount 153 MB/s with 2, 168 MB/s with 3 (4 pairs).
+const DefaultConnections = 3
 
 // Option keys this backend reads from -o.
 const (
