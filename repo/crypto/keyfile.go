@@ -83,6 +83,7 @@ func (kf *KeyFile) userKey(password string) (*Key, error) {
 	}
 	prepareKDFMemory(int(kf.Memory) << 10)
 	raw := argon2.IDKey([]byte(password), kf.Salt, kf.Time, kf.Memory, kf.Threads, MasterKeySize)
+	releaseKDFMemory(int(kf.Memory) << 10)
 	return KeyFromMaster(raw)
 }
 
