@@ -53,6 +53,16 @@ type Stager interface {
 	SaveTemp(ctx context.Context, h Handle, f *os.File) error
 }
 
+// ConcurrentSaver is implemented by backends that want more files saved at
+// once than a backup's packer saves by default: each of their saves waits
+// on a server that takes the whole file in before it stores it (rclone
+// forwarding to cloud storage), so only several in flight keep the link
+// busy.
+type ConcurrentSaver interface {
+	// SaveConcurrency is how many saves should run at once (at least 1).
+	SaveConcurrency() int
+}
+
 // RangeLoader is implemented by backends that read a range into a caller's
 // buffer, or, for a read around the page cache that needs alignment, into a
 // part of it: the returned slice holds the range and lies inside buf when

@@ -19,8 +19,13 @@ import (
 // cannot be read off the pack layout.
 const openPacksPerType = 2
 
-// uploadsInFlight bounds the packs being saved to the backend at once.
-const uploadsInFlight = 2
+// uploadsInFlight bounds the packs being saved to the backend at once,
+// unless the backend asks for more (backend.ConcurrentSaver, at most
+// maxUploadsInFlight).
+const (
+	uploadsInFlight    = 2
+	maxUploadsInFlight = 8
+)
 
 // uploadQueue is how many finished packs may wait for an upload slot
 // besides those being saved. Only when this many wait does the blob
@@ -39,7 +44,7 @@ const blobsQueued = 2
 // to one of the packs being filled; each such pack has a writer goroutine
 // that appends the blobs (and hashes the pack's bytes, for its name); a
 // pack that is full is queued for the upload stage, which waits for its
-// writer, finishes it and saves it, at most uploadsInFlight at once. A
+// writer, finishes it and saves it, at most inFlight at once. A
 // SaveBlob waits only when the chosen pack's writer has blobsQueued blobs
 // queued, or uploadQueue full packs already wait for an upload.
 //
@@ -61,9 +66,10 @@ type packer struct {
 	err      error                // first upload error
 
 	// uploads counts the packs handed to the upload stage and not yet
-	// saved or dropped; queued bounds them (uploadsInFlight+uploadQueue),
-	// sem bounds those being saved.
-	uploads sync.WaitGroup
+	// saved or dropped; queued bounds them (inFlight+uploadQueue), sem
+	// bounds those being saved (inFlight).
+	inFlight int
+	uploads  sync.WaitGroup
 	queued  chan struct{}
 	sem     chan struct{}
 	// bufs holds the buffers of saved in-memory packs for reuse.
@@ -159,13 +165,13 @@ func (r *Repository) PackMemory() int64 {
 	if _, ok := backend.As[backend.Stager](r.be); ok {
 		return 0
 	}
-	return packsInMemory * int64(r.packer.memPackCap())
+	return int64(r.packer.packsInMemory()) * int64(r.packer.memPackCap())
 }
 
 // packsInMemory is the most packs a backup holds at once: those being
 // filled (openPacksPerType for each of the two blob types), queued and
 // uploading.
-const packsInMemory = 2*openPacksPerType + uploadsInFlight + uploadQueue
+func (p *packer) packsInMemory() int { return 2*openPacksPerType + p.inFlight + uploadQueue }
 
 // memPackCap is the capacity of an in-memory pack's buffer. A pack ends
 // once it reaches packSize, so it exceeds it by one chunk and its header at
@@ -189,10 +195,15 @@ type blobKey struct {
 }
 
 func newPacker(r *Repository) *packer {
-	return &packer{r: r, packSize: r.opts.PackSize, open: map[pack.BlobType][]*openPack{}, inflight: map[blobKey]struct{}{},
-		queued: make(chan struct{}, uploadsInFlight+uploadQueue), sem: make(chan struct{}, uploadsInFlight),
-		bufs:     make(chan []byte, packsInMemory),
+	inFlight := uploadsInFlight
+	if cs, ok := backend.As[backend.ConcurrentSaver](r.be); ok {
+		inFlight = min(max(inFlight, cs.SaveConcurrency()), maxUploadsInFlight)
+	}
+	p := &packer{r: r, packSize: r.opts.PackSize, open: map[pack.BlobType][]*openPack{}, inflight: map[blobKey]struct{}{},
+		inFlight: inFlight, queued: make(chan struct{}, inFlight+uploadQueue), sem: make(chan struct{}, inFlight),
 		sealBufs: make(chan []byte, 3*runtime.GOMAXPROCS(0)+2*openPacksPerType*(blobsQueued+1))}
+	p.bufs = make(chan []byte, p.packsInMemory())
+	return p
 }
 
 // SaveBlob stores a blob unless the repository already has it and returns

@@ -51,6 +51,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		{"ListCanceled", testListCanceled},
 		{"Location", testLocation},
 		{"StaleTemp", testStaleTemp},
+		{"ConcurrentSaves", testConcurrentSaves},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -553,6 +554,40 @@ func testStaleTemp(t *testing.T, be backend.Backend) {
 	for _, h := range saved {
 		if _, err := be.Stat(ctx, h); err != nil {
 			t.Errorf("Stat %v after RemoveStaleTemp: %v", h, err)
+		}
+	}
+}
+
+// testConcurrentSaves: a backend that asks for several saves at once
+// (backend.ConcurrentSaver) asks for at least one, and takes that many
+// packs saved at once, each loading back whole.
+func testConcurrentSaves(t *testing.T, be backend.Backend) {
+	cs, ok := backend.As[backend.ConcurrentSaver](be)
+	if !ok {
+		t.Skip("not a backend.ConcurrentSaver")
+	}
+	n := cs.SaveConcurrency()
+	if n < 1 {
+		t.Fatalf("SaveConcurrency() = %d, want at least 1", n)
+	}
+	ctx := context.Background()
+	datas := make([][]byte, n)
+	handles := make([]backend.Handle, n)
+	errs := make(chan error, n)
+	for i := range n {
+		datas[i] = randomData(uint64(1000+i), 1<<20+i)
+		handles[i] = backend.Handle{Type: backend.PackFile, Name: fmt.Sprintf("%064x", 1000+i)}
+		go func() { errs <- be.Save(ctx, handles[i], datas[i]) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("Save: %v", err)
+		}
+	}
+	for i, h := range handles {
+		got, err := be.Load(ctx, h, 0, 0)
+		if err != nil || !bytes.Equal(got, datas[i]) {
+			t.Errorf("Load %v: %d bytes, %v; want the %d bytes saved", h, len(got), err, len(datas[i]))
 		}
 	}
 }

@@ -169,7 +169,8 @@ type remoteServer struct {
 	perRepo func(repo string) (addr string, stop func(), err error)
 }
 
-// startRemoteServer starts the named server ("sftp", "s3" or "rest").
+// startRemoteServer starts the named server ("sftp", "s3", "rclone",
+// "rest" or "djserve").
 func (h *harness) startRemoteServer(tb *benchTB, name, work string) (*remoteServer, error) {
 	s := &remoteServer{name: name}
 	var err error
@@ -211,6 +212,31 @@ func (h *harness) startRemoteServer(tb *benchTB, name, work string) (*remoteServ
 			t := h.remoteTool(tn, "s3:http://"+proxyAddr+"/"+bucket+"/repo", filepath.Join(work, "cache", repo), env)
 			return t, filepath.Join(srv.Dir, bucket), nil
 		}
+	case "rclone":
+		// rclone's S3 remote to versitygw: both tools run `rclone serve
+		// restic --stdio` (dj's rclone: backend, restic's own), and
+		// rclone crosses the proxy.
+		var srv *testserver.S3Server
+		if err = tb.try(func() { srv = testserver.StartS3Server(tb) }); err != nil {
+			return nil, err
+		}
+		s.addr = srv.Addr
+		n := 0
+		s.tool = func(tn, repo, proxyAddr string) (*tool, string, error) {
+			n++
+			cfg := filepath.Join(work, fmt.Sprintf("rclone-%d.conf", n))
+			conf := fmt.Sprintf("[djbench]\ntype = s3\nprovider = Other\naccess_key_id = %s\nsecret_access_key = %s\nregion = %s\nendpoint = http://%s\nforce_path_style = true\n",
+				srv.AccessKey, srv.SecretKey, srv.Region, proxyAddr)
+			if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+				return nil, "", err
+			}
+			bucket := strings.ToLower(safeName(repo))
+			// rclone 1.60's S3 client fails on any custom CA bundle
+			// (the endpoint is plain HTTP anyway).
+			env := append(srv.Env(work), "RCLONE_CONFIG="+cfg, "AWS_CA_BUNDLE=")
+			t := h.remoteTool(tn, "rclone:djbench:"+bucket+"/repo", filepath.Join(work, "cache", repo), env)
+			return t, filepath.Join(srv.Dir, bucket), nil
+		}
 	case "rest":
 		dir := filepath.Join(work, "rest-repos")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -240,7 +266,7 @@ func (h *harness) startRemoteServer(tb *benchTB, name, work string) (*remoteServ
 			return t, filepath.Join(dir, repo), nil
 		}
 	default:
-		return nil, fmt.Errorf("unknown server %q (want sftp, s3, rest or djserve)", name)
+		return nil, fmt.Errorf("unknown server %q (want sftp, s3, rclone, rest or djserve)", name)
 	}
 	return s, nil
 }
