@@ -70,8 +70,8 @@ type packer struct {
 	// bounds those being saved (inFlight).
 	inFlight int
 	uploads  sync.WaitGroup
-	queued  chan struct{}
-	sem     chan struct{}
+	queued   chan struct{}
+	sem      chan struct{}
 	// bufs holds the buffers of saved in-memory packs for reuse.
 	bufs chan []byte
 	// sealBufs holds buffers for sealed blobs (seal.go): as many as can be
