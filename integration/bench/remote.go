@@ -317,7 +317,7 @@ func (h *harness) remoteSection(ctx context.Context) *report {
 		"random": fmt.Sprintf("%s bytes of random data", commas(c.BigBytes)),
 		"total":  fmt.Sprintf("%d files, %s bytes", c.Files, commas(c.Bytes)),
 	}
-	servers := strings.Split(envOr("BENCH_REMOTE_SERVERS", "sftp,s3,rest,djserve"), ",")
+	servers := strings.Split(envOr("BENCH_REMOTE_SERVERS", "sftp,s3,rclone,rest,djserve"), ",")
 	for _, srv := range servers {
 		for _, d := range remoteDelays {
 			k := srv + "_" + delayKey(d)
@@ -378,7 +378,7 @@ func (h *harness) remoteSection(ctx context.Context) *report {
 	}
 	r.Notes = append(r.Notes,
 		"Every server runs on 127.0.0.1 and both tools reach it through testserver.DelayProxy (internal/testserver/delayproxy.go), a TCP proxy that delivers every chunk it reads 10 ms after it arrived in each direction (20 ms round trips; bandwidth not limited; order kept); the \"no delay\" rows go through the same proxy with 0 ms.",
-		"Servers: sftp = Debian's OpenSSH sshd (internal-sftp), reached with `ssh -F CONFIG` (dj: -o sftp.args, restic: -o sftp.command); s3 = versitygw "+testserver.S3ServerVersion+" (posix backend); rest = restic's rest-server "+testserver.RestServerVersion+" (--no-auth); djserve = `dj serve --path REPO`, one per repository (it serves one), the dj under test serving both tools.",
+		"Servers: sftp = Debian's OpenSSH sshd (internal-sftp), reached with `ssh -F CONFIG` (dj: -o sftp.args, restic: -o sftp.command); s3 = versitygw "+testserver.S3ServerVersion+" (posix backend); rclone = Debian's rclone (`rclone serve restic --stdio`, started by each tool) with an S3 remote to that versitygw, rclone crossing the proxy; rest = restic's rest-server "+testserver.RestServerVersion+" (--no-auth); djserve = `dj serve --path REPO`, one per repository (it serves one), the dj under test serving both tools.",
 		"Each run: a new repository (init), `backup CORPUS`, drop_caches, `restore latest --target EMPTY` (run 1 compared with the source), `check --read-data`, then one fresh mount: `find MNT/snapshots/latest/CORPUS/net | wc -l` cold and again warm, then drop_caches and `cat` of the random file. Each tool keeps its local cache from the backup, as a user's machine would (restic caches index, snapshot and tree packs too).",
 		"\"chunks the client sent\" counts the reads of the proxy from the client side (about one per request, more for large uploads; SSH's encrypted packets count as they arrive) during the warm find: 0 means the warm find sent nothing to the server.",
 	)
