@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"sync"
 
 	"github.com/pkg/sftp"
 )
@@ -225,7 +226,7 @@ func (b *Backend) readRange(f packFile, offset int64, length int, buf []byte) ([
 	} else {
 		out = make([]byte, length)
 	}
-	got, err := f.ReadAt(out, offset)
+	got, err := b.readAt(f, out, offset)
 	if got == length {
 		return out, nil
 	}
@@ -233,6 +234,82 @@ func (b *Backend) readRange(f packFile, offset int64, length int, buf []byte) ([
 		return nil, fmt.Errorf("range (%d, %d) past the end (read %d bytes): %w", offset, length, got, io.ErrUnexpectedEOF)
 	}
 	return nil, err
+}
+
+// Servers that answer reads short. OpenSSH's sftp-server answers a read
+// of up to 255 KiB whole (maxPacket, what the backend asks for); older
+// ones (64 KiB) and servers built on pkg/sftp (rclone serve sftp, SFTPGo:
+// 32 KiB) answer less. pkg/sftp takes a short answer to a read of more
+// than one packet for the end of the file, so such a server's files would
+// seem cut after the first answer. A short answer where the file goes on
+// shows the server's cap (Backend.readCap): the rest is read in pieces of
+// that size, many at once, and every later read starts that way.
+
+// minReadPiece is the smallest cap readAt learns (SFTP servers must
+// answer reads of 32 KiB; a smaller short answer is the end of a file).
+const minReadPiece = 4 << 10
+
+// readAt reads len(p) bytes of f at off like io.ReaderAt, also from a
+// server that answers reads short.
+func (b *Backend) readAt(f packFile, p []byte, off int64) (int, error) {
+	if step := int(b.readCap.Load()); step > 0 {
+		return readPieces(f, p, off, step)
+	}
+	got, err := f.ReadAt(p, off)
+	if got == len(p) || got < minReadPiece || (err != nil && !errors.Is(err, io.EOF)) {
+		return got, err
+	}
+	more, err := b.readRest(f, p[got:], off+int64(got), got)
+	return got + more, err
+}
+
+// readRest reads p at off after a first answer of got bytes that was
+// short: the end of the file, or a server's cap, which is learned when the
+// file goes on.
+func (b *Backend) readRest(f packFile, p []byte, off int64, got int) (int, error) {
+	more, err := readPieces(f, p, off, got)
+	if more > 0 {
+		b.readCap.CompareAndSwap(0, int64(got))
+	}
+	return more, err
+}
+
+// readPieces reads len(p) bytes of f at off in pieces of step bytes, up to
+// requestsPerFile at once; each piece is read whole unless the file ends
+// in it. It returns the bytes read before the first piece that came back
+// short, and io.EOF then.
+func readPieces(f packFile, p []byte, off int64, step int) (int, error) {
+	n := (len(p) + step - 1) / step
+	got := make([]int, n)
+	errs := make([]error, n)
+	next := make(chan int, n)
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for range min(n, requestsPerFile) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				piece := p[i*step : min(len(p), (i+1)*step)]
+				got[i], errs[i] = f.ReadAt(piece, off+int64(i*step))
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for i := range n {
+		total += got[i]
+		if want := min(len(p), (i+1)*step) - i*step; got[i] < want {
+			if errs[i] == nil {
+				errs[i] = io.EOF
+			}
+			return total, errs[i]
+		}
+	}
+	return total, nil
 }
 
 // firstRead is how much of a file loaded whole is asked for together with
@@ -280,6 +357,12 @@ func (b *Backend) readToEnd(f packFile, offset int64, buf []byte) ([]byte, error
 		return nil, fmt.Errorf("offset %d past the end (%d bytes): %w", offset, st.size, io.ErrUnexpectedEOF)
 	}
 	n := int(st.size - offset)
+	if want := min(n, firstRead); got < want && got >= minReadPiece && (rerr == nil || errors.Is(rerr, io.EOF)) {
+		// A server that answers reads short (readAt).
+		var more int
+		more, rerr = b.readRest(f, first[got:want], offset+int64(got), got)
+		got += more
+	}
 	if got < n {
 		if rerr != nil && !errors.Is(rerr, io.EOF) {
 			return nil, rerr
@@ -304,7 +387,7 @@ func (b *Backend) readToEnd(f packFile, offset int64, buf []byte) ([]byte, error
 	if got >= n {
 		return out, nil
 	}
-	more, err := f.ReadAt(out[got:], offset+int64(got))
+	more, err := b.readAt(f, out[got:], offset+int64(got))
 	if got+more == n {
 		return out, nil
 	}

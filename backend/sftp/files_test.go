@@ -100,3 +100,86 @@ func TestReadToEndShort(t *testing.T) {
 type shortFile struct{ memFile }
 
 func (s *shortFile) Stat() (fs.FileInfo, error) { return memInfo(2 * len(s.data)), nil }
+
+// cappedFile is a file on a server that answers a read with at most cap
+// bytes, read through pkg/sftp: a read of up to one packet is asked again
+// from where a short answer ended; a longer one goes out in packets at once
+// and a short answer counts as the end of the file.
+type cappedFile struct {
+	memFile
+	cap int
+}
+
+func (c *cappedFile) answer(p []byte, off int64) int {
+	if off >= int64(len(c.data)) {
+		return 0
+	}
+	return copy(p[:min(len(p), c.cap)], c.data[off:])
+}
+
+func (c *cappedFile) ReadAt(p []byte, off int64) (int, error) {
+	c.reads++
+	if len(p) <= maxPacket {
+		n := 0
+		for n < len(p) {
+			k := c.answer(p[n:], off+int64(n))
+			if k == 0 {
+				return n, io.EOF
+			}
+			n += k
+		}
+		return n, nil
+	}
+	for n := 0; n < len(p); n += maxPacket {
+		want := min(maxPacket, len(p)-n)
+		if k := c.answer(p[n:n+want], off+int64(n)); k < want {
+			return n + k, io.EOF
+		}
+	}
+	return len(p), nil
+}
+
+// TestReadCappedServer: files of a server that answers reads of 32 KiB at
+// most (rclone serve sftp, SFTPGo; older OpenSSH 64 KiB) load whole and in
+// ranges, the first read learns the cap and later ones read in pieces of it;
+// a range past the end still fails, and a server without a cap never gets
+// one learned.
+func TestReadCappedServer(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstu"), 200_000)[:5<<20]
+	b := newBackend(Config{})
+	f := &cappedFile{memFile: memFile{data: data}, cap: 32 << 10}
+	got, err := b.readRange(f, 1000, 3<<20, nil)
+	if err != nil || !bytes.Equal(got, data[1000:1000+3<<20]) {
+		t.Fatalf("ranged read: %d bytes, %v", len(got), err)
+	}
+	if c := b.readCap.Load(); c != 32<<10 {
+		t.Errorf("learned cap %d, want %d", c, 32<<10)
+	}
+	for _, off := range []int64{0, 7, 5<<20 - 100} {
+		got, err := b.readRange(f, off, 0, nil)
+		if err != nil || !bytes.Equal(got, data[off:]) {
+			t.Errorf("whole load from %d: %d bytes, %v", off, len(got), err)
+		}
+	}
+	if _, err := b.readRange(f, 5<<20-10, 100, nil); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("range past the end: %v, want io.ErrUnexpectedEOF", err)
+	}
+
+	// A fresh backend, the cap learned by a whole load.
+	b = newBackend(Config{})
+	if got, err := b.readRange(&cappedFile{memFile: memFile{data: data}, cap: 64 << 10}, 0, 0, nil); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("whole load: %d bytes, %v", len(got), err)
+	}
+	if c := b.readCap.Load(); c != 64<<10 {
+		t.Errorf("learned cap %d, want %d", c, 64<<10)
+	}
+
+	// No cap: a truncated range fails and teaches nothing.
+	b = newBackend(Config{})
+	if _, err := b.readRange(&memFile{data: data[:1<<20]}, 0, 2<<20, nil); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("range past the end: %v", err)
+	}
+	if c := b.readCap.Load(); c != 0 {
+		t.Errorf("a server without a cap: learned %d", c)
+	}
+}

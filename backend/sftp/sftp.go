@@ -21,6 +21,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -48,6 +49,9 @@ type Backend struct {
 	// firstBufs holds buffers of firstRead bytes for the first read of
 	// a file loaded whole (readToEnd).
 	firstBufs sync.Pool
+	// readCap is the most a read of the server answers when it answers
+	// less than the backend asks for (files.go, readAt), or 0.
+	readCap atomic.Int64
 }
 
 // slot is one place for a connection; it is dialled when first needed
