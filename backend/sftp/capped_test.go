@@ -20,7 +20,7 @@ import (
 
 // TestCappedServer runs the backend against `rclone serve sftp`, a server
 // built on pkg/sftp that answers a read with 32 KiB at most (as SFTPGo
-// does; OpenSSH before 8.6 answered 64 KiB): packs load whole and in
+// does; older OpenSSH servers answered 64 KiB): packs load whole and in
 // ranges, byte for byte. Before the backend learned such caps, every load
 // past the first answer failed ("past the end (read 32768 bytes)"), and a
 // backup to such a server could not be restored.
