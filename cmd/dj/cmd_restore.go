@@ -134,10 +134,11 @@ func runRestore(c *cli.Context) error {
 
 // restoreHeap is the heap a restore marks for huge pages (hugeHeap):
 // about its peak with a remote repository's 16 workers. Paired runs on
-// 2026-12-06 (cold page cache, 7 pairs): restore of the remote bench's
-// corpus (272 MB) over SFTP across 20 ms 3.42 -> 3.10 s and CPU 2.6 ->
-// 1.8 s, peak RSS unchanged (158-182 vs 166-177 MiB); of the local
-// bench's corpus (1.3 GB) 2.94 -> 2.61 s, peak RSS 97 -> 105 MiB.
+// 2026-12-06 (cold page cache, medians): restore of the remote bench's
+// corpus (272 MB) over SFTP across 20 ms 3.39 -> 3.12 s and CPU 2.6 ->
+// 1.8 s, peak RSS unchanged (158-182 vs 166-177 MiB; 8 pairs); from S3
+// across 20 ms 2.06 -> 1.50 s (3 pairs); of the local bench's corpus
+// (1.3 GB) 2.94 -> 2.61 s, peak RSS 97 -> 105 MiB (3 pairs).
 const restoreHeap = 192 << 20
 
 // remoteBatchBytes is how many bytes of queued file contents a restore
