@@ -54,10 +54,9 @@ type Stager interface {
 }
 
 // ConcurrentSaver is implemented by backends that want more files saved at
-// once than a backup's packer saves by default: each of their saves waits
-// on a server that takes the whole file in before it stores it (rclone
-// forwarding to cloud storage), so only several in flight keep the link
-// busy.
+// once than a backup's packer saves by default: a single save of theirs
+// is slow against the link (rclone relaying each file to cloud storage),
+// so only several in flight keep it busy.
 type ConcurrentSaver interface {
 	// SaveConcurrency is how many saves should run at once (at least 1).
 	SaveConcurrency() int

@@ -134,9 +134,9 @@ func start(ctx context.Context, cfg Config, open func(context.Context, string, *
 }
 
 // saveConcurrency is how many saves a backup runs at once through rclone
-// (restic keeps 5 requests in flight to rclone too): one save is slow
-// against the link, rclone taking each file in before it stores it
-// remotely. With the packer's default of 2, a backup through rclone to
+// (restic keeps 5 requests in flight to rclone too): a single save is
+// slow against the link, rclone relaying it to the remote storage. With
+// the packer's default of 2, a backup through rclone to
 // S3 was slower than restic's (the remote bench of 2026-12-06: 0.67x).
 // Paired backups of the remote bench's corpus (272 MB) through rclone
 // 1.60 to versitygw on this 2-core machine, no delay: 9.44-10.70 s with
