@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"sync"
 	"testing"
 	"time"
 )
@@ -14,17 +15,26 @@ import (
 // pkg/sftp's concurrent reads of more than one packet, answers a read that
 // crosses the end short with io.EOF.
 type memFile struct {
-	data  []byte
+	data []byte
+
+	mu    sync.Mutex // reads come in at once (readPieces)
 	reads int
 	// firstLen is the length of the first read.
 	firstLen int
 }
 
-func (m *memFile) ReadAt(p []byte, off int64) (int, error) {
+// count records a read of n bytes.
+func (m *memFile) count(n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.reads == 0 {
-		m.firstLen = len(p)
+		m.firstLen = n
 	}
 	m.reads++
+}
+
+func (m *memFile) ReadAt(p []byte, off int64) (int, error) {
+	m.count(len(p))
 	if off >= int64(len(m.data)) {
 		return 0, io.EOF
 	}
@@ -118,7 +128,7 @@ func (c *cappedFile) answer(p []byte, off int64) int {
 }
 
 func (c *cappedFile) ReadAt(p []byte, off int64) (int, error) {
-	c.reads++
+	c.count(len(p))
 	if len(p) <= maxPacket {
 		n := 0
 		for n < len(p) {
