@@ -1,6 +1,7 @@
 package repo_test
 
 import (
+	"bytes"
 	"context"
 	"math/rand/v2"
 	"sync"
@@ -59,18 +60,36 @@ func TestConcurrentSaver(t *testing.T) {
 			t.Fatal(err)
 		}
 		rng := rand.New(rand.NewPCG(1, uint64(saves)))
+		saved := map[crypto.ID][]byte{}
 		for range 200 {
 			b := make([]byte, 32<<10)
 			for i := range b {
 				b[i] = byte(rng.Uint32())
 			}
-			if _, _, err := r.SaveBlob(ctx, pack.DataBlob, b); err != nil {
+			id, _, err := r.SaveBlob(ctx, pack.DataBlob, b)
+			if err != nil {
 				t.Fatal(err)
 			}
+			saved[id] = b
 		}
 		if err := r.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
+		// Every blob reads back, byte for byte, from a fresh open.
+		r2, err := repo.Open(ctx, be, repo.TestPassword, repo.Options{KDF: &crypto.TestKDF})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r2.LoadIndex(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		for id, want := range saved {
+			got, err := r2.LoadBlob(ctx, id, nil)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Errorf("blob %s: %d bytes, %v; want the %d saved", id.Short(), len(got), err, len(want))
+			}
+		}
+		r2.Close()
 		want := max(saves, 2)
 		if be.most != want {
 			t.Errorf("backend asks for %d saves at once: %d packs saved at once at most (of %d), want %d", saves, be.most, be.savedPacks, want)

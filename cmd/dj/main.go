@@ -16,8 +16,11 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"dj/internal/hugeheap"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -172,6 +175,33 @@ func setMemoryLimit(work int64) {
 	}
 	debug.SetMemoryLimit(limit)
 }
+
+// hugeHeap backs the heap with transparent huge pages, for the commands
+// that stream data through fresh buffers (mount, restore): this project's
+// machines fault a 4 KiB page in tens of microseconds, and a cold read
+// through the mount spent a sixth of its CPU on the faults of its cache's
+// buffers. Address space for reserve bytes (at most maxHugeReserve, and
+// a quarter of an address-space limit) is marked before first use, and
+// the heap's later growth every hugeAdviseInterval. Paired runs on
+// 2026-12-06 (cold page cache): through a mount with the default cache,
+// cat of a 1 GiB file 523 -> 582 MB/s and CPU 2.74 -> 2.44 s, tar of the
+// Go tree 3.86 -> 3.22 s and CPU 4.08 -> 3.16 s, peak RSS 275 -> 295 MiB;
+// see restoreHeap for restore. Backup does not do it (-5% time, +10% peak
+// RSS, and its peak RSS is what the bench holds against restic's).
+func hugeHeap(ctx context.Context, reserve int64) {
+	n := min(reserve, maxHugeReserve)
+	if c := addressSpaceCap(); c > 0 {
+		n = min(n, c/4)
+	}
+	hugeheap.Reserve(int(n))
+	hugeheap.Keep(ctx, hugeAdviseInterval)
+}
+
+// Limits of hugeHeap.
+const (
+	maxHugeReserve     = 1 << 30
+	hugeAdviseInterval = time.Second
+)
 
 // addressSpaceCap returns three quarters of the process's address-space
 // limit (ulimit -v), or 0 when it has none. dj starts with it as its soft
