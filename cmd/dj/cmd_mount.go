@@ -82,6 +82,17 @@ func (m mountRepo) ReloadIndex(ctx context.Context) error {
 	return err
 }
 
+// mountRoom is the mount's memory beyond --cache-size: the packs and
+// blobs being loaded, the inodes the kernel has looked up, the collector's
+// slack. Under it the collector works hard as the heap nears the limit,
+// and below about 64 MiB it thrashes: a cold tar of the Go tree through a
+// 64M mount took 2.1-2.6 s and 2.0-2.6 CPU-seconds with 64 MiB of room,
+// 3.8-4.1 s and 4.4-4.8 CPU-seconds with 48 (2026-12-06, paired; peak RSS
+// 148-150 against 132-135 MiB). 48 MiB had looked enough only while an
+// uncollected key derivation's 19 MiB counted in the heap the limit is
+// sized from (until 1eddba6 collected it).
+const mountRoom = 64 << 20
+
 func runMount(c *cli.Context) error {
 	e := newEnv(c)
 	var ref, mnt string
@@ -104,18 +115,15 @@ func runMount(c *cli.Context) error {
 	if err := refuseInsideRepo(loc, mnt); err != nil {
 		return err
 	}
-	hugeHeap(e.ctx, cacheSize+64<<20) // the cache, and room for the loads in flight
+	hugeHeap(e.ctx, cacheSize+mountRoom) // the cache, and room for the loads in flight
 	r, closeRepo, err := e.openLocked(repo.LockRead, true, loadIndexSnapshots)
 	if err != nil {
 		return err
 	}
 	defer closeRepo()
-	// The cache is the mount's memory, with room for the loads in flight
-	// and the inodes of what the kernel has looked up. (64 MiB of room
-	// before the huge pages; with them the peak of a long random read
-	// rose 9 MiB, and 48 MiB of room brought it back below where it was:
-	// 606 -> 601 MiB for fio over the default cache.)
-	setMemoryLimit(cacheSize + 48<<20)
+	// The cache is the mount's memory, with mountRoom for the loads in
+	// flight and the inodes of what the kernel has looked up.
+	setMemoryLimit(cacheSize + mountRoom)
 	logf := mountLogf(e.stderr)
 	opts := fusefs.Options{
 		Filter: filterFromFlags(c), PathTemplates: c.StringSlice("path-template"), TimeTemplate: c.String("time-template"),
