@@ -120,10 +120,12 @@ func (h *harness) mountSection(ctx context.Context) *report {
 		atLeastTimes(3, "dj", "restic", "≥3× faster")).withRatio()
 	r.fig("find_count", fmt.Sprintf("`find A | wc -l` output (source: %d)", c.AEntries), "entries", true)
 	r.fig("tar_cold", "`tar cf - A | wc -c`, cold, fresh mount", "s", false,
-		atLeastTimes(3, "dj", "restic", "≥3× faster")).withRatio()
+		atLeastTimes(3, "dj", "restic", "≥3× faster"),
+		atLeastTimes(3, colDJ64, "restic", "64M: ≥3× faster")).withRatio()
 	r.fig("tar_mbs", fmt.Sprintf("  tar throughput (%s MB of files)", fmtNum(float64(c.ABytes)/1e6)), "MB/s", true).withRatio()
 	r.fig("cat_cold", "`cat bigfile`, cold, fresh mount", "MB/s", true,
 		atLeastTimes(3, "dj", "restic", "≥3× restic"),
+		atLeastTimes(3, colDJ64, "restic", "64M: ≥3× restic"),
 		fractionOf(0.85, "dj", colNoPT, "≥85% of loopback (no passthrough)"),
 		fractionOf(0.85, "dj", colStock, "≥85% of stock loopback")).withRatio()
 	r.fig("cat_warm", "`cat bigfile`, warm, same mount", "MB/s", true,
