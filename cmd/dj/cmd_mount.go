@@ -90,7 +90,8 @@ func (m mountRepo) ReloadIndex(ctx context.Context) error {
 // 3.8-4.1 s and 4.4-4.8 CPU-seconds with 48 (2026-12-06, paired; peak RSS
 // 148-150 against 132-135 MiB). 48 MiB had looked enough only while an
 // uncollected key derivation's 19 MiB counted in the heap the limit is
-// sized from (until 1eddba6 collected it).
+// sized from (until 1eddba6 collected it). With 64 MiB a long random read
+// over the default cache peaks at 599-600 MiB (fio; bound: cache + 100).
 const mountRoom = 64 << 20
 
 func runMount(c *cli.Context) error {
