@@ -681,6 +681,19 @@ func TestServeGracefulShutdown(t *testing.T) {
 	if _, err := pw.Write(data[:len(data)/2]); err != nil {
 		t.Fatal(err)
 	}
+	// The upload is in flight once the server stores it in a temporary
+	// file; before that the connection may still wait in the listener's
+	// backlog, and a server that stops refuses it (CI's 2-core machine
+	// under load sent the signal that early).
+	dataDir := filepath.Join(root, "r1", "data")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if m, _ := filepath.Glob(filepath.Join(dataDir, ".new*")); len(m) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the upload did not reach the server:\n%s", log.String())
+		}
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
