@@ -250,7 +250,7 @@ func startMap(e *env, c *cli.Context) (mapState, *fusefs.Mounted, error) {
 		closeRepo()
 		return mapState{}, nil, err
 	}
-	setMemoryLimit(cacheSize + mountRoom) // a mount: its room too
+	setMemoryLimit(cacheSize + mountRoom) // a mount, with a mount's room
 	logf := mountLogf(e.stderr)
 	opts := fusefs.Options{CacheSize: cacheSize, FsName: "dj-map:" + r.Config().ID[:10], Logf: logf, Remote: e.remote(),
 		Root: &fusefs.SubRoot{Snapshot: sn, Path: path.Dir(sub)}}
