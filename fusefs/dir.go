@@ -113,7 +113,7 @@ func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandl
 	if !d.subtreesQueued.Swap(true) {
 		d.m.ra.subtrees(t)
 	}
-	return &treeDirStream{d: d, t: t}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+	return &treeDirStream{d: d, t: t, listed: -1}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // plusEntries is the size of the largest directory whose READDIRPLUS
@@ -139,6 +139,11 @@ type treeDirStream struct {
 	idx  int    // position of the next entry
 	name string // the name of the node at idx, once skipInvalid has read it
 	head tree.Node
+	// listed and listedName are the tree index and name of the node Next
+	// returned last (listed is -1 before one): the READDIRPLUS reply's
+	// Lookup of that entry then needs no search of the tree.
+	listed     int
+	listedName string
 }
 
 var (
@@ -188,6 +193,7 @@ func (s *treeDirStream) Next() (fuse.DirEntry, syscall.Errno) {
 	default:
 		i := s.idx - 2
 		e = fuse.DirEntry{Name: s.name, Mode: typeBits(s.head.Type), Ino: compactIno(d.sn.ID, d.StableAttr().Ino, s.name, s.t, i, &s.head)}
+		s.listed, s.listedName = i, s.name
 	}
 	s.idx++
 	s.name = ""
@@ -210,7 +216,7 @@ func (s *treeDirStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 		return syscall.EINVAL
 	}
 	s.idx = int(off)
-	s.name = ""
+	s.name, s.listed = "", -1
 	return 0
 }
 
@@ -230,6 +236,10 @@ func (s *treeDirStream) Lookup(ctx context.Context, name string, out *fuse.Entry
 	}
 	if s.t.Len() > plusEntries {
 		return nil, syscall.ENOENT
+	}
+	if s.listed >= 0 && name == s.listedName {
+		d := s.d
+		return d.m.newTreeChild(ctx, &d.Inode, d.sn, d.StableAttr().Ino, name, s.t.Node(s.listed), out), 0
 	}
 	return s.d.Lookup(ctx, name, out)
 }

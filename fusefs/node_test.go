@@ -253,7 +253,7 @@ func TestTreeDirStreamSeeks(t *testing.T) {
 	seen := map[uint64]bool{}
 	var off uint64
 	for req := 0; ; req++ {
-		s := &treeDirStream{d: d, t: ct}
+		s := &treeDirStream{d: d, t: ct, listed: -1}
 		if errno := s.Seekdir(context.Background(), off); errno != 0 {
 			t.Fatalf("seek to %d: %v", off, errno)
 		}
@@ -273,6 +273,11 @@ func TestTreeDirStreamSeeks(t *testing.T) {
 			off = e.Off
 			if e.Name != "." && e.Name != ".." {
 				got = append(got, e.Name)
+				// The READDIRPLUS reply's Lookup of this entry takes
+				// the node at s.listed: it must be the entry's.
+				if s.listed < 0 || s.listedName != e.Name || ct.Name(s.listed) != e.Name {
+					t.Fatalf("entry %q: the stream holds node %d (%q) as listed", e.Name, s.listed, s.listedName)
+				}
 			}
 		}
 		if n == 0 {
