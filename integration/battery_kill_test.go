@@ -88,9 +88,11 @@ func (k *killRepo) locks() []string {
 	return out
 }
 
-// batteryOnly returns names in the short form, nil (all) in the full one.
+// batteryOnly returns names in the short form, nil (all) in the full one
+// and whenever DJ_BATTERY_RUNS sets the kills per command (a run by hand
+// that asks for a count asks for every command).
 func batteryOnly(names ...string) []string {
-	if stressMode() {
+	if stressMode() || os.Getenv("DJ_BATTERY_RUNS") != "" {
 		return nil
 	}
 	return names
@@ -376,6 +378,9 @@ func batteryForm() string {
 		form = "full"
 	}
 	if n := os.Getenv("DJ_BATTERY_RUNS"); n != "" {
+		if !stressMode() {
+			form = "short tree"
+		}
 		form += ", DJ_BATTERY_RUNS=" + n
 	}
 	return form
@@ -406,7 +411,8 @@ type killBackend struct {
 // 5 times locally and once on S3 and REST, and only backup (once) on
 // SFTP, whose every command opens an SSH connection; `make stress` kills
 // each command 200 times on every backend, with a larger tree
-// (DJ_BATTERY_RUNS=N sets the kills per command and backend).
+// (DJ_BATTERY_RUNS=N sets the kills per command and backend, for every
+// command on every backend, SFTP too).
 func TestBatteryKills(t *testing.T) {
 	const seed = 20261204
 	local := batteryRuns(5, 200)
