@@ -23,14 +23,11 @@ package rest
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -216,62 +213,6 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte,
 	// the client.
 	resp.Body = backend.GuardStall(resp.Body, backend.StallTimeout(ctx, backend.DefaultStallTimeout))
 	return resp, nil
-}
-
-// ErrUntrustedCertificate is in the chain of an error when the server's
-// TLS certificate could not be verified (self-signed, or signed by an
-// authority the client was not given); so is backend.ErrHostKey, the
-// class of a server whose identity the client cannot confirm.
-var ErrUntrustedCertificate = errors.New("server certificate not trusted")
-
-// ErrTLSRefused is in the chain of an error when the server ended the TLS
-// handshake with an alert (it wants a client certificate, or refused the
-// one given); so is backend.ErrAuth.
-var ErrTLSRefused = errors.New("TLS handshake refused by the server")
-
-// tlsError is a failed TLS handshake that no retry can cure: the
-// server's certificate is not trusted, or the server refused the
-// client's (or wanted one).
-type tlsError struct {
-	err       error
-	untrusted bool
-}
-
-func (e *tlsError) Error() string {
-	if e.untrusted {
-		return ErrUntrustedCertificate.Error() + ": " + e.err.Error()
-	}
-	return ErrTLSRefused.Error() + ": " + e.err.Error()
-}
-
-func (e *tlsError) Unwrap() []error {
-	if e.untrusted {
-		return []error{ErrUntrustedCertificate, backend.ErrHostKey, e.err}
-	}
-	return []error{ErrTLSRefused, backend.ErrAuth, e.err}
-}
-
-// Permanent tells the retry layer not to try again.
-func (e *tlsError) Permanent() bool { return true }
-
-// certificateError returns err as a *tlsError when it is a failed
-// verification of the server's certificate or an alert from the server
-// during the handshake, and nil otherwise.
-func certificateError(err error) error {
-	var (
-		verify    *tls.CertificateVerificationError
-		authority x509.UnknownAuthorityError
-		hostname  x509.HostnameError
-		invalid   x509.CertificateInvalidError
-		op        *net.OpError
-	)
-	switch {
-	case errors.As(err, &verify), errors.As(err, &authority), errors.As(err, &hostname), errors.As(err, &invalid):
-		return &tlsError{err: err, untrusted: true}
-	case errors.As(err, &op) && op.Op == "remote error": // a TLS alert from the server
-		return &tlsError{err: err}
-	}
-	return nil
 }
 
 // fileURL returns the URL of h after checking that h is well formed.
