@@ -23,7 +23,9 @@ import (
 // does; older OpenSSH servers answered 64 KiB): packs load whole and in
 // ranges, byte for byte. Before the backend learned such caps, every load
 // past the first answer failed ("past the end (read 32768 bytes)"), and a
-// backup to such a server could not be restored.
+// backup to such a server could not be restored. (rclone's server states
+// no limits, so the backend now sends it packets of 32 KiB; the learning
+// of a cap is TestReadCappedServer's.)
 func TestCappedServer(t *testing.T) {
 	testserver.RequireSSHD(t) // root and OpenSSH's client
 	rclone, err := exec.LookPath("rclone")

@@ -21,10 +21,17 @@ import (
 )
 
 // Transfer tuning. OpenSSH's sftp-server accepts messages of 256 KiB and
-// reads and writes of up to 255 KiB (its limits@openssh.com answer); many
-// requests in flight per file hide the round trip of a remote link.
+// reads and writes of up to 255 KiB (its limits@openssh.com answer): a
+// server that states limits (recent OpenSSH) gets packets of maxPacket.
+// Any other gets safePacket, the size every SFTP server must take (the
+// drafts ask for messages of 34,000 bytes): a server that takes less ends
+// the session at the first longer message, so an upload of 255 KiB pieces
+// could never reach it (TestStrictSmallMessageServer). Many requests in
+// flight per file hide the round trip of a remote link.
 const (
 	maxPacket         = 255 << 10
+	safePacket        = 32 << 10
+	limitsExtension   = "limits@openssh.com"
 	requestsPerFile   = 64
 	connectTimeout    = 2 * time.Minute
 	closeWait         = 5 * time.Second
@@ -184,7 +191,7 @@ func dial(ctx context.Context, cfg Config, pacer *limit.Pacer) (*conn, error) {
 	res := make(chan result, 1)
 	go func() {
 		cl, err := sftp.NewClientPipe(activity{pacer.Download(stdout), c}, pacer.Upload(stdin),
-			sftp.MaxPacketUnchecked(maxPacket),
+			sftp.MaxPacketUnchecked(safePacket),
 			sftp.MaxConcurrentRequestsPerFile(requestsPerFile),
 			sftp.UseConcurrentWrites(true),
 			sftp.UseConcurrentReads(true),
@@ -221,6 +228,11 @@ func dial(ctx context.Context, cfg Config, pacer *limit.Pacer) (*conn, error) {
 		return nil, connectError(cfg, argv, st.String(), r.err)
 	}
 	c.client = r.client
+	if _, ok := r.client.HasExtension(limitsExtension); ok {
+		// An option of pkg/sftp is a setter; nothing has used the
+		// client yet.
+		_ = sftp.MaxPacketUnchecked(maxPacket)(r.client)
+	}
 	_, c.posixRename = r.client.HasExtension("posix-rename@openssh.com")
 	if v, ok := r.client.HasExtension("fsync@openssh.com"); ok && v == "1" {
 		c.fsync = true

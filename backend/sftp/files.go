@@ -237,9 +237,10 @@ func (b *Backend) readRange(f packFile, offset int64, length int, buf []byte) ([
 }
 
 // Servers that answer reads short. OpenSSH's sftp-server answers a read
-// of up to 255 KiB whole (maxPacket, what the backend asks for); older
-// ones (64 KiB) and servers built on pkg/sftp (rclone serve sftp, SFTPGo:
-// 32 KiB) answer less. pkg/sftp takes a short answer to a read of more
+// of up to 255 KiB whole (maxPacket, what the backend asks of a server
+// that states its limits; others get safePacket); older ones (64 KiB) and
+// servers built on pkg/sftp (rclone serve sftp, SFTPGo: 32 KiB) answer
+// less. pkg/sftp takes a short answer to a read of more
 // than one packet for the end of the file, so such a server's files would
 // seem cut after the first answer. A short answer where the file goes on
 // shows the server's cap (Backend.readCap): the rest is read in pieces of
