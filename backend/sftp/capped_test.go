@@ -78,14 +78,28 @@ func TestCappedServer(t *testing.T) {
 	}
 	defer be.Close()
 
+	saveAndLoad(t, ctx, be, strings.Repeat("ab", 32), 7)
+	cfgData := bytes.Repeat([]byte("config "), 20000) // a whole small file past one answer
+	if err := be.Save(ctx, backend.Handle{Type: backend.ConfigFile}, cfgData); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := be.Load(ctx, backend.Handle{Type: backend.ConfigFile}, 0, 0); err != nil || !bytes.Equal(got, cfgData) {
+		t.Errorf("Load config: %d bytes, %v; want %d", len(got), err, len(cfgData))
+	}
+}
+
+// saveAndLoad saves a pack of 3 MiB and a bit of random bytes (from seed)
+// as name, and loads it back whole and in ranges, byte for byte.
+func saveAndLoad(t *testing.T, ctx context.Context, be backend.Backend, name string, seed uint64) []byte {
+	t.Helper()
 	data := make([]byte, 3<<20+12345)
-	rng := rand.New(rand.NewPCG(7, 7))
+	rng := rand.New(rand.NewPCG(seed, seed))
 	for i := range data {
 		data[i] = byte(rng.Uint32())
 	}
-	h := backend.Handle{Type: backend.PackFile, Name: strings.Repeat("ab", 32)}
+	h := backend.Handle{Type: backend.PackFile, Name: name}
 	if err := be.Save(ctx, h, data); err != nil {
-		t.Fatal(err)
+		t.Fatalf("Save of %d bytes: %v", len(data), err)
 	}
 	for _, r := range []struct{ off, n int }{{0, 0}, {100, 2 << 20}, {1 << 20, 600 << 10}, {len(data) - 70000, 70000}, {5, 40 << 10}} {
 		got, err := be.Load(ctx, h, int64(r.off), r.n)
@@ -97,11 +111,5 @@ func TestCappedServer(t *testing.T) {
 			t.Errorf("Load(%d, %d): %d bytes, %v; want %d bytes", r.off, r.n, len(got), err, len(want))
 		}
 	}
-	cfgData := bytes.Repeat([]byte("config "), 20000) // a whole small file past one answer
-	if err := be.Save(ctx, backend.Handle{Type: backend.ConfigFile}, cfgData); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := be.Load(ctx, backend.Handle{Type: backend.ConfigFile}, 0, 0); err != nil || !bytes.Equal(got, cfgData) {
-		t.Errorf("Load config: %d bytes, %v; want %d", len(got), err, len(cfgData))
-	}
+	return data
 }

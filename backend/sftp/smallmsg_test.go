@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 	"strings"
 	"testing"
 
-	"dj/backend"
 	"dj/backend/sftp"
 )
 
@@ -219,26 +217,9 @@ func TestStrictSmallMessageServer(t *testing.T) {
 			}
 			defer be.Close()
 
-			data := make([]byte, 3<<20+12345)
-			rng := rand.New(rand.NewPCG(8, 8))
-			for i := range data {
-				data[i] = byte(rng.Uint32())
-			}
-			h := backend.Handle{Type: backend.PackFile, Name: strings.Repeat("cd", 32)}
-			if err := be.Save(ctx, h, data); err != nil {
-				t.Fatalf("Save of %d bytes: %v", len(data), err)
-			}
-			for _, r := range []struct{ off, n int }{{0, 0}, {100, 2 << 20}, {len(data) - 70000, 70000}, {5, 40 << 10}} {
-				got, err := be.Load(ctx, h, int64(r.off), r.n)
-				want := data[r.off:]
-				if r.n > 0 {
-					want = want[:r.n]
-				}
-				if err != nil || !bytes.Equal(got, want) {
-					t.Errorf("Load(%d, %d): %d bytes, %v; want %d bytes", r.off, r.n, len(got), err, len(want))
-				}
-			}
-			stored, err := os.ReadFile(filepath.Join(dir, "repo", "data", h.Name[:2], h.Name))
+			name := strings.Repeat("cd", 32)
+			data := saveAndLoad(t, ctx, be, name, 8)
+			stored, err := os.ReadFile(filepath.Join(dir, "repo", "data", name[:2], name))
 			if err != nil || !bytes.Equal(stored, data) {
 				t.Errorf("the server stored %d bytes (%v), want the %d saved", len(stored), err, len(data))
 			}
