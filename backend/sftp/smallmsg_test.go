@@ -40,8 +40,16 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// sftpServerPaths are where distributions put OpenSSH's sftp-server.
-var sftpServerPaths = []string{"/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server", "/usr/libexec/sftp-server"}
+// findSFTPServer returns the path of OpenSSH's sftp-server where
+// distributions put it, or "".
+func findSFTPServer() string {
+	for _, p := range []string{"/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server", "/usr/libexec/sftp-server"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
 
 // runStrictProxy stands for an SFTP server that takes messages of at most
 // limit bytes and states no limits: it runs OpenSSH's sftp-server on its
@@ -52,13 +60,7 @@ func runStrictProxy(limit int) int {
 	keepLimits := os.Getenv(keepLimitsEnv) != ""
 	largestFile := os.Getenv(largestEnv)
 	largest := 0
-	var path string
-	for _, p := range sftpServerPaths {
-		if _, err := os.Stat(p); err == nil {
-			path = p
-			break
-		}
-	}
+	path := findSFTPServer()
 	if path == "" {
 		fmt.Fprintln(os.Stderr, "no sftp-server")
 		return 2
@@ -175,13 +177,7 @@ func withoutExtension(msg []byte, name string) []byte {
 // unless the server states its limits, and a server that does (OpenSSH
 // here) still gets 255 KiB.
 func TestStrictSmallMessageServer(t *testing.T) {
-	var server string
-	for _, p := range sftpServerPaths {
-		if _, err := os.Stat(p); err == nil {
-			server = p
-		}
-	}
-	if server == "" {
+	if findSFTPServer() == "" {
 		t.Fatal("OpenSSH's sftp-server is not installed: run `make test-deps` (as root) or apt-get install openssh-server")
 	}
 	self, err := os.Executable()
