@@ -403,12 +403,13 @@ type killBackend struct {
 // TestBatteryKills kills backup, prune, repack, forget --prune, copy, tag
 // and rewrite with SIGKILL at random moments (up to 1.1 times the
 // command's measured run time), on the local backend, SFTP (OpenSSH),
-// S3 (versitygw) and REST (`dj serve`). After every kill, `dj unlock`
+// S3 (versitygw), REST (`dj serve`) and rclone (`rclone serve restic
+// --stdio` on a local path). After every kill, `dj unlock`
 // names the lock the killed process left and removes it, check
 // --read-data passes, every snapshot restores to the manifest of its
 // source and none that must survive is gone; then the command runs again
 // to completion. The short form uses a small tree and kills each command
-// 5 times locally and once on S3 and REST, and only backup (once) on
+// 5 times locally and once on S3, REST and rclone, and only backup (once) on
 // SFTP, whose every command opens an SSH connection; `make stress` kills
 // each command 200 times on every backend, with a larger tree
 // (DJ_BATTERY_RUNS=N sets the kills per command and backend, for every
@@ -445,6 +446,17 @@ func TestBatteryKills(t *testing.T) {
 			killBackend{name: "rest", kills: remote, start: func(t *testing.T) func(*env, string) *killRepo {
 				return func(e *env, name string) *killRepo {
 					return &killRepo{e: e, extra: []string{"DJ_REPOSITORY=rest:" + e.serve(), "DJ_CACHE_DIR=" + filepath.Join(e.dir, "cache")}}
+				}
+			}},
+			// rclone: `rclone serve restic --stdio` on a local path, the
+			// child of every dj; a kill of dj ends it mid-request.
+			killBackend{name: "rclone", kills: remote, start: func(t *testing.T) func(*env, string) *killRepo {
+				requireCmd(t, "rclone")
+				return func(e *env, name string) *killRepo {
+					conf := filepath.Join(e.dir, "rclone.conf")
+					writeFile(t, conf, nil)
+					return &killRepo{e: e, extra: []string{"DJ_REPOSITORY=rclone:" + filepath.Join(e.dir, "rclone-repo"),
+						"RCLONE_CONFIG=" + conf, "DJ_CACHE_DIR=" + filepath.Join(e.dir, "cache")}}
 				}
 			}},
 		)

@@ -197,7 +197,7 @@ func netBattery(t *testing.T, n *netTarget, runs int, mountOK bool) {
 				}
 			}
 			os.RemoveAll(target)
-			if mountOK && run == 1 {
+			if mountOK {
 				arm()
 				if netMountRead(t, n, id, src, want[id]) {
 					ok[2]++
