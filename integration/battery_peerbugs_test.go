@@ -290,8 +290,31 @@ var peerBugs = []peerBug{
 			p.verify() // check --read-data passes: the packs without index are only warned of
 		}},
 	{bug: "restic #21820 (0.19)", what: "split index entries for one pack were lost when the index was rewritten",
-		dj:   "not tested here: dj's index rewrite (prune, repair index) keeps every entry of the loaded index; a crafted split index needs the hostile helper's raw writer",
-		test: "none yet"},
+		dj:   "the index is a set of blob entries whatever file holds them: with every pack's entries split over two index files, check --read-data passes, and after a prune (which rewrites the index) and a repair index every snapshot still restores",
+		test: "TestBatteryPeerBugs/restic-21820",
+		run: func(t *testing.T) {
+			p := newPeerEnv(t)
+			rr := p.openRaw()
+			if n := rr.splitIndex(); n == 0 {
+				t.Fatal("no pack had two entries to split")
+			}
+			rr.done()
+			if n := countFiles(t, filepath.Join(p.repo, "index")); n != 2 {
+				t.Fatalf("%d index files after the split, want 2", n)
+			}
+			p.verify()
+			// forget the older snapshot: prune deletes and repacks what
+			// only it used, and writes the index again.
+			p.must("forget", p.ids[0])
+			delete(p.want, p.ids[0])
+			p.must("prune", "--max-unused", "0", "--instant-delete")
+			p.verify()
+			rr = p.openRaw()
+			rr.splitIndex()
+			rr.done()
+			p.must("repair", "index")
+			p.verify()
+		}},
 	{bug: "restic #5467", what: "check reported damage from a first bad download that a retry fixed",
 		dj:   "check --read-data reads a damaged-looking pack once more and reports the second read, with a warning quoting the first error",
 		test: "TestBatteryPeerBugs/restic-5467",
@@ -424,7 +447,8 @@ var peerBugs = []peerBug{
 			cleanFailure(t, "restore", r)
 		}},
 	{bug: "borg 2.0.0b22 hardlink to symlink", what: "a hardlink to a symlink leaked an external inode",
-		dj: "not tested here: needs a crafted tree (the hostile battery's raw tree writer)", test: "none here (battery_hostile_test.go)"},
+		dj:   "restore, dump and the mount link only nodes that agree in device, inode, type and data: a symlink and a file that claim one inode stay two entries, and nothing is written outside the target (its sandbox is hashed before and after)",
+		test: "TestBatteryHostileTrees/hardlinks_to_symlinks (restore, ls, dump, diff, find, check, copy, the mount)"},
 	{bug: "borg 2.0.0b22 disk space", what: "silent data loss when the repository ran out of space (write errors taken for read errors)",
 		dj:   "ENOSPC is permanent and fails the command; nothing is written after it",
 		test: "backend/local TestDiskFull, TestDiskFullTmpfs, repo TestUploadErrorStopsTheBackup, backend/rest TestDiskFull"},

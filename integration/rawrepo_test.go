@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"dj/backend"
 	"dj/backend/local"
 	"dj/repo"
 	"dj/repo/crypto"
+	"dj/repo/index"
 	"dj/repo/pack"
 	"dj/repo/snapshot"
 	"dj/repo/tree"
@@ -151,4 +153,51 @@ func rawDir(name string, sub crypto.ID) *tree.Node {
 func rawSymlink(name, target string) *tree.Node {
 	return &tree.Node{Name: name, Type: tree.Symlink, Mode: os.ModeSymlink | 0o777, ModTime: rawTime, AccessTime: rawTime, ChangeTime: rawTime,
 		Size: uint64(len(target)), Links: 1, LinkTarget: target}
+}
+
+// splitIndex rewrites the repository's index so that the entries of every
+// pack are split over two index files (its even entries in one, its odd
+// ones in the other) and removes the index files it replaces: a valid
+// index that restic 0.19's index rewrite lost entries of. It returns how
+// many packs it split.
+func (rr *rawRepo) splitIndex() int {
+	rr.t.Helper()
+	ids, err := rr.r.ListFiles(rr.ctx, backend.IndexFile)
+	if err != nil {
+		rr.t.Fatal(err)
+	}
+	var halves [2]index.File
+	split := 0
+	for _, id := range ids {
+		f, err := rr.r.LoadIndexFile(rr.ctx, id)
+		if err != nil {
+			rr.t.Fatal(err)
+		}
+		for _, fp := range f.Packs {
+			var parts [2][]pack.Blob
+			for i, b := range fp.Blobs {
+				parts[i%2] = append(parts[i%2], b)
+			}
+			for h, blobs := range parts {
+				if len(blobs) > 0 {
+					halves[h].Packs = append(halves[h].Packs, index.FilePack{ID: fp.ID, Blobs: blobs})
+				}
+			}
+			if len(parts[1]) > 0 {
+				split++
+			}
+		}
+		halves[0].Pending = append(halves[0].Pending, f.Pending...)
+	}
+	for _, f := range halves {
+		if _, err := rr.r.SaveFile(rr.ctx, backend.IndexFile, f.Encode()); err != nil {
+			rr.t.Fatal(err)
+		}
+	}
+	for _, id := range ids {
+		if err := rr.r.Backend().Remove(rr.ctx, backend.Handle{Type: backend.IndexFile, Name: id.String()}); err != nil {
+			rr.t.Fatal(err)
+		}
+	}
+	return split
 }
