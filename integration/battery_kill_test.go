@@ -254,6 +254,11 @@ func (kr *killRun) unlock(r *killRepo, pid int, what string) int {
 		return 0 // killed before it locked, or after it unlocked
 	}
 	out := r.must("unlock")
+	after := r.locks()
+	if len(after) > 0 {
+		kr.t.Fatalf("%s: `dj unlock` left locks %v:\n%s", what, after, out)
+	}
+	named := 0
 	for _, id := range left {
 		line := ""
 		for _, l := range strings.Split(out, "\n") {
@@ -261,14 +266,19 @@ func (kr *killRun) unlock(r *killRepo, pid int, what string) int {
 				line = l
 			}
 		}
-		if line == "" || !strings.Contains(line, "no longer runs") || !kr.namesKilled(line, pid) {
+		if line == "" {
+			// Gone before unlock listed it: the killed process's own
+			// removal, still under way at the kill, landed late (rclone,
+			// the child that carries dj's requests, finishes or aborts
+			// them after dj has died; a server does the same).
+			continue
+		}
+		if !strings.Contains(line, "no longer runs") || !kr.namesKilled(line, pid) {
 			kr.t.Fatalf("%s: `dj unlock` does not name lock %.8s of the killed PID %d (or of one killed before) and why it is stale:\n%s", what, id, pid, out)
 		}
+		named++
 	}
-	if l := r.locks(); len(l) > 0 {
-		kr.t.Fatalf("%s: `dj unlock` left locks %v:\n%s", what, l, out)
-	}
-	return len(left)
+	return named
 }
 
 // namesKilled reports whether an unlock line names pid or a PID killed

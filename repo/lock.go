@@ -77,6 +77,12 @@ type LockInfo struct {
 	// staleAfter is the stale time of the handle that loaded the lock
 	// (zero: LockStaleAfter).
 	staleAfter time.Duration
+	// damaged says why a lock file could not be read (it does not
+	// authenticate or decode: damaged, or cut short by a write that never
+	// finished on storage that does not write atomically); written is
+	// then the file's modification time. Only RemoveLocks sees such locks.
+	damaged string
+	written time.Time
 }
 
 // Stale reports whether the lock's holder is certainly gone: not refreshed
@@ -89,6 +95,13 @@ func (l *LockInfo) StaleReason() string {
 	stale := l.staleAfter
 	if stale <= 0 {
 		stale = LockStaleAfter
+	}
+	if l.damaged != "" {
+		// Nothing in it can be trusted: only its age can make it stale.
+		if age := time.Since(l.written); age > stale {
+			return fmt.Sprintf("unreadable (%s), not written for %s (stale after %s)", l.damaged, age.Round(time.Second), stale)
+		}
+		return ""
 	}
 	if age := time.Since(l.Time); age > stale {
 		return fmt.Sprintf("not refreshed for %s (stale after %s)", age.Round(time.Second), stale)
@@ -109,6 +122,9 @@ func conflicts(a, b LockKind) bool {
 }
 
 func (l *LockInfo) String() string {
+	if l.damaged != "" {
+		return fmt.Sprintf("unreadable lock %s written %s", l.ID.Short(), l.written.Format(time.RFC3339))
+	}
 	return fmt.Sprintf("%s lock %s held by PID %d on %s by %s since %s",
 		l.Kind, l.ID.Short(), l.PID, l.Hostname, l.Username, l.Created.Format(time.RFC3339))
 }
@@ -203,7 +219,7 @@ func (l *Lock) statIDLocked(ctx context.Context, id crypto.ID) error {
 
 // ListLocks loads every lock file; unreadable ones are skipped.
 func (r *Repository) ListLocks(ctx context.Context) ([]*LockInfo, error) {
-	return r.listLocks(ctx, crypto.ID{})
+	return r.listLocks(ctx, crypto.ID{}, false)
 }
 
 // lockLoads is how many lock files listLocks loads at once: on a remote
@@ -217,9 +233,13 @@ const lockLoads = 8
 // so a file that vanished between the listing and its load may have been
 // replaced by one the listing did not see: the locks are then listed
 // again, or a prune could see no lock while a backup holds one.
-func (r *Repository) listLocks(ctx context.Context, skip crypto.ID) ([]*LockInfo, error) {
+//
+// Lock files that cannot be read are left out (a holder's own checks
+// cannot weigh them), unless damaged is set: then each comes back with
+// the reason and its modification time, for RemoveLocks.
+func (r *Repository) listLocks(ctx context.Context, skip crypto.ID, damaged bool) ([]*LockInfo, error) {
 	for attempt := 0; ; attempt++ {
-		out, vanished, err := r.listLocksOnce(ctx, skip)
+		out, vanished, err := r.listLocksOnce(ctx, skip, damaged)
 		if err != nil || !vanished || attempt >= lockRelists {
 			return out, err
 		}
@@ -232,7 +252,7 @@ const lockRelists = 5
 
 // listLocksOnce lists and loads the lock files once; vanished reports a
 // listed file that could no longer be loaded.
-func (r *Repository) listLocksOnce(ctx context.Context, skip crypto.ID) (out []*LockInfo, vanished bool, err error) {
+func (r *Repository) listLocksOnce(ctx context.Context, skip crypto.ID, damaged bool) (out []*LockInfo, vanished bool, err error) {
 	ids, err := r.ListFiles(ctx, backend.LockFile)
 	if err != nil {
 		return nil, false, err
@@ -249,15 +269,18 @@ func (r *Repository) listLocksOnce(ctx context.Context, skip crypto.ID) (out []*
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			var li LockInfo
 			b, err := r.LoadFile(ctx, backend.LockFile, id)
+			if err == nil {
+				err = json.Unmarshal(b, &li)
+			}
 			if err != nil {
 				// Removed meanwhile (perhaps replaced by a refresh),
 				// or unreadable.
 				gone[i] = errors.Is(err, fs.ErrNotExist)
-				return
-			}
-			var li LockInfo
-			if json.Unmarshal(b, &li) != nil {
+				if damaged && !gone[i] && (errors.Is(err, ErrCorrupt) || b != nil) {
+					infos[i] = r.damagedLock(ctx, id, err)
+				}
 				return
 			}
 			li.ID = id
@@ -273,6 +296,17 @@ func (r *Repository) listLocksOnce(ctx context.Context, skip crypto.ID) (out []*
 		vanished = vanished || gone[i]
 	}
 	return out, vanished, nil
+}
+
+// damagedLock describes the unreadable lock file id, with its
+// modification time (now, which keeps it, when the storage cannot say).
+func (r *Repository) damagedLock(ctx context.Context, id crypto.ID, why error) *LockInfo {
+	li := &LockInfo{ID: id, damaged: why.Error(), written: time.Now()}
+	_, li.staleAfter = r.lockTiming()
+	if fi, err := r.be.Stat(ctx, backend.Handle{Type: backend.LockFile, Name: id.String()}); err == nil && !fi.ModTime.IsZero() {
+		li.written = fi.ModTime
+	}
+	return li
 }
 
 func (r *Repository) writeLock(ctx context.Context, li *LockInfo) (crypto.ID, error) {
@@ -330,7 +364,7 @@ func (r *Repository) Lock(ctx context.Context, kind LockKind) (*Lock, error) {
 	}
 	deadline := time.Now().Add(lockYieldWait)
 	for {
-		others, err := r.listLocks(ctx, id)
+		others, err := r.listLocks(ctx, id, false)
 		if err != nil {
 			removeOwn()
 			return nil, err
@@ -441,7 +475,7 @@ func (l *Lock) Unlock(ctx context.Context) error {
 // RemoveLocks deletes stale locks, or every lock when all is set, and
 // returns those it removed (also when it fails midway).
 func (r *Repository) RemoveLocks(ctx context.Context, all bool) ([]*LockInfo, error) {
-	locks, err := r.ListLocks(ctx)
+	locks, err := r.listLocks(ctx, crypto.ID{}, true)
 	if err != nil {
 		return nil, err
 	}

@@ -301,3 +301,62 @@ func TestListLocksDuringRefresh(t *testing.T) {
 		t.Fatalf("want the one live lock, got %v, %v", locks, err)
 	}
 }
+
+// TestUnreadableLocks: a lock file that does not authenticate (cut short
+// by an upload that never finished on storage that writes in place, as
+// rclone before 1.63 does, or damaged) stops no one; RemoveLocks keeps it
+// while it is younger than the stale time (it may be a live lock still
+// being written) and removes it, named as unreadable, once it is older;
+// --remove-all removes it at once.
+func TestUnreadableLocks(t *testing.T) {
+	ctx := context.Background()
+	be := mem.New()
+	r := TestRepository(t, be)
+	r.opts.LockRefresh, r.opts.LockStale = 50*time.Millisecond, 400*time.Millisecond
+	info := LockInfo{Time: time.Now(), Created: time.Now(), Kind: LockExclusive, Hostname: "elsewhere", PID: 1}
+	id, err := r.writeLock(ctx, &info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := backend.Handle{Type: backend.LockFile, Name: id.String()}
+	whole, err := be.Load(ctx, h, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Save(ctx, h, whole[:len(whole)/2]); err != nil { // cut short
+		t.Fatal(err)
+	}
+	l, err := r.Lock(ctx, LockExclusive)
+	if err != nil {
+		t.Fatalf("an unreadable lock file blocked an exclusive lock: %v", err)
+	}
+	l.Unlock(ctx)
+	if locks, err := r.ListLocks(ctx); err != nil || len(locks) != 0 {
+		t.Fatalf("ListLocks: %v, %v; want no lock", locks, err)
+	}
+	removed, err := r.RemoveLocks(ctx, false)
+	if err != nil || len(removed) != 0 {
+		t.Fatalf("RemoveLocks of a fresh unreadable lock: %v, %v; want it kept", removed, err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	removed, err = r.RemoveLocks(ctx, false)
+	if err != nil || len(removed) != 1 || removed[0].ID != id {
+		t.Fatalf("RemoveLocks of an old unreadable lock: %v, %v; want it removed", removed, err)
+	}
+	if why := removed[0].StaleReason(); !strings.Contains(why, "unreadable") || !strings.Contains(why, "not written for") {
+		t.Errorf("reason %q", why)
+	}
+	if s := removed[0].String(); !strings.Contains(s, "unreadable lock "+id.Short()) {
+		t.Errorf("String() = %q", s)
+	}
+	if _, err := be.Stat(ctx, h); err == nil {
+		t.Fatal("the lock file is still there")
+	}
+	// --remove-all takes a fresh one at once.
+	if err := be.Save(ctx, h, []byte("not a lock")); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := r.RemoveLocks(ctx, true); err != nil || len(removed) != 1 {
+		t.Fatalf("RemoveLocks(all): %v, %v", removed, err)
+	}
+}

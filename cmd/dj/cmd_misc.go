@@ -285,8 +285,10 @@ func unlockCommand() *cli.Command {
 		UsageText: "dj unlock [--remove-all]",
 		Description: `Removes locks left by dj processes that are gone (crashed, killed, or not
 refreshed for 30 minutes), and names each lock it removes: its kind, ID, PID,
-host, user, when it was taken and why it is stale. --remove-all removes every
-lock: use it only when you are sure no dj process is using the repository (a
+host, user, when it was taken and why it is stale. A lock file that cannot be
+read (damaged, or cut short by an upload that never finished on storage that
+does not write atomically) stops no one; unlock removes it once it has not
+been written for 30 minutes. --remove-all removes every lock: use it only when you are sure no dj process is using the repository (a
 running dj whose lock is removed stops with "the repository lock was lost").
 
 Examples:
