@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -250,12 +251,15 @@ func netMountRead(t *testing.T, n *netTarget, id, src string, want manifest) boo
 	defer m.stop()
 	root := filepath.Join(m.dir, "ids", id[:8]) + src
 	done := make(chan bool, 1)
+	var reading atomic.Value // the file being read, for the hang's report
+	reading.Store("")
 	go func() {
 		all := true
 		for rel, w := range want {
 			if !strings.HasPrefix(w, "file ") {
 				continue
 			}
+			reading.Store(rel)
 			f, err := os.Open(filepath.Join(root, rel))
 			if err != nil {
 				all = false
@@ -279,7 +283,10 @@ func netMountRead(t *testing.T, n *netTarget, id, src string, want manifest) boo
 	case all := <-done:
 		return all
 	case <-time.After(netHang):
-		t.Fatalf("reads through the mount on %s hung", n.name)
+		// The mount's goroutines go to its log before it is stopped.
+		m.cmd.Process.Signal(syscall.SIGQUIT)
+		time.Sleep(2 * time.Second)
+		t.Fatalf("reads through the mount on %s hung (reading %s); the mount's log:\n%s", n.name, reading.Load(), m.log.String())
 		return false
 	}
 }

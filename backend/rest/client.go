@@ -55,6 +55,9 @@ type Client struct {
 	hc       *http.Client
 	ownHC    bool
 	location string
+	// stall is the stall time-out the client was opened with (the
+	// context of Open may shorten it; a request's context may too).
+	stall time.Duration
 }
 
 var (
@@ -129,7 +132,7 @@ func newClient(ctx context.Context, rawURL string, hc *http.Client) (*Client, er
 	if u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("invalid REST URL %q: no query or fragment allowed", u.Redacted())
 	}
-	c := &Client{user: u.User, hc: hc}
+	c := &Client{user: u.User, hc: hc, stall: backend.StallTimeout(ctx, backend.DefaultStallTimeout)}
 	base := *u
 	base.User = nil
 	base.RawPath = ""
@@ -171,7 +174,7 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte,
 	var req *http.Request
 	if len(body) > 0 {
 		// An upload is watched: a peer that stops reading ends it.
-		w := backend.WatchUpload(ctx, body, backend.StallTimeout(ctx, backend.DefaultStallTimeout))
+		w := backend.WatchUpload(ctx, body, backend.StallTimeout(ctx, c.stall))
 		defer w.Stop()
 		req, err = http.NewRequestWithContext(w.Context(), method, u.String(), w.Body())
 		if err != nil {
@@ -211,7 +214,7 @@ func (c *Client) do(ctx context.Context, method string, u *url.URL, body []byte,
 	// Every body is read under the stall time-out, the start of an error
 	// answer too: a server that stalls after its headers must not hang
 	// the client.
-	resp.Body = backend.GuardStall(resp.Body, backend.StallTimeout(ctx, backend.DefaultStallTimeout))
+	resp.Body = backend.GuardStall(resp.Body, backend.StallTimeout(ctx, c.stall))
 	return resp, nil
 }
 

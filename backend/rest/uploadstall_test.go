@@ -108,3 +108,35 @@ func openStalling(t *testing.T, url string) (context.Context, *Client) {
 	}
 	return ctx, c
 }
+
+// TestStallTimeoutOfOpen: the stall time-out the client was opened with
+// holds for requests whose context does not carry one (a mount's reads run
+// under go-fuse's contexts): a download that stops after its first bytes
+// ends within it, not after DefaultStallTimeout.
+func TestStallTimeoutOfOpen(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			w.Header().Set("Content-Length", "10")
+			return
+		}
+		w.Header().Set("Content-Length", "1000")
+		_, _ = w.Write([]byte("the first bytes"))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	_, c := openStalling(t, srv.URL)
+	start := time.Now()
+	_, err := c.Load(context.Background(), backend.Handle{Type: backend.PackFile, Name: "aa"}, 0, 0)
+	if !errors.Is(err, backend.ErrUnreachable) {
+		t.Fatalf("load whose answer stalled: %v, want ErrUnreachable", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the stalled load took %v", d)
+	}
+}

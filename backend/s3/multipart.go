@@ -42,7 +42,7 @@ func (b *Backend) saveMultipart(ctx context.Context, h backend.Handle, key strin
 		g.Go(func() error {
 			part := data[i*b.cfg.PartSize : min(int64(len(data)), (i+1)*b.cfg.PartSize)]
 			num := int32(i + 1)
-			w := backend.WatchUpload(gctx, part, backend.StallTimeout(ctx, backend.DefaultStallTimeout))
+			w := backend.WatchUpload(gctx, part, backend.StallTimeout(ctx, b.stall))
 			defer w.Stop()
 			pin := &s3.UploadPartInput{
 				Bucket:        aws.String(b.cfg.Bucket),

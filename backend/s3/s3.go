@@ -68,6 +68,9 @@ type Backend struct {
 	// file, so that Open needs no request of its own to find it.
 	configListed bool
 	now          func() time.Time
+	// stall is the stall time-out the backend was opened with (the
+	// context of Open may shorten it; a request's context may too).
+	stall time.Duration
 }
 
 var (
@@ -143,7 +146,7 @@ func newBackend(ctx context.Context, cfg Config) (*Backend, error) {
 	if cfg.ObjectLockDays > 0 && cfg.ObjectLockMode == "" {
 		cfg.ObjectLockMode = LockGovernance
 	}
-	b := &Backend{cfg: cfg, now: time.Now}
+	b := &Backend{cfg: cfg, now: time.Now, stall: backend.StallTimeout(ctx, backend.DefaultStallTimeout)}
 	// A buildable client: the SDK adds the CA bundle of AWS_CA_BUNDLE to it.
 	hc := awshttp.NewBuildableClient().
 		WithDialerOptions(func(d *net.Dialer) { d.Timeout = dialTimeout }).
@@ -475,7 +478,7 @@ func (b *Backend) Save(ctx context.Context, h backend.Handle, data []byte) error
 
 func (b *Backend) put(ctx context.Context, h backend.Handle, key string, data []byte) error {
 	// A connection that stops taking the body ends the request.
-	w := backend.WatchUpload(ctx, data, backend.StallTimeout(ctx, backend.DefaultStallTimeout))
+	w := backend.WatchUpload(ctx, data, backend.StallTimeout(ctx, b.stall))
 	defer w.Stop()
 	in := &s3.PutObjectInput{
 		Bucket:        aws.String(b.cfg.Bucket),

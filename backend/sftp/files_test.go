@@ -2,6 +2,7 @@ package sftp
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"dj/backend"
 )
 
 // memFile is a packFile over bytes that counts its reads and, like
@@ -66,7 +69,7 @@ func (s memInfo) Sys() any           { return nil }
 // for the end of the file, where a read of one packet or less is retried
 // from where a short answer ended (a second round trip).
 func TestReadToEnd(t *testing.T) {
-	b := newBackend(Config{})
+	b := newBackend(context.Background(), Config{})
 	for _, size := range []int{0, 1, 197, maxPacket - 1, maxPacket, firstRead - 1, firstRead, firstRead + 1, 3*maxPacket + 5} {
 		data := bytes.Repeat([]byte("0123456789abcdef"), size/16+1)[:size]
 		for _, bufCap := range []int{0, 100, 4 * maxPacket} {
@@ -99,7 +102,7 @@ func TestReadToEnd(t *testing.T) {
 // TestReadToEndShort: a file that answers fewer bytes than its size says
 // fails with io.ErrUnexpectedEOF.
 func TestReadToEndShort(t *testing.T) {
-	b := newBackend(Config{})
+	b := newBackend(context.Background(), Config{})
 	f := &shortFile{memFile{data: make([]byte, 1000)}}
 	if _, err := b.readToEnd(f, 0, nil); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("got %v, want io.ErrUnexpectedEOF", err)
@@ -156,7 +159,7 @@ func (c *cappedFile) ReadAt(p []byte, off int64) (int, error) {
 // one learned.
 func TestReadCappedServer(t *testing.T) {
 	data := bytes.Repeat([]byte("0123456789abcdefghijklmnopqrstu"), 200_000)[:5<<20]
-	b := newBackend(Config{})
+	b := newBackend(context.Background(), Config{})
 	f := &cappedFile{memFile: memFile{data: data}, cap: 32 << 10}
 	got, err := b.readRange(f, 1000, 3<<20, nil)
 	if err != nil || !bytes.Equal(got, data[1000:1000+3<<20]) {
@@ -176,7 +179,7 @@ func TestReadCappedServer(t *testing.T) {
 	}
 
 	// A fresh backend, the cap learned by a whole load.
-	b = newBackend(Config{})
+	b = newBackend(context.Background(), Config{})
 	if got, err := b.readRange(&cappedFile{memFile: memFile{data: data}, cap: 64 << 10}, 0, 0, nil); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("whole load: %d bytes, %v", len(got), err)
 	}
@@ -185,11 +188,27 @@ func TestReadCappedServer(t *testing.T) {
 	}
 
 	// No cap: a truncated range fails and teaches nothing.
-	b = newBackend(Config{})
+	b = newBackend(context.Background(), Config{})
 	if _, err := b.readRange(&memFile{data: data[:1<<20]}, 0, 2<<20, nil); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("range past the end: %v", err)
 	}
 	if c := b.readCap.Load(); c != 0 {
 		t.Errorf("a server without a cap: learned %d", c)
+	}
+}
+
+// TestStallTimeoutOfOpen: the stall time-out of the context a backend is
+// opened with holds for every connection, those dialed later under a
+// request's context (a mount's reads) too.
+func TestStallTimeoutOfOpen(t *testing.T) {
+	ctx := backend.WithStallTimeout(context.Background(), 300*time.Millisecond)
+	if got := newBackend(ctx, Config{}).cfg.StallTimeout; got != 300*time.Millisecond {
+		t.Errorf("stall time-out %v, want the context's 300ms", got)
+	}
+	if got := newBackend(context.Background(), Config{}).cfg.StallTimeout; got != DefaultStallTimeout {
+		t.Errorf("stall time-out %v, want DefaultStallTimeout", got)
+	}
+	if got := newBackend(ctx, Config{StallTimeout: time.Second}).cfg.StallTimeout; got != time.Second {
+		t.Errorf("stall time-out %v, want the Config's 1s", got)
 	}
 }

@@ -72,7 +72,12 @@ var (
 	_ backend.TempCleaner = (*Backend)(nil)
 )
 
-func newBackend(cfg Config) *Backend {
+func newBackend(ctx context.Context, cfg Config) *Backend {
+	if cfg.StallTimeout <= 0 {
+		// The stall time-out of ctx (shortened by tests) holds for every
+		// connection, those dialed later under a request's context too.
+		cfg.StallTimeout = backend.StallTimeout(ctx, DefaultStallTimeout)
+	}
 	n := cfg.Connections
 	if n <= 0 {
 		n = DefaultConnections
@@ -88,7 +93,7 @@ func newBackend(cfg Config) *Backend {
 // cfg.Path. When there is no config file there, the error says "no
 // repository at LOCATION" and satisfies errors.Is(err, fs.ErrNotExist).
 func Open(ctx context.Context, cfg Config) (*Backend, error) {
-	b := newBackend(cfg)
+	b := newBackend(ctx, cfg)
 	fi, err := b.stat(ctx, b.configPath())
 	if err != nil {
 		b.Close()
@@ -109,7 +114,7 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 // error satisfying errors.Is(err, fs.ErrExist), when a config file is
 // already there. The config file itself is not written.
 func Create(ctx context.Context, cfg Config) (*Backend, error) {
-	b := newBackend(cfg)
+	b := newBackend(ctx, cfg)
 	_, err := b.stat(ctx, b.configPath())
 	switch {
 	case err == nil:
