@@ -64,6 +64,10 @@ type CheckResult struct {
 	// SuggestRepairSnapshots: data is lost; `dj repair snapshots` writes
 	// snapshots without it.
 	SuggestRepairSnapshots bool `json:"suggest_repair_snapshots"`
+	// SuggestForgetUnreadable: a snapshot file does not load (damaged,
+	// or cut short by an upload that never finished on storage that
+	// writes in place); `dj repair snapshots --forget` removes it.
+	SuggestForgetUnreadable bool `json:"suggest_forget_unreadable_snapshots"`
 	// SuggestPrune: unreferenced packs or superseded index files remain.
 	SuggestPrune bool `json:"suggest_prune"`
 }

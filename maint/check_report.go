@@ -339,6 +339,8 @@ func (res *CheckResult) tally() {
 			}
 		case KindPackUnreferenced, KindIndexSuperseded:
 			res.SuggestPrune = true
+		case KindSnapshotUnreadable:
+			res.SuggestForgetUnreadable = true
 		}
 		if p.Severity == SeverityError && len(p.Affected) > 0 {
 			res.SuggestRepairSnapshots = true

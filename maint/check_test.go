@@ -311,6 +311,9 @@ func TestCheckUnreadableSnapshotAndKey(t *testing.T) {
 	if res.Snapshots != 1 {
 		t.Fatalf("%d snapshots checked, want 1", res.Snapshots)
 	}
+	if !res.SuggestForgetUnreadable {
+		t.Fatal("no suggestion to remove the unreadable snapshot file")
+	}
 }
 
 func TestCheckPendingPacks(t *testing.T) {

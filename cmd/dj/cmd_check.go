@@ -174,6 +174,9 @@ func printCheck(e *env, res *maint.CheckResult, opts maint.CheckOptions) {
 	if res.SuggestRepairSnapshots {
 		fmt.Fprintln(out, "data is lost: after `dj repair index`, run `dj repair snapshots` to write the snapshots without it (--forget removes the damaged ones)")
 	}
+	if res.SuggestForgetUnreadable {
+		fmt.Fprintln(out, "a snapshot file cannot be read (damaged, or cut short by an upload that never finished): `dj repair snapshots --forget` removes it")
+	}
 	if res.SuggestPrune && res.OK() {
 		fmt.Fprintln(out, "unreferenced packs and superseded index files are removed by `dj prune`")
 	}
