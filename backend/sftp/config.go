@@ -40,6 +40,11 @@ type Config struct {
 	// closing the connection); the calls fail with a ConnectionLostError
 	// and are retried. 0 means DefaultStallTimeout.
 	StallTimeout time.Duration
+
+	// connect bounds the wait for an SFTP session when a dial's context
+	// does not (Open and Create set it from theirs: a connection dialled
+	// later, under a request's context, waits as long).
+	connect time.Duration
 }
 
 // DefaultStallTimeout is the StallTimeout used when the Config does not

@@ -1,6 +1,7 @@
 package sftp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -198,7 +199,7 @@ func dial(ctx context.Context, cfg Config, pacer *limit.Pacer) (*conn, error) {
 		)
 		res <- result{cl, err}
 	}()
-	connectTimeout := backend.StallTimeout(ctx, connectTimeout)
+	connectTimeout := backend.StallTimeout(ctx, cmp.Or(cfg.connect, connectTimeout))
 	timer := time.NewTimer(connectTimeout)
 	defer timer.Stop()
 	var r result

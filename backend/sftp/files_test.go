@@ -197,7 +197,7 @@ func TestReadCappedServer(t *testing.T) {
 	}
 }
 
-// TestStallTimeoutOfOpen: the stall time-out of the context a backend is
+// TestStallTimeoutOfOpen: the stall and connect time-outs of the context a backend is
 // opened with holds for every connection, those dialed later under a
 // request's context (a mount's reads) too.
 func TestStallTimeoutOfOpen(t *testing.T) {
@@ -210,5 +210,11 @@ func TestStallTimeoutOfOpen(t *testing.T) {
 	}
 	if got := newBackend(ctx, Config{StallTimeout: time.Second}).cfg.StallTimeout; got != time.Second {
 		t.Errorf("stall time-out %v, want the Config's 1s", got)
+	}
+	if got := newBackend(ctx, Config{}).cfg.connect; got != 300*time.Millisecond {
+		t.Errorf("connect time-out %v, want the context's 300ms", got)
+	}
+	if got := newBackend(context.Background(), Config{}).cfg.connect; got != connectTimeout {
+		t.Errorf("connect time-out %v, want %v", got, connectTimeout)
 	}
 }

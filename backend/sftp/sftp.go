@@ -78,6 +78,7 @@ func newBackend(ctx context.Context, cfg Config) *Backend {
 		// connection, those dialed later under a request's context too.
 		cfg.StallTimeout = backend.StallTimeout(ctx, DefaultStallTimeout)
 	}
+	cfg.connect = backend.StallTimeout(ctx, connectTimeout)
 	n := cfg.Connections
 	if n <= 0 {
 		n = DefaultConnections
