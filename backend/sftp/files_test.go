@@ -197,9 +197,9 @@ func TestReadCappedServer(t *testing.T) {
 	}
 }
 
-// TestStallTimeoutOfOpen: the stall and connect time-outs of the context a backend is
-// opened with holds for every connection, those dialed later under a
-// request's context (a mount's reads) too.
+// TestStallTimeoutOfOpen: the stall and connect time-outs of the context
+// a backend is opened with hold for every connection, those dialled later
+// under a request's context (a mount's reads) too.
 func TestStallTimeoutOfOpen(t *testing.T) {
 	ctx := backend.WithStallTimeout(context.Background(), 300*time.Millisecond)
 	if got := newBackend(ctx, Config{}).cfg.StallTimeout; got != 300*time.Millisecond {
