@@ -296,6 +296,15 @@ func loadBackends() []loadBackend {
 			e.must("init")
 			return e, nil
 		}},
+		{"rclone", func(t *testing.T) (*env, []string) {
+			requireCmd(t, "rclone")
+			e := newEnv(t)
+			conf := filepath.Join(e.dir, "rclone.conf")
+			writeFile(t, conf, nil)
+			e.extraEnv = append(e.extraEnv, "DJ_REPOSITORY=rclone:"+filepath.Join(e.dir, "rclone-repo"), "RCLONE_CONFIG="+conf)
+			e.must("init")
+			return e, nil
+		}},
 	}
 }
 
@@ -306,8 +315,8 @@ func loadBackends() []loadBackend {
 // Every check passes, every read is right, and afterwards check
 // --read-data passes and every snapshot restores to its manifest. The full
 // form has 8 clients making 20 backups each; the short one 4×3 on the
-// local backend and 2×2 on the remote ones. The four backends run in
-// parallel.
+// local backend and 2×2 on the remote ones (SFTP, S3, REST, rclone). The
+// backends run in parallel.
 func TestBatteryLoadClients(t *testing.T) {
 	for _, b := range loadBackends() {
 		t.Run(b.name, func(t *testing.T) {
