@@ -55,23 +55,7 @@ func TestUploadStallEnds(t *testing.T) {
 // first bytes (the client reads its start for the message) ends within the
 // stall time-out instead of hanging.
 func TestErrorAnswerStallEnds(t *testing.T) {
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodHead {
-			w.Header().Set("Content-Length", "10")
-			return
-		}
-		w.Header().Set("Content-Length", "1000")
-		w.WriteHeader(http.StatusInternalServerError)
-		_, _ = w.Write([]byte("an error message that st"))
-		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer srv.Close()
-	defer close(release)
+	srv := stallingServer(t, http.StatusInternalServerError, "an error message that st")
 	ctx, c := openStalling(t, srv.URL)
 	for _, op := range []struct {
 		name string
@@ -97,6 +81,32 @@ func TestErrorAnswerStallEnds(t *testing.T) {
 	}
 }
 
+// stallingServer answers HEAD with a config of 10 bytes, and every other
+// request with status and the first bytes of a 1000-byte body, then
+// nothing until the test ends or the client hangs up.
+func stallingServer(t *testing.T, status int, first string) *httptest.Server {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			w.Header().Set("Content-Length", "10")
+			return
+		}
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(first))
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() {
+		close(release)
+		srv.Close()
+	})
+	return srv
+}
+
 // openStalling opens a client of url whose stall time-out is 300 ms, and
 // the context that carries it.
 func openStalling(t *testing.T, url string) (context.Context, *Client) {
@@ -114,22 +124,7 @@ func openStalling(t *testing.T, url string) (context.Context, *Client) {
 // under go-fuse's contexts): a download that stops after its first bytes
 // ends within it, not after DefaultStallTimeout.
 func TestStallTimeoutOfOpen(t *testing.T) {
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodHead {
-			w.Header().Set("Content-Length", "10")
-			return
-		}
-		w.Header().Set("Content-Length", "1000")
-		_, _ = w.Write([]byte("the first bytes"))
-		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer srv.Close()
-	defer close(release)
+	srv := stallingServer(t, http.StatusOK, "the first bytes")
 	_, c := openStalling(t, srv.URL)
 	start := time.Now()
 	_, err := c.Load(context.Background(), backend.Handle{Type: backend.PackFile, Name: "aa"}, 0, 0)
