@@ -7,6 +7,13 @@ dir=${1:?usage: reliability-report.sh DIR [OUT]}
 out=${2:-integration/bench/RELIABILITY.md}
 # FORM says which length of the battery recorded the tables.
 form=${FORM:-"the full battery, \`make stress\` (DJ_STRESS=1)"}
+# The hand-written account of longer runs, from its heading (which starts
+# with kept_from) to the end of the old file, is kept below the new tables.
+kept_from="## Longer runs made while the battery was written"
+kept=""
+if [ -f "$out" ] && grep -q "^$kept_from" "$out"; then
+  kept=$(sed -n "/^$kept_from/,\$p" "$out")
+fi
 {
   echo "# dj reliability battery"
   echo
@@ -19,5 +26,10 @@ form=${FORM:-"the full battery, \`make stress\` (DJ_STRESS=1)"}
     echo
     cat "$f"
   done
-} > "$out"
+  if [ -n "$kept" ]; then
+    echo
+    printf '%s\n' "$kept"
+  fi
+} > "$out.new"
+mv "$out.new" "$out"
 echo "wrote $out"
