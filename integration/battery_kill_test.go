@@ -541,10 +541,8 @@ func TestBatteryKills(t *testing.T) {
 				requireCmd(t, "rclone")
 				inPlace := rcloneWritesInPlace(t)
 				return func(e *env, name string) *killRepo {
-					conf := filepath.Join(e.dir, "rclone.conf")
-					writeFile(t, conf, nil)
-					return &killRepo{e: e, inPlace: inPlace, extra: []string{"DJ_REPOSITORY=rclone:" + filepath.Join(e.dir, "rclone-repo"),
-						"RCLONE_CONFIG=" + conf, "DJ_CACHE_DIR=" + filepath.Join(e.dir, "cache")}}
+					extra := append(rcloneEnv(t, e, filepath.Join(e.dir, "rclone-repo")), "DJ_CACHE_DIR="+filepath.Join(e.dir, "cache"))
+					return &killRepo{e: e, inPlace: inPlace, extra: extra}
 				}
 			}},
 		)

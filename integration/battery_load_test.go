@@ -297,11 +297,8 @@ func loadBackends() []loadBackend {
 			return e, nil
 		}},
 		{"rclone", func(t *testing.T) (*env, []string) {
-			requireCmd(t, "rclone")
 			e := newEnv(t)
-			conf := filepath.Join(e.dir, "rclone.conf")
-			writeFile(t, conf, nil)
-			e.extraEnv = append(e.extraEnv, "DJ_REPOSITORY=rclone:"+filepath.Join(e.dir, "rclone-repo"), "RCLONE_CONFIG="+conf)
+			e.extraEnv = append(e.extraEnv, rcloneEnv(t, e, filepath.Join(e.dir, "rclone-repo"))...)
 			e.must("init")
 			return e, nil
 		}},

@@ -283,9 +283,16 @@ func netMountRead(t *testing.T, n *netTarget, id, src string, want manifest) boo
 	case all := <-done:
 		return all
 	case <-time.After(netHang):
-		// The mount's goroutines go to its log before it is stopped.
+		// The mount's goroutines go to its log before it is stopped;
+		// its exit (put back for stop) ends the copying into the log.
 		m.cmd.Process.Signal(syscall.SIGQUIT)
-		time.Sleep(2 * time.Second)
+		select {
+		case err := <-m.exited:
+			m.exited <- err
+		case <-time.After(10 * time.Second):
+			m.cmd.Process.Kill()
+			m.exited <- <-m.exited
+		}
 		t.Fatalf("reads through the mount on %s hung (reading %s); the mount's log:\n%s", n.name, reading.Load(), m.log.String())
 		return false
 	}

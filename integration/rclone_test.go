@@ -7,17 +7,24 @@ import (
 	"testing"
 )
 
+// rcloneEnv returns the environment that makes dj reach the repository
+// at dir through rclone (`rclone serve restic --stdio` on a local path),
+// with an empty rclone config of e's own.
+func rcloneEnv(t *testing.T, e *env, dir string) []string {
+	t.Helper()
+	requireCmd(t, "rclone")
+	conf := filepath.Join(e.dir, "rclone.conf")
+	writeFile(t, conf, nil)
+	return []string{"DJ_REPOSITORY=rclone:" + dir, "RCLONE_CONFIG=" + conf}
+}
+
 // TestRclone runs the life of a repository (repositoryLife) through rclone
 // (`rclone serve restic --stdio` on a local path, the remote every rclone
 // has); a missing rclone or repository fails in one line.
 func TestRclone(t *testing.T) {
-	requireCmd(t, "rclone")
 	e := newEnv(t)
 	repoDir := filepath.Join(e.dir, "remote", "repo")
-	e.extraEnv = append(e.extraEnv, "DJ_REPOSITORY=rclone:"+repoDir, "RCLONE_CONFIG="+filepath.Join(e.dir, "rclone.conf"))
-	if err := os.WriteFile(filepath.Join(e.dir, "rclone.conf"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	e.extraEnv = append(e.extraEnv, rcloneEnv(t, e, repoDir)...)
 	if r := e.run("snapshots"); r.code != 10 || !strings.Contains(r.stderr, "rclone:") {
 		t.Fatalf("snapshots before init: exit %d, want 10 naming the location\n%s", r.code, r.stderr)
 	}

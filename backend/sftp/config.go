@@ -42,8 +42,9 @@ type Config struct {
 	StallTimeout time.Duration
 
 	// connect bounds the wait for an SFTP session when a dial's context
-	// does not (Open and Create set it from theirs: a connection dialled
-	// later, under a request's context, waits as long).
+	// does not (newBackend sets it and StallTimeout from the context of
+	// Open or Create: a connection dialled later, under a request's
+	// context, waits as long).
 	connect time.Duration
 }
 

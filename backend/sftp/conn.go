@@ -1,7 +1,6 @@
 package sftp
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -199,7 +198,7 @@ func dial(ctx context.Context, cfg Config, pacer *limit.Pacer) (*conn, error) {
 		)
 		res <- result{cl, err}
 	}()
-	connectTimeout := backend.StallTimeout(ctx, cmp.Or(cfg.connect, connectTimeout))
+	connectTimeout := backend.StallTimeout(ctx, cfg.connect)
 	timer := time.NewTimer(connectTimeout)
 	defer timer.Stop()
 	var r result
@@ -242,10 +241,7 @@ func dial(ctx context.Context, cfg Config, pacer *limit.Pacer) (*conn, error) {
 		_ = r.client.Wait()
 		close(c.done)
 	}()
-	c.stall = cfg.StallTimeout
-	if c.stall <= 0 {
-		c.stall = backend.StallTimeout(ctx, DefaultStallTimeout)
-	}
+	c.stall = cfg.StallTimeout // set by newBackend
 	go c.watch()
 	return c, nil
 }
