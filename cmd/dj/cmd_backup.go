@@ -210,13 +210,20 @@ func runBackup(c *cli.Context) error {
 			return err
 		}
 	}
+	// One P more than the cores: the blob workers keep the cores busy
+	// while a pack's fsync or a file's O_DIRECT read blocks a thread.
+	cores := ioThreads(1)
+	fileWorkers := int(min(c.Uint("read-concurrency"), maxReadConcurrency))
+	if fileWorkers == 0 {
+		fileWorkers = 2 * cores
+	}
 	opts := archiver.Options{
 		Exclude: exclude, ExcludeIfPresent: tagFiles, OneFileSystem: c.Bool("one-file-system"), Tags: splitTags(c.StringSlice("tag")),
 		Hostname: c.String("host"), DryRun: c.Bool("dry-run"), ProgramVersion: "dj " + version,
 		UID: uint32(os.Getuid()), GID: uint32(os.Getgid()),
 		IgnoreInode: c.Bool("ignore-inode"), IgnoreCtime: c.Bool("ignore-ctime"),
 		SkipIfUnchanged: c.Bool("skip-if-unchanged"), WithAtime: c.Bool("with-atime"),
-		FileWorkers: int(min(c.Uint("read-concurrency"), maxReadConcurrency)),
+		FileWorkers: fileWorkers, BlobWorkers: cores,
 		ReadSpecial: c.Bool("read-special"),
 	}
 	if pats := c.StringSlice("chunker-files"); len(pats) > 0 {
