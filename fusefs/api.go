@@ -22,7 +22,10 @@
 // default, and sends no OPEN, FLUSH, RELEASE, OPENDIR or RELEASEDIR. A walk
 // that copies a tree costs one READ per small file and two READDIRPLUS per
 // directory. Read-ahead state therefore belongs to the file, not to an open
-// handle.
+// handle. Which listed entries carry attributes (and so become inodes
+// without a LOOKUP) is learned per calling thread (listing.go): a walker
+// that stats what it lists gets them all, one that never does (find) gets
+// the files' names alone.
 //
 // The layers a read(2) passes through, top down:
 //

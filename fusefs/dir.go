@@ -88,7 +88,18 @@ func (d *dirNode) tree(ctx context.Context) (*tree.Compact, syscall.Errno) {
 // path returns the node's path in the mount, for log lines.
 func (d *dirNode) path() string { return "/" + d.Path(nil) }
 
+// Lookup answers the kernel's LOOKUP of a name in the directory; a file
+// looked up tells the listing policy that the caller stats what it lists.
 func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	child, e := d.lookup(ctx, name, out)
+	if e == 0 && child.StableAttr().Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		d.m.listing.lookedUp(callerPid(ctx))
+	}
+	return child, e
+}
+
+// lookup makes the inode of the entry name.
+func (d *dirNode) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	t, e := d.tree(ctx)
 	if e != 0 {
 		return nil, e
@@ -140,10 +151,17 @@ type treeDirStream struct {
 	name string // the name of the node at idx, once skipInvalid has read it
 	head tree.Node
 	// listed and listedName are the tree index and name of the node Next
-	// returned last (listed is -1 before one): the READDIRPLUS reply's
-	// Lookup of that entry then needs no search of the tree.
+	// returned last (listed is -1 before one), listedDir whether it is a
+	// directory: the READDIRPLUS reply's Lookup of that entry then needs
+	// no search of the tree.
 	listed     int
 	listedName string
+	listedDir  bool
+	// mode is what this reply's entries carry (listing.go), once known;
+	// probed is set once the reply has left out a probe's attributes.
+	mode      listMode
+	modeKnown bool
+	probed    bool
 }
 
 var (
@@ -193,7 +211,7 @@ func (s *treeDirStream) Next() (fuse.DirEntry, syscall.Errno) {
 	default:
 		i := s.idx - 2
 		e = fuse.DirEntry{Name: s.name, Mode: typeBits(s.head.Type), Ino: compactIno(d.sn.ID, d.StableAttr().Ino, s.name, s.t, i, &s.head)}
-		s.listed, s.listedName = i, s.name
+		s.listed, s.listedName, s.listedDir = i, s.name, s.head.Type == tree.Dir
 	}
 	s.idx++
 	s.name = ""
@@ -216,14 +234,15 @@ func (s *treeDirStream) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 		return syscall.EINVAL
 	}
 	s.idx = int(off)
-	s.name, s.listed = "", -1
+	s.name, s.listed, s.listedDir = "", -1, false
 	return 0
 }
 
 // Lookup makes the inode of the entry a READDIRPLUS reply has just listed
-// (go-fuse calls it for each), or, in a directory of more than plusEntries,
-// declines: the entry then goes out with its name and type alone (node id
-// 0, which the kernel takes as "no attributes", not as a missing entry).
+// (go-fuse calls it for each), or, in a directory of more than plusEntries
+// or for a file the listing policy leaves out (fileAttributes), declines:
+// the entry then goes out with its name and type alone (node id 0, which
+// the kernel takes as "no attributes", not as a missing entry).
 func (s *treeDirStream) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if child := s.d.GetChild(name); child != nil {
 		if ga, ok := child.Operations().(fs.NodeGetattrer); ok {
@@ -238,10 +257,35 @@ func (s *treeDirStream) Lookup(ctx context.Context, name string, out *fuse.Entry
 		return nil, syscall.ENOENT
 	}
 	if s.listed >= 0 && name == s.listedName {
+		if !s.listedDir && !s.fileAttributes(ctx) {
+			return nil, syscall.ENOENT
+		}
 		d := s.d
 		return d.m.newTreeChild(ctx, &d.Inode, d.sn, d.StableAttr().Ino, name, s.t.Node(s.listed), out), 0
 	}
-	return s.d.Lookup(ctx, name, out)
+	return s.d.lookup(ctx, name, out)
+}
+
+// fileAttributes reports whether the reply gives the attributes of the
+// file it lists now, as the listing policy says for the caller: a probe is
+// left without them once per reply while the caller is unknown.
+func (s *treeDirStream) fileAttributes(ctx context.Context) bool {
+	pol := s.d.m.listing
+	if !s.modeKnown {
+		s.mode, s.modeKnown = pol.mode(callerPid(ctx)), true
+	}
+	switch s.mode {
+	case listStats:
+		return true
+	case listNames:
+		return false
+	}
+	if s.probed {
+		return true
+	}
+	s.probed = true
+	pol.probe(callerPid(ctx), s.d.StableAttr().Ino)
+	return false
 }
 
 // Close does nothing: the stream holds no resources.

@@ -171,7 +171,9 @@ func fuseOptions(opts Options, direct bool) *fs.Options {
 	// directory, then lstats its entries) took 3.0-3.4 s cold instead of
 	// 2.7 s, paying a LOOKUP per entry after the first listing request,
 	// and find was no faster (A/B on a quiet machine, 2026-12-04). Big
-	// directories list names alone through dirNode's lookup hook instead.
+	// directories, and files listed for a walker that never stats them,
+	// go out with names alone through dirNode's lookup hook instead
+	// (listing.go).
 	mo.Debug = opts.DebugFUSE
 	mo.Options = []string{"ro", "nosuid", "nodev"}
 	if !opts.NoDefaultPermissions {

@@ -32,6 +32,8 @@ type mountFS struct {
 	ra *readAhead
 	// entries bounds the looked-up entries the kernel keeps (inodes.go).
 	entries *entryBudget
+	// listing decides which listed entries carry attributes (listing.go).
+	listing *listingPolicy
 	// reported remembers blobs whose failure has been logged, so that a
 	// broken blob read through many requests logs once.
 	reportedMu sync.Mutex
@@ -54,6 +56,7 @@ func newMountFS(bgctx context.Context, repo Repository, opts Options) *mountFS {
 		zeros:    make([]byte, 1<<20),
 		reported: make(map[crypto.ID]struct{}),
 		entries:  newEntryBudget(entriesFor(opts.CacheSize)),
+		listing:  newListingPolicy(),
 	}
 	go m.entries.run(bgctx)
 	if opts.OwnerRoot {
