@@ -248,11 +248,13 @@ func (r *Repository) ChunkerSizes() (min, avg, max int) {
 
 // SealedForm returns the bytes SaveBlob would write into a pack for plain
 // with id: compressed when that is smaller, then sealed; and whether it is
-// compressed. It saves nothing. The result lies in a pooled buffer, which
-// the caller may hand back with ReleaseSealed once it is done with it.
-// (The bench's backup ceiling measures the blob stage with it.)
-func (r *Repository) SealedForm(t pack.BlobType, id crypto.ID, plain []byte) ([]byte, bool) {
-	return r.compressAndSeal(t, id, plain)
+// compressed. With verify, the compressed form is decompressed and
+// compared with plain first, as SaveBlob does (an error wraps ErrCorrupt).
+// It saves nothing. The result lies in a pooled buffer, which the caller
+// may hand back with ReleaseSealed once it is done with it. (The bench's
+// backup ceiling measures the blob stage with it.)
+func (r *Repository) SealedForm(t pack.BlobType, id crypto.ID, plain []byte, verify bool) ([]byte, bool, error) {
+	return r.compressAndSealChecked(t, id, plain, verify)
 }
 
 // ReleaseSealed returns a buffer from SealedForm to the pool.

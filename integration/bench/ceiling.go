@@ -137,10 +137,12 @@ func verifyCeiling(ctx context.Context, repoDir, pwFile string, limit int64, run
 // BLAKE3), deduplicated, compressed (zstd at the default level) and sealed
 // (XChaCha20-Poly1305) with dj's own code (repo/chunker, Repository.BlobID
 // and Repository.SealedForm, the function SaveBlob uses), one chunker and
-// one blob worker per core. Nothing is written, packed or walked: no backup
-// of root can be faster on this machine. It returns the median wall time in
-// seconds of runs, and the bytes of the files.
-func backupCeiling(ctx context.Context, root string, runs int) (float64, int64, error) {
+// one blob worker per core; with verify, each compressed blob is also
+// decompressed and compared before it is sealed, as SaveBlob does. Nothing
+// is written, packed or walked: no backup of root can be faster on this
+// machine. It returns the median wall time in seconds of runs, and the
+// bytes of the files.
+func backupCeiling(ctx context.Context, root string, runs int, verify bool) (float64, int64, error) {
 	r, err := repo.Init(ctx, mem.New(), "ceiling", repo.Options{KDF: &crypto.TestKDF})
 	if err != nil {
 		return 0, 0, err
@@ -178,6 +180,8 @@ func backupCeiling(ctx context.Context, root string, runs int) (float64, int64, 
 			bufs <- make([]byte, 0, 2*avgSize)
 		}
 		var seen sync.Map
+		var errOnce sync.Once
+		var sealErr error
 		var cwg, bwg sync.WaitGroup
 		for w := 0; w < workers; w++ {
 			cwg.Add(1)
@@ -203,8 +207,12 @@ func backupCeiling(ctx context.Context, root string, runs int) (float64, int64, 
 				for c := range chunks {
 					id := r.BlobID(c)
 					if _, dup := seen.LoadOrStore(id, struct{}{}); !dup {
-						sealed, _ := r.SealedForm(pack.DataBlob, id, c)
-						r.ReleaseSealed(sealed)
+						sealed, _, err := r.SealedForm(pack.DataBlob, id, c, verify)
+						if err != nil {
+							errOnce.Do(func() { sealErr = err })
+						} else {
+							r.ReleaseSealed(sealed)
+						}
 					}
 					bufs <- c[:0]
 				}
@@ -217,6 +225,9 @@ func backupCeiling(ctx context.Context, root string, runs int) (float64, int64, 
 		cwg.Wait()
 		close(chunks)
 		bwg.Wait()
+		if sealErr != nil {
+			return 0, total, sealErr
+		}
 		times = append(times, time.Since(start).Seconds())
 	}
 	if len(times) == 0 {

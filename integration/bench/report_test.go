@@ -103,11 +103,13 @@ func TestBackupCeiling(t *testing.T) {
 	if err := os.Symlink("f0", filepath.Join(dir, "link")); err != nil {
 		t.Fatal(err)
 	}
-	sec, n, err := backupCeiling(context.Background(), dir, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n != want || sec <= 0 {
-		t.Fatalf("backupCeiling = %v s, %d bytes; want > 0 s, %d bytes", sec, n, want)
+	for _, verify := range []bool{false, true} {
+		sec, n, err := backupCeiling(context.Background(), dir, 2, verify)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != want || sec <= 0 {
+			t.Fatalf("backupCeiling(verify %v) = %v s, %d bytes; want > 0 s, %d bytes", verify, sec, n, want)
+		}
 	}
 }
