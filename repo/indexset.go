@@ -2,7 +2,9 @@ package repo
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"runtime"
 	"sort"
 	"sync"
@@ -121,7 +123,8 @@ func (r *Repository) PendingPacks() (map[crypto.ID]int64, *index.Index) {
 
 // RefreshIndex loads index files written since the index was loaded (by
 // other processes: a backup that finished while a mount runs) and returns
-// how many it added.
+// how many it added. A listed file gone by the time it is loaded is
+// skipped, as LoadIndex explains.
 func (r *Repository) RefreshIndex(ctx context.Context) (int, error) {
 	ids, err := r.ListFiles(ctx, backend.IndexFile)
 	if err != nil {
@@ -136,6 +139,11 @@ func (r *Repository) RefreshIndex(ctx context.Context) (int, error) {
 			continue
 		}
 		f, err := r.LoadIndexFile(ctx, id)
+		if errors.Is(err, fs.ErrNotExist) {
+			// Rewritten since the listing (LoadIndex): the superseding
+			// file is listed now or at the next refresh.
+			continue
+		}
 		if err != nil {
 			return n, err
 		}
@@ -163,15 +171,43 @@ func (r *Repository) LoadIndexFile(ctx context.Context, id crypto.ID) (*index.Fi
 
 // LoadIndex reads every index file into memory. Index files that fail to
 // load are returned as problems (and make the returned error non-nil unless
-// tolerate is set); superseded files are skipped.
+// tolerate is set); superseded files are skipped. A listed file that is
+// gone when it is loaded was rewritten by another process (prune, repair
+// index: WriteIndex's superseding files come first, the removals after), so
+// the index is listed again, at most indexRelists times, and the files
+// listed last are what counts.
 func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProblem, error) {
-	ids, err := r.ListFiles(ctx, backend.IndexFile)
-	if err != nil {
-		return nil, err
-	}
-	files, errs, err := loadEach(ctx, ids, runtime.GOMAXPROCS(0)*2, r.LoadIndexFile)
-	if err != nil {
-		return nil, err
+	loaded := map[crypto.ID]*index.File{}
+	failed := map[crypto.ID]error{}
+	var ids []crypto.ID
+	for attempt := 0; ; attempt++ {
+		var err error
+		if ids, err = r.ListFiles(ctx, backend.IndexFile); err != nil {
+			return nil, err
+		}
+		var todo []crypto.ID
+		for _, id := range ids {
+			if loaded[id] == nil {
+				todo = append(todo, id)
+			}
+		}
+		files, errs, err := loadEach(ctx, todo, runtime.GOMAXPROCS(0)*2, r.LoadIndexFile)
+		if err != nil {
+			return nil, err
+		}
+		clear(failed)
+		vanished := false
+		for i, id := range todo {
+			if errs[i] != nil {
+				failed[id] = errs[i]
+				vanished = vanished || errors.Is(errs[i], fs.ErrNotExist)
+				continue
+			}
+			loaded[id] = files[i]
+		}
+		if !vanished || attempt == indexRelists {
+			break
+		}
 	}
 	r.ixs.mu.Lock()
 	for _, id := range ids {
@@ -179,22 +215,28 @@ func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProbl
 	}
 	r.ixs.mu.Unlock()
 	superseded := map[crypto.ID]bool{}
-	var problems []IndexProblem
-	for i, f := range files {
-		if errs[i] != nil {
-			problems = append(problems, IndexProblem{ids[i], errs[i]})
-			continue
+	for _, id := range ids {
+		if f := loaded[id]; f != nil {
+			for _, s := range f.Supersedes {
+				superseded[s] = true
+			}
 		}
-		for _, s := range f.Supersedes {
-			superseded[s] = true
+	}
+	var problems []IndexProblem
+	for _, id := range ids {
+		// A file still listed but gone, whose content another file holds,
+		// is a removal the listing has not caught up with.
+		if err := failed[id]; err != nil && !(superseded[id] && errors.Is(err, fs.ErrNotExist)) {
+			problems = append(problems, IndexProblem{id, err})
 		}
 	}
 	var live []*index.File
-	for i, f := range files {
-		if f == nil || superseded[ids[i]] {
+	for _, id := range ids {
+		f := loaded[id]
+		if f == nil || superseded[id] {
 			continue
 		}
-		r.noteIndexFile(ids[i], f)
+		r.noteIndexFile(id, f)
 		live = append(live, f)
 	}
 	r.idx.AddFiles(live)
@@ -204,6 +246,10 @@ func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProbl
 	}
 	return problems, nil
 }
+
+// indexRelists bounds how often LoadIndex lists the index again when
+// listed files vanished before they were loaded.
+const indexRelists = 3
 
 // maxBlobsPerIndexFile keeps index files small enough to load quickly.
 const maxBlobsPerIndexFile = 100_000
