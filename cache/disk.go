@@ -256,6 +256,18 @@ func (d *Disk) readCached(p string, h backend.Handle, offset int64, length int) 
 func (d *Disk) fetchPack(ctx context.Context, h backend.Handle, p string) ([]byte, error) {
 	d.mu.Lock()
 	for {
+		if d.verified[h.Name] {
+			// Another caller's fetch stored the pack after this caller
+			// found it missing: read that, fetch nothing.
+			d.mu.Unlock()
+			if b, err := os.ReadFile(p); err == nil {
+				d.touch(p, h.Name)
+				return b, nil
+			}
+			d.mu.Lock()
+			delete(d.verified, h.Name) // evicted since
+			continue
+		}
 		f, ok := d.inflight[h.Name]
 		if !ok {
 			break
