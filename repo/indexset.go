@@ -185,19 +185,19 @@ func (r *Repository) LoadIndex(ctx context.Context, tolerate bool) ([]IndexProbl
 		if ids, err = r.ListFiles(ctx, backend.IndexFile); err != nil {
 			return nil, err
 		}
-		var todo []crypto.ID
+		var toLoad []crypto.ID
 		for _, id := range ids {
 			if loaded[id] == nil {
-				todo = append(todo, id)
+				toLoad = append(toLoad, id)
 			}
 		}
-		files, errs, err := loadEach(ctx, todo, runtime.GOMAXPROCS(0)*2, r.LoadIndexFile)
+		files, errs, err := loadEach(ctx, toLoad, runtime.GOMAXPROCS(0)*2, r.LoadIndexFile)
 		if err != nil {
 			return nil, err
 		}
 		clear(failed)
 		vanished := false
-		for i, id := range todo {
+		for i, id := range toLoad {
 			if errs[i] != nil {
 				failed[id] = errs[i]
 				vanished = vanished || errors.Is(errs[i], fs.ErrNotExist)
