@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -32,16 +33,25 @@ make the exit code 1; every intact file is still restored. A Proxmox VE dump
 stored by backup (NAME.vma) comes back as the VMA file, ready for qmrestore,
 unless --vma-as-directory.
 
+A target that holds things already: files, symlinks and empty directories in
+the way are replaced, directories are merged, and a non-empty directory where
+the snapshot has a file is left as it is and named (exit code 1). With --delete
+the target is made to match the snapshot: what its restored directories hold
+that the snapshot does not is deleted (only paths the include and exclude
+patterns select; -v names each), and files replace directories in their way.
+
 Examples:
    dj restore latest --target /tmp/restore
    dj restore 1a2b3c4d:/home/ann/docs --target ~/docs-back --include '*.odt'
-   dj restore latest --target /tmp/photos --iinclude '*.jpg'`,
+   dj restore latest --target /tmp/photos --iinclude '*.jpg'
+   dj restore latest:/home/ann --target /home/ann --delete`,
 		Flags: append(filterFlags(),
 			&cli.StringFlag{Name: "target", Aliases: []string{"t"}, Usage: "restore into `DIR`", Required: true},
 			&cli.StringSliceFlag{Name: "include", Aliases: []string{"i"}, Usage: "restore only paths matching `PATTERN`"},
 			&cli.StringSliceFlag{Name: "exclude", Aliases: []string{"e"}, Usage: "do not restore paths matching `PATTERN`"},
 			&cli.StringSliceFlag{Name: "iinclude", Usage: "like --include, ignoring case: restore only paths matching `PATTERN`"},
 			&cli.StringSliceFlag{Name: "iexclude", Usage: "like --exclude, ignoring case: do not restore paths matching `PATTERN`"},
+			&cli.BoolFlag{Name: "delete", Usage: "delete what the target's restored directories hold that the snapshot does not (as selected by the patterns), and let files replace directories in their way"},
 			&cli.BoolFlag{Name: "verify", Usage: "read restored files back and check them against the snapshot"},
 			&cli.BoolFlag{Name: "sparse", Usage: "write all-zero chunks as holes in every file"},
 			&cli.BoolFlag{Name: "vma-as-directory", Usage: "restore a stored Proxmox VE dump (NAME.vma) as the directory of its configs and disk images, not as the VMA file"},
@@ -85,7 +95,7 @@ func runRestore(c *cli.Context) error {
 	opts := restorer.Options{
 		Target: target, Include: c.StringSlice("include"), Exclude: c.StringSlice("exclude"),
 		InsensitiveInclude: c.StringSlice("iinclude"), InsensitiveExclude: c.StringSlice("iexclude"),
-		Sparse: c.Bool("sparse"), Verify: c.Bool("verify"), Owner: os.Geteuid() == 0,
+		Sparse: c.Bool("sparse"), Verify: c.Bool("verify"), Owner: os.Geteuid() == 0, Delete: c.Bool("delete"),
 		// Across a network each blob costs a round trip: more in flight,
 		// and the chunks of queued small files loaded together.
 		Workers: remoteWorkers(e), BatchBytes: remoteBatchBytes(e),
@@ -100,6 +110,13 @@ func runRestore(c *cli.Context) error {
 			defer mu.Unlock()
 			e.warnf("warning: %s: %v\n", p, err)
 		},
+	}
+	if e.verbosity >= 1 && !e.json {
+		opts.Deleted = func(p string) {
+			mu.Lock()
+			defer mu.Unlock()
+			e.printf("deleted %s\n", p)
+		}
 	}
 	bar := newByteProgress(e, "restoring")
 	if bar != nil {
@@ -119,13 +136,23 @@ func runRestore(c *cli.Context) error {
 	}
 	if e.json {
 		_ = e.printJSON(map[string]any{"message_type": "summary", "files_restored": st.Files, "dirs_restored": st.Dirs,
-			"others_restored": st.Others, "bytes_restored": st.Bytes, "errors": len(st.Errors)})
+			"others_restored": st.Others, "bytes_restored": st.Bytes, "files_deleted": st.Deleted, "errors": len(st.Errors)})
 	} else {
 		e.printf("restored %d files, %d dirs, %d others, %s\n", st.Files, st.Dirs, st.Others, formatBytes(st.Bytes))
+		switch {
+		case st.Deleted == 1:
+			e.printf("deleted 1 entry the snapshot does not have\n")
+		case st.Deleted > 1:
+			e.printf("deleted %d entries the snapshot does not have\n", st.Deleted)
+		}
 	}
 	if len(st.Errors) > 0 {
 		for _, fe := range st.Errors {
-			e.warnf("damaged: %s: %v\n", fe.Path, fe.Err)
+			what := "damaged"
+			if errors.Is(fe.Err, restorer.ErrDirInTheWay) {
+				what = "not restored"
+			}
+			e.warnf("%s: %s: %v\n", what, fe.Path, fe.Err)
 		}
 		return exitCodeErr{exitError, fmt.Errorf("%d file(s) could not be restored intact", len(st.Errors))}
 	}

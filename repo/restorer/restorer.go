@@ -91,6 +91,18 @@ type Options struct {
 	// Sparse writes every all-zero block as a hole; without it only files
 	// that were sparse when backed up (tree.Node.IsSparse) get holes.
 	Sparse bool
+	// Delete makes the target's directories hold what the snapshot's do
+	// and no more (restic's --delete): an entry of a restored directory
+	// that the snapshot does not have is removed, with everything below
+	// it, when the include and exclude patterns select its path; and a
+	// file, symlink or special file of the snapshot replaces a non-empty
+	// directory in its way. Without Delete nothing the target holds is
+	// removed but what a restored item replaces: a file, a symlink, an
+	// empty directory.
+	Delete bool
+	// Deleted, if set, is told the path in the snapshot's terms (such as
+	// "/home/ann/old") of each entry Delete removed.
+	Deleted func(path string)
 	// Verify reads each restored file back and checks every chunk against
 	// its blob id.
 	Verify bool
@@ -132,6 +144,9 @@ type Stats struct {
 	Files, Dirs, Others uint64
 	// Bytes is the content written, holes included.
 	Bytes uint64
+	// Deleted counts the entries Options.Delete removed from the target
+	// (a directory with all it held counts once).
+	Deleted uint64
 	// Errors names the items that could not be restored intact.
 	Errors []FileError
 }
@@ -148,6 +163,10 @@ func (e FileError) Error() string { return e.Path + ": " + e.Err.Error() }
 var (
 	ErrDuplicateName = errors.New("duplicate name in tree")
 	ErrTreeCycle     = errors.New("directory contains itself")
+	// ErrDirInTheWay: the target holds a non-empty directory where the
+	// snapshot has a file, a symlink or a special file. The directory is
+	// left as it is unless Options.Delete.
+	ErrDirInTheWay = errors.New("a non-empty directory is in the way; left as it is (restore with --delete to replace it)")
 )
 
 const (
@@ -177,8 +196,8 @@ type restorer struct {
 	errMu sync.Mutex
 	errs  []FileError
 
-	files, dirs, others, bytes atomic.Uint64
-	total                      Progress
+	files, dirs, others, bytes, deleted atomic.Uint64
+	total                               Progress
 }
 
 // compilePatterns compiles patterns that match case, then patterns that
@@ -274,7 +293,7 @@ func Restore(ctx context.Context, l Loader, rootTree crypto.ID, opts Options) (S
 	stopProgress()
 
 	r.errMu.Lock()
-	stats := Stats{Files: r.files.Load(), Dirs: r.dirs.Load(), Others: r.others.Load(), Bytes: r.bytes.Load(), Errors: r.errs}
+	stats := Stats{Files: r.files.Load(), Dirs: r.dirs.Load(), Others: r.others.Load(), Bytes: r.bytes.Load(), Deleted: r.deleted.Load(), Errors: r.errs}
 	r.errMu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return stats, fmt.Errorf("restore: %w", err)

@@ -110,8 +110,13 @@ func makeDir(p string) error {
 	return nil
 }
 
-// clearPath removes whatever is at p, not following a symlink.
-func clearPath(p string) error {
+// clearPath removes whatever is at p, not following a symlink, to make
+// room for a file, a symlink or a special file. A directory goes only when
+// it is empty, or with replaceDirs (Options.Delete) with all it holds:
+// otherwise it is left alone and the error is ErrDirInTheWay, so that a
+// restore into a directory in use never deletes what the user has below a
+// name the snapshot holds as a file.
+func clearPath(p string, replaceDirs bool) error {
 	fi, err := os.Lstat(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -119,10 +124,20 @@ func clearPath(p string) error {
 	if err != nil {
 		return err
 	}
-	if fi.IsDir() {
+	if !fi.IsDir() {
+		return os.Remove(p)
+	}
+	if replaceDirs {
 		return os.RemoveAll(p)
 	}
-	return os.Remove(p)
+	err = unix.Rmdir(p)
+	if errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
+		return ErrDirInTheWay
+	}
+	if err != nil {
+		return &os.PathError{Op: "remove", Path: p, Err: err}
+	}
+	return nil
 }
 
 // walk restores the entries of t into d. ancestors holds the trees on the
@@ -166,7 +181,12 @@ func (r *restorer) walk(ctx context.Context, d *dirState, t walk.List, ancestors
 			r.fail(rel, err)
 			continue
 		}
-		if err := clearPath(fsPath); err != nil {
+		if n.Type == tree.Irregular {
+			// Nothing is written, so what the target has there stays.
+			r.warn(rel, fmt.Errorf("%s file not restored", n.Type))
+			continue
+		}
+		if err := clearPath(fsPath, r.opts.Delete); err != nil {
 			r.fail(rel, err)
 			continue
 		}
@@ -176,8 +196,6 @@ func (r *restorer) walk(ctx context.Context, d *dirState, t walk.List, ancestors
 		switch n.Type {
 		case tree.File:
 			r.startFile(ctx, d, fsPath, rel, n)
-		case tree.Irregular:
-			r.warn(rel, fmt.Errorf("%s file not restored", n.Type))
 		default:
 			if err := fsnode.CreateSpecial(fsPath, n); err != nil {
 				r.fail(rel, err)
@@ -191,6 +209,9 @@ func (r *restorer) walk(ctx context.Context, d *dirState, t walk.List, ancestors
 	if err := t.Err(); err != nil && ctx.Err() == nil {
 		r.fail(d.rel, fmt.Errorf("directory could not be read: %w", err))
 	}
+	if r.opts.Delete && d.created && ctx.Err() == nil {
+		r.deleteExtra(d, t)
+	}
 }
 
 // writeAsFile restores directory n of d as one file that write fills
@@ -200,7 +221,7 @@ func (r *restorer) writeAsFile(ctx context.Context, d *dirState, fsPath, rel str
 		r.fail(rel, err)
 		return
 	}
-	if err := clearPath(fsPath); err != nil {
+	if err := clearPath(fsPath, r.opts.Delete); err != nil {
 		r.fail(rel, err)
 		return
 	}

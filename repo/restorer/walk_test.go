@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"reflect"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -347,31 +349,66 @@ func TestRestoreInsensitivePatterns(t *testing.T) {
 	}
 }
 
+// TestRestoreOverExisting restores into a target that already holds
+// things: files are replaced, directories merged, and nothing the user has
+// below a directory is deleted to make room for a file (restic restores a
+// file over a non-empty directory only with --delete, as Options.Delete
+// does here).
 func TestRestoreOverExisting(t *testing.T) {
 	f := newFakeLoader()
 	root := f.addTree(
 		f.fileNode("file-was-dir", []byte("now a file")),
+		f.fileNode("file-was-empty-dir", []byte("was empty")),
+		&tree.Node{Name: "link-was-dir", Type: tree.Symlink, Mode: os.ModeSymlink | 0o777, LinkTarget: "x", ModTime: time.Unix(5, 0)},
+		&tree.Node{Name: "irregular-was-file", Type: tree.Irregular, Mode: os.ModeIrregular | 0o644},
 		dirNode("dir-was-file", f.addTree(f.fileNode("in", []byte("in")))),
 		f.fileNode("shorter", []byte("short")),
 		dirNode("existing", f.addTree(f.fileNode("new", []byte("new")))),
 	)
-	target := t.TempDir()
-	must(t, os.MkdirAll(filepath.Join(target, "file-was-dir/sub"), 0o755))
-	must(t, os.WriteFile(filepath.Join(target, "dir-was-file"), []byte("old"), 0o644))
-	must(t, os.WriteFile(filepath.Join(target, "shorter"), bytes.Repeat([]byte("long"), 1000), 0o644))
-	must(t, os.MkdirAll(filepath.Join(target, "existing"), 0o755))
-	must(t, os.WriteFile(filepath.Join(target, "existing/old"), []byte("kept"), 0o644))
-	st, err := Restore(context.Background(), f, root, Options{Target: target})
-	must(t, err)
-	if len(st.Errors) > 0 {
-		t.Fatal(st.Errors)
+	prepare := func(t *testing.T) string {
+		target := t.TempDir()
+		must(t, os.MkdirAll(filepath.Join(target, "file-was-dir/sub"), 0o755))
+		must(t, os.WriteFile(filepath.Join(target, "file-was-dir/sub/precious"), []byte("precious"), 0o644))
+		must(t, os.MkdirAll(filepath.Join(target, "file-was-empty-dir"), 0o755))
+		must(t, os.MkdirAll(filepath.Join(target, "link-was-dir"), 0o755))
+		must(t, os.WriteFile(filepath.Join(target, "link-was-dir/mine"), []byte("mine"), 0o644))
+		must(t, os.WriteFile(filepath.Join(target, "irregular-was-file"), []byte("untouched"), 0o644))
+		must(t, os.WriteFile(filepath.Join(target, "dir-was-file"), []byte("old"), 0o644))
+		must(t, os.WriteFile(filepath.Join(target, "shorter"), bytes.Repeat([]byte("long"), 1000), 0o644))
+		must(t, os.MkdirAll(filepath.Join(target, "existing"), 0o755))
+		must(t, os.WriteFile(filepath.Join(target, "existing/old"), []byte("kept"), 0o644))
+		return target
 	}
-	for name, want := range map[string]string{"file-was-dir": "now a file", "dir-was-file/in": "in", "shorter": "short", "existing/new": "new", "existing/old": "kept"} {
-		b, err := os.ReadFile(filepath.Join(target, name))
-		if err != nil || string(b) != want {
-			t.Errorf("%s = %q, %v; want %q", name, b, err, want)
+	check := func(t *testing.T, target string, want map[string]string) {
+		t.Helper()
+		for name, w := range want {
+			b, err := os.ReadFile(filepath.Join(target, name))
+			if err != nil || string(b) != w {
+				t.Errorf("%s = %q, %v; want %q", name, b, err, w)
+			}
 		}
 	}
+
+	t.Run("default", func(t *testing.T) {
+		target := prepare(t)
+		st, err := Restore(context.Background(), f, root, Options{Target: target})
+		must(t, err)
+		failed := map[string]bool{}
+		for _, e := range st.Errors {
+			failed[e.Path] = true
+			if !errors.Is(e.Err, ErrDirInTheWay) {
+				t.Errorf("%v: want ErrDirInTheWay", e)
+			}
+		}
+		if !reflect.DeepEqual(failed, map[string]bool{"/file-was-dir": true, "/link-was-dir": true}) {
+			t.Errorf("errors for %v, want /file-was-dir and /link-was-dir", st.Errors)
+		}
+		check(t, target, map[string]string{
+			"file-was-dir/sub/precious": "precious", "link-was-dir/mine": "mine",
+			"file-was-empty-dir": "was empty", "irregular-was-file": "untouched",
+			"dir-was-file/in": "in", "shorter": "short", "existing/new": "new", "existing/old": "kept",
+		})
+	})
 }
 
 func TestNameSet(t *testing.T) {
