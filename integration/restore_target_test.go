@@ -81,4 +81,27 @@ func TestRestoreIntoExistingTarget(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(outside, "precious")); err != nil || string(b) != "precious" {
 		t.Errorf("outside the target: precious = %q, %v", b, err)
 	}
+
+	// --overwrite never keeps the user's edit; the default replaces it.
+	if err := os.WriteFile(filepath.Join(target, "e"), []byte("edited"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out = e.must("restore", "--json", "latest:"+src, "--target", target, "--overwrite", "never")
+	sum = nil
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatalf("restore --json: %v\n%s", err, out)
+	}
+	if sum["files_skipped"] != float64(4) || sum["files_restored"] != float64(0) {
+		t.Errorf("--overwrite never over a full target: %s, want 4 files skipped, none restored", out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(target, "e")); string(b) != "edited" {
+		t.Errorf("--overwrite never: e = %q, want the user's edit", b)
+	}
+	e.must("restore", "latest:"+src, "--target", target)
+	if b, _ := os.ReadFile(filepath.Join(target, "e")); string(b) != "e" {
+		t.Errorf("restore (--overwrite always): e = %q, want the snapshot's", b)
+	}
+	if r := e.run("restore", "latest:"+src, "--target", target, "--overwrite", "sometimes"); r.code != 1 || !strings.Contains(r.stderr, "invalid --overwrite") {
+		t.Errorf("--overwrite sometimes: exit %d, %s", r.code, r.stderr)
+	}
 }

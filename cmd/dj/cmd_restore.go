@@ -39,6 +39,9 @@ the snapshot has a file is left as it is and named (exit code 1). With --delete
 the target is made to match the snapshot: what its restored directories hold
 that the snapshot does not is deleted (only paths the include and exclude
 patterns select; -v names each), and files replace directories in their way.
+--overwrite (restic's) says which files already there are replaced: always (the
+default), if-changed (not those of the snapshot's size and modification time,
+whose metadata is set), if-newer (only by a file modified later), never.
 
 Examples:
    dj restore latest --target /tmp/restore
@@ -51,6 +54,7 @@ Examples:
 			&cli.StringSliceFlag{Name: "exclude", Aliases: []string{"e"}, Usage: "do not restore paths matching `PATTERN`"},
 			&cli.StringSliceFlag{Name: "iinclude", Usage: "like --include, ignoring case: restore only paths matching `PATTERN`"},
 			&cli.StringSliceFlag{Name: "iexclude", Usage: "like --exclude, ignoring case: do not restore paths matching `PATTERN`"},
+			&cli.StringFlag{Name: "overwrite", Value: "always", Usage: "replace files the target has already: `MODE` always, if-changed, if-newer or never"},
 			&cli.BoolFlag{Name: "delete", Usage: "delete what the target's restored directories hold that the snapshot does not (as selected by the patterns), and let files replace directories in their way"},
 			&cli.BoolFlag{Name: "verify", Usage: "read restored files back and check them against the snapshot"},
 			&cli.BoolFlag{Name: "sparse", Usage: "write all-zero chunks as holes in every file"},
@@ -87,6 +91,10 @@ func runRestore(c *cli.Context) error {
 		}
 		root = *n.Subtree
 	}
+	overwrite, err := restorer.ParseOverwrite(c.String("overwrite"))
+	if err != nil {
+		return usageError("%v", err)
+	}
 	target := c.String("target")
 	if err := os.MkdirAll(target, 0o700); err != nil {
 		return fmt.Errorf("create target: %w", err)
@@ -95,7 +103,7 @@ func runRestore(c *cli.Context) error {
 	opts := restorer.Options{
 		Target: target, Include: c.StringSlice("include"), Exclude: c.StringSlice("exclude"),
 		InsensitiveInclude: c.StringSlice("iinclude"), InsensitiveExclude: c.StringSlice("iexclude"),
-		Sparse: c.Bool("sparse"), Verify: c.Bool("verify"), Owner: os.Geteuid() == 0, Delete: c.Bool("delete"),
+		Sparse: c.Bool("sparse"), Verify: c.Bool("verify"), Owner: os.Geteuid() == 0, Delete: c.Bool("delete"), Overwrite: overwrite,
 		// Across a network each blob costs a round trip: more in flight,
 		// and the chunks of queued small files loaded together.
 		Workers: remoteWorkers(e), BatchBytes: remoteBatchBytes(e),
@@ -136,9 +144,13 @@ func runRestore(c *cli.Context) error {
 	}
 	if e.json {
 		_ = e.printJSON(map[string]any{"message_type": "summary", "files_restored": st.Files, "dirs_restored": st.Dirs,
-			"others_restored": st.Others, "bytes_restored": st.Bytes, "files_deleted": st.Deleted, "errors": len(st.Errors)})
+			"others_restored": st.Others, "bytes_restored": st.Bytes, "files_deleted": st.Deleted,
+			"files_skipped": st.Skipped, "bytes_skipped": st.SkippedBytes, "errors": len(st.Errors)})
 	} else {
 		e.printf("restored %d files, %d dirs, %d others, %s\n", st.Files, st.Dirs, st.Others, formatBytes(st.Bytes))
+		if st.Skipped > 0 {
+			e.printf("left %d existing entries as they were (--overwrite %s), %s\n", st.Skipped, overwrite, formatBytes(st.SkippedBytes))
+		}
 		switch {
 		case st.Deleted == 1:
 			e.printf("deleted 1 entry the snapshot does not have\n")

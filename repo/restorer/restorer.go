@@ -100,6 +100,11 @@ type Options struct {
 	// removed but what a restored item replaces: a file, a symlink, an
 	// empty directory.
 	Delete bool
+	// Overwrite says what happens to a file, symlink or special file of
+	// the snapshot whose path the target has taken already (default:
+	// replace it). With OverwriteNever a file in the way of a directory
+	// stays too, and the directory's content is not restored.
+	Overwrite Overwrite
 	// Deleted, if set, is told the path in the snapshot's terms (such as
 	// "/home/ann/old") of each entry Delete removed.
 	Deleted func(path string)
@@ -144,6 +149,9 @@ type Stats struct {
 	Files, Dirs, Others uint64
 	// Bytes is the content written, holes included.
 	Bytes uint64
+	// Skipped counts the entries Options.Overwrite left as they were,
+	// SkippedBytes the size of those that are files.
+	Skipped, SkippedBytes uint64
 	// Deleted counts the entries Options.Delete removed from the target
 	// (a directory with all it held counts once).
 	Deleted uint64
@@ -159,7 +167,8 @@ type FileError struct {
 
 func (e FileError) Error() string { return e.Path + ": " + e.Err.Error() }
 
-// Errors a restore reports for hostile or broken trees.
+// Errors a restore reports for hostile or broken trees, and for a target
+// whose entries it leaves in place.
 var (
 	ErrDuplicateName = errors.New("duplicate name in tree")
 	ErrTreeCycle     = errors.New("directory contains itself")
@@ -167,6 +176,9 @@ var (
 	// snapshot has a file, a symlink or a special file. The directory is
 	// left as it is unless Options.Delete.
 	ErrDirInTheWay = errors.New("a non-empty directory is in the way; left as it is (restore with --delete to replace it)")
+	// ErrFileInTheWay: with OverwriteNever, the target holds something
+	// other than a directory where the snapshot has a directory.
+	ErrFileInTheWay = errors.New("something other than a directory is in the way; left as it is (--overwrite never)")
 )
 
 const (
@@ -197,6 +209,7 @@ type restorer struct {
 	errs  []FileError
 
 	files, dirs, others, bytes, deleted atomic.Uint64
+	skipped, skippedBytes               atomic.Uint64
 	total                               Progress
 }
 
@@ -293,7 +306,8 @@ func Restore(ctx context.Context, l Loader, rootTree crypto.ID, opts Options) (S
 	stopProgress()
 
 	r.errMu.Lock()
-	stats := Stats{Files: r.files.Load(), Dirs: r.dirs.Load(), Others: r.others.Load(), Bytes: r.bytes.Load(), Deleted: r.deleted.Load(), Errors: r.errs}
+	stats := Stats{Files: r.files.Load(), Dirs: r.dirs.Load(), Others: r.others.Load(), Bytes: r.bytes.Load(), Deleted: r.deleted.Load(),
+		Skipped: r.skipped.Load(), SkippedBytes: r.skippedBytes.Load(), Errors: r.errs}
 	r.errMu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return stats, fmt.Errorf("restore: %w", err)
@@ -341,7 +355,7 @@ func (r *restorer) startProgress() func() {
 	stop, done := make(chan struct{}), make(chan struct{})
 	report := func() {
 		p := r.total
-		p.FilesDone, p.BytesDone = r.files.Load(), r.bytes.Load()
+		p.FilesDone, p.BytesDone = r.files.Load()+r.skipped.Load(), r.bytes.Load()+r.skippedBytes.Load()
 		r.opts.Progress(p)
 	}
 	go func() {

@@ -119,3 +119,81 @@ func TestRestoreDeleteUnreadableTree(t *testing.T) {
 		t.Errorf("broken/mine = %q, %v", b, err)
 	}
 }
+
+// TestRestoreOverwrite restores over existing entries in each
+// Options.Overwrite mode.
+func TestRestoreOverwrite(t *testing.T) {
+	f := newFakeLoader()
+	mtime := time.Unix(2_000_000_000, 0)
+	withTime := func(n *tree.Node) *tree.Node { n.ModTime = mtime; return n }
+	root := f.addTree(
+		withTime(f.fileNode("same", []byte("snapshot"))),
+		withTime(f.fileNode("older", []byte("snapshot"))),
+		withTime(f.fileNode("newer", []byte("snapshot"))),
+		withTime(f.fileNode("missing", []byte("snapshot"))),
+		dirNode("dir", f.addTree(withTime(f.fileNode("in", []byte("snapshot"))))),
+	)
+	// What the target had, by name: the content and the modification
+	// time relative to the snapshot's.
+	existing := map[string]time.Duration{"same": 0, "older": -time.Hour, "newer": time.Hour, "dir": 0}
+	for _, tt := range []struct {
+		mode    Overwrite
+		kept    []string // names whose old content stays
+		skipped uint64
+		errs    int
+	}{
+		{OverwriteAlways, nil, 0, 0},
+		{OverwriteIfChanged, []string{"same"}, 1, 0},
+		{OverwriteIfNewer, []string{"same", "newer"}, 2, 0},
+		{OverwriteNever, []string{"same", "older", "newer", "dir"}, 3, 1},
+	} {
+		t.Run(tt.mode.String(), func(t *testing.T) {
+			if m, err := ParseOverwrite(tt.mode.String()); err != nil || m != tt.mode {
+				t.Fatalf("ParseOverwrite(%q) = %v, %v", tt.mode, m, err)
+			}
+			target := t.TempDir()
+			for name, d := range existing {
+				p := filepath.Join(target, name)
+				must(t, os.WriteFile(p, []byte("original"), 0o600)) // as long as "snapshot"
+				must(t, os.Chtimes(p, mtime.Add(d), mtime.Add(d)))
+			}
+			st, err := Restore(context.Background(), f, root, Options{Target: target, Overwrite: tt.mode})
+			must(t, err)
+			if len(st.Errors) != tt.errs || st.Skipped != tt.skipped || st.SkippedBytes != 8*tt.skipped {
+				t.Errorf("errors %v, skipped %d (%d bytes); want %d errors, %d skipped", st.Errors, st.Skipped, st.SkippedBytes, tt.errs, tt.skipped)
+			}
+			for _, e := range st.Errors {
+				if !errors.Is(e.Err, ErrFileInTheWay) {
+					t.Errorf("%v: want ErrFileInTheWay", e)
+				}
+			}
+			kept := map[string]bool{}
+			for _, name := range tt.kept {
+				kept[name] = true
+			}
+			for _, name := range []string{"same", "older", "newer", "missing", "dir"} {
+				want := "snapshot"
+				if kept[name] {
+					want = "original"
+				}
+				p := filepath.Join(target, name)
+				if name == "dir" && !kept[name] {
+					p = filepath.Join(p, "in")
+				}
+				if b, err := os.ReadFile(p); err != nil || string(b) != want {
+					t.Errorf("%s = %q, %v; want %q", name, b, err, want)
+				}
+			}
+			// if-changed sets the metadata of the file it keeps.
+			if tt.mode == OverwriteIfChanged {
+				fi, err := os.Stat(filepath.Join(target, "same"))
+				if err != nil || fi.Mode().Perm() != 0o644 {
+					t.Errorf("same: mode %v, %v; want the snapshot's 0644", fi.Mode(), err)
+				}
+			}
+		})
+	}
+	if _, err := ParseOverwrite("sometimes"); err == nil {
+		t.Error("ParseOverwrite accepted \"sometimes\"")
+	}
+}

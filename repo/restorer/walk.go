@@ -83,7 +83,7 @@ func (r *restorer) ensureDir(d *dirState) error {
 			return err
 		}
 	}
-	if err := makeDir(d.path); err != nil {
+	if err := makeDir(d.path, r.opts.Overwrite == OverwriteNever); err != nil {
 		return err
 	}
 	d.created = true
@@ -91,12 +91,15 @@ func (r *restorer) ensureDir(d *dirState) error {
 }
 
 // makeDir makes p a directory: an existing directory is kept, anything
-// else there (a planted symlink, say) is removed first.
-func makeDir(p string) error {
+// else there (a planted symlink, say) is removed first, unless keep: then
+// the error is ErrFileInTheWay.
+func makeDir(p string, keep bool) error {
 	fi, err := os.Lstat(p)
 	switch {
 	case err == nil && fi.IsDir():
 		return nil
+	case err == nil && keep:
+		return ErrFileInTheWay
 	case err == nil:
 		if err := os.Remove(p); err != nil {
 			return err
@@ -184,6 +187,9 @@ func (r *restorer) walk(ctx context.Context, d *dirState, t walk.List, ancestors
 		if n.Type == tree.Irregular {
 			// Nothing is written, so what the target has there stays.
 			r.warn(rel, fmt.Errorf("%s file not restored", n.Type))
+			continue
+		}
+		if r.keepExisting(fsPath, rel, n) {
 			continue
 		}
 		if err := clearPath(fsPath, r.opts.Delete); err != nil {
