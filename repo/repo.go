@@ -82,7 +82,7 @@ type Repository struct {
 	// ixs is the bookkeeping of index files (indexset.go).
 	ixs indexSet
 
-	enc *zstd.Encoder
+	enc blobEncoder // nil: no compression
 	dec *zstd.Decoder
 
 	// bufPool holds scratch buffers for compressed and sealed blobs. A
@@ -304,7 +304,7 @@ func fileAD(t backend.FileType) []byte { return []byte("dj file " + string(t)) }
 // sealFile encodes a whole file: format byte, then the sealed encoding byte
 // and (possibly zstd-compressed) body, bound to the file type.
 func (r *Repository) sealFile(t backend.FileType, body []byte) []byte {
-	plain := make([]byte, 0, len(body)+1)
+	plain := make([]byte, 0, compressBound(len(body))+1)
 	if r.enc != nil && len(body) > 64 {
 		plain = append(plain, encodingZstd)
 		plain = r.enc.EncodeAll(body, plain)

@@ -24,7 +24,11 @@ func (r *Repository) compressAndSeal(t pack.BlobType, id crypto.ID, plain []byte
 // form is decompressed and compared with plain before it is sealed
 // (checkCompressed), and a difference is an error wrapping ErrCorrupt.
 func (r *Repository) compressAndSealChecked(t pack.BlobType, id crypto.ID, plain []byte, check bool) ([]byte, bool, error) {
-	buf := r.getSealBuf(len(plain) + crypto.Overhead)
+	room := len(plain)
+	if r.enc != nil {
+		room = compressBound(len(plain))
+	}
+	buf := r.getSealBuf(room + crypto.Overhead)
 	if r.enc != nil && len(plain) >= 64 && !looksRandom(plain) {
 		c := r.enc.EncodeAll(plain, buf[:crypto.NonceSize])
 		if len(c)-crypto.NonceSize < len(plain) {
@@ -187,7 +191,7 @@ func (r *Repository) compress(plain []byte) ([]byte, bool) {
 	if r.enc == nil || len(plain) < 64 {
 		return plain, false
 	}
-	c := r.enc.EncodeAll(plain, make([]byte, 0, len(plain)))
+	c := r.enc.EncodeAll(plain, make([]byte, 0, compressBound(len(plain))))
 	if len(c) >= len(plain) {
 		return plain, false
 	}
@@ -209,11 +213,27 @@ func (r *Repository) SetCompression(level string) error {
 	return nil
 }
 
+// compressBound is at least the largest zstd frame of n bytes (zstd's
+// ZSTD_COMPRESSBOUND: n + n/256, plus up to 64 bytes below 128 KiB): room
+// in which an encoder never has to grow its output.
+func compressBound(n int) int { return n + n>>8 + 64 }
+
+// blobEncoder compresses whole blobs and files into zstd frames, from many
+// goroutines at once.
+type blobEncoder interface {
+	// EncodeAll appends the zstd frame of src to dst and returns it.
+	EncodeAll(src, dst []byte) []byte
+	Close() error
+}
+
 // newEncoder returns the zstd encoder for a level name, or nil for "off".
-func newEncoder(name string) (*zstd.Encoder, error) {
+// The default level is the C library's where the build has cgo
+// (newDefaultEncoder); the others are klauspost/compress's.
+func newEncoder(name string) (blobEncoder, error) {
 	level := zstd.SpeedDefault
 	switch name {
 	case "", "auto", "default":
+		return newDefaultEncoder(runtime.GOMAXPROCS(0))
 	case "off":
 		return nil, nil
 	case "fastest":
@@ -225,9 +245,15 @@ func newEncoder(name string) (*zstd.Encoder, error) {
 	default:
 		return nil, fmt.Errorf("unknown compression %q (want off, fastest, default, better or best)", name)
 	}
-	// No frame checksum: every blob is sealed and its plaintext hashed to
-	// its id, so zstd's own checksum would only cost time.
-	return zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+	return newKlauspostEncoder(level, runtime.GOMAXPROCS(0))
+}
+
+// newKlauspostEncoder returns klauspost/compress's encoder at level for
+// concurrency users at once. No frame checksum: every blob is sealed and
+// its plaintext hashed to its id, so zstd's own checksum would only cost
+// time.
+func newKlauspostEncoder(level zstd.EncoderLevel, concurrency int) (*zstd.Encoder, error) {
+	return zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(concurrency),
 		zstd.WithZeroFrames(true), zstd.WithLowerEncoderMem(true), zstd.WithEncoderCRC(false))
 }
 

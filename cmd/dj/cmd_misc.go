@@ -329,9 +329,10 @@ func versionCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			e := newEnv(c)
 			if e.json {
-				return e.printJSON(map[string]string{"version": version, "go_version": runtime.Version(), "go_os": runtime.GOOS, "go_arch": runtime.GOARCH})
+				return e.printJSON(map[string]string{"version": version, "go_version": runtime.Version(), "go_os": runtime.GOOS, "go_arch": runtime.GOARCH,
+					"compressor": repo.DefaultCompressor})
 			}
-			fmt.Fprintf(e.stdout, "dj %s compiled with %s on %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			fmt.Fprintf(e.stdout, "dj %s compiled with %s on %s/%s, compressing with %s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH, repo.DefaultCompressor)
 			return nil
 		},
 	}
