@@ -257,6 +257,17 @@ func newKlauspostEncoder(level zstd.EncoderLevel, concurrency int) (*zstd.Encode
 		zstd.WithZeroFrames(true), zstd.WithLowerEncoderMem(true), zstd.WithEncoderCRC(false))
 }
 
+// NativeMemory is the most memory the repository's compressor may hold
+// outside the Go heap (zstd's C library, where the build has it), which a
+// limit of the Go heap (debug.SetMemoryLimit) does not count: a command
+// that bounds its memory takes it off the heap's share.
+func (r *Repository) NativeMemory() int64 {
+	if n, ok := r.enc.(interface{ nativeMemory() int64 }); ok {
+		return n.nativeMemory()
+	}
+	return 0
+}
+
 // Compress returns the zstd encoding of plain when that is smaller, with the
 // repository's current level.
 func (r *Repository) Compress(plain []byte) ([]byte, bool) { return r.compress(plain) }

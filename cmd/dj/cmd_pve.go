@@ -169,7 +169,7 @@ func runPVEBackup(c *cli.Context) error {
 		return err
 	}
 	defer closeRepo()
-	setMemoryLimit(320<<20 + r.PackMemory())
+	setMemoryLimit(320<<20 + r.PackMemory() - r.NativeMemory())
 	var failed error
 	for _, vmid := range c.Args().Slice() {
 		kind, name, err := guestInfo(e, vmid)
@@ -325,7 +325,7 @@ func runPVEHook(c *cli.Context) error {
 		return err
 	}
 	defer closeRepo()
-	setMemoryLimit(320<<20 + r.PackMemory())
+	setMemoryLimit(320<<20 + r.PackMemory() - r.NativeMemory())
 	opts := pveOptions(c, vmid, os.Getenv("HOSTNAME"))
 	report := newBackupReport(e)
 	report.start(nil, nil)
