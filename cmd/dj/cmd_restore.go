@@ -161,7 +161,7 @@ func runRestore(c *cli.Context) error {
 	if len(st.Errors) > 0 {
 		for _, fe := range st.Errors {
 			what := "damaged"
-			if errors.Is(fe.Err, restorer.ErrDirInTheWay) {
+			if errors.Is(fe.Err, restorer.ErrDirInTheWay) || errors.Is(fe.Err, restorer.ErrFileInTheWay) {
 				what = "not restored"
 			}
 			e.warnf("%s: %s: %v\n", what, fe.Path, fe.Err)
