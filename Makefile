@@ -74,7 +74,8 @@ test: test-deps vet
 # integration/bench/RELIABILITY.md. Hours, not minutes.
 RELIABILITY_DIR ?= $(CURDIR)/integration/bench/reliability/latest
 FUZZTIME ?= 10m
-stress: build test-deps
+stress: test-deps
+	$(MAKE) build
 	rm -rf $(RELIABILITY_DIR) && mkdir -p $(RELIABILITY_DIR)
 	DJ_STRESS=1 DJ_RELIABILITY_DIR=$(RELIABILITY_DIR) $(GO) test -count=1 -timeout 24h -run 'TestBattery' ./...
 	$(MAKE) race-battery
@@ -87,7 +88,8 @@ race-battery: test-deps
 
 # The battery in its short form (as in make test), recording its counts:
 # minutes instead of hours, for a RELIABILITY.md between stress runs.
-reliability-short: build test-deps
+reliability-short: test-deps
+	$(MAKE) build
 	rm -rf $(RELIABILITY_DIR) && mkdir -p $(RELIABILITY_DIR)
 	DJ_RELIABILITY_DIR=$(RELIABILITY_DIR) $(GO) test -count=1 -timeout 2h -run 'TestBattery' ./...
 	FUZZTIME=1m DJ_RELIABILITY_DIR=$(RELIABILITY_DIR) ./scripts/fuzz.sh
@@ -96,7 +98,10 @@ reliability-short: build test-deps
 bench-deps: test-deps
 	@command -v restic >/dev/null 2>&1 && command -v fio >/dev/null 2>&1 && [ -x /usr/bin/time ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DEBS) >/dev/null; }
 
-bench: build bench-deps
+# (build after the packages: make decides on cgo when it reads this file,
+# so a machine that just got gcc builds again.)
+bench: bench-deps
+	$(MAKE) build
 	./integration/bench/run.sh
 
 clean:
