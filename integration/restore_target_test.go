@@ -62,6 +62,17 @@ func TestRestoreIntoExistingTarget(t *testing.T) {
 		}
 	}
 
+	// --dry-run names what --delete would delete and changes nothing.
+	dry := e.must("restore", "-v", "--dry-run", "latest:"+src, "--target", target, "--delete")
+	if !strings.Contains(dry, "would have deleted /a/extra") || !strings.Contains(dry, "would have deleted /top-extra") {
+		t.Errorf("restore --dry-run -v --delete does not name what it would delete:\n%s", dry)
+	}
+	for name, want := range map[string]string{"b/mine": "mine", "a/extra": "extra", "top-extra": "t"} {
+		if b, err := os.ReadFile(filepath.Join(target, name)); err != nil || string(b) != want {
+			t.Errorf("after restore --dry-run, %s = %q, %v; want %q", name, b, err, want)
+		}
+	}
+
 	out := e.must("restore", "--json", "latest:"+src, "--target", target, "--delete")
 	var sum map[string]any
 	if err := json.Unmarshal([]byte(out), &sum); err != nil {

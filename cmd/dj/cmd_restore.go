@@ -38,7 +38,8 @@ the way are replaced, directories are merged, and a non-empty directory where
 the snapshot has a file is left as it is and named (exit code 1). With --delete
 the target is made to match the snapshot: what its restored directories hold
 that the snapshot does not is deleted (only paths the include and exclude
-patterns select; -v names each), and files replace directories in their way.
+patterns select; -v names each), and files replace directories in their way;
+--dry-run says what would happen and changes nothing.
 --overwrite (restic's) says which files already there are replaced: always (the
 default), if-changed (not those of the snapshot's size and modification time,
 whose metadata is set), if-newer (only by a file modified later), never.
@@ -56,6 +57,7 @@ Examples:
 			&cli.StringSliceFlag{Name: "iexclude", Usage: "like --exclude, ignoring case: do not restore paths matching `PATTERN`"},
 			&cli.StringFlag{Name: "overwrite", Value: "always", Usage: "replace files the target has already: `MODE` always, if-changed, if-newer or never"},
 			&cli.BoolFlag{Name: "delete", Usage: "delete what the target's restored directories hold that the snapshot does not (as selected by the patterns), and let files replace directories in their way"},
+			&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "write and delete nothing: say what the restore would do (with -v, name what --delete would delete)"},
 			&cli.BoolFlag{Name: "verify", Usage: "read restored files back and check them against the snapshot"},
 			&cli.BoolFlag{Name: "sparse", Usage: "write all-zero chunks as holes in every file"},
 			&cli.BoolFlag{Name: "vma-as-directory", Usage: "restore a stored Proxmox VE dump (NAME.vma) as the directory of its configs and disk images, not as the VMA file"},
@@ -96,14 +98,17 @@ func runRestore(c *cli.Context) error {
 		return usageError("%v", err)
 	}
 	target := c.String("target")
-	if err := os.MkdirAll(target, 0o700); err != nil {
-		return fmt.Errorf("create target: %w", err)
+	dryRun := c.Bool("dry-run")
+	if !dryRun {
+		if err := os.MkdirAll(target, 0o700); err != nil {
+			return fmt.Errorf("create target: %w", err)
+		}
 	}
 	var mu sync.Mutex
 	opts := restorer.Options{
 		Target: target, Include: c.StringSlice("include"), Exclude: c.StringSlice("exclude"),
 		InsensitiveInclude: c.StringSlice("iinclude"), InsensitiveExclude: c.StringSlice("iexclude"),
-		Sparse: c.Bool("sparse"), Verify: c.Bool("verify"), Owner: os.Geteuid() == 0, Delete: c.Bool("delete"), Overwrite: overwrite,
+		Sparse: c.Bool("sparse"), Verify: c.Bool("verify"), Owner: os.Geteuid() == 0, Delete: c.Bool("delete"), Overwrite: overwrite, DryRun: dryRun,
 		// Across a network each blob costs a round trip: more in flight,
 		// and the chunks of queued small files loaded together.
 		Workers: remoteWorkers(e), BatchBytes: remoteBatchBytes(e),
@@ -119,11 +124,15 @@ func runRestore(c *cli.Context) error {
 			e.warnf("warning: %s: %v\n", p, err)
 		},
 	}
+	would := ""
+	if dryRun {
+		would = "would have "
+	}
 	if e.verbosity >= 1 && !e.json {
 		opts.Deleted = func(p string) {
 			mu.Lock()
 			defer mu.Unlock()
-			e.printf("deleted %s\n", p)
+			e.printf("%sdeleted %s\n", would, p)
 		}
 	}
 	bar := newByteProgress(e, "restoring")
@@ -133,6 +142,9 @@ func runRestore(c *cli.Context) error {
 		}
 	}
 	if !e.json {
+		if dryRun {
+			e.printf("dry run, nothing is written: ")
+		}
 		e.printf("restoring snapshot %s of %v to %s\n", sn.ID.Short(), sn.Paths, target)
 	}
 	st, err := restorer.Restore(e.ctx, r, root, opts)
@@ -143,19 +155,19 @@ func runRestore(c *cli.Context) error {
 		return err
 	}
 	if e.json {
-		_ = e.printJSON(map[string]any{"message_type": "summary", "files_restored": st.Files, "dirs_restored": st.Dirs,
+		_ = e.printJSON(map[string]any{"message_type": "summary", "dry_run": dryRun, "files_restored": st.Files, "dirs_restored": st.Dirs,
 			"others_restored": st.Others, "bytes_restored": st.Bytes, "files_deleted": st.Deleted,
 			"files_skipped": st.Skipped, "bytes_skipped": st.SkippedBytes, "errors": len(st.Errors)})
 	} else {
-		e.printf("restored %d files, %d dirs, %d others, %s\n", st.Files, st.Dirs, st.Others, formatBytes(st.Bytes))
+		e.printf("%srestored %d files, %d dirs, %d others, %s\n", would, st.Files, st.Dirs, st.Others, formatBytes(st.Bytes))
 		if st.Skipped > 0 {
-			e.printf("left %d existing entries as they were (--overwrite %s), %s\n", st.Skipped, overwrite, formatBytes(st.SkippedBytes))
+			e.printf("%sleft %d existing entries as they were (--overwrite %s), %s\n", would, st.Skipped, overwrite, formatBytes(st.SkippedBytes))
 		}
 		switch {
 		case st.Deleted == 1:
-			e.printf("deleted 1 entry the snapshot does not have\n")
+			e.printf("%sdeleted 1 entry the snapshot does not have\n", would)
 		case st.Deleted > 1:
-			e.printf("deleted %d entries the snapshot does not have\n", st.Deleted)
+			e.printf("%sdeleted %d entries the snapshot does not have\n", would, st.Deleted)
 		}
 	}
 	if len(st.Errors) > 0 {

@@ -105,6 +105,11 @@ type Options struct {
 	// replace it). With OverwriteNever a file in the way of a directory
 	// stays too, and the directory's content is not restored.
 	Overwrite Overwrite
+	// DryRun writes and removes nothing: the restore decides as it would
+	// (what it replaces, keeps, deletes, and the errors of entries in the
+	// way) and Stats count it; file contents are not read, so damaged data
+	// is not found. Deleted is told what Delete would remove.
+	DryRun bool
 	// Deleted, if set, is told the path in the snapshot's terms (such as
 	// "/home/ann/old") of each entry Delete removed.
 	Deleted func(path string)
@@ -232,11 +237,14 @@ func compilePatterns(exact, fold []string) (pathmatch.List, error) {
 // (and reported via Warn) and do not stop the restore; the returned error
 // is for the restore as a whole: a bad target or pattern, cancellation.
 func Restore(ctx context.Context, l Loader, rootTree crypto.ID, opts Options) (Stats, error) {
+	// A dry run may name a target the restore would make (the CLI makes
+	// it): everything below is then new.
 	fi, err := os.Stat(opts.Target)
-	if err != nil {
+	targetMissing := opts.DryRun && errors.Is(err, os.ErrNotExist)
+	if err != nil && !targetMissing {
 		return Stats{}, fmt.Errorf("restore target: %w", err)
 	}
-	if !fi.IsDir() {
+	if !targetMissing && !fi.IsDir() {
 		return Stats{}, fmt.Errorf("restore target %s is not a directory", opts.Target)
 	}
 	inc, err := compilePatterns(opts.Include, opts.InsensitiveInclude)
@@ -297,7 +305,7 @@ func Restore(ctx context.Context, l Loader, rootTree crypto.ID, opts Options) (S
 	}
 	stopProgress := r.startProgress()
 
-	top := &dirState{path: filepath.Clean(opts.Target), rel: "/", created: true}
+	top := &dirState{path: filepath.Clean(opts.Target), rel: "/", created: true, planned: targetMissing}
 	top.pending.Store(1)
 	r.walk(ctx, top, t, map[crypto.ID]bool{rootTree: true})
 	r.dirDone(ctx, top)

@@ -5,6 +5,7 @@
 package restorer
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -73,7 +74,9 @@ func (r *restorer) keepExisting(fsPath, rel string, n *tree.Node) bool {
 		if n.Type != tree.File || !fi.Mode().IsRegular() || uint64(fi.Size()) != n.Size || !fi.ModTime().Equal(n.ModTime) {
 			return false
 		}
-		r.applyMeta(fsPath, rel, n, true)
+		if !r.opts.DryRun {
+			r.applyMeta(fsPath, rel, n, true)
+		}
 	}
 	r.skipped.Add(1)
 	if n.Type == tree.File {
@@ -88,7 +91,7 @@ func (r *restorer) keepExisting(fsPath, rel string, n *tree.Node) bool {
 // nothing when t is not known whole: a node that could not be read, or a
 // tree kept in files that could not be read back.
 func (r *restorer) deleteExtra(d *dirState, t walk.List) {
-	if t.Err() != nil {
+	if t.Err() != nil || d.planned {
 		return
 	}
 	names := make(map[string]struct{}, t.Len())
@@ -100,6 +103,9 @@ func (r *restorer) deleteExtra(d *dirState, t walk.List) {
 		names[n.Name] = struct{}{}
 	}
 	f, err := os.Open(d.path)
+	if r.opts.DryRun && errors.Is(err, os.ErrNotExist) {
+		return // a directory the restore would make
+	}
 	if err != nil {
 		r.fail(d.rel, fmt.Errorf("list for --delete: %w", err))
 		return
@@ -118,13 +124,33 @@ func (r *restorer) deleteExtra(d *dirState, t walk.List) {
 		if !r.selected(rel) {
 			continue
 		}
-		if err := os.RemoveAll(filepath.Join(d.path, name)); err != nil {
-			r.fail(rel, fmt.Errorf("delete: %w", err))
-			continue
+		if !r.opts.DryRun {
+			if err := os.RemoveAll(filepath.Join(d.path, name)); err != nil {
+				r.fail(rel, fmt.Errorf("delete: %w", err))
+				continue
+			}
 		}
 		r.deleted.Add(1)
 		if r.opts.Deleted != nil {
 			r.opts.Deleted(rel)
 		}
 	}
+}
+
+// countDry counts what restoring n would write (Options.DryRun): a file
+// with its size (a hard link's bytes once), or another entry.
+func (r *restorer) countDry(n *tree.Node) {
+	if n.Type != tree.File {
+		r.others.Add(1)
+		return
+	}
+	r.files.Add(1)
+	if n.IsHardLink() {
+		key := n.LinkKey()
+		if _, ok := r.links[key]; ok {
+			return
+		}
+		r.links[key] = ""
+	}
+	r.bytes.Add(n.Size)
 }

@@ -3,6 +3,8 @@ package restorer
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -195,5 +197,130 @@ func TestRestoreOverwrite(t *testing.T) {
 	}
 	if _, err := ParseOverwrite("sometimes"); err == nil {
 		t.Error("ParseOverwrite accepted \"sometimes\"")
+	}
+}
+
+// treeState describes every entry below dir: type, mode, size, mtime,
+// content or link target.
+func treeState(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	must(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		desc := fmt.Sprintf("%v %d %d", fi.Mode(), fi.Size(), fi.ModTime().UnixNano())
+		switch {
+		case fi.Mode().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			desc += " " + string(b)
+		case fi.Mode()&os.ModeSymlink != 0:
+			l, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			desc += " -> " + l
+		}
+		m[p] = desc
+		return nil
+	}))
+	return m
+}
+
+// TestRestoreDryRun: a dry run changes nothing in the target and counts
+// what the real restore then does, in every mode.
+func TestRestoreDryRun(t *testing.T) {
+	f := newFakeLoader()
+	mtime := time.Unix(2_000_000_000, 0)
+	a := f.fileNode("a", []byte("snapshot a"))
+	a.ModTime = mtime
+	root := f.addTree(
+		a,
+		f.fileNode("file-was-dir", []byte("now a file")),
+		&tree.Node{Name: "link", Type: tree.Symlink, Mode: os.ModeSymlink | 0o777, LinkTarget: "a", ModTime: mtime},
+		dirNode("dir", f.addTree(f.fileNode("in", []byte("in")), dirNode("new-dir", f.addTree(f.fileNode("deep", []byte("deep")))))),
+		dirNode("dir-was-file", f.addTree(f.fileNode("x", []byte("x")))),
+	)
+	for _, opts := range []Options{
+		{},
+		{Delete: true},
+		{Overwrite: OverwriteNever},
+		{Overwrite: OverwriteIfNewer, Delete: true},
+		{Exclude: []string{"/dir"}, Delete: true},
+	} {
+		t.Run(fmt.Sprintf("delete %v overwrite %v exclude %v", opts.Delete, opts.Overwrite, opts.Exclude), func(t *testing.T) {
+			target := t.TempDir()
+			for name, content := range map[string]string{"a": "old a", "file-was-dir/mine": "mine", "dir/extra": "extra", "dir-was-file": "file", "top-extra": "t"} {
+				p := filepath.Join(target, name)
+				must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+				must(t, os.WriteFile(p, []byte(content), 0o644))
+			}
+			must(t, os.Symlink("/", filepath.Join(target, "link")))
+			before := treeState(t, target)
+
+			dry := opts
+			dry.Target, dry.DryRun = target, true
+			var mu sync.Mutex
+			var wouldDelete []string
+			dry.Deleted = func(p string) { mu.Lock(); wouldDelete = append(wouldDelete, p); mu.Unlock() }
+			want, err := Restore(context.Background(), f, root, dry)
+			must(t, err)
+			if after := treeState(t, target); !reflect.DeepEqual(before, after) {
+				t.Fatalf("the dry run changed the target:\n before %q\n after  %q", before, after)
+			}
+
+			real := opts
+			real.Target = target
+			var deleted []string
+			real.Deleted = func(p string) { mu.Lock(); deleted = append(deleted, p); mu.Unlock() }
+			got, err := Restore(context.Background(), f, root, real)
+			must(t, err)
+			sort.Strings(wouldDelete)
+			sort.Strings(deleted)
+			if !reflect.DeepEqual(wouldDelete, deleted) {
+				t.Errorf("dry run would delete %q, the restore deleted %q", wouldDelete, deleted)
+			}
+			errPaths := func(st Stats) []string {
+				var p []string
+				for _, e := range st.Errors {
+					p = append(p, e.Path+": "+e.Err.Error())
+				}
+				sort.Strings(p)
+				return p
+			}
+			if !reflect.DeepEqual(errPaths(want), errPaths(got)) {
+				t.Errorf("dry run errors %q, the restore's %q", errPaths(want), errPaths(got))
+			}
+			want.Errors, got.Errors = nil, nil
+			if !reflect.DeepEqual(want, got) {
+				t.Errorf("dry run counted %+v, the restore %+v", want, got)
+			}
+		})
+	}
+}
+
+// TestRestoreDryRunMissingTarget: a dry run into a target that does not
+// exist makes nothing and counts what a restore into an empty one does.
+func TestRestoreDryRunMissingTarget(t *testing.T) {
+	f := newFakeLoader()
+	root := f.addTree(f.fileNode("a", []byte("aaa")), dirNode("d", f.addTree(f.fileNode("b", []byte("bb")))))
+	missing := filepath.Join(t.TempDir(), "new")
+	want, err := Restore(context.Background(), f, root, Options{Target: missing, DryRun: true, Delete: true})
+	must(t, err)
+	if _, err := os.Lstat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the dry run made the target: %v", err)
+	}
+	empty := t.TempDir()
+	got, err := Restore(context.Background(), f, root, Options{Target: empty, Delete: true})
+	must(t, err)
+	if !reflect.DeepEqual(want, got) || got.Files != 2 || got.Bytes != 5 {
+		t.Errorf("dry run counted %+v, the restore %+v", want, got)
 	}
 }

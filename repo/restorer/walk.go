@@ -29,7 +29,11 @@ type dirState struct {
 	rel     string // in the snapshot
 	node    *tree.Node
 	parent  *dirState
-	created bool         // set by the walker only
+	created bool // set by the walker only
+	// planned (Options.DryRun, set by the walker only): the directory is
+	// not in the target yet, or something else is at its path, so
+	// nothing below it is either.
+	planned bool
 	pending atomic.Int64 // the walk of the directory, subdirectories and files in flight
 }
 
@@ -83,7 +87,11 @@ func (r *restorer) ensureDir(d *dirState) error {
 			return err
 		}
 	}
-	if err := makeDir(d.path, r.opts.Overwrite == OverwriteNever); err != nil {
+	if r.opts.DryRun {
+		if err := r.planDir(d); err != nil {
+			return err
+		}
+	} else if err := makeDir(d.path, r.opts.Overwrite == OverwriteNever); err != nil {
 		return err
 	}
 	d.created = true
@@ -113,19 +121,45 @@ func makeDir(p string, keep bool) error {
 	return nil
 }
 
+// planDir decides what makeDir would do with d's path without doing it
+// (Options.DryRun): keep a directory, make one (planned), or with
+// OverwriteNever refuse what is in the way.
+func (r *restorer) planDir(d *dirState) error {
+	if d.parent != nil && d.parent.planned {
+		d.planned = true
+		return nil
+	}
+	fi, err := os.Lstat(d.path)
+	switch {
+	case err == nil && fi.IsDir():
+	case err == nil && r.opts.Overwrite == OverwriteNever:
+		return ErrFileInTheWay
+	default:
+		d.planned = true
+	}
+	return nil
+}
+
 // clearPath removes whatever is at p, not following a symlink, to make
 // room for a file, a symlink or a special file. A directory goes only when
 // it is empty, or with replaceDirs (Options.Delete) with all it holds:
 // otherwise it is left alone and the error is ErrDirInTheWay, so that a
 // restore into a directory in use never deletes what the user has below a
 // name the snapshot holds as a file.
-func clearPath(p string, replaceDirs bool) error {
+// With dry, it removes nothing and only reports ErrDirInTheWay.
+func clearPath(p string, replaceDirs, dry bool) error {
 	fi, err := os.Lstat(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
+	}
+	if dry {
+		if fi.IsDir() && !replaceDirs && !emptyDir(p) {
+			return ErrDirInTheWay
+		}
+		return nil
 	}
 	if !fi.IsDir() {
 		return os.Remove(p)
@@ -141,6 +175,17 @@ func clearPath(p string, replaceDirs bool) error {
 		return &os.PathError{Op: "remove", Path: p, Err: err}
 	}
 	return nil
+}
+
+// emptyDir reports whether directory p holds nothing (or cannot be read).
+func emptyDir(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return true
+	}
+	defer f.Close()
+	names, _ := f.Readdirnames(1)
+	return len(names) == 0
 }
 
 // walk restores the entries of t into d. ancestors holds the trees on the
@@ -189,11 +234,19 @@ func (r *restorer) walk(ctx context.Context, d *dirState, t walk.List, ancestors
 			r.warn(rel, fmt.Errorf("%s file not restored", n.Type))
 			continue
 		}
+		if d.planned {
+			r.countDry(n) // nothing is there: it would be restored
+			continue
+		}
 		if r.keepExisting(fsPath, rel, n) {
 			continue
 		}
-		if err := clearPath(fsPath, r.opts.Delete); err != nil {
+		if err := clearPath(fsPath, r.opts.Delete, r.opts.DryRun); err != nil {
 			r.fail(rel, err)
+			continue
+		}
+		if r.opts.DryRun {
+			r.countDry(n)
 			continue
 		}
 		if r.link(fsPath, rel, n) {
@@ -227,8 +280,16 @@ func (r *restorer) writeAsFile(ctx context.Context, d *dirState, fsPath, rel str
 		r.fail(rel, err)
 		return
 	}
-	if err := clearPath(fsPath, r.opts.Delete); err != nil {
+	if d.planned {
+		r.files.Add(1)
+		return
+	}
+	if err := clearPath(fsPath, r.opts.Delete, r.opts.DryRun); err != nil {
 		r.fail(rel, err)
+		return
+	}
+	if r.opts.DryRun {
+		r.files.Add(1)
 		return
 	}
 	f, err := os.OpenFile(fsPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
@@ -332,7 +393,9 @@ func (r *restorer) dirDone(ctx context.Context, d *dirState) {
 		}
 		if d.node != nil && d.created && ctx.Err() == nil {
 			r.dirs.Add(1)
-			r.applyMeta(d.path, d.rel, d.node, true)
+			if !r.opts.DryRun {
+				r.applyMeta(d.path, d.rel, d.node, true)
+			}
 		}
 	}
 }
