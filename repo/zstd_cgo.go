@@ -99,13 +99,18 @@ func (e *cEncoder) EncodeAll(src, dst []byte) []byte {
 		pool = &e.large
 	}
 	ctx := pool.get()
-	// With cap >= bound the library writes into the slice it is given.
-	c, err := ctx.CompressLevel(dst[len(dst):cap(dst)], src, cDefaultLevel)
+	room := dst[len(dst):cap(dst)]
+	c, err := ctx.CompressLevel(room, src, cDefaultLevel)
 	pool.put(ctx)
-	if err != nil || len(c) > cap(dst)-len(dst) || (len(c) > 0 && &c[0] != &dst[len(dst):cap(dst)][0]) {
+	switch {
+	case err != nil:
 		return e.fallback.EncodeAll(src, dst)
+	case len(c) > 0 && &c[0] == &room[0]:
+		// With room for the bound the library writes where it is told.
+		return dst[:len(dst)+len(c)]
+	default:
+		return append(dst, c...)
 	}
-	return dst[:len(dst)+len(c)]
 }
 
 // Close releases the encoder.

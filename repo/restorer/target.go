@@ -5,7 +5,6 @@
 package restorer
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -103,9 +102,6 @@ func (r *restorer) deleteExtra(d *dirState, t walk.List) {
 		names[n.Name] = struct{}{}
 	}
 	f, err := os.Open(d.path)
-	if r.opts.DryRun && errors.Is(err, os.ErrNotExist) {
-		return // a directory the restore would make
-	}
 	if err != nil {
 		r.fail(d.rel, fmt.Errorf("list for --delete: %w", err))
 		return

@@ -177,6 +177,24 @@ func clearPath(p string, replaceDirs, dry bool) error {
 	return nil
 }
 
+// makeRoom clears fsPath for an entry of d (clearPath) and reports whether
+// the entry is to be written. A dry run clears nothing, only reports what
+// is in the way, and counts the entry (count) instead of writing it; in a
+// directory it would make (planned) nothing is in the way.
+func (r *restorer) makeRoom(d *dirState, fsPath, rel string, count func()) bool {
+	if !d.planned {
+		if err := clearPath(fsPath, r.opts.Delete, r.opts.DryRun); err != nil {
+			r.fail(rel, err)
+			return false
+		}
+	}
+	if r.opts.DryRun {
+		count()
+		return false
+	}
+	return true
+}
+
 // emptyDir reports whether directory p holds nothing (or cannot be read).
 func emptyDir(p string) bool {
 	f, err := os.Open(p)
@@ -234,19 +252,10 @@ func (r *restorer) walk(ctx context.Context, d *dirState, t walk.List, ancestors
 			r.warn(rel, fmt.Errorf("%s file not restored", n.Type))
 			continue
 		}
-		if d.planned {
-			r.countDry(n) // nothing is there: it would be restored
-			continue
-		}
 		if r.keepExisting(fsPath, rel, n) {
 			continue
 		}
-		if err := clearPath(fsPath, r.opts.Delete, r.opts.DryRun); err != nil {
-			r.fail(rel, err)
-			continue
-		}
-		if r.opts.DryRun {
-			r.countDry(n)
+		if !r.makeRoom(d, fsPath, rel, func() { r.countDry(n) }) {
 			continue
 		}
 		if r.link(fsPath, rel, n) {
@@ -280,16 +289,7 @@ func (r *restorer) writeAsFile(ctx context.Context, d *dirState, fsPath, rel str
 		r.fail(rel, err)
 		return
 	}
-	if d.planned {
-		r.files.Add(1)
-		return
-	}
-	if err := clearPath(fsPath, r.opts.Delete, r.opts.DryRun); err != nil {
-		r.fail(rel, err)
-		return
-	}
-	if r.opts.DryRun {
-		r.files.Add(1)
+	if !r.makeRoom(d, fsPath, rel, func() { r.files.Add(1) }) {
 		return
 	}
 	f, err := os.OpenFile(fsPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
